@@ -1,0 +1,61 @@
+#!/usr/bin/env bash
+# The project's whole test command, for a fresh machine (needs cargo, python3, node+npm, java).
+#
+#   1. a Python venv with the official aggregation library (cross-checks our wire format)
+#   2. the local emulators (kinesis-mock, DynamoDB Local), stopped again on exit
+#   3. cargo fmt --check, clippy -D warnings, all tests (unit, integration, doc)
+#
+# Honours CARGO_TARGET_DIR. Extra arguments are passed to the `cargo test` runs
+# (e.g. `scripts/test.sh -- --nocapture`).
+set -euo pipefail
+
+REPO="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
+cd "$REPO"
+
+# Pinned Python test dependencies. aws-kinesis-agg declares only `protobuf`, but its
+# aggregator also imports `six`.
+PY_REQUIREMENTS=(aws-kinesis-agg==1.2.3 protobuf==6.33.5 six==1.17.0)
+VENV="$REPO/.cache/venv"
+
+SECONDS=0
+section() {
+  printf '\n==== [%3ss] %s ====\n' "$SECONDS" "$*"
+}
+
+section "Python venv ($VENV)"
+stamp="$VENV/.kinesis-rs-requirements"
+if [[ ! -x "$VENV/bin/python" ]]; then
+  python3 -m venv "$VENV"
+fi
+if [[ "$(cat "$stamp" 2>/dev/null || true)" != "${PY_REQUIREMENTS[*]}" ]]; then
+  "$VENV/bin/python" -m pip install --quiet --disable-pip-version-check "${PY_REQUIREMENTS[@]}"
+  printf '%s' "${PY_REQUIREMENTS[*]}" >"$stamp"
+fi
+"$VENV/bin/python" -c 'import aws_kinesis_agg.aggregator, aws_kinesis_agg.deaggregator, google.protobuf as p; print("aws-kinesis-agg OK, protobuf", p.__version__)'
+export KINESIS_RS_PYTHON="$VENV/bin/python"
+
+section "Emulators"
+"$REPO/scripts/emulators.sh" install
+# Stop the emulators however this script ends (Ctrl-C and kill included).
+trap '"$REPO/scripts/emulators.sh" stop' EXIT
+trap 'exit 130' INT
+trap 'exit 143' TERM
+"$REPO/scripts/emulators.sh" start
+emulator_env="$("$REPO/scripts/emulators.sh" env)"
+eval "$emulator_env"
+echo "AWS_ENDPOINT_URL_KINESIS=$AWS_ENDPOINT_URL_KINESIS"
+echo "AWS_ENDPOINT_URL_DYNAMODB=$AWS_ENDPOINT_URL_DYNAMODB"
+
+section "cargo fmt --all -- --check"
+cargo fmt --all -- --check
+
+section "cargo clippy --workspace --all-targets -- -D warnings"
+cargo clippy --workspace --all-targets -- -D warnings
+
+section "cargo test --workspace --all-targets"
+cargo test --workspace --all-targets "$@"
+
+section "cargo test --workspace --doc"
+cargo test --workspace --doc "$@"
+
+section "all checks passed"
