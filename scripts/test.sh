@@ -52,10 +52,14 @@ cargo fmt --all -- --check
 section "cargo clippy --workspace --all-targets -- -D warnings"
 cargo clippy --workspace --all-targets -- -D warnings
 
+test_log="$(mktemp)"
 section "cargo test --workspace --all-targets"
-cargo test --workspace --all-targets "$@"
+cargo test --workspace --all-targets "$@" 2>&1 | tee "$test_log"
 
 section "cargo test --workspace --doc"
-cargo test --workspace --doc "$@"
+cargo test --workspace --doc "$@" 2>&1 | tee -a "$test_log"
 
 section "all checks passed"
+# One closing line with the totals of every cargo test run above.
+awk '/^test result:/ { passed += $4; failed += $6 } END { printf "tests: %d passed, %d failed\n", passed, failed }' "$test_log"
+rm -f "$test_log"

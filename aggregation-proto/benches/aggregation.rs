@@ -8,7 +8,6 @@ use std::hint::black_box;
 use aggregation_proto::{
     AddError, Aggregator, AggregatorConfig, Deaggregator, KinesisRecord, ReceivedRecord, UserRecord,
 };
-use bytes::Bytes;
 use criterion::{Criterion, Throughput, criterion_group, criterion_main};
 use md5::{Digest, Md5};
 use rand::distr::{Alphanumeric, SampleString};
@@ -70,7 +69,13 @@ fn bench(c: &mut Criterion) {
     let block = vec![0x5Au8; aggregation_proto::DEFAULT_MAX_AGGREGATE_SIZE];
     let mut group = c.benchmark_group("md5_limit");
     group.throughput(Throughput::Bytes(block.len() as u64));
-    group.bench_function("md-5_51200B", |b| b.iter(|| Md5::digest(black_box(&block))));
+    group.bench_function("md-5_0.11", |b| b.iter(|| Md5::digest(black_box(&block))));
+    group.bench_function("md-5_0.10_asm", |b| {
+        b.iter(|| {
+            use md5_asm::Digest as _;
+            md5_asm::Md5::digest(black_box(&block))
+        })
+    });
     group.finish();
 }
 

@@ -43,6 +43,16 @@ impl UserRecord {
         self
     }
 
+    /// Checks the record as Kinesis would (partition key of 1 to 256 characters, explicit hash
+    /// key a decimal in `0..=2^128-1`) and returns the hash key it routes by.
+    ///
+    /// # Errors
+    /// The [`RecordError`] naming the problem.
+    pub fn validate(&self) -> Result<u128, RecordError> {
+        crate::aggregator::validate_partition_key(&self.partition_key)?;
+        self.hash_key()
+    }
+
     /// The hash key Kinesis routes this record by: the explicit hash key if set, else the MD5 of
     /// the partition key.
     ///
@@ -74,6 +84,17 @@ impl KinesisRecord {
     /// data plus partition key bytes.
     pub fn size(&self) -> usize {
         self.data.len() + self.partition_key.len()
+    }
+}
+
+impl From<UserRecord> for KinesisRecord {
+    /// The user record sent as it is, without aggregation.
+    fn from(record: UserRecord) -> Self {
+        Self {
+            partition_key: record.partition_key,
+            explicit_hash_key: record.explicit_hash_key,
+            data: record.data,
+        }
     }
 }
 

@@ -1,11 +1,13 @@
 //! `kinesis-cat`: the kcat of Kinesis.
 //!
-//! Subcommands so far: `agg encode` / `agg decode` (the KPL aggregation format on JSON lines)
-//! and `perf agg` (aggregation throughput on an in-memory workload).
+//! Subcommands so far: `agg encode` / `agg decode` (the KPL aggregation format on JSON lines),
+//! `produce` (stdin lines into a stream) and `perf agg` / `perf produce` (throughput).
 
 mod agg;
 mod jsonl;
 mod perf;
+mod perf_produce;
+mod produce;
 
 use std::process::ExitCode;
 
@@ -23,6 +25,8 @@ enum Command {
     /// Aggregate and deaggregate records in the KPL format (JSON lines on stdin and stdout).
     #[command(subcommand)]
     Agg(agg::AggCommand),
+    /// Send stdin lines to a stream (aggregated, batched, retried) and print a summary.
+    Produce(produce::ProduceArgs),
     /// Measure throughput.
     #[command(subcommand)]
     Perf(perf::PerfCommand),
@@ -33,6 +37,7 @@ fn main() -> ExitCode {
     let result = match cli.command {
         Command::Agg(command) => agg::run(command),
         Command::Perf(command) => perf::run(command),
+        Command::Produce(args) => produce::run(args),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,

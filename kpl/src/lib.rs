@@ -1,8 +1,37 @@
-//! The Kinesis producer library (work in progress).
+//! The Kinesis producer: what Amazon's KPL should have been, in-process and async.
 //!
-//! This crate will hold the in-process replacement for Amazon's KPL: a shard map built from
-//! ListShards, one aggregator per predicted shard (built on [`aggregation_proto`]), collection into
-//! PutRecords calls, per-shard rate limiting, jittered retries bounded by a record TTL,
-//! backpressure on `send`, and a per-record receipt. Nothing is public yet.
+//! ```text
+//! send(record) --(permits: outstanding records and bytes)--> pipeline task
+//!   shard map (ListShards) -> one aggregator per predicted shard -> per-shard rate limiter
+//!   -> PutRecords batches (500 records / 5 MiB, linger) -> results
+//!   success: the receipt resolves with shard, sequence and sub-sequence number
+//!   retryable failure: jittered exponential backoff, bounded by the record TTL, re-routed
+//!   anything else: the receipt resolves with a typed error and every attempt
+//! ```
+//!
+//! Every record accepted gets exactly one answer. Memory is bounded by
+//! `max_outstanding_bytes` / `max_outstanding_records`: `send` waits at the limit, `try_send`
+//! returns `Full`.
 #![forbid(unsafe_code)]
 #![warn(missing_docs, missing_debug_implementations, unreachable_pub)]
+
+mod config;
+mod error;
+mod limiter;
+mod metrics;
+mod pipeline;
+mod producer;
+mod put_records;
+mod receipt;
+mod shard_map;
+mod stream;
+
+pub use aggregation_proto::UserRecord;
+pub use config::{
+    PUT_RECORDS_MAX_BYTES, PUT_RECORDS_MAX_RECORDS, SHARD_BYTES_PER_SEC, SHARD_RECORDS_PER_SEC,
+};
+pub use error::{ConfigError, RecordFailure, SendError, TrySendError};
+pub use metrics::MetricsSnapshot;
+pub use producer::{BuildError, Producer, ProducerBuilder};
+pub use receipt::{Attempt, Receipt, RecordResult, RecordSuccess};
+pub use stream::StreamId;

@@ -217,6 +217,27 @@ pub async fn kinesis_client() -> aws_sdk_kinesis::Client {
     aws_sdk_kinesis::Client::new(&sdk_config(KINESIS_ENDPOINT_VAR).await)
 }
 
+/// A Kinesis client for the endpoint at `endpoint` (e.g. a fault-injecting proxy), with the
+/// same region and dummy credentials as [`kinesis_client`].
+///
+/// The endpoint is set in code, so it wins over `$AWS_ENDPOINT_URL_KINESIS`. Nothing is
+/// checked: the first call fails if nothing listens there.
+pub async fn kinesis_client_at(endpoint: &str) -> aws_sdk_kinesis::Client {
+    let config = aws_config::defaults(BehaviorVersion::latest())
+        .region(Region::new(REGION))
+        .credentials_provider(Credentials::new(
+            ACCESS_KEY_ID,
+            SECRET_ACCESS_KEY,
+            None,
+            None,
+            "integration-tests",
+        ))
+        .endpoint_url(endpoint)
+        .load()
+        .await;
+    aws_sdk_kinesis::Client::new(&config)
+}
+
 /// A DynamoDB client for the local emulator (DynamoDB Local).
 ///
 /// # Panics
@@ -402,8 +423,26 @@ pub const MAX_EMPTY_POLLS: u32 = 20;
 ///
 /// When a Kinesis call fails.
 pub async fn read_all_records(client: &aws_sdk_kinesis::Client, stream: &str) -> Vec<Record> {
-    let mut records = Vec::new();
+    read_records_by_shard(client, stream)
+        .await
+        .into_iter()
+        .flat_map(|(_, records)| records)
+        .collect()
+}
+
+/// Like [`read_all_records`], keeping each shard's records apart: `(shard id, records)` in
+/// ListShards order.
+///
+/// # Panics
+///
+/// When a Kinesis call fails.
+pub async fn read_records_by_shard(
+    client: &aws_sdk_kinesis::Client,
+    stream: &str,
+) -> Vec<(String, Vec<Record>)> {
+    let mut by_shard = Vec::new();
     for shard in list_shards(client, stream).await {
+        let mut records = Vec::new();
         let shard_id = shard.shard_id();
         let mut iterator = client
             .get_shard_iterator()
@@ -438,8 +477,9 @@ pub async fn read_all_records(client: &aws_sdk_kinesis::Client, stream: &str) ->
                 records.extend_from_slice(out.records());
             }
         }
+        by_shard.push((shard_id.to_owned(), records));
     }
-    records
+    by_shard
 }
 
 /// The Python interpreter of the test venv (which has `aws-kinesis-agg`, the official Python

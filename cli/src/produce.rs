@@ -1,0 +1,191 @@
+//! `kinesis-cat produce`: stdin lines into a stream through the producer library.
+
+use std::io::BufRead;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
+use std::time::{Duration, Instant};
+
+use base64::Engine as _;
+use clap::Args;
+use kpl::{Producer, Receipt, SendError, UserRecord};
+use rand::distr::{Alphanumeric, SampleString};
+use serde::{Deserialize, Serialize};
+use tokio::sync::mpsc;
+
+use crate::jsonl::CliError;
+
+#[derive(Debug, Args)]
+pub(crate) struct ProduceArgs {
+    /// Stream name or ARN.
+    stream: String,
+    /// Each line is {"partition_key", "explicit_hash_key", "data": base64} instead of raw data.
+    #[arg(long)]
+    json: bool,
+    /// Partition key for every record (default: a random key per record).
+    #[arg(long)]
+    partition_key: Option<String>,
+    /// Send each record as its own Kinesis record.
+    #[arg(long)]
+    no_aggregate: bool,
+    /// At most this many records per second.
+    #[arg(long)]
+    rate: Option<f64>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct JsonRecord {
+    partition_key: String,
+    #[serde(default)]
+    explicit_hash_key: Option<String>,
+    data: String,
+}
+
+#[derive(Debug, Serialize)]
+struct Summary {
+    user_records: u64,
+    succeeded: u64,
+    failed: u64,
+    kinesis_records: u64,
+    put_records_calls: u64,
+}
+
+#[derive(Debug, Default)]
+struct Counts {
+    read: AtomicU64,
+    succeeded: AtomicU64,
+    failed: AtomicU64,
+}
+
+pub(crate) fn run(args: ProduceArgs) -> Result<(), CliError> {
+    let runtime = tokio::runtime::Runtime::new()?;
+    runtime.block_on(produce(args))
+}
+
+async fn produce(args: ProduceArgs) -> Result<(), CliError> {
+    let config = aws_config::load_from_env().await;
+    let producer = Producer::builder(args.stream.as_str())
+        .sdk_config(&config)
+        .aggregation(!args.no_aggregate)
+        .build()
+        .await
+        .map_err(|e| CliError::Usage(e.to_string()))?;
+    let counts = Arc::new(Counts::default());
+
+    // Receipts are awaited in order by one task, so failures print with their line numbers.
+    let (receipts_tx, mut receipts_rx) = mpsc::channel::<(usize, Receipt)>(64 * 1024);
+    let waiter = {
+        let counts = counts.clone();
+        tokio::spawn(async move {
+            while let Some((line, receipt)) = receipts_rx.recv().await {
+                match receipt.await {
+                    Ok(_) => counts.succeeded.fetch_add(1, Relaxed),
+                    Err(error) => {
+                        eprintln!("line {line}: not stored: {error}");
+                        counts.failed.fetch_add(1, Relaxed)
+                    }
+                };
+            }
+        })
+    };
+    let progress = tokio::spawn(report_progress(counts.clone()));
+
+    let (lines_tx, mut lines_rx) = mpsc::channel::<std::io::Result<String>>(1024);
+    std::thread::spawn(move || {
+        for line in std::io::stdin().lock().lines() {
+            if lines_tx.blocking_send(line).is_err() {
+                break;
+            }
+        }
+    });
+    let started = Instant::now();
+    let mut number = 0usize;
+    while let Some(line) = lines_rx.recv().await {
+        number += 1;
+        let line = line?;
+        if args.json && line.trim().is_empty() {
+            continue;
+        }
+        counts.read.fetch_add(1, Relaxed);
+        let record = match to_record(&args, &line) {
+            Ok(record) => record,
+            Err(problem) => {
+                eprintln!("line {number}: {problem}");
+                counts.failed.fetch_add(1, Relaxed);
+                continue;
+            }
+        };
+        if let Some(rate) = args.rate {
+            let due = started + Duration::from_secs_f64(counts.read.load(Relaxed) as f64 / rate);
+            tokio::time::sleep_until(due.into()).await;
+        }
+        match producer.send(record).await {
+            Ok(receipt) => {
+                if receipts_tx.send((number, receipt)).await.is_err() {
+                    break;
+                }
+            }
+            Err(SendError::Invalid { error, .. }) => {
+                eprintln!("line {number}: {error}");
+                counts.failed.fetch_add(1, Relaxed);
+            }
+            Err(error) => return Err(CliError::Usage(error.to_string())),
+        }
+    }
+    drop(receipts_tx);
+    producer.shutdown().await;
+    let _ = waiter.await;
+    progress.abort();
+    let metrics = producer.metrics();
+    let summary = Summary {
+        user_records: counts.read.load(Relaxed),
+        succeeded: counts.succeeded.load(Relaxed),
+        failed: counts.failed.load(Relaxed),
+        kinesis_records: metrics.kinesis_records_put,
+        put_records_calls: metrics.put_records_calls,
+    };
+    println!(
+        "{}",
+        serde_json::to_string(&summary).map_err(std::io::Error::other)?
+    );
+    if summary.failed > 0 {
+        return Err(CliError::Usage(format!(
+            "{} of {} records failed",
+            summary.failed, summary.user_records
+        )));
+    }
+    Ok(())
+}
+
+fn to_record(args: &ProduceArgs, line: &str) -> Result<UserRecord, String> {
+    if args.json {
+        let parsed: JsonRecord =
+            serde_json::from_str(line).map_err(|e| format!("invalid JSON: {e}"))?;
+        let data = base64::engine::general_purpose::STANDARD
+            .decode(&parsed.data)
+            .map_err(|e| format!("field \"data\" is not valid base64: {e}"))?;
+        let mut record = UserRecord::new(parsed.partition_key, data);
+        record.explicit_hash_key = parsed.explicit_hash_key;
+        return Ok(record);
+    }
+    let key = match &args.partition_key {
+        Some(key) => key.clone(),
+        None => Alphanumeric.sample_string(&mut rand::rng(), 16),
+    };
+    Ok(UserRecord::new(key, line.as_bytes().to_vec()))
+}
+
+/// A progress line on stderr every few seconds, once the input is long enough to need one.
+async fn report_progress(counts: Arc<Counts>) {
+    let mut tick = tokio::time::interval(Duration::from_secs(2));
+    tick.tick().await;
+    loop {
+        tick.tick().await;
+        eprintln!(
+            "kinesis-cat produce: read {}, stored {}, failed {}",
+            counts.read.load(Relaxed),
+            counts.succeeded.load(Relaxed),
+            counts.failed.load(Relaxed)
+        );
+    }
+}

@@ -1,0 +1,110 @@
+//! `kinesis-cat produce` against kinesis-mock, configured only through the standard AWS
+//! environment, as a user would run it.
+
+use std::io::Write;
+use std::process::{Command, Output, Stdio};
+
+use aggregation_proto::{ReceivedRecord, deaggregate};
+use integration_tests::{
+    KINESIS_ENDPOINT_VAR, create_stream, endpoint_url, kinesis_client, read_all_records,
+    unique_name,
+};
+use serde_json::Value;
+
+fn produce(args: &[&str], stdin: &str) -> Output {
+    let mut child = Command::new(env!("CARGO_BIN_EXE_kinesis-cat"))
+        .arg("produce")
+        .args(args)
+        .env(KINESIS_ENDPOINT_VAR, endpoint_url(KINESIS_ENDPOINT_VAR))
+        .env("AWS_REGION", integration_tests::REGION)
+        .env("AWS_ACCESS_KEY_ID", integration_tests::ACCESS_KEY_ID)
+        .env(
+            "AWS_SECRET_ACCESS_KEY",
+            integration_tests::SECRET_ACCESS_KEY,
+        )
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("kinesis-cat starts");
+    let mut input = child.stdin.take().expect("stdin");
+    let stdin = stdin.to_owned();
+    let writer = std::thread::spawn(move || input.write_all(stdin.as_bytes()));
+    let output = child.wait_with_output().expect("kinesis-cat ends");
+    writer.join().expect("writer").expect("stdin written");
+    output
+}
+
+fn summary(output: &Output) -> Value {
+    let stdout = String::from_utf8_lossy(&output.stdout);
+    serde_json::from_str(stdout.lines().last().expect("a summary line")).expect("JSON summary")
+}
+
+#[tokio::test]
+async fn lines_go_into_the_stream() {
+    let client = kinesis_client().await;
+    let stream = unique_name("cat-produce");
+    create_stream(&client, &stream, 2).await;
+    let lines: Vec<String> = (0..1_000).map(|i| format!("line number {i}")).collect();
+    let output = produce(&[&stream], &(lines.join("\n") + "\n"));
+    assert!(
+        output.status.success(),
+        "{}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+    let summary = summary(&output);
+    assert_eq!(summary["user_records"], 1_000);
+    assert_eq!(summary["succeeded"], 1_000);
+    assert_eq!(summary["failed"], 0);
+    assert!(
+        summary["kinesis_records"].as_u64().expect("count") < 1_000,
+        "aggregated: {summary}"
+    );
+    assert!(summary["put_records_calls"].as_u64().expect("count") >= 1);
+
+    let mut stored: Vec<String> = read_all_records(&client, &stream)
+        .await
+        .iter()
+        .flat_map(|r| {
+            deaggregate(&ReceivedRecord::new(
+                r.partition_key(),
+                r.data().as_ref().to_vec(),
+            ))
+        })
+        .map(|u| String::from_utf8(u.data().to_vec()).expect("utf-8"))
+        .collect();
+    stored.sort();
+    let mut expected = lines.clone();
+    expected.sort();
+    assert_eq!(stored, expected);
+}
+
+#[tokio::test]
+async fn bad_json_lines_are_reported_and_fail_the_run() {
+    let client = kinesis_client().await;
+    let stream = unique_name("cat-produce-bad");
+    create_stream(&client, &stream, 1).await;
+    let input = concat!(
+        "{\"partition_key\": \"a\", \"data\": \"aGVsbG8=\"}\n",
+        "{\"partition_key\": \"a\", \"data\": \"%%%\"}\n",
+        "{\"partition_key\": \"b\", \"explicit_hash_key\": \"7\", \"data\": \"d29ybGQ=\"}\n",
+    );
+    let output = produce(&[&stream, "--json", "--no-aggregate"], input);
+    assert!(!output.status.success());
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert!(
+        stderr.contains("line 2") && stderr.contains("base64"),
+        "{stderr}"
+    );
+    let summary = summary(&output);
+    assert_eq!(
+        (summary["succeeded"].as_u64(), summary["failed"].as_u64()),
+        (Some(2), Some(1))
+    );
+    assert_eq!(
+        summary["kinesis_records"], 2,
+        "--no-aggregate sends each alone"
+    );
+    let stored = read_all_records(&client, &stream).await;
+    assert_eq!(stored.len(), 2);
+}

@@ -1,0 +1,81 @@
+//! Attribute names of the lease table, exactly as the Java KCL 2.x writes them.
+//!
+//! Source: `DynamoDBLeaseSerializer` in awslabs/amazon-kinesis-client
+//! (`amazon-kinesis-client/src/main/java/software/amazon/kinesis/leases/dynamodb/`), 2.x and
+//! 3.x branches. Types are DynamoDB attribute types: `S` string, `N` number (sent as a decimal
+//! string), `B` binary, `SS` string set.
+//!
+//! | attribute | type | written by the Java KCL |
+//! |---|---|---|
+//! | [`LEASE_KEY`] | S, hash key | always |
+//! | [`LEASE_OWNER`] | S | when the lease has an owner (removed on evict) |
+//! | [`LEASE_COUNTER`] | N | always |
+//! | [`CHECKPOINT`] | S | always: a sequence number or a sentinel |
+//! | [`CHECKPOINT_SUB_SEQUENCE_NUMBER`] | N | always |
+//! | [`OWNER_SWITCHES_SINCE_CHECKPOINT`] | N | always |
+//! | [`PENDING_CHECKPOINT`] | S | only while a checkpoint is prepared |
+//! | [`PENDING_CHECKPOINT_SUB_SEQUENCE_NUMBER`] | N | with [`PENDING_CHECKPOINT`] |
+//! | [`PENDING_CHECKPOINT_STATE`] | B | only while prepared with application state |
+//! | [`PARENT_SHARD_ID`] | SS | when the shard has parents (the name is singular) |
+//! | [`CHILD_SHARD_IDS`] | SS | once the shard's children are known (2.3+) |
+//! | [`STARTING_HASH_KEY`], [`ENDING_HASH_KEY`] | S | decimal hash key range (2.3+) |
+//!
+//! The Java `Lease` object calls the hash range `hashKeyRangeForLease`, but no attribute of that
+//! name (nor `hashKeyRange`) is ever stored: the range is the two string attributes above.
+//!
+//! Attributes this crate does not model, and leaves untouched (every update names only the
+//! attributes it changes, so they survive our writes):
+//! - [`STREAM_NAME`] and [`SHARD_ID`] (S): written by the Java KCL's multi-stream mode, whose
+//!   lease keys look like `account:stream:creationEpoch:shardId`.
+//! - [`CHECKPOINT_OWNER`] (S) and [`THROUGHPUT_KBPS`] (N): written only by the Java KCL 3.x
+//!   (graceful hand-off and throughput-based assignment).
+//! - anything else: ignored when reading, never rewritten.
+
+/// Hash key of the table (S): the shard id, or `account:stream:creationEpoch:shardId` in the
+/// Java KCL's multi-stream mode.
+pub const LEASE_KEY: &str = "leaseKey";
+/// Worker id of the lease holder (S); absent when nobody holds the lease.
+pub const LEASE_OWNER: &str = "leaseOwner";
+/// Fencing counter (N), bumped by every renew, take, evict and checkpoint.
+pub const LEASE_COUNTER: &str = "leaseCounter";
+/// Checkpointed sequence number or sentinel (S).
+pub const CHECKPOINT: &str = "checkpoint";
+/// Sub-sequence number of the checkpoint inside an aggregated record (N).
+pub const CHECKPOINT_SUB_SEQUENCE_NUMBER: &str = "checkpointSubSequenceNumber";
+/// Prepared (two-phase) checkpoint: sequence number or sentinel (S).
+pub const PENDING_CHECKPOINT: &str = "pendingCheckpoint";
+/// Sub-sequence number of the prepared checkpoint (N).
+pub const PENDING_CHECKPOINT_SUB_SEQUENCE_NUMBER: &str = "pendingCheckpointSubSequenceNumber";
+/// Application state stored with a prepared checkpoint (B).
+pub const PENDING_CHECKPOINT_STATE: &str = "pendingCheckpointState";
+/// Times the lease changed owner since the last checkpoint (N).
+pub const OWNER_SWITCHES_SINCE_CHECKPOINT: &str = "ownerSwitchesSinceCheckpoint";
+/// Parent shard ids (SS). Singular name, plural content.
+pub const PARENT_SHARD_ID: &str = "parentShardId";
+/// Child shard ids (SS), written when the shard is closed.
+pub const CHILD_SHARD_IDS: &str = "childShardIds";
+/// First hash key of the shard, decimal (S).
+pub const STARTING_HASH_KEY: &str = "startingHashKey";
+/// Last hash key of the shard, decimal (S).
+pub const ENDING_HASH_KEY: &str = "endingHashKey";
+
+/// Stream identifier of a multi-stream lease (S; Java KCL 2.3+ multi-stream mode). Not modelled.
+pub const STREAM_NAME: &str = "streamName";
+/// Shard id of a multi-stream lease (S; Java KCL 2.3+ multi-stream mode). Not modelled.
+pub const SHARD_ID: &str = "shardId";
+/// Previous owner during a graceful hand-off (S; Java KCL 3.x only). Not modelled.
+pub const CHECKPOINT_OWNER: &str = "checkpointOwner";
+/// Measured throughput of the lease (N; Java KCL 3.x only). Not modelled.
+pub const THROUGHPUT_KBPS: &str = "throughputKBps";
+
+/// The checkpoint sentinels, as stored in [`CHECKPOINT`] and [`PENDING_CHECKPOINT`].
+pub mod sentinel {
+    /// Start from the oldest record in the shard.
+    pub const TRIM_HORIZON: &str = "TRIM_HORIZON";
+    /// Start after the newest record in the shard.
+    pub const LATEST: &str = "LATEST";
+    /// Start from the configured timestamp.
+    pub const AT_TIMESTAMP: &str = "AT_TIMESTAMP";
+    /// The shard is closed and fully processed.
+    pub const SHARD_END: &str = "SHARD_END";
+}

@@ -1,0 +1,757 @@
+//! The lease table against DynamoDB Local (`./scripts/emulators.sh start`).
+//!
+//! Every test works in its own table, so the tests run in parallel. Rows "written by the Java
+//! KCL" are built by hand with PutItem, attribute by attribute, as the Java KCL 2.x's
+//! `DynamoDBLeaseSerializer` writes them.
+
+use std::collections::{BTreeMap, BTreeSet, HashMap};
+use std::num::NonZeroU32;
+use std::sync::Arc;
+
+use aws_sdk_dynamodb::Client;
+use aws_sdk_dynamodb::primitives::Blob;
+use aws_sdk_dynamodb::types::AttributeValue;
+use kcl::lease::{Checkpoint, Lease, LeaseError, LeaseErrorKind, LeaseTable, MalformedKind};
+use tokio::sync::Barrier;
+
+/// A real sequence number (56 digits).
+const SEQ: &str = "49590338271490256608559692538361571095921575989136588898";
+const SEQ2: &str = "49590338271490256608559692540925702759324208523137515618";
+
+/// A fresh lease table (created with [`LeaseTable::create_if_missing`]).
+async fn new_table() -> (Client, LeaseTable) {
+    let client = integration_tests::dynamodb_client().await;
+    let table = lease_table(&client, &integration_tests::unique_name("kcl-lease"));
+    assert!(
+        table.create_if_missing().await.expect("create_if_missing"),
+        "a new table name must be created"
+    );
+    (client, table)
+}
+
+fn lease_table(client: &Client, name: &str) -> LeaseTable {
+    LeaseTable::new(client.clone(), name)
+        .with_poll_interval(integration_tests::POLL_INTERVAL)
+        .with_active_timeout(integration_tests::ACTIVE_TIMEOUT)
+}
+
+async fn drop_table(client: &Client, table: &LeaseTable) {
+    integration_tests::delete_table(client, table.table_name()).await;
+}
+
+/// A lease `key` at TRIM_HORIZON, created in the table.
+async fn create_lease(table: &LeaseTable, key: &str) -> Lease {
+    let lease = Lease::new(key, Checkpoint::TrimHorizon);
+    assert!(
+        table
+            .create_if_absent(&lease)
+            .await
+            .expect("create_if_absent")
+    );
+    lease
+}
+
+/// A lease `key` created and taken by `owner`.
+async fn owned_lease(table: &LeaseTable, key: &str, owner: &str) -> Lease {
+    let lease = create_lease(table, key).await;
+    table.take(&lease, owner).await.expect("take")
+}
+
+async fn stored(table: &LeaseTable, key: &str) -> Lease {
+    table
+        .get(key)
+        .await
+        .expect("get")
+        .unwrap_or_else(|| panic!("lease {key} not found"))
+}
+
+async fn raw_item(
+    client: &Client,
+    table: &LeaseTable,
+    key: &str,
+) -> HashMap<String, AttributeValue> {
+    client
+        .get_item()
+        .table_name(table.table_name())
+        .key("leaseKey", AttributeValue::S(key.to_owned()))
+        .consistent_read(true)
+        .send()
+        .await
+        .expect("GetItem")
+        .item
+        .unwrap_or_else(|| panic!("item {key} not found"))
+}
+
+async fn put_raw(client: &Client, table: &LeaseTable, item: HashMap<String, AttributeValue>) {
+    client
+        .put_item()
+        .table_name(table.table_name())
+        .set_item(Some(item))
+        .send()
+        .await
+        .expect("PutItem");
+}
+
+fn assert_lost<T: std::fmt::Debug>(result: Result<T, LeaseError>, key: &str) {
+    match result {
+        Err(LeaseError::LeaseLost { lease_key }) => assert_eq!(lease_key, key),
+        other => panic!("expected LeaseLost for {key}, got {other:?}"),
+    }
+}
+
+fn s(value: &str) -> AttributeValue {
+    AttributeValue::S(value.to_owned())
+}
+
+fn n(value: &str) -> AttributeValue {
+    AttributeValue::N(value.to_owned())
+}
+
+fn ss(values: &[&str]) -> AttributeValue {
+    AttributeValue::Ss(values.iter().map(|v| (*v).to_owned()).collect())
+}
+
+/// The DynamoDB type of every attribute the Java KCL 2.x reads, as its serializer writes it.
+const JAVA_TYPES: [(&str, &str); 13] = [
+    ("leaseKey", "S"),
+    ("leaseOwner", "S"),
+    ("leaseCounter", "N"),
+    ("checkpoint", "S"),
+    ("checkpointSubSequenceNumber", "N"),
+    ("pendingCheckpoint", "S"),
+    ("pendingCheckpointSubSequenceNumber", "N"),
+    ("pendingCheckpointState", "B"),
+    ("ownerSwitchesSinceCheckpoint", "N"),
+    ("parentShardId", "SS"),
+    ("childShardIds", "SS"),
+    ("startingHashKey", "S"),
+    ("endingHashKey", "S"),
+];
+
+fn type_of(value: &AttributeValue) -> &'static str {
+    match value {
+        AttributeValue::S(_) => "S",
+        AttributeValue::N(_) => "N",
+        AttributeValue::B(_) => "B",
+        AttributeValue::Ss(_) => "SS",
+        AttributeValue::M(_) => "M",
+        _ => "other",
+    }
+}
+
+/// Checks that the Java KCL 2.x would read `item`: every attribute it writes unconditionally
+/// is there, every attribute it knows has its type, numbers fit a Java `long`, and nothing
+/// but its attributes and `extra` is present.
+fn assert_java_readable(item: &HashMap<String, AttributeValue>, extra: &[&str]) {
+    let java: BTreeMap<&str, &str> = JAVA_TYPES.into_iter().collect();
+    for required in [
+        "leaseKey",
+        "leaseCounter",
+        "checkpoint",
+        "checkpointSubSequenceNumber",
+        "ownerSwitchesSinceCheckpoint",
+    ] {
+        assert!(item.contains_key(required), "{required} missing: {item:?}");
+    }
+    for (name, value) in item {
+        if let Some(expected) = java.get(name.as_str()) {
+            assert_eq!(type_of(value), *expected, "type of {name}");
+            if let AttributeValue::N(number) = value {
+                number
+                    .parse::<i64>()
+                    .unwrap_or_else(|_| panic!("{name} = {number} is not a Java long"));
+            }
+        } else {
+            assert!(
+                extra.contains(&name.as_str()),
+                "unexpected attribute {name}"
+            );
+        }
+    }
+    if item.contains_key("pendingCheckpoint") {
+        assert!(item.contains_key("pendingCheckpointSubSequenceNumber"));
+    }
+}
+
+#[tokio::test]
+async fn create_if_missing_twice_is_a_no_op() {
+    let (client, table) = new_table().await;
+    create_lease(&table, "shardId-000000000000").await;
+    assert!(
+        !table
+            .create_if_missing()
+            .await
+            .expect("second create_if_missing")
+    );
+    // The table and its lease are untouched.
+    assert_eq!(table.list().await.expect("list").len(), 1);
+    drop_table(&client, &table).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn create_if_missing_concurrently_creates_once() {
+    let client = integration_tests::dynamodb_client().await;
+    let name = integration_tests::unique_name("kcl-lease");
+    let barrier = Arc::new(Barrier::new(2));
+    let tasks: Vec<_> = (0..2)
+        .map(|_| {
+            let table = lease_table(&client, &name);
+            let barrier = Arc::clone(&barrier);
+            tokio::spawn(async move {
+                barrier.wait().await;
+                table.create_if_missing().await
+            })
+        })
+        .collect();
+    let mut created = 0;
+    for task in tasks {
+        if task.await.expect("task").expect("create_if_missing") {
+            created += 1;
+        }
+    }
+    assert_eq!(created, 1, "exactly one worker creates the table");
+    let table = lease_table(&client, &name);
+    assert!(table.list().await.expect("list").is_empty());
+    drop_table(&client, &table).await;
+}
+
+#[tokio::test]
+async fn create_if_absent_does_not_overwrite() {
+    let (client, table) = new_table().await;
+    let lease = Lease::new("shardId-000000000000", Checkpoint::TrimHorizon);
+    assert!(table.create_if_absent(&lease).await.expect("first"));
+    let mut other = Lease::new("shardId-000000000000", Checkpoint::Latest);
+    other.lease_owner = Some("intruder".into());
+    assert!(!table.create_if_absent(&other).await.expect("second"));
+    assert_eq!(stored(&table, "shardId-000000000000").await, lease);
+    drop_table(&client, &table).await;
+}
+
+#[tokio::test]
+async fn renew_bumps_the_counter_and_stale_or_foreign_renewals_are_lost() {
+    let (client, table) = new_table().await;
+    let key = "shardId-000000000000";
+    let held = owned_lease(&table, key, "worker-a").await;
+    assert_eq!(held.lease_counter, 1);
+
+    let renewed = table.renew(&held).await.expect("renew");
+    assert_eq!(renewed.lease_counter, 2);
+    assert_eq!(renewed.lease_owner.as_deref(), Some("worker-a"));
+    assert_eq!(stored(&table, key).await, renewed);
+
+    // The copy from before the renewal is stale.
+    assert_lost(table.renew(&held).await, key);
+    // A copy claiming another owner, with the right counter.
+    let mut foreign = renewed.clone();
+    foreign.lease_owner = Some("worker-b".into());
+    assert_lost(table.renew(&foreign).await, key);
+    // A lease that does not exist.
+    let mut missing = renewed.clone();
+    missing.lease_key = "shardId-000000000099".into();
+    assert_lost(table.renew(&missing).await, "shardId-000000000099");
+
+    assert_eq!(
+        stored(&table, key).await,
+        renewed,
+        "failed renewals change nothing"
+    );
+    let err = table.renew(&held).await.unwrap_err();
+    assert_eq!(err.kind(), LeaseErrorKind::LeaseLost);
+    assert!(!err.is_retryable());
+    drop_table(&client, &table).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn racing_takes_have_exactly_one_winner() {
+    let (client, table) = new_table().await;
+    let key = "shardId-000000000000";
+    create_lease(&table, key).await;
+    for round in 0..5 {
+        let before = stored(&table, key).await;
+        let barrier = Arc::new(Barrier::new(2));
+        let tasks: Vec<_> = ["worker-a", "worker-b"]
+            .into_iter()
+            .map(|worker| {
+                let table = table.clone();
+                let lease = before.clone();
+                let barrier = Arc::clone(&barrier);
+                tokio::spawn(async move {
+                    barrier.wait().await;
+                    (worker, table.take(&lease, worker).await)
+                })
+            })
+            .collect();
+        let mut winners = Vec::new();
+        for task in tasks {
+            match task.await.expect("task") {
+                (worker, Ok(lease)) => {
+                    assert_eq!(lease.lease_owner.as_deref(), Some(worker));
+                    winners.push((worker, lease));
+                }
+                (_, Err(err)) => assert!(err.is_lease_lost(), "round {round}: {err:?}"),
+            }
+        }
+        assert_eq!(winners.len(), 1, "round {round}: exactly one take wins");
+        let (_, won) = &winners[0];
+        assert_eq!(won.lease_counter, before.lease_counter + 1);
+        assert_eq!(&stored(&table, key).await, won);
+    }
+    drop_table(&client, &table).await;
+}
+
+#[tokio::test]
+async fn take_counts_owner_switches_like_the_java_kcl() {
+    let (client, table) = new_table().await;
+    let key = "shardId-000000000000";
+    let first = owned_lease(&table, key, "worker-a").await;
+    assert_eq!(
+        first.owner_switches_since_checkpoint, 0,
+        "from nobody: no switch"
+    );
+    let stolen = table.take(&first, "worker-b").await.expect("steal");
+    assert_eq!(stolen.owner_switches_since_checkpoint, 1);
+    assert_eq!(stolen.lease_counter, 2);
+    let again = table
+        .take(&stolen, "worker-b")
+        .await
+        .expect("retake by owner");
+    assert_eq!(
+        again.owner_switches_since_checkpoint, 1,
+        "same owner: no switch"
+    );
+    let checkpointed = table
+        .checkpoint(&again, Checkpoint::sequence(SEQ, 0))
+        .await
+        .expect("checkpoint");
+    assert_eq!(checkpointed.owner_switches_since_checkpoint, 0);
+    drop_table(&client, &table).await;
+}
+
+#[tokio::test]
+async fn checkpoint_by_a_non_owner_or_with_a_stale_counter_is_lost() {
+    let (client, table) = new_table().await;
+    let key = "shardId-000000000000";
+    let held = owned_lease(&table, key, "worker-a").await;
+
+    let mut foreign = held.clone();
+    foreign.lease_owner = Some("worker-b".into());
+    assert_lost(
+        table
+            .checkpoint(&foreign, Checkpoint::sequence(SEQ, 0))
+            .await,
+        key,
+    );
+
+    let renewed = table.renew(&held).await.expect("renew");
+    assert_lost(
+        table.checkpoint(&held, Checkpoint::sequence(SEQ, 0)).await,
+        key,
+    );
+    assert_lost(
+        table
+            .prepare_checkpoint(&held, Checkpoint::sequence(SEQ, 0), None)
+            .await,
+        key,
+    );
+    let unchanged = stored(&table, key).await;
+    assert_eq!(unchanged, renewed);
+    assert_eq!(unchanged.checkpoint, Checkpoint::TrimHorizon);
+
+    // The holder's current copy works, and bumps the counter.
+    let checkpointed = table
+        .checkpoint(&renewed, Checkpoint::sequence(SEQ, 3))
+        .await
+        .expect("checkpoint");
+    assert_eq!(checkpointed.checkpoint, Checkpoint::sequence(SEQ, 3));
+    assert_eq!(checkpointed.lease_counter, renewed.lease_counter + 1);
+    assert_eq!(stored(&table, key).await, checkpointed);
+
+    // A bad sequence number never reaches the table.
+    let err = table
+        .checkpoint(&checkpointed, Checkpoint::sequence("not-a-number", 0))
+        .await
+        .unwrap_err();
+    assert!(
+        matches!(err, LeaseError::InvalidCheckpoint { .. }),
+        "{err:?}"
+    );
+    drop_table(&client, &table).await;
+}
+
+#[tokio::test]
+async fn release_lets_another_worker_take_at_once() {
+    let (client, table) = new_table().await;
+    let key = "shardId-000000000000";
+    let held = owned_lease(&table, key, "worker-a").await;
+    let released = table.release(&held).await.expect("release");
+    assert_eq!(released.lease_owner, None);
+    assert_eq!(released.lease_counter, held.lease_counter + 1);
+    assert!(
+        !raw_item(&client, &table, key)
+            .await
+            .contains_key("leaseOwner")
+    );
+
+    // The old holder's copy is dead.
+    assert_lost(table.renew(&held).await, key);
+    assert_lost(table.release(&held).await, key);
+
+    // Another worker takes it from the row it reads, without waiting for expiry.
+    let seen = stored(&table, key).await;
+    let taken = table.take(&seen, "worker-b").await.expect("take");
+    assert_eq!(taken.lease_owner.as_deref(), Some("worker-b"));
+    assert_eq!(taken.lease_counter, released.lease_counter + 1);
+    drop_table(&client, &table).await;
+}
+
+#[tokio::test]
+async fn prepare_then_checkpoint_clears_the_pending_fields() {
+    let (client, table) = new_table().await;
+    let key = "shardId-000000000000";
+    let held = owned_lease(&table, key, "worker-a").await;
+
+    let prepared = table
+        .prepare_checkpoint(&held, Checkpoint::sequence(SEQ, 4), Some(b"state".to_vec()))
+        .await
+        .expect("prepare");
+    assert_eq!(
+        prepared.pending_checkpoint,
+        Some(Checkpoint::sequence(SEQ, 4))
+    );
+    assert_eq!(
+        prepared.pending_checkpoint_state.as_deref(),
+        Some(&b"state"[..])
+    );
+    assert_eq!(
+        prepared.checkpoint,
+        Checkpoint::TrimHorizon,
+        "not committed yet"
+    );
+    let raw = raw_item(&client, &table, key).await;
+    assert_eq!(raw["pendingCheckpoint"], s(SEQ));
+    assert_eq!(raw["pendingCheckpointSubSequenceNumber"], n("4"));
+    assert_eq!(
+        raw["pendingCheckpointState"],
+        AttributeValue::B(Blob::new(b"state".to_vec()))
+    );
+
+    // Preparing again without state drops the old state.
+    let prepared = table
+        .prepare_checkpoint(&prepared, Checkpoint::sequence(SEQ2, 0), None)
+        .await
+        .expect("prepare again");
+    assert_eq!(
+        prepared.pending_checkpoint,
+        Some(Checkpoint::sequence(SEQ2, 0))
+    );
+    assert_eq!(prepared.pending_checkpoint_state, None);
+
+    let committed = table
+        .checkpoint(&prepared, Checkpoint::sequence(SEQ2, 0))
+        .await
+        .expect("checkpoint");
+    assert_eq!(committed.checkpoint, Checkpoint::sequence(SEQ2, 0));
+    assert_eq!(committed.pending_checkpoint, None);
+    assert_eq!(committed.pending_checkpoint_state, None);
+    let raw = raw_item(&client, &table, key).await;
+    for gone in [
+        "pendingCheckpoint",
+        "pendingCheckpointSubSequenceNumber",
+        "pendingCheckpointState",
+    ] {
+        assert!(!raw.contains_key(gone), "{gone} still stored");
+    }
+    assert_java_readable(&raw, &[]);
+    drop_table(&client, &table).await;
+}
+
+#[tokio::test]
+async fn every_attribute_round_trips() {
+    let (client, table) = new_table().await;
+    let mut lease = Lease::new("shardId-000000000007", Checkpoint::sequence(SEQ, 12));
+    lease.lease_owner = Some("worker-a".into());
+    lease.lease_counter = 41;
+    lease.pending_checkpoint = Some(Checkpoint::sequence(SEQ2, 3));
+    lease.pending_checkpoint_state = Some(vec![0, 1, 2, 254, 255]);
+    lease.owner_switches_since_checkpoint = 6;
+    lease.parent_shard_ids = vec!["shardId-000000000001".into(), "shardId-000000000002".into()];
+    lease.child_shard_ids = vec!["shardId-000000000010".into(), "shardId-000000000011".into()];
+    lease.hash_key_range = Some((
+        "170141183460469231731687303715884105728".into(),
+        "340282366920938463463374607431768211455".into(),
+    ));
+    assert!(table.create_if_absent(&lease).await.expect("create"));
+    assert_eq!(stored(&table, &lease.lease_key).await, lease);
+    assert_eq!(table.list().await.expect("list"), [lease.clone()]);
+    assert_java_readable(&raw_item(&client, &table, &lease.lease_key).await, &[]);
+
+    for sentinel in [
+        Checkpoint::TrimHorizon,
+        Checkpoint::Latest,
+        Checkpoint::AtTimestamp,
+        Checkpoint::ShardEnd,
+    ] {
+        let key = format!("sentinel-{sentinel}");
+        let lease = Lease::new(key.as_str(), sentinel.clone());
+        assert!(table.create_if_absent(&lease).await.expect("create"));
+        assert_eq!(stored(&table, &key).await.checkpoint, sentinel);
+        let raw = raw_item(&client, &table, &key).await;
+        assert_eq!(raw["checkpoint"], s(sentinel.stored_value()));
+        assert_eq!(raw["checkpointSubSequenceNumber"], n("0"));
+    }
+    drop_table(&client, &table).await;
+}
+
+#[tokio::test]
+async fn update_child_shards_and_delete() {
+    let (client, table) = new_table().await;
+    let key = "shardId-000000000000";
+    let held = owned_lease(&table, key, "worker-a").await;
+    let children = [
+        "shardId-000000000002".to_owned(),
+        "shardId-000000000001".to_owned(),
+    ];
+    let updated = table
+        .update_child_shards(key, &children)
+        .await
+        .expect("update_child_shards");
+    assert_eq!(
+        updated.child_shard_ids,
+        ["shardId-000000000001", "shardId-000000000002"]
+    );
+    assert_eq!(
+        updated.lease_counter, held.lease_counter,
+        "lineage is not a claim"
+    );
+    assert!(matches!(
+        raw_item(&client, &table, key).await["childShardIds"],
+        AttributeValue::Ss(_)
+    ));
+    // The holder's copy is still current.
+    table
+        .renew(&held)
+        .await
+        .expect("renew after lineage update");
+
+    assert_lost(
+        table
+            .update_child_shards("shardId-000000000099", &children)
+            .await,
+        "shardId-000000000099",
+    );
+    table.delete(key).await.expect("delete");
+    assert_eq!(table.get(key).await.expect("get"), None);
+    table.delete(key).await.expect("deleting a missing lease");
+    assert_lost(table.renew(&held).await, key);
+    drop_table(&client, &table).await;
+}
+
+#[tokio::test]
+async fn list_reads_every_page() {
+    let (client, table) = new_table().await;
+    let table = table.with_scan_page_limit(NonZeroU32::new(2).expect("non-zero"));
+    let mut keys = BTreeSet::new();
+    for i in 0..5 {
+        let key = format!("shardId-{i:012}");
+        create_lease(&table, &key).await;
+        keys.insert(key);
+    }
+    let listed: BTreeSet<String> = table
+        .list()
+        .await
+        .expect("list")
+        .into_iter()
+        .map(|lease| lease.lease_key)
+        .collect();
+    assert_eq!(listed, keys);
+    drop_table(&client, &table).await;
+}
+
+#[tokio::test]
+async fn a_malformed_row_is_a_typed_error_naming_the_attribute() {
+    let (client, table) = new_table().await;
+    put_raw(
+        &client,
+        &table,
+        HashMap::from([
+            ("leaseKey".to_owned(), s("shardId-000000000000")),
+            ("leaseCounter".to_owned(), s("seven")),
+            ("checkpoint".to_owned(), s("TRIM_HORIZON")),
+        ]),
+    )
+    .await;
+    for err in [
+        table.list().await.unwrap_err(),
+        table.get("shardId-000000000000").await.unwrap_err(),
+    ] {
+        let LeaseError::Malformed { source, .. } = &err else {
+            panic!("expected Malformed, got {err:?}");
+        };
+        assert_eq!(source.lease_key(), Some("shardId-000000000000"));
+        assert_eq!(source.attribute(), "leaseCounter");
+        assert!(matches!(
+            source.kind(),
+            MalformedKind::WrongType {
+                expected: "N",
+                found: "S"
+            }
+        ));
+        assert_eq!(err.kind(), LeaseErrorKind::Fatal);
+    }
+    drop_table(&client, &table).await;
+}
+
+#[tokio::test]
+async fn a_java_kcl_row_is_read_and_stays_java_readable_after_our_writes() {
+    let (client, table) = new_table().await;
+    let key = "shardId-000000000002";
+    let java_worker = "ip-10-0-1-17.ec2.internal:3f0b6c1e-6a3e-4d1c-9d1f-0e4b5b8b6f21";
+    // As DynamoDBLeaseSerializer.toDynamoRecord + a later updateLease write it for a child of
+    // a merge that has a prepared checkpoint, plus attributes we do not model.
+    let item = HashMap::from([
+        ("leaseKey".to_owned(), s(key)),
+        ("leaseOwner".to_owned(), s(java_worker)),
+        ("leaseCounter".to_owned(), n("1207")),
+        ("checkpoint".to_owned(), s(SEQ)),
+        ("checkpointSubSequenceNumber".to_owned(), n("0")),
+        ("ownerSwitchesSinceCheckpoint".to_owned(), n("1")),
+        (
+            "parentShardId".to_owned(),
+            ss(&["shardId-000000000000", "shardId-000000000001"]),
+        ),
+        ("pendingCheckpoint".to_owned(), s(SEQ2)),
+        ("pendingCheckpointSubSequenceNumber".to_owned(), n("5")),
+        (
+            "pendingCheckpointState".to_owned(),
+            AttributeValue::B(Blob::new(vec![0xca, 0xfe])),
+        ),
+        ("startingHashKey".to_owned(), s("0")),
+        (
+            "endingHashKey".to_owned(),
+            s("170141183460469231731687303715884105727"),
+        ),
+        // Unknown to the 2.x single-stream schema: must be ignored and preserved.
+        ("throughputKBps".to_owned(), n("12.5")),
+        (
+            "applicationMetadata".to_owned(),
+            AttributeValue::M(HashMap::from([("a".to_owned(), n("1"))])),
+        ),
+    ]);
+    put_raw(&client, &table, item.clone()).await;
+
+    let lease = stored(&table, key).await;
+    assert_eq!(lease.lease_key, key);
+    assert_eq!(lease.lease_owner.as_deref(), Some(java_worker));
+    assert_eq!(lease.lease_counter, 1207);
+    assert_eq!(lease.checkpoint, Checkpoint::sequence(SEQ, 0));
+    assert_eq!(lease.owner_switches_since_checkpoint, 1);
+    assert_eq!(
+        lease.parent_shard_ids,
+        ["shardId-000000000000", "shardId-000000000001"]
+    );
+    assert!(lease.child_shard_ids.is_empty());
+    assert_eq!(
+        lease.pending_checkpoint,
+        Some(Checkpoint::sequence(SEQ2, 5))
+    );
+    assert_eq!(
+        lease.pending_checkpoint_state.as_deref(),
+        Some(&[0xca, 0xfe][..])
+    );
+    assert_eq!(
+        lease.hash_key_range,
+        Some((
+            "0".to_owned(),
+            "170141183460469231731687303715884105727".to_owned()
+        ))
+    );
+
+    // Steal it from the Java worker, renew, checkpoint, record children.
+    let taken = table.take(&lease, "rust-worker").await.expect("take");
+    assert_eq!(taken.owner_switches_since_checkpoint, 2);
+    let renewed = table.renew(&taken).await.expect("renew");
+    let checkpointed = table
+        .checkpoint(&renewed, Checkpoint::sequence(SEQ2, 5))
+        .await
+        .expect("checkpoint");
+    table
+        .update_child_shards(key, &["shardId-000000000005".to_owned()])
+        .await
+        .expect("update_child_shards");
+    assert_eq!(checkpointed.lease_counter, 1210);
+
+    let raw = raw_item(&client, &table, key).await;
+    assert_java_readable(&raw, &["throughputKBps", "applicationMetadata"]);
+    assert_eq!(raw["leaseOwner"], s("rust-worker"));
+    assert_eq!(raw["leaseCounter"], n("1210"));
+    assert_eq!(raw["checkpoint"], s(SEQ2));
+    assert_eq!(raw["checkpointSubSequenceNumber"], n("5"));
+    assert_eq!(raw["ownerSwitchesSinceCheckpoint"], n("0"));
+    assert_eq!(raw["childShardIds"], ss(&["shardId-000000000005"]));
+    for kept in [
+        "parentShardId",
+        "startingHashKey",
+        "endingHashKey",
+        "throughputKBps",
+        "applicationMetadata",
+    ] {
+        assert_eq!(raw[kept], item[kept], "{kept} must survive our writes");
+    }
+    for gone in [
+        "pendingCheckpoint",
+        "pendingCheckpointSubSequenceNumber",
+        "pendingCheckpointState",
+    ] {
+        assert!(
+            !raw.contains_key(gone),
+            "{gone} must be cleared by the checkpoint"
+        );
+    }
+
+    // Giving it back removes the owner, as the Java KCL's evict does.
+    let released = table
+        .release(&stored(&table, key).await)
+        .await
+        .expect("release");
+    let raw = raw_item(&client, &table, key).await;
+    assert!(!raw.contains_key("leaseOwner"));
+    assert_eq!(raw["leaseCounter"], n(&released.lease_counter.to_string()));
+    assert_java_readable(&raw, &["throughputKBps", "applicationMetadata"]);
+    drop_table(&client, &table).await;
+}
+
+#[tokio::test]
+async fn a_java_multi_stream_row_keeps_its_stream_attributes() {
+    let (client, table) = new_table().await;
+    let key = "123456789012:orders:1700000000:shardId-000000000003";
+    // DynamoDBMultiStreamLeaseSerializer adds streamName and shardId to the 2.x row.
+    put_raw(
+        &client,
+        &table,
+        HashMap::from([
+            ("leaseKey".to_owned(), s(key)),
+            ("leaseCounter".to_owned(), n("0")),
+            ("checkpoint".to_owned(), s("TRIM_HORIZON")),
+            ("checkpointSubSequenceNumber".to_owned(), n("0")),
+            ("ownerSwitchesSinceCheckpoint".to_owned(), n("0")),
+            ("streamName".to_owned(), s("123456789012:orders:1700000000")),
+            ("shardId".to_owned(), s("shardId-000000000003")),
+        ]),
+    )
+    .await;
+    let lease = stored(&table, key).await;
+    assert_eq!(lease.lease_owner, None);
+    assert_eq!(lease.checkpoint, Checkpoint::TrimHorizon);
+    let taken = table.take(&lease, "rust-worker").await.expect("take");
+    assert_eq!(taken.owner_switches_since_checkpoint, 0);
+    table
+        .checkpoint(&taken, Checkpoint::ShardEnd)
+        .await
+        .expect("checkpoint");
+    let raw = raw_item(&client, &table, key).await;
+    assert_eq!(raw["streamName"], s("123456789012:orders:1700000000"));
+    assert_eq!(raw["shardId"], s("shardId-000000000003"));
+    assert_eq!(raw["checkpoint"], s("SHARD_END"));
+    assert_java_readable(&raw, &["streamName", "shardId"]);
+    drop_table(&client, &table).await;
+}

@@ -1,0 +1,73 @@
+//! PutRecords limits (500 records, 5 MiB) against `fault-proxy`'s sink, which refuses calls
+//! over them as Kinesis does (kinesis-mock does not).
+
+use std::time::Duration;
+
+use fault_proxy::{FaultProxy, Faults, Upstream};
+use integration_tests::kinesis_client_at;
+use kpl::{Producer, UserRecord};
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn calls_stay_within_the_put_records_limits() {
+    let sink = FaultProxy::start(Upstream::Sink { shards: 4 }, Faults::default())
+        .await
+        .expect("sink");
+    let producer = Producer::builder("any-stream")
+        .client(kinesis_client_at(&sink.endpoint_url()).await)
+        .aggregation(false)
+        .rate_limit_percent(1_000_000)
+        .linger(Duration::from_millis(50))
+        .build()
+        .await
+        .expect("producer");
+    let mut receipts = Vec::new();
+    // Many small records (the 500-record limit) then 1 MiB records (the 5 MiB limit).
+    for i in 0..5_000 {
+        receipts.push(
+            producer
+                .send(UserRecord::new(format!("k{i}"), vec![1u8; 10]))
+                .await
+                .expect("accepted"),
+        );
+    }
+    for i in 0..12 {
+        let data = vec![2u8; 1024 * 1024 - 8];
+        receipts.push(
+            producer
+                .send(UserRecord::new(format!("big{i}"), data))
+                .await
+                .expect("accepted"),
+        );
+    }
+    for receipt in receipts {
+        receipt
+            .await
+            .expect("the sink refuses calls over the limits, so none may be");
+    }
+    producer.shutdown().await;
+    let stats = sink.stats();
+    let calls = stats.requests_for("PutRecords");
+    assert!(calls >= 5_000 / 500 + 12 / 5, "{stats:?}");
+    assert_eq!(stats.invalid_requests, 0, "{stats:?}");
+    assert_eq!(stats.entries_received, 5_012);
+}
+
+#[tokio::test]
+async fn a_stream_arn_works_like_a_name() {
+    let sink = FaultProxy::start(Upstream::Sink { shards: 2 }, Faults::default())
+        .await
+        .expect("sink");
+    let producer = Producer::builder("arn:aws:kinesis:us-east-1:123456789012:stream/by-arn")
+        .client(kinesis_client_at(&sink.endpoint_url()).await)
+        .build()
+        .await
+        .expect("producer");
+    let stored = producer
+        .send(UserRecord::new("k", "v"))
+        .await
+        .expect("accepted")
+        .await
+        .expect("stored");
+    assert!(stored.shard_id.starts_with("shardId-"));
+    producer.shutdown().await;
+}

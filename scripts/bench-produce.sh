@@ -1,0 +1,171 @@
+#!/usr/bin/env bash
+# Producer throughput against a local sink: ours (kinesis-cat perf produce)
+# against aiokpl 0.2.0 (the Python asyncio KPL-equivalent, aggregation on) and
+# the tutorial boto3 put_record-per-record loop, all on one workload: 100-byte
+# records over 1,000 random 16-character partition keys, sent to
+# `fault-proxy --sink --shards 4` (no shard limits, so ours runs with
+# --rate-limit-percent 100000 and aiokpl with the same 1000-fold limits).
+# Then ours once more with --max-outstanding-mib 16, to show its peak RSS next
+# to that limit. Prints a markdown table (MB = 10^6 bytes of user data) and
+# the ratios.
+#
+#   scripts/bench-produce.sh                   # everything
+#   ONLY=ours,mem scripts/bench-produce.sh     # ours | aiokpl | sdk | mem (comma list)
+#   SCALE=0.1 scripts/bench-produce.sh         # a quick look
+#
+# Each run gets a sink of its own (so the sink's counters - PutRecords /
+# PutRecord calls, entries - and its CPU time are that run's); the running
+# sink is killed on exit by a trap. Nothing is pinned: the producers and the
+# sink share the machine's cores, as they would in a real deployment on a
+# small host. The 1-minute load average is printed with each row: the
+# figures are only comparable at similar loads.
+#
+# Env: OURS_RECORDS (default 4000000), AIOKPL_RECORDS (300000), SDK_RECORDS
+#      (1000000, bounded by SDK_SECONDS, default 10), MEM_RECORDS (default
+#      OURS_RECORDS), MEM_MIB (16), RECORD_SIZE (100), KEYS (1000),
+#      SCALE (multiplies every record count), SKIP_BUILD=1, SKIP_SETUP=1,
+#      CARGO_BUILD_JOBS (default 1), CARGO_TARGET_DIR.
+# Record counts aim at >= 5 s per run on a 2-core machine.
+set -euo pipefail
+
+HERE="$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)"
+REPO="$(cd "$HERE/.." && pwd)"
+OFFICIAL="$HERE/bench-official"
+TARGET_DIR="${CARGO_TARGET_DIR:-$REPO/target}"
+CAT="$TARGET_DIR/release/kinesis-cat"
+PROXY="$TARGET_DIR/release/fault-proxy"
+PY="$REPO/.cache/venv/bin/python"
+SCALE="${SCALE:-1}"
+ONLY="${ONLY:-ours,aiokpl,sdk,mem}"
+RECORD_SIZE="${RECORD_SIZE:-100}"
+KEYS="${KEYS:-1000}"
+MEM_MIB="${MEM_MIB:-16}"
+SDK_SECONDS="${SDK_SECONDS:-10}"
+
+want() { [[ ",$ONLY," == *",$1,"* ]]; }
+scaled() { awk -v n="$1" -v s="$SCALE" 'BEGIN { n = int(n * s); print (n < 1 ? 1 : n) }'; }
+OURS_RECORDS="$(scaled "${OURS_RECORDS:-4000000}")"
+AIOKPL_RECORDS="$(scaled "${AIOKPL_RECORDS:-300000}")"
+SDK_RECORDS="$(scaled "${SDK_RECORDS:-1000000}")"
+MEM_RECORDS="${MEM_RECORDS:-$OURS_RECORDS}"
+
+load() { cut -d' ' -f1 /proc/loadavg; }
+echo "bench-produce: load before: $(cut -d' ' -f1-3 /proc/loadavg) on $(nproc) cores" >&2
+
+if [ -z "${SKIP_BUILD:-}" ]; then
+  (cd "$REPO" && cargo build --release -j "${CARGO_BUILD_JOBS:-1}" -p kinesis-cat -p fault-proxy >&2)
+fi
+for bin in "$CAT" "$PROXY"; do
+  [ -x "$bin" ] || { echo "bench-produce: $bin is missing (build it, or unset SKIP_BUILD)" >&2; exit 1; }
+done
+if { want aiokpl || want sdk; } && [ -z "${SKIP_SETUP:-}" ]; then
+  bash "$OFFICIAL/setup.sh"
+fi
+
+WORK="$(mktemp -d)"
+SINK_PID=""
+stop_sink() {
+  if [ -n "$SINK_PID" ]; then
+    kill -TERM "$SINK_PID" 2>/dev/null || true
+    wait "$SINK_PID" 2>/dev/null || true
+    SINK_PID=""
+  fi
+}
+trap 'stop_sink; rm -rf "$WORK"' EXIT
+trap 'exit 130' INT TERM
+
+# start_sink: a fresh `fault-proxy --sink --shards 4`; sets SINK_PID and ENDPOINT.
+start_sink() {
+  : >"$WORK/sink.out"
+  "$PROXY" --sink --shards 4 >"$WORK/sink.out" 2>"$WORK/sink.err" &
+  SINK_PID=$!
+  ENDPOINT=""
+  for _ in $(seq 100); do
+    ENDPOINT="$(head -n 1 "$WORK/sink.out")"
+    [ -n "$ENDPOINT" ] && break
+    kill -0 "$SINK_PID" 2>/dev/null || break
+    sleep 0.05
+  done
+  if [ -z "$ENDPOINT" ]; then
+    echo "bench-produce: fault-proxy did not print its endpoint:" >&2
+    cat "$WORK/sink.err" >&2
+    exit 1
+  fi
+}
+
+# cpu_seconds PID: user + system CPU time of a live process.
+cpu_seconds() {
+  awk -v hz="$(getconf CLK_TCK)" '{ print ($14 + $15) / hz }' "/proc/$1/stat" 2>/dev/null || echo 0
+}
+
+RESULTS="$WORK/results.jsonl"
+failed=0
+
+# run NAME CMD... : runs one benchmark against a fresh sink; keeps its last
+# stdout line (JSON) plus the sink's counters, the load average at the start,
+# the client's CPU seconds and the sink's.
+run() {
+  local name="$1"; shift
+  start_sink
+  local load0 out rc=0
+  load0="$(load)"
+  echo "bench-produce: $name (load $load0): $*" >&2
+  out="$(AWS_ENDPOINT_URL_KINESIS="$ENDPOINT" AWS_REGION=us-east-1 \
+    AWS_ACCESS_KEY_ID=testingAccessKey AWS_SECRET_ACCESS_KEY=x \
+    /usr/bin/time -f '%U %S' -o "$WORK/time" "$@")" || rc=$?
+  local sink_cpu
+  sink_cpu="$(cpu_seconds "$SINK_PID")"
+  stop_sink
+  local stats
+  stats="$(grep '^{' "$WORK/sink.err" | tail -n 1)"
+  [ -n "$stats" ] || stats='{}'
+  if [ "$rc" -ne 0 ] || ! tail -n 1 <<<"$out" | jq -e . >/dev/null 2>&1; then
+    echo "bench-produce: $name failed (exit $rc)" >&2
+    failed=1
+    return
+  fi
+  tail -n 1 <<<"$out" | jq -c --arg name "$name" --arg load "$load0" \
+    --arg sink_cpu "$sink_cpu" --arg client_cpu "$(awk '{ print $1 + $2 }' "$WORK/time")" \
+    --argjson sink "$stats" \
+    '. + {name: $name, load1: ($load | tonumber), sink_cpu_s: ($sink_cpu | tonumber),
+          client_cpu_s: ($client_cpu | tonumber), sink: $sink}' >>"$RESULTS"
+}
+
+PRODUCE=(perf produce --stream perf --record-size "$RECORD_SIZE" --keys "$KEYS"
+  --rate-limit-percent 100000)
+if want ours; then
+  run ours "$CAT" "${PRODUCE[@]}" --records "$OURS_RECORDS"
+fi
+if want aiokpl; then
+  run aiokpl "$PY" "$OFFICIAL/produce_aiokpl.py" --stream perf --records "$AIOKPL_RECORDS" \
+    --record-size "$RECORD_SIZE" --keys "$KEYS" --max-aggregate 51200
+fi
+if want sdk; then
+  run sdk "$PY" "$OFFICIAL/produce_sdk_loop.py" --stream perf --records "$SDK_RECORDS" \
+    --max-seconds "$SDK_SECONDS" --record-size "$RECORD_SIZE" --keys "$KEYS"
+fi
+if want mem; then
+  run "ours, --max-outstanding-mib $MEM_MIB" "$CAT" "${PRODUCE[@]}" --records "$MEM_RECORDS" \
+    --max-outstanding-mib "$MEM_MIB"
+fi
+
+[ -s "$RESULTS" ] || { echo "bench-produce: no results" >&2; exit 1; }
+jq -rs '
+  def f(d): if . == null then "-" else (. * pow(10; d) | round / pow(10; d) | tostring) end;
+  def calls: if (.sink.requests.PutRecords // 0) > 0
+    then "\(.sink.requests.PutRecords) PutRecords"
+    else "\(.sink.requests.PutRecord // 0) PutRecord" end;
+  "| impl | records | s | user rec/s | MB/s | calls (sink) | entries/call | p50 / p99 ms | peak RSS MiB | client CPU s | sink CPU s | load |",
+  "|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|",
+  (.[] | "| \(.name) | \(.records) | \(.seconds | f(1)) | \(.user_records_per_sec | round) | \(.mb_per_sec | f(2)) | \(calls) | \(if ((.sink.requests.PutRecords // 0) + (.sink.requests.PutRecord // 0)) > 0 then (.sink.entries_received / ((.sink.requests.PutRecords // 0) + (.sink.requests.PutRecord // 0))) | f(1) else "-" end) | \(.latency_ms_p50 | f(1)) / \(.latency_ms_p99 | f(1)) | \(.peak_rss_mib | f(1)) | \(.client_cpu_s | f(1)) | \(.sink_cpu_s | f(1)) | \(.load1) |"),
+  "",
+  ( (map(select(.name == "ours"))[0]) as $o
+    | (map(select(.name == "aiokpl"))[0]) as $a
+    | (map(select(.name == "sdk"))[0]) as $s
+    | (if $o and $a then "ours / aiokpl: \($o.user_records_per_sec / $a.user_records_per_sec | f(1))x records/s, \($o.peak_rss_mib / $a.peak_rss_mib | f(2))x peak RSS, \(($o.client_cpu_s / $o.records) / ($a.client_cpu_s / $a.records) | f(3))x client CPU per record" else empty end),
+      (if $o and $s then "ours / sdk loop: \($o.user_records_per_sec / $s.user_records_per_sec | f(1))x records/s" else empty end) ),
+  ( map(select(.max_outstanding_mib != null and (.name | startswith("ours, "))))[]
+    | "\(.name): peak RSS \(.peak_rss_mib | f(1)) MiB with a \(.max_outstanding_mib) MiB outstanding-bytes limit (2x limit = \(2 * .max_outstanding_mib) MiB; peak - 2x limit = \(.peak_rss_mib - 2 * .max_outstanding_mib | f(1)) MiB)" )
+' "$RESULTS"
+echo "bench-produce: load after: $(cut -d' ' -f1-3 /proc/loadavg)" >&2
+exit "$failed"
