@@ -6,7 +6,8 @@
 # `fault-proxy --sink --shards 4` (no shard limits, so ours runs with
 # --rate-limit-percent 100000 and aiokpl with the same 1000-fold limits).
 # Then ours once more with --max-outstanding-mib 16, to show its peak RSS next
-# to that limit. Prints a markdown table (MB = 10^6 bytes of user data) and
+# to that limit, and once with a single record (its peak RSS is the constant:
+# runtime, SDK client, binary). Prints a markdown table (MB = 10^6 bytes of user data) and
 # the ratios.
 #
 #   scripts/bench-produce.sh                   # everything
@@ -20,7 +21,7 @@
 # small host. The 1-minute load average is printed with each row: the
 # figures are only comparable at similar loads.
 #
-# Env: OURS_RECORDS (default 4000000), AIOKPL_RECORDS (300000), SDK_RECORDS
+# Env: OURS_RECORDS (default 6000000), AIOKPL_RECORDS (100000), SDK_RECORDS
 #      (1000000, bounded by SDK_SECONDS, default 10), MEM_RECORDS (default
 #      OURS_RECORDS), MEM_MIB (16), RECORD_SIZE (100), KEYS (1000),
 #      SCALE (multiplies every record count), SKIP_BUILD=1, SKIP_SETUP=1,
@@ -44,8 +45,8 @@ SDK_SECONDS="${SDK_SECONDS:-10}"
 
 want() { [[ ",$ONLY," == *",$1,"* ]]; }
 scaled() { awk -v n="$1" -v s="$SCALE" 'BEGIN { n = int(n * s); print (n < 1 ? 1 : n) }'; }
-OURS_RECORDS="$(scaled "${OURS_RECORDS:-4000000}")"
-AIOKPL_RECORDS="$(scaled "${AIOKPL_RECORDS:-300000}")"
+OURS_RECORDS="$(scaled "${OURS_RECORDS:-6000000}")"
+AIOKPL_RECORDS="$(scaled "${AIOKPL_RECORDS:-100000}")"
 SDK_RECORDS="$(scaled "${SDK_RECORDS:-1000000}")"
 MEM_RECORDS="${MEM_RECORDS:-$OURS_RECORDS}"
 
@@ -53,7 +54,10 @@ load() { cut -d' ' -f1 /proc/loadavg; }
 echo "bench-produce: load before: $(cut -d' ' -f1-3 /proc/loadavg) on $(nproc) cores" >&2
 
 if [ -z "${SKIP_BUILD:-}" ]; then
-  (cd "$REPO" && cargo build --release -j "${CARGO_BUILD_JOBS:-1}" -p kinesis-cat -p fault-proxy >&2)
+  if ! (cd "$REPO" && cargo build --release -j "${CARGO_BUILD_JOBS:-1}" -p kinesis-cat -p fault-proxy >&2); then
+    echo "bench-produce: cargo build failed (SKIP_BUILD=1 runs the binaries already built)" >&2
+    exit 1
+  fi
 fi
 for bin in "$CAT" "$PROXY"; do
   [ -x "$bin" ] || { echo "bench-produce: $bin is missing (build it, or unset SKIP_BUILD)" >&2; exit 1; }
@@ -147,25 +151,28 @@ fi
 if want mem; then
   run "ours, --max-outstanding-mib $MEM_MIB" "$CAT" "${PRODUCE[@]}" --records "$MEM_RECORDS" \
     --max-outstanding-mib "$MEM_MIB"
+  run "ours, 1 record (baseline)" "$CAT" "${PRODUCE[@]}" --records 1
 fi
 
 [ -s "$RESULTS" ] || { echo "bench-produce: no results" >&2; exit 1; }
 jq -rs '
   def f(d): if . == null then "-" else (. * pow(10; d) | round / pow(10; d) | tostring) end;
+  def ncalls: (.sink.requests.PutRecords // 0) + (.sink.requests.PutRecord // 0);
   def calls: if (.sink.requests.PutRecords // 0) > 0
     then "\(.sink.requests.PutRecords) PutRecords"
     else "\(.sink.requests.PutRecord // 0) PutRecord" end;
-  "| impl | records | s | user rec/s | MB/s | calls (sink) | entries/call | p50 / p99 ms | peak RSS MiB | client CPU s | sink CPU s | load |",
+  "| impl | records | s | user rec/s | MB/s | calls (sink) | Kinesis records/call | p50 / p99 ms | peak RSS MiB | client CPU µs/rec | sink CPU s | load |",
   "|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|",
-  (.[] | "| \(.name) | \(.records) | \(.seconds | f(1)) | \(.user_records_per_sec | round) | \(.mb_per_sec | f(2)) | \(calls) | \(if ((.sink.requests.PutRecords // 0) + (.sink.requests.PutRecord // 0)) > 0 then (.sink.entries_received / ((.sink.requests.PutRecords // 0) + (.sink.requests.PutRecord // 0))) | f(1) else "-" end) | \(.latency_ms_p50 | f(1)) / \(.latency_ms_p99 | f(1)) | \(.peak_rss_mib | f(1)) | \(.client_cpu_s | f(1)) | \(.sink_cpu_s | f(1)) | \(.load1) |"),
+  (.[] | "| \(.name) | \(.records) | \(.seconds | f(1)) | \(.user_records_per_sec | round) | \(.mb_per_sec | f(2)) | \(calls) | \(if ncalls > 0 then (.sink.entries_received / ncalls) | f(1) else "-" end) | \(.latency_ms_p50 | f(1)) / \(.latency_ms_p99 | f(1)) | \(.peak_rss_mib | f(1)) | \(.client_cpu_s / .records * 1e6 | f(2)) | \(.sink_cpu_s | f(2)) | \(.load1) |"),
   "",
   ( (map(select(.name == "ours"))[0]) as $o
     | (map(select(.name == "aiokpl"))[0]) as $a
     | (map(select(.name == "sdk"))[0]) as $s
-    | (if $o and $a then "ours / aiokpl: \($o.user_records_per_sec / $a.user_records_per_sec | f(1))x records/s, \($o.peak_rss_mib / $a.peak_rss_mib | f(2))x peak RSS, \(($o.client_cpu_s / $o.records) / ($a.client_cpu_s / $a.records) | f(3))x client CPU per record" else empty end),
-      (if $o and $s then "ours / sdk loop: \($o.user_records_per_sec / $s.user_records_per_sec | f(1))x records/s" else empty end) ),
-  ( map(select(.max_outstanding_mib != null and (.name | startswith("ours, "))))[]
-    | "\(.name): peak RSS \(.peak_rss_mib | f(1)) MiB with a \(.max_outstanding_mib) MiB outstanding-bytes limit (2x limit = \(2 * .max_outstanding_mib) MiB; peak - 2x limit = \(.peak_rss_mib - 2 * .max_outstanding_mib | f(1)) MiB)" )
+    | (if $o and $a then "ours / aiokpl: \($o.user_records_per_sec / $a.user_records_per_sec | f(1))x records/s; aiokpl uses \(($a.client_cpu_s / $a.records) / ($o.client_cpu_s / $o.records) | f(0))x the CPU per record; peak RSS ours / aiokpl \($o.peak_rss_mib / $a.peak_rss_mib | f(2))x" else empty end),
+      (if $o and $s then "ours / sdk loop: \($o.user_records_per_sec / $s.user_records_per_sec | f(0))x records/s" else empty end) ),
+  ( (map(select(.name | startswith("ours, 1 record")))[0].peak_rss_mib // 0) as $base
+    | map(select(.name | startswith("ours, --max-outstanding-mib")))[]
+    | "\(.name): peak RSS \(.peak_rss_mib | f(1)) MiB; 2 x limit + constant (1-record peak RSS \($base | f(1)) MiB) = \(2 * .max_outstanding_mib + $base | f(1)) MiB: \(if .peak_rss_mib <= 2 * .max_outstanding_mib + $base then "within" else "OVER, by \(.peak_rss_mib - 2 * .max_outstanding_mib - $base | f(1)) MiB; peak - constant = \((.peak_rss_mib - $base) / .max_outstanding_mib | f(1)) x the limit" end)" )
 ' "$RESULTS"
 echo "bench-produce: load after: $(cut -d' ' -f1-3 /proc/loadavg)" >&2
 exit "$failed"

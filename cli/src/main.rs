@@ -4,6 +4,7 @@
 //! `produce` (stdin lines into a stream) and `perf agg` / `perf produce` (throughput).
 
 mod agg;
+mod consume;
 mod jsonl;
 mod perf;
 mod perf_produce;
@@ -27,6 +28,10 @@ enum Command {
     Agg(agg::AggCommand),
     /// Send stdin lines to a stream (aggregated, batched, retried) and print a summary.
     Produce(produce::ProduceArgs),
+    /// Run one worker of a consumer application and print its records.
+    Consume(consume::ConsumeArgs),
+    /// Show an application's leases.
+    Leases(consume::LeasesArgs),
     /// Measure throughput.
     #[command(subcommand)]
     Perf(perf::PerfCommand),
@@ -38,6 +43,8 @@ fn main() -> ExitCode {
         Command::Agg(command) => agg::run(command),
         Command::Perf(command) => perf::run(command),
         Command::Produce(args) => produce::run(args),
+        Command::Consume(args) => consume::run(args),
+        Command::Leases(args) => consume::leases(args),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,

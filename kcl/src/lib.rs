@@ -7,8 +7,28 @@
 //!
 //! Available so far:
 //!
-//! - [`lease`]: the lease table (rows, conditional writes, error classification).
+//! - [`lease`]: the lease table (rows, conditional writes, error classification);
+//! - [`coordinator`]: the lease coordinator, which takes, renews, balances and releases this
+//!   worker's leases and publishes the set it holds ([`LeaseCoordinator`]).
 #![forbid(unsafe_code)]
 #![warn(missing_docs, missing_debug_implementations, unreachable_pub)]
 
+mod checkpointer;
+mod consumer;
+pub mod coordinator;
 pub mod lease;
+mod metrics;
+mod processor;
+pub mod retrieval;
+mod scheduler;
+mod shard_sync;
+
+pub use aggregation_proto::DeaggregatedRecord;
+pub use checkpointer::{CheckpointError, Checkpointer};
+pub use coordinator::{CoordinatorConfig, LeaseCoordinator};
+pub use metrics::ConsumerSnapshot;
+pub use processor::{InitializeInput, ProcessRecordsInput, ShardRecordProcessor};
+pub use scheduler::{
+    InitialPosition, Scheduler, SchedulerBuilder, SchedulerError, SchedulerHandle,
+};
+pub use shard_sync::ShardSyncError;

@@ -8,6 +8,17 @@ use aggregation_proto::{DEFAULT_MAX_AGGREGATE_SIZE, DEFAULT_MAX_RECORD_SIZE};
 pub const PUT_RECORDS_MAX_RECORDS: usize = 500;
 /// PutRecords accepts at most this many bytes (data plus partition keys) per call.
 pub const PUT_RECORDS_MAX_BYTES: usize = 5 * 1024 * 1024;
+/// Bookkeeping memory charged for each outstanding record on top of its data: its receipt
+/// channel, its place in the pipeline, its share of request buffers.
+pub const RECORD_OVERHEAD_BYTES: usize = 512;
+
+/// What one outstanding record of `size` bytes (data plus partition key) counts against
+/// `max_outstanding_bytes`: its data twice (the caller's copy, kept for retries, and its copy in
+/// the aggregate) plus [`RECORD_OVERHEAD_BYTES`]. So the limit bounds memory, not just payload.
+pub const fn record_charge(size: usize) -> usize {
+    2 * size + RECORD_OVERHEAD_BYTES
+}
+
 /// A shard accepts 1,000 records per second.
 pub const SHARD_RECORDS_PER_SEC: f64 = 1_000.0;
 /// A shard accepts 1 MiB per second.
@@ -91,9 +102,9 @@ impl ProducerConfig {
                 "max_aggregate_size must not exceed max_record_size, or Kinesis would refuse full aggregates",
             ));
         }
-        if self.max_outstanding_bytes < self.max_record_size {
+        if self.max_outstanding_bytes < record_charge(self.max_record_size) {
             return Err(Invalid(
-                "max_outstanding_bytes must be at least max_record_size, or a large record could never be accepted",
+                "max_outstanding_bytes must be at least record_charge(max_record_size) (twice the record size plus 512), or a large record could never be accepted",
             ));
         }
         if self.max_outstanding_records == 0 || self.max_concurrent_requests == 0 {

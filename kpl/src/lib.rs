@@ -28,7 +28,8 @@ mod stream;
 
 pub use aggregation_proto::UserRecord;
 pub use config::{
-    PUT_RECORDS_MAX_BYTES, PUT_RECORDS_MAX_RECORDS, SHARD_BYTES_PER_SEC, SHARD_RECORDS_PER_SEC,
+    PUT_RECORDS_MAX_BYTES, PUT_RECORDS_MAX_RECORDS, RECORD_OVERHEAD_BYTES, SHARD_BYTES_PER_SEC,
+    SHARD_RECORDS_PER_SEC, record_charge,
 };
 pub use error::{ConfigError, RecordFailure, SendError, TrySendError};
 pub use metrics::MetricsSnapshot;

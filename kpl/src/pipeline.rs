@@ -137,6 +137,13 @@ impl Ord for Retrying {
 
 type CallResult = (Vec<Outgoing>, CallOutcome);
 
+/// An aggregate stored on a shard other than the one it was built for.
+struct Unsettled {
+    shard_id: String,
+    sequence_number: String,
+    members: Vec<PendingRecord>,
+}
+
 pub(crate) struct Pipeline {
     config: ProducerConfig,
     client: Client,
@@ -156,6 +163,7 @@ pub(crate) struct Pipeline {
     /// built for a closed parent would land whole in one child, carrying the other child's
     /// records with it.
     hold_for_refresh: bool,
+    unsettled: Vec<Unsettled>,
     /// Records with no known shard yet: sent alone, routed by Kinesis.
     unrouted: VecDeque<Outgoing>,
     dispatch_list: Vec<usize>,
@@ -205,6 +213,7 @@ impl Pipeline {
             next_refresh: Instant::now(),
             refresh_backoff: Duration::from_secs(1),
             hold_for_refresh: false,
+            unsettled: Vec::new(),
             unrouted: VecDeque::new(),
             dispatch_list: Vec::new(),
             lingering: BinaryHeap::new(),
@@ -490,10 +499,32 @@ impl Pipeline {
                     shard_id,
                     sequence_number,
                 } => {
+                    let aggregated = outgoing.aggregated();
                     if outgoing.shard_id.as_deref() != Some(shard_id.as_str()) {
                         refresh = true;
+                        if aggregated {
+                            // Built for a shard that has since been resharded: some of its
+                            // records may now belong to a sibling, whose consumers would never
+                            // see them here. Settle them once the new map is known.
+                            let members = outgoing
+                                .members
+                                .into_iter()
+                                .map(|mut member| {
+                                    let delay = outcome
+                                        .started
+                                        .saturating_duration_since(member.ready_since);
+                                    member.attempts.push(attempt(None, delay));
+                                    member
+                                })
+                                .collect();
+                            self.unsettled.push(Unsettled {
+                                shard_id,
+                                sequence_number,
+                                members,
+                            });
+                            continue;
+                        }
                     }
-                    let aggregated = outgoing.aggregated();
                     let user_bytes: usize = outgoing.members.iter().map(PendingRecord::size).sum();
                     self.metrics.kinesis_record_put(
                         outgoing.members.len(),
@@ -747,7 +778,9 @@ impl Pipeline {
                         .iter()
                         .zip(&self.map.shards)
                         .all(|(a, b)| a.id == b.id);
-                if !unchanged {
+                if unchanged {
+                    self.settle(now);
+                } else {
                     debug!(shards = map.shards.len(), "shard map changed");
                     self.install_map(map, now);
                 }
@@ -759,6 +792,40 @@ impl Pipeline {
                 self.next_refresh = now + self.refresh_backoff;
                 self.refresh_backoff =
                     (self.refresh_backoff.mul_f64(1.5)).min(Duration::from_secs(30));
+            }
+        }
+    }
+
+    /// Settles aggregates stored on an unexpected shard: each record whose hash key that shard
+    /// owns is stored; any other is sent again, to the shard that owns it (the stray copy is
+    /// dropped by consumers' per-record hash-range filter, so each record is read once).
+    fn settle(&mut self, now: Instant) {
+        for unsettled in std::mem::take(&mut self.unsettled) {
+            let owner = self
+                .map
+                .position(&unsettled.shard_id)
+                .map(|i| self.map.shards[i].range);
+            for (index, mut member) in unsettled.members.into_iter().enumerate() {
+                if owner.is_some_and(|range| range.contains(member.hash_key)) {
+                    let success = RecordSuccess {
+                        shard_id: unsettled.shard_id.clone(),
+                        sequence_number: unsettled.sequence_number.clone(),
+                        sub_sequence_number: Some(index as u64),
+                        attempts: std::mem::take(&mut member.attempts),
+                    };
+                    self.resolve(member, Ok(success));
+                } else {
+                    if let Some(last) = member.attempts.last_mut() {
+                        last.error_code = Some("Misrouted".into());
+                        last.error_message = Some(format!(
+                            "stored in {} outside its hash range after a reshard; sent again",
+                            unsettled.shard_id
+                        ));
+                    }
+                    self.metrics.error("Misrouted", 1);
+                    member.ready_since = now;
+                    self.route(member, now);
+                }
             }
         }
     }
@@ -813,6 +880,8 @@ impl Pipeline {
         self.map = map;
         self.lingering.clear();
         self.dispatch_list.clear();
+        // Strays were sent before anything still buffered: route them first to keep order.
+        self.settle(now);
         for member in displaced {
             self.route(member, now);
         }
@@ -866,7 +935,9 @@ fn mark_for_dispatch(state: &mut ShardState, index: usize, list: &mut Vec<usize>
 
 /// Closes a shard's current aggregate and queues it.
 fn seal(state: &mut ShardState) {
-    let members = std::mem::take(&mut state.members);
+    // The next aggregate likely holds as many: size its list once instead of doubling it.
+    let capacity = state.members.len();
+    let members = std::mem::replace(&mut state.members, Vec::with_capacity(capacity));
     let due = state.due.take().unwrap_or_else(Instant::now);
     let id = Some(state.id.clone());
     let sealed = finish(&mut state.aggregator, members, &id, due);

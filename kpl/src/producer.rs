@@ -9,7 +9,7 @@ use aws_sdk_kinesis::Client;
 use aws_sdk_kinesis::config::retry::RetryConfig;
 use tokio::sync::{Semaphore, mpsc, oneshot};
 
-use crate::config::ProducerConfig;
+use crate::config::{ProducerConfig, record_charge};
 use crate::error::{ConfigError, SendError, TrySendError};
 use crate::metrics::{Metrics, MetricsSnapshot};
 use crate::pipeline::{Command, PendingRecord, Pipeline};
@@ -189,8 +189,11 @@ impl Producer {
                 max_size: self.shared.max_record_size,
             });
         }
-        // max_record_size is at most 10 MiB, so this always fits.
-        Ok((hash_key, u32::try_from(size).unwrap_or(u32::MAX)))
+        // max_record_size is at most 10 MiB, so the charge always fits.
+        Ok((
+            hash_key,
+            u32::try_from(record_charge(size)).unwrap_or(u32::MAX),
+        ))
     }
 }
 
@@ -264,8 +267,9 @@ impl ProducerBuilder {
         /// Most records accepted and not yet resolved; `send` waits beyond it (default 100,000).
         max_outstanding_records: usize);
     setter!(
-        /// Most bytes (data plus partition keys) accepted and not yet resolved; `send` waits
-        /// beyond it (default 64 MiB).
+        /// Memory budget for records accepted and not yet resolved; `send` waits beyond it
+        /// (default 64 MiB). Each record counts [`record_charge`](crate::record_charge)`(size)`:
+        /// twice its data plus partition key, plus 512 bytes of bookkeeping.
         max_outstanding_bytes: usize);
     setter!(
         /// Largest user record accepted (default 1 MiB; up to 10 MiB for streams whose

@@ -289,7 +289,7 @@ async fn a_stalled_sink_holds_send_instead_of_buffering() {
         ..Faults::default()
     };
     let (direct, stream, proxy) = setup("kpl-stall", 1, faults).await;
-    let limit = 256 * 1024;
+    let limit = 512 * 1024;
     let record_size = 10 * 1024;
     let producer = producer(&proxy, &stream)
         .await
@@ -321,7 +321,9 @@ async fn a_stalled_sink_holds_send_instead_of_buffering() {
     };
     // Wait until the producer is full: pending stops growing at the byte limit.
     let deadline = Instant::now() + Duration::from_secs(10);
-    while producer.metrics().user_records_received < (limit / (record_size + 1)) as u64 {
+    while producer.metrics().user_records_received
+        < (limit / kpl::record_charge(record_size + 1)) as u64
+    {
         assert!(
             Instant::now() < deadline,
             "never filled up: {:?}",
@@ -332,7 +334,7 @@ async fn a_stalled_sink_holds_send_instead_of_buffering() {
     tokio::time::sleep(Duration::from_millis(200)).await;
     let metrics = producer.metrics();
     assert!(
-        metrics.user_records_received as usize * (record_size + 1) <= limit,
+        metrics.user_records_received as usize * kpl::record_charge(record_size + 1) <= limit,
         "{metrics:?}"
     );
     assert!(

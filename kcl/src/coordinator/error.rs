@@ -1,0 +1,139 @@
+//! Errors of the lease coordinator (besides [`ConfigError`](super::ConfigError)).
+
+use std::error::Error;
+use std::fmt;
+use std::time::Duration;
+
+use crate::lease::{LeaseError, LeaseErrorKind};
+
+/// Why [`LeaseCoordinator::start`](super::LeaseCoordinator::start) refused to start.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[non_exhaustive]
+pub enum StartError {
+    /// `start` was already called.
+    #[error("the lease coordinator was already started")]
+    AlreadyStarted,
+    /// The coordinator was shut down (or its cancellation token cancelled) before it started.
+    #[error("the lease coordinator was shut down")]
+    ShutDown,
+    /// Called outside a tokio runtime.
+    #[error("the lease coordinator must be started inside a tokio runtime")]
+    NoRuntime,
+}
+
+/// Why an operation on a held lease failed
+/// ([`write_held`](super::LeaseCoordinator::write_held),
+/// [`checkpoint`](super::LeaseCoordinator::checkpoint),
+/// [`release`](super::LeaseCoordinator::release)).
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum HeldLeaseError {
+    /// This worker does not hold the lease (never did, or lost or released it).
+    #[error("lease {lease_key} is not held by this worker")]
+    NotHeld {
+        /// The lease.
+        lease_key: String,
+    },
+    /// The write failed. When the error is [`LeaseError::LeaseLost`], the coordinator has
+    /// already dropped the lease from its held set (and published that); otherwise the lease
+    /// is still held and the write may be retried.
+    #[error("write to held lease {lease_key} failed")]
+    Write {
+        /// The lease.
+        lease_key: String,
+        /// The lease table's error.
+        #[source]
+        source: LeaseError,
+    },
+}
+
+impl HeldLeaseError {
+    /// The lease concerned.
+    pub fn lease_key(&self) -> &str {
+        match self {
+            Self::NotHeld { lease_key } | Self::Write { lease_key, .. } => lease_key,
+        }
+    }
+
+    /// Whether the lease is no longer held: [`NotHeld`](Self::NotHeld), or a write that found
+    /// the lease taken ([`LeaseError::LeaseLost`]). The caller should stop processing the shard.
+    pub fn is_lease_lost(&self) -> bool {
+        match self {
+            Self::NotHeld { .. } => true,
+            Self::Write { source, .. } => source.is_lease_lost(),
+        }
+    }
+
+    /// Whether retrying can succeed (the lease is still held and the failure was transient).
+    pub fn is_retryable(&self) -> bool {
+        match self {
+            Self::NotHeld { .. } => false,
+            Self::Write { source, .. } => source.is_retryable(),
+        }
+    }
+}
+
+/// The error for a request the coordinator gave up waiting for.
+pub(crate) fn timed_out(operation: &'static str, table: &str, after: Duration) -> LeaseError {
+    LeaseError::Dynamo {
+        operation,
+        table: table.to_owned(),
+        kind: LeaseErrorKind::Transient,
+        source: format!("no answer within {after:?}").into(),
+    }
+}
+
+/// Displays an error and its sources, `": "`-separated, for logs.
+pub(crate) struct Chain<'a>(pub(crate) &'a (dyn Error + 'static));
+
+impl fmt::Display for Chain<'_> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{}", self.0)?;
+        let mut source = self.0.source();
+        while let Some(err) = source {
+            write!(f, ": {err}")?;
+            source = err.source();
+        }
+        Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn held_lease_errors_say_what_to_do() {
+        let not_held = HeldLeaseError::NotHeld {
+            lease_key: "shard-1".into(),
+        };
+        assert!(not_held.is_lease_lost());
+        assert!(!not_held.is_retryable());
+        assert_eq!(
+            not_held.to_string(),
+            "lease shard-1 is not held by this worker"
+        );
+
+        let lost = HeldLeaseError::Write {
+            lease_key: "shard-1".into(),
+            source: LeaseError::LeaseLost {
+                lease_key: "shard-1".into(),
+            },
+        };
+        assert!(lost.is_lease_lost());
+        assert!(!lost.is_retryable());
+
+        let slow = HeldLeaseError::Write {
+            lease_key: "shard-2".into(),
+            source: timed_out("UpdateItem", "leases", Duration::from_millis(500)),
+        };
+        assert_eq!(slow.lease_key(), "shard-2");
+        assert!(!slow.is_lease_lost());
+        assert!(slow.is_retryable());
+        assert_eq!(
+            Chain(&slow).to_string(),
+            "write to held lease shard-2 failed: DynamoDB UpdateItem on table leases failed \
+             (transient): no answer within 500ms"
+        );
+    }
+}

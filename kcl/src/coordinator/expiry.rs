@@ -1,0 +1,268 @@
+//! [`ExpiryTracker`]: which leases have expired, judged from this worker's own scans.
+
+use std::collections::{BTreeMap, BTreeSet, HashMap};
+use std::time::{Duration, Instant};
+
+use crate::lease::Lease;
+
+/// Remembers, per lease key, the `leaseCounter` last seen and the instant it was first seen at
+/// that value, across this worker's scans of the lease table.
+///
+/// A lease is *expired* when its counter has not changed for more than the failover time: its
+/// owner stopped renewing it. Only this worker's monotonic clock is involved, never a wall
+/// clock, so clock skew between workers cannot expire a lease early. A lease first seen by this
+/// worker counts from that scan: a new worker waits a full failover time before judging any
+/// lease expired.
+///
+/// # Examples
+///
+/// ```
+/// use std::collections::BTreeSet;
+/// use std::time::Duration;
+/// use kcl::coordinator::{Clock, ExpiryTracker, ManualClock};
+/// use kcl::lease::{Checkpoint, Lease};
+///
+/// let clock = ManualClock::new();
+/// let mut tracker = ExpiryTracker::new(Duration::from_secs(10));
+/// let mut lease = Lease::new("shardId-000000000000", Checkpoint::TrimHorizon);
+/// lease.lease_owner = Some("worker-2".into());
+///
+/// tracker.observe(std::slice::from_ref(&lease), clock.now());
+/// clock.advance(Duration::from_secs(11));
+/// tracker.observe(std::slice::from_ref(&lease), clock.now());
+/// let expired = tracker.expired(&[lease], "worker-1", &BTreeSet::new(), clock.now());
+/// assert_eq!(expired["shardId-000000000000"], Duration::from_secs(11));
+/// ```
+#[derive(Debug, Clone)]
+pub struct ExpiryTracker {
+    failover_time: Duration,
+    seen: HashMap<String, Seen>,
+}
+
+#[derive(Debug, Clone, Copy)]
+struct Seen {
+    counter: u64,
+    since: Instant,
+}
+
+impl ExpiryTracker {
+    /// A tracker that has seen nothing, judging expiry after `failover_time`.
+    pub fn new(failover_time: Duration) -> Self {
+        Self {
+            failover_time,
+            seen: HashMap::new(),
+        }
+    }
+
+    /// The failover time.
+    pub fn failover_time(&self) -> Duration {
+        self.failover_time
+    }
+
+    /// Records one scan made at `now`: a lease whose counter differs from the one remembered
+    /// (or that was never seen) starts counting from `now`; leases missing from the scan are
+    /// forgotten.
+    pub fn observe(&mut self, leases: &[Lease], now: Instant) {
+        let mut seen = HashMap::with_capacity(leases.len());
+        for lease in leases {
+            let since = match self.seen.get(&lease.lease_key) {
+                Some(old) if old.counter == lease.lease_counter => old.since,
+                _ => now,
+            };
+            seen.insert(
+                lease.lease_key.clone(),
+                Seen {
+                    counter: lease.lease_counter,
+                    since,
+                },
+            );
+        }
+        self.seen = seen;
+    }
+
+    /// How long the counter of `lease_key` has stood still as of `now`, or `None` for a lease
+    /// the last scan did not include.
+    pub fn idle(&self, lease_key: &str, now: Instant) -> Option<Duration> {
+        self.seen
+            .get(lease_key)
+            .map(|seen| now.saturating_duration_since(seen.since))
+    }
+
+    /// The leases of `leases` (the last scan) that `worker_id` may take as expired, each with
+    /// how long its counter has stood still:
+    ///
+    /// - owned by another worker and idle for more than the failover time;
+    /// - owned by `worker_id` itself but not in `held`: nobody renews them (a previous run of
+    ///   this worker, or a lease this worker stopped counting as held), so they are takeable
+    ///   at once, whatever their idle time.
+    ///
+    /// Never listed: unowned leases (takeable anyway) and leases `worker_id` holds (`held`);
+    /// a worker never treats its own held leases as expired.
+    pub fn expired(
+        &self,
+        leases: &[Lease],
+        worker_id: &str,
+        held: &BTreeSet<String>,
+        now: Instant,
+    ) -> BTreeMap<String, Duration> {
+        let mut expired = BTreeMap::new();
+        for lease in leases {
+            let Some(owner) = lease.lease_owner.as_deref() else {
+                continue;
+            };
+            let Some(idle) = self.idle(&lease.lease_key, now) else {
+                continue;
+            };
+            let mine = owner == worker_id;
+            if mine && held.contains(&lease.lease_key) {
+                continue;
+            }
+            if mine || idle > self.failover_time {
+                expired.insert(lease.lease_key.clone(), idle);
+            }
+        }
+        expired
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::coordinator::clock::{Clock, ManualClock};
+    use crate::lease::Checkpoint;
+
+    const FAILOVER: Duration = Duration::from_secs(10);
+
+    fn lease(key: &str, owner: Option<&str>, counter: u64) -> Lease {
+        let mut lease = Lease::new(key, Checkpoint::TrimHorizon);
+        lease.lease_owner = owner.map(str::to_owned);
+        lease.lease_counter = counter;
+        lease
+    }
+
+    fn keys(map: &BTreeMap<String, Duration>) -> Vec<&str> {
+        map.keys().map(String::as_str).collect()
+    }
+
+    #[test]
+    fn a_counter_standing_still_longer_than_failover_expires() {
+        let clock = ManualClock::new();
+        let mut tracker = ExpiryTracker::new(FAILOVER);
+        let none = BTreeSet::new();
+        let leases = [lease("a", Some("w2"), 5)];
+
+        tracker.observe(&leases, clock.now());
+        clock.advance(FAILOVER);
+        tracker.observe(&leases, clock.now());
+        // Exactly the failover time is not "more than".
+        assert!(
+            tracker
+                .expired(&leases, "w1", &none, clock.now())
+                .is_empty()
+        );
+
+        clock.advance(Duration::from_millis(1));
+        tracker.observe(&leases, clock.now());
+        let expired = tracker.expired(&leases, "w1", &none, clock.now());
+        assert_eq!(expired["a"], FAILOVER + Duration::from_millis(1));
+    }
+
+    #[test]
+    fn a_moving_counter_never_expires() {
+        let clock = ManualClock::new();
+        let mut tracker = ExpiryTracker::new(FAILOVER);
+        let none = BTreeSet::new();
+        for counter in 0..100 {
+            let leases = [lease("a", Some("w2"), counter)];
+            tracker.observe(&leases, clock.now());
+            assert!(
+                tracker
+                    .expired(&leases, "w1", &none, clock.now())
+                    .is_empty()
+            );
+            // Renewed every 9 s: slower than the renew interval, still under the failover time.
+            clock.advance(Duration::from_secs(9));
+        }
+    }
+
+    #[test]
+    fn expiry_counts_from_the_first_scan_that_saw_the_counter() {
+        let clock = ManualClock::new();
+        let mut tracker = ExpiryTracker::new(FAILOVER);
+        let none = BTreeSet::new();
+        // The lease last moved long ago, but this worker sees it for the first time now: it
+        // does not trust anyone's clock, so it waits a full failover time.
+        let leases = [lease("a", Some("w2"), 7)];
+        tracker.observe(&leases, clock.now());
+        assert_eq!(tracker.idle("a", clock.now()), Some(Duration::ZERO));
+        clock.advance(Duration::from_secs(6));
+        tracker.observe(&leases, clock.now());
+        assert!(
+            tracker
+                .expired(&leases, "w1", &none, clock.now())
+                .is_empty()
+        );
+        // A change resets the count.
+        let moved = [lease("a", Some("w2"), 8)];
+        clock.advance(Duration::from_secs(6));
+        tracker.observe(&moved, clock.now());
+        assert_eq!(tracker.idle("a", clock.now()), Some(Duration::ZERO));
+        clock.advance(Duration::from_secs(11));
+        assert_eq!(
+            keys(&tracker.expired(&moved, "w1", &none, clock.now())),
+            ["a"]
+        );
+    }
+
+    #[test]
+    fn missing_leases_are_forgotten_and_recreated_ones_start_over() {
+        let clock = ManualClock::new();
+        let mut tracker = ExpiryTracker::new(FAILOVER);
+        tracker.observe(&[lease("a", Some("w2"), 0)], clock.now());
+        clock.advance(Duration::from_secs(20));
+        tracker.observe(&[], clock.now());
+        assert_eq!(tracker.idle("a", clock.now()), None);
+        // Deleted and created again with the same counter: a new lease to this worker.
+        let leases = [lease("a", Some("w2"), 0)];
+        tracker.observe(&leases, clock.now());
+        assert_eq!(tracker.idle("a", clock.now()), Some(Duration::ZERO));
+    }
+
+    #[test]
+    fn own_held_leases_never_expire_and_own_unheld_ones_are_takeable_at_once() {
+        let clock = ManualClock::new();
+        let mut tracker = ExpiryTracker::new(FAILOVER);
+        let leases = [
+            lease("held", Some("w1"), 3),
+            lease("stale", Some("w1"), 4),
+            lease("free", None, 9),
+            lease("other", Some("w2"), 1),
+        ];
+        let held: BTreeSet<String> = ["held".to_owned()].into();
+        tracker.observe(&leases, clock.now());
+        assert_eq!(
+            keys(&tracker.expired(&leases, "w1", &held, clock.now())),
+            ["stale"]
+        );
+        clock.advance(Duration::from_secs(60));
+        tracker.observe(&leases, clock.now());
+        // Unowned leases are not "expired" (they are takeable anyway); the held one never is.
+        assert_eq!(
+            keys(&tracker.expired(&leases, "w1", &held, clock.now())),
+            ["other", "stale"]
+        );
+    }
+
+    #[test]
+    fn leases_missing_from_the_last_scan_are_not_judged() {
+        let clock = ManualClock::new();
+        let tracker = ExpiryTracker::new(FAILOVER);
+        let leases = [lease("a", Some("w2"), 0)];
+        clock.advance(Duration::from_secs(60));
+        assert!(
+            tracker
+                .expired(&leases, "w1", &BTreeSet::new(), clock.now())
+                .is_empty()
+        );
+    }
+}

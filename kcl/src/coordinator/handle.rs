@@ -1,0 +1,488 @@
+//! [`LeaseCoordinator`]: the public handle over the renew and take loops.
+
+use std::collections::BTreeMap;
+use std::future::Future;
+use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
+
+use tokio::sync::{Semaphore, watch};
+use tokio::task::{JoinHandle, JoinSet};
+use tokio::time::timeout;
+use tokio_util::sync::CancellationToken;
+use tracing::{Instrument, error, info_span};
+
+use super::clock::{Clock, SystemClock};
+use super::config::{ConfigError, CoordinatorConfig};
+use super::error::{HeldLeaseError, StartError, timed_out};
+use super::state::{DropReason, Shared};
+use super::stats::CoordinatorStats;
+use super::store::LeaseStore;
+use super::{renewer, taker};
+use crate::lease::{Checkpoint, Lease, LeaseError, LeaseTable};
+
+/// Holds this worker's share of the leases: takes, renews, publishes and releases them.
+///
+/// A cheap handle: clones share one coordinator. See the [module docs](super) for the model.
+///
+/// # Lifecycle
+///
+/// [`new`](Self::new) or [`builder`](Self::builder), then [`start`](Self::start) (inside a
+/// tokio runtime) spawns the renew and take loops. To leave the fleet gracefully, stop
+/// processing, then [`release_all`](Self::release_all) (stops taking and hands every lease
+/// back, so other workers take them in their next cycle instead of after the failover time),
+/// then [`shutdown`](Self::shutdown). Dropping the last handle cancels the loops without
+/// waiting for them.
+///
+/// # Examples
+///
+/// ```no_run
+/// use kcl::coordinator::{CoordinatorConfig, LeaseCoordinator};
+/// use kcl::lease::LeaseTable;
+///
+/// # async fn run(client: aws_sdk_dynamodb::Client) -> Result<(), Box<dyn std::error::Error>> {
+/// let table = LeaseTable::new(client, "my-application");
+/// table.create_if_missing().await?;
+/// let coordinator = LeaseCoordinator::new(table, "worker-1", CoordinatorConfig::default())?;
+/// coordinator.start()?;
+///
+/// let mut held = coordinator.subscribe();
+/// while held.changed().await.is_ok() {
+///     let leases = held.borrow_and_update().clone();
+///     // Start a processor for each new key (from `lease.checkpoint`), stop the others.
+///     # let _ = leases;
+///     # break;
+/// }
+///
+/// coordinator.release_all().await;
+/// coordinator.shutdown().await;
+/// # Ok(())
+/// # }
+/// ```
+#[derive(Debug, Clone)]
+pub struct LeaseCoordinator {
+    inner: Arc<Inner>,
+}
+
+#[derive(Debug)]
+struct Inner {
+    shared: Arc<Shared>,
+    /// Stops both loops.
+    cancel: CancellationToken,
+    /// Stops the taker only (a child of `cancel`).
+    taker_cancel: CancellationToken,
+    tasks: Mutex<Tasks>,
+}
+
+#[derive(Debug, Default)]
+struct Tasks {
+    started: bool,
+    renewer: Option<JoinHandle<()>>,
+    taker: Option<JoinHandle<()>>,
+}
+
+impl Drop for Inner {
+    fn drop(&mut self) {
+        self.cancel.cancel();
+    }
+}
+
+/// Builds a [`LeaseCoordinator`] (see [`LeaseCoordinator::builder`]).
+#[derive(Debug)]
+pub struct LeaseCoordinatorBuilder {
+    store: Arc<dyn LeaseStore>,
+    worker_id: String,
+    config: CoordinatorConfig,
+    clock: Arc<dyn Clock>,
+    parent: Option<CancellationToken>,
+}
+
+impl LeaseCoordinatorBuilder {
+    pub(crate) fn from_store(store: Arc<dyn LeaseStore>, worker_id: impl Into<String>) -> Self {
+        Self {
+            store,
+            worker_id: worker_id.into(),
+            config: CoordinatorConfig::default(),
+            clock: Arc::new(SystemClock),
+            parent: None,
+        }
+    }
+
+    /// The timings and limits (default: [`CoordinatorConfig::default`]).
+    pub fn config(mut self, config: CoordinatorConfig) -> Self {
+        self.config = config;
+        self
+    }
+
+    /// The clock expiry is judged by (default: [`SystemClock`]). The loops still sleep on
+    /// tokio's timer.
+    pub fn clock(mut self, clock: Arc<dyn Clock>) -> Self {
+        self.clock = clock;
+        self
+    }
+
+    /// Stops the coordinator's loops when `token` is cancelled (their own token is a child of
+    /// it). Cancelling it is like [`LeaseCoordinator::shutdown`] without the waiting.
+    pub fn cancellation_token(mut self, token: CancellationToken) -> Self {
+        self.parent = Some(token);
+        self
+    }
+
+    /// The coordinator (not started).
+    ///
+    /// # Errors
+    ///
+    /// [`ConfigError::EmptyWorkerId`] for an empty worker id.
+    pub fn build(self) -> Result<LeaseCoordinator, ConfigError> {
+        if self.worker_id.is_empty() {
+            return Err(ConfigError::EmptyWorkerId);
+        }
+        let cancel = match &self.parent {
+            Some(parent) => parent.child_token(),
+            None => CancellationToken::new(),
+        };
+        let taker_cancel = cancel.child_token();
+        Ok(LeaseCoordinator {
+            inner: Arc::new(Inner {
+                shared: Arc::new(Shared::new(
+                    self.store,
+                    self.worker_id,
+                    self.config,
+                    self.clock,
+                )),
+                cancel,
+                taker_cancel,
+                tasks: Mutex::new(Tasks::default()),
+            }),
+        })
+    }
+}
+
+/// What [`LeaseCoordinator::release_all`] did.
+#[derive(Debug, Default)]
+#[non_exhaustive]
+pub struct ReleaseSummary {
+    /// Leases handed back.
+    pub released: Vec<String>,
+    /// Leases that could not be handed back, with the error. Those that failed with
+    /// [`LeaseError::LeaseLost`] were not this worker's any more and are dropped; the others
+    /// are still held (and renewed while the coordinator runs): call `release_all` again, or
+    /// shut down and let them expire.
+    pub failed: Vec<(String, LeaseError)>,
+}
+
+impl LeaseCoordinator {
+    /// A coordinator for worker `worker_id` over `table`, with the system clock and its own
+    /// cancellation token. Not started.
+    ///
+    /// Worker ids must be unique across the fleet (the Java KCL uses a host name plus a UUID):
+    /// a worker takes leases stored under its own id back at once, as left over from an
+    /// earlier run.
+    ///
+    /// # Errors
+    ///
+    /// [`ConfigError::EmptyWorkerId`] for an empty worker id.
+    pub fn new(
+        table: LeaseTable,
+        worker_id: impl Into<String>,
+        config: CoordinatorConfig,
+    ) -> Result<Self, ConfigError> {
+        Self::builder(table, worker_id).config(config).build()
+    }
+
+    /// A builder, to also set the clock or a parent cancellation token.
+    pub fn builder(table: LeaseTable, worker_id: impl Into<String>) -> LeaseCoordinatorBuilder {
+        LeaseCoordinatorBuilder::from_store(Arc::new(table), worker_id)
+    }
+
+    fn shared(&self) -> &Arc<Shared> {
+        &self.inner.shared
+    }
+
+    fn tasks(&self) -> MutexGuard<'_, Tasks> {
+        self.inner
+            .tasks
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+    }
+
+    /// This worker's id.
+    pub fn worker_id(&self) -> &str {
+        &self.shared().worker_id
+    }
+
+    /// The timings and limits.
+    pub fn config(&self) -> &CoordinatorConfig {
+        &self.shared().config
+    }
+
+    /// The lease table's name.
+    pub fn table_name(&self) -> &str {
+        self.shared().store.table_name()
+    }
+
+    /// The token that stops the loops (cancel it to stop them without waiting).
+    pub fn cancellation_token(&self) -> CancellationToken {
+        self.inner.cancel.clone()
+    }
+
+    /// Spawns the renew loop (span `lease_renewer`) and the take loop (span `lease_taker`).
+    /// The first taking cycle runs at once.
+    ///
+    /// # Errors
+    ///
+    /// [`StartError::AlreadyStarted`] on a second call, [`StartError::ShutDown`] after
+    /// [`shutdown`](Self::shutdown) or cancellation, [`StartError::NoRuntime`] outside a tokio
+    /// runtime.
+    pub fn start(&self) -> Result<(), StartError> {
+        let runtime = tokio::runtime::Handle::try_current().map_err(|_| StartError::NoRuntime)?;
+        let mut tasks = self.tasks();
+        if tasks.started {
+            return Err(StartError::AlreadyStarted);
+        }
+        if self.inner.cancel.is_cancelled() {
+            return Err(StartError::ShutDown);
+        }
+        tasks.started = true;
+        let shared = self.shared();
+        let worker = shared.worker_id.as_str();
+        let table = shared.store.table_name();
+        tasks.renewer = Some(runtime.spawn(
+            renewer::run(shared.clone(), self.inner.cancel.clone()).instrument(info_span!(
+                "lease_renewer",
+                worker,
+                table
+            )),
+        ));
+        tasks.taker = Some(runtime.spawn(
+            taker::run(shared.clone(), self.inner.taker_cancel.clone()).instrument(info_span!(
+                "lease_taker",
+                worker,
+                table
+            )),
+        ));
+        Ok(())
+    }
+
+    /// The held leases, as a [`watch`] channel: a map from lease key to the lease **as this
+    /// worker acquired it** (the stored lease returned by the take, whose `checkpoint` is where
+    /// processing resumes). It changes only when a lease is acquired, lost or released, never
+    /// on renewals or checkpoints, so a value that changes for a key that stayed in the map
+    /// means the lease was lost and taken again in between: restart its processing from the
+    /// new value's checkpoint. [`held`](Self::held) gives the latest copy.
+    ///
+    /// A watch channel rather than an event stream: a slow subscriber sees the latest state
+    /// instead of a backlog, and the coordinator never waits for subscribers.
+    pub fn subscribe(&self) -> watch::Receiver<BTreeMap<String, Lease>> {
+        self.shared().subscribe()
+    }
+
+    /// The latest copy of held lease `lease_key` (its `lease_counter` is the one the next
+    /// conditional write must expect), or `None` when this worker does not hold it.
+    pub fn held(&self, lease_key: &str) -> Option<Lease> {
+        self.shared().held(lease_key)
+    }
+
+    /// The latest copies of every held lease.
+    pub fn held_leases(&self) -> BTreeMap<String, Lease> {
+        self.shared().held_leases()
+    }
+
+    /// Replaces the local copy of a held lease after a write made outside the coordinator (a
+    /// checkpoint bumps `leaseCounter`). Applied only if this worker holds the lease, `lease`
+    /// names this worker as owner and its counter is newer than the local copy's; returns
+    /// whether it was.
+    ///
+    /// Writing outside the coordinator races with its renewals (both expect the same counter,
+    /// so one fails): prefer [`write_held`](Self::write_held) or
+    /// [`checkpoint`](Self::checkpoint), which exclude them.
+    pub fn update_held(&self, lease: Lease) -> bool {
+        self.shared().update_held(lease)
+    }
+
+    /// Runs `write` on the latest copy of held lease `lease_key`, with renewals of that lease
+    /// held off, and keeps the stored lease it returns as the new local copy. A write that
+    /// fails its condition ([`LeaseError::LeaseLost`]) drops the lease from the held set. A
+    /// write that leaves the lease without owner (a release) drops it too.
+    ///
+    /// Keep `write` short (one request): the lease is not renewed while it runs.
+    ///
+    /// # Errors
+    ///
+    /// [`HeldLeaseError::NotHeld`] when this worker does not hold the lease,
+    /// [`HeldLeaseError::Write`] with the lease table's error.
+    ///
+    /// # Cancel safety
+    ///
+    /// Dropping the future after `write` sent its request leaves the local copy possibly
+    /// stale; the next renewal then finds out (and keeps the lease if this worker still owns
+    /// it at the next counter, drops it otherwise).
+    pub async fn write_held<F, Fut>(
+        &self,
+        lease_key: &str,
+        write: F,
+    ) -> Result<Lease, HeldLeaseError>
+    where
+        F: FnOnce(Lease) -> Fut,
+        Fut: Future<Output = Result<Lease, LeaseError>>,
+    {
+        let shared = self.shared();
+        let not_held = || HeldLeaseError::NotHeld {
+            lease_key: lease_key.to_owned(),
+        };
+        let held = shared.held_ref(lease_key).ok_or_else(not_held)?;
+        let _write = held.write_lock.clone().lock_owned().await;
+        let (lease, _) = shared.current(&held).ok_or_else(not_held)?;
+        match write(lease).await {
+            Ok(stored) => {
+                shared.after_write(&held, stored.clone());
+                Ok(stored)
+            }
+            Err(source) => {
+                if source.is_lease_lost() {
+                    shared.remove(&held, DropReason::Lost);
+                }
+                Err(HeldLeaseError::Write {
+                    lease_key: lease_key.to_owned(),
+                    source,
+                })
+            }
+        }
+    }
+
+    /// Records `checkpoint` for held lease `lease_key` (see [`LeaseTable::checkpoint`]), with
+    /// renewals held off, and keeps the stored lease as the local copy. The request is bounded
+    /// by the renew interval.
+    ///
+    /// # Errors
+    ///
+    /// As for [`write_held`](Self::write_held).
+    ///
+    /// # Cancel safety
+    ///
+    /// As for [`write_held`](Self::write_held).
+    pub async fn checkpoint(
+        &self,
+        lease_key: &str,
+        checkpoint: Checkpoint,
+    ) -> Result<Lease, HeldLeaseError> {
+        let shared = self.shared().clone();
+        self.write_held(lease_key, move |lease| async move {
+            let limit = shared.config.renew_interval();
+            match timeout(limit, shared.store.checkpoint(&lease, checkpoint)).await {
+                Ok(result) => result,
+                Err(_) => Err(timed_out("UpdateItem", shared.store.table_name(), limit)),
+            }
+        })
+        .await
+    }
+
+    /// Hands held lease `lease_key` back (see [`LeaseTable::release`]): the stored lease loses
+    /// its owner, so any worker takes it in its next taking cycle. This worker does not take
+    /// it back for one failover time. The request is bounded by the renew interval.
+    ///
+    /// # Errors
+    ///
+    /// As for [`write_held`](Self::write_held); after a failure other than a lost lease the
+    /// lease is still held.
+    pub async fn release(&self, lease_key: &str) -> Result<(), HeldLeaseError> {
+        let shared = self.shared().clone();
+        self.write_held(lease_key, move |lease| async move {
+            let limit = shared.config.renew_interval();
+            match timeout(limit, shared.store.release(&lease)).await {
+                Ok(result) => result,
+                Err(_) => Err(timed_out("UpdateItem", shared.store.table_name(), limit)),
+            }
+        })
+        .await
+        .map(|_| ())
+    }
+
+    /// Stops taking leases for good (this worker is leaving) and hands every held lease back,
+    /// concurrently (bounded). Waits for a taking cycle in progress to end first, so nothing
+    /// is taken after the releases. The renew loop keeps running for leases that could not be
+    /// released.
+    ///
+    /// # Cancel safety
+    ///
+    /// Taking stays stopped; releases already sent may or may not apply.
+    pub async fn release_all(&self) -> ReleaseSummary {
+        self.inner.taker_cancel.cancel();
+        let taker = self.tasks().taker.take();
+        if let Some(taker) = taker {
+            if let Err(err) = taker.await {
+                if err.is_panic() {
+                    error!(worker = self.worker_id(), "lease taker panicked");
+                }
+            }
+        }
+        let permits = Arc::new(Semaphore::new(
+            self.config().max_concurrent_requests().get(),
+        ));
+        let mut releases = JoinSet::new();
+        for held in self.shared().held_refs() {
+            let this = self.clone();
+            let permits = permits.clone();
+            releases.spawn(async move {
+                let _permit = permits.acquire_owned().await.ok();
+                let result = this.release(&held.key).await;
+                (held.key, result)
+            });
+        }
+        let mut summary = ReleaseSummary::default();
+        while let Some(joined) = releases.join_next().await {
+            match joined {
+                Ok((key, Ok(()))) => summary.released.push(key),
+                Ok((_, Err(HeldLeaseError::NotHeld { .. }))) => {}
+                Ok((key, Err(HeldLeaseError::Write { source, .. }))) => {
+                    summary.failed.push((key, source));
+                }
+                Err(err) => {
+                    if err.is_panic() {
+                        error!(worker = self.worker_id(), "lease release panicked");
+                    }
+                }
+            }
+        }
+        summary.released.sort();
+        summary
+    }
+
+    /// Counters of the renew and take loops.
+    pub fn stats(&self) -> CoordinatorStats {
+        self.shared().stats()
+    }
+
+    /// Stops both loops and waits for them to finish the cycle in progress. Held leases are
+    /// not released (call [`release_all`](Self::release_all) first for that): they are no
+    /// longer renewed and expire at other workers after the failover time.
+    ///
+    /// # Cancel safety
+    ///
+    /// The loops stop whether or not this future is polled to the end.
+    pub async fn shutdown(&self) {
+        self.inner.cancel.cancel();
+        let (renewer, taker) = {
+            let mut tasks = self.tasks();
+            (tasks.renewer.take(), tasks.taker.take())
+        };
+        for task in [renewer, taker].into_iter().flatten() {
+            if let Err(err) = task.await {
+                if err.is_panic() {
+                    error!(worker = self.worker_id(), "lease coordinator task panicked");
+                }
+            }
+        }
+    }
+
+    /// Stops both loops at once, abandoning requests in flight: from the fleet's point of view
+    /// this worker died. Held leases are neither renewed nor released.
+    pub fn abort(&self) {
+        self.inner.cancel.cancel();
+        let mut tasks = self.tasks();
+        for task in [tasks.renewer.take(), tasks.taker.take()]
+            .into_iter()
+            .flatten()
+        {
+            task.abort();
+        }
+    }
+}

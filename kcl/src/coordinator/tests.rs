@@ -1,0 +1,553 @@
+//! The coordinator's loops over an in-memory lease store, in paused tokio time: every timing
+//! below is exact and the tests take milliseconds.
+
+use std::collections::BTreeMap;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use tokio::sync::Barrier;
+use tokio::time::Instant;
+
+use super::store::memory::MemoryStore;
+use super::*;
+use crate::lease::{Checkpoint, Lease};
+
+const FAILOVER: Duration = Duration::from_secs(3);
+const RENEW: Duration = Duration::from_secs(1);
+const TAKE: Duration = Duration::from_millis(500);
+/// [`wait_for`] notices a condition up to one poll late.
+const POLL: Duration = Duration::from_millis(10);
+
+fn config() -> CoordinatorConfig {
+    CoordinatorConfig::builder()
+        .failover_time(FAILOVER)
+        .renew_interval(RENEW)
+        .take_interval(TAKE)
+        .build()
+        .unwrap()
+}
+
+fn lease(key: &str, owner: Option<&str>, counter: u64) -> Lease {
+    let mut lease = Lease::new(key, Checkpoint::TrimHorizon);
+    lease.lease_owner = owner.map(str::to_owned);
+    lease.lease_counter = counter;
+    lease
+}
+
+fn unowned(n: usize) -> Vec<Lease> {
+    (0..n).map(|i| lease(&format!("l{i}"), None, 0)).collect()
+}
+
+fn coordinator(store: &MemoryStore, worker: &str) -> LeaseCoordinator {
+    LeaseCoordinatorBuilder::from_store(Arc::new(store.clone()), worker)
+        .config(config())
+        .build()
+        .unwrap()
+}
+
+/// Polls `condition` every 10 ms; returns how long it took. Panics after `limit`.
+async fn wait_for(what: &str, limit: Duration, mut condition: impl FnMut() -> bool) -> Duration {
+    let start = Instant::now();
+    loop {
+        if condition() {
+            return start.elapsed();
+        }
+        assert!(start.elapsed() < limit, "timed out waiting for {what}");
+        tokio::time::sleep(POLL).await;
+    }
+}
+
+/// Records every value a subscriber sees.
+fn record(coordinator: &LeaseCoordinator) -> Arc<Mutex<Vec<BTreeMap<String, Lease>>>> {
+    let seen = Arc::new(Mutex::new(Vec::new()));
+    let mut rx = coordinator.subscribe();
+    let out = seen.clone();
+    tokio::spawn(async move {
+        while rx.changed().await.is_ok() {
+            let value = rx.borrow_and_update().clone();
+            out.lock().unwrap().push(value);
+        }
+    });
+    seen
+}
+
+fn held_keys(coordinator: &LeaseCoordinator) -> Vec<String> {
+    coordinator.held_leases().into_keys().collect()
+}
+
+#[tokio::test(start_paused = true)]
+async fn takes_unowned_leases_publishes_and_renews_them() {
+    let store = MemoryStore::with_leases(unowned(3));
+    let coordinator = coordinator(&store, "w1");
+    let mut rx = coordinator.subscribe();
+    coordinator.start().unwrap();
+    wait_for("3 held", TAKE, || coordinator.held_leases().len() == 3).await;
+    rx.changed().await.unwrap();
+    assert_eq!(rx.borrow().len(), 3);
+    assert!(rx.borrow().values().all(|l| l.is_owned_by("w1")));
+
+    let taken_at = store.get_now("l0").unwrap().lease_counter;
+    tokio::time::sleep(RENEW * 3 + Duration::from_millis(100)).await;
+    let counter = store.get_now("l0").unwrap().lease_counter;
+    assert!(counter >= taken_at + 3, "{taken_at} -> {counter}");
+    assert_eq!(coordinator.held("l0").unwrap().lease_counter, counter);
+    // The published map holds the leases as acquired: renewals do not change it.
+    assert_eq!(rx.borrow()["l0"].lease_counter, taken_at);
+    let stats = coordinator.stats();
+    assert_eq!(
+        (stats.held, stats.taken, stats.stolen, stats.lost),
+        (3, 3, 0, 0)
+    );
+    assert!(stats.renewals >= 9);
+    let last = stats.last_take.unwrap();
+    assert_eq!((last.leases, last.live_workers, last.target), (3, 1, 3));
+    coordinator.shutdown().await;
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_lease_taken_by_another_worker_is_dropped_at_its_next_renewal() {
+    let store = MemoryStore::with_leases(unowned(2));
+    let coordinator = coordinator(&store, "w1");
+    coordinator.start().unwrap();
+    wait_for("2 held", TAKE, || coordinator.held_leases().len() == 2).await;
+    let seen = record(&coordinator);
+
+    {
+        let mut leases = store.lock();
+        let stolen = leases.get_mut("l0").unwrap();
+        stolen.lease_owner = Some("thief".into());
+        stolen.lease_counter += 1;
+    }
+    let took = wait_for("l0 dropped", RENEW * 2, || coordinator.held("l0").is_none()).await;
+    assert!(took <= RENEW + POLL, "{took:?}");
+    assert_eq!(coordinator.stats().lost, 1);
+    tokio::time::sleep(Duration::from_millis(20)).await;
+    let seen = seen.lock().unwrap().clone();
+    assert_eq!(seen.last().unwrap().keys().collect::<Vec<_>>(), ["l1"]);
+    coordinator.shutdown().await;
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_lease_that_cannot_be_renewed_is_dropped_after_the_failover_time() {
+    let store = MemoryStore::with_leases(unowned(1));
+    let coordinator = coordinator(&store, "w1");
+    coordinator.start().unwrap();
+    wait_for("held", TAKE, || coordinator.held("l0").is_some()).await;
+    // Let one renewal happen, then fail every renewal from here on.
+    let renewals = coordinator.stats().renewals;
+    wait_for("a renewal", RENEW * 2, || {
+        coordinator.stats().renewals > renewals
+    })
+    .await;
+    store.faults().renew_transient = true;
+    let took = wait_for("dropped", FAILOVER * 3, || coordinator.held("l0").is_none()).await;
+    // The last renewal was at most one renew interval before the faults began; the lease is
+    // dropped at the first failed renewal more than a failover time after it.
+    assert!(took > FAILOVER - RENEW, "{took:?}");
+    assert!(took <= FAILOVER + RENEW + POLL, "{took:?}");
+    let stats = coordinator.stats();
+    assert!(stats.renew_failures >= 3, "{stats:?}");
+    assert_eq!(stats.lost, 1);
+    coordinator.shutdown().await;
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_renewal_whose_answer_was_lost_keeps_the_lease() {
+    let store = MemoryStore::with_leases(unowned(1));
+    let coordinator = coordinator(&store, "w1");
+    coordinator.start().unwrap();
+    wait_for("held", TAKE, || coordinator.held("l0").is_some()).await;
+    let seen = record(&coordinator);
+
+    // The next renewal is applied but its answer lost: the local copy is one behind.
+    store.faults().renew_applied_but_failed = true;
+    wait_for("a failed renewal", RENEW * 2, || {
+        coordinator.stats().renew_failures == 1
+    })
+    .await;
+    store.faults().renew_applied_but_failed = false;
+    let stored = store.get_now("l0").unwrap().lease_counter;
+    assert_eq!(coordinator.held("l0").unwrap().lease_counter + 1, stored);
+
+    // The following renewal fails its condition, re-reads, and keeps the lease.
+    let renewals = coordinator.stats().renewals;
+    wait_for("two renewals", RENEW * 3, || {
+        coordinator.stats().renewals >= renewals + 2
+    })
+    .await;
+    assert_eq!(coordinator.stats().lost, 0);
+    assert_eq!(
+        coordinator.held("l0").unwrap().lease_counter,
+        store.get_now("l0").unwrap().lease_counter
+    );
+    assert!(
+        seen.lock().unwrap().is_empty(),
+        "the held set never changed"
+    );
+    coordinator.shutdown().await;
+}
+
+#[tokio::test(start_paused = true)]
+async fn checkpoints_are_serialized_with_renewals() {
+    let store = MemoryStore::with_leases(unowned(4));
+    // Slow writes: without serialization, renewals and checkpoints would overlap and one of
+    // each pair would fail its condition.
+    store.faults().write_delay = Some(Duration::from_millis(300));
+    let coordinator = coordinator(&store, "w1");
+    coordinator.start().unwrap();
+    wait_for("4 held", TAKE * 10, || coordinator.held_leases().len() == 4).await;
+
+    let mut writers = Vec::new();
+    for key in ["l0", "l1", "l2", "l3"] {
+        let coordinator = coordinator.clone();
+        writers.push(tokio::spawn(async move {
+            for seq in 1..=20u64 {
+                let stored = coordinator
+                    .checkpoint(key, Checkpoint::sequence(seq.to_string(), 0))
+                    .await
+                    .unwrap_or_else(|err| panic!("{key} checkpoint {seq}: {err}"));
+                assert_eq!(stored.checkpoint, Checkpoint::sequence(seq.to_string(), 0));
+                tokio::time::sleep(Duration::from_millis(70)).await;
+            }
+        }));
+    }
+    for writer in writers {
+        writer.await.unwrap();
+    }
+    let stats = coordinator.stats();
+    assert_eq!(stats.lost, 0, "{stats:?}");
+    assert_eq!(stats.held, 4);
+    for key in ["l0", "l1", "l2", "l3"] {
+        let stored = store.get_now(key).unwrap();
+        assert_eq!(stored.checkpoint, Checkpoint::sequence("20", 0));
+        assert_eq!(coordinator.held(key).unwrap(), stored);
+    }
+    coordinator.shutdown().await;
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_released_lease_goes_back_to_the_table_and_is_not_retaken_for_a_failover_time() {
+    let store = MemoryStore::with_leases(unowned(2));
+    let coordinator = coordinator(&store, "w1");
+    coordinator.start().unwrap();
+    wait_for("2 held", TAKE, || coordinator.held_leases().len() == 2).await;
+
+    coordinator.release("l0").await.unwrap();
+    assert_eq!(store.get_now("l0").unwrap().lease_owner, None);
+    assert_eq!(held_keys(&coordinator), ["l1"]);
+    assert_eq!(coordinator.stats().released, 1);
+    // This worker is alone, so it takes the lease back, but only after a failover time.
+    let took = wait_for("retaken", FAILOVER * 2, || coordinator.held("l0").is_some()).await;
+    assert!(
+        took > FAILOVER && took <= FAILOVER + TAKE + POLL,
+        "{took:?}"
+    );
+
+    assert!(matches!(
+        coordinator.release("nope").await,
+        Err(HeldLeaseError::NotHeld { .. })
+    ));
+    coordinator.shutdown().await;
+}
+
+#[tokio::test(start_paused = true)]
+async fn release_all_hands_everything_back_and_stops_taking() {
+    let store = MemoryStore::with_leases(unowned(3));
+    let coordinator = coordinator(&store, "w1");
+    coordinator.start().unwrap();
+    wait_for("3 held", TAKE, || coordinator.held_leases().len() == 3).await;
+    let mut rx = coordinator.subscribe();
+
+    let summary = coordinator.release_all().await;
+    assert_eq!(summary.released, ["l0", "l1", "l2"]);
+    assert!(summary.failed.is_empty());
+    assert!(rx.borrow_and_update().is_empty());
+    tokio::time::sleep(FAILOVER * 3).await;
+    assert!(store.owners().values().all(Option::is_none));
+    assert!(coordinator.held_leases().is_empty());
+    coordinator.shutdown().await;
+}
+
+#[tokio::test(start_paused = true)]
+async fn of_two_workers_racing_for_a_lease_exactly_one_holds_it() {
+    let store = MemoryStore::with_leases(unowned(1));
+    // Both first scans complete before either worker takes: a real race.
+    store.faults().list_barrier = Some(Arc::new(Barrier::new(2)));
+    let a = coordinator(&store, "a");
+    let b = coordinator(&store, "b");
+    let (seen_a, seen_b) = (record(&a), record(&b));
+    a.start().unwrap();
+    b.start().unwrap();
+    wait_for("both cycles", TAKE, || {
+        a.stats().take_cycles == 1 && b.stats().take_cycles == 1
+    })
+    .await;
+    store.faults().list_barrier = None;
+    tokio::time::sleep(FAILOVER * 2).await;
+
+    let owner = store.get_now("l0").unwrap().lease_owner.unwrap();
+    let (winner, loser, loser_seen) = if owner == "a" {
+        (&a, &b, &seen_b)
+    } else {
+        (&b, &a, &seen_a)
+    };
+    assert_eq!(held_keys(winner), ["l0"]);
+    assert!(held_keys(loser).is_empty());
+    // Both tried in the first cycle; the loser's take failed its condition.
+    assert_eq!(winner.stats().taken, 1);
+    assert_eq!(loser.stats().taken, 0);
+    assert_eq!(loser.stats().take_failures, 1);
+    assert!(loser_seen.lock().unwrap().iter().all(BTreeMap::is_empty));
+    // Later cycles: 1 lease over 2 workers, an imbalance of one: nobody steals.
+    assert_eq!(loser.stats().last_take.unwrap().planned, 0);
+    a.shutdown().await;
+    b.shutdown().await;
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_dead_workers_leases_move_after_the_failover_time() {
+    let store = MemoryStore::with_leases(unowned(4));
+    let a = coordinator(&store, "a");
+    a.start().unwrap();
+    wait_for("a holds 4", TAKE, || a.held_leases().len() == 4).await;
+    let b = coordinator(&store, "b");
+    b.start().unwrap();
+    // b steals its share in its first cycle; a notices at its next renewal.
+    wait_for("b's first cycle", TAKE, || b.stats().take_cycles == 1).await;
+    assert_eq!(b.held_leases().len(), 2);
+    let took = wait_for("a down to 2", RENEW * 2, || a.held_leases().len() == 2).await;
+    assert!(took <= RENEW + POLL, "{took:?}");
+    assert_eq!(b.stats().stolen, 2);
+
+    a.abort();
+    let took = wait_for("b holds 4", FAILOVER * 3, || b.held_leases().len() == 4).await;
+    assert!(took > FAILOVER - RENEW, "{took:?}");
+    assert!(took <= FAILOVER + TAKE * 2 + POLL, "{took:?}");
+    b.shutdown().await;
+}
+
+#[tokio::test(start_paused = true)]
+async fn leases_left_under_this_workers_id_are_taken_back_at_once() {
+    let store = MemoryStore::with_leases([
+        lease("l0", Some("w1"), 5),
+        lease("l1", Some("w1"), 9),
+        lease("l2", Some("other"), 2),
+    ]);
+    let coordinator = coordinator(&store, "w1");
+    coordinator.start().unwrap();
+    wait_for("own leases back", TAKE, || {
+        held_keys(&coordinator) == ["l0", "l1"]
+    })
+    .await;
+    assert_eq!(coordinator.held("l0").unwrap().lease_counter, 6);
+    coordinator.shutdown().await;
+}
+
+#[tokio::test(start_paused = true)]
+async fn an_expired_lease_is_taken_and_a_renewed_one_never_is() {
+    let store = MemoryStore::with_leases([
+        lease("ghost-lease", Some("ghost"), 3),
+        lease("live-lease", Some("live"), 7),
+    ]);
+    // "live" renews its lease every failover / 2.
+    let renewer = {
+        let store = store.clone();
+        tokio::spawn(async move {
+            loop {
+                tokio::time::sleep(FAILOVER / 2).await;
+                store.bump("live-lease");
+            }
+        })
+    };
+    let coordinator = coordinator(&store, "me");
+    coordinator.start().unwrap();
+    let took = wait_for("ghost's lease taken", FAILOVER * 3, || {
+        coordinator.held("ghost-lease").is_some()
+    })
+    .await;
+    assert!(
+        took > FAILOVER && took <= FAILOVER + TAKE + POLL,
+        "{took:?}"
+    );
+    tokio::time::sleep(FAILOVER * 10).await;
+    assert_eq!(
+        store.get_now("live-lease").unwrap().lease_owner.as_deref(),
+        Some("live")
+    );
+    let stats = coordinator.stats();
+    assert_eq!((stats.taken, stats.held), (1, 1));
+    renewer.abort();
+    coordinator.shutdown().await;
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_lease_lost_and_taken_again_shows_a_new_acquired_value() {
+    let store = MemoryStore::with_leases(unowned(1));
+    let coordinator = coordinator(&store, "w1");
+    let seen = record(&coordinator);
+    coordinator.start().unwrap();
+    wait_for("held", TAKE, || coordinator.held("l0").is_some()).await;
+    // Another worker takes it and hands it back before this one notices.
+    {
+        let mut leases = store.lock();
+        let l0 = leases.get_mut("l0").unwrap();
+        l0.lease_counter += 2;
+    }
+    wait_for("dropped", RENEW * 2, || coordinator.held("l0").is_none()).await;
+    wait_for("retaken", TAKE * 2, || coordinator.held("l0").is_some()).await;
+    tokio::time::sleep(Duration::from_millis(20)).await;
+    let seen = seen.lock().unwrap().clone();
+    let counters: Vec<Option<u64>> = seen
+        .iter()
+        .map(|map| map.get("l0").map(|l| l.lease_counter))
+        .collect();
+    assert_eq!(counters, [Some(1), None, Some(4)]);
+    coordinator.shutdown().await;
+}
+
+#[tokio::test(start_paused = true)]
+async fn update_held_accepts_only_newer_copies_of_held_leases() {
+    let store = MemoryStore::with_leases(unowned(1));
+    let coordinator = coordinator(&store, "w1");
+    coordinator.start().unwrap();
+    wait_for("held", TAKE, || coordinator.held("l0").is_some()).await;
+    coordinator.shutdown().await;
+
+    let current = coordinator.held("l0").unwrap();
+    let mut newer = current.clone();
+    newer.lease_counter += 1;
+    newer.checkpoint = Checkpoint::sequence("42", 0);
+    let mut foreign = newer.clone();
+    foreign.lease_owner = Some("w2".into());
+    foreign.lease_counter += 1;
+    assert!(!coordinator.update_held(current.clone()));
+    assert!(!coordinator.update_held(foreign));
+    assert!(!coordinator.update_held(lease("other", Some("w1"), 9)));
+    assert!(coordinator.update_held(newer.clone()));
+    assert_eq!(coordinator.held("l0").unwrap(), newer);
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_failed_write_of_a_lost_lease_drops_it() {
+    let store = MemoryStore::with_leases(unowned(1));
+    let coordinator = coordinator(&store, "w1");
+    coordinator.start().unwrap();
+    wait_for("held", TAKE, || coordinator.held("l0").is_some()).await;
+    store.lock().get_mut("l0").unwrap().lease_owner = Some("w2".into());
+    let err = coordinator
+        .checkpoint("l0", Checkpoint::sequence("1", 0))
+        .await
+        .unwrap_err();
+    assert!(err.is_lease_lost(), "{err}");
+    assert!(coordinator.held("l0").is_none());
+    let err = coordinator
+        .checkpoint("l0", Checkpoint::sequence("1", 0))
+        .await
+        .unwrap_err();
+    assert!(matches!(err, HeldLeaseError::NotHeld { .. }));
+    coordinator.shutdown().await;
+}
+
+#[tokio::test(start_paused = true)]
+async fn failed_scans_are_counted_and_take_nothing() {
+    let store = MemoryStore::with_leases(unowned(2));
+    store.faults().list_transient = true;
+    let coordinator = coordinator(&store, "w1");
+    coordinator.start().unwrap();
+    tokio::time::sleep(TAKE * 4 + Duration::from_millis(10)).await;
+    let stats = coordinator.stats();
+    assert_eq!(
+        (stats.scan_failures, stats.take_cycles, stats.held),
+        (5, 0, 0)
+    );
+    store.faults().list_transient = false;
+    wait_for("2 held", TAKE * 2, || coordinator.held_leases().len() == 2).await;
+    coordinator.shutdown().await;
+}
+
+#[tokio::test(start_paused = true)]
+async fn max_leases_for_worker_is_respected() {
+    let store = MemoryStore::with_leases(unowned(5));
+    let config = CoordinatorConfig::builder()
+        .failover_time(FAILOVER)
+        .max_leases_for_worker(std::num::NonZeroUsize::new(2).unwrap())
+        .build()
+        .unwrap();
+    let coordinator = LeaseCoordinatorBuilder::from_store(Arc::new(store.clone()), "w1")
+        .config(config)
+        .build()
+        .unwrap();
+    coordinator.start().unwrap();
+    tokio::time::sleep(FAILOVER * 5).await;
+    assert_eq!(coordinator.held_leases().len(), 2);
+    coordinator.shutdown().await;
+}
+
+#[tokio::test(start_paused = true)]
+async fn start_and_shutdown_rules() {
+    let store = MemoryStore::with_leases(unowned(1));
+    let coordinator = coordinator(&store, "w1");
+    coordinator.start().unwrap();
+    assert_eq!(coordinator.start(), Err(StartError::AlreadyStarted));
+    coordinator.shutdown().await;
+    coordinator.shutdown().await;
+
+    let never_started = self::coordinator(&store, "w2");
+    never_started.shutdown().await;
+    assert_eq!(never_started.start(), Err(StartError::ShutDown));
+
+    let parent = tokio_util::sync::CancellationToken::new();
+    let child = LeaseCoordinatorBuilder::from_store(Arc::new(store.clone()), "w3")
+        .config(config())
+        .cancellation_token(parent.clone())
+        .build()
+        .unwrap();
+    child.start().unwrap();
+    parent.cancel();
+    assert!(child.cancellation_token().is_cancelled());
+    child.shutdown().await;
+
+    assert_eq!(
+        LeaseCoordinatorBuilder::from_store(Arc::new(store), "")
+            .build()
+            .unwrap_err(),
+        ConfigError::EmptyWorkerId
+    );
+}
+
+#[test]
+fn start_outside_a_runtime_fails() {
+    let coordinator = coordinator(&MemoryStore::default(), "w1");
+    assert_eq!(coordinator.start(), Err(StartError::NoRuntime));
+}
+
+#[tokio::test(start_paused = true)]
+async fn dropping_the_last_handle_stops_the_loops() {
+    let store = MemoryStore::with_leases(unowned(1));
+    let coordinator = coordinator(&store, "w1");
+    coordinator.start().unwrap();
+    wait_for("held", TAKE, || coordinator.held("l0").is_some()).await;
+    let token = coordinator.cancellation_token();
+    drop(coordinator);
+    assert!(token.is_cancelled());
+    let counter = store.get_now("l0").unwrap().lease_counter;
+    tokio::time::sleep(RENEW * 5).await;
+    assert_eq!(store.get_now("l0").unwrap().lease_counter, counter);
+}
+
+#[test]
+fn public_types_are_send_and_sync() {
+    fn send_sync<T: Send + Sync + 'static>() {}
+    fn clone<T: Clone>() {}
+    send_sync::<LeaseCoordinator>();
+    clone::<LeaseCoordinator>();
+    send_sync::<CoordinatorConfig>();
+    send_sync::<HeldLeaseError>();
+    send_sync::<StartError>();
+    send_sync::<ConfigError>();
+    send_sync::<CoordinatorStats>();
+    send_sync::<ReleaseSummary>();
+    send_sync::<ManualClock>();
+    send_sync::<ExpiryTracker>();
+    send_sync::<TakePlan>();
+}

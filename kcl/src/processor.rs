@@ -1,0 +1,97 @@
+//! What an application implements: a processor per shard, driven through its lifecycle.
+//!
+//! ```text
+//! initialize -> process_records* -> one of:
+//!     lease_lost          another worker took the shard: stop, do not checkpoint
+//!     shard_ended         the shard is closed and fully read: checkpoint (SHARD_END) now
+//!     shutdown_requested  this worker is leaving: checkpoint what is done, if you like
+//! ```
+
+use std::future::Future;
+
+use aggregation_proto::DeaggregatedRecord;
+
+use crate::checkpointer::Checkpointer;
+use crate::lease::Checkpoint;
+
+/// The shard a processor works on and where it starts.
+#[derive(Debug, Clone, PartialEq, Eq)]
+#[non_exhaustive]
+pub struct InitializeInput {
+    /// The shard id (the lease key).
+    pub shard_id: String,
+    /// The checkpoint processing resumes after (or the initial position).
+    pub checkpoint: Checkpoint,
+}
+
+/// A batch of user records, in order, deaggregated and filtered to the shard's hash range.
+#[derive(Debug, Clone)]
+#[non_exhaustive]
+pub struct ProcessRecordsInput {
+    /// The user records: partition key, data, sequence and sub-sequence number, arrival time.
+    pub records: Vec<DeaggregatedRecord>,
+    /// How far behind the tip of the shard this batch is, in milliseconds.
+    pub millis_behind_latest: Option<i64>,
+}
+
+/// Processes one shard's records. One instance per shard lease, called from one task at a time
+/// (never concurrently), in this order: [`initialize`](Self::initialize), then
+/// [`process_records`](Self::process_records) for each batch, then exactly one of
+/// [`lease_lost`](Self::lease_lost), [`shard_ended`](Self::shard_ended) or
+/// [`shutdown_requested`](Self::shutdown_requested).
+///
+/// ```
+/// use kcl::{Checkpointer, ProcessRecordsInput, ShardRecordProcessor};
+///
+/// struct Printer;
+///
+/// impl ShardRecordProcessor for Printer {
+///     async fn process_records(&mut self, input: ProcessRecordsInput, checkpointer: &mut Checkpointer) {
+///         for record in &input.records {
+///             println!("{}: {:?}", record.partition_key(), record.data());
+///         }
+///         // At-least-once: checkpoint after the work is done.
+///         if let Err(error) = checkpointer.checkpoint().await {
+///             eprintln!("checkpoint failed: {error}");
+///         }
+///     }
+///
+///     async fn shard_ended(&mut self, checkpointer: &mut Checkpointer) {
+///         let _ = checkpointer.checkpoint_shard_end().await;
+///     }
+/// }
+/// ```
+pub trait ShardRecordProcessor: Send + 'static {
+    /// Called once before the first batch.
+    fn initialize(&mut self, input: InitializeInput) -> impl Future<Output = ()> + Send {
+        let _ = input;
+        async {}
+    }
+
+    /// Called with each batch of records. Checkpoint through `checkpointer` when the work for
+    /// them is durable.
+    fn process_records(
+        &mut self,
+        input: ProcessRecordsInput,
+        checkpointer: &mut Checkpointer,
+    ) -> impl Future<Output = ()> + Send;
+
+    /// Another worker took the shard: stop. Checkpointing is no longer possible.
+    fn lease_lost(&mut self) -> impl Future<Output = ()> + Send {
+        async {}
+    }
+
+    /// The shard is closed and every record was delivered. Call
+    /// [`Checkpointer::checkpoint_shard_end`], or the shard's children never start.
+    fn shard_ended(&mut self, checkpointer: &mut Checkpointer) -> impl Future<Output = ()> + Send;
+
+    /// This worker is shutting down gracefully: checkpoint what is done, if anything. The
+    /// lease is handed back right after.
+    fn shutdown_requested(
+        &mut self,
+        checkpointer: &mut Checkpointer,
+    ) -> impl Future<Output = ()> + Send {
+        let _ = checkpointer;
+        async {}
+    }
+}

@@ -1,0 +1,61 @@
+//! Retrieval: reading one shard's records, for the shard consumer.
+//!
+//! # Model
+//!
+//! A shard consumer reads its shard through a [`RecordSource`]: an async stream of
+//! [`ShardBatch`]es that starts at a [`StartingPosition`] and hands out every user record from
+//! there exactly once, in order, already deaggregated and filtered to the shard's hash range.
+//! Its only job besides is to say when the shard has ended and which shards follow it. The
+//! consumer never sees iterators, throttling or retries, so enhanced fan-out can implement the
+//! same trait later without touching the lease or processor code.
+//!
+//! [`PollingSource`] is the GetRecords implementation (the Java KCL's `PollingRecordsFetcher`
+//! with its `PrefetchRecordsPublisher`):
+//!
+//! ```text
+//!  GetShardIterator ─► GetRecords ─► deaggregate ─► hash-range filter ─► skip ≤ position ─► batch
+//!        ▲   (position)     │ throttled / 5xx / timeout: jittered backoff, retry               │
+//!        └──────────────────┘ expired iterator: AT_SEQUENCE_NUMBER(last record) + skip          ▼
+//!                                                   prefetch task ─► channel(1) ─► next_batch()
+//! ```
+//!
+//! Pacing follows the service: 5 GetRecords calls per second per shard, shared by every
+//! application polling it. While behind, the source calls again at once (at most one call per
+//! [`PollingConfig::min_time_between_calls`]); once caught up, at most once per
+//! [`PollingConfig::idle_time_between_reads`], handing out the empty batch immediately.
+//!
+//! # Positions
+//!
+//! Sequence numbers are decimal strings of up to 128 digits, ordered as numbers
+//! ([`compare_sequence_numbers`]). A user record's position is its Kinesis record's sequence
+//! number and its sub-sequence number (0 for a record that was not aggregated), so a
+//! checkpoint inside an aggregate resumes at the next sub-record
+//! ([`StartingPosition::AfterSequence`]).
+//!
+//! # Errors
+//!
+//! Throttling (`ProvisionedThroughputExceededException`, `KMSThrottlingException`), server
+//! errors, timeouts, connection failures and expired iterators are handled inside the
+//! source and counted in [`RetrievalStats`]. A [`RetrievalError`] is what is left: fatal
+//! problems (stream or shard gone, access denied, unusable KMS key, invalid request), or
+//! [`RetrievalError::RetriesExhausted`] when a retry limit is configured.
+
+mod api;
+mod config;
+mod error;
+mod fetcher;
+mod polling;
+mod sequence;
+mod source;
+mod stats;
+#[cfg(test)]
+mod tests;
+mod types;
+
+pub use config::{MAX_RECORDS_LIMIT, PollingConfig};
+pub use error::RetrievalError;
+pub use polling::PollingSource;
+pub use sequence::{MAX_SEQUENCE_NUMBER_DIGITS, compare_sequence_numbers, is_sequence_number};
+pub use source::RecordSource;
+pub use stats::RetrievalStats;
+pub use types::{ChildShard, ShardBatch, StartingPosition, StreamId};

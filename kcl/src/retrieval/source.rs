@@ -1,0 +1,31 @@
+//! [`RecordSource`]: the interface between retrieval and the shard consumer.
+
+use std::future::Future;
+
+use super::error::RetrievalError;
+use super::types::ShardBatch;
+
+/// One shard's stream of batches: what the shard consumer reads, whatever the retrieval
+/// (polling with [`PollingSource`](super::PollingSource) today, enhanced fan-out later).
+///
+/// A source starts at the position it was created with and hands out every user record of the
+/// shard from there exactly once, in order. Retryable failures are retried inside it.
+pub trait RecordSource: Send {
+    /// The next batch of the shard.
+    ///
+    /// Empty batches are normal (nothing new yet) and come back promptly; the source paces its
+    /// own calls, so calling this in a loop does not hammer the service. Once a batch carried
+    /// [`shard_end`](ShardBatch::shard_end), every later call returns an empty batch with the
+    /// same children, at once: the caller should stop reading then.
+    ///
+    /// # Errors
+    ///
+    /// A [`RetrievalError`]; see [`RetrievalError::is_fatal`]. The source stays usable: a
+    /// later call tries again from the same position.
+    ///
+    /// # Cancel safety
+    ///
+    /// Implementations must be cancel safe: dropping the future before it completes loses no
+    /// record and delivers none twice (so it can sit in a `tokio::select!`).
+    fn next_batch(&mut self) -> impl Future<Output = Result<ShardBatch, RetrievalError>> + Send;
+}
