@@ -114,12 +114,12 @@ async fn perf_produce(args: PerfProduceArgs) -> Result<(), CliError> {
             keys[rng.random_range(0..keys.len())].clone(),
             pool.slice(offset..offset + args.record_size),
         );
-        let sent = Instant::now();
+        let sent = (i % LATENCY_SAMPLE == 0).then(Instant::now);
         let receipt = producer
             .send(record)
             .await
             .map_err(|e| CliError::Usage(e.to_string()))?;
-        if i % LATENCY_SAMPLE == 0 {
+        if let Some(sent) = sent {
             let _ = timed_tx.send((sent, receipt));
         }
     }

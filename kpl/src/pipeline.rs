@@ -295,7 +295,8 @@ impl Pipeline {
                 pending.generation = self.generation;
                 *self.outstanding.entry(self.generation).or_default() += 1;
                 self.metrics.received();
-                self.route(pending, Instant::now());
+                let arrived = pending.arrived;
+                self.route(pending, arrived);
             }
             Command::Flush(waiter) => {
                 self.flush_waiters.push((self.generation, waiter));
