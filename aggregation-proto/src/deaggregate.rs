@@ -135,6 +135,20 @@ impl Deaggregator {
         record: &ReceivedRecord,
         out: &mut Vec<DeaggregatedRecord>,
     ) -> Result<Outcome, DeaggregationError> {
+        self.deaggregate_owned_into(record.clone(), out)
+    }
+
+    /// Like [`deaggregate_into`](Self::deaggregate_into), taking the record by value: its
+    /// buffers move into the user records instead of being shared through reference counts,
+    /// which saves allocations where the record is not needed afterwards.
+    ///
+    /// # Errors
+    /// As for [`deaggregate_into`](Self::deaggregate_into).
+    pub fn deaggregate_owned_into(
+        &self,
+        record: ReceivedRecord,
+        out: &mut Vec<DeaggregatedRecord>,
+    ) -> Result<Outcome, DeaggregationError> {
         let data = &record.data;
         if data.len() < AGGREGATION_OVERHEAD || data[..MAGIC.len()] != MAGIC {
             out.push(DeaggregatedRecord::passed_through(record));
@@ -146,32 +160,48 @@ impl Deaggregator {
             out.push(DeaggregatedRecord::passed_through(record));
             return Ok(Outcome::PassedThrough(PassThroughReason::DigestMismatch));
         }
+        let (tables, sub_records) = match Tables::parse(&record.data, body_end) {
+            Ok(parsed) => parsed,
+            Err(error) => return self.corrupt(record, error, out),
+        };
         let len_before = out.len();
-        match self.decode_body(record, body_end, out) {
+        let source = Arc::new(Source {
+            record,
+            partition_keys: tables.partition_keys,
+            explicit_hash_keys: tables.explicit_hash_keys,
+        });
+        match self.decode_records(&source, &sub_records, out) {
             Ok(outcome) => Ok(outcome),
             Err(error) => {
                 out.truncate(len_before);
-                if self.strict {
-                    return Err(error);
-                }
-                out.push(DeaggregatedRecord::passed_through(record));
-                Ok(Outcome::PassedThrough(PassThroughReason::Corrupt(error)))
+                // `out` no longer holds clones of `source`: the record comes back whole.
+                let record = Arc::try_unwrap(source)
+                    .map_or_else(|shared| shared.record.clone(), |owned| owned.record);
+                self.corrupt(record, error, out)
             }
         }
     }
 
-    fn decode_body(
+    fn corrupt(
         &self,
-        record: &ReceivedRecord,
-        body_end: usize,
+        record: ReceivedRecord,
+        error: DeaggregationError,
         out: &mut Vec<DeaggregatedRecord>,
     ) -> Result<Outcome, DeaggregationError> {
-        let (tables, sub_records) = Tables::parse(&record.data, body_end)?;
-        let source = Arc::new(Source {
-            record: record.clone(),
-            partition_keys: tables.partition_keys,
-            explicit_hash_keys: tables.explicit_hash_keys,
-        });
+        if self.strict {
+            return Err(error);
+        }
+        out.push(DeaggregatedRecord::passed_through(record));
+        Ok(Outcome::PassedThrough(PassThroughReason::Corrupt(error)))
+    }
+
+    fn decode_records(
+        &self,
+        source: &Arc<Source>,
+        sub_records: &[std::ops::Range<usize>],
+        out: &mut Vec<DeaggregatedRecord>,
+    ) -> Result<Outcome, DeaggregationError> {
+        let record = &source.record;
         let mut key_hashes = KeyHashes::default();
         out.reserve(sub_records.len());
         let mut filtered = 0;
@@ -196,14 +226,14 @@ impl Deaggregator {
                 index => index.map(index_usize),
             };
             if let Some(range) = &self.hash_range {
-                let hash_key = key_hashes.hash_key(&source, partition_key, explicit_hash_key);
+                let hash_key = key_hashes.hash_key(source, partition_key, explicit_hash_key);
                 if !hash_key.is_some_and(|key| range.contains(key)) {
                     filtered += 1;
                     continue;
                 }
             }
             out.push(DeaggregatedRecord::sub_record(
-                &source,
+                source,
                 fields.data,
                 partition_key,
                 explicit_hash_key,

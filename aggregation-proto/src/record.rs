@@ -169,11 +169,11 @@ pub(crate) struct Source {
 
 impl DeaggregatedRecord {
     /// The record passed through unchanged (not aggregated, or not a valid aggregate).
-    pub(crate) fn passed_through(record: &ReceivedRecord) -> Self {
+    pub(crate) fn passed_through(record: ReceivedRecord) -> Self {
         Self {
             data: 0..record.data.len(),
             source: Arc::new(Source {
-                record: record.clone(),
+                record,
                 partition_keys: Vec::new(),
                 explicit_hash_keys: Vec::new(),
             }),

@@ -7,6 +7,7 @@ mod agg;
 mod consume;
 mod jsonl;
 mod perf;
+mod perf_consume;
 mod perf_produce;
 mod produce;
 

@@ -37,6 +37,9 @@ pub(crate) enum PerfCommand {
     /// AWS_ENDPOINT_URL_KINESIS at `fault-proxy --sink`) through the producer, like Kafka's
     /// producer perf test.
     Produce(crate::perf_produce::PerfProduceArgs),
+    /// Consume N shards x M records from an in-process read sink through the consumer
+    /// (Scheduler, or PollingSource, or bare SDK calls) and report the CPU cost per record.
+    Consume(crate::perf_consume::PerfConsumeArgs),
 }
 
 #[derive(Debug, Serialize)]
@@ -65,6 +68,7 @@ pub(crate) fn run(command: PerfCommand) -> Result<(), CliError> {
             runs,
         } => perf_agg(record_size, keys, records, runs),
         PerfCommand::Produce(args) => crate::perf_produce::run(args),
+        PerfCommand::Consume(args) => crate::perf_consume::run(args),
     }
 }
 

@@ -152,7 +152,7 @@ async fn perf_produce(args: PerfProduceArgs) -> Result<(), CliError> {
         latency_ms_p50: percentile(0.50),
         latency_ms_p99: percentile(0.99),
         latency_ms_max: percentile(1.0),
-        peak_rss_mib: peak_rss_mib(),
+        peak_rss_mib: crate::perf_consume::peak_rss_mib(),
         max_outstanding_mib: args.max_outstanding_mib,
     };
     eprintln!(
@@ -176,23 +176,4 @@ async fn perf_produce(args: PerfProduceArgs) -> Result<(), CliError> {
         return Err(CliError::Usage(format!("{} records failed", report.failed)));
     }
     Ok(())
-}
-
-/// Peak resident memory of this process (VmHWM), in MiB; 0 where /proc is missing.
-fn peak_rss_mib() -> f64 {
-    std::fs::read_to_string("/proc/self/status")
-        .ok()
-        .and_then(|status| {
-            status
-                .lines()
-                .find_map(|line| line.strip_prefix("VmHWM:"))
-                .and_then(|rest| {
-                    rest.trim()
-                        .trim_end_matches("kB")
-                        .trim()
-                        .parse::<f64>()
-                        .ok()
-                })
-        })
-        .map_or(0.0, |kib| kib / 1024.0)
 }

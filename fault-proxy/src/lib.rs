@@ -19,6 +19,13 @@
 //! stream, increasing sequence numbers per shard), plus ListShards and DescribeStreamSummary
 //! for any stream name. That is the local sink for producer benchmarks.
 //!
+//! [`Upstream::ReadSink`] is the same sink with records to read: at start it generates user
+//! records for every shard (random data over random partition keys that route to that shard,
+//! optionally packed into KPL aggregates) and then answers GetShardIterator and GetRecords
+//! from them, each record's JSON encoded once in advance so an answer is a slice of that
+//! encoding between a short prefix and suffix, sent without copying. That is the local source
+//! for consumer benchmarks.
+//!
 //! Which faults to inject is a [`Faults`] value, changeable at run time with
 //! [`FaultProxy::set_faults`]; every random choice comes from a generator seeded by
 //! [`Faults::seed`]. [`FaultProxy::stats`] counts what happened.
@@ -54,6 +61,7 @@
 #![warn(missing_docs, missing_debug_implementations, unreachable_pub)]
 
 mod faults;
+mod reads;
 mod server;
 mod shards;
 mod sink;
@@ -101,6 +109,42 @@ pub enum Upstream {
         /// Number of shards, 1 to [`MAX_SINK_SHARDS`].
         shards: u32,
     },
+    /// A [`Sink`](Self::Sink) with records to read: also answers GetShardIterator
+    /// (`TRIM_HORIZON`, `LATEST`, `AT_SEQUENCE_NUMBER`, `AFTER_SEQUENCE_NUMBER`,
+    /// `AT_TIMESTAMP`) and GetRecords, from records generated when the proxy starts.
+    ///
+    /// Each shard gets `records_per_shard` user records of `record_size` random bytes, each
+    /// with a partition key drawn from `keys` random 16-character keys: the keys whose MD5
+    /// routes to that shard (plus one more random key for a shard that none routes to). With
+    /// `aggregated`, consecutive user records are packed into KPL aggregates of at most
+    /// 51,200 bytes ([`aggregation_proto::Aggregator`]'s default); otherwise each user record
+    /// is a Kinesis record. The data is the same on every start (fixed seeds).
+    ///
+    /// Kinesis records get increasing sequence numbers (`49`, the shard index as 10 digits, a
+    /// counter from 1 as 20 digits) and arrival times 1 ms apart ending when the proxy
+    /// started. GetRecords returns up to `Limit` records (default and maximum 10,000) and at
+    /// most 10 MiB of data, a `NextShardIterator` (never null: the shards stay open, there
+    /// are never `ChildShards`) and `MillisBehindLatest` (the arrival-time distance to the
+    /// shard's last record); past the last record it returns empty pages with
+    /// `MillisBehindLatest` 0. Iterators never expire and no read limits (5 calls or 2 MiB
+    /// per second per shard) apply. PutRecords is answered as by the sink, after the generated
+    /// sequence numbers, but such records are not readable.
+    ///
+    /// Memory: about `shards * records_per_shard * (record_size * 4 / 3 + 150)` bytes; a data
+    /// set estimated above 16 GiB is refused. Generating takes about a second per few hundred
+    /// MB, on all cores, before [`FaultProxy::start`] returns.
+    ReadSink {
+        /// Number of shards, 1 to [`MAX_SINK_SHARDS`].
+        shards: u32,
+        /// User records per shard.
+        records_per_shard: u64,
+        /// Bytes of random data per user record (at most 1 MiB minus the 16-byte key).
+        record_size: usize,
+        /// Pack the user records into KPL aggregates.
+        aggregated: bool,
+        /// Distinct random partition keys, at least 1.
+        keys: usize,
+    },
 }
 
 /// Why a [`FaultProxy`] could not start.
@@ -121,6 +165,10 @@ pub enum StartError {
         /// The refused shard count.
         shards: u32,
     },
+    /// The [`Upstream::ReadSink`] data cannot be generated (no keys, records too large, or
+    /// too much data).
+    #[error("invalid read sink: {0}")]
+    InvalidReadSink(String),
     /// The initial [`Faults`] are invalid.
     #[error("invalid faults")]
     InvalidFaults(#[source] FaultsError),
@@ -182,6 +230,33 @@ impl FaultProxy {
                     return Err(StartError::InvalidShardCount { shards });
                 }
                 Backend::Sink(sink::Sink::new(shards))
+            }
+            Upstream::ReadSink {
+                shards,
+                records_per_shard,
+                record_size,
+                aggregated,
+                keys,
+            } => {
+                if shards == 0 || shards > MAX_SINK_SHARDS {
+                    return Err(StartError::InvalidShardCount { shards });
+                }
+                let spec = reads::ReadSpec {
+                    records_per_shard,
+                    record_size,
+                    aggregated,
+                    keys,
+                };
+                spec.check(shards).map_err(StartError::InvalidReadSink)?;
+                tokio::runtime::Handle::try_current().map_err(|_| StartError::NoRuntime)?;
+                let generate =
+                    tokio::task::spawn_blocking(move || sink::Sink::with_reads(shards, spec));
+                match generate.await {
+                    Ok(sink) => Backend::Sink(sink),
+                    Err(err) if err.is_panic() => std::panic::resume_unwind(err.into_panic()),
+                    // Cancelled: the runtime is shutting down.
+                    Err(_) => return Err(StartError::NoRuntime),
+                }
             }
         };
         let runtime = tokio::runtime::Handle::try_current().map_err(|_| StartError::NoRuntime)?;

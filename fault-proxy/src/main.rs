@@ -6,6 +6,7 @@
 //!
 //! ```text
 //! fault-proxy --sink --shards 4
+//! fault-proxy --sink --shards 4 --records-per-shard 100000 --record-size 100 --aggregated
 //! fault-proxy --upstream http://127.0.0.1:4567 --throttle-rate 0.1 --partial-failure-rate 0.05
 //! ```
 
@@ -22,7 +23,8 @@ use fault_proxy::{FaultProxy, Faults, ServerError, Upstream};
 #[derive(Debug, Parser)]
 #[command(version, about)]
 struct Args {
-    /// Answer PutRecords, PutRecord, ListShards and DescribeStreamSummary locally (no upstream).
+    /// Answer PutRecords, PutRecord, ListShards and DescribeStreamSummary locally (no upstream);
+    /// with --records-per-shard, also GetShardIterator and GetRecords.
     #[arg(
         long,
         conflicts_with = "upstream",
@@ -32,6 +34,29 @@ struct Args {
     /// Shards of the sink's stream layout.
     #[arg(long, default_value_t = 4, requires = "sink")]
     shards: u32,
+    /// Make the sink a read sink: generate this many user records per shard at start and
+    /// answer GetShardIterator and GetRecords over them.
+    #[arg(long, value_name = "N", requires = "sink")]
+    records_per_shard: Option<u64>,
+    /// Bytes of random data per generated user record.
+    #[arg(
+        long,
+        default_value_t = 100,
+        value_name = "BYTES",
+        requires = "records_per_shard"
+    )]
+    record_size: usize,
+    /// Pack the generated user records into KPL aggregates (51,200 bytes at most).
+    #[arg(long, requires = "records_per_shard")]
+    aggregated: bool,
+    /// Distinct random partition keys of the generated records.
+    #[arg(
+        long,
+        default_value_t = 1_000,
+        value_name = "K",
+        requires = "records_per_shard"
+    )]
+    keys: usize,
     /// Forward requests to this Kinesis endpoint (e.g. kinesis-mock's http://127.0.0.1:PORT).
     #[arg(long, value_name = "URL")]
     upstream: Option<String>,
@@ -102,8 +127,17 @@ impl Args {
     fn upstream(&self) -> Upstream {
         match &self.upstream {
             Some(url) if !self.sink => Upstream::Forward(url.clone()),
-            _ => Upstream::Sink {
-                shards: self.shards,
+            _ => match self.records_per_shard {
+                Some(records_per_shard) => Upstream::ReadSink {
+                    shards: self.shards,
+                    records_per_shard,
+                    record_size: self.record_size,
+                    aggregated: self.aggregated,
+                    keys: self.keys,
+                },
+                None => Upstream::Sink {
+                    shards: self.shards,
+                },
             },
         }
     }

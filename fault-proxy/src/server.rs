@@ -28,6 +28,7 @@ use tokio::sync::{Notify, oneshot, watch};
 use tokio::task::JoinSet;
 
 use crate::faults::{Faults, ServerError};
+use crate::reads::{GetRecordsInput, GetShardIteratorInput};
 use crate::sink::{self, Sink};
 use crate::stats::{Counters, add};
 use crate::wire::{
@@ -460,6 +461,34 @@ async fn sink_request(
             })
             .await
         }
+        "GetShardIterator" => {
+            let input: GetShardIteratorInput<'_> = match serde_json::from_slice(body) {
+                Ok(input) => input,
+                Err(err) => return refuse(shared, sink::Refusal::serialization(&err)),
+            };
+            let decision = decide_if(shared, applies, 0);
+            with_faults(shared, kill, decision, |_| {
+                std::future::ready(
+                    sink.get_shard_iterator(&input)
+                        .unwrap_or_else(|refusal| refuse(shared, refusal)),
+                )
+            })
+            .await
+        }
+        "GetRecords" => {
+            let input: GetRecordsInput<'_> = match serde_json::from_slice(body) {
+                Ok(input) => input,
+                Err(err) => return refuse(shared, sink::Refusal::serialization(&err)),
+            };
+            let decision = decide_if(shared, applies, 0);
+            with_faults(shared, kill, decision, |_| {
+                std::future::ready(
+                    sink.get_records(&input, counters)
+                        .unwrap_or_else(|refusal| refuse(shared, refusal)),
+                )
+            })
+            .await
+        }
         other => refuse(shared, sink::Refusal::unknown_operation(other)),
     }
 }
@@ -505,7 +534,7 @@ async fn forward_whole(
     body: Bytes,
 ) -> Response<Body> {
     match upstream.send(parts, body).await {
-        Ok((parts, body)) => Response::from_parts(parts, Full::new(body)),
+        Ok((parts, body)) => Response::from_parts(parts, Body::new(body)),
         Err(err) => upstream_failed(shared, &err),
     }
 }
@@ -556,7 +585,7 @@ async fn forward_partial(
                 }
                 // A whole-call error from the upstream is the answer for the whole call.
                 Ok((response_parts, upstream_body)) => {
-                    return Response::from_parts(response_parts, Full::new(upstream_body));
+                    return Response::from_parts(response_parts, Body::new(upstream_body));
                 }
                 Err(err) => return upstream_failed(shared, &err),
             }
@@ -578,7 +607,7 @@ async fn forward_partial(
                 }
             }
             match response_parts {
-                Some(parts) => Response::from_parts(parts, Full::new(Bytes::from(merged))),
+                Some(parts) => Response::from_parts(parts, Body::new(Bytes::from(merged))),
                 None => json_response(StatusCode::OK, merged),
             }
         }

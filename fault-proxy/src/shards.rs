@@ -64,7 +64,13 @@ impl SinkShard {
     /// digits in all, never a leading zero), so they increase within a shard both as numbers
     /// and as strings.
     pub(crate) fn write_next_sequence_number(&self, out: &mut Vec<u8>) {
-        let mut n = self.seq.fetch_add(1, Ordering::Relaxed) + 1;
+        let n = self.seq.fetch_add(1, Ordering::Relaxed) + 1;
+        self.write_sequence_number(out, n);
+    }
+
+    /// Appends the sequence number with counter `n` to `out` (the shard's `n`-th record has
+    /// counter `n`; counter 0 is [`starting_sequence_number`](Self::starting_sequence_number)).
+    pub(crate) fn write_sequence_number(&self, out: &mut Vec<u8>, mut n: u64) {
         out.extend_from_slice(self.seq_prefix.as_bytes());
         // 20 zero-padded digits (u64::MAX has 20), without going through `fmt`.
         let mut digits = [b'0'; 20];
@@ -73,6 +79,23 @@ impl SinkShard {
             n /= 10;
         }
         out.extend_from_slice(&digits);
+    }
+
+    /// The counter of `sequence_number` if it is one of this shard's (`None` for any other
+    /// string, including other shards' sequence numbers).
+    pub(crate) fn sequence_counter(&self, sequence_number: &str) -> Option<u64> {
+        let counter = sequence_number.strip_prefix(self.seq_prefix.as_str())?;
+        if counter.len() != 20 || !counter.bytes().all(|b| b.is_ascii_digit()) {
+            return None;
+        }
+        // 20 digits may exceed u64::MAX: such a counter lies past every record anyway.
+        Some(counter.parse::<u64>().unwrap_or(u64::MAX))
+    }
+
+    /// Makes `n` the last counter handed out, so later PutRecords answers continue after the
+    /// read sink's pre-generated records.
+    pub(crate) fn set_last_counter(&self, n: u64) {
+        self.seq.store(n, Ordering::Relaxed);
     }
 
     /// The sequence number before the shard's first record.

@@ -1,5 +1,6 @@
 //! The local sink: answers PutRecords, PutRecord, ListShards, DescribeStreamSummary and
-//! DescribeStream itself, for any stream name, from a fixed shard layout.
+//! DescribeStream itself, for any stream name, from a fixed shard layout; as a read sink, also
+//! GetShardIterator and GetRecords over pre-generated records (see [`crate::reads`]).
 
 use std::io::Write as _;
 use std::time::{SystemTime, UNIX_EPOCH};
@@ -7,6 +8,7 @@ use std::time::{SystemTime, UNIX_EPOCH};
 use http::{Response, StatusCode};
 use serde_json::json;
 
+use crate::reads::{GetRecordsInput, GetShardIteratorInput, ReadData, ReadSpec};
 use crate::shards::{ShardMap, SinkShard, partition_key_hash};
 use crate::stats::{Counters, add};
 use crate::wire::{
@@ -35,16 +37,24 @@ pub(crate) struct Refusal {
 }
 
 impl Refusal {
-    fn validation(message: String) -> Self {
+    pub(crate) fn validation(message: String) -> Self {
         Self {
             error_type: "ValidationException",
             message,
         }
     }
 
-    fn invalid_argument(message: String) -> Self {
+    pub(crate) fn invalid_argument(message: String) -> Self {
         Self {
             error_type: "InvalidArgumentException",
+            message,
+        }
+    }
+
+    /// A shard (or stream) that does not exist.
+    pub(crate) fn resource_not_found(message: String) -> Self {
+        Self {
+            error_type: "ResourceNotFoundException",
             message,
         }
     }
@@ -71,11 +81,13 @@ impl Refusal {
     }
 }
 
-/// The sink's state: its shards (with their sequence counters) and its creation time.
+/// The sink's state: its shards (with their sequence counters), its creation time and, for a
+/// read sink, the records GetRecords serves.
 #[derive(Debug)]
 pub(crate) struct Sink {
     map: ShardMap,
     created: f64,
+    reads: Option<ReadData>,
 }
 
 impl Sink {
@@ -86,7 +98,41 @@ impl Sink {
         Self {
             map: ShardMap::even(shards),
             created,
+            reads: None,
         }
+    }
+
+    /// A read sink: generates `spec`'s records for every shard (CPU-bound: call it off the
+    /// async threads).
+    pub(crate) fn with_reads(shards: u32, spec: ReadSpec) -> Self {
+        let mut sink = Self::new(shards);
+        sink.reads = Some(ReadData::generate(&sink.map, spec));
+        sink
+    }
+
+    /// Answers GetShardIterator (a read sink only).
+    pub(crate) fn get_shard_iterator(
+        &self,
+        input: &GetShardIteratorInput<'_>,
+    ) -> Result<Response<Body>, Refusal> {
+        match &self.reads {
+            Some(reads) => reads.get_shard_iterator(&self.map, input),
+            None => Err(Refusal::unknown_operation("GetShardIterator")),
+        }
+    }
+
+    /// Answers GetRecords (a read sink only) and counts the records it returns.
+    pub(crate) fn get_records(
+        &self,
+        input: &GetRecordsInput<'_>,
+        counters: &Counters,
+    ) -> Result<Response<Body>, Refusal> {
+        let Some(reads) = &self.reads else {
+            return Err(Refusal::unknown_operation("GetRecords"));
+        };
+        let (response, records) = reads.get_records(input)?;
+        add(&counters.records_read, records);
+        Ok(response)
     }
 
     /// The shard a record goes to.

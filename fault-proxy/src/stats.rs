@@ -27,6 +27,8 @@ pub struct Stats {
     pub entries_failed_injected: u64,
     /// Requests the upstream could not be reached for (answered HTTP 502).
     pub upstream_errors: u64,
+    /// Kinesis records (an aggregate counts once) returned by a read sink's GetRecords.
+    pub records_read: u64,
     /// Requests the sink refused as invalid (HTTP 400: bad JSON, more than 500 entries, bad
     /// partition key, bad explicit hash key, over the size limits, unknown operation).
     pub invalid_requests: u64,
@@ -78,6 +80,7 @@ pub(crate) struct Counters {
     pub(crate) entries_forwarded: AtomicU64,
     pub(crate) upstream_errors: AtomicU64,
     pub(crate) invalid_requests: AtomicU64,
+    pub(crate) records_read: AtomicU64,
 }
 
 /// Adds `n` to `counter`.
@@ -126,6 +129,7 @@ impl Counters {
             entries_forwarded: load(&self.entries_forwarded),
             entries_failed_injected: faults.entries_throttled + faults.entries_internal_failure,
             upstream_errors: load(&self.upstream_errors),
+            records_read: load(&self.records_read),
             invalid_requests: load(&self.invalid_requests),
             faults,
         }

@@ -5,14 +5,62 @@
 //! `{"__type":"<Code>","message":"..."}`.
 
 use std::borrow::Cow;
+use std::collections::VecDeque;
+use std::convert::Infallible;
+use std::pin::Pin;
+use std::task::{Context, Poll};
 
 use bytes::Bytes;
 use http::{HeaderValue, Response, StatusCode};
-use http_body_util::Full;
+use hyper::body::{Frame, SizeHint};
 use serde::Deserialize;
 
-/// The response body type of the proxy.
-pub(crate) type Body = Full<Bytes>;
+/// The response body of the proxy: byte chunks sent one after the other, with an exact length
+/// (so `Content-Length` is set). Several chunks let the read sink answer GetRecords with a
+/// slice of its pre-encoded records between a prefix and a suffix, without copying it.
+#[derive(Debug, Default)]
+pub(crate) struct Body {
+    chunks: VecDeque<Bytes>,
+}
+
+impl Body {
+    /// A body of one chunk.
+    pub(crate) fn new(bytes: Bytes) -> Self {
+        Self::from_chunks([bytes])
+    }
+
+    /// A body of these chunks, in order (empty ones are left out).
+    pub(crate) fn from_chunks(chunks: impl IntoIterator<Item = Bytes>) -> Self {
+        Self {
+            chunks: chunks.into_iter().filter(|c| !c.is_empty()).collect(),
+        }
+    }
+}
+
+impl hyper::body::Body for Body {
+    type Data = Bytes;
+    type Error = Infallible;
+
+    fn poll_frame(
+        self: Pin<&mut Self>,
+        _cx: &mut Context<'_>,
+    ) -> Poll<Option<Result<Frame<Bytes>, Infallible>>> {
+        Poll::Ready(
+            self.get_mut()
+                .chunks
+                .pop_front()
+                .map(|c| Ok(Frame::data(c))),
+        )
+    }
+
+    fn is_end_stream(&self) -> bool {
+        self.chunks.is_empty()
+    }
+
+    fn size_hint(&self) -> SizeHint {
+        SizeHint::with_exact(self.chunks.iter().map(|c| c.len() as u64).sum())
+    }
+}
 
 /// Content type of every awsJson1_1 request and response.
 pub(crate) const CONTENT_TYPE: &str = "application/x-amz-json-1.1";
@@ -36,7 +84,12 @@ pub(crate) fn operation(target: Option<&HeaderValue>) -> &str {
 
 /// A JSON response with the awsJson1_1 content type.
 pub(crate) fn json_response(status: StatusCode, body: impl Into<Bytes>) -> Response<Body> {
-    let mut response = Response::new(Full::new(body.into()));
+    json_response_chunks(status, Body::new(body.into()))
+}
+
+/// A JSON response with the awsJson1_1 content type, whose body is already built.
+pub(crate) fn json_response_chunks(status: StatusCode, body: Body) -> Response<Body> {
+    let mut response = Response::new(body);
     *response.status_mut() = status;
     response.headers_mut().insert(
         http::header::CONTENT_TYPE,

@@ -149,6 +149,12 @@ async fn checkpoints_are_validated_and_fenced() {
     }
     handle.graceful_shutdown().await;
     task.await.expect("task").expect("run");
+    let stored = table
+        .list()
+        .await
+        .expect("leases")
+        .pop()
+        .expect("one lease");
     let findings = findings.lock().expect("findings");
     let checks: Vec<(&str, &str)> = findings
         .checks
@@ -179,12 +185,6 @@ async fn checkpoints_are_validated_and_fenced() {
         ]
     );
     // The thief's lease kept the last checkpoint written by its owner of the time.
-    let stored = table
-        .list()
-        .await
-        .expect("leases")
-        .pop()
-        .expect("one lease");
     assert_eq!(stored.lease_owner.as_deref(), Some("thief"));
     assert!(
         matches!(

@@ -30,7 +30,7 @@ use std::cmp::Ordering;
 use std::sync::Arc;
 use std::time::{Duration, SystemTime};
 
-use aggregation_proto::{Deaggregator, HashRange, Outcome, deaggregate};
+use aggregation_proto::{Deaggregator, HashRange, Outcome};
 use aws_sdk_kinesis::error::DisplayErrorContext;
 use backon::{BackoffBuilder, ExponentialBackoff, ExponentialBuilder};
 use rand::Rng;
@@ -376,21 +376,30 @@ impl<A: KinesisApi> Fetcher<A> {
         let bytes: usize = records.iter().map(|record| record.data.len()).sum();
         let mut out = Vec::with_capacity(kinesis_records);
         let (mut skipped, mut filtered) = (0, 0);
-        for record in &records {
+        let last_sequence_number = records
+            .last()
+            .and_then(|record| record.sequence_number.as_deref())
+            .map(str::to_owned);
+        for record in records {
             let first = out.len();
-            match self.deaggregator.deaggregate_into(record, &mut out) {
+            let order = match (&self.floor, record.sequence_number.as_deref()) {
+                (Some(floor), Some(sequence_number)) => Some(compare_sequence_numbers(
+                    sequence_number,
+                    &floor.sequence_number,
+                )),
+                _ => None,
+            };
+            // The record moves into its user records: no copy, no extra reference counts.
+            match self.deaggregator.deaggregate_owned_into(record, &mut out) {
                 Ok(Outcome::Aggregated { filtered: n, .. }) => filtered += n,
                 Ok(_) => {}
-                // Only a strict deaggregator fails; keep the record whole, as the KCL would.
-                Err(_) => out.extend(deaggregate(record)),
+                // This deaggregator is lenient (the KCL's rules): corrupt input comes back whole.
+                Err(error) => tracing::error!(%error, "a lenient deaggregator failed"),
             }
-            let (Some(floor), Some(sequence_number)) =
-                (&self.floor, record.sequence_number.as_deref())
-            else {
+            let (Some(floor), Some(order)) = (&self.floor, order) else {
                 continue;
             };
-            let keep_from = match compare_sequence_numbers(sequence_number, &floor.sequence_number)
-            {
+            let keep_from = match order {
                 Ordering::Less => out.len(),
                 Ordering::Greater => first,
                 Ordering::Equal => out
@@ -405,11 +414,8 @@ impl<A: KinesisApi> Fetcher<A> {
             out.drain(first..keep_from);
         }
 
-        if let Some(sequence_number) = records
-            .last()
-            .and_then(|record| record.sequence_number.as_deref())
-        {
-            self.resume_at = Some(sequence_number.to_owned());
+        if let Some(sequence_number) = last_sequence_number {
+            self.resume_at = Some(sequence_number);
         }
         if let Some(last) = out.last()
             && let Some(sequence_number) = last.sequence_number()
@@ -419,7 +425,7 @@ impl<A: KinesisApi> Fetcher<A> {
                 sub_sequence_number: last.sub_sequence_number().unwrap_or(0),
             });
         }
-        let caught_up = records.is_empty() && millis_behind_latest.is_none_or(|ms| ms <= 0);
+        let caught_up = kinesis_records == 0 && millis_behind_latest.is_none_or(|ms| ms <= 0);
         let mut next_call_at = started + self.config.min_time_between_calls;
         if caught_up {
             next_call_at = next_call_at.max(started + self.config.idle_time_between_reads);
