@@ -255,10 +255,17 @@ impl Pipeline {
                 command = self.rx.recv(), if !self.input_closed => match command {
                     Some(command) => {
                         self.on_command(command);
-                        // Take what else is queued in one go: fewer wake-ups under load.
+                        // Take what else is queued in one go: fewer wake-ups under load. A
+                        // busy sender gets one scheduler turn to queue more before this task
+                        // parks (waking a parked task costs more than a turn).
+                        let mut yielded = false;
                         for _ in 0..4096 {
                             match self.rx.try_recv() {
                                 Ok(command) => self.on_command(command),
+                                Err(_) if !yielded => {
+                                    yielded = true;
+                                    tokio::task::yield_now().await;
+                                }
                                 Err(_) => break,
                             }
                         }
