@@ -80,10 +80,13 @@ pub(crate) async fn run_consumer<P: ShardRecordProcessor>(
             },
             Checkpoint::ShardEnd => return Ended::AlreadyFinished,
         };
-        let hash_range = lease
-            .hash_key_range
-            .as_ref()
-            .and_then(|(start, end)| HashRange::from_decimal(start, end).ok());
+        // A malformed stored range disables the per-record filter rather than dropping
+        // records: delivering a stray record beats losing one, but it must be visible.
+        let hash_range = lease.hash_key_range.as_ref().and_then(|(start, end)| {
+            HashRange::from_decimal(start, end)
+                .inspect_err(|error| warn!(%error, "lease has an unusable hash range; records are not filtered"))
+                .ok()
+        });
         let mut source = PollingSource::new(
             context.kinesis.clone(),
             context.stream.clone(),
