@@ -112,6 +112,13 @@ impl ProducerConfig {
                 "max_outstanding_records and max_concurrent_requests must be at least 1",
             ));
         }
+        if self.max_outstanding_records > tokio::sync::Semaphore::MAX_PERMITS
+            || self.max_outstanding_bytes > tokio::sync::Semaphore::MAX_PERMITS
+        {
+            return Err(Invalid(
+                "max_outstanding_records and max_outstanding_bytes must be at most usize::MAX >> 3",
+            ));
+        }
         if self.rate_limit_percent == 0 {
             return Err(Invalid("rate_limit_percent must be at least 1"));
         }

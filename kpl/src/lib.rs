@@ -1,7 +1,7 @@
 //! The Kinesis producer: what Amazon's KPL should have been, in-process and async.
 //!
 //! ```text
-//! send(record) --(permits: outstanding records and bytes)--> pipeline task
+//! send(record) --(budget: outstanding records and bytes)--> pipeline task
 //!   shard map (ListShards) -> one aggregator per predicted shard -> per-shard rate limiter
 //!   -> PutRecords batches (500 records / 5 MiB, linger) -> results
 //!   success: the receipt resolves with shard, sequence and sub-sequence number
@@ -15,6 +15,7 @@
 #![forbid(unsafe_code)]
 #![warn(missing_docs, missing_debug_implementations, unreachable_pub)]
 
+mod budget;
 mod config;
 mod error;
 mod limiter;

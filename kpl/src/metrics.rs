@@ -25,9 +25,11 @@ pub(crate) struct Metrics {
 }
 
 impl Metrics {
-    pub(crate) fn received(&self) {
-        self.user_records_received.fetch_add(1, Relaxed);
-        metrics::counter!("kinesis_producer.user_records_received").increment(1);
+    pub(crate) fn received(&self, records: u64) {
+        if records > 0 {
+            self.user_records_received.fetch_add(records, Relaxed);
+            metrics::counter!("kinesis_producer.user_records_received").increment(records);
+        }
     }
 
     pub(crate) fn put_call(&self, duration: Duration) {

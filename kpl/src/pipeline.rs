@@ -8,11 +8,11 @@
 //!      (bounded by each record's TTL) and re-enter routing; the rest fail at once
 //! ```
 //!
-//! Handles talk to it through a bounded channel; backpressure is the semaphores the handles
-//! take permits from, released when a record resolves.
+//! Handles talk to it through a short bounded channel; backpressure is the [`Budget`] the
+//! handles charge before queueing, refilled in bulk as records resolve.
 
 use std::cmp::Reverse;
-use std::collections::{BTreeMap, BinaryHeap, VecDeque};
+use std::collections::{BinaryHeap, VecDeque};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -20,10 +20,11 @@ use aggregation_proto::{AddError, Aggregator, AggregatorConfig, KinesisRecord, U
 use aws_sdk_kinesis::Client;
 use backon::{BackoffBuilder, ExponentialBuilder};
 use rand::Rng;
-use tokio::sync::{OwnedSemaphorePermit, mpsc, oneshot};
+use tokio::sync::{mpsc, oneshot};
 use tokio::task::JoinSet;
 use tracing::{Instrument, debug, warn};
 
+use crate::budget::{Budget, Released};
 use crate::config::ProducerConfig;
 use crate::error::RecordFailure;
 use crate::limiter::ShardLimiter;
@@ -33,11 +34,14 @@ use crate::receipt::{Attempt, RecordResult, RecordSuccess};
 use crate::shard_map::{ShardMap, ShardMapError};
 use crate::stream::StreamId;
 
+/// Calls kept going while the budget is pressed, batches full or not.
+const PRESSED_CALLS: usize = 2;
+
 /// Commands from the handles.
 // Records are nearly every command: boxing them would cost an allocation per record.
 #[allow(clippy::large_enum_variant)]
 pub(crate) enum Command {
-    Record(PendingRecord),
+    Record(Incoming),
     Flush(oneshot::Sender<()>),
     Shutdown(oneshot::Sender<()>),
 }
@@ -47,34 +51,36 @@ pub(crate) struct PendingRecord {
     pub(crate) record: UserRecord,
     pub(crate) hash_key: u128,
     pub(crate) reply: oneshot::Sender<RecordResult>,
-    pub(crate) arrived: Instant,
-    pub(crate) deadline: Instant,
-    _permits: (OwnedSemaphorePermit, OwnedSemaphorePermit),
+    /// When the pipeline took the record: its linger and TTL count from here. Stamped once per
+    /// burst of commands rather than per `send`, which saves a clock read per record.
+    arrived: Instant,
+    /// What this record took from the budget, in bytes (and one record).
+    charge: u32,
     generation: u64,
     attempts: Vec<Attempt>,
     /// When the record last became ready to send (arrival, or the end of its last attempt).
     ready_since: Instant,
 }
 
+/// A record as a handle sends it: checked and charged, not yet stamped by the pipeline.
+pub(crate) struct Incoming {
+    pub(crate) record: UserRecord,
+    pub(crate) hash_key: u128,
+    pub(crate) reply: oneshot::Sender<RecordResult>,
+    pub(crate) charge: u32,
+}
+
 impl PendingRecord {
-    pub(crate) fn new(
-        record: UserRecord,
-        hash_key: u128,
-        reply: oneshot::Sender<RecordResult>,
-        ttl: Duration,
-        permits: (OwnedSemaphorePermit, OwnedSemaphorePermit),
-    ) -> Self {
-        let arrived = Instant::now();
+    fn new(incoming: Incoming, generation: u64, now: Instant) -> Self {
         Self {
-            record,
-            hash_key,
-            reply,
-            arrived,
-            deadline: arrived + ttl,
-            _permits: permits,
-            generation: 0,
+            record: incoming.record,
+            hash_key: incoming.hash_key,
+            reply: incoming.reply,
+            arrived: now,
+            charge: incoming.charge,
+            generation,
             attempts: Vec::new(),
-            ready_since: arrived,
+            ready_since: now,
         }
     }
 
@@ -139,8 +145,8 @@ type CallResult = (Vec<Outgoing>, CallOutcome);
 
 /// An aggregate stored on a shard other than the one it was built for.
 struct Unsettled {
-    shard_id: String,
-    sequence_number: String,
+    shard_id: Arc<str>,
+    sequence_number: Arc<str>,
     members: Vec<PendingRecord>,
 }
 
@@ -149,6 +155,10 @@ pub(crate) struct Pipeline {
     client: Client,
     stream: StreamId,
     rx: mpsc::Receiver<Command>,
+    budget: Arc<Budget>,
+    released: Released,
+    /// Records taken since the metrics last heard: counted per pass, not per record.
+    received: u64,
     metrics: Arc<Metrics>,
     aggregator_config: AggregatorConfig,
     backoff: ExponentialBuilder,
@@ -177,7 +187,9 @@ pub(crate) struct Pipeline {
     in_flight: JoinSet<CallResult>,
 
     generation: u64,
-    outstanding: BTreeMap<u64, usize>,
+    /// Unresolved records per flush generation, oldest first (generations only grow, and
+    /// there are as many as flushes waiting, so a scan beats a tree).
+    outstanding: VecDeque<(u64, usize)>,
     flush_waiters: Vec<(u64, oneshot::Sender<()>)>,
     shutdown_waiters: Vec<oneshot::Sender<()>>,
     input_closed: bool,
@@ -189,6 +201,7 @@ impl Pipeline {
         client: Client,
         stream: StreamId,
         rx: mpsc::Receiver<Command>,
+        budget: Arc<Budget>,
         metrics: Arc<Metrics>,
     ) -> Self {
         let aggregator_config = AggregatorConfig::default()
@@ -204,6 +217,9 @@ impl Pipeline {
             client,
             stream,
             rx,
+            budget,
+            released: Released::default(),
+            received: 0,
             metrics,
             aggregator_config,
             backoff,
@@ -224,7 +240,7 @@ impl Pipeline {
             retry_sequence: 0,
             in_flight: JoinSet::new(),
             generation: 0,
-            outstanding: BTreeMap::new(),
+            outstanding: VecDeque::new(),
             flush_waiters: Vec::new(),
             shutdown_waiters: Vec::new(),
             input_closed: false,
@@ -254,17 +270,19 @@ impl Pipeline {
                 },
                 command = self.rx.recv(), if !self.input_closed => match command {
                     Some(command) => {
-                        self.on_command(command);
+                        let mut now = Instant::now();
+                        self.on_command(command, now);
                         // Take what else is queued in one go: fewer wake-ups under load. A
                         // busy sender gets one scheduler turn to queue more before this task
                         // parks (waking a parked task costs more than a turn).
                         let mut yielded = false;
                         for _ in 0..4096 {
                             match self.rx.try_recv() {
-                                Ok(command) => self.on_command(command),
+                                Ok(command) => self.on_command(command, now),
                                 Err(_) if !yielded => {
                                     yielded = true;
                                     tokio::task::yield_now().await;
+                                    now = Instant::now();
                                 }
                                 Err(_) => break,
                             }
@@ -281,6 +299,8 @@ impl Pipeline {
             self.seal_lingering(now);
             self.release_retries(now);
             self.dispatch(now);
+            self.released.release_to(&self.budget);
+            self.metrics.received(std::mem::take(&mut self.received));
             self.notify_waiters();
             if self.input_closed && self.outstanding.is_empty() {
                 break;
@@ -296,14 +316,16 @@ impl Pipeline {
         self.input_closed || !self.flush_waiters.is_empty() || !self.shutdown_waiters.is_empty()
     }
 
-    fn on_command(&mut self, command: Command) {
+    fn on_command(&mut self, command: Command, now: Instant) {
         match command {
-            Command::Record(mut pending) => {
-                pending.generation = self.generation;
-                *self.outstanding.entry(self.generation).or_default() += 1;
-                self.metrics.received();
-                let arrived = pending.arrived;
-                self.route(pending, arrived);
+            Command::Record(incoming) => {
+                let pending = PendingRecord::new(incoming, self.generation, now);
+                match self.outstanding.back_mut() {
+                    Some((generation, count)) if *generation == self.generation => *count += 1,
+                    _ => self.outstanding.push_back((self.generation, 1)),
+                }
+                self.received += 1;
+                self.route(pending, now);
             }
             Command::Flush(waiter) => {
                 self.flush_waiters.push((self.generation, waiter));
@@ -397,11 +419,35 @@ impl Pipeline {
     /// Moves records from shard queues to the ready queue (rate limits and ordering permitting)
     /// and sends batches while calls are allowed.
     fn dispatch(&mut self, now: Instant) {
-        let ordered = self.config.preserve_shard_order;
         self.limited_until = None;
         if self.hold_for_refresh {
             return;
         }
+        self.move_to_ready(now);
+        // At the budget, lingering cannot bring more records (the senders wait for these to
+        // resolve): keep a call or two going with whatever is ready instead.
+        let pressed = self.budget.pressed();
+        if pressed && self.in_flight.is_empty() && self.ready.is_empty() {
+            // Even partial aggregates: with many shards they could hold the whole budget.
+            self.seal_all();
+            self.move_to_ready(now);
+        }
+        let starved = pressed && self.in_flight.len() < PRESSED_CALLS;
+        while self.in_flight.len() < self.config.max_concurrent_requests && !self.ready.is_empty() {
+            let full = self.ready.len() >= self.config.max_batch_records
+                || self.ready_bytes >= self.config.max_batch_bytes;
+            let due = starved || self.draining() || self.ready.iter().any(|o| o.due <= now);
+            if !(full || due) {
+                break;
+            }
+            self.send_batch(now);
+        }
+    }
+
+    /// Moves what the rate limits (and, with ordering, the one-in-flight rule) allow from the
+    /// shard queues, and everything unrouted, to the ready queue.
+    fn move_to_ready(&mut self, now: Instant) {
+        let ordered = self.config.preserve_shard_order;
         let mut still_waiting = Vec::new();
         for index in std::mem::take(&mut self.dispatch_list) {
             let Some(state) = self.shards.get_mut(index) else {
@@ -433,15 +479,6 @@ impl Pipeline {
         while let Some(outgoing) = self.unrouted.pop_front() {
             self.ready_bytes += outgoing.record.size();
             self.ready.push_back(outgoing);
-        }
-        while self.in_flight.len() < self.config.max_concurrent_requests && !self.ready.is_empty() {
-            let full = self.ready.len() >= self.config.max_batch_records
-                || self.ready_bytes >= self.config.max_batch_bytes;
-            let due = self.draining() || self.ready.iter().any(|o| o.due <= now);
-            if !(full || due) {
-                break;
-            }
-            self.send_batch(now);
         }
     }
 
@@ -508,7 +545,7 @@ impl Pipeline {
                     sequence_number,
                 } => {
                     let aggregated = outgoing.aggregated();
-                    if outgoing.shard_id.as_deref() != Some(shard_id.as_str()) {
+                    if outgoing.shard_id.as_deref() != Some(&*shard_id) {
                         refresh = true;
                         if aggregated {
                             // Built for a shard that has since been resharded: some of its
@@ -540,6 +577,11 @@ impl Pipeline {
                         outgoing.record.size(),
                     );
                     for (index, mut member) in outgoing.members.into_iter().enumerate() {
+                        if member.reply.is_closed() {
+                            // Fire and forget: nobody reads the answer, so skip building it.
+                            self.retire(&member);
+                            continue;
+                        }
                         let delay = outcome
                             .started
                             .saturating_duration_since(member.ready_since);
@@ -579,7 +621,7 @@ impl Pipeline {
                             }
                             _ => {
                                 let wait = self.backoff_delay(attempts.len());
-                                if now + wait >= member.deadline {
+                                if now + wait >= member.arrived + self.config.record_ttl {
                                     self.metrics.expired();
                                     Err(RecordFailure::Expired { attempts })
                                 } else {
@@ -726,19 +768,30 @@ impl Pipeline {
         if result.is_err() {
             self.metrics.failed();
         }
-        if let Some(count) = self.outstanding.get_mut(&member.generation) {
+        self.retire(&member);
+        // The receiver may be gone (fire and forget); the charge goes back either way.
+        let _ = member.reply.send(result);
+    }
+
+    /// Counts a record as resolved: flushes stop waiting for it and its charge goes back.
+    fn retire(&mut self, member: &PendingRecord) {
+        if let Some(index) = self
+            .outstanding
+            .iter()
+            .position(|(generation, _)| *generation == member.generation)
+        {
+            let count = &mut self.outstanding[index].1;
             *count -= 1;
             if *count == 0 {
-                self.outstanding.remove(&member.generation);
+                self.outstanding.remove(index);
             }
         }
-        // The receiver may be gone (fire and forget); the permits go back either way.
-        let _ = member.reply.send(result);
+        self.released.add(member.charge);
     }
 
     /// Answers the flushes whose records (all of an older generation) have all resolved.
     fn notify_waiters(&mut self) {
-        let oldest = self.outstanding.keys().next().copied();
+        let oldest = self.outstanding.front().map(|(generation, _)| *generation);
         let (done, waiting): (Vec<_>, Vec<_>) = std::mem::take(&mut self.flush_waiters)
             .into_iter()
             .partition(|(generation, _)| oldest.is_none_or(|o| o > *generation));
@@ -893,6 +946,15 @@ impl Pipeline {
         for member in displaced {
             self.route(member, now);
         }
+    }
+}
+
+impl Drop for Pipeline {
+    /// Stopped (drained, or its runtime shut down): handles waiting for room must not wait
+    /// forever for releases that will never come.
+    fn drop(&mut self) {
+        self.released.release_to(&self.budget);
+        self.budget.close();
     }
 }
 

@@ -7,18 +7,21 @@ use std::time::Duration;
 use aggregation_proto::{RecordError, UserRecord};
 use aws_sdk_kinesis::Client;
 use aws_sdk_kinesis::config::retry::RetryConfig;
-use tokio::sync::{Semaphore, mpsc, oneshot};
+use tokio::sync::{mpsc, oneshot};
 
+use crate::budget::{Budget, Refused};
 use crate::config::{ProducerConfig, record_charge};
 use crate::error::{ConfigError, SendError, TrySendError};
 use crate::metrics::{Metrics, MetricsSnapshot};
-use crate::pipeline::{Command, PendingRecord, Pipeline};
+use crate::pipeline::{Command, Incoming, Pipeline};
 use crate::receipt::Receipt;
 use crate::shard_map::ShardMap;
 use crate::stream::StreamId;
 
-/// Commands waiting for the pipeline; the semaphores, not this, bound memory.
-const COMMAND_QUEUE: usize = 8 * 1024;
+/// Records queued for the pipeline and not yet taken. The budget bounds memory; this keeps
+/// the records the pipeline works on recent (in cache): with the whole budget queued ahead of a
+/// busy pipeline, throughput fell by a quarter (BENCHMARKS.md).
+const COMMAND_QUEUE: usize = 4 * 1024;
 
 /// Sends user records to one Kinesis stream: aggregated per predicted shard, batched into
 /// PutRecords calls, rate limited per shard, retried with jittered backoff until their TTL, and
@@ -54,13 +57,10 @@ pub struct Producer {
 #[derive(Debug)]
 struct Shared {
     tx: mpsc::Sender<Command>,
-    records: Arc<Semaphore>,
-    bytes: Arc<Semaphore>,
+    budget: Arc<Budget>,
     closed: AtomicBool,
     metrics: Arc<Metrics>,
-    max_outstanding_records: usize,
     max_record_size: usize,
-    record_ttl: Duration,
 }
 
 impl Producer {
@@ -83,7 +83,7 @@ impl Producer {
     /// # Cancel safety
     /// Cancel-safe: if the future is dropped while waiting for room, the record was not taken.
     pub async fn send(&self, record: UserRecord) -> Result<Receipt, SendError> {
-        let (hash_key, size) = match self.check(&record) {
+        let (hash_key, charge) = match self.check(&record) {
             Ok(checked) => checked,
             Err(error) => {
                 return Err(SendError::Invalid {
@@ -92,24 +92,16 @@ impl Producer {
                 });
             }
         };
-        let permits = match (
-            self.shared.records.clone().acquire_owned().await,
-            self.shared.bytes.clone().acquire_many_owned(size).await,
-        ) {
-            (Ok(records), Ok(bytes)) => (records, bytes),
-            _ => return Err(SendError::ShuttingDown(Box::new(record))),
+        // The queue slot first, then the charge: either wait can be cancelled without leaking
+        // the other.
+        let Ok(slot) = self.shared.tx.reserve().await else {
+            return Err(SendError::ShuttingDown(Box::new(record)));
         };
-        if self.shared.closed.load(Ordering::Acquire) {
+        if self.shared.budget.charge(charge).await.is_err() {
             return Err(SendError::ShuttingDown(Box::new(record)));
         }
-        let (reply, receipt) = Receipt::channel();
-        let pending = PendingRecord::new(record, hash_key, reply, self.shared.record_ttl, permits);
-        match self.shared.tx.send(Command::Record(pending)).await {
-            Ok(()) => Ok(receipt),
-            Err(mpsc::error::SendError(command)) => {
-                Err(SendError::ShuttingDown(Box::new(take_record(command))))
-            }
-        }
+        self.enqueue(slot, record, hash_key, charge)
+            .map_err(|record| SendError::ShuttingDown(Box::new(record)))
     }
 
     /// Like [`send`](Self::send) but never waits: [`TrySendError::Full`] when the producer is at
@@ -118,7 +110,7 @@ impl Producer {
     /// # Errors
     /// See [`TrySendError`]; the record is returned.
     pub fn try_send(&self, record: UserRecord) -> Result<Receipt, TrySendError> {
-        let (hash_key, size) = match self.check(&record) {
+        let (hash_key, charge) = match self.check(&record) {
             Ok(checked) => checked,
             Err(error) => {
                 return Err(SendError::Invalid {
@@ -128,27 +120,45 @@ impl Producer {
                 .into());
             }
         };
-        if self.shared.closed.load(Ordering::Acquire) {
-            return Err(SendError::ShuttingDown(Box::new(record)).into());
-        }
-        let permits = match (
-            self.shared.records.clone().try_acquire_owned(),
-            self.shared.bytes.clone().try_acquire_many_owned(size),
-        ) {
-            (Ok(records), Ok(bytes)) => (records, bytes),
-            _ => return Err(TrySendError::Full(Box::new(record))),
+        let slot = match self.shared.tx.try_reserve() {
+            Ok(slot) => slot,
+            Err(mpsc::error::TrySendError::Full(())) => {
+                return Err(TrySendError::Full(Box::new(record)));
+            }
+            Err(mpsc::error::TrySendError::Closed(())) => {
+                return Err(SendError::ShuttingDown(Box::new(record)).into());
+            }
         };
-        let (reply, receipt) = Receipt::channel();
-        let pending = PendingRecord::new(record, hash_key, reply, self.shared.record_ttl, permits);
-        match self.shared.tx.try_send(Command::Record(pending)) {
-            Ok(()) => Ok(receipt),
-            Err(mpsc::error::TrySendError::Full(command)) => {
-                Err(TrySendError::Full(Box::new(take_record(command))))
-            }
-            Err(mpsc::error::TrySendError::Closed(command)) => {
-                Err(SendError::ShuttingDown(Box::new(take_record(command))).into())
-            }
+        match self.shared.budget.try_charge(charge) {
+            Ok(()) => {}
+            Err(Refused::Full) => return Err(TrySendError::Full(Box::new(record))),
+            Err(Refused::Closed) => return Err(SendError::ShuttingDown(Box::new(record)).into()),
         }
+        self.enqueue(slot, record, hash_key, charge)
+            .map_err(|record| SendError::ShuttingDown(Box::new(record)).into())
+    }
+
+    /// Hands a charged record to the pipeline through its reserved queue slot; gives the record
+    /// and its charge back if the producer is shutting down.
+    fn enqueue(
+        &self,
+        slot: mpsc::Permit<'_, Command>,
+        record: UserRecord,
+        hash_key: u128,
+        charge: u32,
+    ) -> Result<Receipt, UserRecord> {
+        if self.shared.closed.load(Ordering::Acquire) {
+            self.shared.budget.release(1, charge as usize);
+            return Err(record);
+        }
+        let (reply, receipt) = Receipt::channel();
+        slot.send(Command::Record(Incoming {
+            record,
+            hash_key,
+            reply,
+            charge,
+        }));
+        Ok(receipt)
     }
 
     /// Sends everything accepted before this call at once (linger ignored) and waits until all
@@ -175,7 +185,7 @@ impl Producer {
 
     /// The producer's counters now.
     pub fn metrics(&self) -> MetricsSnapshot {
-        let pending = self.shared.max_outstanding_records - self.shared.records.available_permits();
+        let pending = self.shared.budget.outstanding_records();
         self.shared.metrics.snapshot(pending as u64)
     }
 
@@ -194,13 +204,6 @@ impl Producer {
             hash_key,
             u32::try_from(record_charge(size)).unwrap_or(u32::MAX),
         ))
-    }
-}
-
-fn take_record(command: Command) -> UserRecord {
-    match command {
-        Command::Record(pending) => pending.record,
-        _ => UserRecord::new("-", bytes::Bytes::new()),
     }
 }
 
@@ -320,17 +323,19 @@ impl ProducerBuilder {
         let config = self.config;
         let metrics = Arc::new(Metrics::default());
         let (tx, rx) = mpsc::channel(COMMAND_QUEUE);
+        let budget = Arc::new(Budget::new(
+            config.max_outstanding_records,
+            config.max_outstanding_bytes,
+        ));
         let shared = Shared {
             tx,
-            records: Arc::new(Semaphore::new(config.max_outstanding_records)),
-            bytes: Arc::new(Semaphore::new(config.max_outstanding_bytes)),
+            budget: budget.clone(),
             closed: AtomicBool::new(false),
             metrics: metrics.clone(),
-            max_outstanding_records: config.max_outstanding_records,
             max_record_size: config.max_record_size,
-            record_ttl: config.record_ttl,
         };
-        let pipeline = Pipeline::new(config, client, self.stream, rx, metrics).with_map(map);
+        let pipeline =
+            Pipeline::new(config, client, self.stream, rx, budget, metrics).with_map(map);
         tokio::spawn(pipeline.run());
         Ok(Producer {
             shared: Arc::new(shared),

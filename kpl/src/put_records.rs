@@ -1,6 +1,7 @@
 //! The raw layer under the producer: one PutRecords call and what became of each entry, with
 //! every error classified in one place.
 
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use aggregation_proto::KinesisRecord;
@@ -33,9 +34,10 @@ pub(crate) struct Failure {
 /// What became of one entry.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub(crate) enum EntryOutcome {
+    /// Shared by every user record inside the Kinesis record.
     Stored {
-        shard_id: String,
-        sequence_number: String,
+        shard_id: Arc<str>,
+        sequence_number: Arc<str>,
     },
     Failed(Failure),
 }
@@ -177,8 +179,8 @@ pub(crate) async fn put_records(
                 entry.sequence_number(),
             ) {
                 (None, Some(shard_id), Some(sequence_number)) => EntryOutcome::Stored {
-                    shard_id: shard_id.to_owned(),
-                    sequence_number: sequence_number.to_owned(),
+                    shard_id: shard_id.into(),
+                    sequence_number: sequence_number.into(),
                 },
                 (code, _, _) => {
                     let code = code.unwrap_or("MissingResult").to_owned();

@@ -2,6 +2,7 @@
 
 use std::future::Future;
 use std::pin::Pin;
+use std::sync::Arc;
 use std::task::{Context, Poll};
 use std::time::Duration;
 
@@ -35,10 +36,10 @@ impl Attempt {
 #[derive(Debug, Clone, PartialEq, Eq)]
 #[non_exhaustive]
 pub struct RecordSuccess {
-    /// The shard that stored it.
-    pub shard_id: String,
-    /// The sequence number of the Kinesis record that carried it.
-    pub sequence_number: String,
+    /// The shard that stored it (shared by every record of the same Kinesis record).
+    pub shard_id: Arc<str>,
+    /// The sequence number of the Kinesis record that carried it (shared likewise).
+    pub sequence_number: Arc<str>,
     /// Its index inside that Kinesis record when aggregated (what a consumer sees as its
     /// sub-sequence number); `None` when it went alone.
     pub sub_sequence_number: Option<u64>,

@@ -75,3 +75,50 @@ async fn a_stream_arn_works_like_a_name() {
     assert!(stored.shard_id.starts_with("shardId-"));
     producer.shutdown().await;
 }
+
+/// At its outstanding limit the producer cannot gain by lingering (the senders wait for the
+/// records it holds), so it sends at once: a budget of ~200 records with a 60 s linger still
+/// moves thousands of records in seconds, where lingering would take 60 s per budget.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_full_budget_does_not_wait_for_linger() {
+    let sink = FaultProxy::start(Upstream::Sink { shards: 8 }, Faults::default())
+        .await
+        .expect("sink");
+    let record_size = 100 + 8;
+    let producer = Producer::builder("any-stream")
+        .client(kinesis_client_at(&sink.endpoint_url()).await)
+        .rate_limit_percent(1_000_000)
+        .linger(Duration::from_secs(60))
+        .max_record_size(1024)
+        .max_aggregate_size(1024)
+        .max_outstanding_bytes(200 * kpl::record_charge(record_size))
+        .build()
+        .await
+        .expect("producer");
+    let sending = async {
+        let mut receipts = Vec::new();
+        for i in 0..5_000 {
+            let receipt = producer
+                .send(UserRecord::new(
+                    format!("key{:05}", i % 977),
+                    vec![7u8; 100],
+                ))
+                .await
+                .expect("accepted");
+            receipts.push(receipt);
+        }
+        receipts
+    };
+    let receipts = tokio::time::timeout(Duration::from_secs(50), sending)
+        .await
+        .expect("records were held for the linger although the budget was full");
+    // The last records, with the budget no longer full, linger as they should: flush them.
+    producer.flush().await;
+    for receipt in receipts {
+        receipt.await.expect("stored");
+    }
+    producer.shutdown().await;
+    let metrics = producer.metrics();
+    assert_eq!(metrics.user_records_put, 5_000);
+    assert_eq!(sink.stats().invalid_requests, 0);
+}
