@@ -5,13 +5,14 @@
 # records over 1,000 random 16-character partition keys, sent to
 # `fault-proxy --sink --shards 4` (no shard limits, so ours runs with
 # --rate-limit-percent 100000 and aiokpl with the same 1000-fold limits).
-# Then ours once more with --max-outstanding-mib 16, to show its peak RSS next
-# to that limit, and once with a single record (its peak RSS is the constant:
-# runtime, SDK client, binary). Prints a markdown table (MB = 10^6 bytes of user data) and
-# the ratios.
+# Ours also with every receipt awaited (--receipt-sample 1; by default one in 16
+# is awaited and timed, the rest are fire and forget), with each budget of
+# MEM_MIB to check peak RSS against 2 x budget + MEM_CONSTANT_MIB, and with a
+# single record (runtime, SDK client, binary). Prints a markdown table
+# (MB = 10^6 bytes of user data) and the ratios.
 #
 #   scripts/bench-produce.sh                   # everything
-#   ONLY=ours,mem scripts/bench-produce.sh     # ours | aiokpl | sdk | mem (comma list)
+#   ONLY=ours,mem scripts/bench-produce.sh     # ours | receipts | aiokpl | sdk | mem (comma list)
 #   SCALE=0.1 scripts/bench-produce.sh         # a quick look
 #
 # Each run gets a sink of its own (so the sink's counters - PutRecords /
@@ -23,7 +24,8 @@
 #
 # Env: OURS_RECORDS (default 6000000), AIOKPL_RECORDS (100000), SDK_RECORDS
 #      (1000000, bounded by SDK_SECONDS, default 10), MEM_RECORDS (default
-#      OURS_RECORDS), MEM_MIB (16), RECORD_SIZE (100), KEYS (1000),
+#      OURS_RECORDS), MEM_MIB (budgets, "4 16 64"), MEM_CONSTANT_MIB (32),
+#      RECORD_SIZE (100), KEYS (1000),
 #      SCALE (multiplies every record count), SKIP_BUILD=1, SKIP_SETUP=1,
 #      CARGO_BUILD_JOBS (default 1), CARGO_TARGET_DIR.
 # Record counts aim at >= 5 s per run on a 2-core machine.
@@ -37,10 +39,12 @@ CAT="$TARGET_DIR/release/kinesis-cat"
 PROXY="$TARGET_DIR/release/fault-proxy"
 PY="$REPO/.cache/venv/bin/python"
 SCALE="${SCALE:-1}"
-ONLY="${ONLY:-ours,aiokpl,sdk,mem}"
+ONLY="${ONLY:-ours,receipts,aiokpl,sdk,mem}"
 RECORD_SIZE="${RECORD_SIZE:-100}"
 KEYS="${KEYS:-1000}"
-MEM_MIB="${MEM_MIB:-16}"
+MEM_MIB="${MEM_MIB:-4 16 64}"
+# The stated constant of the memory bound: peak RSS <= 2 x budget + this.
+MEM_CONSTANT_MIB="${MEM_CONSTANT_MIB:-32}"
 SDK_SECONDS="${SDK_SECONDS:-10}"
 
 want() { [[ ",$ONLY," == *",$1,"* ]]; }
@@ -140,6 +144,10 @@ PRODUCE=(perf produce --stream perf --record-size "$RECORD_SIZE" --keys "$KEYS"
 if want ours; then
   run ours "$CAT" "${PRODUCE[@]}" --records "$OURS_RECORDS"
 fi
+if want receipts; then
+  run "ours, every receipt awaited" "$CAT" "${PRODUCE[@]}" --records "$OURS_RECORDS" \
+    --receipt-sample 1
+fi
 if want aiokpl; then
   run aiokpl "$PY" "$OFFICIAL/produce_aiokpl.py" --stream perf --records "$AIOKPL_RECORDS" \
     --record-size "$RECORD_SIZE" --keys "$KEYS" --max-aggregate 51200
@@ -149,13 +157,15 @@ if want sdk; then
     --max-seconds "$SDK_SECONDS" --record-size "$RECORD_SIZE" --keys "$KEYS"
 fi
 if want mem; then
-  run "ours, --max-outstanding-mib $MEM_MIB" "$CAT" "${PRODUCE[@]}" --records "$MEM_RECORDS" \
-    --max-outstanding-mib "$MEM_MIB"
+  for mib in $MEM_MIB; do
+    run "ours, --max-outstanding-mib $mib" "$CAT" "${PRODUCE[@]}" --records "$MEM_RECORDS" \
+      --max-outstanding-mib "$mib"
+  done
   run "ours, 1 record (baseline)" "$CAT" "${PRODUCE[@]}" --records 1
 fi
 
 [ -s "$RESULTS" ] || { echo "bench-produce: no results" >&2; exit 1; }
-jq -rs '
+jq -rs --argjson constant "$MEM_CONSTANT_MIB" '
   def f(d): if . == null then "-" else (. * pow(10; d) | round / pow(10; d) | tostring) end;
   def ncalls: (.sink.requests.PutRecords // 0) + (.sink.requests.PutRecord // 0);
   def calls: if (.sink.requests.PutRecords // 0) > 0
@@ -172,7 +182,7 @@ jq -rs '
       (if $o and $s then "ours / sdk loop: \($o.user_records_per_sec / $s.user_records_per_sec | f(0))x records/s" else empty end) ),
   ( (map(select(.name | startswith("ours, 1 record")))[0].peak_rss_mib // 0) as $base
     | map(select(.name | startswith("ours, --max-outstanding-mib")))[]
-    | "\(.name): peak RSS \(.peak_rss_mib | f(1)) MiB; 2 x limit + constant (1-record peak RSS \($base | f(1)) MiB) = \(2 * .max_outstanding_mib + $base | f(1)) MiB: \(if .peak_rss_mib <= 2 * .max_outstanding_mib + $base then "within" else "OVER, by \(.peak_rss_mib - 2 * .max_outstanding_mib - $base | f(1)) MiB; peak - constant = \((.peak_rss_mib - $base) / .max_outstanding_mib | f(1)) x the limit" end)" )
+    | "\(.name): peak RSS \(.peak_rss_mib | f(1)) MiB; 2 x limit + \($constant) MiB = \(2 * .max_outstanding_mib + $constant) MiB: \(if .peak_rss_mib <= 2 * .max_outstanding_mib + $constant then "within" else "OVER, by \(.peak_rss_mib - 2 * .max_outstanding_mib - $constant | f(1)) MiB" end) (a producer that sent one record peaks at \($base | f(1)) MiB)" )
 ' "$RESULTS"
 echo "bench-produce: load after: $(cut -d' ' -f1-3 /proc/loadavg)" >&2
 exit "$failed"

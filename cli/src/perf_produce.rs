@@ -1,6 +1,6 @@
 //! `kinesis-cat perf produce`: producer throughput, receipt latency and peak memory.
 
-use std::time::{Duration, Instant};
+use std::time::Instant;
 
 use bytes::Bytes;
 use clap::Args;
@@ -10,9 +10,6 @@ use rand::{Rng, RngCore, SeedableRng};
 use serde::Serialize;
 
 use crate::jsonl::CliError;
-
-/// One receipt in this many is timed; the rest are fire and forget.
-const LATENCY_SAMPLE: usize = 16;
 
 #[derive(Debug, Args)]
 pub(crate) struct PerfProduceArgs {
@@ -37,6 +34,10 @@ pub(crate) struct PerfProduceArgs {
     /// Per-shard rate limit as a percentage of the shard limits (a sink has none: raise it).
     #[arg(long, default_value_t = 150)]
     rate_limit_percent: u32,
+    /// Await and time one receipt in this many; the rest are fire and forget (1: every receipt
+    /// is awaited, as a caller that checks each record does).
+    #[arg(long, default_value_t = 16, value_parser = clap::value_parser!(u64).range(1..))]
+    receipt_sample: u64,
 }
 
 #[derive(Debug, Serialize)]
@@ -61,6 +62,7 @@ struct ProduceReport {
     latency_ms_max: f64,
     peak_rss_mib: f64,
     max_outstanding_mib: usize,
+    receipt_sample: u64,
 }
 
 pub(crate) fn run(args: PerfProduceArgs) -> Result<(), CliError> {
@@ -93,16 +95,19 @@ async fn perf_produce(args: PerfProduceArgs) -> Result<(), CliError> {
     rng.fill_bytes(&mut pool);
     let pool = Bytes::from(pool);
 
-    let (timed_tx, mut timed_rx) =
-        tokio::sync::mpsc::unbounded_channel::<(Instant, kpl::Receipt)>();
+    // Bounded: a caller that reads its receipts cannot run ahead of reading them for ever (a
+    // backlog of resolved receipts would be the harness's memory, not the producer's).
+    let (timed_tx, mut timed_rx) = tokio::sync::mpsc::channel::<(Instant, kpl::Receipt)>(65_536);
     let timer = tokio::spawn(async move {
-        let mut latencies = Vec::new();
+        // Microseconds in a u32: a receipt per record must not make the harness's own memory
+        // the peak RSS it reports.
+        let mut latencies: Vec<u32> = Vec::new();
         let mut failed = 0u64;
         while let Some((sent, receipt)) = timed_rx.recv().await {
             if receipt.await.is_err() {
                 failed += 1;
             }
-            latencies.push(sent.elapsed());
+            latencies.push(u32::try_from(sent.elapsed().as_micros()).unwrap_or(u32::MAX));
         }
         (latencies, failed)
     });
@@ -114,13 +119,13 @@ async fn perf_produce(args: PerfProduceArgs) -> Result<(), CliError> {
             keys[rng.random_range(0..keys.len())].clone(),
             pool.slice(offset..offset + args.record_size),
         );
-        let sent = (i % LATENCY_SAMPLE == 0).then(Instant::now);
+        let sent = (i as u64 % args.receipt_sample == 0).then(Instant::now);
         let receipt = producer
             .send(record)
             .await
             .map_err(|e| CliError::Usage(e.to_string()))?;
         if let Some(sent) = sent {
-            let _ = timed_tx.send((sent, receipt));
+            let _ = timed_tx.send((sent, receipt)).await;
         }
     }
     drop(timed_tx);
@@ -131,7 +136,7 @@ async fn perf_produce(args: PerfProduceArgs) -> Result<(), CliError> {
     let percentile = |p: f64| -> f64 {
         latencies
             .get(((latencies.len() as f64 * p) as usize).min(latencies.len().saturating_sub(1)))
-            .map_or(0.0, |d: &Duration| d.as_secs_f64() * 1e3)
+            .map_or(0.0, |micros: &u32| f64::from(*micros) / 1e3)
     };
     let metrics = producer.metrics();
     let report = ProduceReport {
@@ -154,6 +159,7 @@ async fn perf_produce(args: PerfProduceArgs) -> Result<(), CliError> {
         latency_ms_max: percentile(1.0),
         peak_rss_mib: crate::perf_consume::peak_rss_mib(),
         max_outstanding_mib: args.max_outstanding_mib,
+        receipt_sample: args.receipt_sample,
     };
     eprintln!(
         "{} records of {} B: {:.0} rec/s, {:.1} MB/s, {} PutRecords calls, {:.1} user records per Kinesis record, \

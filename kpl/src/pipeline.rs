@@ -428,8 +428,15 @@ impl Pipeline {
         // resolve): keep a call or two going with whatever is ready instead.
         let pressed = self.budget.pressed();
         if pressed && self.in_flight.is_empty() && self.ready.is_empty() {
-            // Even partial aggregates: with many shards they could hold the whole budget.
-            self.seal_all();
+            // Even partial aggregates, as they could hold the whole budget with many shards;
+            // not for a shard whose queue waits for its rate limit, where a partial aggregate
+            // would spend a record token on fewer user records.
+            for (index, state) in self.shards.iter_mut().enumerate() {
+                if !state.members.is_empty() && state.queue.is_empty() {
+                    seal(state);
+                    mark_for_dispatch(state, index, &mut self.dispatch_list);
+                }
+            }
             self.move_to_ready(now);
         }
         let starved = pressed && self.in_flight.len() < PRESSED_CALLS;

@@ -258,10 +258,13 @@ impl ProducerBuilder {
         max_batch_bytes: usize);
     setter!(
         /// How long a record may wait for others to share its aggregate and call (default
-        /// 100 ms, the KPL's RecordMaxBufferedTime).
+        /// 100 ms, the KPL's RecordMaxBufferedTime). Not waited out while over three quarters
+        /// of the outstanding budget is taken: then no more records can come to fill the
+        /// batch, so what is ready goes at once.
         linger: Duration);
     setter!(
-        /// How long a record may take to be stored before it fails with `Expired` (default 30 s).
+        /// How long a record may take to be stored, counted from when the pipeline takes it
+        /// (normally microseconds after `send`), before it fails with `Expired` (default 30 s).
         record_ttl: Duration);
     setter!(
         /// Per-shard send rate as a percentage of the shard limits (default 150).
@@ -272,7 +275,8 @@ impl ProducerBuilder {
     setter!(
         /// Memory budget for records accepted and not yet resolved; `send` waits beyond it
         /// (default 64 MiB). Each record counts [`record_charge`](crate::record_charge)`(size)`:
-        /// twice its data plus partition key, plus 512 bytes of bookkeeping.
+        /// twice its data plus partition key, plus 512 bytes of bookkeeping. Measured peak RSS
+        /// of a producing process stays within twice this plus 32 MiB (BENCHMARKS.md).
         max_outstanding_bytes: usize);
     setter!(
         /// Largest user record accepted (default 1 MiB; up to 10 MiB for streams whose
