@@ -93,7 +93,7 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
                 .await?,
         );
     }
-    let mut shards: HashMap<String, usize> = HashMap::new();
+    let mut shards: HashMap<Arc<str>, usize> = HashMap::new();
     for receipt in receipts {
         *shards.entry(receipt.await?.shard_id).or_default() += 1;
     }

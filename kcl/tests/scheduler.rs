@@ -496,7 +496,7 @@ async fn a_restart_resumes_inside_an_aggregate() {
     };
     let mut sequence = String::new();
     for receipt in receipts {
-        sequence = receipt.await.expect("stored").sequence_number;
+        sequence = receipt.await.expect("stored").sequence_number.to_string();
     }
     // A checkpoint left by an earlier run at sub-record 19 of that aggregate.
     let table = fleet.table(dynamodb_client().await);
