@@ -109,6 +109,15 @@ pub enum Upstream {
         /// Number of shards, 1 to [`MAX_SINK_SHARDS`].
         shards: u32,
     },
+    /// A [`Sink`](Self::Sink) for a stream whose MaxRecordSize was raised (UpdateMaxRecordSize,
+    /// 1 to 10 MiB): records up to `max_record_size` bytes of data, and PutRecords requests up
+    /// to 10 MiB, as the service allows for such streams.
+    LargeRecordSink {
+        /// Number of shards, 1 to [`MAX_SINK_SHARDS`].
+        shards: u32,
+        /// Most bytes of data in one record, 1 MiB to 10 MiB.
+        max_record_size: usize,
+    },
     /// A [`Sink`](Self::Sink) with records to read: also answers GetShardIterator
     /// (`TRIM_HORIZON`, `LATEST`, `AT_SEQUENCE_NUMBER`, `AFTER_SEQUENCE_NUMBER`,
     /// `AT_TIMESTAMP`) and GetRecords, from records generated when the proxy starts.
@@ -164,6 +173,12 @@ pub enum StartError {
     InvalidShardCount {
         /// The refused shard count.
         shards: u32,
+    },
+    /// The [`Upstream::LargeRecordSink`] record size is outside 1 MiB to 10 MiB.
+    #[error("a stream's MaxRecordSize is 1 MiB to 10 MiB, got {max_record_size} bytes")]
+    InvalidMaxRecordSize {
+        /// The refused size.
+        max_record_size: usize,
     },
     /// The [`Upstream::ReadSink`] data cannot be generated (no keys, records too large, or
     /// too much data).
@@ -230,6 +245,20 @@ impl FaultProxy {
                     return Err(StartError::InvalidShardCount { shards });
                 }
                 Backend::Sink(sink::Sink::new(shards))
+            }
+            Upstream::LargeRecordSink {
+                shards,
+                max_record_size,
+            } => {
+                if shards == 0 || shards > MAX_SINK_SHARDS {
+                    return Err(StartError::InvalidShardCount { shards });
+                }
+                if !(sink::MAX_RECORD_DATA..=sink::MAX_RAISED_RECORD_DATA)
+                    .contains(&max_record_size)
+                {
+                    return Err(StartError::InvalidMaxRecordSize { max_record_size });
+                }
+                Backend::Sink(sink::Sink::new(shards).with_max_record_size(max_record_size))
             }
             Upstream::ReadSink {
                 shards,

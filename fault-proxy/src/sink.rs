@@ -20,8 +20,12 @@ use crate::wire::{
 pub(crate) const MAX_PUT_RECORDS_ENTRIES: usize = 500;
 /// Most bytes of data in one record (the default MaxRecordSize).
 pub(crate) const MAX_RECORD_DATA: usize = 1024 * 1024;
+/// Most bytes of data in one record of a stream whose MaxRecordSize was raised.
+pub(crate) const MAX_RAISED_RECORD_DATA: usize = 10 * 1024 * 1024;
 /// Most bytes of data plus partition keys in one PutRecords request.
 pub(crate) const MAX_PUT_RECORDS_BYTES: usize = 5 * 1024 * 1024;
+/// The same for a stream whose MaxRecordSize was raised.
+pub(crate) const MAX_RAISED_PUT_RECORDS_BYTES: usize = 10 * 1024 * 1024;
 /// Most characters in a partition key.
 pub(crate) const MAX_PARTITION_KEY_CHARS: usize = 256;
 /// ListShards page size when the request has no MaxResults.
@@ -88,6 +92,8 @@ pub(crate) struct Sink {
     map: ShardMap,
     created: f64,
     reads: Option<ReadData>,
+    max_record_data: usize,
+    max_request_bytes: usize,
 }
 
 impl Sink {
@@ -99,7 +105,19 @@ impl Sink {
             map: ShardMap::even(shards),
             created,
             reads: None,
+            max_record_data: MAX_RECORD_DATA,
+            max_request_bytes: MAX_PUT_RECORDS_BYTES,
         }
+    }
+
+    /// A stream whose MaxRecordSize was raised to `max_record_data` bytes (checked by the
+    /// caller to be 1 to 10 MiB): PutRecords requests may then carry 10 MiB.
+    pub(crate) fn with_max_record_size(mut self, max_record_data: usize) -> Self {
+        self.max_record_data = max_record_data;
+        if max_record_data > MAX_RECORD_DATA {
+            self.max_request_bytes = MAX_RAISED_PUT_RECORDS_BYTES;
+        }
+        self
     }
 
     /// A read sink: generates `spec`'s records for every shard (CPU-bound: call it off the
@@ -146,6 +164,7 @@ impl Sink {
 
     /// Checks one record against the service limits; returns its data plus key size.
     fn validate_record(
+        &self,
         index: usize,
         data: &str,
         partition_key: &str,
@@ -160,11 +179,12 @@ impl Sink {
             )));
         }
         let data_len = base64_decoded_len(data);
-        if data_len > MAX_RECORD_DATA {
+        if data_len > self.max_record_data {
             return Err(Refusal::validation(format!(
                 "1 validation error detected: Value at 'records.{}.member.data' failed to satisfy \
-                 constraint: Member must have length less than or equal to {MAX_RECORD_DATA}",
-                index + 1
+                 constraint: Member must have length less than or equal to {}",
+                index + 1,
+                self.max_record_data
             )));
         }
         if let Some(key) = explicit_hash_key {
@@ -192,17 +212,17 @@ impl Sink {
         }
         let mut total = 0;
         for (index, entry) in input.records.iter().enumerate() {
-            total += Self::validate_record(
+            total += self.validate_record(
                 index,
                 &entry.data,
                 &entry.partition_key,
                 entry.explicit_hash_key.as_deref(),
             )?;
         }
-        if total > MAX_PUT_RECORDS_BYTES {
+        if total > self.max_request_bytes {
             return Err(Refusal::invalid_argument(format!(
                 "Records size exceeds {} MB limit (data and partition keys: {total} bytes)",
-                MAX_PUT_RECORDS_BYTES / (1024 * 1024)
+                self.max_request_bytes / (1024 * 1024)
             )));
         }
         Ok(())
@@ -261,7 +281,7 @@ impl Sink {
         counters: &Counters,
     ) -> Response<Body> {
         let key = input.explicit_hash_key.as_deref();
-        if let Err(refusal) = Self::validate_record(0, &input.data, &input.partition_key, key) {
+        if let Err(refusal) = self.validate_record(0, &input.data, &input.partition_key, key) {
             return refusal.into_response();
         }
         let Some(shard) = self.route(&input.partition_key, key) else {

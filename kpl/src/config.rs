@@ -92,11 +92,6 @@ impl ProducerConfig {
                 "max_record_size must be 1 byte..=10 MiB (Kinesis' largest MaxRecordSize)",
             ));
         }
-        if self.max_record_size > self.max_batch_bytes {
-            return Err(Invalid(
-                "max_record_size must not exceed max_batch_bytes, or such a record could never be sent",
-            ));
-        }
         if self.max_aggregate_size > self.max_record_size {
             return Err(Invalid(
                 "max_aggregate_size must not exceed max_record_size, or Kinesis would refuse full aggregates",

@@ -1096,6 +1096,16 @@ mod tests {
     }
 
     #[test]
+    fn a_record_over_the_call_limit_goes_alone() {
+        let ten_mib = 10 * 1024 * 1024;
+        let sizes = [100, ten_mib, 100];
+        let first = batch_len(sizes.into_iter(), 500, PUT_RECORDS_MAX_BYTES);
+        assert_eq!(first, (1, 100));
+        let second = batch_len(sizes[1..].iter().copied(), 500, PUT_RECORDS_MAX_BYTES);
+        assert_eq!(second, (1, ten_mib));
+    }
+
+    #[test]
     fn a_batch_holds_at_least_one_record() {
         assert_eq!(batch_len([10, 10].into_iter(), 500, 5), (1, 10));
         assert_eq!(batch_len(std::iter::empty(), 500, 5), (0, 0));

@@ -254,7 +254,9 @@ impl ProducerBuilder {
         /// Most Kinesis records per PutRecords call (default and maximum 500).
         max_batch_records: usize);
     setter!(
-        /// Most bytes per PutRecords call (default and maximum 5 MiB).
+        /// Most bytes per PutRecords call (default and maximum 5 MiB). A record larger than
+        /// this (on a stream whose MaxRecordSize was raised) goes in a call of its own, which
+        /// Kinesis accepts up to 10 MiB.
         max_batch_bytes: usize);
     setter!(
         /// How long a record may wait for others to share its aggregate and call (default
@@ -279,8 +281,10 @@ impl ProducerBuilder {
         /// of a producing process stays within twice this plus 32 MiB (BENCHMARKS.md).
         max_outstanding_bytes: usize);
     setter!(
-        /// Largest user record accepted (default 1 MiB; up to 10 MiB for streams whose
-        /// MaxRecordSize was raised).
+        /// Largest user record accepted, data plus partition key (default 1 MiB; up to 10 MiB
+        /// for streams whose MaxRecordSize was raised). Records over 5 MiB go in a PutRecords
+        /// call of their own; [`max_outstanding_bytes`](Self::max_outstanding_bytes) must hold
+        /// [`record_charge`](crate::record_charge) of it.
         max_record_size: usize);
     setter!(
         /// Most PutRecords calls in flight (default 24, the KPL's MaxConnections).

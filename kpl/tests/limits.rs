@@ -122,3 +122,76 @@ async fn a_full_budget_does_not_wait_for_linger() {
     assert_eq!(metrics.user_records_put, 5_000);
     assert_eq!(sink.stats().invalid_requests, 0);
 }
+
+/// Records up to 10 MiB, for streams whose MaxRecordSize was raised: each record over the
+/// 5 MiB batch limit goes in a PutRecords call of its own (a sink with raised limits takes it),
+/// and the same records against a default stream fail as `Rejected`, not silently.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn records_up_to_10_mib_go_alone_on_a_raised_stream() {
+    let ten_mib = 10 * 1024 * 1024;
+    let sizes = [100, 6 * 1024 * 1024, 100, ten_mib - 8, 2 * 1024 * 1024, 100];
+    let produce = |endpoint: String, sizes: Vec<usize>| async move {
+        let producer = Producer::builder("large-records")
+            .client(kinesis_client_at(&endpoint).await)
+            .rate_limit_percent(1_000_000)
+            .max_record_size(ten_mib)
+            .build()
+            .await
+            .expect("producer");
+        let mut receipts = Vec::new();
+        for (i, size) in sizes.iter().enumerate() {
+            let record = UserRecord::new(format!("big{i}"), vec![i as u8; *size]);
+            receipts.push(producer.send(record).await.expect("accepted"));
+        }
+        producer.flush().await;
+        let mut results = Vec::new();
+        for receipt in receipts {
+            results.push(receipt.await);
+        }
+        producer.shutdown().await;
+        results
+    };
+
+    let raised = FaultProxy::start(
+        Upstream::LargeRecordSink {
+            shards: 2,
+            max_record_size: ten_mib,
+        },
+        Faults::default(),
+    )
+    .await
+    .expect("sink");
+    for (i, result) in produce(raised.endpoint_url(), sizes.to_vec())
+        .await
+        .iter()
+        .enumerate()
+    {
+        assert!(
+            result.is_ok(),
+            "record {i} of {} bytes: {result:?}",
+            sizes[i]
+        );
+    }
+    let stats = raised.stats();
+    assert_eq!(stats.invalid_requests, 0, "{stats:?}");
+    // 6 MiB and 10 MiB each alone; the 2 MiB record cannot join the 6 MiB one.
+    assert!(stats.requests_for("PutRecords") >= 3, "{stats:?}");
+
+    // Against a default (1 MiB) stream the same large records are refused, each with a typed
+    // error (a small record batched with a refused one would share its fate, as in Kinesis).
+    let default = FaultProxy::start(Upstream::Sink { shards: 2 }, Faults::default())
+        .await
+        .expect("sink");
+    let large: Vec<usize> = sizes.into_iter().filter(|s| *s > 1024 * 1024).collect();
+    for (i, result) in produce(default.endpoint_url(), large.clone())
+        .await
+        .iter()
+        .enumerate()
+    {
+        assert!(
+            matches!(result, Err(kpl::RecordFailure::Rejected { code, .. }) if code == "ValidationException"),
+            "record of {} bytes on a 1 MiB stream: {result:?}",
+            large[i]
+        );
+    }
+}
