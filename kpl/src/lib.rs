@@ -18,6 +18,7 @@
 mod budget;
 mod config;
 mod error;
+mod inbox;
 mod limiter;
 mod metrics;
 mod pipeline;

@@ -8,8 +8,8 @@
 //!      (bounded by each record's TTL) and re-enter routing; the rest fail at once
 //! ```
 //!
-//! Handles talk to it through a short bounded channel; backpressure is the [`Budget`] the
-//! handles charge before queueing, refilled in bulk as records resolve.
+//! Handles talk to it through a short [`inbox`](crate::inbox); backpressure is the [`Budget`]
+//! the handles charge before queueing, refilled in bulk as records resolve.
 
 use std::cmp::Reverse;
 use std::collections::{BinaryHeap, VecDeque};
@@ -20,13 +20,14 @@ use aggregation_proto::{AddError, Aggregator, AggregatorConfig, KinesisRecord, U
 use aws_sdk_kinesis::Client;
 use backon::{BackoffBuilder, ExponentialBuilder};
 use rand::Rng;
-use tokio::sync::{mpsc, oneshot};
+use tokio::sync::oneshot;
 use tokio::task::JoinSet;
 use tracing::{Instrument, debug, warn};
 
 use crate::budget::{Budget, Released};
 use crate::config::ProducerConfig;
 use crate::error::RecordFailure;
+use crate::inbox::InboxReceiver;
 use crate::limiter::ShardLimiter;
 use crate::metrics::Metrics;
 use crate::put_records::{CallOutcome, EntryOutcome, Failure, Retry, put_records};
@@ -154,7 +155,7 @@ pub(crate) struct Pipeline {
     config: ProducerConfig,
     client: Client,
     stream: StreamId,
-    rx: mpsc::Receiver<Command>,
+    rx: InboxReceiver,
     budget: Arc<Budget>,
     released: Released,
     /// Records taken since the metrics last heard: counted per pass, not per record.
@@ -200,7 +201,7 @@ impl Pipeline {
         config: ProducerConfig,
         client: Client,
         stream: StreamId,
-        rx: mpsc::Receiver<Command>,
+        rx: InboxReceiver,
         budget: Arc<Budget>,
         metrics: Arc<Metrics>,
     ) -> Self {
@@ -278,15 +279,17 @@ impl Pipeline {
                         let mut yielded = false;
                         for _ in 0..4096 {
                             match self.rx.try_recv() {
-                                Ok(command) => self.on_command(command, now),
-                                Err(_) if !yielded => {
+                                Some(command) => self.on_command(command, now),
+                                None if !yielded => {
                                     yielded = true;
+                                    self.rx.release();
                                     tokio::task::yield_now().await;
                                     now = Instant::now();
                                 }
-                                Err(_) => break,
+                                None => break,
                             }
                         }
+                        self.rx.release();
                     }
                     None => self.input_closed = true,
                 },

@@ -7,21 +7,20 @@ use std::time::Duration;
 use aggregation_proto::{RecordError, UserRecord};
 use aws_sdk_kinesis::Client;
 use aws_sdk_kinesis::config::retry::RetryConfig;
-use tokio::sync::{mpsc, oneshot};
+use tokio::sync::oneshot;
 
 use crate::budget::{Budget, Refused};
 use crate::config::{ProducerConfig, record_charge};
 use crate::error::{ConfigError, SendError, TrySendError};
+use crate::inbox::{InboxSender, NoPlace, Place, inbox};
 use crate::metrics::{Metrics, MetricsSnapshot};
 use crate::pipeline::{Command, Incoming, Pipeline};
 use crate::receipt::Receipt;
 use crate::shard_map::ShardMap;
 use crate::stream::StreamId;
 
-/// Records queued for the pipeline and not yet taken. The budget bounds memory; this keeps
-/// the records the pipeline works on recent (in cache): with the whole budget queued ahead of a
-/// busy pipeline, throughput fell by a quarter (BENCHMARKS.md).
-const COMMAND_QUEUE: usize = 4 * 1024;
+/// Records queued for the pipeline and not yet taken (see [`crate::inbox`]).
+const INBOX_RECORDS: usize = 4 * 1024;
 
 /// Sends user records to one Kinesis stream: aggregated per predicted shard, batched into
 /// PutRecords calls, rate limited per shard, retried with jittered backoff until their TTL, and
@@ -56,7 +55,7 @@ pub struct Producer {
 
 #[derive(Debug)]
 struct Shared {
-    tx: mpsc::Sender<Command>,
+    inbox: InboxSender,
     budget: Arc<Budget>,
     closed: AtomicBool,
     metrics: Arc<Metrics>,
@@ -94,13 +93,13 @@ impl Producer {
         };
         // The queue slot first, then the charge: either wait can be cancelled without leaking
         // the other.
-        let Ok(slot) = self.shared.tx.reserve().await else {
+        let Ok(place) = self.shared.inbox.place().await else {
             return Err(SendError::ShuttingDown(Box::new(record)));
         };
         if self.shared.budget.charge(charge).await.is_err() {
             return Err(SendError::ShuttingDown(Box::new(record)));
         }
-        self.enqueue(slot, record, hash_key, charge)
+        self.enqueue(place, record, hash_key, charge)
             .map_err(|record| SendError::ShuttingDown(Box::new(record)))
     }
 
@@ -120,29 +119,25 @@ impl Producer {
                 .into());
             }
         };
-        let slot = match self.shared.tx.try_reserve() {
-            Ok(slot) => slot,
-            Err(mpsc::error::TrySendError::Full(())) => {
-                return Err(TrySendError::Full(Box::new(record)));
-            }
-            Err(mpsc::error::TrySendError::Closed(())) => {
-                return Err(SendError::ShuttingDown(Box::new(record)).into());
-            }
+        let place = match self.shared.inbox.try_place() {
+            Ok(place) => place,
+            Err(NoPlace::Full) => return Err(TrySendError::Full(Box::new(record))),
+            Err(NoPlace::Closed) => return Err(SendError::ShuttingDown(Box::new(record)).into()),
         };
         match self.shared.budget.try_charge(charge) {
             Ok(()) => {}
             Err(Refused::Full) => return Err(TrySendError::Full(Box::new(record))),
             Err(Refused::Closed) => return Err(SendError::ShuttingDown(Box::new(record)).into()),
         }
-        self.enqueue(slot, record, hash_key, charge)
+        self.enqueue(place, record, hash_key, charge)
             .map_err(|record| SendError::ShuttingDown(Box::new(record)).into())
     }
 
-    /// Hands a charged record to the pipeline through its reserved queue slot; gives the record
+    /// Hands a charged record to the pipeline through its place in the inbox; gives the record
     /// and its charge back if the producer is shutting down.
     fn enqueue(
         &self,
-        slot: mpsc::Permit<'_, Command>,
+        place: Place<'_>,
         record: UserRecord,
         hash_key: u128,
         charge: u32,
@@ -152,13 +147,22 @@ impl Producer {
             return Err(record);
         }
         let (reply, receipt) = Receipt::channel();
-        slot.send(Command::Record(Incoming {
+        let sent = place.send(Command::Record(Incoming {
             record,
             hash_key,
             reply,
             charge,
         }));
-        Ok(receipt)
+        match sent {
+            Ok(()) => Ok(receipt),
+            Err(command) => {
+                self.shared.budget.release(1, charge as usize);
+                match command {
+                    Command::Record(incoming) => Err(incoming.record),
+                    _ => Err(UserRecord::new("-", bytes::Bytes::new())),
+                }
+            }
+        }
     }
 
     /// Sends everything accepted before this call at once (linger ignored) and waits until all
@@ -168,7 +172,7 @@ impl Producer {
     /// Cancel-safe: dropping the future stops the waiting, not the sending.
     pub async fn flush(&self) {
         let (tx, rx) = oneshot::channel();
-        if self.shared.tx.send(Command::Flush(tx)).await.is_ok() {
+        if self.shared.inbox.send_control(Command::Flush(tx)).is_ok() {
             let _ = rx.await;
         }
     }
@@ -178,7 +182,12 @@ impl Producer {
     pub async fn shutdown(&self) {
         self.shared.closed.store(true, Ordering::Release);
         let (tx, rx) = oneshot::channel();
-        if self.shared.tx.send(Command::Shutdown(tx)).await.is_ok() {
+        if self
+            .shared
+            .inbox
+            .send_control(Command::Shutdown(tx))
+            .is_ok()
+        {
             let _ = rx.await;
         }
     }
@@ -330,13 +339,13 @@ impl ProducerBuilder {
             .map_err(|e| BuildError::Stream(e.to_string()))?;
         let config = self.config;
         let metrics = Arc::new(Metrics::default());
-        let (tx, rx) = mpsc::channel(COMMAND_QUEUE);
+        let (inbox, rx) = inbox(INBOX_RECORDS);
         let budget = Arc::new(Budget::new(
             config.max_outstanding_records,
             config.max_outstanding_bytes,
         ));
         let shared = Shared {
-            tx,
+            inbox,
             budget: budget.clone(),
             closed: AtomicBool::new(false),
             metrics: metrics.clone(),
