@@ -34,10 +34,14 @@ pub(crate) struct PerfProduceArgs {
     /// Per-shard rate limit as a percentage of the shard limits (a sink has none: raise it).
     #[arg(long, default_value_t = 150)]
     rate_limit_percent: u32,
-    /// Await and time one receipt in this many; the rest are fire and forget (1: every receipt
-    /// is awaited, as a caller that checks each record does).
+    /// Await and time one receipt in this many; the rest are sent detached, fire and forget
+    /// (1: every receipt is awaited, as a caller that checks each record does).
     #[arg(long, default_value_t = 16, value_parser = clap::value_parser!(u64).range(1..))]
     receipt_sample: u64,
+    /// Send the records not sampled with `send` and drop their receipts, instead of
+    /// `send_detached` (which makes none).
+    #[arg(long)]
+    drop_receipts: bool,
 }
 
 #[derive(Debug, Serialize)]
@@ -63,11 +67,18 @@ struct ProduceReport {
     peak_rss_mib: f64,
     max_outstanding_mib: usize,
     receipt_sample: u64,
+    drop_receipts: bool,
 }
 
 pub(crate) fn run(args: PerfProduceArgs) -> Result<(), CliError> {
     let runtime = tokio::runtime::Runtime::new()?;
-    runtime.block_on(perf_produce(args))
+    // On a worker, as a service's sending task would be (not on the thread blocked in
+    // `block_on`, which would make every record cross threads to reach the pipeline).
+    runtime.block_on(async {
+        tokio::spawn(perf_produce(args))
+            .await
+            .map_err(|e| CliError::Usage(e.to_string()))?
+    })
 }
 
 async fn perf_produce(args: PerfProduceArgs) -> Result<(), CliError> {
@@ -119,13 +130,25 @@ async fn perf_produce(args: PerfProduceArgs) -> Result<(), CliError> {
             keys[rng.random_range(0..keys.len())].clone(),
             pool.slice(offset..offset + args.record_size),
         );
-        let sent = (i as u64 % args.receipt_sample == 0).then(Instant::now);
-        let receipt = producer
-            .send(record)
-            .await
-            .map_err(|e| CliError::Usage(e.to_string()))?;
-        if let Some(sent) = sent {
+        if i as u64 % args.receipt_sample == 0 {
+            let sent = Instant::now();
+            let receipt = producer
+                .send(record)
+                .await
+                .map_err(|e| CliError::Usage(e.to_string()))?;
             let _ = timed_tx.send((sent, receipt)).await;
+        } else if args.drop_receipts {
+            drop(
+                producer
+                    .send(record)
+                    .await
+                    .map_err(|e| CliError::Usage(e.to_string()))?,
+            );
+        } else {
+            producer
+                .send_detached(record)
+                .await
+                .map_err(|e| CliError::Usage(e.to_string()))?;
         }
     }
     drop(timed_tx);
@@ -160,6 +183,7 @@ async fn perf_produce(args: PerfProduceArgs) -> Result<(), CliError> {
         peak_rss_mib: crate::perf_consume::peak_rss_mib(),
         max_outstanding_mib: args.max_outstanding_mib,
         receipt_sample: args.receipt_sample,
+        drop_receipts: args.drop_receipts,
     };
     eprintln!(
         "{} records of {} B: {:.0} rec/s, {:.1} MB/s, {} PutRecords calls, {:.1} user records per Kinesis record, \

@@ -12,7 +12,9 @@ use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 
 use tokio::sync::{Notify, mpsc};
 
-use crate::pipeline::Command;
+use aggregation_proto::UserRecord;
+
+use crate::pipeline::{Command, Incoming};
 
 /// Places given back at least this often while the pipeline drains a burst.
 const RELEASE_EVERY: usize = 256;
@@ -119,9 +121,10 @@ impl InboxSender {
         }
     }
 
-    /// Sends a command that is not a record (flush, shutdown): never held back.
-    pub(crate) fn send_control(&self, command: Command) -> Result<(), Command> {
-        self.tx.send(command).map_err(|error| error.0)
+    /// Sends a command that is not a record (flush, shutdown): never held back. False if the
+    /// pipeline is gone.
+    pub(crate) fn send_control(&self, command: Command) -> bool {
+        self.tx.send(command).is_ok()
     }
 }
 
@@ -133,13 +136,21 @@ pub(crate) struct Place<'a> {
 }
 
 impl Place<'_> {
-    /// Sends the record into the place taken. Gives it back if the pipeline is gone.
-    pub(crate) fn send(mut self, command: Command) -> Result<(), Command> {
+    /// Sends the record into the place taken. Gives the place and the record back if the
+    /// pipeline is gone.
+    pub(crate) fn send(mut self, incoming: Incoming) -> Result<(), UserRecord> {
         self.used = true;
-        self.sender.tx.send(command).map_err(|error| {
-            self.sender.gate.give_back(1);
-            error.0
-        })
+        match self.sender.tx.send(Command::Record(incoming)) {
+            Ok(()) => Ok(()),
+            Err(error) => {
+                self.sender.gate.give_back(1);
+                match error.0 {
+                    Command::Record(incoming) => Err(incoming.record),
+                    // Only records go through places.
+                    _ => Err(UserRecord::new("-", bytes::Bytes::new())),
+                }
+            }
+        }
     }
 }
 
@@ -216,8 +227,8 @@ mod tests {
         // An unused place goes back.
         drop(second);
         let second = tx.try_place().unwrap();
-        first.send(a_record()).ok().unwrap();
-        second.send(a_record()).ok().unwrap();
+        first.send(a_record()).unwrap();
+        second.send(a_record()).unwrap();
 
         let waiting = tokio::spawn({
             let tx = tx.clone();
@@ -230,7 +241,7 @@ mod tests {
         rx.release();
         assert_eq!(waiting.await.unwrap(), Ok(true));
         // Control commands are never held back, and do not count as records.
-        tx.send_control(flush()).ok().unwrap();
+        assert!(tx.send_control(flush()));
         assert!(rx.try_recv().is_some());
         assert!(rx.try_recv().is_some());
         rx.release();
@@ -253,12 +264,12 @@ mod tests {
     }
 
     /// A record command without a producer around it.
-    fn a_record() -> Command {
-        Command::Record(crate::pipeline::Incoming {
+    fn a_record() -> Incoming {
+        Incoming {
             record: aggregation_proto::UserRecord::new("k", "v"),
             hash_key: 0,
-            reply: tokio::sync::oneshot::channel().0,
+            reply: None,
             charge: 1,
-        })
+        }
     }
 }

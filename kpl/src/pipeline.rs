@@ -51,7 +51,8 @@ pub(crate) enum Command {
 pub(crate) struct PendingRecord {
     pub(crate) record: UserRecord,
     pub(crate) hash_key: u128,
-    pub(crate) reply: oneshot::Sender<RecordResult>,
+    /// `None` when sent detached: nobody will read the outcome.
+    pub(crate) reply: Option<oneshot::Sender<RecordResult>>,
     /// When the pipeline took the record: its linger and TTL count from here. Stamped once per
     /// burst of commands rather than per `send`, which saves a clock read per record.
     arrived: Instant,
@@ -67,7 +68,8 @@ pub(crate) struct PendingRecord {
 pub(crate) struct Incoming {
     pub(crate) record: UserRecord,
     pub(crate) hash_key: u128,
-    pub(crate) reply: oneshot::Sender<RecordResult>,
+    /// `None` when sent detached: nobody will read the outcome.
+    pub(crate) reply: Option<oneshot::Sender<RecordResult>>,
     pub(crate) charge: u32,
 }
 
@@ -587,7 +589,7 @@ impl Pipeline {
                         outgoing.record.size(),
                     );
                     for (index, mut member) in outgoing.members.into_iter().enumerate() {
-                        if member.reply.is_closed() {
+                        if member.reply.as_ref().is_none_or(|reply| reply.is_closed()) {
                             // Fire and forget: nobody reads the answer, so skip building it.
                             self.retire(&member);
                             continue;
@@ -780,7 +782,9 @@ impl Pipeline {
         }
         self.retire(&member);
         // The receiver may be gone (fire and forget); the charge goes back either way.
-        let _ = member.reply.send(result);
+        if let Some(reply) = member.reply {
+            let _ = reply.send(result);
+        }
     }
 
     /// Counts a record as resolved: flushes stop waiting for it and its charge goes back.

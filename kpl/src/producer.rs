@@ -15,7 +15,7 @@ use crate::error::{ConfigError, SendError, TrySendError};
 use crate::inbox::{InboxSender, NoPlace, Place, inbox};
 use crate::metrics::{Metrics, MetricsSnapshot};
 use crate::pipeline::{Command, Incoming, Pipeline};
-use crate::receipt::Receipt;
+use crate::receipt::{Receipt, RecordResult};
 use crate::shard_map::ShardMap;
 use crate::stream::StreamId;
 
@@ -82,6 +82,30 @@ impl Producer {
     /// # Cancel safety
     /// Cancel-safe: if the future is dropped while waiting for room, the record was not taken.
     pub async fn send(&self, record: UserRecord) -> Result<Receipt, SendError> {
+        let (reply, receipt) = Receipt::channel();
+        self.send_with(record, Some(reply)).await.map(|()| receipt)
+    }
+
+    /// Like [`send`](Self::send), without a receipt: for fire-and-forget producers (logs,
+    /// metrics) that would drop it anyway, this saves its allocation and the pipeline's
+    /// check of it. The record is still sent, retried and bounded by its TTL; its outcome
+    /// shows only in [`metrics`](Self::metrics) (`user_records_put`, `user_records_failed`,
+    /// errors by code).
+    ///
+    /// # Errors
+    /// As [`send`](Self::send).
+    ///
+    /// # Cancel safety
+    /// As [`send`](Self::send).
+    pub async fn send_detached(&self, record: UserRecord) -> Result<(), SendError> {
+        self.send_with(record, None).await
+    }
+
+    async fn send_with(
+        &self,
+        record: UserRecord,
+        reply: Option<oneshot::Sender<RecordResult>>,
+    ) -> Result<(), SendError> {
         let (hash_key, charge) = match self.check(&record) {
             Ok(checked) => checked,
             Err(error) => {
@@ -99,7 +123,7 @@ impl Producer {
         if self.shared.budget.charge(charge).await.is_err() {
             return Err(SendError::ShuttingDown(Box::new(record)));
         }
-        self.enqueue(place, record, hash_key, charge)
+        self.enqueue(place, record, hash_key, charge, reply)
             .map_err(|record| SendError::ShuttingDown(Box::new(record)))
     }
 
@@ -129,7 +153,9 @@ impl Producer {
             Err(Refused::Full) => return Err(TrySendError::Full(Box::new(record))),
             Err(Refused::Closed) => return Err(SendError::ShuttingDown(Box::new(record)).into()),
         }
-        self.enqueue(place, record, hash_key, charge)
+        let (reply, receipt) = Receipt::channel();
+        self.enqueue(place, record, hash_key, charge, Some(reply))
+            .map(|()| receipt)
             .map_err(|record| SendError::ShuttingDown(Box::new(record)).into())
     }
 
@@ -141,28 +167,22 @@ impl Producer {
         record: UserRecord,
         hash_key: u128,
         charge: u32,
-    ) -> Result<Receipt, UserRecord> {
+        reply: Option<oneshot::Sender<RecordResult>>,
+    ) -> Result<(), UserRecord> {
         if self.shared.closed.load(Ordering::Acquire) {
             self.shared.budget.release(1, charge as usize);
             return Err(record);
         }
-        let (reply, receipt) = Receipt::channel();
-        let sent = place.send(Command::Record(Incoming {
+        let sent = place.send(Incoming {
             record,
             hash_key,
             reply,
             charge,
-        }));
-        match sent {
-            Ok(()) => Ok(receipt),
-            Err(command) => {
-                self.shared.budget.release(1, charge as usize);
-                match command {
-                    Command::Record(incoming) => Err(incoming.record),
-                    _ => Err(UserRecord::new("-", bytes::Bytes::new())),
-                }
-            }
+        });
+        if sent.is_err() {
+            self.shared.budget.release(1, charge as usize);
         }
+        sent
     }
 
     /// Sends everything accepted before this call at once (linger ignored) and waits until all
@@ -172,7 +192,7 @@ impl Producer {
     /// Cancel-safe: dropping the future stops the waiting, not the sending.
     pub async fn flush(&self) {
         let (tx, rx) = oneshot::channel();
-        if self.shared.inbox.send_control(Command::Flush(tx)).is_ok() {
+        if self.shared.inbox.send_control(Command::Flush(tx)) {
             let _ = rx.await;
         }
     }
@@ -182,12 +202,7 @@ impl Producer {
     pub async fn shutdown(&self) {
         self.shared.closed.store(true, Ordering::Release);
         let (tx, rx) = oneshot::channel();
-        if self
-            .shared
-            .inbox
-            .send_control(Command::Shutdown(tx))
-            .is_ok()
-        {
+        if self.shared.inbox.send_control(Command::Shutdown(tx)) {
             let _ = rx.await;
         }
     }

@@ -52,7 +52,9 @@ pub type RecordResult = Result<RecordSuccess, RecordFailure>;
 
 /// Resolves when the record it belongs to is accepted by Kinesis or has failed for good.
 ///
-/// Dropping a receipt does not cancel the record: it is still sent (fire and forget).
+/// Dropping a receipt does not cancel the record: it is still sent (fire and forget; for a
+/// producer that never reads receipts, [`Producer::send_detached`](crate::Producer::send_detached)
+/// skips making them).
 ///
 /// # Cancel safety
 /// Awaiting is cancel-safe: the outcome stays in the receipt until it is awaited again.

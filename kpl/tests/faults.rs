@@ -407,3 +407,74 @@ async fn ordering_survives_partial_failures() {
         );
     }
 }
+
+/// Records sent without a receipt go through the same retries: under faults every one of them
+/// is stored, and the metrics account for each; rejected ones are counted as failed.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn detached_records_are_retried_stored_and_counted() {
+    let faults = Faults {
+        seed: 11,
+        throttle_rate: 0.1,
+        partial_failure_rate: 0.3,
+        drop_connection_rate: 0.05,
+        ..Faults::default()
+    };
+    let (direct, stream, proxy) = setup("kpl-detached", 2, faults).await;
+    let sending = producer(&proxy, &stream)
+        .await
+        .max_batch_records(20)
+        .max_aggregate_count(10)
+        .build()
+        .await
+        .expect("producer");
+    for i in 0..1_000 {
+        let record = UserRecord::new(format!("key-{}", i % 50), format!("payload-{i}"));
+        sending.send_detached(record).await.expect("accepted");
+    }
+    sending.flush().await;
+    let metrics = sending.metrics();
+    assert_eq!(metrics.user_records_put, 1_000, "{metrics:?}");
+    assert_eq!(metrics.user_records_failed, 0);
+    assert_eq!(metrics.user_records_pending, 0);
+    assert!(
+        metrics.retries_per_record > 0.0,
+        "faults were retried: {metrics:?}"
+    );
+    sending.shutdown().await;
+    let stored: HashSet<String> = stored_payloads(&direct, &stream)
+        .await
+        .into_iter()
+        .collect();
+    for i in 0..1_000 {
+        assert!(
+            stored.contains(&format!("payload-{i}")),
+            "payload-{i} not stored"
+        );
+    }
+
+    // Once the stream is gone, detached records fail fast and are counted as failed.
+    let rejected = producer(&proxy, &stream)
+        .await
+        .build()
+        .await
+        .expect("producer");
+    direct
+        .delete_stream()
+        .stream_name(&stream)
+        .send()
+        .await
+        .expect("deleted");
+    for i in 0..10 {
+        let record = UserRecord::new(format!("key-{i}"), "lost");
+        rejected.send_detached(record).await.expect("accepted");
+    }
+    rejected.flush().await;
+    let metrics = rejected.metrics();
+    assert_eq!(metrics.user_records_failed, 10, "{metrics:?}");
+    assert!(
+        metrics
+            .errors_by_code
+            .contains_key("ResourceNotFoundException")
+    );
+    rejected.shutdown().await;
+}
