@@ -9,7 +9,8 @@
 //!   anything else: the receipt resolves with a typed error and every attempt
 //! ```
 //!
-//! Every record accepted gets exactly one answer. Memory is bounded by
+//! Every record accepted gets exactly one answer: its receipt, or, sent with
+//! [`Producer::send_detached`], its count in the metrics. Memory is bounded by
 //! `max_outstanding_bytes` / `max_outstanding_records`: `send` waits at the limit, `try_send`
 //! returns `Full`.
 #![forbid(unsafe_code)]
