@@ -159,15 +159,17 @@ async fn two_processes_split_the_shards() {
     let stream = unique_name("cat-split");
     let application = unique_name("cat-split-app");
     create_stream(&kinesis_client().await, &stream, 4).await;
+    // The idle clock starts with the process: long enough for the split and the renewals
+    // below on a loaded machine (6 s was not, once).
     let a = consume(
         &stream,
         &application,
-        &["--from", "trim-horizon", "--idle-exit", "6"],
+        &["--from", "trim-horizon", "--idle-exit", "12"],
     );
     let b = consume(
         &stream,
         &application,
-        &["--from", "trim-horizon", "--idle-exit", "6"],
+        &["--from", "trim-horizon", "--idle-exit", "12"],
     );
     // Wait until the two workers hold two leases each.
     let table = LeaseTable::new(dynamodb_client().await, application.as_str());

@@ -205,15 +205,22 @@ impl Fleet {
             .collect()
     }
 
-    /// Leases per owner, from the table.
+    /// Leases per owner, from the table (waiting for the workers to have created it).
     async fn owners(&self) -> BTreeMap<String, usize> {
+        let table = self.table(dynamodb_client().await);
+        let deadline = Instant::now() + Duration::from_secs(30);
+        let leases = loop {
+            match table.list().await {
+                Ok(leases) => break leases,
+                Err(error) if Instant::now() < deadline => {
+                    tracing::debug!(%error, "lease table not readable yet");
+                    tokio::time::sleep(Duration::from_millis(100)).await;
+                }
+                Err(error) => panic!("leases: {error:?}"),
+            }
+        };
         let mut owners = BTreeMap::new();
-        for lease in self
-            .table(dynamodb_client().await)
-            .list()
-            .await
-            .expect("leases")
-        {
+        for lease in leases {
             *owners
                 .entry(lease.lease_owner.unwrap_or_else(|| "-".into()))
                 .or_default() += 1;
