@@ -162,6 +162,8 @@ pub(crate) struct Pipeline {
     released: Released,
     /// Records taken since the metrics last heard: counted per pass, not per record.
     received: u64,
+    /// Detached records failed in this pass, and why the first did (logged at its end).
+    detached_failures: (usize, String),
     metrics: Arc<Metrics>,
     aggregator_config: AggregatorConfig,
     backoff: ExponentialBuilder,
@@ -223,6 +225,7 @@ impl Pipeline {
             budget,
             released: Released::default(),
             received: 0,
+            detached_failures: (0, String::new()),
             metrics,
             aggregator_config,
             backoff,
@@ -306,6 +309,7 @@ impl Pipeline {
             self.dispatch(now);
             self.released.release_to(&self.budget);
             self.metrics.received(std::mem::take(&mut self.received));
+            self.report_detached_failures();
             self.notify_waiters();
             if self.input_closed && self.outstanding.is_empty() {
                 break;
@@ -777,13 +781,33 @@ impl Pipeline {
     }
 
     fn resolve(&mut self, member: PendingRecord, result: RecordResult) {
-        if result.is_err() {
+        if let Err(failure) = &result {
             self.metrics.failed();
+            if member.reply.is_none() {
+                if self.detached_failures.0 == 0 {
+                    self.detached_failures.1 = failure.to_string();
+                }
+                self.detached_failures.0 += 1;
+            }
         }
         self.retire(&member);
         // The receiver may be gone (fire and forget); the charge goes back either way.
         if let Some(reply) = member.reply {
             let _ = reply.send(result);
+        }
+    }
+
+    /// Detached records have no receipt to carry their failure: say it in the log, once per
+    /// pass, besides the metrics.
+    fn report_detached_failures(&mut self) {
+        let (records, first) = &self.detached_failures;
+        if *records > 0 {
+            warn!(
+                records,
+                first = %first,
+                "records sent with send_detached failed; Producer::metrics counts them by error code"
+            );
+            self.detached_failures = (0, String::new());
         }
     }
 

@@ -89,8 +89,8 @@ impl Producer {
     /// Like [`send`](Self::send), without a receipt: for fire-and-forget producers (logs,
     /// metrics) that would drop it anyway, this saves its allocation and the pipeline's
     /// check of it. The record is still sent, retried and bounded by its TTL; its outcome
-    /// shows only in [`metrics`](Self::metrics) (`user_records_put`, `user_records_failed`,
-    /// errors by code).
+    /// shows in [`metrics`](Self::metrics) (`user_records_put`, `user_records_failed`, errors
+    /// by code), and failures are also logged (`tracing` warn, once per pipeline pass).
     ///
     /// # Errors
     /// As [`send`](Self::send).
