@@ -108,7 +108,9 @@ impl InboxSender {
 
     /// Room for one record now, or [`NoPlace::Full`].
     pub(crate) fn try_place(&self) -> Result<Place<'_>, NoPlace> {
-        if self.gate.closed.load(Ordering::Acquire) || self.tx.is_closed() {
+        // The receiver sets `closed` when it goes (cheaper to read than the channel's state,
+        // which the receiver writes for every record).
+        if self.gate.closed.load(Ordering::Acquire) {
             return Err(NoPlace::Closed);
         }
         if self.gate.try_take() {
