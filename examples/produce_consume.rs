@@ -1,8 +1,8 @@
 //! The main job, end to end on whatever endpoints the AWS environment names (the demo script
-//! starts kinesis-mock and DynamoDB Local): create a 4-shard stream, send 20,000 records
-//! through the producer (aggregated, batched, with receipts), then read them back with two
-//! consumer workers sharing the shards through DynamoDB leases, and check every record
-//! arrived once, in order per key.
+//! starts kinesis-mock and DynamoDB Local): create a 4-shard stream, start two consumer
+//! workers and let them split the shards through DynamoDB leases, send 20,000 records through
+//! the producer (aggregated, batched, per-shard order kept, with receipts), and check that the
+//! workers got every record once, in order per key.
 //!
 //! `scripts/demo.sh`, or with emulators running: `cargo run -p kinesis-examples --example produce_consume [STREAM]`
 
@@ -77,9 +77,49 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
     }
     println!("stream {stream}: 4 shards");
 
+    let seen: Arc<Mutex<HashMap<String, Vec<usize>>>> = Arc::default();
+    let application = format!("{stream}-app");
+    let mut workers = Vec::new();
+    for name in ["worker-a", "worker-b"] {
+        let seen = seen.clone();
+        let scheduler = Scheduler::builder(
+            application.as_str(),
+            stream.as_str(),
+            move |_shard: &str| Collector { seen: seen.clone() },
+        )
+        .sdk_config(&config)
+        .worker_id(name)
+        .initial_position(InitialPosition::TrimHorizon)
+        .failover_time(Duration::from_secs(3))
+        .polling(
+            kcl::retrieval::PollingConfig::default()
+                .idle_time_between_reads(Duration::from_millis(200)),
+        )
+        .build()?;
+        let handle = scheduler.handle();
+        workers.push((name, handle, tokio::spawn(scheduler.run())));
+    }
+    // Workers that start together split the shards over a few take cycles: wait for it, so
+    // both share the work (a worker alone would take every shard and drain it first).
+    let split_deadline = Instant::now() + Duration::from_secs(30);
+    while workers
+        .iter()
+        .map(|(_, handle, _)| handle.metrics().leases_held)
+        .collect::<Vec<_>>()
+        != [2, 2]
+    {
+        if Instant::now() > split_deadline {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+
     let started = Instant::now();
+    // Several PutRecords calls may be in flight for one shard; the records are checked for
+    // per-key order below, so keep each shard's records in order.
     let producer = Producer::builder(stream.as_str())
         .sdk_config(&config)
+        .preserve_shard_order(true)
         .build()
         .await?;
     let mut receipts = Vec::with_capacity(RECORDS);
@@ -108,28 +148,6 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
         shards
     );
 
-    let seen: Arc<Mutex<HashMap<String, Vec<usize>>>> = Arc::default();
-    let application = format!("{stream}-app");
-    let mut workers = Vec::new();
-    for name in ["worker-a", "worker-b"] {
-        let seen = seen.clone();
-        let scheduler = Scheduler::builder(
-            application.as_str(),
-            stream.as_str(),
-            move |_shard: &str| Collector { seen: seen.clone() },
-        )
-        .sdk_config(&config)
-        .worker_id(name)
-        .initial_position(InitialPosition::TrimHorizon)
-        .failover_time(Duration::from_secs(3))
-        .polling(
-            kcl::retrieval::PollingConfig::default()
-                .idle_time_between_reads(Duration::from_millis(200)),
-        )
-        .build()?;
-        let handle = scheduler.handle();
-        workers.push((name, handle, tokio::spawn(scheduler.run())));
-    }
     let deadline = Instant::now() + Duration::from_secs(60);
     loop {
         let delivered: usize = seen
