@@ -3,7 +3,8 @@
 #
 #   1. a Python venv with the official aggregation library (cross-checks our wire format)
 #   2. the local emulators (kinesis-mock, DynamoDB Local), stopped again on exit
-#   3. cargo fmt --check, clippy -D warnings, all tests (unit, integration, doc)
+#   3. cargo fmt --check, clippy -D warnings, all tests (unit, integration, doc), and the
+#      demo's producer-to-consumer example
 #
 # Honours CARGO_TARGET_DIR. Extra arguments are passed to the `cargo test` runs
 # (e.g. `scripts/test.sh -- --nocapture`).
@@ -58,6 +59,9 @@ cargo test --workspace --all-targets "$@" 2>&1 | tee "$test_log"
 
 section "cargo test --workspace --doc"
 cargo test --workspace --doc "$@" 2>&1 | tee -a "$test_log"
+
+section "the main job (examples/produce_consume, as scripts/demo.sh runs it)"
+cargo run --quiet -p kinesis-examples --example produce_consume
 
 section "all checks passed"
 # One closing line with the totals of every cargo test run above.
