@@ -1,23 +1,20 @@
-//! The pipeline's inbox: an unbounded channel whose depth a counter keeps short.
+//! The pipeline's inbox: records handed over in batches, its depth kept short.
 //!
 //! The budget bounds memory; the inbox only keeps the records the pipeline reads recent (in
 //! cache): with the whole budget queued ahead of a busy pipeline, throughput fell by a quarter.
-//! A bounded tokio channel does this with a semaphore, whose release takes a lock for every
-//! record received; here a sender takes a place with one atomic add, and the pipeline gives back
-//! every place it emptied in one subtraction per burst. Senders wait (on a [`Notify`]) only
-//! while the inbox is full.
+//! Senders push onto a `Vec` under a mutex that only they and, once per batch, the pipeline
+//! touch; the pipeline swaps the whole `Vec` out with one lock (and hands its emptied one back,
+//! so nothing is allocated). A channel would instead share counters that both sides write for
+//! every record. A sender takes a place with one compare-and-swap on a counter the pipeline
+//! gives back per batch, and waits (on a [`Notify`]) only while the inbox is full.
 
-use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
-
-use tokio::sync::{Notify, mpsc};
+use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
 
 use aggregation_proto::UserRecord;
+use tokio::sync::Notify;
 
 use crate::pipeline::{Command, Incoming};
-
-/// Places given back at least this often while the pipeline drains a burst.
-const RELEASE_EVERY: usize = 256;
 
 /// Why no place could be taken.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -29,15 +26,35 @@ pub(crate) enum NoPlace {
 }
 
 #[derive(Debug)]
-struct Gate {
-    /// Records sent and not yet received, plus places taken and not yet used.
+struct Shared {
+    /// Records queued and not yet taken, plus places taken and not yet used.
     queued: AtomicUsize,
     limit: usize,
     room: Notify,
+    /// The receiver is gone: nothing sent will be read.
     closed: AtomicBool,
+    queue: Mutex<Queue>,
+    /// Something was queued while the queue was empty.
+    ready: Notify,
 }
 
-impl Gate {
+#[derive(Default)]
+struct Queue {
+    commands: Vec<Command>,
+    /// The sender is gone: once empty, the queue stays empty.
+    senders_gone: bool,
+}
+
+impl std::fmt::Debug for Queue {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Queue")
+            .field("commands", &self.commands.len())
+            .field("senders_gone", &self.senders_gone)
+            .finish()
+    }
+}
+
+impl Shared {
     fn try_take(&self) -> bool {
         let mut queued = self.queued.load(Ordering::Relaxed);
         while queued < self.limit {
@@ -61,30 +78,52 @@ impl Gate {
             self.room.notify_waiters();
         }
     }
+
+    /// The queue, even if a thread panicked holding it: a `Vec` push or swap cannot leave it
+    /// half-changed.
+    fn queue(&self) -> MutexGuard<'_, Queue> {
+        self.queue.lock().unwrap_or_else(PoisonError::into_inner)
+    }
+
+    /// Queues a command; false if the receiver is gone.
+    fn push(&self, command: Command) -> Result<(), Command> {
+        if self.closed.load(Ordering::Acquire) {
+            return Err(command);
+        }
+        let was_empty = {
+            let mut queue = self.queue();
+            queue.commands.push(command);
+            queue.commands.len() == 1
+        };
+        if was_empty {
+            self.ready.notify_one();
+        }
+        Ok(())
+    }
 }
 
-/// A channel of at most `limit` records (flushes and shutdowns are never held back).
+/// A queue of at most `limit` records (flushes and shutdowns are never held back).
 pub(crate) fn inbox(limit: usize) -> (InboxSender, InboxReceiver) {
-    let (tx, rx) = mpsc::unbounded_channel();
-    let gate = Arc::new(Gate {
+    let shared = Arc::new(Shared {
         queued: AtomicUsize::new(0),
         limit,
         room: Notify::new(),
         closed: AtomicBool::new(false),
+        queue: Mutex::new(Queue::default()),
+        ready: Notify::new(),
     });
     (
         InboxSender {
-            tx,
-            gate: gate.clone(),
+            shared: shared.clone(),
         },
-        InboxReceiver { rx, gate, taken: 0 },
+        InboxReceiver { shared },
     )
 }
 
+/// The one sending side (the producer handles share it).
 #[derive(Debug)]
 pub(crate) struct InboxSender {
-    tx: mpsc::UnboundedSender<Command>,
-    gate: Arc<Gate>,
+    shared: Arc<Shared>,
 }
 
 impl InboxSender {
@@ -95,7 +134,7 @@ impl InboxSender {
                 Err(NoPlace::Full) => {}
                 taken => return taken,
             }
-            let room = self.gate.room.notified();
+            let room = self.shared.room.notified();
             tokio::pin!(room);
             // Registered before the second look, so a give-back in between is not missed.
             room.as_mut().enable();
@@ -108,12 +147,10 @@ impl InboxSender {
 
     /// Room for one record now, or [`NoPlace::Full`].
     pub(crate) fn try_place(&self) -> Result<Place<'_>, NoPlace> {
-        // The receiver sets `closed` when it goes (cheaper to read than the channel's state,
-        // which the receiver writes for every record).
-        if self.gate.closed.load(Ordering::Acquire) {
+        if self.shared.closed.load(Ordering::Acquire) {
             return Err(NoPlace::Closed);
         }
-        if self.gate.try_take() {
+        if self.shared.try_take() {
             Ok(Place {
                 sender: self,
                 used: false,
@@ -126,7 +163,15 @@ impl InboxSender {
     /// Sends a command that is not a record (flush, shutdown): never held back. False if the
     /// pipeline is gone.
     pub(crate) fn send_control(&self, command: Command) -> bool {
-        self.tx.send(command).is_ok()
+        self.shared.push(command).is_ok()
+    }
+}
+
+impl Drop for InboxSender {
+    /// The pipeline must learn that no more records will come.
+    fn drop(&mut self) {
+        self.shared.queue().senders_gone = true;
+        self.shared.ready.notify_one();
     }
 }
 
@@ -142,11 +187,11 @@ impl Place<'_> {
     /// pipeline is gone.
     pub(crate) fn send(mut self, incoming: Incoming) -> Result<(), UserRecord> {
         self.used = true;
-        match self.sender.tx.send(Command::Record(incoming)) {
+        match self.sender.shared.push(Command::Record(incoming)) {
             Ok(()) => Ok(()),
-            Err(error) => {
-                self.sender.gate.give_back(1);
-                match error.0 {
+            Err(command) => {
+                self.sender.shared.give_back(1);
+                match command {
                     Command::Record(incoming) => Err(incoming.record),
                     // Only records go through places.
                     _ => Err(UserRecord::new("-", bytes::Bytes::new())),
@@ -159,61 +204,86 @@ impl Place<'_> {
 impl Drop for Place<'_> {
     fn drop(&mut self) {
         if !self.used {
-            self.sender.gate.give_back(1);
+            self.sender.shared.give_back(1);
         }
     }
 }
 
+/// The pipeline's side.
 #[derive(Debug)]
 pub(crate) struct InboxReceiver {
-    rx: mpsc::UnboundedReceiver<Command>,
-    gate: Arc<Gate>,
-    /// Records received whose places are not yet given back.
-    taken: usize,
+    shared: Arc<Shared>,
 }
 
 impl InboxReceiver {
-    pub(crate) async fn recv(&mut self) -> Option<Command> {
-        let command = self.rx.recv().await;
-        self.count(command.as_ref());
-        command
-    }
-
-    pub(crate) fn try_recv(&mut self) -> Option<Command> {
-        let command = self.rx.try_recv().ok();
-        self.count(command.as_ref());
-        command
-    }
-
-    fn count(&mut self, command: Option<&Command>) {
-        if matches!(command, Some(Command::Record(_))) {
-            self.taken += 1;
-            // Often enough that a busy sender rarely finds the inbox full and parks.
-            if self.taken == RELEASE_EVERY {
-                self.release();
+    /// Waits for commands and moves all queued ones into `into` (which should be empty; its
+    /// capacity is handed to the senders). False once the senders are gone and nothing is left.
+    /// Cancel-safe.
+    pub(crate) async fn recv_batch(&mut self, into: &mut Vec<Command>) -> bool {
+        loop {
+            match self.try_recv_batch(into) {
+                Taken::Some => return true,
+                Taken::Finished => return false,
+                Taken::Nothing => {}
             }
+            // A push into the empty queue stores a permit if nobody waits yet: none is lost.
+            self.shared.ready.notified().await;
         }
     }
 
-    /// Gives back the places of the records received since the last call.
-    pub(crate) fn release(&mut self) {
-        if self.taken > 0 {
-            self.gate.give_back(std::mem::take(&mut self.taken));
+    /// Moves all queued commands into `into`, without waiting.
+    pub(crate) fn try_recv_batch(&mut self, into: &mut Vec<Command>) -> Taken {
+        let senders_gone = {
+            let mut queue = self.shared.queue();
+            if !queue.commands.is_empty() {
+                std::mem::swap(&mut queue.commands, into);
+                None
+            } else {
+                Some(queue.senders_gone)
+            }
+        };
+        match senders_gone {
+            None => {
+                let records = into
+                    .iter()
+                    .filter(|c| matches!(c, Command::Record(_)))
+                    .count();
+                if records > 0 {
+                    self.shared.give_back(records);
+                }
+                Taken::Some
+            }
+            Some(true) => Taken::Finished,
+            Some(false) => Taken::Nothing,
         }
     }
+}
+
+/// What [`InboxReceiver::try_recv_batch`] found.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Taken {
+    Some,
+    Nothing,
+    /// The senders are gone and everything was taken.
+    Finished,
 }
 
 impl Drop for InboxReceiver {
     /// Senders waiting for room must learn that none will come.
     fn drop(&mut self) {
-        self.gate.closed.store(true, Ordering::Release);
-        self.gate.room.notify_waiters();
+        self.shared.closed.store(true, Ordering::Release);
+        self.shared.room.notify_waiters();
     }
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// Drops the last sender (the test's `Arc`).
+    fn waiting_sender_free(tx: Arc<InboxSender>) -> Option<InboxSender> {
+        Arc::into_inner(tx)
+    }
 
     fn flush() -> Command {
         Command::Flush(tokio::sync::oneshot::channel().0)
@@ -238,16 +308,21 @@ mod tests {
         });
         tokio::task::yield_now().await;
         assert!(!waiting.is_finished(), "the inbox is full");
-        assert!(rx.try_recv().is_some());
-        assert!(rx.try_recv().is_some());
-        rx.release();
+        let mut batch = Vec::new();
+        assert_eq!(rx.try_recv_batch(&mut batch), Taken::Some);
+        assert_eq!(batch.len(), 2);
+        batch.clear();
         assert_eq!(waiting.await.unwrap(), Ok(true));
         // Control commands are never held back, and do not count as records.
         assert!(tx.send_control(flush()));
-        assert!(rx.try_recv().is_some());
-        assert!(rx.try_recv().is_some());
-        rx.release();
+        assert!(rx.recv_batch(&mut batch).await);
+        assert_eq!(batch.len(), 2);
+        batch.clear();
         assert!(tx.try_place().is_ok());
+        assert_eq!(rx.try_recv_batch(&mut batch), Taken::Nothing);
+        // The senders gone and everything taken: finished.
+        drop(waiting_sender_free(tx));
+        assert!(!rx.recv_batch(&mut batch).await);
     }
 
     #[tokio::test]

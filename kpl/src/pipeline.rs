@@ -27,7 +27,7 @@ use tracing::{Instrument, debug, warn};
 use crate::budget::{Budget, Released};
 use crate::config::ProducerConfig;
 use crate::error::RecordFailure;
-use crate::inbox::InboxReceiver;
+use crate::inbox::{InboxReceiver, Taken};
 use crate::limiter::ShardLimiter;
 use crate::metrics::Metrics;
 use crate::put_records::{CallOutcome, EntryOutcome, Failure, Retry, put_records};
@@ -158,6 +158,8 @@ pub(crate) struct Pipeline {
     client: Client,
     stream: StreamId,
     rx: InboxReceiver,
+    /// The last batch taken from the inbox (its buffer goes back to the senders).
+    incoming: Vec<Command>,
     budget: Arc<Budget>,
     released: Released,
     /// Records taken since the metrics last heard: counted per pass, not per record.
@@ -222,6 +224,7 @@ impl Pipeline {
             client,
             stream,
             rx,
+            incoming: Vec::new(),
             budget,
             released: Released::default(),
             received: 0,
@@ -274,29 +277,25 @@ impl Pipeline {
                     self.refresh = None;
                     self.on_refresh(refreshed);
                 },
-                command = self.rx.recv(), if !self.input_closed => match command {
-                    Some(command) => {
+                more = self.rx.recv_batch(&mut self.incoming), if !self.input_closed => {
+                    if more {
                         let mut now = Instant::now();
-                        self.on_command(command, now);
-                        // Take what else is queued in one go: fewer wake-ups under load. A
-                        // busy sender gets one scheduler turn to queue more before this task
-                        // parks (waking a parked task costs more than a turn).
-                        let mut yielded = false;
-                        for _ in 0..4096 {
-                            match self.rx.try_recv() {
-                                Some(command) => self.on_command(command, now),
-                                None if !yielded => {
-                                    yielded = true;
-                                    self.rx.release();
-                                    tokio::task::yield_now().await;
-                                    now = Instant::now();
-                                }
-                                None => break,
+                        self.take_incoming(now);
+                        // Take what else arrives in one go: fewer wake-ups under load. A busy
+                        // sender gets one scheduler turn to queue more before this task parks
+                        // (waking a parked task costs more than a turn).
+                        tokio::task::yield_now().await;
+                        match self.rx.try_recv_batch(&mut self.incoming) {
+                            Taken::Some => {
+                                now = Instant::now();
+                                self.take_incoming(now);
                             }
+                            Taken::Nothing => {}
+                            Taken::Finished => self.input_closed = true,
                         }
-                        self.rx.release();
+                    } else {
+                        self.input_closed = true;
                     }
-                    None => self.input_closed = true,
                 },
                 () = sleep_until(wake) => {},
             }
@@ -319,6 +318,15 @@ impl Pipeline {
             let _ = waiter.send(());
         }
         debug!("producer pipeline stopped");
+    }
+
+    /// Handles the commands of a batch from the inbox, keeping the emptied buffer for the next.
+    fn take_incoming(&mut self, now: Instant) {
+        let mut batch = std::mem::take(&mut self.incoming);
+        for command in batch.drain(..) {
+            self.on_command(command, now);
+        }
+        self.incoming = batch;
     }
 
     fn draining(&self) -> bool {
