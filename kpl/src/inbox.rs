@@ -85,10 +85,10 @@ impl Shared {
         self.queue.lock().unwrap_or_else(PoisonError::into_inner)
     }
 
-    /// Queues a command; false if the receiver is gone.
-    fn push(&self, command: Command) -> Result<(), Command> {
+    /// Queues a command; gives it back if the receiver is gone (boxed: only then).
+    fn push(&self, command: Command) -> Result<(), Box<Command>> {
         if self.closed.load(Ordering::Acquire) {
-            return Err(command);
+            return Err(Box::new(command));
         }
         let was_empty = {
             let mut queue = self.queue();
@@ -191,7 +191,7 @@ impl Place<'_> {
             Ok(()) => Ok(()),
             Err(command) => {
                 self.sender.shared.give_back(1);
-                match command {
+                match *command {
                     Command::Record(incoming) => Err(incoming.record),
                     // Only records go through places.
                     _ => Err(UserRecord::new("-", bytes::Bytes::new())),
