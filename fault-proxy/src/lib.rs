@@ -403,6 +403,20 @@ mod tests {
             result,
             Err(StartError::InvalidShardCount { shards: 0 })
         ));
+        for max_record_size in [1024 * 1024 - 1, 10 * 1024 * 1024 + 1] {
+            let result = FaultProxy::start(
+                Upstream::LargeRecordSink {
+                    shards: 1,
+                    max_record_size,
+                },
+                Faults::default(),
+            )
+            .await;
+            assert!(
+                matches!(result, Err(StartError::InvalidMaxRecordSize { .. })),
+                "{max_record_size}: {result:?}"
+            );
+        }
         let bad = Faults {
             throttle_rate: 2.0,
             ..Faults::default()

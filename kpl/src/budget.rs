@@ -6,10 +6,10 @@
 
 use tokio::sync::{Semaphore, TryAcquireError};
 
-/// Why a charge could not be taken.
+/// Why a charge (or a place in the inbox) could not be taken.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub(crate) enum Refused {
-    /// At the limit (only from [`Budget::try_charge`]).
+    /// At the limit (only from the `try_` forms, which do not wait).
     Full,
     /// The pipeline is gone: nothing will ever be released again.
     Closed,

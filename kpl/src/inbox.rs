@@ -14,16 +14,8 @@ use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
 use aggregation_proto::UserRecord;
 use tokio::sync::Notify;
 
+use crate::budget::Refused;
 use crate::pipeline::{Command, Incoming};
-
-/// Why no place could be taken.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub(crate) enum NoPlace {
-    /// The inbox is full (only from [`InboxSender::try_place`]).
-    Full,
-    /// The pipeline is gone.
-    Closed,
-}
 
 #[derive(Debug)]
 struct Shared {
@@ -31,7 +23,7 @@ struct Shared {
     queued: AtomicUsize,
     limit: usize,
     room: Notify,
-    /// The receiver is gone: nothing sent will be read.
+    /// The receiver closed the inbox (a fast look; the queue's own flag decides).
     closed: AtomicBool,
     queue: Mutex<Queue>,
     /// Something was queued while the queue was empty.
@@ -43,6 +35,9 @@ struct Queue {
     commands: Vec<Command>,
     /// The sender is gone: once empty, the queue stays empty.
     senders_gone: bool,
+    /// The receiver took what was left and reads no more: pushes are refused. Set and checked
+    /// under the lock, so no command can slip in after the last take and be lost.
+    closed: bool,
 }
 
 impl std::fmt::Debug for Queue {
@@ -50,6 +45,7 @@ impl std::fmt::Debug for Queue {
         f.debug_struct("Queue")
             .field("commands", &self.commands.len())
             .field("senders_gone", &self.senders_gone)
+            .field("closed", &self.closed)
             .finish()
     }
 }
@@ -85,14 +81,14 @@ impl Shared {
         self.queue.lock().unwrap_or_else(PoisonError::into_inner)
     }
 
-    /// Queues a command; gives it back if the receiver is gone (boxed: only then).
-    fn push(&self, command: Command) -> Result<(), Box<Command>> {
-        if self.closed.load(Ordering::Acquire) {
-            return Err(Box::new(command));
-        }
+    /// Queues `item` as a command; gives it back if the receiver closed the inbox.
+    fn push<T>(&self, item: T, command: impl FnOnce(T) -> Command) -> Result<(), T> {
         let was_empty = {
             let mut queue = self.queue();
-            queue.commands.push(command);
+            if queue.closed {
+                return Err(item);
+            }
+            queue.commands.push(command(item));
             queue.commands.len() == 1
         };
         if was_empty {
@@ -128,10 +124,10 @@ pub(crate) struct InboxSender {
 
 impl InboxSender {
     /// Waits for room for one record. Cancel-safe: a dropped wait takes nothing.
-    pub(crate) async fn place(&self) -> Result<Place<'_>, NoPlace> {
+    pub(crate) async fn place(&self) -> Result<Place<'_>, Refused> {
         loop {
             match self.try_place() {
-                Err(NoPlace::Full) => {}
+                Err(Refused::Full) => {}
                 taken => return taken,
             }
             let room = self.shared.room.notified();
@@ -139,16 +135,16 @@ impl InboxSender {
             // Registered before the second look, so a give-back in between is not missed.
             room.as_mut().enable();
             match self.try_place() {
-                Err(NoPlace::Full) => room.await,
+                Err(Refused::Full) => room.await,
                 taken => return taken,
             }
         }
     }
 
-    /// Room for one record now, or [`NoPlace::Full`].
-    pub(crate) fn try_place(&self) -> Result<Place<'_>, NoPlace> {
+    /// Room for one record now, or [`Refused::Full`].
+    pub(crate) fn try_place(&self) -> Result<Place<'_>, Refused> {
         if self.shared.closed.load(Ordering::Acquire) {
-            return Err(NoPlace::Closed);
+            return Err(Refused::Closed);
         }
         if self.shared.try_take() {
             Ok(Place {
@@ -156,14 +152,14 @@ impl InboxSender {
                 used: false,
             })
         } else {
-            Err(NoPlace::Full)
+            Err(Refused::Full)
         }
     }
 
     /// Sends a command that is not a record (flush, shutdown): never held back. False if the
     /// pipeline is gone.
     pub(crate) fn send_control(&self, command: Command) -> bool {
-        self.shared.push(command).is_ok()
+        self.shared.push(command, |command| command).is_ok()
     }
 }
 
@@ -187,17 +183,13 @@ impl Place<'_> {
     /// pipeline is gone.
     pub(crate) fn send(mut self, incoming: Incoming) -> Result<(), UserRecord> {
         self.used = true;
-        match self.sender.shared.push(Command::Record(incoming)) {
-            Ok(()) => Ok(()),
-            Err(command) => {
+        self.sender
+            .shared
+            .push(incoming, Command::Record)
+            .map_err(|incoming| {
                 self.sender.shared.give_back(1);
-                match *command {
-                    Command::Record(incoming) => Err(incoming.record),
-                    // Only records go through places.
-                    _ => Err(UserRecord::new("-", bytes::Bytes::new())),
-                }
-            }
-        }
+                incoming.record
+            })
     }
 }
 
@@ -259,6 +251,20 @@ impl InboxReceiver {
     }
 }
 
+impl InboxReceiver {
+    /// Refuses every later push and moves what is still queued into `into`, so the pipeline
+    /// can answer it instead of dropping it.
+    pub(crate) fn close(&mut self, into: &mut Vec<Command>) {
+        {
+            let mut queue = self.shared.queue();
+            queue.closed = true;
+            into.append(&mut queue.commands);
+        }
+        self.shared.closed.store(true, Ordering::Release);
+        self.shared.room.notify_waiters();
+    }
+}
+
 /// What [`InboxReceiver::try_recv_batch`] found.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub(crate) enum Taken {
@@ -269,10 +275,11 @@ pub(crate) enum Taken {
 }
 
 impl Drop for InboxReceiver {
-    /// Senders waiting for room must learn that none will come.
+    /// Senders waiting for room must learn that none will come (if the pipeline did not close
+    /// the inbox itself, its runtime is going away: what is queued is dropped, and its
+    /// receipts resolve to `ShuttingDown`).
     fn drop(&mut self) {
-        self.shared.closed.store(true, Ordering::Release);
-        self.shared.room.notify_waiters();
+        self.close(&mut Vec::new());
     }
 }
 
@@ -295,7 +302,7 @@ mod tests {
         let tx = Arc::new(tx);
         let first = tx.try_place().unwrap();
         let second = tx.try_place().unwrap();
-        assert_eq!(tx.try_place().err(), Some(NoPlace::Full));
+        assert_eq!(tx.try_place().err(), Some(Refused::Full));
         // An unused place goes back.
         drop(second);
         let second = tx.try_place().unwrap();
@@ -336,8 +343,30 @@ mod tests {
         });
         tokio::task::yield_now().await;
         drop(rx);
-        assert_eq!(waiting.await.unwrap(), Some(NoPlace::Closed));
+        assert_eq!(waiting.await.unwrap(), Some(Refused::Closed));
         assert!(held.send(a_record()).is_err());
+    }
+
+    #[tokio::test]
+    async fn closing_hands_back_what_is_queued_and_refuses_the_rest() {
+        let (tx, mut rx) = inbox(4);
+        tx.try_place().unwrap().send(a_record()).unwrap();
+        assert!(tx.send_control(flush()));
+        // Taken before the close, used after it: as a `send` racing `shutdown`.
+        let late = tx.try_place().unwrap();
+        let mut left = Vec::new();
+        rx.close(&mut left);
+        assert_eq!(
+            left.len(),
+            2,
+            "the queued record and flush come back to be answered"
+        );
+        let refused = late
+            .send(a_record())
+            .expect_err("refused, not queued and lost");
+        assert_eq!(refused.partition_key, "k");
+        assert!(!tx.send_control(flush()));
+        assert_eq!(tx.try_place().err(), Some(Refused::Closed));
     }
 
     /// A record command without a producer around it.

@@ -92,6 +92,23 @@ impl PendingRecord {
     }
 }
 
+/// Records sent detached that failed in one pipeline pass, and why the first did: logged at
+/// the end of the pass, as they have no receipt to carry it.
+#[derive(Default)]
+struct DetachedFailures {
+    records: usize,
+    first: String,
+}
+
+impl DetachedFailures {
+    fn add(&mut self, failure: &RecordFailure) {
+        if self.records == 0 {
+            self.first = failure.to_string();
+        }
+        self.records += 1;
+    }
+}
+
 /// A Kinesis record on its way: an aggregate or a single user record.
 struct Outgoing {
     record: KinesisRecord,
@@ -164,8 +181,7 @@ pub(crate) struct Pipeline {
     released: Released,
     /// Records taken since the metrics last heard: counted per pass, not per record.
     received: u64,
-    /// Detached records failed in this pass, and why the first did (logged at its end).
-    detached_failures: (usize, String),
+    detached_failures: DetachedFailures,
     metrics: Arc<Metrics>,
     aggregator_config: AggregatorConfig,
     backoff: ExponentialBuilder,
@@ -228,7 +244,7 @@ impl Pipeline {
             budget,
             released: Released::default(),
             received: 0,
-            detached_failures: (0, String::new()),
+            detached_failures: DetachedFailures::default(),
             metrics,
             aggregator_config,
             backoff,
@@ -314,10 +330,41 @@ impl Pipeline {
                 break;
             }
         }
+        self.refuse_late_commands();
         for waiter in self.shutdown_waiters.drain(..) {
             let _ = waiter.send(());
         }
         debug!("producer pipeline stopped");
+    }
+
+    /// Closes the inbox and answers what reached it after the shutdown began (a `send` racing
+    /// `shutdown`): each record fails with `ShuttingDown` and is counted, rather than being
+    /// dropped unanswered with the inbox. Later sends are refused by the closed inbox.
+    fn refuse_late_commands(&mut self) {
+        let mut late = std::mem::take(&mut self.incoming);
+        self.rx.close(&mut late);
+        let now = Instant::now();
+        for command in late {
+            match command {
+                Command::Record(incoming) => {
+                    let pending = PendingRecord::new(incoming, self.generation, now);
+                    self.received += 1;
+                    self.resolve(
+                        pending,
+                        Err(RecordFailure::ShuttingDown {
+                            attempts: Vec::new(),
+                        }),
+                    );
+                }
+                Command::Flush(waiter) => {
+                    let _ = waiter.send(());
+                }
+                Command::Shutdown(waiter) => self.shutdown_waiters.push(waiter),
+            }
+        }
+        self.released.release_to(&self.budget);
+        self.metrics.received(std::mem::take(&mut self.received));
+        self.report_detached_failures();
     }
 
     /// Handles the commands of a batch from the inbox, keeping the emptied buffer for the next.
@@ -792,10 +839,7 @@ impl Pipeline {
         if let Err(failure) = &result {
             self.metrics.failed();
             if member.reply.is_none() {
-                if self.detached_failures.0 == 0 {
-                    self.detached_failures.1 = failure.to_string();
-                }
-                self.detached_failures.0 += 1;
+                self.detached_failures.add(failure);
             }
         }
         self.retire(&member);
@@ -808,14 +852,13 @@ impl Pipeline {
     /// Detached records have no receipt to carry their failure: say it in the log, once per
     /// pass, besides the metrics.
     fn report_detached_failures(&mut self) {
-        let (records, first) = &self.detached_failures;
-        if *records > 0 {
+        let DetachedFailures { records, first } = std::mem::take(&mut self.detached_failures);
+        if records > 0 {
             warn!(
                 records,
                 first = %first,
                 "records sent with send_detached failed; Producer::metrics counts them by error code"
             );
-            self.detached_failures = (0, String::new());
         }
     }
 

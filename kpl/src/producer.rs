@@ -12,7 +12,7 @@ use tokio::sync::oneshot;
 use crate::budget::{Budget, Refused};
 use crate::config::{ProducerConfig, record_charge};
 use crate::error::{ConfigError, SendError, TrySendError};
-use crate::inbox::{InboxSender, NoPlace, Place, inbox};
+use crate::inbox::{InboxSender, Place, inbox};
 use crate::metrics::{Metrics, MetricsSnapshot};
 use crate::pipeline::{Command, Incoming, Pipeline};
 use crate::receipt::{Receipt, RecordResult};
@@ -143,16 +143,16 @@ impl Producer {
                 .into());
             }
         };
-        let place = match self.shared.inbox.try_place() {
+        let taken = self
+            .shared
+            .inbox
+            .try_place()
+            .and_then(|place| self.shared.budget.try_charge(charge).map(|()| place));
+        let place = match taken {
             Ok(place) => place,
-            Err(NoPlace::Full) => return Err(TrySendError::Full(Box::new(record))),
-            Err(NoPlace::Closed) => return Err(SendError::ShuttingDown(Box::new(record)).into()),
-        };
-        match self.shared.budget.try_charge(charge) {
-            Ok(()) => {}
             Err(Refused::Full) => return Err(TrySendError::Full(Box::new(record))),
             Err(Refused::Closed) => return Err(SendError::ShuttingDown(Box::new(record)).into()),
-        }
+        };
         let (reply, receipt) = Receipt::channel();
         self.enqueue(place, record, hash_key, charge, Some(reply))
             .map(|()| receipt)

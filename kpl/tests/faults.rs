@@ -40,6 +40,26 @@ async fn producer(proxy: &FaultProxy, stream: &str) -> ProducerBuilder {
         .request_timeout(Duration::from_secs(2))
 }
 
+/// A producer whose stream is deleted once it is built: every call then fails for good.
+async fn producer_for_a_deleted_stream(
+    direct: &aws_sdk_kinesis::Client,
+    proxy: &FaultProxy,
+    stream: &str,
+) -> Producer {
+    let producer = producer(proxy, stream)
+        .await
+        .build()
+        .await
+        .expect("producer");
+    direct
+        .delete_stream()
+        .stream_name(stream)
+        .send()
+        .await
+        .expect("deleted");
+    producer
+}
+
 /// User record payloads in the stream, read directly from kinesis-mock.
 async fn stored_payloads(client: &aws_sdk_kinesis::Client, stream: &str) -> Vec<String> {
     read_all_records(client, stream)
@@ -216,17 +236,7 @@ async fn fail_if_throttled_fails_at_the_first_throttle() {
 #[tokio::test]
 async fn non_retryable_errors_fail_fast() {
     let (direct, stream, proxy) = setup("kpl-reject", 1, Faults::default()).await;
-    let producer = producer(&proxy, &stream)
-        .await
-        .build()
-        .await
-        .expect("producer");
-    direct
-        .delete_stream()
-        .stream_name(&stream)
-        .send()
-        .await
-        .expect("deleted");
+    let producer = producer_for_a_deleted_stream(&direct, &proxy, &stream).await;
     let started = Instant::now();
     for result in send_all(&producer, 10, 2).await {
         match result {
@@ -453,17 +463,7 @@ async fn detached_records_are_retried_stored_and_counted() {
     }
 
     // Once the stream is gone, detached records fail fast and are counted as failed.
-    let rejected = producer(&proxy, &stream)
-        .await
-        .build()
-        .await
-        .expect("producer");
-    direct
-        .delete_stream()
-        .stream_name(&stream)
-        .send()
-        .await
-        .expect("deleted");
+    let rejected = producer_for_a_deleted_stream(&direct, &proxy, &stream).await;
     for i in 0..10 {
         let record = UserRecord::new(format!("key-{i}"), "lost");
         rejected.send_detached(record).await.expect("accepted");

@@ -195,3 +195,61 @@ async fn records_up_to_10_mib_go_alone_on_a_raised_stream() {
         );
     }
 }
+
+/// Senders racing `shutdown` get either an error or an answer: every record accepted, with a
+/// receipt or detached, is counted as stored or failed once `shutdown` returns.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sends_racing_shutdown_are_all_answered() {
+    let sink = FaultProxy::start(Upstream::Sink { shards: 4 }, Faults::default())
+        .await
+        .expect("sink");
+    let producer = Producer::builder("racing-shutdown")
+        .client(kinesis_client_at(&sink.endpoint_url()).await)
+        .rate_limit_percent(1_000_000)
+        .build()
+        .await
+        .expect("producer");
+    let mut senders = Vec::new();
+    for task in 0..4 {
+        let producer = producer.clone();
+        senders.push(tokio::spawn(async move {
+            let mut accepted = 0u64;
+            let mut receipts = Vec::new();
+            for i in 0.. {
+                let record = UserRecord::new(format!("t{task}-{}", i % 100), vec![1u8; 50]);
+                let sent = if task == 0 {
+                    producer.send(record).await.map(|r| receipts.push(r))
+                } else {
+                    producer.send_detached(record).await
+                };
+                match sent {
+                    Ok(()) => accepted += 1,
+                    Err(kpl::SendError::ShuttingDown(_)) => break,
+                    Err(other) => panic!("{other}"),
+                }
+            }
+            for receipt in receipts {
+                match receipt.await {
+                    Ok(_) | Err(kpl::RecordFailure::ShuttingDown { .. }) => {}
+                    Err(other) => panic!("{other}"),
+                }
+            }
+            accepted
+        }));
+    }
+    while producer.metrics().user_records_received < 20_000 {
+        tokio::task::yield_now().await;
+    }
+    producer.shutdown().await;
+    let metrics = producer.metrics();
+    let mut accepted = 0;
+    for sender in senders {
+        accepted += sender.await.expect("sender");
+    }
+    assert_eq!(
+        metrics.user_records_put + metrics.user_records_failed,
+        accepted,
+        "{metrics:?}"
+    );
+    assert_eq!(metrics.user_records_received, accepted);
+}
