@@ -18,6 +18,10 @@ use clap::{Parser, Subcommand};
 #[derive(Debug, Parser)]
 #[command(name = "kinesis-cat", version, about = "The kcat of Kinesis")]
 struct Cli {
+    /// More log output on stderr: -v for info (leases taken, lost, released; shard ends;
+    /// retries), -vv for debug. `RUST_LOG` (tracing's env-filter syntax) overrides both.
+    #[arg(short, long, global = true, action = clap::ArgAction::Count)]
+    verbose: u8,
     #[command(subcommand)]
     command: Command,
 }
@@ -38,8 +42,26 @@ enum Command {
     Perf(perf::PerfCommand),
 }
 
+/// Logs go to stderr, so they never mix with records on stdout. Without `-v` or `RUST_LOG`
+/// only warnings and errors show: a worker that cannot read or renew says so.
+fn init_logging(verbose: u8) {
+    use tracing_subscriber::EnvFilter;
+    let default = match verbose {
+        0 => "warn",
+        1 => "warn,kcl=info,kpl=info,kinesis_cat=info",
+        _ => "info,kcl=debug,kpl=debug,kinesis_cat=debug",
+    };
+    let filter = EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new(default));
+    // A second subscriber (there is none in this binary) would be an error worth ignoring.
+    let _ = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr)
+        .try_init();
+}
+
 fn main() -> ExitCode {
     let cli = Cli::parse();
+    init_logging(cli.verbose);
     let result = match cli.command {
         Command::Agg(command) => agg::run(command),
         Command::Perf(command) => perf::run(command),
