@@ -1,8 +1,10 @@
-//! Producer settings, with the KPL's defaults.
+//! Producer settings, with the KPL's defaults, and their validation.
 
 use std::time::Duration;
 
 use aggregation_proto::{DEFAULT_MAX_AGGREGATE_SIZE, DEFAULT_MAX_RECORD_SIZE};
+
+use crate::error::ConfigError;
 
 /// PutRecords accepts at most this many records per call.
 pub const PUT_RECORDS_MAX_RECORDS: usize = 500;
@@ -11,6 +13,8 @@ pub const PUT_RECORDS_MAX_BYTES: usize = 5 * 1024 * 1024;
 /// Bookkeeping memory charged for each outstanding record on top of its data: its receipt
 /// channel, its place in the pipeline, its share of request buffers.
 pub const RECORD_OVERHEAD_BYTES: usize = 512;
+/// The most ordering lanes a shard can have.
+pub const MAX_ORDERING_LANES: usize = 64;
 
 /// What one outstanding record of `size` bytes (data plus partition key) counts against
 /// `max_outstanding_bytes`: its data twice (the caller's copy, kept for retries, and its copy in
@@ -23,6 +27,24 @@ pub const fn record_charge(size: usize) -> usize {
 pub const SHARD_RECORDS_PER_SEC: f64 = 1_000.0;
 /// A shard accepts 1 MiB per second.
 pub const SHARD_BYTES_PER_SEC: f64 = 1024.0 * 1024.0;
+
+/// What to do with the records of an aggregate that Kinesis stored on a shard other than the one
+/// it was built for (it was built just before a reshard and landed whole in one child).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+#[non_exhaustive]
+pub enum MisroutedRecords {
+    /// Send every record of the aggregate again, each to the shard that owns it (what the C++
+    /// KPL does). Needed for the Java KCL, which drops the whole aggregate at its first record
+    /// outside the shard's range, and for Lambda, which does not filter at all. A consumer that
+    /// filters each record by hash range (this project's `kcl`) sees the records the landing
+    /// shard owns twice.
+    #[default]
+    ResendAll,
+    /// Send again only the records the landing shard does not own; the others count as stored
+    /// there. Right only when every consumer filters each sub-record by its shard's hash range
+    /// (this project's `kcl` does); then nothing is read twice.
+    ResendOutOfRange,
+}
 
 /// Everything a [`Producer`](crate::Producer) can be tuned with. Build it through
 /// [`ProducerBuilder`](crate::ProducerBuilder); every default is listed there.
@@ -40,12 +62,16 @@ pub(crate) struct ProducerConfig {
     pub(crate) max_outstanding_bytes: usize,
     pub(crate) max_record_size: usize,
     pub(crate) max_concurrent_requests: usize,
-    pub(crate) preserve_shard_order: bool,
+    pub(crate) adaptive_concurrency: bool,
+    pub(crate) ordered: bool,
+    pub(crate) ordering_lanes: usize,
     pub(crate) fail_if_throttled: bool,
     pub(crate) min_backoff: Duration,
     pub(crate) max_backoff: Duration,
     pub(crate) shard_map_refresh_interval: Duration,
     pub(crate) request_timeout: Duration,
+    pub(crate) list_shards_timeout: Duration,
+    pub(crate) misrouted_records: MisroutedRecords,
 }
 
 impl Default for ProducerConfig {
@@ -63,20 +89,40 @@ impl Default for ProducerConfig {
             max_outstanding_bytes: 64 * 1024 * 1024,
             max_record_size: DEFAULT_MAX_RECORD_SIZE,
             max_concurrent_requests: 24,
-            preserve_shard_order: false,
+            adaptive_concurrency: true,
+            ordered: true,
+            ordering_lanes: 8,
             fail_if_throttled: false,
             min_backoff: Duration::from_millis(100),
             max_backoff: Duration::from_secs(5),
             shard_map_refresh_interval: Duration::from_secs(60),
             request_timeout: Duration::from_secs(6),
+            list_shards_timeout: Duration::from_secs(30),
+            misrouted_records: MisroutedRecords::ResendAll,
         }
     }
 }
 
+/// Longest backoff accepted: beyond it a "retry" is no retry at all.
+const MAX_BACKOFF_LIMIT: Duration = Duration::from_secs(3600);
+/// Longest call timeout accepted: a hung call must end in bounded time.
+const MAX_TIMEOUT_LIMIT: Duration = Duration::from_secs(600);
+
 impl ProducerConfig {
+    /// The TTL as a bound, or `None` for records that never expire (`Duration::MAX`).
+    pub(crate) fn ttl(&self) -> Option<Duration> {
+        (self.record_ttl != Duration::MAX).then_some(self.record_ttl)
+    }
+
+    /// Lanes per shard: independent ordering streams (records of one hash key always share
+    /// one); 1 when order is not kept.
+    pub(crate) fn lanes(&self) -> usize {
+        if self.ordered { self.ordering_lanes } else { 1 }
+    }
+
     /// Rejects settings that cannot work, saying which and why.
-    pub(crate) fn validate(&self) -> Result<(), crate::ConfigError> {
-        use crate::ConfigError::Invalid;
+    pub(crate) fn validate(&self) -> Result<(), ConfigError> {
+        use ConfigError::Invalid;
         if !(1..=PUT_RECORDS_MAX_RECORDS).contains(&self.max_batch_records) {
             return Err(Invalid(
                 "max_batch_records must be 1..=500 (the PutRecords limit)",
@@ -97,6 +143,9 @@ impl ProducerConfig {
                 "max_aggregate_size must not exceed max_record_size, or Kinesis would refuse full aggregates",
             ));
         }
+        if self.max_aggregate_count == 0 {
+            return Err(Invalid("max_aggregate_count must be at least 1"));
+        }
         if self.max_outstanding_bytes < record_charge(self.max_record_size) {
             return Err(Invalid(
                 "max_outstanding_bytes must be at least record_charge(max_record_size) (twice the record size plus 512), or a large record could never be accepted",
@@ -107,6 +156,9 @@ impl ProducerConfig {
                 "max_outstanding_records and max_concurrent_requests must be at least 1",
             ));
         }
+        if self.max_concurrent_requests > 1_000 {
+            return Err(Invalid("max_concurrent_requests must be at most 1,000"));
+        }
         if self.max_outstanding_records > tokio::sync::Semaphore::MAX_PERMITS
             || self.max_outstanding_bytes > tokio::sync::Semaphore::MAX_PERMITS
         {
@@ -114,12 +166,76 @@ impl ProducerConfig {
                 "max_outstanding_records and max_outstanding_bytes must be at most usize::MAX >> 3",
             ));
         }
+        if !(1..=MAX_ORDERING_LANES).contains(&self.ordering_lanes) {
+            return Err(Invalid("ordering_lanes must be 1..=64"));
+        }
         if self.rate_limit_percent == 0 {
             return Err(Invalid("rate_limit_percent must be at least 1"));
+        }
+        if self.record_ttl.is_zero() {
+            return Err(Invalid(
+                "record_ttl must be more than zero (Duration::MAX means records never expire)",
+            ));
+        }
+        if self.min_backoff < Duration::from_millis(1) {
+            return Err(Invalid(
+                "min_backoff must be at least 1 ms, or a failing stream would be retried in a busy loop",
+            ));
         }
         if self.min_backoff > self.max_backoff {
             return Err(Invalid("min_backoff must not exceed max_backoff"));
         }
+        if self.max_backoff > MAX_BACKOFF_LIMIT {
+            return Err(Invalid("max_backoff must be at most one hour"));
+        }
+        if self.shard_map_refresh_interval < Duration::from_millis(100) {
+            return Err(Invalid(
+                "shard_map_refresh_interval must be at least 100 ms (Duration::MAX: refresh only when a put shows the map is stale)",
+            ));
+        }
+        for timeout in [self.request_timeout, self.list_shards_timeout] {
+            if timeout < Duration::from_millis(1) || timeout > MAX_TIMEOUT_LIMIT {
+                return Err(Invalid(
+                    "request_timeout and list_shards_timeout must be 1 ms..=10 minutes, so a call that never answers ends",
+                ));
+            }
+        }
         Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn defaults_are_valid() {
+        assert_eq!(ProducerConfig::default().validate(), Ok(()));
+    }
+
+    #[test]
+    fn extreme_durations_are_valid_or_typed_errors() {
+        let valid = |change: fn(&mut ProducerConfig)| {
+            let mut config = ProducerConfig::default();
+            change(&mut config);
+            config.validate()
+        };
+        assert_eq!(valid(|c| c.record_ttl = Duration::MAX), Ok(()));
+        assert_eq!(valid(|c| c.linger = Duration::MAX), Ok(()));
+        assert_eq!(valid(|c| c.linger = Duration::ZERO), Ok(()));
+        assert_eq!(valid(|c| c.shard_map_refresh_interval = Duration::MAX), Ok(()));
+        for broken in [
+            valid(|c| c.record_ttl = Duration::ZERO),
+            valid(|c| c.min_backoff = Duration::ZERO),
+            valid(|c| c.max_backoff = Duration::MAX),
+            valid(|c| c.request_timeout = Duration::ZERO),
+            valid(|c| c.request_timeout = Duration::MAX),
+            valid(|c| c.list_shards_timeout = Duration::MAX),
+            valid(|c| c.shard_map_refresh_interval = Duration::ZERO),
+            valid(|c| c.ordering_lanes = 0),
+            valid(|c| c.max_aggregate_count = 0),
+        ] {
+            assert!(matches!(broken, Err(ConfigError::Invalid(_))), "{broken:?}");
+        }
     }
 }

@@ -1,8 +1,9 @@
 //! Errors of the producer, one type per operation family.
 
 use std::fmt;
+use std::sync::Arc;
 
-use aggregation_proto::RecordError;
+use aggregation_proto::{RecordError, UserRecord};
 
 use crate::receipt::Attempt;
 
@@ -13,8 +14,9 @@ pub enum ConfigError {
     /// The setting and why it is rejected.
     #[error("invalid producer configuration: {0}")]
     Invalid(&'static str),
-    /// Neither an SDK config nor a Kinesis client was given.
-    #[error("no AWS configuration: call sdk_config() or client() on the builder")]
+    /// Neither an SDK config, a Kinesis client nor a [`KinesisApi`](crate::KinesisApi) was
+    /// given.
+    #[error("no AWS configuration: call sdk_config(), client() or kinesis_api() on the builder")]
     MissingClient,
     /// `build` was called outside a tokio runtime.
     #[error("the producer must be built inside a tokio runtime (it spawns its pipeline task)")]
@@ -32,11 +34,31 @@ pub enum SendError {
         /// What is wrong with it.
         error: RecordError,
         /// The record.
-        record: Box<aggregation_proto::UserRecord>,
+        record: Box<UserRecord>,
     },
     /// The producer is shutting down or has stopped.
     #[error("the producer is shutting down")]
-    ShuttingDown(Box<aggregation_proto::UserRecord>),
+    ShuttingDown(Box<UserRecord>),
+    /// The producer's pipeline failed (a bug: please report it with the cause); nothing more
+    /// can be sent with this producer. Build a new one.
+    #[error("the producer's pipeline failed: {cause}")]
+    Stopped {
+        /// Why it failed.
+        cause: Arc<str>,
+        /// The record.
+        record: Box<UserRecord>,
+    },
+}
+
+impl SendError {
+    /// The record that was not taken.
+    pub fn into_record(self) -> UserRecord {
+        match self {
+            Self::Invalid { record, .. } | Self::ShuttingDown(record) | Self::Stopped { record, .. } => {
+                *record
+            }
+        }
+    }
 }
 
 /// Why [`Producer::try_send`](crate::Producer::try_send) did not take a record. The record is
@@ -47,56 +69,120 @@ pub enum TrySendError {
     /// The producer holds its maximum of outstanding records or bytes: wait (use `send`), or
     /// drop or divert the record.
     #[error("producer is full (outstanding records or bytes at their limit)")]
-    Full(Box<aggregation_proto::UserRecord>),
+    Full(Box<UserRecord>),
     /// As for `send`.
     #[error(transparent)]
     Send(#[from] SendError),
 }
 
-/// Why a record sent to Kinesis did not make it. Every variant carries every attempt made.
-#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+/// Why a record failed for good.
+#[derive(Debug, Clone, PartialEq, Eq)]
 #[non_exhaustive]
-pub enum RecordFailure {
-    /// The record's TTL ran out before Kinesis accepted it (for example under sustained
-    /// throttling).
-    #[error("record expired after {} attempt(s){}", .attempts.len(), LastError(.attempts))]
-    Expired {
-        /// Every attempt, with its error.
-        attempts: Vec<Attempt>,
-    },
-    /// Kinesis refused it with an error retrying cannot fix (validation, access denied, missing
-    /// stream, KMS key problems, ...).
-    #[error("rejected by Kinesis: {code}: {message}")]
+pub enum FailureReason {
+    /// Its TTL ran out before Kinesis accepted it (for example under sustained throttling, or
+    /// an endpoint too slow for the load).
+    Expired,
+    /// Kinesis refused it with an error retrying cannot fix (validation, access denied,
+    /// missing stream, KMS key problems, ...).
     Rejected {
         /// The error code.
-        code: String,
+        code: Arc<str>,
         /// The service's message.
-        message: String,
-        /// Every attempt.
-        attempts: Vec<Attempt>,
+        message: Arc<str>,
     },
     /// Throttled, and the producer is configured to fail throttled records at once.
-    #[error("throttled{}", LastError(.attempts))]
-    Throttled {
-        /// Every attempt.
-        attempts: Vec<Attempt>,
-    },
-    /// The producer was dropped or aborted before the record was sent.
-    #[error("the producer stopped before the record was sent")]
-    ShuttingDown {
-        /// The attempts made before it stopped.
-        attempts: Vec<Attempt>,
+    Throttled,
+    /// The producer was shut down, or its runtime stopped, before the record was sent.
+    ShuttingDown,
+    /// The producer's pipeline failed (a bug: please report it with the cause).
+    Stopped {
+        /// Why it failed.
+        cause: Arc<str>,
     },
 }
 
+/// A record that Kinesis did not store, with why, every attempt made, and the record itself
+/// (to retry it elsewhere or dead-letter it without a copy).
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("{}", Describe(self))]
+pub struct RecordFailure {
+    reason: FailureReason,
+    record: Option<UserRecord>,
+    attempts: Vec<Attempt>,
+    attempt_count: u32,
+}
+
 impl RecordFailure {
-    /// Every attempt made for the record.
+    pub(crate) fn new(
+        reason: FailureReason,
+        record: Option<UserRecord>,
+        attempts: Vec<Attempt>,
+        attempt_count: u32,
+    ) -> Self {
+        Self {
+            reason,
+            record,
+            attempts,
+            attempt_count,
+        }
+    }
+
+    /// Why it failed.
+    pub fn reason(&self) -> &FailureReason {
+        &self.reason
+    }
+
+    /// The record. `None` only when the pipeline went away while holding it (its runtime shut
+    /// down, or it failed).
+    pub fn record(&self) -> Option<&UserRecord> {
+        self.record.as_ref()
+    }
+
+    /// The record, to send again or dead-letter.
+    pub fn into_record(self) -> Option<UserRecord> {
+        self.record
+    }
+
+    /// The latest attempts (at most [`MAX_KEPT_ATTEMPTS`](crate::MAX_KEPT_ATTEMPTS)).
     pub fn attempts(&self) -> &[Attempt] {
-        match self {
-            Self::Expired { attempts }
-            | Self::Rejected { attempts, .. }
-            | Self::Throttled { attempts }
-            | Self::ShuttingDown { attempts } => attempts,
+        &self.attempts
+    }
+
+    /// How many attempts were made in all.
+    pub fn attempt_count(&self) -> u32 {
+        self.attempt_count
+    }
+
+    /// Whether the TTL ran out.
+    pub fn is_expired(&self) -> bool {
+        self.reason == FailureReason::Expired
+    }
+}
+
+struct Describe<'a>(&'a RecordFailure);
+
+impl fmt::Display for Describe<'_> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let failure = self.0;
+        match &failure.reason {
+            FailureReason::Expired => write!(
+                f,
+                "record expired after {} attempt(s){}",
+                failure.attempt_count,
+                LastError(&failure.attempts)
+            ),
+            FailureReason::Rejected { code, message } => {
+                write!(f, "rejected by Kinesis: {code}: {message}")
+            }
+            FailureReason::Throttled => {
+                write!(f, "throttled{}", LastError(&failure.attempts))
+            }
+            FailureReason::ShuttingDown => {
+                f.write_str("the producer stopped before the record was sent")
+            }
+            FailureReason::Stopped { cause } => {
+                write!(f, "the producer's pipeline failed: {cause}")
+            }
         }
     }
 }
@@ -118,4 +204,40 @@ impl fmt::Display for LastError<'_> {
             None => Ok(()),
         }
     }
+}
+
+/// What became of the records a [`Producer::flush`](crate::Producer::flush) waited for: those
+/// accepted before it and not yet resolved when it was called.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+#[non_exhaustive]
+pub struct FlushReport {
+    /// Stored by Kinesis.
+    pub stored: u64,
+    /// Failed for good (their receipts, or the metrics for detached records, say why).
+    pub failed: u64,
+    /// Of `failed`, those whose TTL ran out.
+    pub expired: u64,
+}
+
+impl FlushReport {
+    /// Whether every record was stored.
+    pub fn all_stored(&self) -> bool {
+        self.failed == 0
+    }
+}
+
+/// Why a flush could not report.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[non_exhaustive]
+pub enum FlushError {
+    /// The time bound of [`Producer::flush_timeout`](crate::Producer::flush_timeout) ran out
+    /// first; the records are still being sent.
+    #[error("flush did not finish within {0:?}; the records are still being sent")]
+    TimedOut(std::time::Duration),
+    /// The producer's pipeline failed: records it held were not stored.
+    #[error("the producer's pipeline failed: {cause}")]
+    Stopped {
+        /// Why it failed.
+        cause: Arc<str>,
+    },
 }

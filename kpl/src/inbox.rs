@@ -376,6 +376,7 @@ mod tests {
             hash_key: 0,
             reply: None,
             charge: 1,
+            stream: 0,
         }
     }
 }

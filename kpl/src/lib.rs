@@ -2,40 +2,55 @@
 //!
 //! ```text
 //! send(record) --(budget: outstanding records and bytes)--> pipeline task
-//!   shard map (ListShards) -> one aggregator per predicted shard -> per-shard rate limiter
-//!   -> PutRecords batches (500 records / 5 MiB, linger) -> results
-//!   success: the receipt resolves with shard, sequence and sub-sequence number
-//!   retryable failure: jittered exponential backoff, bounded by the record TTL, re-routed
-//!   anything else: the receipt resolves with a typed error and every attempt
+//!   shard map (ListShards) -> shard -> ordering lane -> aggregate -> per-shard rate limiter
+//!   -> PutRecords batches (500 records / 5 MiB, linger; calls in flight and their timeouts
+//!      adapt to the endpoint) -> outcome settled per Kinesis record
+//!   stored: the receipt resolves with shard, sequence and sub-sequence number
+//!   retryable failure: jittered exponential backoff, bounded by the record TTL, in order
+//!   anything else: the receipt resolves with a typed error, every attempt, and the record
 //! ```
 //!
 //! Every record accepted gets exactly one answer: its receipt, or, sent with
 //! [`Producer::send_detached`], its count in the metrics. Memory is bounded by
 //! `max_outstanding_bytes` / `max_outstanding_records`: `send` waits at the limit, `try_send`
-//! returns `Full`.
+//! returns `Full`. Records of one partition key are stored in the order sent (see
+//! [`ProducerBuilder::ordered`]). One producer writes to any number of streams
+//! ([`Producer::for_stream`]) with one budget and one pipeline.
+//!
+//! The pipeline reaches Kinesis through [`KinesisApi`]: the AWS SDK ([`SdkKinesis`]) or, for
+//! tests, the in-memory [`testing::FakeKinesis`] (feature `test-util`), with tokio's time.
 #![forbid(unsafe_code)]
 #![warn(missing_docs, missing_debug_implementations, unreachable_pub)]
 
 mod budget;
+mod builder;
+mod client;
 mod config;
 mod error;
+mod health;
 mod inbox;
 mod limiter;
 mod metrics;
 mod pipeline;
 mod producer;
-mod put_records;
 mod receipt;
-mod shard_map;
-mod stream;
+mod streams;
+#[cfg(any(test, feature = "test-util"))]
+pub mod testing;
 
 pub use aggregation_proto::UserRecord;
-pub use config::{
-    PUT_RECORDS_MAX_BYTES, PUT_RECORDS_MAX_RECORDS, RECORD_OVERHEAD_BYTES, SHARD_BYTES_PER_SEC,
-    SHARD_RECORDS_PER_SEC, record_charge,
+pub use builder::{BuildError, ProducerBuilder};
+pub use client::{
+    BoxFuture, ErrorClass, KinesisApi, KinesisError, PutEntry, PutResult, SdkKinesis, Shard,
+    StreamId,
 };
-pub use error::{ConfigError, RecordFailure, SendError, TrySendError};
+pub use config::{
+    MAX_ORDERING_LANES, MisroutedRecords, PUT_RECORDS_MAX_BYTES, PUT_RECORDS_MAX_RECORDS,
+    RECORD_OVERHEAD_BYTES, SHARD_BYTES_PER_SEC, SHARD_RECORDS_PER_SEC, record_charge,
+};
+pub use error::{
+    ConfigError, FailureReason, FlushError, FlushReport, RecordFailure, SendError, TrySendError,
+};
 pub use metrics::MetricsSnapshot;
-pub use producer::{BuildError, Producer, ProducerBuilder};
-pub use receipt::{Attempt, Receipt, RecordResult, RecordSuccess};
-pub use stream::StreamId;
+pub use producer::Producer;
+pub use receipt::{Attempt, MAX_KEPT_ATTEMPTS, Receipt, RecordResult, RecordSuccess};

@@ -3,7 +3,9 @@
 //! The KPL's limiter ignores throttling; this one halves a shard's rate when Kinesis throttles
 //! it and climbs back by 10 % of the configured rate per second without throttling.
 
-use std::time::{Duration, Instant};
+use std::time::Duration;
+
+use tokio::time::Instant;
 
 use crate::config::{SHARD_BYTES_PER_SEC, SHARD_RECORDS_PER_SEC};
 

@@ -1,12 +1,23 @@
 //! Counters with the KPL's metric names, readable as a snapshot and published through the
-//! `metrics` crate facade (any recorder the application installs sees them).
+//! `metrics` crate facade (any recorder the application installs sees them), labelled by stream.
+//!
+//! Facade names are the KPL's CloudWatch names: `UserRecordsReceived`, `UserRecordsPending`,
+//! `UserRecordsPut`, `UserRecordsDataPut`, `KinesisRecordsPut`, `KinesisRecordsDataPut`,
+//! `ErrorsByCode` (label `error_code`), `AllErrors`, `RetriesPerRecord`, `UserRecordExpired`,
+//! `BufferingTime`, `RequestTime`, `UserRecordsPerKinesisRecord`,
+//! `KinesisRecordsPerPutRecordsRequest`; and ours: `UserRecordsFailed`,
+//! `UserRecordsPossiblyDuplicated`, `PutRecordsTimedOut`, `PutRecordsConcurrencyLimit`. Every one
+//! carries the label `stream`. Handles are registered when a stream is first used: install the
+//! recorder before building the producer.
 
 use std::collections::HashMap;
 use std::sync::Mutex;
 use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
 use std::time::Duration;
 
-/// Live counters, updated by the pipeline.
+use metrics::{Counter, Gauge, Histogram};
+
+/// Live totals over every stream, updated by the pipeline.
 #[derive(Debug, Default)]
 pub(crate) struct Metrics {
     user_records_received: AtomicU64,
@@ -15,32 +26,108 @@ pub(crate) struct Metrics {
     kinesis_records_put: AtomicU64,
     kinesis_records_data_put: AtomicU64,
     put_records_calls: AtomicU64,
+    put_records_timed_out: AtomicU64,
     all_errors: AtomicU64,
     retries: AtomicU64,
     user_records_expired: AtomicU64,
     user_records_failed: AtomicU64,
+    possibly_duplicated: AtomicU64,
     buffering_time_micros: AtomicU64,
     request_time_micros: AtomicU64,
+    concurrency_limit: AtomicU64,
     errors_by_code: Mutex<HashMap<String, u64>>,
 }
 
+/// The facade handles of one stream.
+#[derive(Debug)]
+pub(crate) struct StreamMetrics {
+    stream: String,
+    received: Counter,
+    put: Counter,
+    data_put: Counter,
+    kinesis_put: Counter,
+    kinesis_data_put: Counter,
+    all_errors: Counter,
+    retries: Counter,
+    expired: Counter,
+    failed: Counter,
+    possibly_duplicated: Counter,
+    timed_out: Counter,
+    buffering_time: Histogram,
+    request_time: Histogram,
+    per_kinesis_record: Histogram,
+    per_request: Histogram,
+    pending: Gauge,
+    concurrency: Gauge,
+}
+
+impl StreamMetrics {
+    pub(crate) fn new(stream: &str) -> Self {
+        let label = stream.to_owned();
+        let counter = |name: &'static str| metrics::counter!(name, "stream" => label.clone());
+        let histogram = |name: &'static str| metrics::histogram!(name, "stream" => label.clone());
+        Self {
+            received: counter("UserRecordsReceived"),
+            put: counter("UserRecordsPut"),
+            data_put: counter("UserRecordsDataPut"),
+            kinesis_put: counter("KinesisRecordsPut"),
+            kinesis_data_put: counter("KinesisRecordsDataPut"),
+            all_errors: counter("AllErrors"),
+            retries: counter("RetriesPerRecord"),
+            expired: counter("UserRecordExpired"),
+            failed: counter("UserRecordsFailed"),
+            possibly_duplicated: counter("UserRecordsPossiblyDuplicated"),
+            timed_out: counter("PutRecordsTimedOut"),
+            buffering_time: histogram("BufferingTime"),
+            request_time: histogram("RequestTime"),
+            per_kinesis_record: histogram("UserRecordsPerKinesisRecord"),
+            per_request: histogram("KinesisRecordsPerPutRecordsRequest"),
+            pending: metrics::gauge!("UserRecordsPending", "stream" => label.clone()),
+            concurrency: metrics::gauge!("PutRecordsConcurrencyLimit", "stream" => label.clone()),
+            stream: label,
+        }
+    }
+}
+
 impl Metrics {
-    pub(crate) fn received(&self, records: u64) {
+    pub(crate) fn received(&self, stream: Option<&StreamMetrics>, records: u64) {
         if records > 0 {
             self.user_records_received.fetch_add(records, Relaxed);
-            metrics::counter!("kinesis_producer.user_records_received").increment(records);
+            if let Some(stream) = stream {
+                stream.received.increment(records);
+            }
         }
     }
 
-    pub(crate) fn put_call(&self, duration: Duration) {
+    pub(crate) fn put_call(
+        &self,
+        stream: &StreamMetrics,
+        duration: Duration,
+        kinesis_records: usize,
+        timed_out: bool,
+        concurrency_limit: usize,
+    ) {
         self.put_records_calls.fetch_add(1, Relaxed);
         self.request_time_micros
             .fetch_add(duration.as_micros() as u64, Relaxed);
-        metrics::counter!("kinesis_producer.put_records_calls").increment(1);
-        metrics::histogram!("kinesis_producer.request_time_seconds").record(duration.as_secs_f64());
+        self.concurrency_limit
+            .store(concurrency_limit as u64, Relaxed);
+        stream.request_time.record(duration.as_secs_f64() * 1e3);
+        stream.per_request.record(kinesis_records as f64);
+        stream.concurrency.set(concurrency_limit as f64);
+        if timed_out {
+            self.put_records_timed_out.fetch_add(1, Relaxed);
+            stream.timed_out.increment(1);
+        }
     }
 
-    pub(crate) fn kinesis_record_put(&self, user_records: usize, user_bytes: usize, bytes: usize) {
+    pub(crate) fn kinesis_record_put(
+        &self,
+        stream: &StreamMetrics,
+        user_records: usize,
+        user_bytes: usize,
+        bytes: usize,
+    ) {
         self.kinesis_records_put.fetch_add(1, Relaxed);
         self.kinesis_records_data_put
             .fetch_add(bytes as u64, Relaxed);
@@ -48,39 +135,64 @@ impl Metrics {
             .fetch_add(user_records as u64, Relaxed);
         self.user_records_data_put
             .fetch_add(user_bytes as u64, Relaxed);
-        metrics::counter!("kinesis_producer.kinesis_records_put").increment(1);
-        metrics::counter!("kinesis_producer.user_records_put").increment(user_records as u64);
-        metrics::histogram!("kinesis_producer.user_records_per_kinesis_record")
-            .record(user_records as f64);
+        stream.kinesis_put.increment(1);
+        stream.kinesis_data_put.increment(bytes as u64);
+        stream.put.increment(user_records as u64);
+        stream.data_put.increment(user_bytes as u64);
+        stream.per_kinesis_record.record(user_records as f64);
     }
 
-    pub(crate) fn buffered(&self, time: Duration) {
+    pub(crate) fn buffered(&self, stream: &StreamMetrics, time: Duration) {
         self.buffering_time_micros
             .fetch_add(time.as_micros() as u64, Relaxed);
-        metrics::histogram!("kinesis_producer.buffering_time_seconds").record(time.as_secs_f64());
+        stream.buffering_time.record(time.as_secs_f64() * 1e3);
     }
 
-    pub(crate) fn error(&self, code: &str, records: usize) {
+    pub(crate) fn error(&self, stream: &StreamMetrics, code: &str, records: usize) {
         self.all_errors.fetch_add(records as u64, Relaxed);
         if let Ok(mut by_code) = self.errors_by_code.lock() {
             *by_code.entry(code.to_owned()).or_default() += records as u64;
         }
-        metrics::counter!("kinesis_producer.errors", "code" => code.to_owned())
+        stream.all_errors.increment(records as u64);
+        metrics::counter!("ErrorsByCode", "stream" => stream.stream.clone(), "error_code" => code.to_owned())
             .increment(records as u64);
     }
 
-    pub(crate) fn retried(&self, records: usize) {
+    pub(crate) fn retried(&self, stream: &StreamMetrics, records: usize, unknown_fate: usize) {
         self.retries.fetch_add(records as u64, Relaxed);
-        metrics::counter!("kinesis_producer.retries").increment(records as u64);
+        stream.retries.increment(records as u64);
+        if unknown_fate > 0 {
+            self.possibly_duplicated
+                .fetch_add(unknown_fate as u64, Relaxed);
+            stream.possibly_duplicated.increment(unknown_fate as u64);
+        }
     }
 
-    pub(crate) fn expired(&self) {
-        self.user_records_expired.fetch_add(1, Relaxed);
-        metrics::counter!("kinesis_producer.user_records_expired").increment(1);
+    /// Records that a consumer may see twice for another reason than a lost answer (a
+    /// misrouted aggregate sent again).
+    pub(crate) fn possibly_duplicated(&self, stream: &StreamMetrics, records: usize) {
+        self.possibly_duplicated
+            .fetch_add(records as u64, Relaxed);
+        stream.possibly_duplicated.increment(records as u64);
     }
 
-    pub(crate) fn failed(&self) {
-        self.user_records_failed.fetch_add(1, Relaxed);
+    pub(crate) fn failed(&self, stream: Option<&StreamMetrics>, failed: u64, expired: u64) {
+        if failed > 0 {
+            self.user_records_failed.fetch_add(failed, Relaxed);
+            if let Some(stream) = stream {
+                stream.failed.increment(failed);
+            }
+        }
+        if expired > 0 {
+            self.user_records_expired.fetch_add(expired, Relaxed);
+            if let Some(stream) = stream {
+                stream.expired.increment(expired);
+            }
+        }
+    }
+
+    pub(crate) fn pending(&self, stream: &StreamMetrics, pending: usize) {
+        stream.pending.set(pending as f64);
     }
 
     pub(crate) fn snapshot(&self, pending: u64) -> MetricsSnapshot {
@@ -96,6 +208,7 @@ impl Metrics {
             kinesis_records_put: kinesis,
             kinesis_records_data_put: self.kinesis_records_data_put.load(Relaxed),
             put_records_calls: calls,
+            put_records_timed_out: self.put_records_timed_out.load(Relaxed),
             all_errors: self.all_errors.load(Relaxed),
             errors_by_code: self
                 .errors_by_code
@@ -105,6 +218,7 @@ impl Metrics {
             retries_per_record: ratio(self.retries.load(Relaxed), put.max(1)),
             user_records_expired: self.user_records_expired.load(Relaxed),
             user_records_failed: self.user_records_failed.load(Relaxed),
+            user_records_possibly_duplicated: self.possibly_duplicated.load(Relaxed),
             mean_buffering_time: Duration::from_micros(
                 self.buffering_time_micros.load(Relaxed) / kinesis.max(1),
             ),
@@ -113,11 +227,12 @@ impl Metrics {
             ),
             user_records_per_kinesis_record: ratio(put, kinesis),
             kinesis_records_per_put_records_request: ratio(kinesis, calls),
+            concurrency_limit: self.concurrency_limit.load(Relaxed),
         }
     }
 }
 
-/// The producer's counters at one moment, named as the KPL names them.
+/// The producer's counters at one moment, over every stream, named as the KPL names them.
 #[derive(Debug, Clone, PartialEq)]
 #[non_exhaustive]
 pub struct MetricsSnapshot {
@@ -135,6 +250,9 @@ pub struct MetricsSnapshot {
     pub kinesis_records_data_put: u64,
     /// PutRecords calls made.
     pub put_records_calls: u64,
+    /// PutRecords calls that got no answer within their timeout (their records were sent again
+    /// and may be stored twice).
+    pub put_records_timed_out: u64,
     /// Failed user-record attempts, all codes.
     pub all_errors: u64,
     /// Failed user-record attempts by error code.
@@ -143,8 +261,12 @@ pub struct MetricsSnapshot {
     pub retries_per_record: f64,
     /// User records failed by TTL expiry.
     pub user_records_expired: u64,
-    /// User records failed for good (expired, rejected, throttled with fail-fast).
+    /// User records failed for good (expired, rejected, throttled with fail-fast, stopped).
     pub user_records_failed: u64,
+    /// User records sent again after an attempt whose answer never came (a timeout, a dropped
+    /// connection) or after their aggregate landed on the wrong shard: a consumer may see
+    /// them twice. An upper bound on the duplicates the producer caused.
+    pub user_records_possibly_duplicated: u64,
     /// Mean time from a Kinesis record's first user record to its send.
     pub mean_buffering_time: Duration,
     /// Mean PutRecords call duration.
@@ -153,4 +275,6 @@ pub struct MetricsSnapshot {
     pub user_records_per_kinesis_record: f64,
     /// Batching ratio.
     pub kinesis_records_per_put_records_request: f64,
+    /// PutRecords calls allowed in flight at the last call (adapts to the endpoint).
+    pub concurrency_limit: u64,
 }

@@ -8,21 +8,29 @@ use std::time::Duration;
 
 use tokio::sync::oneshot;
 
-use crate::error::RecordFailure;
+use crate::error::{FailureReason, RecordFailure};
+use crate::health::Health;
+
+/// The most attempts a record keeps (the latest ones); [`RecordSuccess::attempt_count`] and
+/// [`RecordFailure::attempt_count`] count them all. Bounds a record's memory when its TTL is
+/// long and its stream keeps failing.
+pub const MAX_KEPT_ATTEMPTS: usize = 16;
 
 /// One PutRecords attempt for a record.
 #[derive(Debug, Clone, PartialEq, Eq)]
 #[non_exhaustive]
 pub struct Attempt {
-    /// Time between the record being ready to send (or the previous attempt) and this attempt.
+    /// Time between the record being ready to send (or the end of its previous attempt) and
+    /// this attempt.
     pub delay: Duration,
     /// How long the PutRecords call took.
     pub duration: Duration,
     /// The error code, for a failed attempt (`ProvisionedThroughputExceededException`,
-    /// `InternalFailure`, or the whole call's error).
-    pub error_code: Option<String>,
-    /// The error message, for a failed attempt.
-    pub error_message: Option<String>,
+    /// `InternalFailure`, `Timeout`, `Misrouted`, or the whole call's error). Shared by every
+    /// record the failure touched.
+    pub error_code: Option<Arc<str>>,
+    /// The error message, for a failed attempt (shared likewise).
+    pub error_message: Option<Arc<str>>,
 }
 
 impl Attempt {
@@ -43,8 +51,14 @@ pub struct RecordSuccess {
     /// Its index inside that Kinesis record when aggregated (what a consumer sees as its
     /// sub-sequence number); `None` when it went alone.
     pub sub_sequence_number: Option<u64>,
-    /// Every attempt, the last one successful.
+    /// The latest attempts (at most [`MAX_KEPT_ATTEMPTS`]), the last one successful.
     pub attempts: Vec<Attempt>,
+    /// How many attempts were made in all.
+    pub attempt_count: u32,
+    /// An earlier attempt's answer never came (a timeout, a dropped connection) or its
+    /// aggregate was stored on a shard other than the one its records belong to (after a
+    /// reshard): a consumer may see this record more than once.
+    pub possibly_duplicated: bool,
 }
 
 /// What a receipt resolves to.
@@ -62,12 +76,19 @@ pub type RecordResult = Result<RecordSuccess, RecordFailure>;
 #[must_use = "a receipt tells whether the record reached Kinesis; drop it explicitly to fire and forget"]
 pub struct Receipt {
     rx: oneshot::Receiver<RecordResult>,
+    health: Arc<Health>,
 }
 
 impl Receipt {
-    pub(crate) fn channel() -> (oneshot::Sender<RecordResult>, Self) {
+    pub(crate) fn channel(health: &Arc<Health>) -> (oneshot::Sender<RecordResult>, Self) {
         let (tx, rx) = oneshot::channel();
-        (tx, Self { rx })
+        (
+            tx,
+            Self {
+                rx,
+                health: health.clone(),
+            },
+        )
     }
 }
 
@@ -76,9 +97,15 @@ impl Future for Receipt {
 
     fn poll(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
         Pin::new(&mut self.rx).poll(cx).map(|result| {
-            result.unwrap_or(Err(RecordFailure::ShuttingDown {
-                attempts: Vec::new(),
-            }))
+            result.unwrap_or_else(|_| {
+                // The pipeline went away holding the record (its runtime shut down, or it
+                // failed): nothing was answered, so say why if it is known.
+                let reason = match self.health.failure() {
+                    Some(cause) => FailureReason::Stopped { cause },
+                    None => FailureReason::ShuttingDown,
+                };
+                Err(RecordFailure::new(reason, None, Vec::new(), 0))
+            })
         })
     }
 }

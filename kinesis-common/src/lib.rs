@@ -1,0 +1,18 @@
+//! What the producer (`kpl`) and the consumer (`kcl`) both need from Kinesis, written once:
+//!
+//! - [`StreamId`]: a stream by name or by ARN, as every Kinesis operation accepts either;
+//! - [`list_shards`]: every shard of a stream (all pages of ListShards), with lineage, hash-key
+//!   range and whether it is still open;
+//! - [`ErrorClass`] and [`classify`]: the single place that decides what a failed Kinesis call
+//!   means (retry after a backoff, slow down, or give up), for whole calls and for the
+//!   per-entry error codes of PutRecords.
+#![forbid(unsafe_code)]
+#![warn(missing_docs, missing_debug_implementations, unreachable_pub)]
+
+mod error;
+mod shards;
+mod stream;
+
+pub use error::{BoxError, ErrorClass, KinesisError, classify, classify_code};
+pub use shards::{Shard, ShardListing, list_shards};
+pub use stream::StreamId;

@@ -1,0 +1,301 @@
+//! [`ProducerBuilder`]: every setting, its default and its Java KPL name.
+
+use std::sync::Arc;
+use std::sync::atomic::AtomicBool;
+use std::time::Duration;
+
+use tracing::Instrument;
+
+use crate::budget::Budget;
+use crate::client::{KinesisApi, KinesisError, SdkKinesis, StreamId};
+use crate::config::{MisroutedRecords, ProducerConfig};
+use crate::error::ConfigError;
+use crate::health::Health;
+use crate::inbox::inbox;
+use crate::metrics::Metrics;
+use crate::pipeline::{Parts, Pipeline, ShardMap};
+use crate::producer::{Producer, Shared};
+use crate::streams::StreamRegistry;
+
+/// Records queued for the pipeline and not yet taken (see [`crate::inbox`]).
+const INBOX_RECORDS: usize = 4 * 1024;
+
+/// Configures a [`Producer`]. Defaults follow the Java/C++ KPL unless noted.
+///
+/// | Java KPL (`KinesisProducerConfiguration`) | here | default |
+/// |---|---|---|
+/// | `AggregationEnabled` | [`aggregation`](Self::aggregation) | on |
+/// | `AggregationMaxCount` | [`max_aggregate_count`](Self::max_aggregate_count) | unlimited |
+/// | `AggregationMaxSize` | [`max_aggregate_size`](Self::max_aggregate_size) | 51,200 bytes |
+/// | `CollectionMaxCount` | [`max_batch_records`](Self::max_batch_records) | 500 |
+/// | `CollectionMaxSize` | [`max_batch_bytes`](Self::max_batch_bytes) | 5 MiB |
+/// | `RecordMaxBufferedTime` | [`linger`](Self::linger) | 100 ms |
+/// | `RecordTtl` | [`record_ttl`](Self::record_ttl) | 30 s (`Duration::MAX`: never) |
+/// | `RateLimit` | [`rate_limit_percent`](Self::rate_limit_percent) | 150 % |
+/// | `FailIfThrottled` | [`fail_if_throttled`](Self::fail_if_throttled) | off |
+/// | `MaxConnections` | [`max_concurrent_requests`](Self::max_concurrent_requests) | 24 (adaptive below it) |
+/// | `RequestTimeout` | [`request_timeout`](Self::request_timeout) | 6 s (plus time for the call's size) |
+/// | `MinConnections`, `ConnectTimeout`, `VerifyCertificate`, `Region`, `KinesisEndpoint`, `KinesisPort`, credentials | the SDK config ([`sdk_config`](Self::sdk_config) / [`client`](Self::client)) | the SDK's |
+/// | `MetricsLevel`, `MetricsGranularity`, `MetricsNamespace`, `MetricsUploadDelay`, `CloudwatchEndpoint` | the `metrics` facade recorder the application installs | |
+/// | `LogLevel` | the `tracing` subscriber | |
+/// | `ThreadingModel`, `ThreadPoolSize`, `NativeExecutable`, `TempDirectory`, `EnableCoreDumps` | none: in-process, on the caller's tokio runtime | |
+/// | `getOutstandingRecordsCount()` polling and sleeping | [`max_outstanding_records`](Self::max_outstanding_records), [`max_outstanding_bytes`](Self::max_outstanding_bytes): `send` waits | 100,000 records, 64 MiB |
+/// | (none; records of a key may be reordered) | [`ordered`](Self::ordered), [`ordering_lanes`](Self::ordering_lanes) | in order, 8 lanes per shard |
+/// | (none) | [`adaptive_concurrency`](Self::adaptive_concurrency), [`min_backoff`](Self::min_backoff), [`max_backoff`](Self::max_backoff), [`shard_map_refresh_interval`](Self::shard_map_refresh_interval), [`list_shards_timeout`](Self::list_shards_timeout), [`misrouted_records`](Self::misrouted_records), [`max_record_size`](Self::max_record_size) | on, 100 ms, 5 s, 60 s, 30 s, resend all, 1 MiB |
+#[derive(Debug)]
+#[must_use]
+pub struct ProducerBuilder {
+    stream: StreamId,
+    api: Option<Arc<dyn KinesisApi>>,
+    config: ProducerConfig,
+    jitter_seed: Option<u64>,
+}
+
+macro_rules! setter {
+    ($(#[$doc:meta])* $name:ident: $ty:ty) => {
+        $(#[$doc])*
+        pub fn $name(mut self, value: $ty) -> Self {
+            self.config.$name = value;
+            self
+        }
+    };
+}
+
+impl ProducerBuilder {
+    pub(crate) fn new(stream: StreamId) -> Self {
+        Self {
+            stream,
+            api: None,
+            config: ProducerConfig::default(),
+            jitter_seed: None,
+        }
+    }
+
+    /// Builds the Kinesis client from an SDK config (region, credentials, endpoint override).
+    pub fn sdk_config(self, config: &aws_config::SdkConfig) -> Self {
+        self.client(aws_sdk_kinesis::Client::new(config))
+    }
+
+    /// Uses this Kinesis client's configuration. The producer turns off the client's own
+    /// retries: it retries itself, per record, bounded by the record TTL.
+    pub fn client(mut self, client: aws_sdk_kinesis::Client) -> Self {
+        self.api = Some(Arc::new(SdkKinesis::new(&client)));
+        self
+    }
+
+    /// Talks to Kinesis through `api` instead of the AWS SDK: a test fake such as
+    /// [`FakeKinesis`](crate::testing::FakeKinesis) (feature `test-util`), or a proxy.
+    pub fn kinesis_api(mut self, api: impl KinesisApi) -> Self {
+        self.api = Some(Arc::new(api));
+        self
+    }
+
+    setter!(
+        /// Aggregate user records into KPL-format records (default on).
+        aggregation: bool);
+    setter!(
+        /// Largest aggregate, in bytes of data plus partition key (default 51,200, the KPL's
+        /// AggregationMaxSize).
+        max_aggregate_size: usize);
+    setter!(
+        /// Most user records per aggregate (default unlimited).
+        max_aggregate_count: usize);
+    setter!(
+        /// Most Kinesis records per PutRecords call (default and maximum 500).
+        max_batch_records: usize);
+    setter!(
+        /// Most bytes per PutRecords call (default and maximum 5 MiB). A record larger than
+        /// this (on a stream whose MaxRecordSize was raised) goes in a call of its own, which
+        /// Kinesis accepts up to 10 MiB.
+        max_batch_bytes: usize);
+    setter!(
+        /// How long a record may wait for others to share its aggregate and call (default
+        /// 100 ms, the KPL's RecordMaxBufferedTime; `Duration::MAX`: only full aggregates,
+        /// flushes and a pressed budget send). Not waited out while over three quarters of
+        /// the outstanding budget is taken: then no more records can come to fill the batch,
+        /// so what is ready goes at once.
+        linger: Duration);
+    setter!(
+        /// How long a record may take to be stored, counted from when the pipeline takes it
+        /// (normally microseconds after `send`), before it fails with `Expired` (default 30 s;
+        /// `Duration::MAX`: never). Applies wherever the record waits: for its aggregate, its
+        /// shard's rate limit, a retry, a shard-map refresh; a record in a call in flight waits
+        /// for the call's answer (bounded by its timeout) and is failed after it if it expired.
+        record_ttl: Duration);
+    setter!(
+        /// Per-shard send rate as a percentage of the shard limits (default 150).
+        rate_limit_percent: u32);
+    setter!(
+        /// Most records accepted and not yet resolved; `send` waits beyond it (default 100,000).
+        max_outstanding_records: usize);
+    setter!(
+        /// Memory budget for records accepted and not yet resolved; `send` waits beyond it
+        /// (default 64 MiB). Each record counts [`record_charge`](crate::record_charge)`(size)`:
+        /// twice its data plus partition key, plus 512 bytes of bookkeeping. Measured peak RSS
+        /// of a producing process stays within twice this plus 32 MiB (BENCHMARKS.md).
+        max_outstanding_bytes: usize);
+    setter!(
+        /// Largest user record accepted, data plus partition key (default 1 MiB; up to 10 MiB
+        /// for streams whose MaxRecordSize was raised). Records over 5 MiB go in a PutRecords
+        /// call of their own; [`max_outstanding_bytes`](Self::max_outstanding_bytes) must hold
+        /// [`record_charge`](crate::record_charge) of it.
+        max_record_size: usize);
+    setter!(
+        /// Most PutRecords calls in flight (default 24, the KPL's MaxConnections). With
+        /// [`adaptive_concurrency`](Self::adaptive_concurrency) the producer starts at one and
+        /// climbs to it while calls answer in the time their size should take.
+        max_concurrent_requests: usize);
+    setter!(
+        /// Adapt the calls in flight and each call's timeout to the endpoint (default on):
+        /// the number of calls grows while calls answer in time and halves when one times out
+        /// or suddenly takes over twice what its size should; a call's timeout is
+        /// `request_timeout` plus three times what its size takes at the throughput observed.
+        /// Off: always `max_concurrent_requests` calls and `request_timeout`, which on a slow
+        /// link times calls out while they are being stored and sends their records again.
+        adaptive_concurrency: bool);
+    setter!(
+        /// Keep the records of each partition key (each hash key) in the order they were sent
+        /// (default on): at most one Kinesis record per ordering lane of a shard is in flight,
+        /// a retry goes before anything later of its lane, and after a reshard nothing is sent
+        /// until the calls made under the old shard map have settled. Off: more records in
+        /// flight per shard, and a key's records may be stored out of order under retries or
+        /// several calls in flight.
+        ordered: bool);
+    setter!(
+        /// Independent ordering lanes per shard when [`ordered`](Self::ordered) (default 8,
+        /// 1..=64): each hash key belongs to one lane, lanes are in flight side by side. More
+        /// lanes: more throughput per shard on a slow or far endpoint; fewer: fuller
+        /// aggregates at low rates (each lane lingers on its own). One lane keeps the whole
+        /// shard in order.
+        ordering_lanes: usize);
+    setter!(
+        /// Fail a throttled record at once with `Throttled` instead of retrying (default off).
+        fail_if_throttled: bool);
+    setter!(
+        /// Smallest retry backoff envelope (default 100 ms, at least 1 ms).
+        min_backoff: Duration);
+    setter!(
+        /// Largest retry backoff envelope (default 5 s, at most one hour).
+        max_backoff: Duration);
+    setter!(
+        /// How often the shard map is refreshed without a reason (default 60 s, at least
+        /// 100 ms; `Duration::MAX`: only when a put shows it is stale).
+        shard_map_refresh_interval: Duration);
+    setter!(
+        /// The base timeout of one PutRecords call (default 6 s, the KPL's RequestTimeout;
+        /// 1 ms..=10 min). See [`adaptive_concurrency`](Self::adaptive_concurrency).
+        request_timeout: Duration);
+    setter!(
+        /// Timeout of a shard-map listing, all pages (default 30 s; 1 ms..=10 min), `build`'s
+        /// included.
+        list_shards_timeout: Duration);
+    setter!(
+        /// What to do with the records of an aggregate stored whole on a shard other than the
+        /// one it was built for, after a reshard (default: send every one again, as the C++
+        /// KPL does).
+        misrouted_records: MisroutedRecords);
+
+    /// Seeds the retry backoff's jitter, so a test run can be repeated exactly (default: a
+    /// random seed).
+    pub fn jitter_seed(mut self, seed: u64) -> Self {
+        self.jitter_seed = Some(seed);
+        self
+    }
+
+    /// Checks the settings, lists the stream's shards (bounded by
+    /// [`list_shards_timeout`](Self::list_shards_timeout)), and starts the pipeline task.
+    ///
+    /// # Errors
+    /// [`BuildError::Config`] for unusable settings, a missing client or no runtime;
+    /// [`BuildError::ListShards`] when the stream's shards cannot be listed (its
+    /// [`KinesisError`] tells not found from access denied).
+    pub async fn build(self) -> Result<Producer, BuildError> {
+        let config = self.config;
+        config.validate()?;
+        let api = self.api.ok_or(ConfigError::MissingClient)?;
+        tokio::runtime::Handle::try_current().map_err(|_| ConfigError::NoRuntime)?;
+        let limit = config.list_shards_timeout;
+        let listing = match tokio::time::timeout(limit, api.list_shards(&self.stream)).await {
+            Ok(listing) => listing,
+            Err(_) => Err(KinesisError::timeout("ListShards", limit)),
+        };
+        let map = listing
+            .map(|shards| ShardMap::from_listing(&shards))
+            .map_err(|source| BuildError::ListShards {
+                stream: self.stream.to_string(),
+                source,
+            })?;
+        if map.shards.is_empty() {
+            return Err(BuildError::NoOpenShards {
+                stream: self.stream.to_string(),
+            });
+        }
+        let registry = Arc::new(StreamRegistry::default());
+        let index = registry.index_of(&self.stream);
+        let metrics = Arc::new(Metrics::default());
+        let health = Arc::new(Health::default());
+        let (sender, receiver) = inbox(INBOX_RECORDS);
+        let budget = Arc::new(Budget::new(
+            config.max_outstanding_records,
+            config.max_outstanding_bytes,
+        ));
+        let shared = Arc::new(Shared {
+            inbox: sender,
+            budget: budget.clone(),
+            closed: AtomicBool::new(false),
+            metrics: metrics.clone(),
+            max_record_size: config.max_record_size,
+            health: health.clone(),
+            registry: registry.clone(),
+        });
+        let span = tracing::info_span!("kpl_pipeline", stream = %self.stream);
+        let pipeline = Pipeline::new(Parts {
+            config,
+            api,
+            inbox: receiver,
+            budget,
+            metrics,
+            health,
+            registry,
+            jitter_seed: self.jitter_seed,
+        })
+        .with_map(index, map);
+        tokio::spawn(pipeline.run().instrument(span));
+        Ok(Producer::from_shared(shared, index))
+    }
+}
+
+/// Why [`ProducerBuilder::build`] failed.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum BuildError {
+    /// A setting cannot work, or no client or runtime.
+    #[error(transparent)]
+    Config(#[from] ConfigError),
+    /// The stream's shards could not be listed: check the stream name, region, endpoint and
+    /// credentials ([`KinesisError::class`] tells not found from access denied).
+    #[error("cannot list the shards of stream {stream}")]
+    ListShards {
+        /// The stream.
+        stream: String,
+        /// The classified Kinesis error (the SDK error is its source).
+        #[source]
+        source: KinesisError,
+    },
+    /// The stream has no open shard (it is being deleted).
+    #[error("stream {stream} has no open shard")]
+    NoOpenShards {
+        /// The stream.
+        stream: String,
+    },
+}
+
+impl BuildError {
+    /// The Kinesis error, when listing the shards failed.
+    pub fn kinesis_error(&self) -> Option<&KinesisError> {
+        match self {
+            Self::ListShards { source, .. } => Some(source),
+            Self::Config(_) | Self::NoOpenShards { .. } => None,
+        }
+    }
+}

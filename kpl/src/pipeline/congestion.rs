@@ -1,0 +1,247 @@
+//! How many PutRecords calls may be in flight, and how long each may take: additive increase,
+//! multiplicative decrease on calls that time out or slow down, and a timeout that follows the
+//! throughput observed for a call's size.
+//!
+//! Against a fast endpoint nothing slows down: the limit climbs (doubling, then by one per
+//! round of calls) to `max_concurrent_requests` and stays there. Against a slow one (a small
+//! instance, a remote region, kinesis-mock's 1 MB/s) each call added only stretches every call
+//! in flight: calls slow down past twice what their size should take, the limit halves, and
+//! calls are no longer timed out while they are being stored and sent again (which stores their
+//! records twice).
+//!
+//! The timeout of a call of `b` bytes is `request_timeout + 3 b / rate`, where `rate` is the
+//! smoothed bytes/s of answered calls (1 MiB/s until one was answered), at most 10 minutes.
+
+use std::time::Duration;
+
+/// Before any call was answered, this throughput is assumed (kinesis-mock's order of magnitude,
+/// far below the service's).
+const PRIOR_RATE: f64 = 1024.0 * 1024.0;
+/// Weight of the newest call in the smoothed rate.
+const SMOOTHING: f64 = 0.2;
+/// A call is slow when it takes longer than this many times what its size should take...
+const SLOW_FACTOR: f64 = 2.0;
+/// ... and longer than this share of the request timeout (a fast endpoint's jitter is no
+/// congestion).
+const SLOW_FLOOR_SHARE: f64 = 1.0 / 6.0;
+/// The cap on any call's timeout.
+const MAX_TIMEOUT: Duration = Duration::from_secs(600);
+
+/// What a call's end says about the endpoint.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum CallEnd {
+    /// An answer came (whatever it said).
+    Answered,
+    /// No answer within the timeout.
+    TimedOut,
+    /// No usable answer (connection failure, task failure): says nothing about the load.
+    Lost,
+}
+
+/// A started call's place in the controller.
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct Ticket {
+    sequence: u64,
+    pub(crate) timeout: Duration,
+    bytes: usize,
+    /// What the call should take at the rate known when it started.
+    expected: Duration,
+}
+
+#[derive(Debug)]
+pub(crate) struct Congestion {
+    adaptive: bool,
+    max: usize,
+    limit: f64,
+    slow_start: bool,
+    rate: Option<f64>,
+    base_timeout: Duration,
+    started: u64,
+    /// Calls started before this one do not cut the limit again (one cut per round).
+    cut_before: u64,
+    cuts: u64,
+}
+
+impl Congestion {
+    pub(crate) fn new(max: usize, base_timeout: Duration, adaptive: bool) -> Self {
+        Self {
+            adaptive,
+            max,
+            limit: if adaptive { 1.0 } else { max as f64 },
+            slow_start: adaptive,
+            rate: None,
+            base_timeout,
+            started: 0,
+            cut_before: 0,
+            cuts: 0,
+        }
+    }
+
+    /// Calls allowed in flight now.
+    pub(crate) fn allowed(&self) -> usize {
+        (self.limit as usize).clamp(1, self.max)
+    }
+
+    #[cfg(test)]
+    /// Times the limit was cut.
+    pub(crate) fn cuts(&self) -> u64 {
+        self.cuts
+    }
+
+    /// The timeout a call of `bytes` gets now.
+    pub(crate) fn timeout_for(&self, bytes: usize) -> Duration {
+        if !self.adaptive {
+            return self.base_timeout;
+        }
+        let expected = self.expected(bytes);
+        (self.base_timeout + expected.mul_f64(3.0)).min(MAX_TIMEOUT.max(self.base_timeout))
+    }
+
+    fn expected(&self, bytes: usize) -> Duration {
+        let rate = self.rate.unwrap_or(PRIOR_RATE);
+        Duration::from_secs_f64((bytes as f64 / rate).min(MAX_TIMEOUT.as_secs_f64()))
+    }
+
+    /// A call of `bytes` starts.
+    pub(crate) fn start(&mut self, bytes: usize) -> Ticket {
+        self.started += 1;
+        Ticket {
+            sequence: self.started,
+            timeout: self.timeout_for(bytes),
+            bytes,
+            expected: self.expected(bytes),
+        }
+    }
+
+    /// A call ended after `duration`.
+    pub(crate) fn finish(&mut self, ticket: Ticket, duration: Duration, end: CallEnd) {
+        if !self.adaptive {
+            return;
+        }
+        match end {
+            CallEnd::TimedOut => self.cut(ticket, 0.5),
+            CallEnd::Lost => {}
+            CallEnd::Answered => {
+                let seconds = duration.as_secs_f64().max(1e-6);
+                if ticket.bytes > 0 {
+                    let observed = ticket.bytes as f64 / seconds;
+                    self.rate = Some(match self.rate {
+                        Some(rate) => rate + SMOOTHING * (observed - rate),
+                        None => observed,
+                    });
+                }
+                let floor = self.base_timeout.mul_f64(SLOW_FLOOR_SHARE);
+                let known = self.rate.is_some() && ticket.sequence > 1;
+                if known && duration > ticket.expected.mul_f64(SLOW_FACTOR) && duration > floor {
+                    self.cut(ticket, 0.5);
+                } else if self.slow_start {
+                    self.limit = (self.limit + 1.0).min(self.max as f64);
+                } else {
+                    self.limit = (self.limit + 1.0 / self.limit).min(self.max as f64);
+                }
+            }
+        }
+    }
+
+    fn cut(&mut self, ticket: Ticket, factor: f64) {
+        self.slow_start = false;
+        if ticket.sequence <= self.cut_before {
+            return;
+        }
+        self.limit = (self.limit * factor).max(1.0);
+        self.cut_before = self.started;
+        self.cuts += 1;
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const MIB: usize = 1024 * 1024;
+
+    #[test]
+    fn a_fast_endpoint_climbs_to_the_maximum() {
+        let mut congestion = Congestion::new(24, Duration::from_secs(6), true);
+        assert_eq!(congestion.allowed(), 1);
+        for _ in 0..200 {
+            let ticket = congestion.start(100_000);
+            congestion.finish(ticket, Duration::from_millis(10), CallEnd::Answered);
+        }
+        assert_eq!(congestion.allowed(), 24);
+        assert_eq!(congestion.cuts(), 0);
+        // 10 MB/s observed: 5 MiB should take about half a second.
+        assert!(congestion.timeout_for(5 * MIB) < Duration::from_secs(8));
+    }
+
+    #[test]
+    fn timeouts_halve_the_limit_once_per_round() {
+        let mut congestion = Congestion::new(24, Duration::from_secs(6), true);
+        for _ in 0..100 {
+            let ticket = congestion.start(1_000);
+            congestion.finish(ticket, Duration::from_millis(10), CallEnd::Answered);
+        }
+        assert_eq!(congestion.allowed(), 24);
+        let round: Vec<Ticket> = (0..24).map(|_| congestion.start(1_000)).collect();
+        for ticket in round {
+            congestion.finish(ticket, Duration::from_secs(6), CallEnd::TimedOut);
+        }
+        assert_eq!(congestion.allowed(), 12, "one cut for the whole round");
+        let ticket = congestion.start(1_000);
+        congestion.finish(ticket, Duration::from_secs(6), CallEnd::TimedOut);
+        assert_eq!(congestion.allowed(), 6);
+    }
+
+    /// One link shared by every call in flight: each call takes its share of the link.
+    fn run_link(congestion: &mut Congestion, link: f64, rounds: usize) -> (usize, usize) {
+        let mut timed_out = 0;
+        let mut peak = 0;
+        for _ in 0..rounds {
+            let in_flight = congestion.allowed();
+            peak = peak.max(in_flight);
+            let tickets: Vec<Ticket> = (0..in_flight).map(|_| congestion.start(5 * MIB)).collect();
+            let takes = Duration::from_secs_f64((5 * MIB * in_flight) as f64 / link);
+            for ticket in tickets {
+                if takes > ticket.timeout {
+                    timed_out += 1;
+                    congestion.finish(ticket, ticket.timeout, CallEnd::TimedOut);
+                } else {
+                    congestion.finish(ticket, takes, CallEnd::Answered);
+                }
+            }
+        }
+        (timed_out, peak)
+    }
+
+    #[test]
+    fn on_a_slow_link_timeouts_follow_the_rate_and_nothing_times_out() {
+        let mut congestion = Congestion::new(24, Duration::from_secs(6), true);
+        let (timed_out, _) = run_link(&mut congestion, 1_000_000.0, 200);
+        assert_eq!(timed_out, 0, "no call timed out while being stored");
+        // Each call shares the link with the others: its timeout grew with them.
+        let in_flight = congestion.allowed() as f64;
+        let takes = Duration::from_secs_f64(5.0 * MIB as f64 * in_flight / 1_000_000.0);
+        assert!(congestion.timeout_for(5 * MIB) > takes, "{in_flight} calls in flight");
+    }
+
+    #[test]
+    fn a_link_that_suddenly_slows_down_cuts_the_limit() {
+        let mut congestion = Congestion::new(24, Duration::from_secs(6), true);
+        run_link(&mut congestion, 100_000_000.0, 50);
+        assert_eq!(congestion.allowed(), 24);
+        let (timed_out, _) = run_link(&mut congestion, 2_000_000.0, 5);
+        assert!(congestion.cuts() >= 1);
+        assert!(congestion.allowed() < 24, "{}", congestion.allowed());
+        let _ = timed_out;
+    }
+
+    #[test]
+    fn without_adaptation_the_limit_and_timeout_are_fixed() {
+        let mut congestion = Congestion::new(24, Duration::from_secs(6), false);
+        assert_eq!(congestion.allowed(), 24);
+        let ticket = congestion.start(5 * MIB);
+        assert_eq!(ticket.timeout, Duration::from_secs(6));
+        congestion.finish(ticket, Duration::from_secs(6), CallEnd::TimedOut);
+        assert_eq!(congestion.allowed(), 24);
+    }
+}

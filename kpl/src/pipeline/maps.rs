@@ -1,0 +1,214 @@
+//! Shard maps: starting refreshes, taking their answers, installing a new map (everything held
+//! is routed again, in arrival order), and settling aggregates that landed on another shard
+//! than predicted (by default every record of such an aggregate is sent again to the shard that
+//! owns it; see [`MisroutedRecords`]).
+
+use std::sync::Arc;
+
+use tokio::time::Instant;
+use tracing::{Instrument, debug, warn};
+
+use super::Pipeline;
+use super::ledger::Resolution;
+use super::record::{AttemptError, Outgoing, PendingRecord};
+use super::refresh::Finished;
+use super::shard_map::ShardMap;
+use super::RefreshDone;
+use crate::client::{ErrorClass, KinesisError};
+use crate::config::MisroutedRecords;
+use crate::error::FailureReason;
+
+impl Pipeline {
+    pub(super) fn start_due_refreshes(&mut self, now: Instant) {
+        for (index, stream) in self.streams.iter_mut().enumerate() {
+            if !stream.refresh.due(now) {
+                continue;
+            }
+            let level = stream.refresh.start();
+            let api = self.api.clone();
+            let id = stream.id.clone();
+            let limit = self.config.list_shards_timeout;
+            let span = tracing::debug_span!("list_shards", stream = %id);
+            self.refreshes.spawn(
+                async move {
+                    let result = match tokio::time::timeout(limit, api.list_shards(&id)).await {
+                        Err(_) => Err(KinesisError::timeout("ListShards", limit)),
+                        Ok(listing) => listing.and_then(|shards| {
+                            let map = ShardMap::from_listing(&shards);
+                            if map.shards.is_empty() {
+                                Err(KinesisError::new(
+                                    "ListShards",
+                                    ErrorClass::Transient,
+                                    "NoOpenShards",
+                                    format!("stream {id} has no open shard"),
+                                ))
+                            } else {
+                                Ok(map)
+                            }
+                        }),
+                    };
+                    (index, level, result)
+                }
+                .instrument(span),
+            );
+        }
+    }
+
+    pub(super) fn on_refresh(&mut self, (index, level, result): RefreshDone) {
+        let now = Instant::now();
+        if index == usize::MAX {
+            // A refresh task panicked: which one is unknown, so every running one counts as
+            // failed and is tried again after its backoff.
+            for stream in &mut self.streams {
+                if stream.refresh.is_running() {
+                    let running = stream.refresh.start();
+                    stream.refresh.finish(running, false, now);
+                }
+            }
+            return;
+        }
+        let Some(stream) = self.streams.get_mut(index) else {
+            return;
+        };
+        match result {
+            Ok(map) => {
+                let finished = stream.refresh.finish(level, true, now);
+                if !stream.router.has_map() || !map.same_shards(&stream.router.map) {
+                    debug!(stream = %stream.id, shards = map.shards.len(), "shard map changed");
+                    self.install(index, map, now);
+                } else if !self.streams[index].waiting_for_map.is_empty() {
+                    let waiting = std::mem::take(&mut self.streams[index].waiting_for_map);
+                    for member in waiting {
+                        self.route(index, member, now);
+                    }
+                }
+                self.settle_unsettled(index, finished == Finished::Current, now);
+                let stream = &mut self.streams[index];
+                if stream.hold.is_some_and(|held| stream.refresh.satisfies(held)) {
+                    stream.hold = None;
+                }
+            }
+            Err(error) => {
+                stream.refresh.finish(level, false, now);
+                warn!(
+                    stream = %stream.id,
+                    %error,
+                    failures = stream.refresh.failures(),
+                    "shard map refresh failed; retrying with backoff"
+                );
+                // Sending with a stale map beats stalling until every record expires.
+                stream.hold = None;
+                if !error.is_retryable() {
+                    // No map will come for these (no such stream, access denied): say so now.
+                    let waiting = std::mem::take(&mut stream.waiting_for_map);
+                    let reason = FailureReason::Rejected {
+                        code: error.code().into(),
+                        message: error.message().into(),
+                    };
+                    for member in waiting {
+                        self.resolve(Some(index), member, Resolution::Failed(reason.clone()));
+                    }
+                }
+            }
+        }
+    }
+
+    /// Replaces stream `index`'s map: everything not in flight is routed again against it, in
+    /// arrival order. With order kept, nothing is sent until the calls made under the old map
+    /// have settled.
+    pub(super) fn install(&mut self, index: usize, map: ShardMap, now: Instant) {
+        let ordered = self.config.ordered;
+        let stream = &mut self.streams[index];
+        let mut displaced = stream.router.install(map, now);
+        stream.ready.drain_members(&mut displaced);
+        displaced.append(&mut stream.waiting_for_map);
+        if ordered {
+            stream.barrier = stream.calls_in_flight;
+        }
+        displaced.sort_by_key(|m| m.sequence);
+        for member in displaced {
+            self.route(index, member, now);
+        }
+    }
+
+    /// Settles the aggregates waiting for a map that knows where they landed. With a current
+    /// map that still does not know the shard (it closed meanwhile), every record goes again.
+    fn settle_unsettled(&mut self, index: usize, current: bool, now: Instant) {
+        let unsettled = std::mem::take(&mut self.streams[index].unsettled);
+        for entry in unsettled {
+            let known = self.streams[index]
+                .router
+                .map
+                .position(&entry.shard_id)
+                .is_some();
+            if known || current {
+                self.settle_landed(index, entry.outgoing, &entry.shard_id, &entry.sequence_number, now);
+            } else {
+                self.streams[index].unsettled.push(entry);
+            }
+        }
+    }
+
+    /// Settles an aggregate stored whole on `shard_id`: a record that shard owns counts as
+    /// stored there under [`MisroutedRecords::ResendOutOfRange`]; every other record (every
+    /// record, by default) is sent again to the shard that owns it.
+    pub(super) fn settle_landed(
+        &mut self,
+        index: usize,
+        outgoing: Outgoing,
+        shard_id: &Arc<str>,
+        sequence_number: &Arc<str>,
+        now: Instant,
+    ) {
+        let policy = self.config.misrouted_records;
+        let ordered = self.config.ordered;
+        let range = {
+            let router = &self.streams[index].router;
+            router.map.position(shard_id).map(|i| router.map.shards[i].range)
+        };
+        let error = AttemptError::new(
+            "Misrouted",
+            format!(
+                "stored on {shard_id} after a reshard, outside the hash range of some of its records; sent again to the shards that own them"
+            ),
+        );
+        let mut resend: Vec<PendingRecord> = Vec::new();
+        for (position, mut member) in outgoing.members.into_iter().enumerate() {
+            let owned = range.is_some_and(|r| r.contains(member.hash_key));
+            if owned && policy == MisroutedRecords::ResendOutOfRange {
+                self.resolve(
+                    Some(index),
+                    member,
+                    Resolution::Stored {
+                        shard_id: shard_id.clone(),
+                        sequence_number: sequence_number.clone(),
+                        sub_sequence_number: Some(position as u64),
+                    },
+                );
+                continue;
+            }
+            if let Some(last) = member.attempts.last_mut() {
+                last.error_code = Some(error.code.clone());
+                last.error_message = Some(error.message.clone());
+            }
+            member.possibly_duplicated = true;
+            member.ready_since = now;
+            resend.push(member);
+        }
+        if resend.is_empty() {
+            return;
+        }
+        let stream = &mut self.streams[index];
+        self.metrics.error(&stream.metrics, "Misrouted", resend.len());
+        self.metrics.possibly_duplicated(&stream.metrics, resend.len());
+        if ordered {
+            // Older than anything their lanes hold now.
+            let unowned = stream.router.route_first(resend, None, now);
+            stream.waiting_for_map.extend(unowned);
+        } else {
+            for member in resend {
+                self.route(index, member, now);
+            }
+        }
+    }
+}

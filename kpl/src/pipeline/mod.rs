@@ -1,0 +1,589 @@
+//! The pipeline task: the one owner of every buffered record.
+//!
+//! ```text
+//! inbox -> Ledger::admit -> StreamState (one per stream)
+//!   Router: shard map -> shard -> lane -> open aggregate -> lane queue
+//!     -> rate limiter (and, with order kept, one Kinesis record in flight per lane)
+//!   -> ReadyQueue -> PutRecords batch (500 records / 5 MiB, linger; Congestion bounds the
+//!      calls in flight and sets each call's timeout) -> Calls (a task per call)
+//!   -> settle (pure): stored | landed elsewhere | retry after backoff | failed
+//!   -> Ledger::resolve: the receipt, the flush generation, the budget charge
+//! ```
+//!
+//! Parts, one job each: [`ledger`] (exactly one answer per record, flushes, charges),
+//! [`lanes`] (routing and aggregation per shard and lane), [`ready`] (batches), [`calls`] (tasks
+//! in flight), [`settle`] (what an outcome means), [`refresh`] (the shard-map refresh with
+//! demand levels), [`congestion`] (calls in flight and their timeouts), [`expiry`] (the TTL
+//! wherever a record waits), [`apply`] (carrying out a settlement), [`maps`] (installing a new
+//! map and settling misrouted aggregates). The handles talk to it through a short
+//! [`inbox`](crate::inbox); backpressure is the [`Budget`] they charge before queueing.
+//!
+//! Every step runs under `catch_unwind`: should one ever panic, the pipeline answers every
+//! record it holds with the cause, and `send`, `flush` and receipts report it.
+
+mod apply;
+mod calls;
+mod congestion;
+mod expiry;
+mod lanes;
+mod ledger;
+mod maps;
+mod pack;
+mod ready;
+mod record;
+mod refresh;
+mod settle;
+mod shard_map;
+mod stream;
+#[cfg(test)]
+mod tests;
+
+use std::panic::{AssertUnwindSafe, catch_unwind};
+use std::sync::Arc;
+use std::time::Duration;
+
+use aggregation_proto::AggregatorConfig;
+use backon::{BackoffBuilder, ExponentialBuilder};
+use rand::rngs::StdRng;
+use rand::{Rng, SeedableRng};
+use tokio::sync::oneshot;
+use tokio::task::JoinSet;
+use tokio::time::Instant;
+use tracing::{debug, warn};
+
+use self::calls::Calls;
+use self::congestion::Congestion;
+use self::lanes::RouterConfig;
+use self::ledger::{Ledger, Resolution};
+pub(crate) use self::record::Incoming;
+use self::record::PendingRecord;
+pub(crate) use self::shard_map::ShardMap;
+use self::stream::StreamState;
+use crate::budget::Budget;
+use crate::client::{KinesisApi, KinesisError};
+use crate::config::ProducerConfig;
+use crate::error::{FailureReason, FlushReport};
+use crate::health::{Health, panic_text};
+use crate::inbox::{InboxReceiver, Taken};
+use crate::metrics::Metrics;
+use crate::streams::StreamRegistry;
+
+/// Calls kept going while the budget is pressed, batches full or not.
+const PRESSED_CALLS: usize = 2;
+
+/// Commands from the handles.
+// Records are nearly every command: boxing them would cost an allocation per record.
+#[allow(clippy::large_enum_variant)]
+pub(crate) enum Command {
+    Record(Incoming),
+    Flush(oneshot::Sender<FlushReport>),
+    Shutdown(oneshot::Sender<()>),
+    /// Makes the pipeline panic, for the tests of its failure path.
+    #[cfg(test)]
+    Crash,
+}
+
+type RefreshDone = (usize, u64, Result<ShardMap, KinesisError>);
+
+/// What the pipeline is built from.
+pub(crate) struct Parts {
+    pub(crate) config: ProducerConfig,
+    pub(crate) api: Arc<dyn KinesisApi>,
+    pub(crate) inbox: InboxReceiver,
+    pub(crate) budget: Arc<Budget>,
+    pub(crate) metrics: Arc<Metrics>,
+    pub(crate) health: Arc<Health>,
+    pub(crate) registry: Arc<StreamRegistry>,
+    pub(crate) jitter_seed: Option<u64>,
+}
+
+pub(crate) struct Pipeline {
+    config: ProducerConfig,
+    router_config: RouterConfig,
+    api: Arc<dyn KinesisApi>,
+    inbox: InboxReceiver,
+    /// The last batch taken from the inbox (its buffer goes back to the senders).
+    incoming: Vec<Command>,
+    budget: Arc<Budget>,
+    ledger: Ledger,
+    streams: Vec<StreamState>,
+    registry: Arc<StreamRegistry>,
+    calls: Calls,
+    congestion: Congestion,
+    refreshes: JoinSet<RefreshDone>,
+    metrics: Arc<Metrics>,
+    health: Arc<Health>,
+    shutdown_waiters: Vec<oneshot::Sender<()>>,
+    input_closed: bool,
+    /// When the expiry sweep runs next.
+    next_sweep: Option<Instant>,
+    /// Dispatch starts from a different stream each pass (fairness).
+    next_stream: usize,
+    backoff: ExponentialBuilder,
+    rng: StdRng,
+}
+
+impl Pipeline {
+    pub(crate) fn new(parts: Parts) -> Self {
+        let Parts {
+            config,
+            api,
+            inbox,
+            budget,
+            metrics,
+            health,
+            registry,
+            jitter_seed,
+        } = parts;
+        let router_config = RouterConfig {
+            aggregation: config.aggregation.then(|| {
+                AggregatorConfig::default()
+                    .max_size(config.max_aggregate_size)
+                    .max_count(config.max_aggregate_count)
+            }),
+            lanes: config.lanes(),
+            ordered: config.ordered,
+            linger: config.linger,
+            rate_limit_percent: config.rate_limit_percent,
+        };
+        let backoff = ExponentialBuilder::default()
+            .with_min_delay(config.min_backoff)
+            .with_max_delay(config.max_backoff)
+            .with_factor(2.0)
+            .without_max_times();
+        let congestion = Congestion::new(
+            config.max_concurrent_requests,
+            config.request_timeout,
+            config.adaptive_concurrency,
+        );
+        let rng = match jitter_seed {
+            Some(seed) => StdRng::seed_from_u64(seed),
+            None => StdRng::from_rng(&mut rand::rng()),
+        };
+        Self {
+            config,
+            router_config,
+            api,
+            inbox,
+            incoming: Vec::new(),
+            budget,
+            ledger: Ledger::new(),
+            streams: Vec::new(),
+            registry,
+            calls: Calls::default(),
+            congestion,
+            refreshes: JoinSet::new(),
+            metrics,
+            health,
+            shutdown_waiters: Vec::new(),
+            input_closed: false,
+            next_sweep: None,
+            next_stream: 0,
+            backoff,
+            rng,
+        }
+    }
+
+    /// Installs the first map of stream `index`, fetched before the producer is handed out.
+    pub(crate) fn with_map(mut self, index: usize, map: ShardMap) -> Self {
+        let now = Instant::now();
+        self.ensure_stream(index, now);
+        if let Some(stream) = self.streams.get_mut(index) {
+            let level = stream.refresh.start();
+            stream.refresh.finish(level, true, now);
+            stream.router.install(map, now);
+        }
+        self
+    }
+
+    pub(crate) async fn run(mut self) {
+        loop {
+            let wake = self.next_wake();
+            tokio::select! {
+                biased;
+                (call, outcome) = self.calls.next(), if !self.calls.is_empty() => {
+                    if !self.guarded(|p| p.on_call(call, outcome)) { break; }
+                },
+                Some(done) = self.refreshes.join_next(), if !self.refreshes.is_empty() => {
+                    let done = done.unwrap_or_else(|error| {
+                        // The task is gone with its stream index: refresh every stream again.
+                        (usize::MAX, 0, Err(KinesisError::new(
+                            "ListShards",
+                            crate::client::ErrorClass::Transient,
+                            "TaskFailed",
+                            format!("the refresh task failed: {error}"),
+                        )))
+                    });
+                    if !self.guarded(|p| p.on_refresh(done)) { break; }
+                },
+                more = self.inbox.recv_batch(&mut self.incoming), if !self.input_closed => {
+                    if !more {
+                        self.input_closed = true;
+                    } else {
+                        if !self.guarded(|p| p.take_incoming()) { break; }
+                        // Take what else arrives in one go: fewer wake-ups under load. A busy
+                        // sender gets one scheduler turn to queue more before this task parks
+                        // (waking a parked task costs more than a turn).
+                        tokio::task::yield_now().await;
+                        match self.inbox.try_recv_batch(&mut self.incoming) {
+                            Taken::Some => if !self.guarded(|p| p.take_incoming()) { break; },
+                            Taken::Nothing => {}
+                            Taken::Finished => self.input_closed = true,
+                        }
+                    }
+                },
+                () = sleep_until(wake) => {},
+            }
+            if !self.guarded(|p| p.tick(Instant::now())) {
+                break;
+            }
+            if self.input_closed && self.ledger.outstanding() == 0 && self.health.failure().is_none()
+            {
+                break;
+            }
+        }
+        self.close();
+        debug!("producer pipeline stopped");
+    }
+
+    /// Runs one step; after a panic, fails everything held with the cause and returns false.
+    fn guarded(&mut self, step: impl FnOnce(&mut Self)) -> bool {
+        match catch_unwind(AssertUnwindSafe(|| step(self))) {
+            Ok(()) => self.health.failure().is_none(),
+            Err(payload) => {
+                let cause = format!("the pipeline panicked: {}", panic_text(&*payload));
+                tracing::error!(%cause, "producer pipeline failed; every record it held fails");
+                self.health.fail(cause.as_str());
+                // Best effort: the state may be half-changed, but answering what can be
+                // found beats dropping it.
+                let _ = catch_unwind(AssertUnwindSafe(|| self.abandon_all()));
+                false
+            }
+        }
+    }
+
+    /// Answers every record held with the failure cause.
+    fn abandon_all(&mut self) {
+        let cause = self.health.failure().unwrap_or_else(|| "stopped".into());
+        let mut held: Vec<(usize, PendingRecord)> = Vec::new();
+        for call in self.calls.abandon() {
+            for outgoing in call.batch {
+                held.extend(outgoing.members.into_iter().map(|m| (call.stream, m)));
+            }
+        }
+        for (index, stream) in self.streams.iter_mut().enumerate() {
+            held.extend(stream.drain_all().into_iter().map(|m| (index, m)));
+        }
+        for (index, member) in held {
+            let reason = FailureReason::Stopped {
+                cause: cause.clone(),
+            };
+            self.resolve(Some(index), member, Resolution::Failed(reason));
+        }
+        self.end_pass();
+    }
+
+    /// Closes the inbox and answers what reached it after the shutdown began (a `send` racing
+    /// `shutdown`), rather than dropping it unanswered; later sends are refused by the closed
+    /// inbox. Then the shutdown waiters.
+    fn close(&mut self) {
+        let mut late = std::mem::take(&mut self.incoming);
+        self.inbox.close(&mut late);
+        let now = Instant::now();
+        let reason = match self.health.failure() {
+            Some(cause) => FailureReason::Stopped { cause },
+            None => FailureReason::ShuttingDown,
+        };
+        for command in late {
+            match command {
+                Command::Record(incoming) => {
+                    let index = Some(incoming.stream);
+                    let member = self.admit(index, incoming, now);
+                    self.resolve(index, member, Resolution::Failed(reason.clone()));
+                }
+                // Dropped: the flush sees the pipeline gone (and the failure, if any).
+                Command::Flush(_) => {}
+                Command::Shutdown(waiter) => self.shutdown_waiters.push(waiter),
+                #[cfg(test)]
+                Command::Crash => {}
+            }
+        }
+        self.end_pass();
+        self.ledger.notify_flushes();
+        for waiter in self.shutdown_waiters.drain(..) {
+            let _ = waiter.send(());
+        }
+    }
+
+    fn take_incoming(&mut self) {
+        let now = Instant::now();
+        let mut batch = std::mem::take(&mut self.incoming);
+        for command in batch.drain(..) {
+            self.on_command(command, now);
+        }
+        self.incoming = batch;
+    }
+
+    fn on_command(&mut self, command: Command, now: Instant) {
+        match command {
+            Command::Record(incoming) => {
+                let index = incoming.stream;
+                if !self.ensure_stream(index, now) {
+                    // A handle cannot name a stream the registry does not have; answer anyway.
+                    let member = self.admit(None, incoming, now);
+                    let reason = FailureReason::Stopped {
+                        cause: "a record named an unknown stream".into(),
+                    };
+                    self.resolve(None, member, Resolution::Failed(reason));
+                    return;
+                }
+                let member = self.admit(Some(index), incoming, now);
+                self.route(index, member, now);
+            }
+            Command::Flush(reply) => self.ledger.flush(reply),
+            Command::Shutdown(waiter) => {
+                self.shutdown_waiters.push(waiter);
+                self.input_closed = true;
+            }
+            #[cfg(test)]
+            Command::Crash => panic!("injected crash"),
+        }
+    }
+
+    /// Makes sure stream `index` has a state; false if the registry does not know it.
+    fn ensure_stream(&mut self, index: usize, now: Instant) -> bool {
+        while self.streams.len() <= index {
+            let Some(id) = self.registry.get(self.streams.len()) else {
+                return false;
+            };
+            self.streams.push(StreamState::new(
+                id,
+                self.router_config,
+                self.config.shard_map_refresh_interval,
+                now,
+            ));
+        }
+        true
+    }
+
+    /// Makes sure the expiry sweep runs by the time a record that arrived at `arrived` expires.
+    fn arm_sweep(&mut self, arrived: Instant) {
+        if let Some(ttl) = self.config.ttl() {
+            let deadline = lanes::later(arrived, ttl);
+            if self.next_sweep.is_none_or(|at| deadline < at) {
+                self.next_sweep = Some(deadline);
+            }
+        }
+    }
+
+    /// Routes a record into its stream's lanes, or keeps it until a map covers it.
+    fn route(&mut self, index: usize, member: PendingRecord, now: Instant) {
+        self.arm_sweep(member.arrived);
+        let stream = &mut self.streams[index];
+        if let Err(member) = stream.router.route(member) {
+            if stream.router.has_map() {
+                // The open shards do not cover it: the map is stale (a reshard).
+                stream.refresh.demand(now, false);
+            }
+            stream.waiting_for_map.push(member);
+        }
+    }
+
+    fn draining(&self) -> bool {
+        self.input_closed || self.ledger.flushing()
+    }
+
+    fn tick(&mut self, now: Instant) {
+        self.start_due_refreshes(now);
+        let draining = self.draining();
+        for stream in &mut self.streams {
+            stream.router.seal_due(now, draining);
+        }
+        self.release_retries(now);
+        if self.next_sweep.is_some_and(|at| at <= now) {
+            self.sweep(now);
+        }
+        self.dispatch(now);
+        self.end_pass();
+        self.ledger.notify_flushes();
+    }
+
+    /// Budget, metrics and logs of everything resolved in this pass, at once.
+    fn end_pass(&mut self) {
+        self.ledger.release_to(&self.budget);
+        for stream in &mut self.streams {
+            let pass = std::mem::take(&mut stream.pass);
+            self.metrics.received(Some(&stream.metrics), pass.received);
+            self.metrics
+                .failed(Some(&stream.metrics), pass.failed, pass.expired);
+            self.metrics.pending(&stream.metrics, stream.outstanding);
+        }
+        let detached = self.ledger.take_detached_failures();
+        if detached.records > 0 {
+            warn!(
+                records = detached.records,
+                first = detached.first.as_deref().unwrap_or(""),
+                "records sent with send_detached failed; Producer::metrics counts them by error code"
+            );
+        }
+    }
+
+    /// Takes a record of stream `index` in (see [`Ledger::admit`]).
+    fn admit(&mut self, index: Option<usize>, incoming: Incoming, now: Instant) -> PendingRecord {
+        match index.and_then(|i| self.streams.get_mut(i)) {
+            Some(stream) => {
+                stream.pass.received += 1;
+                stream.outstanding += 1;
+            }
+            None => self.metrics.received(None, 1),
+        }
+        self.ledger.admit(incoming, now)
+    }
+
+    /// Answers a record of stream `index` (see [`Ledger::resolve`]).
+    fn resolve(&mut self, index: Option<usize>, member: PendingRecord, resolution: Resolution) {
+        let (failed, expired) = match &resolution {
+            Resolution::Stored { .. } => (0, 0),
+            Resolution::Failed(reason) => (1, u64::from(*reason == FailureReason::Expired)),
+        };
+        match index.and_then(|i| self.streams.get_mut(i)) {
+            Some(stream) => {
+                stream.outstanding = stream.outstanding.saturating_sub(1);
+                stream.pass.failed += failed;
+                stream.pass.expired += expired;
+            }
+            None => self.metrics.failed(None, failed, expired),
+        }
+        self.ledger.resolve(member, resolution);
+    }
+
+    /// Unordered retries whose backoff is over go back to the front of their lane (or are
+    /// routed again under a newer map).
+    fn release_retries(&mut self, now: Instant) {
+        for index in 0..self.streams.len() {
+            let due = self.streams[index].due_retries(now);
+            for mut outgoing in due {
+                for member in &mut outgoing.members {
+                    member.ready_since = now;
+                }
+                let stream = &mut self.streams[index];
+                let target = outgoing.target.clone();
+                if let Some(lane) = stream.router.lane_mut(&target) {
+                    lane.queue.push_front(outgoing);
+                    stream.router.list_target(&target);
+                } else {
+                    for member in outgoing.members {
+                        self.route(index, member, now);
+                    }
+                }
+            }
+        }
+    }
+
+    /// Moves records to the ready queues and sends batches while calls are allowed.
+    fn dispatch(&mut self, now: Instant) {
+        for stream in &mut self.streams {
+            stream.wake = None;
+            if !stream.held() {
+                stream.wake = stream.router.move_to_ready(now, &mut stream.ready);
+            }
+        }
+        // At the budget, lingering cannot bring more records (the senders wait for these to
+        // resolve): keep a call or two going with whatever is ready instead.
+        let pressed = self.budget.pressed();
+        if pressed && self.calls.is_empty() && self.streams.iter().all(|s| s.ready.is_empty()) {
+            for stream in &mut self.streams {
+                if !stream.held() {
+                    stream.router.seal_idle();
+                    stream.wake = stream.router.move_to_ready(now, &mut stream.ready);
+                }
+            }
+        }
+        let draining = self.draining();
+        let count = self.streams.len();
+        let mut idle_streams = 0;
+        while self.calls.len() < self.congestion.allowed() && count > 0 && idle_streams < count {
+            let index = self.next_stream % count;
+            self.next_stream = self.next_stream.wrapping_add(1);
+            let starved = pressed && self.calls.len() < PRESSED_CALLS;
+            let stream = &mut self.streams[index];
+            let sendable = !stream.ready.is_empty()
+                && !stream.held()
+                && (starved
+                    || draining
+                    || stream
+                        .ready
+                        .full(self.config.max_batch_records, self.config.max_batch_bytes)
+                    || stream.ready.next_due().is_some_and(|due| due <= now));
+            if !sendable {
+                idle_streams += 1;
+                continue;
+            }
+            idle_streams = 0;
+            self.send_batch(index, now);
+        }
+    }
+
+    fn send_batch(&mut self, index: usize, now: Instant) {
+        let stream = &mut self.streams[index];
+        let batch = stream
+            .ready
+            .take_batch(self.config.max_batch_records, self.config.max_batch_bytes);
+        let bytes: usize = batch.iter().map(|o| o.size()).sum();
+        for outgoing in &batch {
+            if let Some(first) = outgoing.members.first() {
+                self.metrics.buffered(
+                    &stream.metrics,
+                    now.saturating_duration_since(first.ready_since),
+                );
+            }
+        }
+        let ticket = self.congestion.start(bytes);
+        stream.calls_in_flight += 1;
+        let epoch = stream.router.epoch;
+        let id = stream.id.clone();
+        self.calls
+            .spawn(&self.api, &id, index, epoch, batch, ticket, now);
+    }
+
+    /// Full jitter over a capped exponential envelope: uniform in [0, envelope].
+    fn backoff_delay(
+        backoff: &ExponentialBuilder,
+        max: Duration,
+        rng: &mut StdRng,
+        attempts: u32,
+    ) -> Duration {
+        let envelope = backoff
+            .build()
+            .nth((attempts as usize).saturating_sub(1))
+            .unwrap_or(max);
+        envelope.mul_f64(rng.random::<f64>())
+    }
+
+    fn next_wake(&self) -> Option<Instant> {
+        let draining = self.draining();
+        let room = self.calls.len() < self.congestion.allowed();
+        self.streams
+            .iter()
+            .filter_map(|s| s.next_wake(draining, room))
+            .chain(self.next_sweep)
+            .min()
+    }
+
+}
+
+impl Drop for Pipeline {
+    /// Stopped (drained, failed, or its runtime shut down): handles waiting for room must not
+    /// wait forever for releases that will never come.
+    fn drop(&mut self) {
+        self.ledger.release_to(&self.budget);
+        self.budget.close();
+    }
+}
+
+async fn sleep_until(when: Option<Instant>) {
+    match when {
+        Some(when) => tokio::time::sleep_until(when).await,
+        None => std::future::pending().await,
+    }
+}
