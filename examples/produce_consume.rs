@@ -115,11 +115,9 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
     }
 
     let started = Instant::now();
-    // Several PutRecords calls may be in flight for one shard; the records are checked for
-    // per-key order below, so keep each shard's records in order.
+    // Records of one key are stored in the order sent (the default); checked below.
     let producer = Producer::builder(stream.as_str())
         .sdk_config(&config)
-        .preserve_shard_order(true)
         .build()
         .await?;
     let mut receipts = Vec::with_capacity(RECORDS);

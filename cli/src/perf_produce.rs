@@ -42,6 +42,12 @@ pub(crate) struct PerfProduceArgs {
     /// `send_detached` (which makes none).
     #[arg(long)]
     drop_receipts: bool,
+    /// Let records of a key be stored out of order (more Kinesis records in flight per shard).
+    #[arg(long)]
+    unordered: bool,
+    /// Ordering lanes per shard (when ordered).
+    #[arg(long, default_value_t = 8)]
+    ordering_lanes: usize,
 }
 
 #[derive(Debug, Serialize)]
@@ -68,6 +74,8 @@ struct ProduceReport {
     max_outstanding_mib: usize,
     receipt_sample: u64,
     drop_receipts: bool,
+    ordered: bool,
+    ordering_lanes: usize,
 }
 
 pub(crate) fn run(args: PerfProduceArgs) -> Result<(), CliError> {
@@ -94,6 +102,8 @@ async fn perf_produce(args: PerfProduceArgs) -> Result<(), CliError> {
         .max_outstanding_bytes(args.max_outstanding_mib * 1024 * 1024)
         .max_outstanding_records(usize::MAX >> 4)
         .rate_limit_percent(args.rate_limit_percent)
+        .ordered(!args.unordered)
+        .ordering_lanes(args.ordering_lanes)
         .build()
         .await
         .map_err(|e| CliError::Usage(e.to_string()))?;
@@ -184,6 +194,8 @@ async fn perf_produce(args: PerfProduceArgs) -> Result<(), CliError> {
         max_outstanding_mib: args.max_outstanding_mib,
         receipt_sample: args.receipt_sample,
         drop_receipts: args.drop_receipts,
+        ordered: !args.unordered,
+        ordering_lanes: args.ordering_lanes,
     };
     eprintln!(
         "{} records of {} B: {:.0} rec/s, {:.1} MB/s, {} PutRecords calls, {:.1} user records per Kinesis record, \

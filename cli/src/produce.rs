@@ -12,7 +12,7 @@ use rand::distr::{Alphanumeric, SampleString};
 use serde::{Deserialize, Serialize};
 use tokio::sync::mpsc;
 
-use crate::jsonl::CliError;
+use crate::jsonl::{CliError, with_causes};
 
 #[derive(Debug, Args)]
 pub(crate) struct ProduceArgs {
@@ -30,6 +30,10 @@ pub(crate) struct ProduceArgs {
     /// At most this many records per second.
     #[arg(long)]
     rate: Option<f64>,
+    /// Let records of one partition key be stored out of order, for more records in flight
+    /// per shard (by default each key's records are stored in the order of the lines).
+    #[arg(long)]
+    unordered: bool,
 }
 
 #[derive(Debug, Deserialize)]
@@ -48,6 +52,11 @@ struct Summary {
     failed: u64,
     kinesis_records: u64,
     put_records_calls: u64,
+    /// Calls that got no answer in time: their records were sent again.
+    put_records_timed_out: u64,
+    /// Records sent again after an attempt whose answer never came (or whose aggregate landed
+    /// on the wrong shard after a reshard): they may be stored twice. An upper bound.
+    possibly_duplicated: u64,
 }
 
 #[derive(Debug, Default)]
@@ -67,9 +76,10 @@ async fn produce(args: ProduceArgs) -> Result<(), CliError> {
     let producer = Producer::builder(args.stream.as_str())
         .sdk_config(&config)
         .aggregation(!args.no_aggregate)
+        .ordered(!args.unordered)
         .build()
         .await
-        .map_err(|e| CliError::Usage(e.to_string()))?;
+        .map_err(|e| CliError::Usage(with_causes(&e)))?;
     let counts = Arc::new(Counts::default());
 
     // Receipts are awaited in order by one task, so failures print with their line numbers.
@@ -143,6 +153,8 @@ async fn produce(args: ProduceArgs) -> Result<(), CliError> {
         failed: counts.failed.load(Relaxed),
         kinesis_records: metrics.kinesis_records_put,
         put_records_calls: metrics.put_records_calls,
+        put_records_timed_out: metrics.put_records_timed_out,
+        possibly_duplicated: metrics.user_records_possibly_duplicated,
     };
     println!(
         "{}",

@@ -61,6 +61,9 @@ async fn lines_go_into_the_stream() {
         "aggregated: {summary}"
     );
     assert!(summary["put_records_calls"].as_u64().expect("count") >= 1);
+    // What the run knows of possible duplicates is in the summary (none here).
+    assert_eq!(summary["put_records_timed_out"], 0);
+    assert_eq!(summary["possibly_duplicated"], 0);
 
     let mut stored: Vec<String> = read_all_records(&client, &stream)
         .await
@@ -107,4 +110,40 @@ async fn bad_json_lines_are_reported_and_fail_the_run() {
     );
     let stored = read_all_records(&client, &stream).await;
     assert_eq!(stored.len(), 2);
+}
+
+/// One partition key for every line: by default its lines are stored in the order read.
+#[tokio::test]
+async fn lines_of_one_key_are_stored_in_order() {
+    let client = kinesis_client().await;
+    let stream = unique_name("cat-produce-order");
+    create_stream(&client, &stream, 2).await;
+    let lines: Vec<String> = (0..3_000).map(|i| format!("{i}")).collect();
+    let output = produce(
+        &[&stream, "--partition-key", "one-key"],
+        &(lines.join("\n") + "\n"),
+    );
+    assert!(
+        output.status.success(),
+        "{}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+    let stored: Vec<u64> = read_all_records(&client, &stream)
+        .await
+        .iter()
+        .flat_map(|r| {
+            deaggregate(&ReceivedRecord::new(
+                r.partition_key(),
+                r.data().as_ref().to_vec(),
+            ))
+        })
+        .map(|u| String::from_utf8_lossy(u.data()).parse().expect("a number"))
+        .collect();
+    assert_eq!(stored.len(), 3_000);
+    assert!(stored.windows(2).all(|w| w[0] < w[1]), "in order");
+
+    // --unordered is accepted (order is then not promised, so not checked).
+    let output = produce(&[&stream, "--unordered"], "a\nb\n");
+    assert!(output.status.success());
+    assert_eq!(summary(&output)["succeeded"], 2);
 }

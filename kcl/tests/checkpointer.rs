@@ -114,7 +114,7 @@ async fn checkpoints_are_validated_and_fenced() {
                 .expect("accepted"),
         );
     }
-    producer.flush().await;
+    producer.flush().await.expect("flushed");
     for receipt in receipts {
         receipt.await.expect("stored");
     }

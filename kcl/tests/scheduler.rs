@@ -156,7 +156,6 @@ impl Fleet {
         Producer::builder(self.stream.as_str())
             .client(kinesis_client().await)
             .linger(Duration::from_millis(10))
-            .preserve_shard_order(true)
             .build()
             .await
             .expect("producer")
@@ -498,7 +497,7 @@ async fn a_restart_resumes_inside_an_aggregate() {
                     .expect("accepted"),
             );
         }
-        producer.flush().await;
+        producer.flush().await.expect("flushed");
         receipts
     };
     let mut sequence = String::new();

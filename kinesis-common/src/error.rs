@@ -196,7 +196,11 @@ where
                 .map_or_else(|| context_text(&error), str::to_owned);
             (class, code, message)
         }
-        SdkError::TimeoutError(_) => (ErrorClass::Transient, "Timeout".into(), context_text(&error)),
+        SdkError::TimeoutError(_) => (
+            ErrorClass::Transient,
+            "Timeout".into(),
+            context_text(&error),
+        ),
         SdkError::DispatchFailure(_) => (
             ErrorClass::Transient,
             "DispatchFailure".into(),
@@ -212,7 +216,11 @@ where
             "ConstructionFailure".into(),
             context_text(&error),
         ),
-        _ => (ErrorClass::Unexpected, "Unknown".into(), context_text(&error)),
+        _ => (
+            ErrorClass::Unexpected,
+            "Unknown".into(),
+            context_text(&error),
+        ),
     };
     KinesisError::new(operation, class, code, message).with_source(error)
 }
@@ -252,7 +260,10 @@ mod tests {
     #[test]
     fn codes_are_classified() {
         for (code, class) in [
-            ("ProvisionedThroughputExceededException", ErrorClass::Throttled),
+            (
+                "ProvisionedThroughputExceededException",
+                ErrorClass::Throttled,
+            ),
             ("KMSThrottlingException", ErrorClass::Throttled),
             ("LimitExceededException", ErrorClass::Throttled),
             ("InternalFailure", ErrorClass::Transient),

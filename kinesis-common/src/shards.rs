@@ -105,7 +105,9 @@ pub async fn list_shards(
         for shard in page.shards() {
             let hash_range = shard
                 .hash_key_range()
-                .and_then(|r| HashRange::from_decimal(r.starting_hash_key(), r.ending_hash_key()).ok())
+                .and_then(|r| {
+                    HashRange::from_decimal(r.starting_hash_key(), r.ending_hash_key()).ok()
+                })
                 .ok_or_else(|| {
                     KinesisError::new(
                         OPERATION,

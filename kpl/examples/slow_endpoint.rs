@@ -21,7 +21,9 @@ use std::time::Instant;
 
 use aggregation_proto::{ReceivedRecord, deaggregate};
 use base64::Engine as _;
-use integration_tests::{create_stream, delete_stream, kinesis_client, read_records_by_shard, unique_name};
+use integration_tests::{
+    create_stream, delete_stream, kinesis_client, read_records_by_shard, unique_name,
+};
 use rand::{Rng, SeedableRng};
 
 struct Args {
@@ -122,7 +124,8 @@ async fn run_once(args: &Args, input: &[u8]) -> Outcome {
     let mut inversions = 0;
     for (_, records) in read_records_by_shard(&client, &stream).await {
         for record in &records {
-            let received = ReceivedRecord::new(record.partition_key(), record.data().as_ref().to_vec());
+            let received =
+                ReceivedRecord::new(record.partition_key(), record.data().as_ref().to_vec());
             for user in deaggregate(&received) {
                 stored += 1;
                 let text = String::from_utf8_lossy(user.data());
@@ -134,7 +137,9 @@ async fn run_once(args: &Args, input: &[u8]) -> Outcome {
                 if first_seen.insert(index, ()).is_some() {
                     continue;
                 }
-                let last = last_per_key.entry(user.partition_key().to_owned()).or_insert(index);
+                let last = last_per_key
+                    .entry(user.partition_key().to_owned())
+                    .or_insert(index);
                 if index < *last {
                     inversions += 1;
                 } else {

@@ -159,8 +159,12 @@ impl KinesisApi for SdkKinesis {
             Ok(response
                 .records()
                 .iter()
-                .map(
-                    |entry| match (entry.error_code(), entry.shard_id(), entry.sequence_number()) {
+                .map(|entry| {
+                    match (
+                        entry.error_code(),
+                        entry.shard_id(),
+                        entry.sequence_number(),
+                    ) {
                         (None, Some(shard_id), Some(sequence_number)) => PutResult::Stored {
                             shard_id: shard_id.to_owned(),
                             sequence_number: sequence_number.to_owned(),
@@ -169,8 +173,8 @@ impl KinesisApi for SdkKinesis {
                             code: code.unwrap_or("MissingResult").to_owned(),
                             message: entry.error_message().unwrap_or_default().to_owned(),
                         },
-                    },
-                )
+                    }
+                })
                 .collect())
         })
     }

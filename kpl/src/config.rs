@@ -223,7 +223,10 @@ mod tests {
         assert_eq!(valid(|c| c.record_ttl = Duration::MAX), Ok(()));
         assert_eq!(valid(|c| c.linger = Duration::MAX), Ok(()));
         assert_eq!(valid(|c| c.linger = Duration::ZERO), Ok(()));
-        assert_eq!(valid(|c| c.shard_map_refresh_interval = Duration::MAX), Ok(()));
+        assert_eq!(
+            valid(|c| c.shard_map_refresh_interval = Duration::MAX),
+            Ok(())
+        );
         for broken in [
             valid(|c| c.record_ttl = Duration::ZERO),
             valid(|c| c.min_backoff = Duration::ZERO),

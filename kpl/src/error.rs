@@ -54,9 +54,9 @@ impl SendError {
     /// The record that was not taken.
     pub fn into_record(self) -> UserRecord {
         match self {
-            Self::Invalid { record, .. } | Self::ShuttingDown(record) | Self::Stopped { record, .. } => {
-                *record
-            }
+            Self::Invalid { record, .. }
+            | Self::ShuttingDown(record)
+            | Self::Stopped { record, .. } => *record,
         }
     }
 }

@@ -171,8 +171,7 @@ impl Metrics {
     /// Records that a consumer may see twice for another reason than a lost answer (a
     /// misrouted aggregate sent again).
     pub(crate) fn possibly_duplicated(&self, stream: &StreamMetrics, records: usize) {
-        self.possibly_duplicated
-            .fetch_add(records as u64, Relaxed);
+        self.possibly_duplicated.fetch_add(records as u64, Relaxed);
         stream.possibly_duplicated.increment(records as u64);
     }
 

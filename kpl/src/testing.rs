@@ -32,12 +32,16 @@ use std::collections::{BTreeMap, VecDeque};
 use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
 use std::time::Duration;
 
-use aggregation_proto::{HashRange, ReceivedRecord, deaggregate, parse_explicit_hash_key, partition_key_hash};
+use aggregation_proto::{
+    HashRange, ReceivedRecord, deaggregate, parse_explicit_hash_key, partition_key_hash,
+};
 use rand::rngs::StdRng;
 use rand::{Rng, SeedableRng};
 use tokio::time::Instant;
 
-use crate::client::{BoxFuture, ErrorClass, KinesisApi, KinesisError, PutEntry, PutResult, Shard, StreamId};
+use crate::client::{
+    BoxFuture, ErrorClass, KinesisApi, KinesisError, PutEntry, PutResult, Shard, StreamId,
+};
 
 /// What one PutRecords call does, when scripted.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -143,7 +147,9 @@ impl FakeStream {
     }
 
     fn shard_mut(&mut self, shard_id: &str) -> Option<&mut FakeShard> {
-        self.shards.iter_mut().find(|s| s.shard.shard_id == shard_id)
+        self.shards
+            .iter_mut()
+            .find(|s| s.shard.shard_id == shard_id)
     }
 }
 
@@ -230,11 +236,17 @@ impl FakeKinesis {
     /// When the shard is not open or `at` is not inside it (a test bug).
     pub fn split(&self, stream: impl Into<StreamId>, shard_id: &str, at: u128) -> (String, String) {
         let mut state = self.state();
-        let stream = state.streams.get_mut(&stream.into()).expect("stream exists");
+        let stream = state
+            .streams
+            .get_mut(&stream.into())
+            .expect("stream exists");
         let parent = stream.shard_mut(shard_id).expect("shard exists");
         assert!(parent.shard.open, "only open shards split");
         let range = parent.shard.hash_range;
-        assert!(range.start() < at && at <= range.end(), "split point inside");
+        assert!(
+            range.start() < at && at <= range.end(),
+            "split point inside"
+        );
         parent.shard.open = false;
         let low = HashRange::new(range.start(), at - 1).expect("ordered");
         let high = HashRange::new(at, range.end()).expect("ordered");
@@ -262,16 +274,27 @@ impl FakeKinesis {
     /// When they are not open and adjacent (a test bug).
     pub fn merge(&self, stream: impl Into<StreamId>, first: &str, second: &str) -> String {
         let mut state = self.state();
-        let stream = state.streams.get_mut(&stream.into()).expect("stream exists");
+        let stream = state
+            .streams
+            .get_mut(&stream.into())
+            .expect("stream exists");
         let a = stream.shard_mut(first).expect("shard exists").shard.clone();
-        let b = stream.shard_mut(second).expect("shard exists").shard.clone();
+        let b = stream
+            .shard_mut(second)
+            .expect("shard exists")
+            .shard
+            .clone();
         assert!(a.open && b.open, "only open shards merge");
         let (low, high) = if a.hash_range.start() < b.hash_range.start() {
             (a.hash_range, b.hash_range)
         } else {
             (b.hash_range, a.hash_range)
         };
-        assert_eq!(low.end().checked_add(1), Some(high.start()), "adjacent ranges");
+        assert_eq!(
+            low.end().checked_add(1),
+            Some(high.start()),
+            "adjacent ranges"
+        );
         for id in [first, second] {
             stream.shard_mut(id).expect("shard exists").shard.open = false;
         }
@@ -310,11 +333,15 @@ impl FakeKinesis {
 
     /// The user records of `stream` as a consumer that filters each sub-record by its shard's
     /// hash range would read them: `(shard id, sequence number, partition key, data)`.
-    pub fn user_records(&self, stream: impl Into<StreamId>) -> Vec<(String, u64, String, bytes::Bytes)> {
+    pub fn user_records(
+        &self,
+        stream: impl Into<StreamId>,
+    ) -> Vec<(String, u64, String, bytes::Bytes)> {
         let mut out = Vec::new();
         for (shard, records) in self.stored(stream) {
             for record in records {
-                let received = ReceivedRecord::new(record.partition_key.clone(), record.data.clone());
+                let received =
+                    ReceivedRecord::new(record.partition_key.clone(), record.data.clone());
                 for user in deaggregate(&received) {
                     let hash_key = match user.explicit_hash_key() {
                         Some(key) => parse_explicit_hash_key(key).ok(),
@@ -570,9 +597,11 @@ impl KinesisApi for FakeKinesis {
                     "injected by the fake",
                 ));
             }
-            let shards = self.state().streams.get(stream).map(|s| {
-                s.shards.iter().map(|f| f.shard.clone()).collect::<Vec<_>>()
-            });
+            let shards = self
+                .state()
+                .streams
+                .get(stream)
+                .map(|s| s.shards.iter().map(|f| f.shard.clone()).collect::<Vec<_>>());
             shards.ok_or_else(|| {
                 KinesisError::new(
                     "ListShards",

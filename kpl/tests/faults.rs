@@ -11,7 +11,9 @@ use integration_tests::{
     KINESIS_ENDPOINT_VAR, create_stream, endpoint_url, kinesis_client, kinesis_client_at,
     read_all_records, read_records_by_shard, unique_name,
 };
-use kpl::{Producer, ProducerBuilder, RecordFailure, RecordResult, TrySendError, UserRecord};
+use kpl::{
+    FailureReason, Producer, ProducerBuilder, RecordFailure, RecordResult, TrySendError, UserRecord,
+};
 
 /// A stream on kinesis-mock and a proxy in front of it.
 async fn setup(
@@ -197,12 +199,13 @@ async fn sustained_throttling_expires_records_with_their_attempts() {
     );
     for result in results {
         match result {
-            Err(RecordFailure::Expired { attempts }) => {
-                assert!(!attempts.is_empty());
+            Err(failure) if failure.is_expired() => {
+                assert!(!failure.attempts().is_empty());
                 assert!(
-                    attempts.iter().all(|a| a.error_code.as_deref()
+                    failure.attempts().iter().all(|a| a.error_code.as_deref()
                         == Some("ProvisionedThroughputExceededException"))
                 );
+                assert!(failure.record().is_some(), "the record comes back");
             }
             other => panic!("expected Expired, got {other:?}"),
         }
@@ -226,7 +229,9 @@ async fn fail_if_throttled_fails_at_the_first_throttle() {
         .expect("producer");
     for result in send_all(&producer, 20, 3).await {
         match result {
-            Err(RecordFailure::Throttled { attempts }) => assert_eq!(attempts.len(), 1),
+            Err(failure) if *failure.reason() == FailureReason::Throttled => {
+                assert_eq!(failure.attempts().len(), 1);
+            }
             other => panic!("expected Throttled, got {other:?}"),
         }
     }
@@ -240,9 +245,12 @@ async fn non_retryable_errors_fail_fast() {
     let started = Instant::now();
     for result in send_all(&producer, 10, 2).await {
         match result {
-            Err(RecordFailure::Rejected { code, attempts, .. }) => {
-                assert_eq!(code, "ResourceNotFoundException");
-                assert_eq!(attempts.len(), 1);
+            Err(failure) if matches!(failure.reason(), FailureReason::Rejected { .. }) => {
+                let FailureReason::Rejected { code, .. } = failure.reason() else {
+                    unreachable!()
+                };
+                assert_eq!(&**code, "ResourceNotFoundException");
+                assert_eq!(failure.attempts().len(), 1);
             }
             other => panic!("expected Rejected, got {other:?}"),
         }
@@ -285,7 +293,7 @@ async fn shutdown_under_faults_resolves_everything() {
             .await
             .expect("already resolved");
         assert!(
-            matches!(result, Ok(_) | Err(RecordFailure::Expired { .. })),
+            result.as_ref().is_ok() || result.as_ref().is_err_and(RecordFailure::is_expired),
             "{result:?}"
         );
     }
@@ -379,7 +387,7 @@ async fn ordering_survives_partial_failures() {
     let (direct, stream, proxy) = setup("kpl-order", 2, faults).await;
     let producer = producer(&proxy, &stream)
         .await
-        .preserve_shard_order(true)
+        .ordered(true)
         .build()
         .await
         .expect("producer");
@@ -441,7 +449,8 @@ async fn detached_records_are_retried_stored_and_counted() {
         let record = UserRecord::new(format!("key-{}", i % 50), format!("payload-{i}"));
         sending.send_detached(record).await.expect("accepted");
     }
-    sending.flush().await;
+    let report = sending.flush().await.expect("flushed");
+    assert_eq!(report.stored, 1_000);
     let metrics = sending.metrics();
     assert_eq!(metrics.user_records_put, 1_000, "{metrics:?}");
     assert_eq!(metrics.user_records_failed, 0);
@@ -468,7 +477,8 @@ async fn detached_records_are_retried_stored_and_counted() {
         let record = UserRecord::new(format!("key-{i}"), "lost");
         rejected.send_detached(record).await.expect("accepted");
     }
-    rejected.flush().await;
+    let report = rejected.flush().await.expect("flushed");
+    assert_eq!((report.stored, report.failed), (0, 10));
     let metrics = rejected.metrics();
     assert_eq!(metrics.user_records_failed, 10, "{metrics:?}");
     assert!(

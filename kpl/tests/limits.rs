@@ -113,7 +113,7 @@ async fn a_full_budget_does_not_wait_for_linger() {
         .await
         .expect("records were held for the linger although the budget was full");
     // The last records, with the budget no longer full, linger as they should: flush them.
-    producer.flush().await;
+    producer.flush().await.expect("flushed");
     for receipt in receipts {
         receipt.await.expect("stored");
     }
@@ -143,7 +143,7 @@ async fn records_up_to_10_mib_go_alone_on_a_raised_stream() {
             let record = UserRecord::new(format!("big{i}"), vec![i as u8; *size]);
             receipts.push(producer.send(record).await.expect("accepted"));
         }
-        producer.flush().await;
+        producer.flush().await.expect("flushed");
         let mut results = Vec::new();
         for receipt in receipts {
             results.push(receipt.await);
@@ -189,7 +189,7 @@ async fn records_up_to_10_mib_go_alone_on_a_raised_stream() {
         .enumerate()
     {
         assert!(
-            matches!(result, Err(kpl::RecordFailure::Rejected { code, .. }) if code == "ValidationException"),
+            matches!(result.as_ref().map_err(|f| f.reason()), Err(kpl::FailureReason::Rejected { code, .. }) if &**code == "ValidationException"),
             "record of {} bytes on a 1 MiB stream: {result:?}",
             large[i]
         );
@@ -230,7 +230,8 @@ async fn sends_racing_shutdown_are_all_answered() {
             }
             for receipt in receipts {
                 match receipt.await {
-                    Ok(_) | Err(kpl::RecordFailure::ShuttingDown { .. }) => {}
+                    Ok(_) => {}
+                    Err(failure) if *failure.reason() == kpl::FailureReason::ShuttingDown => {}
                     Err(other) => panic!("{other}"),
                 }
             }

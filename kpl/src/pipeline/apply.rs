@@ -183,7 +183,14 @@ impl Pipeline {
     }
 
     /// Puts a failed Kinesis record back to be sent at `at`.
-    fn place_retry(&mut self, index: usize, outgoing: Outgoing, at: Instant, repack: bool, now: Instant) {
+    fn place_retry(
+        &mut self,
+        index: usize,
+        outgoing: Outgoing,
+        at: Instant,
+        repack: bool,
+        now: Instant,
+    ) {
         let aggregation = self.router_config.aggregation;
         let ordered = self.config.ordered;
         let target = outgoing.target.clone();

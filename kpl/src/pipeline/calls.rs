@@ -73,21 +73,25 @@ impl Calls {
         let stream_id = stream_id.clone();
         let timeout = ticket.timeout;
         let span = tracing::debug_span!("put_records", stream = %stream_id, records = entries.len(), bytes, ?timeout);
-        let handle = self.tasks.spawn(
-            async move {
-                let started = Instant::now();
-                let answer = match tokio::time::timeout(timeout, api.put_records(&stream_id, &entries)).await {
-                    Err(_) => Answer::TimedOut(timeout),
-                    Ok(Err(error)) => Answer::Failed(error),
-                    Ok(Ok(results)) => Answer::Entries(results),
-                };
-                if let Answer::Failed(error) = &answer {
-                    tracing::debug!(%error, "PutRecords failed");
+        let handle =
+            self.tasks.spawn(
+                async move {
+                    let started = Instant::now();
+                    let answer =
+                        match tokio::time::timeout(timeout, api.put_records(&stream_id, &entries))
+                            .await
+                        {
+                            Err(_) => Answer::TimedOut(timeout),
+                            Ok(Err(error)) => Answer::Failed(error),
+                            Ok(Ok(results)) => Answer::Entries(results),
+                        };
+                    if let Answer::Failed(error) = &answer {
+                        tracing::debug!(%error, "PutRecords failed");
+                    }
+                    (id, answer, started.elapsed())
                 }
-                (id, answer, started.elapsed())
-            }
-            .instrument(span),
-        );
+                .instrument(span),
+            );
         self.by_task.insert(handle.id(), id);
         self.calls.insert(
             id,
@@ -146,11 +150,5 @@ impl Calls {
         self.tasks.abort_all();
         self.by_task.clear();
         self.calls.drain().map(|(_, call)| call).collect()
-    }
-
-    /// Aborts every task (for tests of the task-failure path).
-    #[cfg(test)]
-    pub(crate) fn abort_all(&mut self) {
-        self.tasks.abort_all();
     }
 }

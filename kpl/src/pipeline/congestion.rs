@@ -221,7 +221,10 @@ mod tests {
         // Each call shares the link with the others: its timeout grew with them.
         let in_flight = congestion.allowed() as f64;
         let takes = Duration::from_secs_f64(5.0 * MIB as f64 * in_flight / 1_000_000.0);
-        assert!(congestion.timeout_for(5 * MIB) > takes, "{in_flight} calls in flight");
+        assert!(
+            congestion.timeout_for(5 * MIB) > takes,
+            "{in_flight} calls in flight"
+        );
     }
 
     #[test]

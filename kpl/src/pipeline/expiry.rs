@@ -12,8 +12,8 @@ use std::time::Duration;
 use tokio::time::Instant;
 
 use super::Pipeline;
-use super::ledger::Resolution;
 use super::lanes::{later, retain_outgoing};
+use super::ledger::Resolution;
 use super::record::PendingRecord;
 use crate::error::FailureReason;
 
@@ -36,7 +36,10 @@ impl Pipeline {
                 live
             };
             stream.router.retain_records(&mut keep, &mut gone);
-            for target in stream.ready.retain_records(&mut keep, aggregation, &mut gone) {
+            for target in stream
+                .ready
+                .retain_records(&mut keep, aggregation, &mut gone)
+            {
                 if let Some(lane) = stream.router.lane_mut(&target) {
                     lane.in_flight = lane.in_flight.saturating_sub(1);
                 }
@@ -50,7 +53,9 @@ impl Pipeline {
                 let retries: Vec<_> = std::mem::take(&mut stream.retries).into_vec();
                 for std::cmp::Reverse(retrying) in retries {
                     let at = retrying.at;
-                    for outgoing in retain_outgoing(retrying.outgoing, &mut keep, aggregation, &mut gone) {
+                    for outgoing in
+                        retain_outgoing(retrying.outgoing, &mut keep, aggregation, &mut gone)
+                    {
                         stream.schedule_retry(at, outgoing);
                     }
                 }
@@ -73,11 +78,17 @@ impl Pipeline {
                     }
                 }
             }
-            stream.unsettled.retain(|entry| !entry.outgoing.members.is_empty());
+            stream
+                .unsettled
+                .retain(|entry| !entry.outgoing.members.is_empty());
             expired.extend(gone.into_iter().map(|m| (index, m)));
         }
         for (index, member) in expired {
-            self.resolve(Some(index), member, Resolution::Failed(FailureReason::Expired));
+            self.resolve(
+                Some(index),
+                member,
+                Resolution::Failed(FailureReason::Expired),
+            );
         }
         let spacing = (ttl / 20).clamp(Duration::from_millis(1), Duration::from_secs(1));
         self.next_sweep = oldest.map(|arrived| later(arrived, ttl).max(now + spacing));

@@ -138,13 +138,10 @@ impl Router {
             .shards
             .iter()
             .map(|shard| {
-                let limiter = old
-                    .iter()
-                    .find(|s| s.id == shard.id)
-                    .map_or_else(
-                        || ShardLimiter::new(self.config.rate_limit_percent, now),
-                        |s| s.limiter.clone(),
-                    );
+                let limiter = old.iter().find(|s| s.id == shard.id).map_or_else(
+                    || ShardLimiter::new(self.config.rate_limit_percent, now),
+                    |s| s.limiter.clone(),
+                );
                 ShardLanes {
                     id: shard.id.clone(),
                     limiter,
@@ -420,8 +417,9 @@ impl Router {
                 let target = self.lane_target(shard, lane_index);
                 let lane = &mut self.shards[shard].lanes[lane_index];
                 if lane.members.iter().any(|m| !keep(m)) {
-                    let (kept, gone): (Vec<_>, Vec<_>) =
-                        std::mem::take(&mut lane.members).into_iter().partition(|m| keep(m));
+                    let (kept, gone): (Vec<_>, Vec<_>) = std::mem::take(&mut lane.members)
+                        .into_iter()
+                        .partition(|m| keep(m));
                     expired.extend(gone);
                     lane.aggregator = Aggregator::new(*lane.aggregator.config());
                     // Everything kept fitted together before, so it fits again.
@@ -436,11 +434,20 @@ impl Router {
                     if lane.members.is_empty() {
                         lane.due = None;
                     }
-                    for outgoing in pack_in_order(refill, aggregation, &target, lane.due.unwrap_or_else(Instant::now)) {
+                    for outgoing in pack_in_order(
+                        refill,
+                        aggregation,
+                        &target,
+                        lane.due.unwrap_or_else(Instant::now),
+                    ) {
                         lane.queue.push_back(outgoing);
                     }
                 }
-                if lane.queue.iter().any(|o| o.members.iter().any(|m| !keep(m))) {
+                if lane
+                    .queue
+                    .iter()
+                    .any(|o| o.members.iter().any(|m| !keep(m)))
+                {
                     let mut rebuilt = VecDeque::new();
                     for outgoing in lane.queue.drain(..) {
                         rebuilt.extend(retain_outgoing(outgoing, &mut keep, aggregation, expired));
@@ -499,8 +506,8 @@ pub(crate) fn later(start: Instant, by: std::time::Duration) -> Instant {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::pipeline::record::Incoming;
     use crate::pipeline::ready::ReadyQueue;
+    use crate::pipeline::record::Incoming;
     use crate::pipeline::shard_map::Shard;
     use aggregation_proto::HashRange;
     use aggregation_proto::UserRecord;
@@ -535,7 +542,8 @@ mod tests {
     fn record(sequence: u64, hash_key: u128, size: usize) -> PendingRecord {
         PendingRecord::new(
             Incoming {
-                record: UserRecord::new("k", vec![b'x'; size]).with_explicit_hash_key(hash_key.to_string()),
+                record: UserRecord::new("k", vec![b'x'; size])
+                    .with_explicit_hash_key(hash_key.to_string()),
                 hash_key,
                 reply: None,
                 charge: 1,
@@ -608,7 +616,11 @@ mod tests {
         assert_eq!(wake, Some(retry_at));
         tokio::time::advance(Duration::from_secs(1)).await;
         router.move_to_ready(Instant::now(), &mut ready);
-        assert_eq!(ready.pop_front().unwrap().first_sequence(), 0, "the retry goes first");
+        assert_eq!(
+            ready.pop_front().unwrap().first_sequence(),
+            0,
+            "the retry goes first"
+        );
     }
 
     #[tokio::test(start_paused = true)]
@@ -623,7 +635,11 @@ mod tests {
         router.seal_all();
         let mut ready = ReadyQueue::default();
         router.move_to_ready(Instant::now(), &mut ready);
-        assert!(ready.len() > 1, "several lanes in flight at once: {}", ready.len());
+        assert!(
+            ready.len() > 1,
+            "several lanes in flight at once: {}",
+            ready.len()
+        );
         let mut lanes: Vec<usize> = ready.iter().map(|o| o.target.lane).collect();
         lanes.dedup();
         assert_eq!(lanes.len(), ready.len(), "one per lane");

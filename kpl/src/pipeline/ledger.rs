@@ -295,7 +295,10 @@ mod tests {
             }),
         );
         let failure = receipt.await.expect_err("failed");
-        assert_eq!(failure.record().map(|r| r.partition_key.as_str()), Some("k"));
+        assert_eq!(
+            failure.record().map(|r| r.partition_key.as_str()),
+            Some("k")
+        );
         assert_eq!(
             failure.to_string(),
             "rejected by Kinesis: ValidationException: too big"

@@ -9,11 +9,11 @@ use tokio::time::Instant;
 use tracing::{Instrument, debug, warn};
 
 use super::Pipeline;
+use super::RefreshDone;
 use super::ledger::Resolution;
 use super::record::{AttemptError, Outgoing, PendingRecord};
 use super::refresh::Finished;
 use super::shard_map::ShardMap;
-use super::RefreshDone;
 use crate::client::{ErrorClass, KinesisError};
 use crate::config::MisroutedRecords;
 use crate::error::FailureReason;
@@ -84,7 +84,10 @@ impl Pipeline {
                 }
                 self.settle_unsettled(index, finished == Finished::Current, now);
                 let stream = &mut self.streams[index];
-                if stream.hold.is_some_and(|held| stream.refresh.satisfies(held)) {
+                if stream
+                    .hold
+                    .is_some_and(|held| stream.refresh.satisfies(held))
+                {
                     stream.hold = None;
                 }
             }
@@ -142,7 +145,13 @@ impl Pipeline {
                 .position(&entry.shard_id)
                 .is_some();
             if known || current {
-                self.settle_landed(index, entry.outgoing, &entry.shard_id, &entry.sequence_number, now);
+                self.settle_landed(
+                    index,
+                    entry.outgoing,
+                    &entry.shard_id,
+                    &entry.sequence_number,
+                    now,
+                );
             } else {
                 self.streams[index].unsettled.push(entry);
             }
@@ -164,7 +173,10 @@ impl Pipeline {
         let ordered = self.config.ordered;
         let range = {
             let router = &self.streams[index].router;
-            router.map.position(shard_id).map(|i| router.map.shards[i].range)
+            router
+                .map
+                .position(shard_id)
+                .map(|i| router.map.shards[i].range)
         };
         let error = AttemptError::new(
             "Misrouted",
@@ -199,8 +211,10 @@ impl Pipeline {
             return;
         }
         let stream = &mut self.streams[index];
-        self.metrics.error(&stream.metrics, "Misrouted", resend.len());
-        self.metrics.possibly_duplicated(&stream.metrics, resend.len());
+        self.metrics
+            .error(&stream.metrics, "Misrouted", resend.len());
+        self.metrics
+            .possibly_duplicated(&stream.metrics, resend.len());
         if ordered {
             // Older than anything their lanes hold now.
             let unowned = stream.router.route_first(resend, None, now);

@@ -237,7 +237,9 @@ impl Pipeline {
             if !self.guarded(|p| p.tick(Instant::now())) {
                 break;
             }
-            if self.input_closed && self.ledger.outstanding() == 0 && self.health.failure().is_none()
+            if self.input_closed
+                && self.ledger.outstanding() == 0
+                && self.health.failure().is_none()
             {
                 break;
             }
@@ -569,7 +571,6 @@ impl Pipeline {
             .chain(self.next_sweep)
             .min()
     }
-
 }
 
 impl Drop for Pipeline {

@@ -140,7 +140,12 @@ mod tests {
     #[tokio::test]
     async fn packing_keeps_order_and_puts_large_records_alone() {
         let config = AggregatorConfig::default().max_size(1_000);
-        let members = vec![member(0, 100), member(1, 100), member(2, 5_000), member(3, 100)];
+        let members = vec![
+            member(0, 100),
+            member(1, 100),
+            member(2, 5_000),
+            member(3, 100),
+        ];
         let packed = pack_in_order(members, Some(config), &target(), Instant::now());
         let order: Vec<Vec<u64>> = packed
             .iter()

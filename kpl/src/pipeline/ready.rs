@@ -80,7 +80,11 @@ impl ReadyQueue {
         expired: &mut Vec<PendingRecord>,
     ) -> Vec<super::record::Target> {
         let mut dropped_lanes = Vec::new();
-        if !self.items.iter().any(|o| o.members.iter().any(|m| !keep(m))) {
+        if !self
+            .items
+            .iter()
+            .any(|o| o.members.iter().any(|m| !keep(m)))
+        {
             return dropped_lanes;
         }
         let mut rebuilt = VecDeque::new();

@@ -162,6 +162,10 @@ impl Outgoing {
     #[cfg(test)]
     /// The earliest arrival among the members.
     pub(crate) fn first_sequence(&self) -> u64 {
-        self.members.iter().map(|m| m.sequence).min().unwrap_or(u64::MAX)
+        self.members
+            .iter()
+            .map(|m| m.sequence)
+            .min()
+            .unwrap_or(u64::MAX)
     }
 }

@@ -165,10 +165,13 @@ pub(crate) fn settle(
         settlement.targets.push(outgoing.target.clone());
         let failure: &EntryFailure = match (&whole_call, entries.get(position)) {
             (Some(failure), _) => failure,
-            (None, Some(PutResult::Stored {
-                shard_id,
-                sequence_number,
-            })) => {
+            (
+                None,
+                Some(PutResult::Stored {
+                    shard_id,
+                    sequence_number,
+                }),
+            ) => {
                 for member in &mut outgoing.members {
                     member.record_attempt(outcome.started, outcome.duration, None);
                 }
@@ -406,8 +409,13 @@ mod tests {
                 failed("AccessDeniedException"),
             ]),
         };
-        let settlement = settle(batch, &outcome, rules(now), &mut |_| Duration::from_millis(50));
-        assert_eq!(kinds(&settlement), ["stored", "retry", "retry", "landed", "failed"]);
+        let settlement = settle(batch, &outcome, rules(now), &mut |_| {
+            Duration::from_millis(50)
+        });
+        assert_eq!(
+            kinds(&settlement),
+            ["stored", "retry", "retry", "landed", "failed"]
+        );
         assert_eq!(settlement.throttled_shards, [Arc::<str>::from("a")]);
         assert_eq!(settlement.targets.len(), 5);
         assert_eq!(settlement.elsewhere, [Arc::<str>::from("c")]);
@@ -416,16 +424,19 @@ mod tests {
         let codes: Vec<(&str, usize)> = settlement.errors.iter().map(|(c, n)| (&**c, *n)).collect();
         assert_eq!(
             codes,
-            [("ProvisionedThroughputExceededException", 2), ("AccessDeniedException", 1)]
+            [
+                ("ProvisionedThroughputExceededException", 2),
+                ("AccessDeniedException", 1)
+            ]
         );
         // The two throttled entries share one error text.
         let texts: Vec<*const str> = settlement
             .decisions
             .iter()
             .filter_map(|d| match d {
-                Decision::Retry { outgoing, .. } => {
-                    Some(Arc::as_ptr(outgoing.members[0].attempts[0].error_code.as_ref().unwrap()))
-                }
+                Decision::Retry { outgoing, .. } => Some(Arc::as_ptr(
+                    outgoing.members[0].attempts[0].error_code.as_ref().unwrap(),
+                )),
                 _ => None,
             })
             .collect();
@@ -435,13 +446,18 @@ mod tests {
     #[tokio::test(start_paused = true)]
     async fn a_timeout_retries_everything_and_marks_it_possibly_duplicated() {
         let now = Instant::now();
-        let batch = vec![outgoing("a", vec![member(0, now)]), outgoing("b", vec![member(1, now)])];
+        let batch = vec![
+            outgoing("a", vec![member(0, now)]),
+            outgoing("b", vec![member(1, now)]),
+        ];
         let outcome = CallOutcome {
             started: now,
             duration: Duration::from_secs(6),
             answer: Answer::TimedOut(Duration::from_secs(6)),
         };
-        let settlement = settle(batch, &outcome, rules(now), &mut |_| Duration::from_millis(50));
+        let settlement = settle(batch, &outcome, rules(now), &mut |_| {
+            Duration::from_millis(50)
+        });
         assert_eq!(kinds(&settlement), ["retry", "retry"]);
         assert!(settlement.timed_out);
         assert_eq!(settlement.unknown_fate, 2);
@@ -470,7 +486,9 @@ mod tests {
         let settlement = settle(batch, &outcome, rules(now), &mut |_| Duration::from_secs(2));
         assert_eq!(kinds(&settlement), ["failed", "retry"]);
         match &settlement.decisions[1] {
-            Decision::Retry { outgoing, repack, .. } => {
+            Decision::Retry {
+                outgoing, repack, ..
+            } => {
                 assert!(*repack);
                 assert_eq!(outgoing.members.len(), 1);
             }
@@ -481,7 +499,10 @@ mod tests {
     #[tokio::test(start_paused = true)]
     async fn missing_answers_are_retried_as_unknown_and_fail_fast_fails_throttling() {
         let now = Instant::now();
-        let batch = vec![outgoing("a", vec![member(0, now)]), outgoing("a", vec![member(1, now)])];
+        let batch = vec![
+            outgoing("a", vec![member(0, now)]),
+            outgoing("a", vec![member(1, now)]),
+        ];
         let outcome = CallOutcome {
             started: now,
             duration: Duration::from_millis(5),

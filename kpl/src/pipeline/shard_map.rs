@@ -48,7 +48,11 @@ impl ShardMap {
     /// Whether both maps name the same shards.
     pub(crate) fn same_shards(&self, other: &Self) -> bool {
         self.shards.len() == other.shards.len()
-            && self.shards.iter().zip(&other.shards).all(|(a, b)| a.id == b.id)
+            && self
+                .shards
+                .iter()
+                .zip(&other.shards)
+                .all(|(a, b)| a.id == b.id)
     }
 }
 

@@ -107,7 +107,10 @@ async fn a_call_that_never_answers_times_out_and_is_retried() {
         .unwrap();
     let started = tokio::time::Instant::now();
     let results = results(send_all(&producer, 200, 10).await).await;
-    assert!(started.elapsed() < Duration::from_secs(30), "bounded by timeouts");
+    assert!(
+        started.elapsed() < Duration::from_secs(30),
+        "bounded by timeouts"
+    );
     assert!(results.iter().all(Result::is_ok));
     assert!(
         results
@@ -131,8 +134,16 @@ async fn a_put_records_task_that_panics_loses_nothing() {
     fake.script([CallFault::Panic, CallFault::Panic]);
     let producer = builder(&fake).build().await.unwrap();
     let results = results(send_all(&producer, 300, 7).await).await;
-    assert!(results.iter().all(Result::is_ok), "{:?}", results.iter().find(|r| r.is_err()));
-    let retried = results.iter().flatten().filter(|s| s.attempt_count > 1).count();
+    assert!(
+        results.iter().all(Result::is_ok),
+        "{:?}",
+        results.iter().find(|r| r.is_err())
+    );
+    let retried = results
+        .iter()
+        .flatten()
+        .filter(|s| s.attempt_count > 1)
+        .count();
     assert!(retried > 0);
     let failure = results
         .iter()
@@ -188,7 +199,11 @@ async fn a_hung_refresh_never_holds_dispatch_forever() {
     // Refreshes keep timing out; the stale map is used rather than stalling.
     fake.set_list_shards_hang(false);
     let results = results(receipts).await;
-    assert!(results.iter().all(Result::is_ok), "{:?}", results.iter().find(|r| r.is_err()));
+    assert!(
+        results.iter().all(Result::is_ok),
+        "{:?}",
+        results.iter().find(|r| r.is_err())
+    );
     let (per_key, _) = read_back(&fake, STREAM);
     assert_eq!(distinct(&per_key), 400);
     assert_in_order(&per_key);
@@ -207,9 +222,16 @@ async fn a_misrouted_aggregate_is_sent_again_whole_so_every_consumer_reads_every
     let misrouted = results
         .iter()
         .flatten()
-        .filter(|s| s.attempts.iter().any(|a| a.error_code.as_deref() == Some("Misrouted")))
+        .filter(|s| {
+            s.attempts
+                .iter()
+                .any(|a| a.error_code.as_deref() == Some("Misrouted"))
+        })
         .count();
-    assert!(misrouted > 0, "aggregates built for the parent landed in a child");
+    assert!(
+        misrouted > 0,
+        "aggregates built for the parent landed in a child"
+    );
     assert!(results.iter().flatten().all(|s| *s.shard_id != *parent));
     // A consumer that filters per record reads everything, in order.
     let (per_key, _) = read_back(&fake, STREAM);
@@ -227,12 +249,16 @@ fn java_kcl_reads(fake: &FakeKinesis, stream: &str) -> usize {
     let mut seen = std::collections::HashSet::new();
     for (shard, records) in fake.stored(stream) {
         for record in records {
-            let users: Vec<_> =
-                deaggregate(&ReceivedRecord::new(record.partition_key.clone(), record.data.clone()));
-            if users
-                .iter()
-                .any(|u| u.is_aggregated() && !shard.hash_range.contains(partition_key_hash(u.partition_key())))
-            {
+            let users: Vec<_> = deaggregate(&ReceivedRecord::new(
+                record.partition_key.clone(),
+                record.data.clone(),
+            ));
+            if users.iter().any(|u| {
+                u.is_aggregated()
+                    && !shard
+                        .hash_range
+                        .contains(partition_key_hash(u.partition_key()))
+            }) {
                 continue;
             }
             for user in users {
@@ -324,7 +350,9 @@ async fn rejected_records_fail_at_once_and_give_the_record_back() {
     let producer = builder(&fake).build().await.unwrap();
     let receipt = producer.send(record(3, 1)).await.unwrap();
     let failure = receipt.await.unwrap_err();
-    assert!(matches!(failure.reason(), FailureReason::Rejected { code, .. } if &**code == "AccessDeniedException"));
+    assert!(
+        matches!(failure.reason(), FailureReason::Rejected { code, .. } if &**code == "AccessDeniedException")
+    );
     assert_eq!(failure.into_record().unwrap().data, "3");
     producer.shutdown().await;
 }
@@ -343,7 +371,9 @@ async fn one_producer_writes_to_several_streams() {
     let lost = missing.send(record(0, 1)).await.unwrap();
     assert!(results(receipts).await.iter().all(Result::is_ok));
     let failure = lost.await.unwrap_err();
-    assert!(matches!(failure.reason(), FailureReason::Rejected { code, .. } if &**code == "ResourceNotFoundException"));
+    assert!(
+        matches!(failure.reason(), FailureReason::Rejected { code, .. } if &**code == "ResourceNotFoundException")
+    );
     assert_eq!(read_back(&fake, STREAM).1, 100);
     assert_eq!(read_back(&fake, "audit").1, 50);
     assert_eq!(producer.metrics().user_records_put, 150);
@@ -410,7 +440,10 @@ async fn a_failing_pipeline_answers_everything_with_the_cause() {
         }
         other => panic!("expected Stopped, got {other:?}"),
     }
-    assert!(matches!(producer.flush().await, Err(FlushError::Stopped { .. })));
+    assert!(matches!(
+        producer.flush().await,
+        Err(FlushError::Stopped { .. })
+    ));
 }
 
 #[tokio::test(start_paused = true)]
@@ -510,7 +543,15 @@ fn step() -> impl Strategy<Value = Step> {
 }
 
 fn faults() -> impl Strategy<Value = RandomFaults> {
-    (0.0..0.3f64, 0.0..0.2f64, 0.0..0.1f64, 0.0..0.1f64, 0.0..0.1f64, 0.0..0.05f64, 0.0..0.05f64)
+    (
+        0.0..0.3f64,
+        0.0..0.2f64,
+        0.0..0.1f64,
+        0.0..0.1f64,
+        0.0..0.1f64,
+        0.0..0.05f64,
+        0.0..0.05f64,
+    )
         .prop_map(|(te, ie, tc, ic, lose, hang, store_hang)| RandomFaults {
             throttle_entry: te,
             internal_entry: ie,
