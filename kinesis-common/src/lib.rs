@@ -14,5 +14,5 @@ mod shards;
 mod stream;
 
 pub use error::{BoxError, ErrorClass, KinesisError, classify, classify_code};
-pub use shards::{Shard, ShardListing, list_shards};
+pub use shards::{Shard, ShardListing, list_shards, list_shards_as_sent};
 pub use stream::StreamId;

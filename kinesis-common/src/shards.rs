@@ -66,7 +66,48 @@ pub async fn list_shards(
     stream: &StreamId,
     listing: &ShardListing,
 ) -> Result<Vec<Shard>, KinesisError> {
-    const OPERATION: &str = "ListShards";
+    list_shards_as_sent(client, stream, listing)
+        .await?
+        .iter()
+        .map(|shard| {
+            let hash_range = shard
+                .hash_key_range()
+                .and_then(|r| {
+                    HashRange::from_decimal(r.starting_hash_key(), r.ending_hash_key()).ok()
+                })
+                .ok_or_else(|| {
+                    KinesisError::new(
+                        OPERATION,
+                        ErrorClass::Malformed,
+                        "InvalidHashKeyRange",
+                        format!("shard {} has no valid hash key range", shard.shard_id()),
+                    )
+                })?;
+            Ok(Shard {
+                shard_id: shard.shard_id().to_owned(),
+                parent_shard_id: shard.parent_shard_id().map(str::to_owned),
+                adjacent_parent_shard_id: shard.adjacent_parent_shard_id().map(str::to_owned),
+                hash_range,
+                open: shard
+                    .sequence_number_range()
+                    .is_none_or(|r| r.ending_sequence_number().is_none()),
+            })
+        })
+        .collect()
+}
+
+const OPERATION: &str = "ListShards";
+
+/// Like [`list_shards`], with the shards as the SDK describes them (sequence-number ranges
+/// included): for tools and tests that need the raw answer.
+///
+/// # Errors
+/// The classified error of the first page that failed.
+pub async fn list_shards_as_sent(
+    client: &Client,
+    stream: &StreamId,
+    listing: &ShardListing,
+) -> Result<Vec<aws_sdk_kinesis::types::Shard>, KinesisError> {
     let filter = match listing {
         ShardListing::All => None,
         ShardListing::After(shard_id) => Some(
@@ -102,30 +143,7 @@ pub async fn list_shards(
             .send()
             .await
             .map_err(|error| classify(OPERATION, error))?;
-        for shard in page.shards() {
-            let hash_range = shard
-                .hash_key_range()
-                .and_then(|r| {
-                    HashRange::from_decimal(r.starting_hash_key(), r.ending_hash_key()).ok()
-                })
-                .ok_or_else(|| {
-                    KinesisError::new(
-                        OPERATION,
-                        ErrorClass::Malformed,
-                        "InvalidHashKeyRange",
-                        format!("shard {} has no valid hash key range", shard.shard_id()),
-                    )
-                })?;
-            shards.push(Shard {
-                shard_id: shard.shard_id().to_owned(),
-                parent_shard_id: shard.parent_shard_id().map(str::to_owned),
-                adjacent_parent_shard_id: shard.adjacent_parent_shard_id().map(str::to_owned),
-                hash_range,
-                open: shard
-                    .sequence_number_range()
-                    .is_none_or(|r| r.ending_sequence_number().is_none()),
-            });
-        }
+        shards.extend_from_slice(page.shards());
         match page.next_token {
             Some(token) if !token.is_empty() => next_token = Some(token),
             _ => return Ok(shards),

@@ -103,9 +103,16 @@ pub enum FailureReason {
 
 /// A record that Kinesis did not store, with why, every attempt made, and the record itself
 /// (to retry it elsewhere or dead-letter it without a copy).
+///
+/// One pointer wide: the details live in one allocation, made only for a failed record.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 #[error("{}", Describe(self))]
 pub struct RecordFailure {
+    inner: Box<FailureDetails>,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+struct FailureDetails {
     reason: FailureReason,
     record: Option<UserRecord>,
     attempts: Vec<Attempt>,
@@ -120,42 +127,44 @@ impl RecordFailure {
         attempt_count: u32,
     ) -> Self {
         Self {
-            reason,
-            record,
-            attempts,
-            attempt_count,
+            inner: Box::new(FailureDetails {
+                reason,
+                record,
+                attempts,
+                attempt_count,
+            }),
         }
     }
 
     /// Why it failed.
     pub fn reason(&self) -> &FailureReason {
-        &self.reason
+        &self.inner.reason
     }
 
     /// The record. `None` only when the pipeline went away while holding it (its runtime shut
     /// down, or it failed).
     pub fn record(&self) -> Option<&UserRecord> {
-        self.record.as_ref()
+        self.inner.record.as_ref()
     }
 
     /// The record, to send again or dead-letter.
     pub fn into_record(self) -> Option<UserRecord> {
-        self.record
+        self.inner.record
     }
 
     /// The latest attempts (at most [`MAX_KEPT_ATTEMPTS`](crate::MAX_KEPT_ATTEMPTS)).
     pub fn attempts(&self) -> &[Attempt] {
-        &self.attempts
+        &self.inner.attempts
     }
 
     /// How many attempts were made in all.
     pub fn attempt_count(&self) -> u32 {
-        self.attempt_count
+        self.inner.attempt_count
     }
 
     /// Whether the TTL ran out.
     pub fn is_expired(&self) -> bool {
-        self.reason == FailureReason::Expired
+        self.inner.reason == FailureReason::Expired
     }
 }
 
@@ -163,7 +172,7 @@ struct Describe<'a>(&'a RecordFailure);
 
 impl fmt::Display for Describe<'_> {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        let failure = self.0;
+        let failure = &self.0.inner;
         match &failure.reason {
             FailureReason::Expired => write!(
                 f,

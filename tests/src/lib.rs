@@ -378,7 +378,7 @@ pub async fn delete_table(client: &aws_sdk_dynamodb::Client, name: &str) {
     let _ = client.delete_table().table_name(name).send().await;
 }
 
-/// Every shard of `stream` (ListShards, all pages).
+/// Every shard of `stream` (ListShards, all pages), as the SDK describes them.
 ///
 /// # Panics
 ///
@@ -387,24 +387,13 @@ pub async fn list_shards(
     client: &aws_sdk_kinesis::Client,
     stream: &str,
 ) -> Vec<aws_sdk_kinesis::types::Shard> {
-    let mut shards = Vec::new();
-    let mut next_token: Option<String> = None;
-    loop {
-        // A request carries either the stream name or a next token, never both.
-        let request = match next_token.take() {
-            Some(token) => client.list_shards().next_token(token),
-            None => client.list_shards().stream_name(stream),
-        };
-        let out = request
-            .send()
-            .await
-            .unwrap_or_else(|err| panic!("ListShards {stream} failed: {err:?}"));
-        shards.extend_from_slice(out.shards());
-        match out.next_token() {
-            Some(token) if !token.is_empty() => next_token = Some(token.to_owned()),
-            _ => return shards,
-        }
-    }
+    kinesis_common::list_shards_as_sent(
+        client,
+        &kinesis_common::StreamId::from(stream),
+        &kinesis_common::ShardListing::All,
+    )
+    .await
+    .unwrap_or_else(|err| panic!("ListShards {stream} failed: {err}"))
 }
 
 /// Consecutive empty GetRecords answers after which [`read_all_records`] stops reading a shard

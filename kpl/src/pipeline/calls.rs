@@ -28,6 +28,14 @@ pub(crate) struct InFlight {
 
 type Done = (u64, Answer, Duration);
 
+/// Which stream a call is for.
+pub(crate) struct CallStream {
+    pub(crate) id: Arc<StreamId>,
+    pub(crate) index: usize,
+    /// The stream's shard-map epoch now.
+    pub(crate) epoch: u64,
+}
+
 #[derive(Default)]
 pub(crate) struct Calls {
     tasks: JoinSet<Done>,
@@ -49,9 +57,7 @@ impl Calls {
     pub(crate) fn spawn(
         &mut self,
         api: &Arc<dyn KinesisApi>,
-        stream_id: &Arc<StreamId>,
-        stream: usize,
-        epoch: u64,
+        stream: CallStream,
         batch: Vec<Outgoing>,
         ticket: Ticket,
         now: Instant,
@@ -70,9 +76,19 @@ impl Calls {
         let id = self.next_id;
         self.next_id += 1;
         let api = api.clone();
-        let stream_id = stream_id.clone();
+        let CallStream {
+            id: stream_id,
+            index: stream,
+            epoch,
+        } = stream;
         let timeout = ticket.timeout;
-        let span = tracing::debug_span!("put_records", stream = %stream_id, records = entries.len(), bytes, ?timeout);
+        let span = tracing::debug_span!(
+            "put_records",
+            stream = %stream_id,
+            records = entries.len(),
+            bytes,
+            ?timeout
+        );
         let handle =
             self.tasks.spawn(
                 async move {

@@ -200,16 +200,25 @@ impl Router {
 
     /// Adds a record to its lane's open aggregate (or queues it alone); gives it back when no
     /// open shard of the map owns its hash key.
-    pub(crate) fn route(&mut self, pending: PendingRecord) -> Result<(), PendingRecord> {
-        let Some(target) = self.target_of(pending.hash_key) else {
-            return Err(pending);
+    pub(crate) fn route(&mut self, pending: PendingRecord) -> Option<PendingRecord> {
+        let Some(shard) = self.map.lookup(pending.hash_key) else {
+            return Some(pending);
         };
+        let lane_index = lane_of(pending.hash_key, self.config.lanes);
         let due = later(pending.arrived, self.config.linger);
-        let (shard, lane_index) = (target.shard, target.lane);
         let aggregating = self.config.aggregation.is_some();
-        let lane = &mut self.shards[shard].lanes[lane_index];
+        // The target (an `Arc` clone) is made only when a Kinesis record is: not per record.
+        let epoch = self.epoch;
+        let state = &mut self.shards[shard];
+        let target = || Target {
+            shard_id: state.id.clone(),
+            shard,
+            lane: lane_index,
+            map_epoch: epoch,
+        };
+        let lane = &mut state.lanes[lane_index];
         let queued = if !aggregating {
-            lane.queue.push_back(alone(pending, target, due));
+            lane.queue.push_back(alone(pending, target(), due));
             true
         } else {
             match lane.aggregator.try_add(&pending.record) {
@@ -218,6 +227,7 @@ impl Router {
                     false
                 }
                 Err(AddError::Full) => {
+                    let target = target();
                     seal(lane, &target);
                     if lane.aggregator.try_add(&pending.record).is_ok() {
                         lane.members.push(pending);
@@ -229,6 +239,7 @@ impl Router {
                 }
                 Err(_) => {
                     // Larger than an aggregate may be: alone, after the records before it.
+                    let target = target();
                     seal(lane, &target);
                     lane.queue.push_back(alone(pending, target, due));
                     true
@@ -242,7 +253,7 @@ impl Router {
         if queued {
             self.list(shard, lane_index);
         }
-        Ok(())
+        None
     }
 
     /// Puts records that must go before anything their lanes hold (retries from before a map
@@ -467,7 +478,7 @@ pub(crate) fn retain_outgoing(
     aggregation: Option<AggregatorConfig>,
     expired: &mut Vec<PendingRecord>,
 ) -> Vec<Outgoing> {
-    if outgoing.members.iter().all(|m| keep(m)) {
+    if outgoing.members.iter().all(&mut *keep) {
         return vec![outgoing];
     }
     let Outgoing {
@@ -558,12 +569,12 @@ mod tests {
     #[tokio::test(start_paused = true)]
     async fn records_aggregate_per_shard_and_seal_at_linger() {
         let mut router = Router::new(config(false, 1));
-        assert!(router.route(record(0, 1, 10)).is_err(), "no map yet");
+        assert!(router.route(record(0, 1, 10)).is_some(), "no map yet");
         router.install(two_shards(), Instant::now());
         for i in 0..3 {
-            router.route(record(i, 5, 10)).unwrap();
+            assert!(router.route(record(i, 5, 10)).is_none());
         }
-        router.route(record(3, u128::MAX, 10)).unwrap();
+        assert!(router.route(record(3, u128::MAX, 10)).is_none());
         let mut ready = ReadyQueue::default();
         router.move_to_ready(Instant::now(), &mut ready);
         assert!(ready.is_empty(), "lingering");
@@ -579,9 +590,9 @@ mod tests {
     async fn a_large_record_does_not_overtake_the_open_aggregate() {
         let mut router = Router::new(config(true, 1));
         router.install(two_shards(), Instant::now());
-        router.route(record(0, 5, 10)).unwrap();
-        router.route(record(1, 5, 5_000)).unwrap();
-        router.route(record(2, 5, 10)).unwrap();
+        assert!(router.route(record(0, 5, 10)).is_none());
+        assert!(router.route(record(1, 5, 5_000)).is_none());
+        assert!(router.route(record(2, 5, 10)).is_none());
         router.seal_all();
         let lane = &router.shards[0].lanes[0];
         let order: Vec<u64> = lane
@@ -597,7 +608,7 @@ mod tests {
         let mut router = Router::new(config(true, 1));
         router.install(two_shards(), Instant::now());
         for i in 0..40 {
-            router.route(record(i, 5, 100)).unwrap();
+            assert!(router.route(record(i, 5, 100)).is_none());
         }
         router.seal_all();
         let mut ready = ReadyQueue::default();
@@ -630,7 +641,7 @@ mod tests {
         for i in 0..200u64 {
             // Spread over many keys of shard a.
             let key = (i as u128 + 1) * 7_919_000_000_000_000_000_000_000u128 % (u128::MAX / 2);
-            router.route(record(i, key, 10)).unwrap();
+            assert!(router.route(record(i, key, 10)).is_none());
         }
         router.seal_all();
         let mut ready = ReadyQueue::default();
@@ -651,7 +662,7 @@ mod tests {
         let mut router = Router::new(config(false, 1));
         router.install(two_shards(), Instant::now());
         for i in 0..10 {
-            router.route(record(i, i as u128 * 1_000, 100)).unwrap();
+            assert!(router.route(record(i, i as u128 * 1_000, 100)).is_none());
         }
         router.seal_due(Instant::now(), false);
         let displaced = router.install(two_shards(), Instant::now());

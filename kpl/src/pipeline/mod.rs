@@ -382,7 +382,7 @@ impl Pipeline {
     fn route(&mut self, index: usize, member: PendingRecord, now: Instant) {
         self.arm_sweep(member.arrived);
         let stream = &mut self.streams[index];
-        if let Err(member) = stream.router.route(member) {
+        if let Some(member) = stream.router.route(member) {
             if stream.router.has_map() {
                 // The open shards do not cover it: the map is stale (a reshard).
                 stream.refresh.demand(now, false);
@@ -542,10 +542,12 @@ impl Pipeline {
         }
         let ticket = self.congestion.start(bytes);
         stream.calls_in_flight += 1;
-        let epoch = stream.router.epoch;
-        let id = stream.id.clone();
-        self.calls
-            .spawn(&self.api, &id, index, epoch, batch, ticket, now);
+        let call = calls::CallStream {
+            id: stream.id.clone(),
+            index,
+            epoch: stream.router.epoch,
+        };
+        self.calls.spawn(&self.api, call, batch, ticket, now);
     }
 
     /// Full jitter over a capped exponential envelope: uniform in [0, envelope].

@@ -173,7 +173,12 @@ pub(crate) fn settle(
                 }),
             ) => {
                 for member in &mut outgoing.members {
-                    member.record_attempt(outcome.started, outcome.duration, None);
+                    if member.answer_wanted() {
+                        member.record_attempt(outcome.started, outcome.duration, None);
+                    } else {
+                        // Nobody reads the attempts of a record without a receipt.
+                        member.attempt_count = member.attempt_count.saturating_add(1);
+                    }
                 }
                 let shard_id: Arc<str> = shard_id.as_str().into();
                 let sequence_number: Arc<str> = sequence_number.as_str().into();
