@@ -115,9 +115,10 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
     }
 
     let started = Instant::now();
-    // Records of one key are stored in the order sent (the default); checked below.
+    // Records of one key are stored in the order sent; checked below.
     let producer = Producer::builder(stream.as_str())
         .sdk_config(&config)
+        .ordered(true)
         .build()
         .await?;
     let mut receipts = Vec::with_capacity(RECORDS);

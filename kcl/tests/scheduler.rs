@@ -156,6 +156,7 @@ impl Fleet {
         Producer::builder(self.stream.as_str())
             .client(kinesis_client().await)
             .linger(Duration::from_millis(10))
+            .ordered(true)
             .build()
             .await
             .expect("producer")

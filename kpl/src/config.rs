@@ -90,7 +90,7 @@ impl Default for ProducerConfig {
             max_record_size: DEFAULT_MAX_RECORD_SIZE,
             max_concurrent_requests: 24,
             adaptive_concurrency: true,
-            ordered: true,
+            ordered: false,
             ordering_lanes: 8,
             fail_if_throttled: false,
             min_backoff: Duration::from_millis(100),

@@ -13,8 +13,8 @@
 //! Every record accepted gets exactly one answer: its receipt, or, sent with
 //! [`Producer::send_detached`], its count in the metrics. Memory is bounded by
 //! `max_outstanding_bytes` / `max_outstanding_records`: `send` waits at the limit, `try_send`
-//! returns `Full`. Records of one partition key are stored in the order sent (see
-//! [`ProducerBuilder::ordered`]). One producer writes to any number of streams
+//! returns `Full`. With [`ProducerBuilder::ordered`], records of one partition key are stored in
+//! the order sent. One producer writes to any number of streams
 //! ([`Producer::for_stream`]) with one budget and one pipeline.
 //!
 //! The pipeline reaches Kinesis through [`KinesisApi`]: the AWS SDK ([`SdkKinesis`]) or, for

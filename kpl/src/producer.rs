@@ -28,9 +28,8 @@ use crate::streams::StreamRegistry;
 /// another stream on the same pipeline.
 ///
 /// # Order
-/// By default records of one partition key (one hash key) are stored in the order they were
-/// sent, through retries, throttling, reshards and timeouts (see
-/// [`ProducerBuilder::ordered`]).
+/// With [`ProducerBuilder::ordered`], records of one partition key (one hash key) are stored in
+/// the order they were sent, through retries, throttling, reshards and timeouts.
 ///
 /// # Dropping
 /// When the last clone is dropped, the pipeline keeps running in the background until every

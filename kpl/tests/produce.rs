@@ -72,6 +72,7 @@ async fn everything_sent_is_in_the_stream_in_its_shard() {
     let producer = Producer::builder(stream.as_str())
         .client(client.clone())
         .linger(Duration::from_millis(20))
+        .ordered(true)
         .build()
         .await
         .expect("producer");

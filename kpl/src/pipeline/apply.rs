@@ -131,7 +131,7 @@ impl Pipeline {
     pub(super) fn stored(
         &mut self,
         index: usize,
-        outgoing: Outgoing,
+        mut outgoing: Outgoing,
         shard_id: &Arc<str>,
         sequence_number: &Arc<str>,
     ) {
@@ -143,18 +143,12 @@ impl Pipeline {
             user_bytes,
             KinesisRecord::size(&outgoing.record),
         );
-        let aggregated = outgoing.aggregated;
-        for (position, member) in outgoing.members.into_iter().enumerate() {
-            self.resolve(
-                Some(index),
-                member,
-                Resolution::Stored {
-                    shard_id: shard_id.clone(),
-                    sequence_number: sequence_number.clone(),
-                    sub_sequence_number: aggregated.then_some(position as u64),
-                },
-            );
-        }
+        let stream = &mut self.streams[index];
+        stream.outstanding = stream.outstanding.saturating_sub(outgoing.members.len());
+        let mut members = std::mem::take(&mut outgoing.members);
+        self.ledger
+            .resolve_stored(&mut members, shard_id, sequence_number, outgoing.aggregated);
+        stream.router.recycle(members);
     }
 
     /// An aggregate stored on another shard than predicted: settled now if the map knows that

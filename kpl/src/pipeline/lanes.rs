@@ -89,6 +89,9 @@ pub(crate) struct Router {
     lingering: BinaryHeap<Reverse<(Instant, usize, usize)>>,
     /// Lanes with queued records.
     dispatch: Vec<(usize, usize)>,
+    /// Member lists of settled aggregates, for the next ones: an aggregate's list is large
+    /// (hundreds of records), and many are alive at once when order is kept.
+    spare: Vec<Vec<PendingRecord>>,
 }
 
 /// Spreads hash keys over lanes (MD5 hash keys are uniform already; explicit ones may not be).
@@ -110,6 +113,16 @@ impl Router {
             shards: Vec::new(),
             lingering: BinaryHeap::new(),
             dispatch: Vec::new(),
+            spare: Vec::new(),
+        }
+    }
+
+    /// Keeps an emptied member list for a later aggregate.
+    pub(crate) fn recycle(&mut self, mut members: Vec<PendingRecord>) {
+        members.clear();
+        let limit = (self.shards.len() * self.config.lanes).clamp(8, 256);
+        if members.capacity() > 1 && self.spare.len() < limit {
+            self.spare.push(members);
         }
     }
 
@@ -228,7 +241,7 @@ impl Router {
                 }
                 Err(AddError::Full) => {
                     let target = target();
-                    seal(lane, &target);
+                    seal(lane, &target, &mut self.spare);
                     if lane.aggregator.try_add(&pending.record).is_ok() {
                         lane.members.push(pending);
                     } else {
@@ -240,7 +253,7 @@ impl Router {
                 Err(_) => {
                     // Larger than an aggregate may be: alone, after the records before it.
                     let target = target();
-                    seal(lane, &target);
+                    seal(lane, &target, &mut self.spare);
                     lane.queue.push_back(alone(pending, target, due));
                     true
                 }
@@ -313,7 +326,7 @@ impl Router {
             let target = self.lane_target(shard, lane);
             let entry = &mut self.shards[shard].lanes[lane];
             if entry.due.is_some_and(|d| d <= due) {
-                seal(entry, &target);
+                seal(entry, &target, &mut self.spare);
                 self.list(shard, lane);
             }
         }
@@ -325,7 +338,11 @@ impl Router {
             for lane in 0..self.shards[shard].lanes.len() {
                 if !self.shards[shard].lanes[lane].members.is_empty() {
                     let target = self.lane_target(shard, lane);
-                    seal(&mut self.shards[shard].lanes[lane], &target);
+                    seal(
+                        &mut self.shards[shard].lanes[lane],
+                        &target,
+                        &mut self.spare,
+                    );
                     self.list(shard, lane);
                 }
             }
@@ -342,7 +359,11 @@ impl Router {
                 let entry = &self.shards[shard].lanes[lane];
                 if !entry.members.is_empty() && entry.queue.is_empty() {
                     let target = self.lane_target(shard, lane);
-                    seal(&mut self.shards[shard].lanes[lane], &target);
+                    seal(
+                        &mut self.shards[shard].lanes[lane],
+                        &target,
+                        &mut self.spare,
+                    );
                     self.list(shard, lane);
                 }
             }
@@ -493,13 +514,15 @@ pub(crate) fn retain_outgoing(
 }
 
 /// Closes a lane's open aggregate and queues it.
-fn seal(lane: &mut Lane, target: &Target) {
+fn seal(lane: &mut Lane, target: &Target, spare: &mut Vec<Vec<PendingRecord>>) {
     if lane.members.is_empty() {
         return;
     }
-    // The next aggregate likely holds as many: size its list once instead of doubling it.
+    // The next aggregate likely holds as many: a list of a settled aggregate, or one sized
+    // once instead of doubling.
     let capacity = lane.members.len();
-    let members = std::mem::replace(&mut lane.members, Vec::with_capacity(capacity));
+    let next = spare.pop().unwrap_or_else(|| Vec::with_capacity(capacity));
+    let members = std::mem::replace(&mut lane.members, next);
     let due = lane.due.take().unwrap_or_else(Instant::now);
     let sealed = finish(&mut lane.aggregator, members, target, due);
     lane.queue.extend(sealed);

@@ -169,6 +169,37 @@ impl Ledger {
         }
     }
 
+    /// Answers every member of one stored Kinesis record, leaving the list empty for reuse (the
+    /// hot path: one call per Kinesis record, the answer built only for a receipt still held).
+    pub(crate) fn resolve_stored(
+        &mut self,
+        members: &mut Vec<PendingRecord>,
+        shard_id: &Arc<str>,
+        sequence_number: &Arc<str>,
+        aggregated: bool,
+    ) {
+        let stored = Tally {
+            stored: 1,
+            ..Tally::default()
+        };
+        for (position, mut member) in members.drain(..).enumerate() {
+            self.retire(member.generation, stored);
+            self.released.add(member.charge);
+            if let Some(reply) = member.reply.take()
+                && !reply.is_closed()
+            {
+                let _ = reply.send(Ok(RecordSuccess {
+                    shard_id: shard_id.clone(),
+                    sequence_number: sequence_number.clone(),
+                    sub_sequence_number: aggregated.then_some(position as u64),
+                    attempts: std::mem::take(&mut member.attempts),
+                    attempt_count: member.attempt_count,
+                    possibly_duplicated: member.possibly_duplicated,
+                }));
+            }
+        }
+    }
+
     fn retire(&mut self, generation: u64, tally: Tally) {
         self.outstanding = self.outstanding.saturating_sub(1);
         for waiter in &mut self.flushes {
@@ -178,9 +209,11 @@ impl Ledger {
         }
         if let Some(entry) = self.open.iter_mut().find(|g| g.id == generation) {
             entry.outstanding = entry.outstanding.saturating_sub(1);
-        }
-        while self.open.front().is_some_and(|g| g.outstanding == 0) {
-            self.open.pop_front();
+            if entry.outstanding == 0 {
+                while self.open.front().is_some_and(|g| g.outstanding == 0) {
+                    self.open.pop_front();
+                }
+            }
         }
     }
 

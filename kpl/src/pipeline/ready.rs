@@ -12,12 +12,19 @@ use super::record::{Outgoing, PendingRecord};
 pub(crate) struct ReadyQueue {
     items: VecDeque<Outgoing>,
     bytes: usize,
+    /// The earliest due time of the items (kept so the dispatch checks need no scan).
+    min_due: Option<Instant>,
 }
 
 impl ReadyQueue {
     pub(crate) fn push(&mut self, outgoing: Outgoing) {
         self.bytes += outgoing.size();
+        self.min_due = Some(self.min_due.map_or(outgoing.due, |d| d.min(outgoing.due)));
         self.items.push_back(outgoing);
+    }
+
+    fn recompute_due(&mut self) {
+        self.min_due = self.items.iter().map(|o| o.due).min();
     }
 
     pub(crate) fn is_empty(&self) -> bool {
@@ -33,6 +40,7 @@ impl ReadyQueue {
     pub(crate) fn pop_front(&mut self) -> Option<Outgoing> {
         let outgoing = self.items.pop_front()?;
         self.bytes -= outgoing.size();
+        self.recompute_due();
         Some(outgoing)
     }
 
@@ -48,7 +56,7 @@ impl ReadyQueue {
 
     /// The earliest due time of what is waiting.
     pub(crate) fn next_due(&self) -> Option<Instant> {
-        self.items.iter().map(|o| o.due).min()
+        self.min_due
     }
 
     /// Cuts the next PutRecords batch from the front.
@@ -59,12 +67,15 @@ impl ReadyQueue {
             max_bytes,
         );
         self.bytes -= bytes;
-        self.items.drain(..count).collect()
+        let batch = self.items.drain(..count).collect();
+        self.recompute_due();
+        batch
     }
 
     /// Everything waiting, leaving the queue empty (a map change re-routes it).
     pub(crate) fn drain_members(&mut self, into: &mut Vec<PendingRecord>) {
         self.bytes = 0;
+        self.min_due = None;
         for outgoing in self.items.drain(..) {
             into.extend(outgoing.members);
         }
@@ -98,6 +109,7 @@ impl ReadyQueue {
         }
         self.bytes = rebuilt.iter().map(Outgoing::size).sum();
         self.items = rebuilt;
+        self.recompute_due();
         dropped_lanes
     }
 }

@@ -22,6 +22,7 @@ fn builder(fake: &FakeKinesis) -> ProducerBuilder {
         .linger(Duration::from_millis(10))
         .min_backoff(Duration::from_millis(5))
         .max_backoff(Duration::from_millis(100))
+        .ordered(true)
         .jitter_seed(7)
 }
 
