@@ -29,7 +29,7 @@ impl Pipeline {
             let id = stream.id.clone();
             let limit = self.config.list_shards_timeout;
             let span = tracing::debug_span!("list_shards", stream = %id);
-            self.refreshes.spawn(
+            let task = self.refreshes.spawn(
                 async move {
                     let result = match tokio::time::timeout(limit, api.list_shards(&id)).await {
                         Err(_) => Err(KinesisError::timeout("ListShards", limit)),
@@ -51,22 +51,12 @@ impl Pipeline {
                 }
                 .instrument(span),
             );
+            self.refresh_tasks.insert(task.id(), (index, level));
         }
     }
 
     pub(super) fn on_refresh(&mut self, (index, level, result): RefreshDone) {
         let now = Instant::now();
-        if index == usize::MAX {
-            // A refresh task panicked: which one is unknown, so every running one counts as
-            // failed and is tried again after its backoff.
-            for stream in &mut self.streams {
-                if stream.refresh.is_running() {
-                    let running = stream.refresh.start();
-                    stream.refresh.finish(running, false, now);
-                }
-            }
-            return;
-        }
         let Some(stream) = self.streams.get_mut(index) else {
             return;
         };

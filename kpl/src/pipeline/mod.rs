@@ -111,6 +111,8 @@ pub(crate) struct Pipeline {
     calls: Calls,
     congestion: Congestion,
     refreshes: JoinSet<RefreshDone>,
+    /// The stream and demand level of each refresh task.
+    refresh_tasks: std::collections::HashMap<tokio::task::Id, (usize, u64)>,
     metrics: Arc<Metrics>,
     health: Arc<Health>,
     shutdown_waiters: Vec<oneshot::Sender<()>>,
@@ -173,6 +175,7 @@ impl Pipeline {
             calls: Calls::default(),
             congestion,
             refreshes: JoinSet::new(),
+            refresh_tasks: std::collections::HashMap::new(),
             metrics,
             health,
             shutdown_waiters: Vec::new(),
@@ -204,16 +207,25 @@ impl Pipeline {
                 (call, outcome) = self.calls.next(), if !self.calls.is_empty() => {
                     if !self.guarded(|p| p.on_call(call, outcome)) { break; }
                 },
-                Some(done) = self.refreshes.join_next(), if !self.refreshes.is_empty() => {
-                    let done = done.unwrap_or_else(|error| {
-                        // The task is gone with its stream index: refresh every stream again.
-                        (usize::MAX, 0, Err(KinesisError::new(
-                            "ListShards",
-                            crate::client::ErrorClass::Transient,
-                            "TaskFailed",
-                            format!("the refresh task failed: {error}"),
-                        )))
-                    });
+                Some(done) = self.refreshes.join_next_with_id(), if !self.refreshes.is_empty() => {
+                    let done = match done {
+                        Ok((task, done)) => {
+                            self.refresh_tasks.remove(&task);
+                            done
+                        }
+                        Err(error) => {
+                            // A panicked refresh task: a failed refresh of its stream.
+                            let Some((index, level)) = self.refresh_tasks.remove(&error.id()) else {
+                                continue;
+                            };
+                            (index, level, Err(KinesisError::new(
+                                "ListShards",
+                                crate::client::ErrorClass::Transient,
+                                "TaskFailed",
+                                format!("the refresh task failed: {error}"),
+                            )))
+                        }
+                    };
                     if !self.guarded(|p| p.on_refresh(done)) { break; }
                 },
                 more = self.inbox.recv_batch(&mut self.incoming), if !self.input_closed => {

@@ -84,10 +84,6 @@ impl Refresh {
         self.demand
     }
 
-    pub(crate) fn is_running(&self) -> bool {
-        self.running.is_some()
-    }
-
     /// The refresh that started at `level` ended.
     pub(crate) fn finish(&mut self, level: u64, succeeded: bool, now: Instant) -> Finished {
         if self.running == Some(level) {

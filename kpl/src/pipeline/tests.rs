@@ -758,3 +758,50 @@ fn metrics_carry_the_kpl_names_and_the_stream() {
         )) >= 1
     );
 }
+
+#[tokio::test(start_paused = true)]
+async fn a_released_retry_seals_no_other_shards_aggregate() {
+    let fake = FakeKinesis::new();
+    fake.create_stream(STREAM, 2);
+    fake.script([CallFault::FailEntries {
+        positions: vec![0],
+        code: "InternalFailure".into(),
+    }]);
+    let producer = builder(&fake)
+        .ordered(false)
+        .linger(Duration::from_secs(60))
+        .max_aggregate_count(5)
+        // One Kinesis record is a full batch: a sealed aggregate goes at once.
+        .max_batch_records(1)
+        .build()
+        .await
+        .unwrap();
+    let on = |shard: u128, i: usize| {
+        UserRecord::new("k", format!("{i}")).with_explicit_hash_key(shard.to_string())
+    };
+    // Three records lingering on the second shard...
+    let mut lingering = Vec::new();
+    for i in 0..3 {
+        lingering.push(producer.send(on(u128::MAX, i)).await.unwrap());
+    }
+    // ... and a full aggregate on the first (the sixth record seals it), failed once, retried,
+    // stored.
+    let mut first = Vec::new();
+    for i in 3..9 {
+        first.push(producer.send(on(1, i)).await.unwrap());
+    }
+    let sixth = first.pop().unwrap();
+    let stored = results(first).await;
+    assert!(
+        stored
+            .iter()
+            .all(|r| r.as_ref().is_ok_and(|s| s.attempt_count == 2))
+    );
+    // The retry sealed no other aggregate: those records still linger.
+    tokio::time::sleep(Duration::from_secs(1)).await;
+    assert_eq!(producer.outstanding_records(), 4);
+    assert_eq!(producer.flush().await.unwrap().stored, 4);
+    assert!(sixth.await.is_ok());
+    assert!(results(lingering).await.iter().all(Result::is_ok));
+    producer.shutdown().await;
+}
