@@ -2,8 +2,8 @@
 
 use std::cmp::Ordering;
 
-use crate::coordinator::{HeldLeaseError, LeaseCoordinator};
-use crate::lease::{Checkpoint, LeaseTable};
+use crate::coordinator::{HeldLeaseError, HeldRef, LeaseCoordinator};
+use crate::lease::Checkpoint;
 use crate::retrieval::compare_sequence_numbers;
 
 /// Why a checkpoint was not written.
@@ -60,36 +60,42 @@ fn cmp_position(a: (&str, u64), b: (&str, u64)) -> Ordering {
 
 /// Writes a shard's checkpoints, checked against what was delivered.
 ///
-/// Every write is conditional on this worker still holding the lease: after a lease loss it
-/// fails with [`CheckpointError::LeaseLost`], never silently overwriting the new owner's
-/// progress.
+/// Every write is conditional on this worker still holding the lease, in the same holding the
+/// processor was started for: after a lease loss it fails with
+/// [`CheckpointError::LeaseLost`], never silently overwriting the new owner's progress, nor
+/// writing into a later holding of the same lease by this worker. A checkpoint equal to the
+/// last one written is not written again.
 #[derive(Debug)]
 pub struct Checkpointer {
     lease_key: String,
     coordinator: LeaseCoordinator,
-    table: LeaseTable,
+    holding: HeldRef,
     last_checkpoint: Checkpoint,
     /// The largest (sequence, sub-sequence) handed to the processor.
     delivered: Option<(String, u64)>,
     shard_end_reached: bool,
     prepared: Option<Checkpoint>,
+    /// Whether the stored lease has pending checkpoint attributes (a checkpoint clears them,
+    /// so it is written even when equal to the last one).
+    pending_stored: bool,
 }
 
 impl Checkpointer {
     pub(crate) fn new(
-        lease_key: String,
         coordinator: LeaseCoordinator,
-        table: LeaseTable,
+        holding: HeldRef,
         last_checkpoint: Checkpoint,
+        pending: Option<Checkpoint>,
     ) -> Self {
         Self {
-            lease_key,
+            lease_key: holding.key.clone(),
             coordinator,
-            table,
+            holding,
             last_checkpoint,
             delivered: None,
             shard_end_reached: false,
-            prepared: None,
+            pending_stored: pending.is_some(),
+            prepared: pending,
         }
     }
 
@@ -112,12 +118,17 @@ impl Checkpointer {
     }
 
     /// Checkpoints the last record delivered to the processor. A no-op when nothing was
-    /// delivered since the last checkpoint.
+    /// delivered since the last checkpoint. Once the shard's end was reached (in
+    /// [`shard_ended`](crate::ShardRecordProcessor::shard_ended)) this checkpoints
+    /// `SHARD_END`, as the Java KCL does.
     ///
     /// # Errors
     /// [`CheckpointError::LeaseLost`] after the lease was taken; [`CheckpointError::Write`] on
     /// a transient DynamoDB failure.
     pub async fn checkpoint(&mut self) -> Result<(), CheckpointError> {
+        if self.shard_end_reached {
+            return self.write(Checkpoint::ShardEnd).await;
+        }
         let Some((sequence_number, sub_sequence_number)) = self.delivered.clone() else {
             return Ok(());
         };
@@ -126,7 +137,8 @@ impl Checkpointer {
     }
 
     /// Checkpoints at a given user record, which must have been delivered and must not lie
-    /// before the last checkpoint.
+    /// before the last checkpoint. Once the shard's end was reached, a checkpoint at the
+    /// shard's last record checkpoints `SHARD_END`, as the Java KCL does.
     ///
     /// # Errors
     /// [`CheckpointError::InvalidPosition`], or as for [`checkpoint`](Self::checkpoint).
@@ -136,6 +148,12 @@ impl Checkpointer {
         sub_sequence_number: u64,
     ) -> Result<(), CheckpointError> {
         self.check_position(sequence_number, sub_sequence_number)?;
+        let at_last = self.delivered.as_ref().is_some_and(|(seq, sub)| {
+            cmp_position((sequence_number, sub_sequence_number), (seq, *sub)) == Ordering::Equal
+        });
+        if self.shard_end_reached && at_last {
+            return self.write(Checkpoint::ShardEnd).await;
+        }
         self.write(Checkpoint::sequence(sequence_number, sub_sequence_number))
             .await
     }
@@ -165,27 +183,40 @@ impl Checkpointer {
     ) -> Result<(), CheckpointError> {
         self.check_position(sequence_number, sub_sequence_number)?;
         let pending = Checkpoint::sequence(sequence_number, sub_sequence_number);
-        let table = self.table.clone();
-        let prepared = pending.clone();
         self.coordinator
-            .write_held(&self.lease_key, move |lease| async move {
-                table.prepare_checkpoint(&lease, prepared, state).await
-            })
+            .prepare_checkpoint_holding(&self.holding, pending.clone(), state)
             .await?;
         self.prepared = Some(pending);
+        self.pending_stored = true;
         Ok(())
     }
 
-    /// Second phase: makes the prepared checkpoint the checkpoint (and clears it).
+    /// Second phase: makes the prepared checkpoint the checkpoint (and clears it). The
+    /// prepared checkpoint is the one of [`prepare_checkpoint`](Self::prepare_checkpoint), or
+    /// the pending checkpoint the lease had when processing started
+    /// ([`InitializeInput::pending_checkpoint`](crate::InitializeInput::pending_checkpoint)).
+    /// It is validated like any checkpoint: it must have been delivered since processing
+    /// started and must not lie before the last checkpoint, so a commit never moves the
+    /// checkpoint back.
     ///
     /// # Errors
-    /// [`CheckpointError::NothingPrepared`], or as for [`checkpoint`](Self::checkpoint).
+    /// [`CheckpointError::NothingPrepared`], [`CheckpointError::InvalidPosition`] (the
+    /// prepared checkpoint stays prepared), or as for [`checkpoint`](Self::checkpoint).
     pub async fn commit_prepared(&mut self) -> Result<(), CheckpointError> {
         let prepared = self
             .prepared
-            .take()
+            .clone()
             .ok_or(CheckpointError::NothingPrepared)?;
-        self.write(prepared).await
+        if let Checkpoint::Sequence {
+            sequence_number,
+            sub_sequence_number,
+        } = &prepared
+        {
+            self.check_position(sequence_number, *sub_sequence_number)?;
+        }
+        self.write(prepared).await?;
+        self.prepared = None;
+        Ok(())
     }
 
     fn check_position(
@@ -224,10 +255,20 @@ impl Checkpointer {
     }
 
     async fn write(&mut self, checkpoint: Checkpoint) -> Result<(), CheckpointError> {
+        if checkpoint == self.last_checkpoint && !self.pending_stored {
+            // Already stored: nothing to write; still say so if the holding ended.
+            if self.coordinator.holding_lease(&self.holding).is_none() {
+                return Err(CheckpointError::LeaseLost {
+                    lease_key: self.lease_key.clone(),
+                });
+            }
+            return Ok(());
+        }
         self.coordinator
-            .checkpoint(&self.lease_key, checkpoint.clone())
+            .checkpoint_holding(&self.holding, checkpoint.clone())
             .await?;
         self.last_checkpoint = checkpoint;
+        self.pending_stored = false;
         Ok(())
     }
 }

@@ -13,7 +13,9 @@
 #![forbid(unsafe_code)]
 #![warn(missing_docs, missing_debug_implementations, unreachable_pub)]
 
+mod backoff;
 mod checkpointer;
+mod cleanup;
 mod consumer;
 pub mod coordinator;
 pub mod lease;
@@ -29,6 +31,7 @@ pub use coordinator::{CoordinatorConfig, LeaseCoordinator};
 pub use metrics::ConsumerSnapshot;
 pub use processor::{InitializeInput, ProcessRecordsInput, ShardRecordProcessor};
 pub use scheduler::{
-    InitialPosition, Scheduler, SchedulerBuilder, SchedulerError, SchedulerHandle,
+    InitialPosition, Scheduler, SchedulerBuilder, SchedulerError, SchedulerHandle, ShardPhase,
+    ShardState, WorkerState,
 };
 pub use shard_sync::ShardSyncError;

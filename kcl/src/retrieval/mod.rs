@@ -59,3 +59,8 @@ pub use sequence::{MAX_SEQUENCE_NUMBER_DIGITS, compare_sequence_numbers, is_sequ
 pub use source::RecordSource;
 pub use stats::RetrievalStats;
 pub use types::{ChildShard, ShardBatch, StartingPosition, StreamId};
+
+pub(crate) use api::{KinesisApi, SdkKinesis, ShardListing, ShardSummary};
+pub(crate) use error::{CallError, Class};
+pub(crate) use fetcher::children_of;
+pub(crate) use polling::Driver;
