@@ -272,3 +272,158 @@ impl Checkpointer {
         Ok(())
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use std::sync::Arc;
+    use std::time::Duration;
+
+    use super::*;
+    use crate::coordinator::{CoordinatorConfig, LeaseCoordinatorBuilder};
+    use crate::lease::Lease;
+    use crate::lease::memory::MemoryStore;
+
+    async fn holding(store: &MemoryStore) -> (LeaseCoordinator, HeldRef) {
+        let coordinator = LeaseCoordinatorBuilder::from_store(Arc::new(store.clone()), "w1")
+            .config(
+                CoordinatorConfig::builder()
+                    .failover_time(Duration::from_secs(3))
+                    .take_interval(Duration::from_millis(100))
+                    .build()
+                    .unwrap(),
+            )
+            .build()
+            .unwrap();
+        coordinator.start().unwrap();
+        while coordinator.holding("s").is_none() {
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+        let held = coordinator.holding("s").unwrap();
+        (coordinator, held)
+    }
+
+    fn checkpointer(coordinator: &LeaseCoordinator, held: &HeldRef) -> Checkpointer {
+        let lease = coordinator.holding_lease(held).unwrap();
+        Checkpointer::new(
+            coordinator.clone(),
+            held.clone(),
+            lease.checkpoint,
+            lease.pending_checkpoint,
+        )
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_checkpointer_of_an_earlier_holding_never_writes_into_a_later_one() {
+        let store = MemoryStore::with_leases([Lease::new("s", Checkpoint::TrimHorizon)]);
+        let (coordinator, first) = holding(&store).await;
+        let mut old = checkpointer(&coordinator, &first);
+        old.delivered("10", 0);
+        old.checkpoint().await.unwrap();
+        // The lease is lost (another worker takes it) and this worker takes it back.
+        {
+            let mut leases = store.lock();
+            let lease = leases.get_mut("s").unwrap();
+            lease.lease_owner = Some("other".into());
+            lease.lease_counter += 1;
+        }
+        while coordinator.holding("s").is_some_and(|h| h.epoch == first.epoch) {
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+        store.lock().get_mut("s").unwrap().lease_owner = None;
+        while coordinator.holding("s").is_none() {
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+        let second = coordinator.holding("s").unwrap();
+        assert_ne!(first.epoch, second.epoch);
+        old.delivered("20", 0);
+        assert!(matches!(
+            old.checkpoint().await,
+            Err(CheckpointError::LeaseLost { .. })
+        ));
+        assert_eq!(store.get_now("s").unwrap().checkpoint, Checkpoint::sequence("10", 0));
+        // The checkpointer of the new holding writes.
+        let mut new = checkpointer(&coordinator, &second);
+        new.delivered("15", 0);
+        new.checkpoint().await.unwrap();
+        assert_eq!(store.get_now("s").unwrap().checkpoint, Checkpoint::sequence("15", 0));
+        coordinator.shutdown().await;
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn an_equal_checkpoint_is_not_written_again() {
+        let store = MemoryStore::with_leases([Lease::new("s", Checkpoint::TrimHorizon)]);
+        let (coordinator, held) = holding(&store).await;
+        let mut checkpointer = checkpointer(&coordinator, &held);
+        checkpointer.delivered("10", 2);
+        checkpointer.checkpoint().await.unwrap();
+        checkpointer.checkpoint().await.unwrap();
+        checkpointer.checkpoint_at("10", 2).await.unwrap();
+        assert_eq!(store.writes_of("checkpoint").len(), 1);
+        coordinator.shutdown().await;
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn commit_prepared_is_validated_and_never_moves_the_checkpoint_back() {
+        let store = MemoryStore::with_leases([Lease::new("s", Checkpoint::TrimHorizon)]);
+        let (coordinator, held) = holding(&store).await;
+        let mut checkpointer = checkpointer(&coordinator, &held);
+        checkpointer.delivered("10", 0);
+        checkpointer.prepare_checkpoint("5", 0, Some(vec![1])).await.unwrap();
+        checkpointer.delivered("20", 0);
+        checkpointer.checkpoint_at("15", 0).await.unwrap();
+        // The prepared 5 now lies before the checkpoint: refused, and still prepared.
+        assert!(matches!(
+            checkpointer.commit_prepared().await,
+            Err(CheckpointError::InvalidPosition { .. })
+        ));
+        assert_eq!(store.get_now("s").unwrap().checkpoint, Checkpoint::sequence("15", 0));
+        checkpointer.prepare_checkpoint("18", 0, None).await.unwrap();
+        checkpointer.commit_prepared().await.unwrap();
+        let stored = store.get_now("s").unwrap();
+        assert_eq!(stored.checkpoint, Checkpoint::sequence("18", 0));
+        assert_eq!(stored.pending_checkpoint, None);
+        assert!(matches!(
+            checkpointer.commit_prepared().await,
+            Err(CheckpointError::NothingPrepared)
+        ));
+        coordinator.shutdown().await;
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_pending_checkpoint_from_an_earlier_run_commits_once_delivered() {
+        let mut lease = Lease::new("s", Checkpoint::sequence("10", 0));
+        lease.pending_checkpoint = Some(Checkpoint::sequence("30", 1));
+        lease.pending_checkpoint_state = Some(vec![9]);
+        let store = MemoryStore::with_leases([lease]);
+        let (coordinator, held) = holding(&store).await;
+        let mut checkpointer = checkpointer(&coordinator, &held);
+        // Not delivered yet: refused.
+        checkpointer.delivered("20", 0);
+        assert!(matches!(
+            checkpointer.commit_prepared().await,
+            Err(CheckpointError::InvalidPosition { .. })
+        ));
+        checkpointer.delivered("30", 4);
+        checkpointer.commit_prepared().await.unwrap();
+        let stored = store.get_now("s").unwrap();
+        assert_eq!(stored.checkpoint, Checkpoint::sequence("30", 1));
+        assert_eq!(stored.pending_checkpoint_state, None);
+        coordinator.shutdown().await;
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn in_shard_ended_a_checkpoint_at_the_last_record_is_shard_end() {
+        let store = MemoryStore::with_leases([Lease::new("s", Checkpoint::TrimHorizon)]);
+        let (coordinator, held) = holding(&store).await;
+        let mut checkpointer = checkpointer(&coordinator, &held);
+        checkpointer.delivered("40", 0);
+        assert!(matches!(
+            checkpointer.checkpoint_shard_end().await,
+            Err(CheckpointError::ShardNotEnded)
+        ));
+        checkpointer.shard_end_reached();
+        checkpointer.checkpoint_at("40", 0).await.unwrap();
+        assert_eq!(store.get_now("s").unwrap().checkpoint, Checkpoint::ShardEnd);
+        coordinator.shutdown().await;
+    }
+}

@@ -198,6 +198,11 @@ impl LeaseCoordinator {
         &self.inner.shared
     }
 
+    /// The loops' shared state (a view that does not keep them running).
+    pub(crate) fn shared_state(&self) -> Arc<Shared> {
+        self.inner.shared.clone()
+    }
+
     fn tasks(&self) -> MutexGuard<'_, Tasks> {
         self.inner
             .tasks
@@ -608,7 +613,8 @@ impl LeaseCoordinator {
     }
 
     /// Stops taking leases for good (this worker is leaving), waiting for a taking cycle in
-    /// progress to end, so nothing is taken after this returns. Renewals go on.
+    /// progress to end, so nothing is taken after this returns, and withdraws the handoffs
+    /// this worker asked for and did not complete. Renewals go on.
     ///
     /// # Cancel safety
     ///
@@ -623,6 +629,8 @@ impl LeaseCoordinator {
                 }
             }
         }
+        // Handoffs asked for and not completed would leave their leases to nobody.
+        super::handoff::cancel_all(self.shared()).await;
     }
 
     /// Counters of the renew and take loops.

@@ -124,3 +124,28 @@ pub(crate) async fn poll(shared: &Shared) {
         }
     }
 }
+
+/// Withdraws every handoff this worker waits on (it is leaving): the holder keeps its lease,
+/// or, if it let go already, the lease is released for anyone to take.
+pub(crate) async fn cancel_all(shared: &Shared) {
+    let limit = shared.config.renew_interval();
+    for (key, pending) in shared.take_pending() {
+        let stored = match timeout(limit, shared.store.get(&key)).await {
+            Ok(Ok(Some(stored))) => stored,
+            _ => pending.lease,
+        };
+        if !stored.is_owned_by(&shared.worker_id) {
+            continue;
+        }
+        let result = if stored.checkpoint_owner.is_some() {
+            timeout(limit, shared.store.cancel_handoff(&stored)).await
+        } else {
+            timeout(limit, shared.store.release(&stored)).await
+        };
+        match result {
+            Ok(Ok(_)) => info!(lease_key = %key, "handoff withdrawn"),
+            Ok(Err(err)) => debug!(lease_key = %key, error = %Chain(&err), "withdrawing a handoff failed"),
+            Err(_) => debug!(lease_key = %key, "withdrawing a handoff timed out"),
+        }
+    }
+}

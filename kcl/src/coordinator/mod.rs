@@ -73,6 +73,10 @@ pub use stats::{CoordinatorStats, TakeCycleStats};
 pub(crate) use error::Chain;
 pub(crate) use state::HeldRef;
 
+/// The state a coordinator's loops share, for read-only views that must not keep the loops
+/// alive (a [`LeaseCoordinator`] handle stops them when the last one is dropped).
+pub(crate) type SharedState = std::sync::Arc<state::Shared>;
+
 /// `start + by`, or as far as an [`Instant`](tokio::time::Instant) goes (about 30 years) when
 /// that overflows.
 fn later(start: tokio::time::Instant, by: std::time::Duration) -> tokio::time::Instant {

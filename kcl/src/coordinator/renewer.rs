@@ -48,7 +48,7 @@ pub(crate) async fn run(shared: Arc<Shared>, cancel: CancellationToken) {
 /// Renews every held lease once.
 pub(crate) async fn renew_all(shared: &Arc<Shared>) {
     let leases = shared.held_refs();
-    metrics::gauge!("CurrentLeases").set(leases.len() as f64);
+    metrics::gauge!("CurrentLeases", "table" => shared.store.table_name().to_owned()).set(leases.len() as f64);
     if leases.is_empty() {
         return;
     }
@@ -113,15 +113,12 @@ async fn renew_one(shared: &Shared, held: HeldRef) {
                         return;
                     }
                     Conflict::HandoffRequested => continue,
-                    Conflict::Lost => {
-                        metrics::counter!("LostLeases").increment(1);
-                        return;
-                    }
+                    Conflict::Lost => return,
                 }
             }
             Err(err) => {
                 shared.with_stats(|stats| stats.renew_failures += 1);
-                metrics::counter!("RenewLease.Failures").increment(1);
+                metrics::counter!("RenewLease.Failures", "table" => shared.store.table_name().to_owned()).increment(1);
                 let unrenewed = shared.clock.now().saturating_duration_since(renewed_at);
                 if unrenewed >= shared.validity_span() {
                     warn!(

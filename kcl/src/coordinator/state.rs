@@ -50,8 +50,7 @@ pub(crate) struct Shared {
 #[derive(Debug, Default)]
 struct State {
     held: BTreeMap<String, Held>,
-    /// Leases this worker released or handed over, and when: not taken back for one failover
-    /// time.
+    /// Leases this worker released, and when: not taken back for one failover time.
     released: HashMap<String, Instant>,
     /// Finished leases (SHARD_END) this worker held: no longer renewed, waiting for cleanup.
     finished: BTreeMap<String, Lease>,
@@ -121,8 +120,9 @@ pub(crate) enum DropReason {
 pub(crate) enum Conflict {
     /// The write was applied (its answer was lost): the stored lease is this one.
     Applied(Lease),
-    /// Another worker asked for the lease: the stored copy names this worker as
-    /// `checkpointOwner`. It was adopted; retry the write with it.
+    /// Another worker asked for the lease (the stored copy names this worker as
+    /// `checkpointOwner`), or withdrew its request: the stored copy was adopted; retry the
+    /// write with it.
     HandoffRequested,
     /// The lease is someone else's now (or gone): it was dropped.
     Lost,
@@ -387,6 +387,23 @@ impl Shared {
                 _ => return Conflict::Lost,
             }
         }
+        if stored.is_owned_by(me)
+            && stored.checkpoint_owner.is_none()
+            && attempted.checkpoint_owner.as_deref() == Some(me)
+        {
+            // The worker that asked withdrew its request: the lease is plainly ours again.
+            let mut state = self.state();
+            match state.held.get_mut(&held.key) {
+                Some(h) if h.epoch == held.epoch => {
+                    h.current = stored;
+                    drop(state);
+                    info!(lease_key = %held.key, "handoff withdrawn: processing goes on");
+                    self.handoffs.send_if_modified(|keys| keys.remove(&held.key));
+                    return Conflict::HandoffRequested;
+                }
+                _ => return Conflict::Lost,
+            }
+        }
         if stored.is_held_by(me)
             && stored.lease_owner == attempted.lease_owner
             && stored.checkpoint_owner == attempted.checkpoint_owner
@@ -414,6 +431,8 @@ impl Shared {
         match reason {
             DropReason::Lost => {
                 state.stats.lost += 1;
+                metrics::counter!("LostLeases", "table" => self.store.table_name().to_owned())
+                    .increment(1);
                 info!(lease_key = %held.key, counter = removed.current.lease_counter, "lease lost");
             }
             DropReason::Released => {
@@ -422,8 +441,10 @@ impl Shared {
                 info!(lease_key = %held.key, "lease released");
             }
             DropReason::HandedOff => {
+                // Not kept from being taken back: it is the other worker's now, and the
+                // taking rules never steal across an imbalance of one; should that worker
+                // leave, this one takes it at once.
                 state.stats.handed_off += 1;
-                state.released.insert(held.key.clone(), now);
                 info!(lease_key = %held.key, to = ?removed.current.lease_owner, "lease handed over");
             }
             DropReason::Finished => {
@@ -491,6 +512,11 @@ impl Shared {
             }
             pending.lease = lease;
         }
+    }
+
+    /// Forgets every pending handoff, returning them.
+    pub(crate) fn take_pending(&self) -> BTreeMap<String, PendingHandoff> {
+        std::mem::take(&mut self.state().pending)
     }
 
     pub(crate) fn drop_pending(&self, key: &str) {

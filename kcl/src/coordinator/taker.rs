@@ -27,18 +27,24 @@ pub(crate) async fn run(shared: Arc<Shared>, cancel: CancellationToken) {
     let poll = shared.config.handoff_poll_interval();
     let mut tracker = ExpiryTracker::new(shared.config.failover_time());
     let mut next = Instant::now();
+    // Kept across take cycles: a take interval shorter than the poll interval must not starve
+    // the polls.
+    let mut next_poll = later(Instant::now(), poll);
     loop {
         let pending = !shared.pending().is_empty();
-        let handoff_poll = later(Instant::now(), poll);
+        if !pending {
+            next_poll = later(Instant::now(), poll);
+        }
         tokio::select! {
             biased;
             () = cancel.cancelled() => break,
-            () = shared.wake_taker.notified() => {}
-            () = sleep_until(next) => {}
-            () = sleep_until(handoff_poll), if pending => {
+            () = sleep_until(next_poll), if pending => {
                 handoff::poll(&shared).await;
+                next_poll = later(Instant::now(), poll);
                 continue;
             }
+            () = shared.wake_taker.notified() => {}
+            () = sleep_until(next) => {}
         }
         let started = Instant::now();
         take_cycle(&shared, &mut tracker, &cancel).await;
@@ -66,7 +72,7 @@ pub(crate) async fn take_cycle(
             shared.with_stats(|stats| stats.scan_failures += 1);
             // What stood still while the table was unreachable proves nothing.
             tracker.reset();
-            metrics::counter!("TakeLeases.Failures").increment(1);
+            metrics::counter!("TakeLeases.Failures", "table" => shared.store.table_name().to_owned()).increment(1);
             return None;
         }
     };
@@ -171,12 +177,11 @@ pub(crate) async fn take_cycle(
         stats.handoffs_requested += cycle.handoffs_requested as u64;
         stats.last_take = Some(cycle);
     });
-    metrics::counter!("TakenLeases").increment(cycle.taken as u64);
-    metrics::counter!("StolenLeases").increment(cycle.stolen as u64);
-    metrics::counter!("TakeLeases.Failures").increment(cycle.failed as u64);
-    metrics::gauge!("NeededLeases").set(cycle.needed as f64);
-    metrics::gauge!("NumWorkers").set(cycle.live_workers as f64);
-    metrics::gauge!("TotalLeases").set(cycle.leases as f64);
+    metrics::counter!("StolenLeases", "table" => shared.store.table_name().to_owned()).increment(cycle.stolen as u64);
+    metrics::counter!("TakeLeases.Failures", "table" => shared.store.table_name().to_owned()).increment(cycle.failed as u64);
+    metrics::gauge!("NeededLeases", "table" => shared.store.table_name().to_owned()).set(cycle.needed as f64);
+    metrics::gauge!("NumWorkers", "table" => shared.store.table_name().to_owned()).set(cycle.live_workers as f64);
+    metrics::gauge!("TotalLeases", "table" => shared.store.table_name().to_owned()).set(cycle.leases as f64);
     if cycle.planned > 0 {
         info!(
             leases = cycle.leases,
@@ -228,6 +233,8 @@ pub(crate) async fn take(shared: &Shared, lease: &Lease, reason: &TakeReason) ->
                 "lease taken"
             );
             shared.insert_taken(taken, sent_at);
+            metrics::counter!("TakenLeases", "table" => shared.store.table_name().to_owned())
+                .increment(1);
             true
         }
         Err(err) if err.is_lease_lost() => {

@@ -816,3 +816,49 @@ async fn a_worker_cut_off_from_dynamodb_stops_delivering_before_another_may_take
     a.shutdown().await;
     b.shutdown().await;
 }
+
+#[tokio::test(start_paused = true)]
+async fn a_worker_leaving_before_its_handoffs_complete_withdraws_them() {
+    let store = MemoryStore::with_leases(unowned(4));
+    let a = coordinator(&store, "a");
+    a.start().unwrap();
+    wait_for("a holds 4", TAKE, || a.held_leases().len() == 4).await;
+    let b = coordinator(&store, "b");
+    b.start().unwrap();
+    wait_for("b asked", TAKE, || b.stats().handoffs_requested == 2).await;
+    // b leaves before a noticed (a does not answer handoffs in this test).
+    b.release_all().await;
+    b.shutdown().await;
+    assert!(store.all().iter().all(|l| l.is_owned_by("a") && l.checkpoint_owner.is_none()));
+    // a keeps all four, without a loss, once its renewals adopt the withdrawn copies.
+    tokio::time::sleep(RENEW * 3).await;
+    assert_eq!(a.held_leases().len(), 4);
+    assert_eq!(a.stats().lost, 0);
+    assert!(a.handoff_requests().borrow().is_empty());
+    a.shutdown().await;
+}
+
+#[tokio::test(start_paused = true)]
+async fn handoffs_complete_with_a_take_interval_shorter_than_the_poll_interval() {
+    let config = || {
+        CoordinatorConfig::builder()
+            .failover_time(Duration::from_secs(6))
+            .renew_interval(Duration::from_secs(2))
+            .take_interval(Duration::from_millis(100))
+            .build()
+            .unwrap()
+    };
+    assert!(config().handoff_poll_interval() > config().take_interval());
+    let store = MemoryStore::with_leases(unowned(2));
+    let a = coordinator_with(&store, "a", config());
+    a.start().unwrap();
+    wait_for("a holds 2", TAKE, || a.held_leases().len() == 2).await;
+    let holder = answer_handoffs(&a, Checkpoint::sequence("1", 0));
+    let b = coordinator_with(&store, "b", config());
+    b.start().unwrap();
+    wait_for("b holds 1", Duration::from_secs(5), || b.held_leases().len() == 1).await;
+    assert_eq!(b.stats().handoffs_completed, 1);
+    holder.abort();
+    a.shutdown().await;
+    b.shutdown().await;
+}

@@ -9,7 +9,7 @@ use aws_sdk_dynamodb::types::{
     PointInTimeRecoverySpecification, ProvisionedThroughput, ScalarAttributeType, TableStatus, Tag,
 };
 use tokio::time::Instant;
-use tracing::{debug, info};
+use tracing::{debug, info, warn};
 
 use super::error::{LeaseError, from_sdk};
 use super::schema;
@@ -98,7 +98,8 @@ impl LeaseTable {
     /// Creates the table (`leaseKey` string hash key, with the [`TableOptions`] of
     /// [`with_options`](Self::with_options)) unless it exists, then waits until it is ACTIVE
     /// (or UPDATING, which serves requests too), then turns on point-in-time recovery if asked
-    /// for and this call created the table.
+    /// for and this call created the table (a failure to do so is logged as a warning: DynamoDB
+    /// Local, for one, has no continuous backups).
     ///
     /// Safe to call from every worker at once: a `ResourceInUseException` from a racing
     /// creator counts as "exists". Returns whether this call created the table.
@@ -119,7 +120,15 @@ impl LeaseTable {
         };
         self.wait_until_active().await?;
         if created && self.options().point_in_time_recovery {
-            self.enable_point_in_time_recovery().await?;
+            // The table works without it: a worker that cannot start is worse than a missing
+            // backup setting, which the warning names.
+            if let Err(error) = self.enable_point_in_time_recovery().await {
+                warn!(
+                    table = %self.table_name(),
+                    error = %crate::coordinator::Chain(&error),
+                    "point-in-time recovery could not be enabled; enable it on the table by hand"
+                );
+            }
         }
         Ok(created)
     }

@@ -277,11 +277,7 @@ impl LeaseStore for MemoryStore {
         lease: &'a Lease,
         new_owner: &'a str,
     ) -> BoxFuture<'a, Result<Lease, LeaseError>> {
-        let switched = lease
-            .lease_owner
-            .as_deref()
-            .is_some_and(|old| old != new_owner)
-            || lease.checkpoint_owner.as_deref() == Some(new_owner);
+        let switched = lease.holder().is_some_and(|old| old != new_owner);
         Box::pin(self.write("take", lease, COUNTER, true, move |stored| {
             stored.lease_owner = Some(new_owner.to_owned());
             stored.checkpoint_owner = None;
@@ -311,6 +307,27 @@ impl LeaseStore for MemoryStore {
             self.write("request_handoff", lease, expect, false, move |stored| {
                 stored.checkpoint_owner = holder;
                 stored.lease_owner = Some(new_owner.to_owned());
+            })
+            .await
+        })
+    }
+
+    fn cancel_handoff<'a>(&'a self, lease: &'a Lease) -> BoxFuture<'a, Result<Lease, LeaseError>> {
+        let holder = lease.checkpoint_owner.clone();
+        Box::pin(async move {
+            if holder.is_none() {
+                return Err(LeaseError::InvalidInput {
+                    lease_key: lease.lease_key.clone(),
+                    reason: "the lease is not being handed over",
+                });
+            }
+            let expect = Expect {
+                counter: false,
+                ..COUNTER_AND_OWNER
+            };
+            self.write("cancel_handoff", lease, expect, false, move |stored| {
+                stored.lease_owner = holder;
+                stored.checkpoint_owner = None;
             })
             .await
         })

@@ -38,6 +38,8 @@ pub(crate) trait LeaseStore: Send + Sync + fmt::Debug + 'static {
         lease: &'a Lease,
         new_owner: &'a str,
     ) -> BoxFuture<'a, Result<Lease, LeaseError>>;
+    /// See [`LeaseTable::cancel_handoff`].
+    fn cancel_handoff<'a>(&'a self, lease: &'a Lease) -> BoxFuture<'a, Result<Lease, LeaseError>>;
     /// See [`LeaseTable::release`].
     fn release<'a>(&'a self, lease: &'a Lease) -> BoxFuture<'a, Result<Lease, LeaseError>>;
     /// See [`LeaseTable::checkpoint`].
@@ -102,6 +104,10 @@ impl LeaseStore for LeaseTable {
         new_owner: &'a str,
     ) -> BoxFuture<'a, Result<Lease, LeaseError>> {
         Box::pin(LeaseTable::request_handoff(self, lease, new_owner))
+    }
+
+    fn cancel_handoff<'a>(&'a self, lease: &'a Lease) -> BoxFuture<'a, Result<Lease, LeaseError>> {
+        Box::pin(LeaseTable::cancel_handoff(self, lease))
     }
 
     fn release<'a>(&'a self, lease: &'a Lease) -> BoxFuture<'a, Result<Lease, LeaseError>> {

@@ -217,9 +217,9 @@ impl LeaseTable {
     /// Takes a lease for `new_owner` (an expired or stolen lease, or one nobody holds):
     /// sets `leaseOwner`, removes `checkpointOwner` (ending any handoff, as the Java KCL 3.x's
     /// take does), bumps `leaseCounter`, and adds one to `ownerSwitchesSinceCheckpoint` when
-    /// the lease changes hands (the Java KCL's rule: another owner before, or a handoff to
-    /// `new_owner` completed by force). Expects the copy's counter only: the counter changes
-    /// with every owner change.
+    /// the lease changes hands: its [holder](Lease::holder) was another worker (as the Java
+    /// KCL counts owner changes, a handoff completed by force included). Expects the copy's
+    /// counter only: the counter changes with every owner change.
     ///
     /// # Errors
     ///
@@ -233,11 +233,7 @@ impl LeaseTable {
         let mut update = Update::bump_counter(lease)?;
         update.set(schema::LEASE_OWNER, s(new_owner));
         update.remove(schema::CHECKPOINT_OWNER);
-        let switched = lease
-            .lease_owner
-            .as_deref()
-            .is_some_and(|old| old != new_owner)
-            || lease.checkpoint_owner.as_deref() == Some(new_owner);
+        let switched = lease.holder().is_some_and(|old| old != new_owner);
         if switched {
             update.add(schema::OWNER_SWITCHES_SINCE_CHECKPOINT, n(1));
         }
@@ -271,6 +267,27 @@ impl LeaseTable {
         update.set(schema::LEASE_OWNER, s(new_owner));
         update.set(schema::CHECKPOINT_OWNER, s(holder));
         self.apply("request_handoff", &lease.lease_key, update).await
+    }
+
+    /// Withdraws a handoff this worker asked for (it is shutting down before the holder let
+    /// go): sets `leaseOwner` back to the holder (`checkpointOwner`) and removes
+    /// `checkpointOwner`, expecting both owner fields of the copy; the counter is left alone,
+    /// so the holder goes on as if nothing was asked.
+    ///
+    /// # Errors
+    ///
+    /// [`LeaseError::LeaseLost`] when the owner fields changed (the holder let go already, or
+    /// another worker took the lease); [`LeaseError::InvalidInput`] when the copy is not in a
+    /// handoff; [`LeaseError::Dynamo`] when UpdateItem fails.
+    pub async fn cancel_handoff(&self, lease: &Lease) -> Result<Lease, LeaseError> {
+        let Some(holder) = lease.checkpoint_owner.as_deref() else {
+            return Err(invalid(&lease.lease_key, "the lease is not being handed over"));
+        };
+        let mut update = Update::default();
+        update.expect_owner(lease)?;
+        update.set(schema::LEASE_OWNER, s(holder));
+        update.remove(schema::CHECKPOINT_OWNER);
+        self.apply("cancel_handoff", &lease.lease_key, update).await
     }
 
     /// Gives a held lease back (the Java KCL's "evict"): bumps `leaseCounter`, expecting the

@@ -7,7 +7,7 @@ use tokio::sync::watch;
 use tokio_util::sync::CancellationToken;
 
 use super::state::{StatusBoard, WorkerState};
-use crate::coordinator::{CoordinatorStats, LeaseCoordinator};
+use crate::coordinator::{CoordinatorStats, SharedState};
 use crate::metrics::{ConsumerMetrics, ConsumerSnapshot};
 
 /// Controls a running [`Scheduler`](super::Scheduler) from elsewhere. Cheap to clone.
@@ -17,7 +17,9 @@ pub struct SchedulerHandle {
     pub(super) done: watch::Receiver<bool>,
     pub(super) metrics: Arc<ConsumerMetrics>,
     pub(super) status: Arc<StatusBoard>,
-    pub(super) coordinator: watch::Receiver<Option<LeaseCoordinator>>,
+    /// The coordinator's shared state, not the coordinator itself: a handle must not keep
+    /// the renew and take loops alive once the worker is gone.
+    pub(super) coordinator: watch::Receiver<Option<SharedState>>,
 }
 
 impl SchedulerHandle {
@@ -43,7 +45,7 @@ impl SchedulerHandle {
     /// The lease coordinator's counters (takes, steals, handoffs, renewals...), once the
     /// worker has started.
     pub fn lease_stats(&self) -> Option<CoordinatorStats> {
-        self.coordinator.borrow().as_ref().map(LeaseCoordinator::stats)
+        self.coordinator.borrow().as_ref().map(|shared| shared.stats())
     }
 
     /// What the worker is doing now: every held shard's phase, whether it is at the tip and
@@ -54,7 +56,7 @@ impl SchedulerHandle {
             .coordinator
             .borrow()
             .as_ref()
-            .and_then(LeaseCoordinator::last_scan);
+            .and_then(|shared| shared.last_scan());
         WorkerState {
             shards,
             held_changed_at,
@@ -70,9 +72,9 @@ impl SchedulerHandle {
     pub async fn refreshed_state(&self, limit: Duration) -> WorkerState {
         let coordinator = self.coordinator.borrow().clone();
         if let Some(coordinator) = coordinator {
-            let mut scans = coordinator.scans();
+            let mut scans = coordinator.subscribe_scans();
             scans.borrow_and_update();
-            coordinator.take_now();
+            coordinator.wake_taker.notify_one();
             let _ = tokio::time::timeout(limit, scans.changed()).await;
         }
         self.state()

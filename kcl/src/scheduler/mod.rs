@@ -12,6 +12,8 @@ mod config;
 mod handle;
 mod startup;
 mod state;
+#[cfg(test)]
+mod tests;
 mod worker;
 
 use std::num::NonZeroUsize;
@@ -308,7 +310,7 @@ pub struct Scheduler<F> {
     worker: Arc<WorkerConfig>,
     handle: SchedulerHandle,
     done: watch::Sender<bool>,
-    coordinator_tx: watch::Sender<Option<crate::coordinator::LeaseCoordinator>>,
+    coordinator_tx: watch::Sender<Option<crate::coordinator::SharedState>>,
 }
 
 impl<F> std::fmt::Debug for Scheduler<F> {

@@ -18,7 +18,7 @@ use super::state::ShardPhase;
 use crate::backoff::Backoff;
 use crate::cleanup;
 use crate::consumer::{Ended, ShardContext, Stop, run_consumer};
-use crate::coordinator::{CoordinatorConfig, HeldRef, LeaseCoordinator, LeaseCoordinatorBuilder};
+use crate::coordinator::{CoordinatorConfig, HeldRef, LeaseCoordinatorBuilder};
 use crate::lease::store::LeaseStore;
 use crate::processor::ShardRecordProcessor;
 use crate::retrieval::{KinesisApi, StreamId};
@@ -33,7 +33,7 @@ pub(crate) struct WorkerParts<A> {
     pub(crate) coordinator: CoordinatorConfig,
     pub(crate) config: Arc<WorkerConfig>,
     pub(crate) handle: SchedulerHandle,
-    pub(crate) coordinator_tx: watch::Sender<Option<LeaseCoordinator>>,
+    pub(crate) coordinator_tx: watch::Sender<Option<crate::coordinator::SharedState>>,
 }
 
 /// Runs a worker until its handle's graceful shutdown.
@@ -67,7 +67,7 @@ where
         error!(%error, "the lease coordinator did not start");
         return Ok(());
     }
-    parts.coordinator_tx.send_replace(Some(coordinator.clone()));
+    parts.coordinator_tx.send_replace(Some(coordinator.shared_state()));
     info!(worker = %parts.worker_id, table = %parts.store.table_name(), "worker started");
     let context = ShardContext {
         api: parts.api.clone(),
