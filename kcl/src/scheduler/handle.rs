@@ -52,16 +52,14 @@ impl SchedulerHandle {
     /// since when, and whether leases are left to take (see [`WorkerState::idle_since`]).
     pub fn state(&self) -> WorkerState {
         let (shards, held_changed_at) = self.status.snapshot();
-        let scan = self
-            .coordinator
-            .borrow()
-            .as_ref()
-            .and_then(|shared| shared.last_scan());
+        let shared = self.coordinator.borrow().clone();
+        let scan = shared.as_ref().and_then(|shared| shared.last_scan());
         WorkerState {
             shards,
             held_changed_at,
             takeable_leases: scan.as_ref().map_or(0, |scan| scan.takeable.len()),
             last_scan: scan.map(|scan| tokio::time::Instant::from_std(scan.at)),
+            pending_handoffs: shared.map_or(0, |shared| shared.stats().pending_handoffs),
         }
     }
 

@@ -87,15 +87,18 @@ pub struct WorkerState {
     pub takeable_leases: usize,
     /// When the lease table was last scanned (`None` before the first scan).
     pub last_scan: Option<Instant>,
+    /// Leases this worker asked other workers for (graceful handoffs) and waits on.
+    pub pending_handoffs: usize,
 }
 
 impl WorkerState {
     /// Since when there has been nothing left for this worker to read: every held shard at the
-    /// tip (none waiting on a parent, ending, paused, or processing), and no lease left to
-    /// take as of the last scan. `None` when that is not the case now.
+    /// tip (none waiting on a parent, ending, paused, or processing), no lease left to take as
+    /// of the last scan, and no handoff asked for and not completed. `None` when that is not
+    /// the case now.
     pub fn idle_since(&self) -> Option<Instant> {
         self.last_scan?;
-        if self.takeable_leases > 0 {
+        if self.takeable_leases > 0 || self.pending_handoffs > 0 {
             return None;
         }
         let mut since = self.held_changed_at;
@@ -242,6 +245,7 @@ mod tests {
             held_changed_at: start,
             takeable_leases: takeable,
             last_scan: scanned.then_some(start),
+            pending_handoffs: 0,
         }
     }
 
@@ -279,7 +283,13 @@ mod tests {
         // Nor is a worker that could take a lease, or has not scanned yet.
         assert_eq!(state(&[("a", at_tip(tip))], 1, true).idle_since(), None);
         assert_eq!(state(&[("a", at_tip(tip))], 0, false).idle_since(), None);
-        // Holding nothing with nothing to take is idle since the held set changed.
+        // Holding nothing with nothing to take is idle since the held set changed, unless a
+        // handoff it asked for is still coming.
         assert!(state(&[], 0, true).idle_since().is_some());
+        let waiting_on_a_handoff = WorkerState {
+            pending_handoffs: 1,
+            ..state(&[], 0, true)
+        };
+        assert_eq!(waiting_on_a_handoff.idle_since(), None);
     }
 }
