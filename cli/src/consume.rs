@@ -155,7 +155,13 @@ impl Printer {
     /// runtime, however slow the reader.
     async fn write(&self, bytes: Vec<u8>) -> std::io::Result<()> {
         let (written, done) = oneshot::channel();
-        if self.output.writer.send(Chunk { bytes, written }).await.is_err() {
+        if self
+            .output
+            .writer
+            .send(Chunk { bytes, written })
+            .await
+            .is_err()
+        {
             return Err(std::io::Error::other("the output thread stopped"));
         }
         done.await
@@ -336,7 +342,10 @@ async fn wait_idle(handle: &SchedulerHandle, idle: Option<Duration>) {
     let poll = (idle / 10).clamp(Duration::from_millis(50), Duration::from_millis(500));
     loop {
         tokio::time::sleep(poll).await;
-        if !handle.state().is_idle_for(idle, tokio::time::Instant::now()) {
+        if !handle
+            .state()
+            .is_idle_for(idle, tokio::time::Instant::now())
+        {
             continue;
         }
         // Decide on a fresh scan of the lease table, not one a take interval old: a lease

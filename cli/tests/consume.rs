@@ -278,7 +278,10 @@ async fn produce_sized(stream: &str, range: std::ops::Range<usize>, padding: usi
     for i in range {
         receipts.push(
             producer
-                .send(UserRecord::new(format!("key-{}", i % 97), format!("line {i} {pad}")))
+                .send(UserRecord::new(
+                    format!("key-{}", i % 97),
+                    format!("line {i} {pad}"),
+                ))
                 .await
                 .expect("accepted"),
         );
@@ -328,10 +331,24 @@ async fn two_idle_exit_workers_read_everything_when_one_output_waits_for_the_oth
     let first_out = read_stdout(&mut first);
     let table = LeaseTable::new(dynamodb_client().await, application.as_str());
     let deadline = Instant::now() + Duration::from_secs(60);
-    while !(lease_owners(&table).await.values().map(Vec::len).collect::<Vec<_>>() == [2, 2]
-        && table.list().await.unwrap_or_default().iter().all(|l| l.checkpoint_owner.is_none()))
+    while !(lease_owners(&table)
+        .await
+        .values()
+        .map(Vec::len)
+        .collect::<Vec<_>>()
+        == [2, 2]
+        && table
+            .list()
+            .await
+            .unwrap_or_default()
+            .iter()
+            .all(|l| l.checkpoint_owner.is_none()))
     {
-        assert!(Instant::now() < deadline, "no 2/2 split: {:?}", lease_owners(&table).await);
+        assert!(
+            Instant::now() < deadline,
+            "no 2/2 split: {:?}",
+            lease_owners(&table).await
+        );
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
     // 3,000 records of ~200 bytes: far more than a pipe holds, so the second worker's output

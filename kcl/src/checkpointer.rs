@@ -326,7 +326,10 @@ mod tests {
             lease.lease_owner = Some("other".into());
             lease.lease_counter += 1;
         }
-        while coordinator.holding("s").is_some_and(|h| h.epoch == first.epoch) {
+        while coordinator
+            .holding("s")
+            .is_some_and(|h| h.epoch == first.epoch)
+        {
             tokio::time::sleep(Duration::from_millis(10)).await;
         }
         store.lock().get_mut("s").unwrap().lease_owner = None;
@@ -340,12 +343,18 @@ mod tests {
             old.checkpoint().await,
             Err(CheckpointError::LeaseLost { .. })
         ));
-        assert_eq!(store.get_now("s").unwrap().checkpoint, Checkpoint::sequence("10", 0));
+        assert_eq!(
+            store.get_now("s").unwrap().checkpoint,
+            Checkpoint::sequence("10", 0)
+        );
         // The checkpointer of the new holding writes.
         let mut new = checkpointer(&coordinator, &second);
         new.delivered("15", 0);
         new.checkpoint().await.unwrap();
-        assert_eq!(store.get_now("s").unwrap().checkpoint, Checkpoint::sequence("15", 0));
+        assert_eq!(
+            store.get_now("s").unwrap().checkpoint,
+            Checkpoint::sequence("15", 0)
+        );
         coordinator.shutdown().await;
     }
 
@@ -368,7 +377,10 @@ mod tests {
         let (coordinator, held) = holding(&store).await;
         let mut checkpointer = checkpointer(&coordinator, &held);
         checkpointer.delivered("10", 0);
-        checkpointer.prepare_checkpoint("5", 0, Some(vec![1])).await.unwrap();
+        checkpointer
+            .prepare_checkpoint("5", 0, Some(vec![1]))
+            .await
+            .unwrap();
         checkpointer.delivered("20", 0);
         checkpointer.checkpoint_at("15", 0).await.unwrap();
         // The prepared 5 now lies before the checkpoint: refused, and still prepared.
@@ -376,8 +388,14 @@ mod tests {
             checkpointer.commit_prepared().await,
             Err(CheckpointError::InvalidPosition { .. })
         ));
-        assert_eq!(store.get_now("s").unwrap().checkpoint, Checkpoint::sequence("15", 0));
-        checkpointer.prepare_checkpoint("18", 0, None).await.unwrap();
+        assert_eq!(
+            store.get_now("s").unwrap().checkpoint,
+            Checkpoint::sequence("15", 0)
+        );
+        checkpointer
+            .prepare_checkpoint("18", 0, None)
+            .await
+            .unwrap();
         checkpointer.commit_prepared().await.unwrap();
         let stored = store.get_now("s").unwrap();
         assert_eq!(stored.checkpoint, Checkpoint::sequence("18", 0));

@@ -47,11 +47,57 @@ pub(crate) async fn run<A: KinesisApi>(context: ShardContext<A>, cancel: Cancell
     }
 }
 
-/// One pass over `snapshot`; returns how many leases this worker deleted.
-pub(crate) async fn pass<A: KinesisApi>(context: &ShardContext<A>, snapshot: &ScanSnapshot) -> usize {
+/// One pass over `snapshot` (the taker's last scan; re-read when older than half the cleanup
+/// interval and a finished lease is in sight, so deletion does not wait for the next take
+/// cycle); returns how many leases this worker deleted.
+pub(crate) async fn pass<A: KinesisApi>(
+    context: &ShardContext<A>,
+    snapshot: &ScanSnapshot,
+) -> usize {
     let me = context.coordinator.worker_id().to_owned();
-    let by_key: HashMap<&str, &Lease> = snapshot
-        .leases
+    let finished_in_sight = snapshot.leases.iter().any(|(lease, _)| lease.is_finished())
+        || !context.coordinator.finished().is_empty();
+    if !finished_in_sight {
+        return 0;
+    }
+    let fresh;
+    let leases: Vec<(Lease, Duration)> = {
+        let age = tokio::time::Instant::now()
+            .into_std()
+            .saturating_duration_since(snapshot.at);
+        if age > context.config.cleanup_interval / 2 {
+            match context.store.list().await {
+                Ok(leases) => {
+                    // Idle since the snapshot only if the counter did not move since.
+                    let seen: HashMap<&str, (u64, Duration)> = snapshot
+                        .leases
+                        .iter()
+                        .map(|(lease, idle)| {
+                            (lease.lease_key.as_str(), (lease.lease_counter, *idle + age))
+                        })
+                        .collect();
+                    fresh = leases
+                        .into_iter()
+                        .map(|lease| {
+                            let idle = match seen.get(lease.lease_key.as_str()) {
+                                Some((counter, idle)) if *counter == lease.lease_counter => *idle,
+                                _ => Duration::ZERO,
+                            };
+                            (lease, idle)
+                        })
+                        .collect();
+                    fresh
+                }
+                Err(error) => {
+                    debug!(error = %Chain(&error), "lease cleanup scan failed");
+                    return 0;
+                }
+            }
+        } else {
+            snapshot.leases.clone()
+        }
+    };
+    let by_key: HashMap<&str, &Lease> = leases
         .iter()
         .map(|(lease, _)| (lease.lease_key.as_str(), lease))
         .collect();
@@ -68,7 +114,7 @@ pub(crate) async fn pass<A: KinesisApi>(context: &ShardContext<A>, snapshot: &Sc
         .failover_time()
         .saturating_add(context.config.cleanup_interval);
     let mut deleted = 0;
-    for (lease, idle) in &snapshot.leases {
+    for (lease, idle) in &leases {
         if !lease.is_finished() || !eligible(lease, *idle, &me, patience) {
             continue;
         }
@@ -78,7 +124,9 @@ pub(crate) async fn pass<A: KinesisApi>(context: &ShardContext<A>, snapshot: &Sc
                 context.coordinator.forget_finished(&lease.lease_key);
             }
             Ok(false) => {}
-            Err(reason) => debug!(lease_key = %lease.lease_key, %reason, "finished lease kept for now"),
+            Err(reason) => {
+                debug!(lease_key = %lease.lease_key, %reason, "finished lease kept for now")
+            }
         }
     }
     if deleted > 0 {

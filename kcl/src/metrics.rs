@@ -157,12 +157,15 @@ pub(crate) mod recorder {
         Recorder, SharedString, Unit,
     };
 
+    type Cells = Arc<Mutex<BTreeMap<String, Arc<AtomicU64>>>>;
+    type Samples = Arc<Mutex<BTreeMap<String, Arc<Mutex<Vec<f64>>>>>>;
+
     /// Values by `name{label=value,...}`.
     #[derive(Debug, Clone, Default)]
     pub(crate) struct TestRecorder {
-        pub(crate) counters: Arc<Mutex<BTreeMap<String, Arc<AtomicU64>>>>,
-        pub(crate) gauges: Arc<Mutex<BTreeMap<String, Arc<AtomicU64>>>>,
-        pub(crate) histograms: Arc<Mutex<BTreeMap<String, Arc<Mutex<Vec<f64>>>>>>,
+        pub(crate) counters: Cells,
+        pub(crate) gauges: Cells,
+        pub(crate) histograms: Samples,
     }
 
     fn name(key: &Key) -> String {

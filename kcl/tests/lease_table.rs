@@ -647,7 +647,10 @@ async fn rows_that_are_not_single_stream_leases_are_skipped_by_list_never_fatal(
     assert_eq!(
         skipped,
         [
-            ("123456789012:orders:1700000000:shardId-000000000003".to_owned(), "multi-stream".to_owned()),
+            (
+                "123456789012:orders:1700000000:shardId-000000000003".to_owned(),
+                "multi-stream".to_owned()
+            ),
             ("Leader".to_owned(), "leaseCounter".to_owned()),
             ("shardId-000000000000".to_owned(), "leaseCounter".to_owned()),
             ("streamInfo".to_owned(), "entityType".to_owned()),
@@ -719,7 +722,10 @@ async fn every_take_clears_checkpoint_owner_as_the_java_kcl_3x_does() {
     // The holder never answers: the taker takes it after its timeout.
     let forced = table.take(&asked, "taker").await.expect("forced take");
     assert_eq!(forced.checkpoint_owner, None);
-    assert_eq!(forced.owner_switches_since_checkpoint, 1, "the handoff to taker completed");
+    assert_eq!(
+        forced.owner_switches_since_checkpoint, 1,
+        "the handoff to taker completed"
+    );
     let raw = raw_item(&client, &table, "shardId-000000000000").await;
     assert!(!raw.contains_key("checkpointOwner"));
     // A Java 3.x row in a handoff taken by a third worker: checkpointOwner goes too.
@@ -743,7 +749,13 @@ async fn a_finished_lease_is_deleted_once_and_only_if_unchanged() {
         .expect("checkpoint");
     // A stale copy does not delete it.
     assert!(!table.delete_if_unchanged(&held).await.expect("delete"));
-    assert!(table.get("shardId-000000000000").await.expect("get").is_some());
+    assert!(
+        table
+            .get("shardId-000000000000")
+            .await
+            .expect("get")
+            .is_some()
+    );
     // Two workers cleaning up with the same copy: exactly one deletes it.
     let (a, b) = tokio::join!(
         table.delete_if_unchanged(&finished),
@@ -756,7 +768,13 @@ async fn a_finished_lease_is_deleted_once_and_only_if_unchanged() {
             .count(),
         1
     );
-    assert!(table.get("shardId-000000000000").await.expect("get").is_none());
+    assert!(
+        table
+            .get("shardId-000000000000")
+            .await
+            .expect("get")
+            .is_none()
+    );
     drop_table(&client, &table).await;
 }
 
@@ -810,7 +828,14 @@ async fn table_options_apply_when_the_table_is_created() {
     // Point-in-time recovery was asked for too: DynamoDB Local has no continuous backups
     // (UnknownOperationException), which is a warning, not a failed table creation.
     // Deletion protection holds; turn it off to clean up.
-    assert!(client.delete_table().table_name(&name).send().await.is_err());
+    assert!(
+        client
+            .delete_table()
+            .table_name(&name)
+            .send()
+            .await
+            .is_err()
+    );
     client
         .update_table()
         .table_name(&name)

@@ -33,8 +33,8 @@ use crate::lease::{Checkpoint, Lease};
 use crate::metrics::ConsumerMetrics;
 use crate::processor::{InitializeInput, ProcessRecordsInput, ShardRecordProcessor};
 use crate::retrieval::{
-    ChildShard, Driver, KinesisApi, RetrievalError, ShardBatch, ShardListing,
-    StartingPosition, StreamId, children_of,
+    ChildShard, Driver, KinesisApi, RetrievalError, ShardBatch, ShardListing, StartingPosition,
+    StreamId, children_of,
 };
 use crate::scheduler::{InitialPosition, ShardPhase, StatusBoard, WorkerConfig};
 
@@ -152,7 +152,9 @@ where
             lease.pending_checkpoint.clone(),
         );
         info!(checkpoint = %lease.checkpoint, "shard processing starts");
-        self.context.status.phase(&self.key, ShardPhase::Initializing);
+        self.context
+            .status
+            .phase(&self.key, ShardPhase::Initializing);
         let input = InitializeInput {
             shard_id: self.key.clone(),
             checkpoint: lease.checkpoint.clone(),
@@ -160,7 +162,10 @@ where
             pending_checkpoint_state: lease.pending_checkpoint_state.clone(),
         };
         let limit = self.context.config.processor_timeout;
-        if bounded(limit, self.processor.initialize(input)).await.is_err() {
+        if bounded(limit, self.processor.initialize(input))
+            .await
+            .is_err()
+        {
             return self.processor_timed_out("initialize");
         }
         self.context.status.phase(&self.key, ShardPhase::Processing);
@@ -175,7 +180,10 @@ where
             let batch = match next {
                 Ok(batch) => batch,
                 Err(RetrievalError::NotFound { operation, .. }) => {
-                    warn!(operation, "Kinesis says the shard does not exist (past retention, or the stream was deleted): treating it as ended");
+                    warn!(
+                        operation,
+                        "Kinesis says the shard does not exist (past retention, or the stream was deleted): treating it as ended"
+                    );
                     match self.find_children().await {
                         Ok(children) => ShardBatch {
                             shard_end: Some(children),
@@ -307,10 +315,16 @@ where
     /// The children of this shard, from ListShards, retried with backoff; none when the
     /// stream itself is gone.
     async fn find_children(&mut self) -> Result<Vec<ChildShard>, Stop> {
-        let mut backoff = Backoff::new(self.context.config.retry_min, self.context.config.retry_max);
+        let mut backoff =
+            Backoff::new(self.context.config.retry_min, self.context.config.retry_max);
         loop {
             let listing = ShardListing::After(self.key.clone());
-            match self.context.api.list_shards(&self.context.stream, &listing).await {
+            match self
+                .context
+                .api
+                .list_shards(&self.context.stream, &listing)
+                .await
+            {
                 Ok(shards) => return Ok(children_of(&self.key, shards)),
                 Err(error) if error.class == crate::retrieval::Class::NotFound => {
                     return Ok(Vec::new());
@@ -341,7 +355,9 @@ where
                 Ended::LeaseLost
             }
             Stop::Shutdown => {
-                self.context.status.phase(&self.key, ShardPhase::ShuttingDown);
+                self.context
+                    .status
+                    .phase(&self.key, ShardPhase::ShuttingDown);
                 if bounded(limit, self.processor.shutdown_requested(checkpointer))
                     .await
                     .is_err()

@@ -62,7 +62,11 @@ where
             .holding_lease(&consumer.holding)
             .is_none()
         {
-            let _ = bounded(Some(config.shutdown_timeout), consumer.processor.lease_lost()).await;
+            let _ = bounded(
+                Some(config.shutdown_timeout),
+                consumer.processor.lease_lost(),
+            )
+            .await;
             return Ended::LeaseLost;
         }
         match attempt(consumer, checkpointer, &children).await {

@@ -432,7 +432,10 @@ mod tests {
         // The default take interval of a one-day failover is over a day.
         assert!(matches!(
             CoordinatorConfig::builder().failover_time(day).build(),
-            Err(ConfigError::TooLong { setting: "take_interval", .. })
+            Err(ConfigError::TooLong {
+                setting: "take_interval",
+                ..
+            })
         ));
         let config = CoordinatorConfig::builder()
             .failover_time(day)
@@ -442,11 +445,18 @@ mod tests {
             .unwrap();
         assert_eq!(config.take_interval(), day);
         assert!(matches!(
-            CoordinatorConfig::builder().handoff_timeout(day * 2).build(),
-            Err(ConfigError::TooLong { setting: "handoff_timeout", .. })
+            CoordinatorConfig::builder()
+                .handoff_timeout(day * 2)
+                .build(),
+            Err(ConfigError::TooLong {
+                setting: "handoff_timeout",
+                ..
+            })
         ));
         assert_eq!(
-            CoordinatorConfig::builder().handoff_timeout(Duration::ZERO).build(),
+            CoordinatorConfig::builder()
+                .handoff_timeout(Duration::ZERO)
+                .build(),
             Err(ConfigError::ZeroHandoffTimeout)
         );
     }

@@ -275,10 +275,17 @@ mod tests {
         clock.advance(FAILOVER * 3);
         tracker.reset();
         tracker.observe(&leases, clock.now());
-        assert!(tracker.expired(&leases, "w1", &none, clock.now()).is_empty());
+        assert!(
+            tracker
+                .expired(&leases, "w1", &none, clock.now())
+                .is_empty()
+        );
         clock.advance(FAILOVER + Duration::from_millis(1));
         tracker.observe(&leases, clock.now());
-        assert_eq!(keys(&tracker.expired(&leases, "w1", &none, clock.now())), ["a"]);
+        assert_eq!(
+            keys(&tracker.expired(&leases, "w1", &none, clock.now())),
+            ["a"]
+        );
     }
 
     #[test]
@@ -292,11 +299,18 @@ mod tests {
         let leases = [asked];
         tracker.observe(&leases, clock.now());
         // Not "w1's own lease that nobody renews".
-        assert!(tracker.expired(&leases, "w1", &none, clock.now()).is_empty());
+        assert!(
+            tracker
+                .expired(&leases, "w1", &none, clock.now())
+                .is_empty()
+        );
         clock.advance(FAILOVER + Duration::from_millis(1));
         tracker.observe(&leases, clock.now());
         // The holder stopped renewing: expired like any other worker's lease.
-        assert_eq!(keys(&tracker.expired(&leases, "w1", &none, clock.now())), ["a"]);
+        assert_eq!(
+            keys(&tracker.expired(&leases, "w1", &none, clock.now())),
+            ["a"]
+        );
     }
 
     #[test]

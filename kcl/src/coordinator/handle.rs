@@ -33,6 +33,14 @@ use crate::lease::{Checkpoint, Lease, LeaseError, LeaseTable};
 /// then [`shutdown`](Self::shutdown). Dropping the last handle cancels the loops without
 /// waiting for them.
 ///
+/// # Handoffs
+///
+/// With [`CoordinatorConfig::graceful_handoff`] (the default), other workers balance the fleet
+/// by asking for leases instead of taking them: the keys asked for appear in
+/// [`handoff_requests`](Self::handoff_requests). Stop processing each of them, checkpoint, then
+/// [`release`](Self::release) it (the [`Scheduler`](crate::Scheduler) does all of this). A lease
+/// not let go of is taken anyway after the [handoff timeout](CoordinatorConfig::handoff_timeout).
+///
 /// # Examples
 ///
 /// ```no_run
@@ -332,9 +340,12 @@ impl LeaseCoordinator {
         F: Fn(Lease) -> Fut,
         Fut: Future<Output = Result<Lease, LeaseError>>,
     {
-        let held = self.shared().held_ref(lease_key).ok_or_else(|| HeldLeaseError::NotHeld {
-            lease_key: lease_key.to_owned(),
-        })?;
+        let held = self
+            .shared()
+            .held_ref(lease_key)
+            .ok_or_else(|| HeldLeaseError::NotHeld {
+                lease_key: lease_key.to_owned(),
+            })?;
         self.write_holding(&held, DropReason::Lost, write).await
     }
 
@@ -375,7 +386,7 @@ impl LeaseCoordinator {
                     };
                     match shared.resolve_conflict(held, &lease, stored, sent_at) {
                         Conflict::HandoffRequested if attempt == 1 => continue,
-                        Conflict::Applied(stored) => return Ok(stored),
+                        Conflict::Applied(stored) => return Ok(*stored),
                         _ => {
                             return Err(HeldLeaseError::Write {
                                 lease_key: held.key.clone(),
@@ -410,9 +421,12 @@ impl LeaseCoordinator {
         lease_key: &str,
         checkpoint: Checkpoint,
     ) -> Result<Lease, HeldLeaseError> {
-        let held = self.shared().held_ref(lease_key).ok_or_else(|| HeldLeaseError::NotHeld {
-            lease_key: lease_key.to_owned(),
-        })?;
+        let held = self
+            .shared()
+            .held_ref(lease_key)
+            .ok_or_else(|| HeldLeaseError::NotHeld {
+                lease_key: lease_key.to_owned(),
+            })?;
         self.checkpoint_holding(&held, checkpoint).await
     }
 
@@ -475,9 +489,12 @@ impl LeaseCoordinator {
     /// As for [`write_held`](Self::write_held); after a failure other than a lost lease the
     /// lease is still held.
     pub async fn release(&self, lease_key: &str) -> Result<(), HeldLeaseError> {
-        let held = self.shared().held_ref(lease_key).ok_or_else(|| HeldLeaseError::NotHeld {
-            lease_key: lease_key.to_owned(),
-        })?;
+        let held = self
+            .shared()
+            .held_ref(lease_key)
+            .ok_or_else(|| HeldLeaseError::NotHeld {
+                lease_key: lease_key.to_owned(),
+            })?;
         self.release_holding(&held).await
     }
 

@@ -92,10 +92,10 @@ pub(crate) async fn poll(shared: &Shared) {
             now
         };
         let let_go = stored.checkpoint_owner.is_none();
-        let timed_out = now.saturating_duration_since(pending.requested_at)
-            >= shared.config.handoff_timeout();
-        let holder_dead = now.saturating_duration_since(counter_since)
-            > shared.config.failover_time();
+        let timed_out =
+            now.saturating_duration_since(pending.requested_at) >= shared.config.handoff_timeout();
+        let holder_dead =
+            now.saturating_duration_since(counter_since) > shared.config.failover_time();
         if !(let_go || timed_out || holder_dead) {
             continue;
         }
@@ -144,7 +144,9 @@ pub(crate) async fn cancel_all(shared: &Shared) {
         };
         match result {
             Ok(Ok(_)) => info!(lease_key = %key, "handoff withdrawn"),
-            Ok(Err(err)) => debug!(lease_key = %key, error = %Chain(&err), "withdrawing a handoff failed"),
+            Ok(Err(err)) => {
+                debug!(lease_key = %key, error = %Chain(&err), "withdrawing a handoff failed")
+            }
             Err(_) => debug!(lease_key = %key, "withdrawing a handoff timed out"),
         }
     }

@@ -187,7 +187,9 @@ pub fn plan_takes(input: &TakeInput<'_>) -> TakePlan {
     let very_old = input
         .failover_time
         .saturating_mul(VERY_OLD_FAILOVER_MULTIPLIER);
-    let mut free: Vec<((u8, bool), Reverse<Duration>, u64, PlannedTake)> = unfinished
+    // (class, blocked by a parent), longest idle first, tie-break, the take.
+    type Candidate = ((u8, bool), Reverse<Duration>, u64, PlannedTake);
+    let mut free: Vec<Candidate> = unfinished
         .iter()
         .filter(|lease| !input.not_takeable.contains(&lease.lease_key))
         .filter_map(|lease| {

@@ -48,7 +48,8 @@ pub(crate) async fn run(shared: Arc<Shared>, cancel: CancellationToken) {
 /// Renews every held lease once.
 pub(crate) async fn renew_all(shared: &Arc<Shared>) {
     let leases = shared.held_refs();
-    metrics::gauge!("CurrentLeases", "table" => shared.store.table_name().to_owned()).set(leases.len() as f64);
+    metrics::gauge!("CurrentLeases", "table" => shared.store.table_name().to_owned())
+        .set(leases.len() as f64);
     if leases.is_empty() {
         return;
     }

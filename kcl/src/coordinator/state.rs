@@ -119,7 +119,7 @@ pub(crate) enum DropReason {
 #[derive(Debug)]
 pub(crate) enum Conflict {
     /// The write was applied (its answer was lost): the stored lease is this one.
-    Applied(Lease),
+    Applied(Box<Lease>),
     /// Another worker asked for the lease (the stored copy names this worker as
     /// `checkpointOwner`), or withdrew its request: the stored copy was adopted; retry the
     /// write with it.
@@ -167,7 +167,8 @@ impl Shared {
             }
         });
         if acquired.is_none() {
-            self.handoffs.send_if_modified(|keys| keys.remove(lease_key));
+            self.handoffs
+                .send_if_modified(|keys| keys.remove(lease_key));
         }
         self.changed.notify_waiters();
     }
@@ -371,7 +372,10 @@ impl Shared {
         let me = self.worker_id.as_str();
         if stored.checkpoint_owner.as_deref() == Some(me)
             && attempted.checkpoint_owner.as_deref() != Some(me)
-            && stored.lease_owner.as_deref().is_some_and(|owner| owner != me)
+            && stored
+                .lease_owner
+                .as_deref()
+                .is_some_and(|owner| owner != me)
         {
             let taker = stored.lease_owner.clone().unwrap_or_default();
             let mut state = self.state();
@@ -380,7 +384,8 @@ impl Shared {
                     h.current = stored.clone();
                     drop(state);
                     info!(lease_key = %held.key, to = %taker, "handoff requested: checkpointing, then letting go");
-                    self.handoffs.send_if_modified(|keys| keys.insert(held.key.clone()));
+                    self.handoffs
+                        .send_if_modified(|keys| keys.insert(held.key.clone()));
                     self.with_stats(|stats| stats.handoffs_requested_of_me += 1);
                     return Conflict::HandoffRequested;
                 }
@@ -398,7 +403,8 @@ impl Shared {
                     h.current = stored;
                     drop(state);
                     info!(lease_key = %held.key, "handoff withdrawn: processing goes on");
-                    self.handoffs.send_if_modified(|keys| keys.remove(&held.key));
+                    self.handoffs
+                        .send_if_modified(|keys| keys.remove(&held.key));
                     return Conflict::HandoffRequested;
                 }
                 _ => return Conflict::Lost,
@@ -410,7 +416,7 @@ impl Shared {
             && Some(stored.lease_counter) == attempted.lease_counter.checked_add(1)
         {
             self.after_write(held, stored.clone(), sent_at, DropReason::Lost);
-            return Conflict::Applied(stored);
+            return Conflict::Applied(Box::new(stored));
         }
         self.remove(held, DropReason::Lost);
         Conflict::Lost

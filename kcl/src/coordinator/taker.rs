@@ -148,7 +148,9 @@ pub(crate) async fn take_cycle(
                 let _permit = permits.acquire_owned().await.ok();
                 let steal = matches!(planned.reason, TakeReason::Stolen { .. });
                 if steal && shared.config.graceful_handoff() {
-                    return handoff::request(&shared, &lease).await.then_some(Taken::Handoff);
+                    return handoff::request(&shared, &lease)
+                        .await
+                        .then_some(Taken::Handoff);
                 }
                 take(&shared, &lease, &planned.reason)
                     .await
@@ -177,11 +179,16 @@ pub(crate) async fn take_cycle(
         stats.handoffs_requested += cycle.handoffs_requested as u64;
         stats.last_take = Some(cycle);
     });
-    metrics::counter!("StolenLeases", "table" => shared.store.table_name().to_owned()).increment(cycle.stolen as u64);
-    metrics::counter!("TakeLeases.Failures", "table" => shared.store.table_name().to_owned()).increment(cycle.failed as u64);
-    metrics::gauge!("NeededLeases", "table" => shared.store.table_name().to_owned()).set(cycle.needed as f64);
-    metrics::gauge!("NumWorkers", "table" => shared.store.table_name().to_owned()).set(cycle.live_workers as f64);
-    metrics::gauge!("TotalLeases", "table" => shared.store.table_name().to_owned()).set(cycle.leases as f64);
+    metrics::counter!("StolenLeases", "table" => shared.store.table_name().to_owned())
+        .increment(cycle.stolen as u64);
+    metrics::counter!("TakeLeases.Failures", "table" => shared.store.table_name().to_owned())
+        .increment(cycle.failed as u64);
+    metrics::gauge!("NeededLeases", "table" => shared.store.table_name().to_owned())
+        .set(cycle.needed as f64);
+    metrics::gauge!("NumWorkers", "table" => shared.store.table_name().to_owned())
+        .set(cycle.live_workers as f64);
+    metrics::gauge!("TotalLeases", "table" => shared.store.table_name().to_owned())
+        .set(cycle.leases as f64);
     if cycle.planned > 0 {
         info!(
             leases = cycle.leases,

@@ -8,8 +8,8 @@ use std::time::Duration;
 use tokio::sync::Barrier;
 use tokio::time::Instant;
 
-use crate::lease::memory::MemoryStore;
 use super::*;
+use crate::lease::memory::MemoryStore;
 use crate::lease::{Checkpoint, Lease};
 
 const FAILOVER: Duration = Duration::from_secs(3);
@@ -42,7 +42,11 @@ fn coordinator(store: &MemoryStore, worker: &str) -> LeaseCoordinator {
     coordinator_with(store, worker, config())
 }
 
-fn coordinator_with(store: &MemoryStore, worker: &str, config: CoordinatorConfig) -> LeaseCoordinator {
+fn coordinator_with(
+    store: &MemoryStore,
+    worker: &str,
+    config: CoordinatorConfig,
+) -> LeaseCoordinator {
     LeaseCoordinatorBuilder::from_store(Arc::new(store.clone()), worker)
         .config(config)
         .build()
@@ -176,7 +180,10 @@ async fn an_unrenewable_lease_is_paused_before_the_failover_time_and_resumes_or_
     // Cut off again, and this time another worker takes the lease meanwhile: the first
     // renewal that gets through finds it taken, and only then is it dropped.
     store.faults().renew_transient = true;
-    wait_for("paused again", FAILOVER * 2, || !coordinator.is_valid(&holding)).await;
+    wait_for("paused again", FAILOVER * 2, || {
+        !coordinator.is_valid(&holding)
+    })
+    .await;
     {
         let mut leases = store.lock();
         let taken = leases.get_mut("l0").unwrap();
@@ -184,7 +191,10 @@ async fn an_unrenewable_lease_is_paused_before_the_failover_time_and_resumes_or_
         taken.lease_counter += 1;
     }
     tokio::time::sleep(RENEW * 3).await;
-    assert!(coordinator.held("l0").is_some(), "not dropped while unreachable");
+    assert!(
+        coordinator.held("l0").is_some(),
+        "not dropped while unreachable"
+    );
     store.faults().renew_transient = false;
     wait_for("lost", RENEW * 2, || coordinator.held("l0").is_none()).await;
     let stats = coordinator.stats();
@@ -596,14 +606,21 @@ fn public_types_are_send_and_sync() {
 
 /// A holder in these tests: hands over every lease asked of it after checkpointing it at
 /// `checkpoint`, as the scheduler does.
-fn answer_handoffs(coordinator: &LeaseCoordinator, checkpoint: Checkpoint) -> tokio::task::JoinHandle<()> {
+fn answer_handoffs(
+    coordinator: &LeaseCoordinator,
+    checkpoint: Checkpoint,
+) -> tokio::task::JoinHandle<()> {
     let coordinator = coordinator.clone();
     let mut asked = coordinator.handoff_requests();
     tokio::spawn(async move {
         while asked.changed().await.is_ok() {
             let keys: Vec<String> = asked.borrow_and_update().iter().cloned().collect();
             for key in keys {
-                if coordinator.checkpoint(&key, checkpoint.clone()).await.is_ok() {
+                if coordinator
+                    .checkpoint(&key, checkpoint.clone())
+                    .await
+                    .is_ok()
+                {
                     coordinator.release(&key).await.unwrap();
                 }
             }
@@ -630,20 +647,36 @@ async fn a_steal_is_a_graceful_handoff_from_the_holders_checkpoint() {
         .filter(|l| l.checkpoint_owner.is_some())
         .collect();
     assert_eq!(asked.len(), 2);
-    assert!(asked.iter().all(|l| l.is_owned_by("b") && l.is_held_by("a")));
+    assert!(
+        asked
+            .iter()
+            .all(|l| l.is_owned_by("b") && l.is_held_by("a"))
+    );
     // a sees the requests at its next renewal, checkpoints and lets go; b takes them from
     // a's checkpoint at its next poll.
     let took = wait_for("b holds 2", RENEW * 3, || b.held_leases().len() == 2).await;
-    assert!(took <= RENEW + a.config().handoff_poll_interval() + POLL * 2, "{took:?}");
+    assert!(
+        took <= RENEW + a.config().handoff_poll_interval() + POLL * 2,
+        "{took:?}"
+    );
     assert_eq!(a.held_leases().len(), 2);
     for lease in b.held_leases().values() {
         assert_eq!(lease.checkpoint, Checkpoint::sequence("77", 3));
         assert_eq!(lease.checkpoint_owner, None);
-        assert_eq!(lease.owner_switches_since_checkpoint, 0, "checkpointed at the switch");
+        assert_eq!(
+            lease.owner_switches_since_checkpoint, 0,
+            "checkpointed at the switch"
+        );
     }
     let (sa, sb) = (a.stats(), b.stats());
-    assert_eq!((sb.handoffs_completed, sb.handoffs_forced, sb.stolen), (2, 0, 0));
-    assert_eq!((sa.handoffs_requested_of_me, sa.handed_off, sa.lost), (2, 2, 0));
+    assert_eq!(
+        (sb.handoffs_completed, sb.handoffs_forced, sb.stolen),
+        (2, 0, 0)
+    );
+    assert_eq!(
+        (sa.handoffs_requested_of_me, sa.handed_off, sa.lost),
+        (2, 2, 0)
+    );
     // Balanced: nothing moves afterwards.
     tokio::time::sleep(TAKE * 10).await;
     assert_eq!(
@@ -687,7 +720,9 @@ async fn a_holder_that_never_answers_loses_the_lease_after_the_handoff_timeout()
                 let owned: Vec<String> = store
                     .all()
                     .into_iter()
-                    .filter(|l| l.is_held_by("java") || l.checkpoint_owner.as_deref() == Some("java"))
+                    .filter(|l| {
+                        l.is_held_by("java") || l.checkpoint_owner.as_deref() == Some("java")
+                    })
                     .map(|l| l.lease_key)
                     .collect();
                 for key in owned {
@@ -697,12 +732,21 @@ async fn a_holder_that_never_answers_loses_the_lease_after_the_handoff_timeout()
         })
     };
     b.start().unwrap();
-    wait_for("a handoff asked", TAKE, || b.stats().handoffs_requested == 1).await;
+    wait_for("a handoff asked", TAKE, || {
+        b.stats().handoffs_requested == 1
+    })
+    .await;
     let took = wait_for("taken anyway", timeout * 2, || b.held_leases().len() == 1).await;
     assert!(took >= timeout - POLL, "{took:?}");
-    assert!(took <= timeout + b.config().handoff_poll_interval() + POLL, "{took:?}");
+    assert!(
+        took <= timeout + b.config().handoff_poll_interval() + POLL,
+        "{took:?}"
+    );
     let taken = b.held_leases().into_values().next().unwrap();
-    assert_eq!(taken.checkpoint_owner, None, "the take clears checkpointOwner");
+    assert_eq!(
+        taken.checkpoint_owner, None,
+        "the take clears checkpointOwner"
+    );
     assert_eq!(b.stats().handoffs_forced, 1);
     renewing.abort();
     b.shutdown().await;
@@ -710,7 +754,8 @@ async fn a_holder_that_never_answers_loses_the_lease_after_the_handoff_timeout()
 
 #[tokio::test(start_paused = true)]
 async fn a_holder_that_dies_during_a_handoff_is_not_waited_for_beyond_the_failover_time() {
-    let store = MemoryStore::with_leases([lease("l0", Some("dead"), 3), lease("l1", Some("dead"), 3)]);
+    let store =
+        MemoryStore::with_leases([lease("l0", Some("dead"), 3), lease("l1", Some("dead"), 3)]);
     // "dead" renewed once after b first saw it, then stopped.
     let b = coordinator(&store, "b");
     let bumps = {
@@ -724,7 +769,10 @@ async fn a_holder_that_dies_during_a_handoff_is_not_waited_for_beyond_the_failov
         })
     };
     b.start().unwrap();
-    wait_for("a handoff asked", TAKE, || b.stats().handoffs_requested == 1).await;
+    wait_for("a handoff asked", TAKE, || {
+        b.stats().handoffs_requested == 1
+    })
+    .await;
     let took = wait_for("taken", CoordinatorConfig::DEFAULT_HANDOFF_TIMEOUT, || {
         b.held_leases().len() == 2
     })
@@ -758,14 +806,24 @@ async fn after_a_dynamodb_outage_every_lease_stays_with_its_holder() {
         .keys()
         .filter_map(|k| a.holding(k))
         .collect();
-    wait_for("a paused", FAILOVER * 2, || holdings.iter().all(|h| !a.is_valid(h))).await;
+    wait_for("a paused", FAILOVER * 2, || {
+        holdings.iter().all(|h| !a.is_valid(h))
+    })
+    .await;
     tokio::time::sleep(FAILOVER * 5).await;
     va.faults().unreachable = false;
     vb.faults().unreachable = false;
-    wait_for("a valid again", RENEW * 2, || holdings.iter().all(|h| a.is_valid(h))).await;
+    wait_for("a valid again", RENEW * 2, || {
+        holdings.iter().all(|h| a.is_valid(h))
+    })
+    .await;
     tokio::time::sleep(FAILOVER * 3).await;
     assert_eq!(store.owners(), before, "no lease changed hands");
-    assert_eq!(store.writes_of("take").len(), takes_before, "nothing was taken");
+    assert_eq!(
+        store.writes_of("take").len(),
+        takes_before,
+        "nothing was taken"
+    );
     assert_eq!((a.stats().lost, b.stats().lost), (0, 0));
     holder.abort();
     a.shutdown().await;
@@ -799,7 +857,10 @@ async fn a_worker_cut_off_from_dynamodb_stops_delivering_before_another_may_take
         let a = a.clone();
         let holdings = holdings.clone();
         tokio::spawn(async move {
-            wait_for("a paused", FAILOVER * 2, || holdings.iter().all(|h| !a.is_valid(h))).await;
+            wait_for("a paused", FAILOVER * 2, || {
+                holdings.iter().all(|h| !a.is_valid(h))
+            })
+            .await;
             Instant::now()
         })
     };
@@ -807,7 +868,12 @@ async fn a_worker_cut_off_from_dynamodb_stops_delivering_before_another_may_take
     wait_for("b took both", FAILOVER * 4, || b.held_leases().len() == 2).await;
     let taken = Instant::now();
     let paused = paused.await.unwrap();
-    assert!(paused < taken, "a paused at {:?}, b took at {:?}", paused - cut_off, taken - cut_off);
+    assert!(
+        paused < taken,
+        "a paused at {:?}, b took at {:?}",
+        paused - cut_off,
+        taken - cut_off
+    );
     assert!(taken - cut_off > FAILOVER, "{:?}", taken - cut_off);
     // When the table answers again, a finds out at its next renewal and lets go for good.
     va.faults().unreachable = false;
@@ -829,7 +895,12 @@ async fn a_worker_leaving_before_its_handoffs_complete_withdraws_them() {
     // b leaves before a noticed (a does not answer handoffs in this test).
     b.release_all().await;
     b.shutdown().await;
-    assert!(store.all().iter().all(|l| l.is_owned_by("a") && l.checkpoint_owner.is_none()));
+    assert!(
+        store
+            .all()
+            .iter()
+            .all(|l| l.is_owned_by("a") && l.checkpoint_owner.is_none())
+    );
     // a keeps all four, without a loss, once its renewals adopt the withdrawn copies.
     tokio::time::sleep(RENEW * 3).await;
     assert_eq!(a.held_leases().len(), 4);
@@ -856,7 +927,10 @@ async fn handoffs_complete_with_a_take_interval_shorter_than_the_poll_interval()
     let holder = answer_handoffs(&a, Checkpoint::sequence("1", 0));
     let b = coordinator_with(&store, "b", config());
     b.start().unwrap();
-    wait_for("b holds 1", Duration::from_secs(5), || b.held_leases().len() == 1).await;
+    wait_for("b holds 1", Duration::from_secs(5), || {
+        b.held_leases().len() == 1
+    })
+    .await;
     assert_eq!(b.stats().handoffs_completed, 1);
     holder.abort();
     a.shutdown().await;

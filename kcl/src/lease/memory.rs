@@ -351,14 +351,18 @@ impl LeaseStore for MemoryStore {
         lease: &'a Lease,
         checkpoint: Checkpoint,
     ) -> BoxFuture<'a, Result<Lease, LeaseError>> {
-        Box::pin(
-            self.write("checkpoint", lease, COUNTER_AND_OWNER, true, move |stored| {
+        Box::pin(self.write(
+            "checkpoint",
+            lease,
+            COUNTER_AND_OWNER,
+            true,
+            move |stored| {
                 stored.checkpoint = checkpoint;
                 stored.owner_switches_since_checkpoint = 0;
                 stored.pending_checkpoint = None;
                 stored.pending_checkpoint_state = None;
-            }),
-        )
+            },
+        ))
     }
 
     fn prepare_checkpoint<'a>(
@@ -399,13 +403,15 @@ impl LeaseStore for MemoryStore {
         })
     }
 
-    fn delete_if_unchanged<'a>(&'a self, lease: &'a Lease) -> BoxFuture<'a, Result<bool, LeaseError>> {
+    fn delete_if_unchanged<'a>(
+        &'a self,
+        lease: &'a Lease,
+    ) -> BoxFuture<'a, Result<bool, LeaseError>> {
         Box::pin(async move {
             self.fault("DeleteItem")?;
             let mut leases = self.lock();
             let unchanged = leases.get(&lease.lease_key).is_some_and(|stored| {
-                stored.lease_counter == lease.lease_counter
-                    && stored.checkpoint == lease.checkpoint
+                stored.lease_counter == lease.lease_counter && stored.checkpoint == lease.checkpoint
             });
             if unchanged {
                 leases.remove(&lease.lease_key);

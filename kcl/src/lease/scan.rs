@@ -166,11 +166,17 @@ mod tests {
         assert!(classify(&marked).is_ok());
 
         let multi = item(&[
-            ("leaseKey", s("123456789012:orders:1700000000:shardId-000000000003")),
+            (
+                "leaseKey",
+                s("123456789012:orders:1700000000:shardId-000000000003"),
+            ),
             ("leaseCounter", n(0)),
             ("checkpoint", s("TRIM_HORIZON")),
         ]);
-        assert_eq!(classify(&multi).unwrap_err().reason, SkipReason::MultiStream);
+        assert_eq!(
+            classify(&multi).unwrap_err().reason,
+            SkipReason::MultiStream
+        );
 
         // 3.x single-table entries: another entity type, or no leaseCounter at all.
         let stream_info = item(&[
@@ -179,7 +185,9 @@ mod tests {
         ]);
         let skipped = classify(&stream_info).unwrap_err();
         assert_eq!(skipped.lease_key.as_deref(), Some("streamInfo-orders"));
-        assert!(matches!(skipped.reason, SkipReason::Malformed(ref m) if m.attribute() == "entityType"));
+        assert!(
+            matches!(skipped.reason, SkipReason::Malformed(ref m) if m.attribute() == "entityType")
+        );
         let lock = item(&[("leaseKey", s("Leader")), ("lockOwner", s("w"))]);
         assert!(matches!(
             classify(&lock).unwrap_err().reason,

@@ -62,7 +62,10 @@ pub(crate) trait LeaseStore: Send + Sync + fmt::Debug + 'static {
         child_shard_ids: &'a [String],
     ) -> BoxFuture<'a, Result<Lease, LeaseError>>;
     /// See [`LeaseTable::delete_if_unchanged`].
-    fn delete_if_unchanged<'a>(&'a self, lease: &'a Lease) -> BoxFuture<'a, Result<bool, LeaseError>>;
+    fn delete_if_unchanged<'a>(
+        &'a self,
+        lease: &'a Lease,
+    ) -> BoxFuture<'a, Result<bool, LeaseError>>;
 }
 
 impl LeaseStore for LeaseTable {
@@ -143,7 +146,10 @@ impl LeaseStore for LeaseTable {
         ))
     }
 
-    fn delete_if_unchanged<'a>(&'a self, lease: &'a Lease) -> BoxFuture<'a, Result<bool, LeaseError>> {
+    fn delete_if_unchanged<'a>(
+        &'a self,
+        lease: &'a Lease,
+    ) -> BoxFuture<'a, Result<bool, LeaseError>> {
         Box::pin(LeaseTable::delete_if_unchanged(self, lease))
     }
 }

@@ -20,7 +20,9 @@ use super::error::{LeaseError, from_sdk};
 use super::model::{Checkpoint, Lease, n, s, string_set};
 use super::scan::SkipReason;
 use super::schema;
-use super::update::{Update, UpdateParts, invalid, validate_checkpoint, validate_key, validate_new_lease};
+use super::update::{
+    Update, UpdateParts, invalid, validate_checkpoint, validate_key, validate_new_lease,
+};
 
 /// The lease table of one application: a DynamoDB table whose string hash key is `leaseKey`,
 /// laid out like the Java KCL 2.x's (see [`schema`](super::schema)).
@@ -253,12 +255,22 @@ impl LeaseTable {
     /// [`LeaseError::LeaseLost`] when the stored lease changed or a handoff is already in
     /// progress; [`LeaseError::InvalidInput`] when the copy has no owner or `new_owner` is empty
     /// or the owner itself; [`LeaseError::Dynamo`] when UpdateItem fails.
-    pub async fn request_handoff(&self, lease: &Lease, new_owner: &str) -> Result<Lease, LeaseError> {
+    pub async fn request_handoff(
+        &self,
+        lease: &Lease,
+        new_owner: &str,
+    ) -> Result<Lease, LeaseError> {
         let Some(holder) = lease.lease_owner.as_deref() else {
-            return Err(invalid(&lease.lease_key, "the lease has no owner to hand it over"));
+            return Err(invalid(
+                &lease.lease_key,
+                "the lease has no owner to hand it over",
+            ));
         };
         if new_owner.is_empty() || new_owner == holder {
-            return Err(invalid(&lease.lease_key, "the new owner is empty or the holder"));
+            return Err(invalid(
+                &lease.lease_key,
+                "the new owner is empty or the holder",
+            ));
         }
         let mut update = Update::default();
         update.expect_counter(lease);
@@ -266,7 +278,8 @@ impl LeaseTable {
         update.expect_no_handoff();
         update.set(schema::LEASE_OWNER, s(new_owner));
         update.set(schema::CHECKPOINT_OWNER, s(holder));
-        self.apply("request_handoff", &lease.lease_key, update).await
+        self.apply("request_handoff", &lease.lease_key, update)
+            .await
     }
 
     /// Withdraws a handoff this worker asked for (it is shutting down before the holder let
@@ -281,7 +294,10 @@ impl LeaseTable {
     /// handoff; [`LeaseError::Dynamo`] when UpdateItem fails.
     pub async fn cancel_handoff(&self, lease: &Lease) -> Result<Lease, LeaseError> {
         let Some(holder) = lease.checkpoint_owner.as_deref() else {
-            return Err(invalid(&lease.lease_key, "the lease is not being handed over"));
+            return Err(invalid(
+                &lease.lease_key,
+                "the lease is not being handed over",
+            ));
         };
         let mut update = Update::default();
         update.expect_owner(lease)?;

@@ -84,10 +84,7 @@ impl Update {
     /// Expects the stored checkpoint to be the copy's.
     pub(super) fn expect_checkpoint(&mut self, lease: &Lease) {
         let name = self.name(schema::CHECKPOINT);
-        let expected = self.value(
-            ":expectedCheckpoint",
-            s(lease.checkpoint.stored_value()),
-        );
+        let expected = self.value(":expectedCheckpoint", s(lease.checkpoint.stored_value()));
         self.conditions.push(format!("{name} = {expected}"));
     }
 

@@ -125,13 +125,19 @@ impl PollingConfig {
     /// (the setters only clamp the lower end), plus `min_time_between_calls` when set.
     pub(crate) fn durations(&self) -> Vec<(&'static str, Duration)> {
         let mut durations = vec![
-            ("polling.idle_time_between_reads", self.idle_time_between_reads),
+            (
+                "polling.idle_time_between_reads",
+                self.idle_time_between_reads,
+            ),
             ("polling.throttle_backoff_min", self.min_backoff),
             ("polling.throttle_backoff_max", self.max_backoff),
             ("polling.request_timeout", self.request_timeout),
         ];
         if !self.min_time_between_calls.is_zero() {
-            durations.push(("polling.min_time_between_calls", self.min_time_between_calls));
+            durations.push((
+                "polling.min_time_between_calls",
+                self.min_time_between_calls,
+            ));
         }
         if let Some(limit) = self.give_up_after {
             durations.push(("polling.give_up_after", limit.max(ONE_MILLISECOND)));

@@ -45,7 +45,10 @@ impl SchedulerHandle {
     /// The lease coordinator's counters (takes, steals, handoffs, renewals...), once the
     /// worker has started.
     pub fn lease_stats(&self) -> Option<CoordinatorStats> {
-        self.coordinator.borrow().as_ref().map(|shared| shared.stats())
+        self.coordinator
+            .borrow()
+            .as_ref()
+            .map(|shared| shared.stats())
     }
 
     /// What the worker is doing now: every held shard's phase, whether it is at the tip and

@@ -217,7 +217,9 @@ impl StatusBoard {
 
     pub(crate) fn retrieval_failing(&self, key: &str) {
         self.update(key, |state| {
-            state.retrieval_failing_since.get_or_insert_with(Instant::now);
+            state
+                .retrieval_failing_since
+                .get_or_insert_with(Instant::now);
         });
     }
 
@@ -274,7 +276,10 @@ mod tests {
             processing_since: Some(tip),
             ..ShardState::new(ShardPhase::Processing)
         };
-        assert_eq!(state(&[("a", at_tip(tip)), ("b", busy)], 0, true).idle_since(), None);
+        assert_eq!(
+            state(&[("a", at_tip(tip)), ("b", busy)], 0, true).idle_since(),
+            None
+        );
         // Nor one waiting on a parent.
         let waiting = ShardState::new(ShardPhase::WaitingOnParents {
             parents: vec!["p".into()],

@@ -59,15 +59,18 @@ where
         info!("shut down before the worker started");
         return Ok(());
     }
-    let coordinator = LeaseCoordinatorBuilder::from_store(parts.store.clone(), parts.worker_id.clone())
-        .config(parts.coordinator.clone())
-        .build()?;
+    let coordinator =
+        LeaseCoordinatorBuilder::from_store(parts.store.clone(), parts.worker_id.clone())
+            .config(parts.coordinator.clone())
+            .build()?;
     if let Err(error) = coordinator.start() {
         // Only possible if started twice or outside a runtime, neither of which happens here.
         error!(%error, "the lease coordinator did not start");
         return Ok(());
     }
-    parts.coordinator_tx.send_replace(Some(coordinator.shared_state()));
+    parts
+        .coordinator_tx
+        .send_replace(Some(coordinator.shared_state()));
     info!(worker = %parts.worker_id, table = %parts.store.table_name(), "worker started");
     let context = ShardContext {
         api: parts.api.clone(),
@@ -80,9 +83,8 @@ where
     };
     let background = CancellationToken::new();
     let mut helpers = JoinSet::new();
-    helpers.spawn(
-        sync_loop(context.clone(), background.clone()).instrument(info_span!("shard_sync")),
-    );
+    helpers
+        .spawn(sync_loop(context.clone(), background.clone()).instrument(info_span!("shard_sync")));
     helpers.spawn(
         cleanup::run(context.clone(), background.clone()).instrument(info_span!("lease_cleanup")),
     );
@@ -299,12 +301,17 @@ where
 
     fn schedule_restart(&mut self, key: &str, holding: &HeldRef) {
         let config = self.context.config.clone();
-        let entry = self
-            .failures
-            .entry(key.to_owned())
-            .or_insert_with(|| (holding.epoch, Backoff::new(config.retry_min, config.retry_max)));
+        let entry = self.failures.entry(key.to_owned()).or_insert_with(|| {
+            (
+                holding.epoch,
+                Backoff::new(config.retry_min, config.retry_max),
+            )
+        });
         if entry.0 != holding.epoch {
-            *entry = (holding.epoch, Backoff::new(config.retry_min, config.retry_max));
+            *entry = (
+                holding.epoch,
+                Backoff::new(config.retry_min, config.retry_max),
+            );
         }
         let wait = entry.1.next_delay();
         let at = Instant::now() + wait;
@@ -355,7 +362,10 @@ where
     /// consumers still running then are abandoned, and their leases handed back with the
     /// others.
     async fn shut_down(&mut self) {
-        info!(shards = self.running.len(), "graceful shutdown: stopping processors");
+        info!(
+            shards = self.running.len(),
+            "graceful shutdown: stopping processors"
+        );
         self.context.coordinator.stop_taking().await;
         for running in self.running.values_mut() {
             let stop = match running.stopping {

@@ -10,7 +10,6 @@ use crate::lease::{Checkpoint, Lease, LeaseError};
 use crate::retrieval::{CallError, ChildShard, KinesisApi, ShardListing, StreamId};
 use crate::scheduler::InitialPosition;
 
-
 /// ListShards or a lease read or write failed during a sync.
 #[derive(Debug, thiserror::Error)]
 #[non_exhaustive]

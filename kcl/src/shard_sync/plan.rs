@@ -133,7 +133,8 @@ impl<'a> NonEmpty<'a> {
     }
 
     fn plan(mut self) -> Vec<Lease> {
-        let open: Vec<&'a ShardSummary> = self.shards.values().copied().filter(|s| s.open).collect();
+        let open: Vec<&'a ShardSummary> =
+            self.shards.values().copied().filter(|s| s.open).collect();
         for shard in open {
             let id = shard.shard_id.as_str();
             if self.leased.contains(id) || self.has_open_parent(shard) {

@@ -765,7 +765,11 @@ fn finished_leases_are_neither_counted_nor_taken() {
     // Two unfinished leases, both a's; the two finished ones do not make b's target 2.
     let plan = Planner::new("b").plan(&leases);
     assert_eq!((plan.leases, plan.target, plan.unowned), (2, 1, 0));
-    assert!(keys(&plan).iter().all(|k| *k == "l00" || *k == "l01"), "{:?}", keys(&plan));
+    assert!(
+        keys(&plan).iter().all(|k| *k == "l00" || *k == "l01"),
+        "{:?}",
+        keys(&plan)
+    );
     // A worker never takes a finished lease, even an unowned one and even when it has
     // nothing else to do.
     let only_finished = owned(&[(None, 3)])
@@ -790,7 +794,11 @@ fn a_lease_being_handed_over_counts_for_its_new_owner_and_is_never_stolen() {
     // A third worker needs 1 (target 2 of 4 over 3 is 2, it has 0): it steals from a, never
     // a lease in a handoff.
     let plan = Planner::new("c").plan(&leases);
-    assert!(keys(&plan).iter().all(|k| *k == "l00" || *k == "l01"), "{:?}", keys(&plan));
+    assert!(
+        keys(&plan).iter().all(|k| *k == "l00" || *k == "l01"),
+        "{:?}",
+        keys(&plan)
+    );
 }
 
 #[test]
@@ -805,7 +813,10 @@ fn children_waiting_on_unfinished_parents_are_taken_last() {
         ..Planner::new("b")
     };
     // Room for one lease: the one that can be processed now, not the waiting child.
-    assert_eq!(keys(&planner.plan(&[parent.clone(), child.clone(), other])), ["x"]);
+    assert_eq!(
+        keys(&planner.plan(&[parent.clone(), child.clone(), other])),
+        ["x"]
+    );
     // Once the parent is finished the child is ready like any other.
     parent.checkpoint = Checkpoint::ShardEnd;
     assert_eq!(keys(&planner.plan(&[parent, child])), ["c"]);

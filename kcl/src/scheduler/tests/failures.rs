@@ -18,15 +18,25 @@ async fn read_errors_on_a_kept_lease_never_redeliver_or_skip() {
     for round in 0..6 {
         fleet.stream.put_n(&s0, &format!("r{round}"), 20);
         match round {
-            0 => fleet.stream.fail(Operation::GetRecords, Class::Transient, 3),
+            0 => fleet
+                .stream
+                .fail(Operation::GetRecords, Class::Transient, 3),
             1 => fleet.stream.expire_iterators(),
             // Errors the source does not retry on its own: the consumer keeps its lease and
             // its position and tries again.
-            2 => fleet.stream.fail(Operation::GetRecords, Class::Unexpected, 2),
-            3 => fleet.stream.fail(Operation::GetRecords, Class::AccessDenied, 2),
+            2 => fleet
+                .stream
+                .fail(Operation::GetRecords, Class::Unexpected, 2),
+            3 => fleet
+                .stream
+                .fail(Operation::GetRecords, Class::AccessDenied, 2),
             4 => {
-                fleet.stream.fail(Operation::GetRecords, Class::InvalidRequest, 1);
-                fleet.stream.fail(Operation::GetShardIterator, Class::Transient, 2);
+                fleet
+                    .stream
+                    .fail(Operation::GetRecords, Class::InvalidRequest, 1);
+                fleet
+                    .stream
+                    .fail(Operation::GetShardIterator, Class::Transient, 2);
             }
             _ => fleet.stream.expire_iterators(),
         }
@@ -37,9 +47,14 @@ async fn read_errors_on_a_kept_lease_never_redeliver_or_skip() {
     assert_eq!(fleet.duplicates(), 0, "nothing delivered twice");
     assert_eq!(fleet.counts().len(), 120);
     // Never released, lost or taken again.
-    assert_eq!(fleet.store.writes_of("take"), [s0.clone()]);
+    assert_eq!(fleet.store.writes_of("take"), std::slice::from_ref(&s0));
     assert!(fleet.store.writes_of("release").is_empty());
-    assert!(fleet.events(&s0).iter().all(|e| !matches!(e, Event::LeaseLost)));
+    assert!(
+        fleet
+            .events(&s0)
+            .iter()
+            .all(|e| !matches!(e, Event::LeaseLost))
+    );
     w1.stop().await.unwrap();
 }
 
@@ -59,7 +74,7 @@ async fn a_panicking_processor_starts_over_from_its_last_checkpoint_and_keeps_th
     assert_eq!(fleet.duplicates(), 0);
     assert_eq!(w1.handle.metrics().processor_failures, 1);
     // The lease stayed: one take, two initializations from the checkpoints of the time.
-    assert_eq!(fleet.store.writes_of("take"), [s0.clone()]);
+    assert_eq!(fleet.store.writes_of("take"), std::slice::from_ref(&s0));
     let inits: Vec<Checkpoint> = fleet
         .events(&s0)
         .into_iter()
@@ -90,7 +105,7 @@ async fn a_hung_processor_times_out_and_the_shard_starts_over() {
     assert!(took >= Duration::from_secs(2), "{took:?}");
     assert_eq!(fleet.duplicates(), 0);
     assert_eq!(w1.handle.metrics().processor_failures, 1);
-    assert_eq!(fleet.store.writes_of("take"), [s0.clone()]);
+    assert_eq!(fleet.store.writes_of("take"), std::slice::from_ref(&s0));
     w1.stop().await.unwrap();
 }
 
@@ -126,7 +141,11 @@ async fn a_graceful_shutdown_hands_a_hung_processors_lease_back_after_the_timeou
     assert!(took >= Duration::from_secs(4), "{took:?}");
     assert!(took <= Duration::from_secs(6), "{took:?}");
     // Both leases handed back anyway.
-    assert!(fleet.owners().values().all(Option::is_none), "{:?}", fleet.owners());
+    assert!(
+        fleet.owners().values().all(Option::is_none),
+        "{:?}",
+        fleet.owners()
+    );
 }
 
 #[tokio::test(start_paused = true)]
@@ -134,8 +153,12 @@ async fn startup_retries_transient_dynamodb_and_kinesis_failures() {
     let fleet = Fleet::new(1);
     let s0 = shard_id(0);
     fleet.stream.put_n(&s0, "r", 3);
-    fleet.stream.fail(Operation::ListShards, Class::Transient, 3);
-    fleet.stream.fail(Operation::ListShards, Class::Throttled, 2);
+    fleet
+        .stream
+        .fail(Operation::ListShards, Class::Transient, 3);
+    fleet
+        .stream
+        .fail(Operation::ListShards, Class::Throttled, 2);
     let w1 = fleet.worker("w1");
     w1.store.faults().fail_next.insert("CreateTable", 2);
     w1.store.faults().fail_next.insert("Scan", 2);

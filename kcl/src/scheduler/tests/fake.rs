@@ -79,7 +79,11 @@ impl FakeStream {
     }
 
     /// Appends `payloads` to `shard` as plain records; returns their sequence numbers.
-    pub(crate) fn put(&self, shard: &str, payloads: impl IntoIterator<Item = String>) -> Vec<String> {
+    pub(crate) fn put(
+        &self,
+        shard: &str,
+        payloads: impl IntoIterator<Item = String>,
+    ) -> Vec<String> {
         let mut state = self.state();
         let mut sequences = Vec::new();
         for payload in payloads {
@@ -176,7 +180,11 @@ impl FakeStream {
     }
 
     pub(crate) fn calls(&self, operation: Operation) -> usize {
-        self.state().calls.iter().filter(|op| **op == operation).count()
+        self.state()
+            .calls
+            .iter()
+            .filter(|op| **op == operation)
+            .count()
     }
 
     fn enter(&self, operation: Operation) -> Result<(), CallError> {
@@ -188,7 +196,12 @@ impl FakeStream {
             .position(|(op, _)| *op == operation)
             .and_then(|index| state.failures.remove(index));
         match injected {
-            Some((_, class)) => Err(CallError::new(operation, class, format!("{class:?}"), "injected")),
+            Some((_, class)) => Err(CallError::new(
+                operation,
+                class,
+                format!("{class:?}"),
+                "injected",
+            )),
             None => Ok(()),
         }
     }

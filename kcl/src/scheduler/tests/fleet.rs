@@ -13,7 +13,9 @@ use crate::metrics::recorder::TestRecorder;
 async fn rebalance_duplicates(graceful: bool) -> usize {
     let fleet = Fleet::new(4);
     for shard in 0..4 {
-        fleet.stream.put_n(&shard_id(shard), &format!("s{shard}"), 200);
+        fleet
+            .stream
+            .put_n(&shard_id(shard), &format!("s{shard}"), 200);
     }
     *fleet.script.processing_time.lock().unwrap() = Duration::from_millis(100);
     let config = WorkerConfig {
@@ -35,7 +37,12 @@ async fn rebalance_duplicates(graceful: bool) -> usize {
     owners.sort();
     assert_eq!(
         owners,
-        [Some("w1".into()), Some("w1".into()), Some("w2".into()), Some("w2".into())]
+        [
+            Some("w1".into()),
+            Some("w1".into()),
+            Some("w2".into()),
+            Some("w2".into())
+        ]
     );
     let duplicates = fleet.duplicates();
     w1.stop().await.unwrap();
@@ -47,8 +54,13 @@ async fn rebalance_duplicates(graceful: bool) -> usize {
 async fn rebalancing_by_graceful_handoff_delivers_nothing_twice() {
     let stolen = rebalance_duplicates(false).await;
     let handed_over = rebalance_duplicates(true).await;
-    println!("records delivered twice by one rebalance: {stolen} with 2.x steals, {handed_over} with handoffs");
-    assert!(stolen > 0, "the 2.x steal repeats what the old holder had not checkpointed");
+    println!(
+        "records delivered twice by one rebalance: {stolen} with 2.x steals, {handed_over} with handoffs"
+    );
+    assert!(
+        stolen > 0,
+        "the 2.x steal repeats what the old holder had not checkpointed"
+    );
     assert_eq!(handed_over, 0);
 }
 
@@ -162,9 +174,15 @@ async fn a_dynamodb_outage_pauses_every_worker_and_nothing_moves_or_repeats_afte
         counts.len()
     };
     assert_eq!(fleet.owners(), owners, "no lease changed hands");
-    assert_eq!(fleet.store.writes_of("take").len(), takes, "nothing was taken");
+    assert_eq!(
+        fleet.store.writes_of("take").len(),
+        takes,
+        "nothing was taken"
+    );
     let duplicates = fleet.duplicates() - duplicates_before;
-    println!("global outage of 5 failover times: {duplicates} records delivered twice, {produced} distinct");
+    println!(
+        "global outage of 5 failover times: {duplicates} records delivered twice, {produced} distinct"
+    );
     assert_eq!(duplicates, 0);
     w1.stop().await.unwrap();
     w2.stop().await.unwrap();
@@ -208,9 +226,11 @@ async fn metrics_have_the_java_kcl_names() {
     let key = |name: &str, shard: &str| format!("{name}{{shard={shard},stream=stream}}");
     assert!(recorder.counter(&key("RecordsProcessed", &s0)).unwrap() >= 30);
     assert!(recorder.counter(&key("DataBytesProcessed", &s1)).unwrap() >= 20 * 3);
-    assert!(!recorder
-        .histogram(&key("RecordProcessor.processRecords.Time", &s0))
-        .is_empty());
+    assert!(
+        !recorder
+            .histogram(&key("RecordProcessor.processRecords.Time", &s0))
+            .is_empty()
+    );
     assert_eq!(recorder.gauge(&key("MillisBehindLatest", &s0)), Some(0.0));
     assert!(recorder.gauge("CurrentLeases{table=memory}").is_some());
     assert!(recorder.counter("TakenLeases{table=memory}").unwrap() >= 2);

@@ -52,7 +52,11 @@ async fn a_split_and_a_merge_read_parents_first_clean_up_once_and_never_recreate
     .await;
     let deletes = fleet.store.writes_of("delete");
     for key in [&s0, &c2, &c3] {
-        assert_eq!(deletes.iter().filter(|k| *k == key).count(), 1, "{key}: {deletes:?}");
+        assert_eq!(
+            deletes.iter().filter(|k| *k == key).count(),
+            1,
+            "{key}: {deletes:?}"
+        );
     }
     // childShardIds was written on each parent, as the Java KCL does.
     let recorded = fleet.store.writes_of("update_child_shards");
@@ -60,18 +64,33 @@ async fn a_split_and_a_merge_read_parents_first_clean_up_once_and_never_recreate
         assert!(recorded.contains(key), "{key}: {recorded:?}");
     }
     // A finished lease is never renewed.
-    let renewals_of_s0 = fleet.store.writes_of("renew").iter().filter(|k| **k == s0).count();
+    let renewals_of_s0 = fleet
+        .store
+        .writes_of("renew")
+        .iter()
+        .filter(|k| **k == s0)
+        .count();
     // Shard sync runs every second: ten more syncs never bring the deleted leases back.
     tokio::time::sleep(Duration::from_secs(10)).await;
     for key in [&s0, &c2, &c3] {
         assert!(fleet.lease(key).is_none(), "{key} was leased again");
     }
     assert_eq!(
-        fleet.store.writes_of("renew").iter().filter(|k| **k == s0).count(),
+        fleet
+            .store
+            .writes_of("renew")
+            .iter()
+            .filter(|k| **k == s0)
+            .count(),
         renewals_of_s0
     );
     assert_eq!(
-        fleet.store.writes_of("create").iter().filter(|k| **k == s0).count(),
+        fleet
+            .store
+            .writes_of("create")
+            .iter()
+            .filter(|k| **k == s0)
+            .count(),
         1
     );
     assert_eq!(fleet.counts().len(), 150);
@@ -119,7 +138,11 @@ async fn a_checkpoint_at_the_last_record_in_shard_ended_counts_as_shard_end() {
     let w1 = fleet.worker("w1");
     fleet.wait_delivered(20, Duration::from_secs(30)).await;
     assert_eq!(checkpoint(&fleet, &s0), Some(Checkpoint::ShardEnd));
-    let ended = fleet.events(&s0).iter().filter(|e| **e == Event::ShardEnded).count();
+    let ended = fleet
+        .events(&s0)
+        .iter()
+        .filter(|e| **e == Event::ShardEnded)
+        .count();
     assert_eq!(ended, 1);
     w1.stop().await.unwrap();
 }
@@ -158,14 +181,27 @@ async fn a_shard_kinesis_says_does_not_exist_is_ended_and_its_children_proceed()
     fleet.stream.put_n(&c1, "c1", 5);
     fleet.stream.put_n(&c2, "c2", 5);
     // The application was behind: s0 has a lease, but Kinesis trimmed it.
-    fleet.store.insert([Lease::new(s0.clone(), Checkpoint::sequence("100003", 0))]);
+    fleet
+        .store
+        .insert([Lease::new(s0.clone(), Checkpoint::sequence("100003", 0))]);
     fleet.stream.remove(&s0);
     let w1 = fleet.worker("w1");
     fleet.wait_delivered(10, Duration::from_secs(30)).await;
     assert!(fleet.counts().keys().all(|k| !k.starts_with("s0")));
-    wait_for("s0 cleaned up", Duration::from_secs(30), || fleet.lease(&s0).is_none()).await;
+    wait_for("s0 cleaned up", Duration::from_secs(30), || {
+        fleet.lease(&s0).is_none()
+    })
+    .await;
     // s0 was taken once, ended, deleted: no ping-pong.
-    assert_eq!(fleet.store.writes_of("take").iter().filter(|k| **k == s0).count(), 1);
+    assert_eq!(
+        fleet
+            .store
+            .writes_of("take")
+            .iter()
+            .filter(|k| **k == s0)
+            .count(),
+        1
+    );
     assert!(fleet.events(&s0).contains(&Event::ShardEnded));
     w1.stop().await.unwrap();
 }
@@ -232,7 +268,11 @@ async fn the_worker_state_tells_waiting_children_tip_and_takeable_leases_apart()
     })
     .await;
     let state = w1.handle.state();
-    assert_eq!(state.idle_since(), None, "a child waiting on its parent is not idle");
+    assert_eq!(
+        state.idle_since(),
+        None,
+        "a child waiting on its parent is not idle"
+    );
     // Once the dead worker's lease expires it is takeable, then taken and read.
     fleet.wait_delivered(5, Duration::from_secs(30)).await;
     // Everything read: idle, and stays idle.

@@ -1,6 +1,7 @@
 //! Whole workers over the in-memory lease store and a fake Kinesis stream, in paused tokio
 //! time: every failure the emulators cannot produce, made to happen, deterministically.
 
+mod config;
 mod failures;
 mod fake;
 mod fleet;
@@ -118,7 +119,11 @@ impl ShardRecordProcessor for Recorder {
         self.event(Event::Initialize(input));
     }
 
-    async fn process_records(&mut self, input: ProcessRecordsInput, checkpointer: &mut Checkpointer) {
+    async fn process_records(
+        &mut self,
+        input: ProcessRecordsInput,
+        checkpointer: &mut Checkpointer,
+    ) {
         if take_one(&self.script.hang_in) {
             std::future::pending::<()>().await;
         }

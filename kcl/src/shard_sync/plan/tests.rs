@@ -110,14 +110,20 @@ fn an_empty_table_leases_the_shards_at_the_initial_position() {
         ]
     );
     // AT_TIMESTAMP: the shards ListShards says were open then, passed in.
-    let open_at_t = [shard("s06", &["s00", "s01"], false), shard("s04", &[], true)];
+    let open_at_t = [
+        shard("s06", &["s00", "s01"], false),
+        shard("s04", &[], true),
+    ];
     let created = new_leases(&shards, Some(&open_at_t), &[], &at(150));
     assert_eq!(
         created
             .iter()
             .map(|l| (l.lease_key.as_str(), l.checkpoint.clone()))
             .collect::<Vec<_>>(),
-        [("s04", Checkpoint::AtTimestamp), ("s06", Checkpoint::AtTimestamp)]
+        [
+            ("s04", Checkpoint::AtTimestamp),
+            ("s06", Checkpoint::AtTimestamp)
+        ]
     );
     // Parents are recorded as the stream names them (a missing parent lease counts as done).
     assert_eq!(created[1].parent_shard_ids, ["s00", "s01"]);
@@ -133,7 +139,10 @@ fn a_split_parent_being_processed_gets_no_new_leases_and_its_children_wait_for_i
     ];
     let leases = [lease("s0", Checkpoint::sequence("12", 0))];
     for initial in [InitialPosition::Latest, InitialPosition::TrimHorizon, at(1)] {
-        assert!(planned(&shards, &leases, &initial).is_empty(), "{initial:?}");
+        assert!(
+            planned(&shards, &leases, &initial).is_empty(),
+            "{initial:?}"
+        );
     }
 }
 
@@ -158,8 +167,14 @@ fn a_finished_parent_deleted_by_cleanup_is_never_leased_again() {
         lease("s4", Checkpoint::TrimHorizon),
     ];
     for initial in [InitialPosition::Latest, InitialPosition::TrimHorizon, at(1)] {
-        assert!(planned(&shards, &after_split, &initial).is_empty(), "{initial:?}");
-        assert!(planned(&shards, &after_merge, &initial).is_empty(), "{initial:?}");
+        assert!(
+            planned(&shards, &after_split, &initial).is_empty(),
+            "{initial:?}"
+        );
+        assert!(
+            planned(&shards, &after_merge, &initial).is_empty(),
+            "{initial:?}"
+        );
     }
 }
 
