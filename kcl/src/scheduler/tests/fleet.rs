@@ -223,7 +223,8 @@ async fn metrics_have_the_java_kcl_names() {
     let w1 = fleet.worker("w1");
     fleet.wait_delivered(50, Duration::from_secs(30)).await;
     tokio::time::sleep(Duration::from_secs(1)).await;
-    let key = |name: &str, shard: &str| format!("{name}{{shard={shard},stream=stream}}");
+    let stream = fleet.name.clone();
+    let key = |name: &str, shard: &str| format!("{name}{{shard={shard},stream={stream}}}");
     assert!(recorder.counter(&key("RecordsProcessed", &s0)).unwrap() >= 30);
     assert!(recorder.counter(&key("DataBytesProcessed", &s1)).unwrap() >= 20 * 3);
     assert!(
@@ -232,6 +233,29 @@ async fn metrics_have_the_java_kcl_names() {
             .is_empty()
     );
     assert_eq!(recorder.gauge(&key("MillisBehindLatest", &s0)), Some(0.0));
+    // Throttled reads and expired iterators are counted per shard.
+    fleet.stream.fail(
+        crate::retrieval::Operation::GetRecords,
+        crate::retrieval::Class::Throttled,
+        2,
+    );
+    fleet.stream.expire_iterators();
+    fleet.stream.put_n(&s0, "c", 5);
+    fleet.wait_delivered(55, Duration::from_secs(30)).await;
+    let throttled = recorder
+        .counter(&key("GetRecords.Throttled", &s0))
+        .unwrap_or(0)
+        + recorder
+            .counter(&key("GetRecords.Throttled", &s1))
+            .unwrap_or(0);
+    assert!(throttled >= 2, "{throttled}");
+    let expired = recorder
+        .counter(&key("GetRecords.ExpiredIterator", &s0))
+        .unwrap_or(0)
+        + recorder
+            .counter(&key("GetRecords.ExpiredIterator", &s1))
+            .unwrap_or(0);
+    assert!(expired >= 1, "{expired}");
     assert!(recorder.gauge("CurrentLeases{table=memory}").is_some());
     assert!(recorder.counter("TakenLeases{table=memory}").unwrap() >= 2);
     w1.stop().await.unwrap();

@@ -286,3 +286,70 @@ async fn the_worker_state_tells_waiting_children_tip_and_takeable_leases_apart()
     assert!(fleet.stream.calls(Operation::GetRecords) > 0);
     w1.stop().await.unwrap();
 }
+
+#[tokio::test(start_paused = true)]
+async fn failed_writes_at_a_shard_end_are_retried_until_shard_end_is_stored() {
+    let fleet = Fleet::new(1);
+    let s0 = shard_id(0);
+    fleet.stream.put_n(&s0, "s0", 10);
+    let w1 = fleet.worker("w1");
+    fleet.wait_delivered(10, Duration::from_secs(30)).await;
+    // The table fails the next SHARD_END checkpoint twice and the childShardIds write once.
+    w1.store.faults().fail_next.insert("checkpoint", 2);
+    w1.store.faults().fail_next.insert("UpdateItem", 1);
+    let (c1, c2) = fleet.stream.split(&s0);
+    fleet.stream.put_n(&c1, "c1", 3);
+    fleet.stream.put_n(&c2, "c2", 3);
+    fleet.wait_delivered(16, Duration::from_secs(30)).await;
+    assert_eq!(checkpoint(&fleet, &s0), Some(Checkpoint::ShardEnd));
+    let ended = fleet
+        .events(&s0)
+        .iter()
+        .filter(|e| **e == Event::ShardEnded)
+        .count();
+    assert!(
+        ended >= 3,
+        "shard_ended called again after each failed write: {ended}"
+    );
+    let (_, s0_last) = span_of(&fleet, &s0).unwrap();
+    assert!(span_of(&fleet, &c1).unwrap().0 > s0_last);
+    assert_eq!(fleet.duplicates(), 0);
+    w1.stop().await.unwrap();
+}
+
+#[tokio::test(start_paused = true)]
+async fn initialize_receives_the_pending_checkpoint_and_its_state() {
+    let fleet = Fleet::new(1);
+    let s0 = shard_id(0);
+    let sequences = fleet.stream.put_n(&s0, "r", 10);
+    let mut lease = Lease::new(s0.clone(), Checkpoint::sequence(sequences[2].clone(), 0));
+    lease.pending_checkpoint = Some(Checkpoint::sequence(sequences[6].clone(), 0));
+    lease.pending_checkpoint_state = Some(b"app state".to_vec());
+    fleet.store.insert([lease]);
+    let w1 = fleet.worker("w1");
+    fleet.wait_delivered(7, Duration::from_secs(30)).await;
+    let init = fleet
+        .events(&s0)
+        .into_iter()
+        .find_map(|e| match e {
+            Event::Initialize(input) => Some(input),
+            _ => None,
+        })
+        .unwrap();
+    assert_eq!(
+        init.checkpoint,
+        Checkpoint::sequence(sequences[2].clone(), 0)
+    );
+    assert_eq!(
+        init.pending_checkpoint,
+        Some(Checkpoint::sequence(sequences[6].clone(), 0))
+    );
+    assert_eq!(
+        init.pending_checkpoint_state.as_deref(),
+        Some(&b"app state"[..])
+    );
+    // Records after the checkpoint are delivered again, the pending one included.
+    assert!(fleet.counts().contains_key("r-3"));
+    assert!(!fleet.counts().contains_key("r-2"));
+    w1.stop().await.unwrap();
+}

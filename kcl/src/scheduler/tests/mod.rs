@@ -182,6 +182,8 @@ impl ShardRecordProcessor for Recorder {
 
 /// A test's fleet: one stream, one table, one log.
 pub(crate) struct Fleet {
+    /// The stream's name, unique per fleet so metrics of parallel tests stay apart.
+    pub(crate) name: String,
     pub(crate) stream: FakeStream,
     pub(crate) store: MemoryStore,
     pub(crate) log: SharedLog,
@@ -225,7 +227,9 @@ pub(crate) fn coordinator_config() -> CoordinatorConfig {
 
 impl Fleet {
     pub(crate) fn new(shards: u32) -> Self {
+        static FLEETS: AtomicUsize = AtomicUsize::new(0);
         Self {
+            name: format!("stream-{}", FLEETS.fetch_add(1, Ordering::Relaxed)),
             stream: FakeStream::with_shards(shards),
             store: MemoryStore::default(),
             log: SharedLog::default(),
@@ -250,13 +254,13 @@ impl Fleet {
         let handle = SchedulerHandle {
             shutdown: CancellationToken::new(),
             done,
-            metrics: Arc::new(ConsumerMetrics::new("stream")),
+            metrics: Arc::new(ConsumerMetrics::new(self.name.clone())),
             status: Arc::new(StatusBoard::default()),
             coordinator: coordinator_rx,
         };
         let parts = WorkerParts {
             api: self.stream.clone(),
-            stream: StreamId::from("stream"),
+            stream: StreamId::from(self.name.clone()),
             store: Arc::new(store.clone()),
             worker_id: name.to_owned(),
             coordinator,
