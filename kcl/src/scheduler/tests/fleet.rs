@@ -242,20 +242,19 @@ async fn metrics_have_the_java_kcl_names() {
     fleet.stream.expire_iterators();
     fleet.stream.put_n(&s0, "c", 5);
     fleet.wait_delivered(55, Duration::from_secs(30)).await;
-    let throttled = recorder
-        .counter(&key("GetRecords.Throttled", &s0))
-        .unwrap_or(0)
-        + recorder
-            .counter(&key("GetRecords.Throttled", &s1))
-            .unwrap_or(0);
-    assert!(throttled >= 2, "{throttled}");
-    let expired = recorder
-        .counter(&key("GetRecords.ExpiredIterator", &s0))
-        .unwrap_or(0)
-        + recorder
-            .counter(&key("GetRecords.ExpiredIterator", &s1))
-            .unwrap_or(0);
-    assert!(expired >= 1, "{expired}");
+    let sum = |name: &str| {
+        recorder.counter(&key(name, &s0)).unwrap_or(0)
+            + recorder.counter(&key(name, &s1)).unwrap_or(0)
+    };
+    // Counted when each shard's next read returns (after its backoff).
+    wait_for("throttles counted", Duration::from_secs(10), || {
+        sum("GetRecords.Throttled") >= 2
+    })
+    .await;
+    wait_for("expired iterators counted", Duration::from_secs(10), || {
+        sum("GetRecords.ExpiredIterator") >= 1
+    })
+    .await;
     assert!(recorder.gauge("CurrentLeases{table=memory}").is_some());
     assert!(recorder.counter("TakenLeases{table=memory}").unwrap() >= 2);
     w1.stop().await.unwrap();
