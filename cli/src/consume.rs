@@ -1,20 +1,29 @@
 //! `kinesis-cat consume` and `kinesis-cat leases`: one worker of a consumer application, and a
 //! look at its lease table.
+//!
+//! The records go to stdout through a writer thread fed by a bounded queue: a processor hands
+//! its batch over and awaits the write before it checkpoints, so a reader that stops reading
+//! (a full pipe) slows the shards down without ever blocking the runtime, and the worker keeps
+//! renewing its leases meanwhile. `--idle-exit` asks the worker whether anything is left to
+//! read (every held shard at the tip for that long, none waiting on a parent or on its output,
+//! no lease left to take), not how long ago a record was printed.
 
 use std::collections::BTreeMap;
 use std::io::Write;
+use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
-use std::sync::{Arc, Mutex};
-use std::time::{Duration, Instant, SystemTime};
+use std::thread::JoinHandle;
+use std::time::{Duration, SystemTime};
 
 use aws_sdk_kinesis::primitives::{DateTime, DateTimeFormat};
 use clap::Args;
 use kcl::lease::{Checkpoint, LeaseTable};
 use kcl::{
     Checkpointer, DeaggregatedRecord, InitialPosition, ProcessRecordsInput, Scheduler,
-    ShardRecordProcessor,
+    SchedulerHandle, ShardRecordProcessor,
 };
 use serde::Serialize;
+use tokio::sync::{mpsc, oneshot};
 use tokio_util::sync::CancellationToken;
 
 use crate::jsonl::{CliError, encode_base64};
@@ -37,7 +46,9 @@ pub(crate) struct ConsumeArgs {
     /// Stop (gracefully) after printing this many records.
     #[arg(long)]
     max_records: Option<u64>,
-    /// Stop (gracefully) after this many seconds without a new record on any shard.
+    /// Stop (gracefully) once there has been nothing left to read for this many seconds:
+    /// every shard this worker holds at the tip, none waiting on a parent shard or on the
+    /// output, and no lease left for it to take.
     #[arg(long)]
     idle_exit: Option<f64>,
     /// Failover time in seconds (how long a dead worker's shards wait before others take them).
@@ -65,14 +76,40 @@ struct JsonRecord<'a> {
     data: String,
 }
 
+/// Batches waiting for the writer thread: a few, so a stalled reader holds back only a few
+/// batches' worth of memory.
+const OUTPUT_QUEUE: usize = 4;
+
+/// One batch of output lines and who waits for them to be written.
+struct Chunk {
+    bytes: Vec<u8>,
+    written: oneshot::Sender<std::io::Result<()>>,
+}
+
+/// The thread that owns stdout: writes each chunk, flushes, says so.
+fn spawn_writer() -> std::io::Result<(mpsc::Sender<Chunk>, JoinHandle<()>)> {
+    let (tx, mut rx) = mpsc::channel::<Chunk>(OUTPUT_QUEUE);
+    let thread = std::thread::Builder::new()
+        .name("kinesis-cat-stdout".into())
+        .spawn(move || {
+            let stdout = std::io::stdout();
+            while let Some(chunk) = rx.blocking_recv() {
+                let mut out = stdout.lock();
+                let result = out.write_all(&chunk.bytes).and_then(|()| out.flush());
+                let _ = chunk.written.send(result);
+            }
+        })?;
+    Ok((tx, thread))
+}
+
 /// What every shard's printer shares.
 #[derive(Debug)]
 struct Output {
     json: bool,
     printed: AtomicU64,
     max_records: Option<u64>,
-    last_record: Mutex<Instant>,
     stop: CancellationToken,
+    writer: mpsc::Sender<Chunk>,
 }
 
 #[derive(Debug)]
@@ -82,10 +119,10 @@ struct Printer {
 }
 
 impl Printer {
-    /// Prints as many records as the limit allows; returns how many.
-    fn print(&self, records: &[DeaggregatedRecord]) -> std::io::Result<usize> {
-        let mut stdout = std::io::stdout().lock();
-        let mut printed = 0;
+    /// Formats as many records as the limit allows; returns the lines and how many records.
+    fn format(&self, records: &[DeaggregatedRecord]) -> Result<(Vec<u8>, usize), CliError> {
+        let mut buffer = Vec::with_capacity(records.len() * 64);
+        let mut taken = 0;
         for record in records {
             if let Some(max) = self.output.max_records
                 && self.output.printed.fetch_add(1, Relaxed) >= max
@@ -103,15 +140,32 @@ impl Printer {
                     explicit_hash_key: record.explicit_hash_key(),
                     data: encode_base64(record.data()),
                 };
-                serde_json::to_writer(&mut stdout, &line)?;
+                serde_json::to_writer(&mut buffer, &line)
+                    .map_err(|e| CliError::Usage(format!("formatting a record: {e}")))?;
             } else {
-                stdout.write_all(record.data())?;
+                buffer.extend_from_slice(record.data());
             }
-            stdout.write_all(b"\n")?;
-            printed += 1;
+            buffer.push(b'\n');
+            taken += 1;
         }
-        stdout.flush()?;
-        Ok(printed)
+        Ok((buffer, taken))
+    }
+
+    /// Hands `bytes` to the writer thread and waits until they are written: never blocks the
+    /// runtime, however slow the reader.
+    async fn write(&self, bytes: Vec<u8>) -> std::io::Result<()> {
+        let (written, done) = oneshot::channel();
+        if self
+            .output
+            .writer
+            .send(Chunk { bytes, written })
+            .await
+            .is_err()
+        {
+            return Err(std::io::Error::other("the output thread stopped"));
+        }
+        done.await
+            .unwrap_or_else(|_| Err(std::io::Error::other("the output thread stopped")))
     }
 }
 
@@ -121,18 +175,22 @@ impl ShardRecordProcessor for Printer {
         input: ProcessRecordsInput,
         checkpointer: &mut Checkpointer,
     ) {
-        if let Ok(mut last) = self.output.last_record.lock() {
-            *last = Instant::now();
-        }
-        let printed = match self.print(&input.records) {
-            Ok(printed) => printed,
+        let (bytes, printed) = match self.format(&input.records) {
+            Ok(formatted) => formatted,
             Err(error) => {
-                eprintln!("kinesis-cat consume: writing stdout failed: {error}");
+                eprintln!("kinesis-cat consume: {error}");
                 self.output.stop.cancel();
                 return;
             }
         };
-        // Checkpoint exactly what was printed.
+        if printed > 0
+            && let Err(error) = self.write(bytes).await
+        {
+            eprintln!("kinesis-cat consume: writing stdout failed: {error}");
+            self.output.stop.cancel();
+            return;
+        }
+        // Checkpoint exactly what was written.
         if let Some(last) = printed.checked_sub(1).and_then(|i| input.records.get(i)) {
             let result = checkpointer
                 .checkpoint_at(
@@ -160,7 +218,7 @@ impl ShardRecordProcessor for Printer {
     async fn shard_ended(&mut self, checkpointer: &mut Checkpointer) {
         if let Err(error) = checkpointer.checkpoint_shard_end().await {
             eprintln!(
-                "kinesis-cat consume: {}: SHARD_END checkpoint failed: {error}",
+                "kinesis-cat consume: {}: SHARD_END checkpoint failed (retried): {error}",
                 self.shard_id
             );
         }
@@ -193,20 +251,30 @@ pub(crate) fn run(args: ConsumeArgs) -> Result<(), CliError> {
     tokio::runtime::Runtime::new()?.block_on(consume(args))
 }
 
+fn positive_seconds(flag: &str, seconds: f64) -> Result<Duration, CliError> {
+    if !seconds.is_finite() || seconds <= 0.0 || seconds > 86_400.0 {
+        return Err(CliError::Usage(format!(
+            "{flag} must be a number of seconds between 0 and 86400, got {seconds}"
+        )));
+    }
+    Ok(Duration::from_secs_f64(seconds))
+}
+
 async fn consume(args: ConsumeArgs) -> Result<(), CliError> {
     let initial = initial_position(&args.from)?;
-    if !args.failover_seconds.is_finite() || args.failover_seconds <= 0.0 {
-        return Err(CliError::Usage(
-            "--failover-seconds must be positive".into(),
-        ));
-    }
+    let failover = positive_seconds("--failover-seconds", args.failover_seconds)?;
+    let idle_exit = args
+        .idle_exit
+        .map(|seconds| positive_seconds("--idle-exit", seconds))
+        .transpose()?;
     let config = aws_config::load_from_env().await;
+    let (writer, writer_thread) = spawn_writer()?;
     let output = Arc::new(Output {
         json: args.json,
         printed: AtomicU64::new(0),
         max_records: args.max_records,
-        last_record: Mutex::new(Instant::now()),
         stop: CancellationToken::new(),
+        writer,
     });
     let factory_output = output.clone();
     let polling = kcl::retrieval::PollingConfig::default()
@@ -221,34 +289,20 @@ async fn consume(args: ConsumeArgs) -> Result<(), CliError> {
     )
     .sdk_config(&config)
     .initial_position(initial)
-    .failover_time(Duration::from_secs_f64(args.failover_seconds))
+    .failover_time(failover)
     .polling(polling)
+    // A reader that stops reading is not a hung processor: wait for it as long as it takes.
+    .processor_timeout(None)
     .build()
-    .map_err(|e| CliError::Usage(e.to_string()))?;
+    .map_err(|e| CliError::Usage(error_chain(&e)))?;
     let handle = scheduler.handle();
     let stopper = tokio::spawn({
         let output = output.clone();
-        let idle_exit = args.idle_exit.map(Duration::from_secs_f64);
+        let handle = handle.clone();
         async move {
-            let idle = async {
-                match idle_exit {
-                    Some(limit) => loop {
-                        let since = output
-                            .last_record
-                            .lock()
-                            .map(|t| t.elapsed())
-                            .unwrap_or_default();
-                        if since >= limit {
-                            break;
-                        }
-                        tokio::time::sleep(limit - since).await;
-                    },
-                    None => std::future::pending().await,
-                }
-            };
             tokio::select! {
                 () = output.stop.cancelled() => {}
-                () = idle => {}
+                () = wait_idle(&handle, idle_exit) => {}
                 () = terminate_signal() => {}
             }
             handle.graceful_shutdown().await;
@@ -257,9 +311,50 @@ async fn consume(args: ConsumeArgs) -> Result<(), CliError> {
     let result = scheduler
         .run()
         .await
-        .map_err(|e| CliError::Usage(e.to_string()));
+        .map_err(|e| CliError::Usage(error_chain(&e)));
     stopper.abort();
+    // Every processor awaited its writes, so nothing is left to write unless one was
+    // abandoned at the shutdown timeout; give the writer a moment for that, not forever.
+    drop(output);
+    drop(handle);
+    let joined = tokio::task::spawn_blocking(move || writer_thread.join());
+    let _ = tokio::time::timeout(Duration::from_secs(5), joined).await;
     result
+}
+
+/// An error and its sources, `": "`-separated: what to act on is often in the source.
+fn error_chain(error: &(dyn std::error::Error + 'static)) -> String {
+    let mut text = error.to_string();
+    let mut source = error.source();
+    while let Some(cause) = source {
+        text.push_str(": ");
+        text.push_str(&cause.to_string());
+        source = cause.source();
+    }
+    text
+}
+
+/// Returns once the worker has had nothing left to read for `idle` (never without `idle`).
+async fn wait_idle(handle: &SchedulerHandle, idle: Option<Duration>) {
+    let Some(idle) = idle else {
+        return std::future::pending().await;
+    };
+    let poll = (idle / 10).clamp(Duration::from_millis(50), Duration::from_millis(500));
+    loop {
+        tokio::time::sleep(poll).await;
+        if !handle
+            .state()
+            .is_idle_for(idle, tokio::time::Instant::now())
+        {
+            continue;
+        }
+        // Decide on a fresh scan of the lease table, not one a take interval old: a lease
+        // that became free meanwhile is taken (and read) instead.
+        let state = handle.refreshed_state(Duration::from_secs(10)).await;
+        if state.is_idle_for(idle, tokio::time::Instant::now()) {
+            return;
+        }
+    }
 }
 
 /// SIGINT or SIGTERM.
@@ -290,10 +385,11 @@ pub(crate) fn leases(args: LeasesArgs) -> Result<(), CliError> {
             aws_sdk_dynamodb::Client::new(&config),
             args.application.as_str(),
         );
-        let mut leases = table
-            .list()
+        let scan = table
+            .scan()
             .await
             .map_err(|e| CliError::Usage(e.to_string()))?;
+        let mut leases = scan.leases;
         leases.sort_by(|a, b| a.lease_key.cmp(&b.lease_key));
         println!(
             "{:<24} {:<40} {:>8} {:<64} {:<24} STATE",
@@ -303,9 +399,12 @@ pub(crate) fn leases(args: LeasesArgs) -> Result<(), CliError> {
         for lease in &leases {
             let owner = lease.lease_owner.as_deref().unwrap_or("-");
             let state = match (&lease.checkpoint, &lease.lease_owner) {
-                (Checkpoint::ShardEnd, _) => "finished",
-                (_, None) => "unowned",
-                (_, Some(_)) => "held",
+                (Checkpoint::ShardEnd, _) => "finished".to_owned(),
+                (_, None) => "unowned".to_owned(),
+                (_, Some(_)) => match &lease.checkpoint_owner {
+                    Some(holder) => format!("handoff from {holder}"),
+                    None => "held".to_owned(),
+                },
             };
             *per_worker.entry(owner.to_owned()).or_default() += 1;
             println!(
@@ -325,6 +424,13 @@ pub(crate) fn leases(args: LeasesArgs) -> Result<(), CliError> {
         println!();
         for (worker, count) in per_worker {
             println!("{worker}: {count} lease(s)");
+        }
+        for row in &scan.skipped {
+            println!(
+                "skipped {}: {}",
+                row.lease_key.as_deref().unwrap_or("(no leaseKey)"),
+                row.reason
+            );
         }
         Ok(())
     })

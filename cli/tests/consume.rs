@@ -1,7 +1,7 @@
 //! `kinesis-cat consume` and `kinesis-cat leases` against kinesis-mock and DynamoDB Local,
 //! configured through the standard AWS environment.
 
-use std::collections::HashSet;
+use std::collections::{HashMap, HashSet};
 use std::process::{Child, Command, Output, Stdio};
 use std::time::{Duration, Instant};
 
@@ -237,6 +237,233 @@ async fn two_processes_split_the_shards() {
     assert_eq!(a.len() + b.len(), 400, "each record printed once");
     let all: HashSet<&String> = a.iter().chain(&b).collect();
     assert_eq!(all.len(), 400);
+}
+
+/// Reads a child's stderr to the end in a thread (a full stderr pipe would block it too).
+fn drain_stderr(child: &mut Child) -> std::thread::JoinHandle<String> {
+    let mut stderr = child.stderr.take().expect("stderr piped");
+    std::thread::spawn(move || {
+        let mut text = String::new();
+        let _ = std::io::Read::read_to_string(&mut stderr, &mut text);
+        text
+    })
+}
+
+/// Reads a child's stdout to the end in a thread, as lines.
+fn read_stdout(child: &mut Child) -> std::thread::JoinHandle<Vec<String>> {
+    let stdout = child.stdout.take().expect("stdout piped");
+    std::thread::spawn(move || {
+        std::io::BufRead::lines(std::io::BufReader::new(stdout))
+            .map(|line| line.expect("utf-8 line"))
+            .collect()
+    })
+}
+
+/// Waits for a child that must exit on its own, with its captured stderr in the message.
+fn wait_success(mut child: Child, stderr: std::thread::JoinHandle<String>) -> String {
+    let status = child.wait().expect("wait");
+    let stderr = stderr.join().expect("stderr thread");
+    assert!(status.success(), "exit {status:?}: {stderr}");
+    stderr
+}
+
+async fn produce_sized(stream: &str, range: std::ops::Range<usize>, padding: usize) {
+    let producer = Producer::builder(stream)
+        .client(kinesis_client().await)
+        .build()
+        .await
+        .expect("producer");
+    let pad = "x".repeat(padding);
+    let mut receipts = Vec::new();
+    for i in range {
+        receipts.push(
+            producer
+                .send(UserRecord::new(
+                    format!("key-{}", i % 97),
+                    format!("line {i} {pad}"),
+                ))
+                .await
+                .expect("accepted"),
+        );
+    }
+    for receipt in receipts {
+        receipt.await.expect("stored");
+    }
+    producer.shutdown().await;
+}
+
+fn record_ids(lines: &[String]) -> Vec<usize> {
+    lines
+        .iter()
+        .map(|line| {
+            line.split(' ')
+                .nth(1)
+                .and_then(|n| n.parse().ok())
+                .unwrap_or_else(|| panic!("not a produced record: {line:?}"))
+        })
+        .collect()
+}
+
+/// Leases per owner in the table.
+async fn lease_owners(table: &LeaseTable) -> HashMap<String, Vec<(String, u64)>> {
+    let mut owners: HashMap<String, Vec<(String, u64)>> = HashMap::new();
+    for lease in table.list().await.unwrap_or_default() {
+        if let Some(owner) = lease.lease_owner {
+            owners
+                .entry(owner)
+                .or_default()
+                .push((lease.lease_key, lease.lease_counter));
+        }
+    }
+    owners
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn two_idle_exit_workers_read_everything_when_one_output_waits_for_the_other() {
+    let stream = unique_name("cat-slow-reader");
+    let application = unique_name("cat-slow-reader-app");
+    create_stream(&kinesis_client().await, &stream, 4).await;
+    let args = ["--from", "trim-horizon", "--idle-exit", "5"];
+    let mut first = consume(&stream, &application, &args);
+    let mut second = consume(&stream, &application, &args);
+    let (first_err, second_err) = (drain_stderr(&mut first), drain_stderr(&mut second));
+    // Only the first worker's output is read until it exits.
+    let first_out = read_stdout(&mut first);
+    let table = LeaseTable::new(dynamodb_client().await, application.as_str());
+    let deadline = Instant::now() + Duration::from_secs(60);
+    while !(lease_owners(&table)
+        .await
+        .values()
+        .map(Vec::len)
+        .collect::<Vec<_>>()
+        == [2, 2]
+        && table
+            .list()
+            .await
+            .unwrap_or_default()
+            .iter()
+            .all(|l| l.checkpoint_owner.is_none()))
+    {
+        assert!(
+            Instant::now() < deadline,
+            "no 2/2 split: {:?}",
+            lease_owners(&table).await
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    // 3,000 records of ~200 bytes: far more than a pipe holds, so the second worker's output
+    // is full and stays full until the first one has exited.
+    let total = 3_000;
+    produce_sized(&stream, 0..total, 180).await;
+    // Its output blocked, the second worker still renews its leases.
+    let owners = lease_owners(&table).await;
+    tokio::time::sleep(Duration::from_secs(3)).await;
+    let later = lease_owners(&table).await;
+    for (owner, leases) in &owners {
+        for (key, counter) in leases {
+            let now = later
+                .get(owner)
+                .and_then(|l| l.iter().find(|(k, _)| k == key))
+                .map(|(_, c)| *c);
+            assert!(
+                now.is_some_and(|now| now >= counter + 2),
+                "{owner}'s {key} not renewed while its output waits: {counter} -> {now:?}"
+            );
+        }
+    }
+    let first_lines = first_out.join().expect("first stdout");
+    let first_err = wait_success(first, first_err);
+    let second_lines = read_stdout(&mut second).join().expect("second stdout");
+    let second_err = wait_success(second, second_err);
+    assert!(
+        !first_lines.is_empty() && !second_lines.is_empty(),
+        "both printed: {} and {}",
+        first_lines.len(),
+        second_lines.len()
+    );
+    let mut seen = record_ids(&first_lines);
+    seen.extend(record_ids(&second_lines));
+    let printed = seen.len();
+    seen.sort_unstable();
+    seen.dedup();
+    assert_eq!(
+        seen,
+        (0..total).collect::<Vec<_>>(),
+        "every record printed; first: {} lines, second: {} lines\n{first_err}\n---\n{second_err}",
+        first_lines.len(),
+        second_lines.len()
+    );
+    println!(
+        "slow reader: {} + {} lines, {} printed twice",
+        first_lines.len(),
+        second_lines.len(),
+        printed - total
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn two_idle_exit_workers_read_everything_through_a_split_and_a_merge() {
+    let stream = unique_name("cat-reshard");
+    let application = unique_name("cat-reshard-app");
+    let kinesis = kinesis_client().await;
+    create_stream(&kinesis, &stream, 2).await;
+    let args = ["--from", "trim-horizon", "--idle-exit", "8"];
+    let mut a = consume(&stream, &application, &args);
+    let mut b = consume(&stream, &application, &args);
+    let (a_err, b_err) = (drain_stderr(&mut a), drain_stderr(&mut b));
+    let (a_out, b_out) = (read_stdout(&mut a), read_stdout(&mut b));
+    produce_sized(&stream, 0..800, 20).await;
+    let shards = integration_tests::list_shards(&kinesis, &stream).await;
+    let parent = &shards[0];
+    let range = parent.hash_key_range().expect("range");
+    let start: u128 = range.starting_hash_key().parse().expect("decimal");
+    let end: u128 = range.ending_hash_key().parse().expect("decimal");
+    kinesis
+        .split_shard()
+        .stream_name(&stream)
+        .shard_to_split(parent.shard_id())
+        .new_starting_hash_key((start + (end - start) / 2).to_string())
+        .send()
+        .await
+        .expect("split");
+    integration_tests::wait_for_stream_active(&kinesis, &stream).await;
+    produce_sized(&stream, 800..1_600, 20).await;
+    let children: Vec<_> = integration_tests::list_shards(&kinesis, &stream)
+        .await
+        .into_iter()
+        .filter(|s| s.parent_shard_id() == Some(parent.shard_id()))
+        .collect();
+    kinesis
+        .merge_shards()
+        .stream_name(&stream)
+        .shard_to_merge(children[0].shard_id())
+        .adjacent_shard_to_merge(children[1].shard_id())
+        .send()
+        .await
+        .expect("merge");
+    integration_tests::wait_for_stream_active(&kinesis, &stream).await;
+    produce_sized(&stream, 1_600..2_400, 20).await;
+    let (a_lines, b_lines) = (a_out.join().expect("a"), b_out.join().expect("b"));
+    let a_err = wait_success(a, a_err);
+    let b_err = wait_success(b, b_err);
+    let mut seen = record_ids(&a_lines);
+    seen.extend(record_ids(&b_lines));
+    let printed = seen.len();
+    seen.sort_unstable();
+    seen.dedup();
+    assert_eq!(
+        seen,
+        (0..2_400).collect::<Vec<_>>(),
+        "every record printed; a: {}, b: {}\n{a_err}\n---\n{b_err}",
+        a_lines.len(),
+        b_lines.len()
+    );
+    println!(
+        "reshard: {} + {} lines, {} printed twice",
+        a_lines.len(),
+        b_lines.len(),
+        printed - 2_400
+    );
 }
 
 fn base64_decode(text: &str) -> Vec<u8> {

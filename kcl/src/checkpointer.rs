@@ -2,8 +2,8 @@
 
 use std::cmp::Ordering;
 
-use crate::coordinator::{HeldLeaseError, LeaseCoordinator};
-use crate::lease::{Checkpoint, LeaseTable};
+use crate::coordinator::{HeldLeaseError, HeldRef, LeaseCoordinator};
+use crate::lease::Checkpoint;
 use crate::retrieval::compare_sequence_numbers;
 
 /// Why a checkpoint was not written.
@@ -60,36 +60,42 @@ fn cmp_position(a: (&str, u64), b: (&str, u64)) -> Ordering {
 
 /// Writes a shard's checkpoints, checked against what was delivered.
 ///
-/// Every write is conditional on this worker still holding the lease: after a lease loss it
-/// fails with [`CheckpointError::LeaseLost`], never silently overwriting the new owner's
-/// progress.
+/// Every write is conditional on this worker still holding the lease, in the same holding the
+/// processor was started for: after a lease loss it fails with
+/// [`CheckpointError::LeaseLost`], never silently overwriting the new owner's progress, nor
+/// writing into a later holding of the same lease by this worker. A checkpoint equal to the
+/// last one written is not written again.
 #[derive(Debug)]
 pub struct Checkpointer {
     lease_key: String,
     coordinator: LeaseCoordinator,
-    table: LeaseTable,
+    holding: HeldRef,
     last_checkpoint: Checkpoint,
     /// The largest (sequence, sub-sequence) handed to the processor.
     delivered: Option<(String, u64)>,
     shard_end_reached: bool,
     prepared: Option<Checkpoint>,
+    /// Whether the stored lease has pending checkpoint attributes (a checkpoint clears them,
+    /// so it is written even when equal to the last one).
+    pending_stored: bool,
 }
 
 impl Checkpointer {
     pub(crate) fn new(
-        lease_key: String,
         coordinator: LeaseCoordinator,
-        table: LeaseTable,
+        holding: HeldRef,
         last_checkpoint: Checkpoint,
+        pending: Option<Checkpoint>,
     ) -> Self {
         Self {
-            lease_key,
+            lease_key: holding.key.clone(),
             coordinator,
-            table,
+            holding,
             last_checkpoint,
             delivered: None,
             shard_end_reached: false,
-            prepared: None,
+            pending_stored: pending.is_some(),
+            prepared: pending,
         }
     }
 
@@ -112,12 +118,17 @@ impl Checkpointer {
     }
 
     /// Checkpoints the last record delivered to the processor. A no-op when nothing was
-    /// delivered since the last checkpoint.
+    /// delivered since the last checkpoint. Once the shard's end was reached (in
+    /// [`shard_ended`](crate::ShardRecordProcessor::shard_ended)) this checkpoints
+    /// `SHARD_END`, as the Java KCL does.
     ///
     /// # Errors
     /// [`CheckpointError::LeaseLost`] after the lease was taken; [`CheckpointError::Write`] on
     /// a transient DynamoDB failure.
     pub async fn checkpoint(&mut self) -> Result<(), CheckpointError> {
+        if self.shard_end_reached {
+            return self.write(Checkpoint::ShardEnd).await;
+        }
         let Some((sequence_number, sub_sequence_number)) = self.delivered.clone() else {
             return Ok(());
         };
@@ -126,7 +137,8 @@ impl Checkpointer {
     }
 
     /// Checkpoints at a given user record, which must have been delivered and must not lie
-    /// before the last checkpoint.
+    /// before the last checkpoint. Once the shard's end was reached, a checkpoint at the
+    /// shard's last record checkpoints `SHARD_END`, as the Java KCL does.
     ///
     /// # Errors
     /// [`CheckpointError::InvalidPosition`], or as for [`checkpoint`](Self::checkpoint).
@@ -136,6 +148,12 @@ impl Checkpointer {
         sub_sequence_number: u64,
     ) -> Result<(), CheckpointError> {
         self.check_position(sequence_number, sub_sequence_number)?;
+        let at_last = self.delivered.as_ref().is_some_and(|(seq, sub)| {
+            cmp_position((sequence_number, sub_sequence_number), (seq, *sub)) == Ordering::Equal
+        });
+        if self.shard_end_reached && at_last {
+            return self.write(Checkpoint::ShardEnd).await;
+        }
         self.write(Checkpoint::sequence(sequence_number, sub_sequence_number))
             .await
     }
@@ -165,27 +183,40 @@ impl Checkpointer {
     ) -> Result<(), CheckpointError> {
         self.check_position(sequence_number, sub_sequence_number)?;
         let pending = Checkpoint::sequence(sequence_number, sub_sequence_number);
-        let table = self.table.clone();
-        let prepared = pending.clone();
         self.coordinator
-            .write_held(&self.lease_key, move |lease| async move {
-                table.prepare_checkpoint(&lease, prepared, state).await
-            })
+            .prepare_checkpoint_holding(&self.holding, pending.clone(), state)
             .await?;
         self.prepared = Some(pending);
+        self.pending_stored = true;
         Ok(())
     }
 
-    /// Second phase: makes the prepared checkpoint the checkpoint (and clears it).
+    /// Second phase: makes the prepared checkpoint the checkpoint (and clears it). The
+    /// prepared checkpoint is the one of [`prepare_checkpoint`](Self::prepare_checkpoint), or
+    /// the pending checkpoint the lease had when processing started
+    /// ([`InitializeInput::pending_checkpoint`](crate::InitializeInput::pending_checkpoint)).
+    /// It is validated like any checkpoint: it must have been delivered since processing
+    /// started and must not lie before the last checkpoint, so a commit never moves the
+    /// checkpoint back.
     ///
     /// # Errors
-    /// [`CheckpointError::NothingPrepared`], or as for [`checkpoint`](Self::checkpoint).
+    /// [`CheckpointError::NothingPrepared`], [`CheckpointError::InvalidPosition`] (the
+    /// prepared checkpoint stays prepared), or as for [`checkpoint`](Self::checkpoint).
     pub async fn commit_prepared(&mut self) -> Result<(), CheckpointError> {
         let prepared = self
             .prepared
-            .take()
+            .clone()
             .ok_or(CheckpointError::NothingPrepared)?;
-        self.write(prepared).await
+        if let Checkpoint::Sequence {
+            sequence_number,
+            sub_sequence_number,
+        } = &prepared
+        {
+            self.check_position(sequence_number, *sub_sequence_number)?;
+        }
+        self.write(prepared).await?;
+        self.prepared = None;
+        Ok(())
     }
 
     fn check_position(
@@ -224,10 +255,193 @@ impl Checkpointer {
     }
 
     async fn write(&mut self, checkpoint: Checkpoint) -> Result<(), CheckpointError> {
+        if checkpoint == self.last_checkpoint && !self.pending_stored {
+            // Already stored: nothing to write; still say so if the holding ended.
+            if self.coordinator.holding_lease(&self.holding).is_none() {
+                return Err(CheckpointError::LeaseLost {
+                    lease_key: self.lease_key.clone(),
+                });
+            }
+            return Ok(());
+        }
         self.coordinator
-            .checkpoint(&self.lease_key, checkpoint.clone())
+            .checkpoint_holding(&self.holding, checkpoint.clone())
             .await?;
         self.last_checkpoint = checkpoint;
+        self.pending_stored = false;
         Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::sync::Arc;
+    use std::time::Duration;
+
+    use super::*;
+    use crate::coordinator::{CoordinatorConfig, LeaseCoordinatorBuilder};
+    use crate::lease::Lease;
+    use crate::lease::memory::MemoryStore;
+
+    async fn holding(store: &MemoryStore) -> (LeaseCoordinator, HeldRef) {
+        let coordinator = LeaseCoordinatorBuilder::from_store(Arc::new(store.clone()), "w1")
+            .config(
+                CoordinatorConfig::builder()
+                    .failover_time(Duration::from_secs(3))
+                    .take_interval(Duration::from_millis(100))
+                    .build()
+                    .unwrap(),
+            )
+            .build()
+            .unwrap();
+        coordinator.start().unwrap();
+        while coordinator.holding("s").is_none() {
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+        let held = coordinator.holding("s").unwrap();
+        (coordinator, held)
+    }
+
+    fn checkpointer(coordinator: &LeaseCoordinator, held: &HeldRef) -> Checkpointer {
+        let lease = coordinator.holding_lease(held).unwrap();
+        Checkpointer::new(
+            coordinator.clone(),
+            held.clone(),
+            lease.checkpoint,
+            lease.pending_checkpoint,
+        )
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_checkpointer_of_an_earlier_holding_never_writes_into_a_later_one() {
+        let store = MemoryStore::with_leases([Lease::new("s", Checkpoint::TrimHorizon)]);
+        let (coordinator, first) = holding(&store).await;
+        let mut old = checkpointer(&coordinator, &first);
+        old.delivered("10", 0);
+        old.checkpoint().await.unwrap();
+        // The lease is lost (another worker takes it) and this worker takes it back.
+        {
+            let mut leases = store.lock();
+            let lease = leases.get_mut("s").unwrap();
+            lease.lease_owner = Some("other".into());
+            lease.lease_counter += 1;
+        }
+        while coordinator
+            .holding("s")
+            .is_some_and(|h| h.epoch == first.epoch)
+        {
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+        store.lock().get_mut("s").unwrap().lease_owner = None;
+        while coordinator.holding("s").is_none() {
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+        let second = coordinator.holding("s").unwrap();
+        assert_ne!(first.epoch, second.epoch);
+        old.delivered("20", 0);
+        assert!(matches!(
+            old.checkpoint().await,
+            Err(CheckpointError::LeaseLost { .. })
+        ));
+        assert_eq!(
+            store.get_now("s").unwrap().checkpoint,
+            Checkpoint::sequence("10", 0)
+        );
+        // The checkpointer of the new holding writes.
+        let mut new = checkpointer(&coordinator, &second);
+        new.delivered("15", 0);
+        new.checkpoint().await.unwrap();
+        assert_eq!(
+            store.get_now("s").unwrap().checkpoint,
+            Checkpoint::sequence("15", 0)
+        );
+        coordinator.shutdown().await;
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn an_equal_checkpoint_is_not_written_again() {
+        let store = MemoryStore::with_leases([Lease::new("s", Checkpoint::TrimHorizon)]);
+        let (coordinator, held) = holding(&store).await;
+        let mut checkpointer = checkpointer(&coordinator, &held);
+        checkpointer.delivered("10", 2);
+        checkpointer.checkpoint().await.unwrap();
+        checkpointer.checkpoint().await.unwrap();
+        checkpointer.checkpoint_at("10", 2).await.unwrap();
+        assert_eq!(store.writes_of("checkpoint").len(), 1);
+        coordinator.shutdown().await;
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn commit_prepared_is_validated_and_never_moves_the_checkpoint_back() {
+        let store = MemoryStore::with_leases([Lease::new("s", Checkpoint::TrimHorizon)]);
+        let (coordinator, held) = holding(&store).await;
+        let mut checkpointer = checkpointer(&coordinator, &held);
+        checkpointer.delivered("10", 0);
+        checkpointer
+            .prepare_checkpoint("5", 0, Some(vec![1]))
+            .await
+            .unwrap();
+        checkpointer.delivered("20", 0);
+        checkpointer.checkpoint_at("15", 0).await.unwrap();
+        // The prepared 5 now lies before the checkpoint: refused, and still prepared.
+        assert!(matches!(
+            checkpointer.commit_prepared().await,
+            Err(CheckpointError::InvalidPosition { .. })
+        ));
+        assert_eq!(
+            store.get_now("s").unwrap().checkpoint,
+            Checkpoint::sequence("15", 0)
+        );
+        checkpointer
+            .prepare_checkpoint("18", 0, None)
+            .await
+            .unwrap();
+        checkpointer.commit_prepared().await.unwrap();
+        let stored = store.get_now("s").unwrap();
+        assert_eq!(stored.checkpoint, Checkpoint::sequence("18", 0));
+        assert_eq!(stored.pending_checkpoint, None);
+        assert!(matches!(
+            checkpointer.commit_prepared().await,
+            Err(CheckpointError::NothingPrepared)
+        ));
+        coordinator.shutdown().await;
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_pending_checkpoint_from_an_earlier_run_commits_once_delivered() {
+        let mut lease = Lease::new("s", Checkpoint::sequence("10", 0));
+        lease.pending_checkpoint = Some(Checkpoint::sequence("30", 1));
+        lease.pending_checkpoint_state = Some(vec![9]);
+        let store = MemoryStore::with_leases([lease]);
+        let (coordinator, held) = holding(&store).await;
+        let mut checkpointer = checkpointer(&coordinator, &held);
+        // Not delivered yet: refused.
+        checkpointer.delivered("20", 0);
+        assert!(matches!(
+            checkpointer.commit_prepared().await,
+            Err(CheckpointError::InvalidPosition { .. })
+        ));
+        checkpointer.delivered("30", 4);
+        checkpointer.commit_prepared().await.unwrap();
+        let stored = store.get_now("s").unwrap();
+        assert_eq!(stored.checkpoint, Checkpoint::sequence("30", 1));
+        assert_eq!(stored.pending_checkpoint_state, None);
+        coordinator.shutdown().await;
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn in_shard_ended_a_checkpoint_at_the_last_record_is_shard_end() {
+        let store = MemoryStore::with_leases([Lease::new("s", Checkpoint::TrimHorizon)]);
+        let (coordinator, held) = holding(&store).await;
+        let mut checkpointer = checkpointer(&coordinator, &held);
+        checkpointer.delivered("40", 0);
+        assert!(matches!(
+            checkpointer.checkpoint_shard_end().await,
+            Err(CheckpointError::ShardNotEnded)
+        ));
+        checkpointer.shard_end_reached();
+        checkpointer.checkpoint_at("40", 0).await.unwrap();
+        assert_eq!(store.get_now("s").unwrap().checkpoint, Checkpoint::ShardEnd);
+        coordinator.shutdown().await;
     }
 }

@@ -4,8 +4,16 @@
 //! initialize -> process_records* -> one of:
 //!     lease_lost          another worker took the shard: stop, do not checkpoint
 //!     shard_ended         the shard is closed and fully read: checkpoint (SHARD_END) now
-//!     shutdown_requested  this worker is leaving: checkpoint what is done, if you like
+//!                         (called again, after a backoff, until SHARD_END is stored)
+//!     shutdown_requested  this worker is leaving, or another worker asked for the shard
+//!                         (a graceful handoff): checkpoint what is done; the next owner
+//!                         starts right after it
 //! ```
+//!
+//! A processor that panics, or whose call takes longer than the processor timeout, is dropped
+//! and the shard starts over from its last checkpoint with a new processor after a backoff
+//! (the lease stays with this worker); its failures are counted in
+//! [`ConsumerSnapshot::processor_failures`](crate::ConsumerSnapshot::processor_failures).
 
 use std::future::Future;
 
@@ -22,6 +30,12 @@ pub struct InitializeInput {
     pub shard_id: String,
     /// The checkpoint processing resumes after (or the initial position).
     pub checkpoint: Checkpoint,
+    /// The checkpoint an earlier processor prepared but did not commit (two-phase
+    /// checkpoints), if any: records from [`checkpoint`](Self::checkpoint) on are delivered
+    /// again, and [`Checkpointer::commit_prepared`] commits this one once it is delivered.
+    pub pending_checkpoint: Option<Checkpoint>,
+    /// The application state saved with the pending checkpoint.
+    pub pending_checkpoint_state: Option<Vec<u8>>,
 }
 
 /// A batch of user records, in order, deaggregated and filtered to the shard's hash range.
@@ -70,6 +84,16 @@ pub trait ShardRecordProcessor: Send + 'static {
 
     /// Called with each batch of records. Checkpoint through `checkpointer` when the work for
     /// them is durable.
+    ///
+    /// **Never block the thread here**: the worker's lease renewals, the other shards and
+    /// retrieval share the runtime's threads, and a thread blocked on a slow disk, a full pipe
+    /// or a synchronous client stalls all of them (leases then expire at other workers). Await
+    /// instead: an async client, `tokio::task::spawn_blocking`, or a dedicated thread fed
+    /// through a bounded channel whose `send` you await, as `kinesis-cat consume` does for its
+    /// output (its printer hands each batch to a writer thread and awaits the write before
+    /// checkpointing, so a reader that stops reading slows the worker down without stopping
+    /// it). Time spent awaiting here is not idle time: the shard is not at the tip until the
+    /// call returns.
     fn process_records(
         &mut self,
         input: ProcessRecordsInput,

@@ -69,6 +69,18 @@ impl Worker {
             }
         });
         coordinator.start().expect("start");
+        // Answer handoffs as a scheduler does (stop processing, checkpoint, let go): here
+        // nothing is processed, so let go at once.
+        let answering = coordinator.clone();
+        let mut asked = coordinator.handoff_requests();
+        tokio::spawn(async move {
+            while asked.changed().await.is_ok() {
+                let keys: Vec<String> = asked.borrow_and_update().iter().cloned().collect();
+                for key in keys {
+                    let _ = answering.release(&key).await;
+                }
+            }
+        });
         Self {
             id: id.to_owned(),
             coordinator,

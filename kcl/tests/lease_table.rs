@@ -11,7 +11,10 @@ use std::sync::Arc;
 use aws_sdk_dynamodb::Client;
 use aws_sdk_dynamodb::primitives::Blob;
 use aws_sdk_dynamodb::types::AttributeValue;
-use kcl::lease::{Checkpoint, Lease, LeaseError, LeaseErrorKind, LeaseTable, MalformedKind};
+use kcl::lease::{
+    BillingMode, Checkpoint, Lease, LeaseError, LeaseErrorKind, LeaseTable, MalformedKind,
+    SkipReason, TableOptions,
+};
 use tokio::sync::Barrier;
 
 /// A real sequence number (56 digits).
@@ -568,8 +571,10 @@ async fn list_reads_every_page() {
 }
 
 #[tokio::test]
-async fn a_malformed_row_is_a_typed_error_naming_the_attribute() {
+async fn rows_that_are_not_single_stream_leases_are_skipped_by_list_never_fatal() {
     let (client, table) = new_table().await;
+    create_lease(&table, "shardId-000000000009").await;
+    // Malformed: a counter that is not a number.
     put_raw(
         &client,
         &table,
@@ -580,24 +585,264 @@ async fn a_malformed_row_is_a_typed_error_naming_the_attribute() {
         ]),
     )
     .await;
-    for err in [
-        table.list().await.unwrap_err(),
-        table.get("shardId-000000000000").await.unwrap_err(),
-    ] {
-        let LeaseError::Malformed { source, .. } = &err else {
-            panic!("expected Malformed, got {err:?}");
-        };
-        assert_eq!(source.lease_key(), Some("shardId-000000000000"));
-        assert_eq!(source.attribute(), "leaseCounter");
-        assert!(matches!(
-            source.kind(),
-            MalformedKind::WrongType {
-                expected: "N",
-                found: "S"
-            }
-        ));
-        assert_eq!(err.kind(), LeaseErrorKind::Fatal);
-    }
+    // A Java multi-stream lease of another application's stream.
+    put_raw(
+        &client,
+        &table,
+        HashMap::from([
+            (
+                "leaseKey".to_owned(),
+                s("123456789012:orders:1700000000:shardId-000000000003"),
+            ),
+            ("leaseCounter".to_owned(), n("0")),
+            ("checkpoint".to_owned(), s("TRIM_HORIZON")),
+            ("streamName".to_owned(), s("123456789012:orders:1700000000")),
+            ("shardId".to_owned(), s("shardId-000000000003")),
+        ]),
+    )
+    .await;
+    // Java KCL 3.x rows of other kinds in the same table: no leaseCounter, another entity type.
+    put_raw(
+        &client,
+        &table,
+        HashMap::from([
+            ("leaseKey".to_owned(), s("Leader")),
+            ("lockOwner".to_owned(), s("worker-1")),
+        ]),
+    )
+    .await;
+    put_raw(
+        &client,
+        &table,
+        HashMap::from([
+            ("leaseKey".to_owned(), s("streamInfo")),
+            ("entityType".to_owned(), s("STREAM")),
+            ("leaseCounter".to_owned(), n("1")),
+            ("checkpoint".to_owned(), s("TRIM_HORIZON")),
+        ]),
+    )
+    .await;
+    let listed: Vec<String> = table
+        .list()
+        .await
+        .expect("list never fails on a row")
+        .into_iter()
+        .map(|lease| lease.lease_key)
+        .collect();
+    assert_eq!(listed, ["shardId-000000000009"]);
+    let scan = table.scan().await.expect("scan");
+    let mut skipped: Vec<(String, String)> = scan
+        .skipped
+        .iter()
+        .map(|row| {
+            let why = match &row.reason {
+                SkipReason::MultiStream => "multi-stream".to_owned(),
+                SkipReason::Malformed(malformed) => malformed.attribute().to_owned(),
+                other => format!("{other:?}"),
+            };
+            (row.lease_key.clone().unwrap_or_default(), why)
+        })
+        .collect();
+    skipped.sort();
+    assert_eq!(
+        skipped,
+        [
+            (
+                "123456789012:orders:1700000000:shardId-000000000003".to_owned(),
+                "multi-stream".to_owned()
+            ),
+            ("Leader".to_owned(), "leaseCounter".to_owned()),
+            ("shardId-000000000000".to_owned(), "leaseCounter".to_owned()),
+            ("streamInfo".to_owned(), "entityType".to_owned()),
+        ]
+    );
+    // Reading the malformed row on its own is a typed error naming the attribute.
+    let err = table.get("shardId-000000000000").await.unwrap_err();
+    let LeaseError::Malformed { source, .. } = &err else {
+        panic!("expected Malformed, got {err:?}");
+    };
+    assert_eq!(source.lease_key(), Some("shardId-000000000000"));
+    assert_eq!(source.attribute(), "leaseCounter");
+    assert!(matches!(
+        source.kind(),
+        MalformedKind::WrongType {
+            expected: "N",
+            found: "S"
+        }
+    ));
+    assert_eq!(err.kind(), LeaseErrorKind::Fatal);
+    drop_table(&client, &table).await;
+}
+
+#[tokio::test]
+async fn a_graceful_handoff_keeps_the_holder_then_gives_the_lease_to_the_taker() {
+    let (client, table) = new_table().await;
+    let held = owned_lease(&table, "shardId-000000000000", "holder").await;
+    let asked = table
+        .request_handoff(&held, "taker")
+        .await
+        .expect("request_handoff");
+    // The counter does not move (the holder's renewals go on); the owners do.
+    assert_eq!(asked.lease_counter, held.lease_counter);
+    assert_eq!(asked.lease_owner.as_deref(), Some("taker"));
+    assert_eq!(asked.checkpoint_owner.as_deref(), Some("holder"));
+    assert_eq!(asked.holder(), Some("holder"));
+    // The holder's old copy no longer matches; the adopted one renews and checkpoints.
+    assert_lost(table.renew(&held).await, "shardId-000000000000");
+    let renewed = table.renew(&asked).await.expect("renew in the handoff");
+    let checkpointed = table
+        .checkpoint(&renewed, Checkpoint::sequence(SEQ, 4))
+        .await
+        .expect("checkpoint in the handoff");
+    // A second request while one is in progress fails.
+    assert_lost(
+        table.request_handoff(&checkpointed, "third").await,
+        "shardId-000000000000",
+    );
+    // Letting go removes checkpointOwner only: the lease is the taker's.
+    let released = table.release(&checkpointed).await.expect("release");
+    assert_eq!(released.lease_owner.as_deref(), Some("taker"));
+    assert_eq!(released.checkpoint_owner, None);
+    let raw = raw_item(&client, &table, "shardId-000000000000").await;
+    assert!(!raw.contains_key("checkpointOwner"));
+    assert_java_readable(&raw, &[]);
+    let taken = table.take(&released, "taker").await.expect("take");
+    assert_eq!(taken.checkpoint, Checkpoint::sequence(SEQ, 4));
+    drop_table(&client, &table).await;
+}
+
+#[tokio::test]
+async fn every_take_clears_checkpoint_owner_as_the_java_kcl_3x_does() {
+    let (client, table) = new_table().await;
+    let held = owned_lease(&table, "shardId-000000000000", "holder").await;
+    let asked = table
+        .request_handoff(&held, "taker")
+        .await
+        .expect("request_handoff");
+    // The holder never answers: the taker takes it after its timeout.
+    let forced = table.take(&asked, "taker").await.expect("forced take");
+    assert_eq!(forced.checkpoint_owner, None);
+    assert_eq!(
+        forced.owner_switches_since_checkpoint, 1,
+        "the handoff to taker completed"
+    );
+    let raw = raw_item(&client, &table, "shardId-000000000000").await;
+    assert!(!raw.contains_key("checkpointOwner"));
+    // A Java 3.x row in a handoff taken by a third worker: checkpointOwner goes too.
+    let asked = table
+        .request_handoff(&forced, "other")
+        .await
+        .expect("request_handoff");
+    let third = table.take(&asked, "third").await.expect("take");
+    assert_eq!(third.checkpoint_owner, None);
+    assert_eq!(third.lease_owner.as_deref(), Some("third"));
+    drop_table(&client, &table).await;
+}
+
+#[tokio::test]
+async fn a_finished_lease_is_deleted_once_and_only_if_unchanged() {
+    let (client, table) = new_table().await;
+    let held = owned_lease(&table, "shardId-000000000000", "w1").await;
+    let finished = table
+        .checkpoint(&held, Checkpoint::ShardEnd)
+        .await
+        .expect("checkpoint");
+    // A stale copy does not delete it.
+    assert!(!table.delete_if_unchanged(&held).await.expect("delete"));
+    assert!(
+        table
+            .get("shardId-000000000000")
+            .await
+            .expect("get")
+            .is_some()
+    );
+    // Two workers cleaning up with the same copy: exactly one deletes it.
+    let (a, b) = tokio::join!(
+        table.delete_if_unchanged(&finished),
+        table.delete_if_unchanged(&finished)
+    );
+    assert_eq!(
+        [a.expect("delete"), b.expect("delete")]
+            .iter()
+            .filter(|d| **d)
+            .count(),
+        1
+    );
+    assert!(
+        table
+            .get("shardId-000000000000")
+            .await
+            .expect("get")
+            .is_none()
+    );
+    drop_table(&client, &table).await;
+}
+
+#[tokio::test]
+async fn table_options_apply_when_the_table_is_created() {
+    let requests = Arc::new(std::sync::Mutex::new(Vec::new()));
+    let client = {
+        let base = integration_tests::dynamodb_client().await;
+        let config = base
+            .config()
+            .to_builder()
+            .interceptor(RecordBodies(requests.clone()))
+            .build();
+        Client::from_conf(config)
+    };
+    let name = integration_tests::unique_name("kcl-lease-options");
+    let table = lease_table(&client, &name).with_options(
+        TableOptions::default()
+            .billing_mode(BillingMode::Provisioned {
+                read_capacity: std::num::NonZeroI64::new(7).unwrap(),
+                write_capacity: std::num::NonZeroI64::new(3).unwrap(),
+            })
+            .tag("team", "payments")
+            .deletion_protection(true)
+            .point_in_time_recovery(true),
+    );
+    assert!(table.create_if_missing().await.expect("create"));
+    assert!(!table.create_if_missing().await.expect("exists"));
+    let description = client
+        .describe_table()
+        .table_name(&name)
+        .send()
+        .await
+        .expect("DescribeTable")
+        .table
+        .expect("table");
+    let throughput = description.provisioned_throughput().expect("provisioned");
+    assert_eq!(throughput.read_capacity_units(), Some(7));
+    assert_eq!(throughput.write_capacity_units(), Some(3));
+    assert_eq!(description.deletion_protection_enabled(), Some(true));
+    // DynamoDB Local takes tags but cannot list them: the CreateTable request shows them.
+    let sent = requests.lock().unwrap().clone();
+    let create = sent
+        .iter()
+        .find(|body| body.contains("\"KeySchema\""))
+        .expect("a CreateTable request");
+    assert!(
+        create.contains(r#""Tags":[{"Key":"team","Value":"payments"}]"#),
+        "{create}"
+    );
+    // Point-in-time recovery was asked for too: DynamoDB Local has no continuous backups
+    // (UnknownOperationException), which is a warning, not a failed table creation.
+    // Deletion protection holds; turn it off to clean up.
+    assert!(
+        client
+            .delete_table()
+            .table_name(&name)
+            .send()
+            .await
+            .is_err()
+    );
+    client
+        .update_table()
+        .table_name(&name)
+        .deletion_protection_enabled(false)
+        .send()
+        .await
+        .expect("UpdateTable");
     drop_table(&client, &table).await;
 }
 
@@ -754,4 +999,29 @@ async fn a_java_multi_stream_row_keeps_its_stream_attributes() {
     assert_eq!(raw["checkpoint"], s("SHARD_END"));
     assert_java_readable(&raw, &["streamName", "shardId"]);
     drop_table(&client, &table).await;
+}
+
+/// Keeps the body of every request sent.
+#[derive(Debug)]
+struct RecordBodies(Arc<std::sync::Mutex<Vec<String>>>);
+
+impl aws_sdk_dynamodb::config::Intercept for RecordBodies {
+    fn name(&self) -> &'static str {
+        "RecordBodies"
+    }
+
+    fn read_before_transmit(
+        &self,
+        context: &aws_sdk_dynamodb::config::interceptors::BeforeTransmitInterceptorContextRef<'_>,
+        _runtime_components: &aws_sdk_dynamodb::config::RuntimeComponents,
+        _cfg: &mut aws_sdk_dynamodb::config::ConfigBag,
+    ) -> Result<(), aws_sdk_dynamodb::error::BoxError> {
+        if let Some(body) = context.request().body().bytes() {
+            self.0
+                .lock()
+                .unwrap()
+                .push(String::from_utf8_lossy(body).into_owned());
+        }
+        Ok(())
+    }
 }

@@ -558,7 +558,14 @@ async fn an_idle_shard_is_polled_once_per_idle_time() {
         // One call per idle time, plus the first and one prefetched ahead.
         let bound = (elapsed.as_millis() / idle.as_millis()) as u64 + 2;
         assert!(calls <= bound, "{calls} calls > {bound}");
-        assert!(calls >= 5, "only {calls} calls");
+        // And it keeps polling: at least one call per idle time plus the slowest call seen
+        // (kinesis-mock answers in milliseconds on an idle machine, in a second on a loaded
+        // one), up to 5.
+        let floor = (elapsed.as_secs_f64() / (idle + slowest).as_secs_f64()) as u64;
+        assert!(
+            calls + 1 >= floor.min(5),
+            "only {calls} calls (slowest {slowest:?})"
+        );
         // (That empty batches come back without the idle wait is checked exactly, with paused
         // time, in the unit tests; here the emulator's latency varies with the machine's load.)
     }

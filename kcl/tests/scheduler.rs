@@ -105,6 +105,7 @@ struct Fleet {
     stream: String,
     log: SharedLog,
     failover: Duration,
+    max_records: i32,
 }
 
 struct Worker {
@@ -121,10 +122,16 @@ impl Fleet {
             stream,
             log: SharedLog::default(),
             failover: Duration::from_millis(1_500),
+            max_records: kcl::retrieval::MAX_RECORDS_LIMIT,
         }
     }
 
     async fn worker(&self, name: &str) -> Worker {
+        self.worker_reading_through(name, kinesis_client().await)
+            .await
+    }
+
+    async fn worker_reading_through(&self, name: &str, kinesis: aws_sdk_kinesis::Client) -> Worker {
         let log = self.log.clone();
         let worker = name.to_owned();
         let scheduler = Scheduler::builder(
@@ -136,13 +143,17 @@ impl Fleet {
                 log: log.clone(),
             },
         )
-        .clients(kinesis_client().await, dynamodb_client().await)
+        .clients(kinesis, dynamodb_client().await)
         .worker_id(name)
         .initial_position(InitialPosition::TrimHorizon)
         .failover_time(self.failover)
         .renew_interval(Duration::from_millis(400))
         .take_interval(Duration::from_millis(300))
-        .polling(PollingConfig::default().idle_time_between_reads(Duration::from_millis(100)))
+        .polling(
+            PollingConfig::default()
+                .idle_time_between_reads(Duration::from_millis(100))
+                .max_records(self.max_records),
+        )
         .shard_sync_interval(Duration::from_millis(500))
         .parent_poll_interval(Duration::from_millis(100))
         .build()
@@ -562,4 +573,77 @@ async fn racing_workers_never_deliver_one_shard_at_once() {
         1,
         "one shard, one lease, one worker: {workers:?}"
     );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn kinesis_connection_faults_never_redeliver_what_was_delivered() {
+    use fault_proxy::{FaultProxy, Faults, Upstream};
+    let mut fleet = Fleet::new("kcl-faults", 2).await;
+    // Plain records, small reads: many calls, many faults.
+    fleet.max_records = 20;
+    let producer = Producer::builder(fleet.stream.as_str())
+        .client(kinesis_client().await)
+        .aggregation(false)
+        .build()
+        .await
+        .expect("producer");
+    let upstream = integration_tests::endpoint_url(integration_tests::KINESIS_ENDPOINT_VAR);
+    // Connections dropped before the request reaches kinesis-mock, and answers lost after it
+    // did, on every read call.
+    let proxy = FaultProxy::start(
+        Upstream::Forward(upstream),
+        Faults {
+            drop_connection_rate: 0.3,
+            lose_response_rate: 0.3,
+            seed: 11,
+            fail_operations: vec![
+                "GetRecords".into(),
+                "GetShardIterator".into(),
+                "ListShards".into(),
+            ],
+            ..Faults::default()
+        },
+    )
+    .await
+    .expect("fault proxy");
+    let endpoint = proxy.endpoint_url();
+    let w1 = fleet
+        .worker_reading_through("w1", integration_tests::kinesis_client_at(&endpoint).await)
+        .await;
+    let w2 = fleet
+        .worker_reading_through("w2", integration_tests::kinesis_client_at(&endpoint).await)
+        .await;
+    for round in 0..4 {
+        produce(&producer, round * 250..(round + 1) * 250, 40).await;
+    }
+    fleet.wait_delivered(1_000, Duration::from_secs(90)).await;
+    w1.handle.graceful_shutdown().await;
+    w2.handle.graceful_shutdown().await;
+    let faults = proxy.stats().faults;
+    assert!(
+        faults.dropped_connections + faults.lost_responses > 10,
+        "{faults:?}"
+    );
+    proxy.shutdown().await;
+    let log = fleet.log.lock().expect("log");
+    let mut counts: HashMap<&str, usize> = HashMap::new();
+    for delivery in &log.deliveries {
+        *counts.entry(delivery.data.as_str()).or_default() += 1;
+    }
+    let twice: Vec<&&str> = counts
+        .iter()
+        .filter(|(_, n)| **n > 1)
+        .map(|(k, _)| k)
+        .take(5)
+        .collect();
+    println!(
+        "{} deliveries through {} dropped connections and {} lost answers",
+        log.deliveries.len(),
+        faults.dropped_connections,
+        faults.lost_responses
+    );
+    // Rebalancing between the two workers is by handoff: nothing may repeat, faults or not.
+    assert!(twice.is_empty(), "delivered twice: {twice:?}");
+    assert_eq!(counts.len(), 1_000);
+    assert_per_key_order(&log.deliveries);
 }

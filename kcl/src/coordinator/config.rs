@@ -15,8 +15,11 @@ use std::time::Duration;
 /// | [`take_interval`](Self::take_interval) | 2 × (failover + 25 ms) | `DynamoDBLeaseCoordinator`: `(leaseDuration + epsilon) * 2` |
 /// | [`max_leases_for_worker`](Self::max_leases_for_worker) | unlimited | `maxLeasesForWorker` |
 /// | [`max_concurrent_requests`](Self::max_concurrent_requests) | 20 | `maxLeaseRenewalThreads` |
+/// | [`graceful_handoff`](Self::graceful_handoff) | on | 3.x `isGracefulLeaseHandoffEnabled` |
+/// | [`handoff_timeout`](Self::handoff_timeout) | 30 s | 3.x `gracefulLeaseHandoffTimeoutMillis` |
 ///
-/// Renew and take intervals not set explicitly follow the failover time.
+/// Renew and take intervals not set explicitly follow the failover time. Every duration must
+/// be positive and at most [`MAX_DURATION`](Self::MAX_DURATION) (one day).
 ///
 /// Every renew, take and release request is bounded by the renew interval, and each lease
 /// table scan by the take interval: a request that hangs counts as failed and is retried in the
@@ -43,9 +46,17 @@ pub struct CoordinatorConfig {
     take_interval: Duration,
     max_leases_for_worker: Option<NonZeroUsize>,
     max_concurrent_requests: NonZeroUsize,
+    graceful_handoff: bool,
+    handoff_timeout: Duration,
 }
 
 impl CoordinatorConfig {
+    /// The longest duration any setting may have: one day. Longer ones are refused rather
+    /// than left to overflow a timer.
+    pub const MAX_DURATION: Duration = Duration::from_secs(86_400);
+    /// Default [`handoff_timeout`](Self::handoff_timeout): 30 s (the Java KCL 3.x's
+    /// `gracefulLeaseHandoffTimeoutMillis`).
+    pub const DEFAULT_HANDOFF_TIMEOUT: Duration = Duration::from_secs(30);
     /// Default [`failover_time`](Self::failover_time): 10 s (the Java KCL's
     /// `failoverTimeMillis`).
     pub const DEFAULT_FAILOVER_TIME: Duration = Duration::from_secs(10);
@@ -90,6 +101,30 @@ impl CoordinatorConfig {
     pub fn max_concurrent_requests(&self) -> NonZeroUsize {
         self.max_concurrent_requests
     }
+
+    /// Whether a lease taken from a live worker to balance the fleet is handed over
+    /// gracefully (the Java KCL 3.x's handoff: the taker writes the holder as
+    /// `checkpointOwner`, the holder checkpoints and lets go, the taker starts from that
+    /// checkpoint) instead of taken at once (the 2.x steal, after which the old holder keeps
+    /// delivering until its next renewal fails and the taker repeats what was not
+    /// checkpointed).
+    pub fn graceful_handoff(&self) -> bool {
+        self.graceful_handoff
+    }
+
+    /// How long a worker waits for a holder to let go of a lease it asked for before it takes
+    /// the lease anyway (a holder that never answers: a Java KCL 2.x worker ignores
+    /// `checkpointOwner`). A holder that stops renewing is not waited for beyond the failover
+    /// time.
+    pub fn handoff_timeout(&self) -> Duration {
+        self.handoff_timeout
+    }
+
+    /// How often a worker waiting on handoffs re-reads those leases: a quarter of the renew
+    /// interval, between 10 ms and 500 ms.
+    pub fn handoff_poll_interval(&self) -> Duration {
+        (self.renew_interval / 4).clamp(Duration::from_millis(10), Duration::from_millis(500))
+    }
 }
 
 impl Default for CoordinatorConfig {
@@ -101,6 +136,8 @@ impl Default for CoordinatorConfig {
             take_interval: default_take_interval(failover_time),
             max_leases_for_worker: None,
             max_concurrent_requests: Self::DEFAULT_MAX_CONCURRENT_REQUESTS,
+            graceful_handoff: true,
+            handoff_timeout: Self::DEFAULT_HANDOFF_TIMEOUT,
         }
     }
 }
@@ -123,6 +160,8 @@ pub struct CoordinatorConfigBuilder {
     take_interval: Option<Duration>,
     max_leases_for_worker: Option<NonZeroUsize>,
     max_concurrent_requests: NonZeroUsize,
+    graceful_handoff: bool,
+    handoff_timeout: Duration,
 }
 
 impl Default for CoordinatorConfigBuilder {
@@ -133,6 +172,8 @@ impl Default for CoordinatorConfigBuilder {
             take_interval: None,
             max_leases_for_worker: None,
             max_concurrent_requests: CoordinatorConfig::DEFAULT_MAX_CONCURRENT_REQUESTS,
+            graceful_handoff: true,
+            handoff_timeout: CoordinatorConfig::DEFAULT_HANDOFF_TIMEOUT,
         }
     }
 }
@@ -175,18 +216,32 @@ impl CoordinatorConfigBuilder {
         self
     }
 
+    /// See [`CoordinatorConfig::graceful_handoff`] (default on).
+    pub fn graceful_handoff(mut self, enabled: bool) -> Self {
+        self.graceful_handoff = enabled;
+        self
+    }
+
+    /// See [`CoordinatorConfig::handoff_timeout`] (default 30 s).
+    pub fn handoff_timeout(mut self, timeout: Duration) -> Self {
+        self.handoff_timeout = timeout;
+        self
+    }
+
     /// Validates the settings.
     ///
     /// # Errors
     ///
-    /// [`ConfigError`] naming the first invalid setting: a zero failover time, renew interval
-    /// or take interval, or a renew interval not shorter than the failover time (the worker's
-    /// leases would expire at other workers between two renewals).
+    /// [`ConfigError`] naming the first invalid setting: a zero failover time, renew interval,
+    /// take interval or handoff timeout, one longer than
+    /// [`CoordinatorConfig::MAX_DURATION`], or a renew interval not shorter than the failover
+    /// time (the worker's leases would expire at other workers between two renewals).
     pub fn build(self) -> Result<CoordinatorConfig, ConfigError> {
         let failover_time = self.failover_time;
         if failover_time.is_zero() {
             return Err(ConfigError::ZeroFailoverTime);
         }
+        check_max("failover_time", failover_time)?;
         let renew_interval = self
             .renew_interval
             .unwrap_or_else(|| default_renew_interval(failover_time));
@@ -205,13 +260,32 @@ impl CoordinatorConfigBuilder {
         if take_interval.is_zero() {
             return Err(ConfigError::ZeroTakeInterval);
         }
+        check_max("take_interval", take_interval)?;
+        if self.handoff_timeout.is_zero() {
+            return Err(ConfigError::ZeroHandoffTimeout);
+        }
+        check_max("handoff_timeout", self.handoff_timeout)?;
         Ok(CoordinatorConfig {
             failover_time,
             renew_interval,
             take_interval,
             max_leases_for_worker: self.max_leases_for_worker,
             max_concurrent_requests: self.max_concurrent_requests,
+            graceful_handoff: self.graceful_handoff,
+            handoff_timeout: self.handoff_timeout,
         })
+    }
+}
+
+fn check_max(setting: &'static str, value: Duration) -> Result<(), ConfigError> {
+    if value > CoordinatorConfig::MAX_DURATION {
+        Err(ConfigError::TooLong {
+            setting,
+            value,
+            max: CoordinatorConfig::MAX_DURATION,
+        })
+    } else {
+        Ok(())
     }
 }
 
@@ -239,6 +313,25 @@ pub enum ConfigError {
     /// The take interval is zero.
     #[error("the take interval must be positive")]
     ZeroTakeInterval,
+    /// The handoff timeout is zero.
+    #[error("the handoff timeout must be positive")]
+    ZeroHandoffTimeout,
+    /// Another duration that must be positive is zero.
+    #[error("{setting} must be positive")]
+    Zero {
+        /// The setting.
+        setting: &'static str,
+    },
+    /// A duration is longer than [`CoordinatorConfig::MAX_DURATION`].
+    #[error("{setting} ({value:?}) is longer than the maximum of {max:?}")]
+    TooLong {
+        /// The setting.
+        setting: &'static str,
+        /// The value asked for.
+        value: Duration,
+        /// The longest allowed.
+        max: Duration,
+    },
     /// The worker id is empty.
     #[error("the worker id must not be empty")]
     EmptyWorkerId,
@@ -324,11 +417,47 @@ mod tests {
     }
 
     #[test]
-    fn huge_failover_times_do_not_overflow() {
+    fn huge_durations_are_refused_not_left_to_overflow() {
+        let day = CoordinatorConfig::MAX_DURATION;
+        assert_eq!(
+            CoordinatorConfig::builder()
+                .failover_time(Duration::MAX)
+                .build(),
+            Err(ConfigError::TooLong {
+                setting: "failover_time",
+                value: Duration::MAX,
+                max: day,
+            })
+        );
+        // The default take interval of a one-day failover is over a day.
+        assert!(matches!(
+            CoordinatorConfig::builder().failover_time(day).build(),
+            Err(ConfigError::TooLong {
+                setting: "take_interval",
+                ..
+            })
+        ));
         let config = CoordinatorConfig::builder()
-            .failover_time(Duration::MAX)
+            .failover_time(day)
+            .take_interval(day)
+            .handoff_timeout(day)
             .build()
             .unwrap();
-        assert_eq!(config.take_interval(), Duration::MAX);
+        assert_eq!(config.take_interval(), day);
+        assert!(matches!(
+            CoordinatorConfig::builder()
+                .handoff_timeout(day * 2)
+                .build(),
+            Err(ConfigError::TooLong {
+                setting: "handoff_timeout",
+                ..
+            })
+        ));
+        assert_eq!(
+            CoordinatorConfig::builder()
+                .handoff_timeout(Duration::ZERO)
+                .build(),
+            Err(ConfigError::ZeroHandoffTimeout)
+        );
     }
 }

@@ -59,6 +59,15 @@ impl ExpiryTracker {
         self.failover_time
     }
 
+    /// Forgets every counter seen: the next scan counts from scratch. Called after a failed
+    /// scan: while this worker could not read the table it could not see the owners renew
+    /// either (during a DynamoDB outage nobody can), so standing still across the gap proves
+    /// nothing, and the owners get a full failover time to renew once the table is back
+    /// instead of losing their leases to whoever scans first.
+    pub fn reset(&mut self) {
+        self.seen.clear();
+    }
+
     /// Records one scan made at `now`: a lease whose counter differs from the one remembered
     /// (or that was never seen) starts counting from `now`; leases missing from the scan are
     /// forgotten.
@@ -91,13 +100,14 @@ impl ExpiryTracker {
     /// The leases of `leases` (the last scan) that `worker_id` may take as expired, each with
     /// how long its counter has stood still:
     ///
-    /// - owned by another worker and idle for more than the failover time;
-    /// - owned by `worker_id` itself but not in `held`: nobody renews them (a previous run of
+    /// - held by another worker and idle for more than the failover time;
+    /// - held by `worker_id` itself but not in `held`: nobody renews them (a previous run of
     ///   this worker, or a lease this worker stopped counting as held), so they are takeable
     ///   at once, whatever their idle time.
     ///
-    /// Never listed: unowned leases (takeable anyway) and leases `worker_id` holds (`held`);
-    /// a worker never treats its own held leases as expired.
+    /// "Held by" is [`Lease::holder`]: during a handoff the old holder (`checkpointOwner`),
+    /// who still renews the lease. Never listed: unowned leases (takeable anyway) and leases
+    /// `worker_id` holds (`held`); a worker never treats its own held leases as expired.
     pub fn expired(
         &self,
         leases: &[Lease],
@@ -107,7 +117,7 @@ impl ExpiryTracker {
     ) -> BTreeMap<String, Duration> {
         let mut expired = BTreeMap::new();
         for lease in leases {
-            let Some(owner) = lease.lease_owner.as_deref() else {
+            let Some(owner) = lease.holder() else {
                 continue;
             };
             let Some(idle) = self.idle(&lease.lease_key, now) else {
@@ -250,6 +260,56 @@ mod tests {
         assert_eq!(
             keys(&tracker.expired(&leases, "w1", &held, clock.now())),
             ["other", "stale"]
+        );
+    }
+
+    #[test]
+    fn a_reset_gives_every_owner_a_full_failover_time_again() {
+        let clock = ManualClock::new();
+        let mut tracker = ExpiryTracker::new(FAILOVER);
+        let none = BTreeSet::new();
+        let leases = [lease("a", Some("w2"), 5)];
+        tracker.observe(&leases, clock.now());
+        // The table was unreachable for a while (failed scans): the counter did not move, but
+        // nobody could have moved it.
+        clock.advance(FAILOVER * 3);
+        tracker.reset();
+        tracker.observe(&leases, clock.now());
+        assert!(
+            tracker
+                .expired(&leases, "w1", &none, clock.now())
+                .is_empty()
+        );
+        clock.advance(FAILOVER + Duration::from_millis(1));
+        tracker.observe(&leases, clock.now());
+        assert_eq!(
+            keys(&tracker.expired(&leases, "w1", &none, clock.now())),
+            ["a"]
+        );
+    }
+
+    #[test]
+    fn during_a_handoff_the_old_holder_is_judged() {
+        let clock = ManualClock::new();
+        let mut tracker = ExpiryTracker::new(FAILOVER);
+        let none = BTreeSet::new();
+        // w1 asked w2 for the lease: w1 is its owner, w2 still holds it.
+        let mut asked = lease("a", Some("w1"), 5);
+        asked.checkpoint_owner = Some("w2".into());
+        let leases = [asked];
+        tracker.observe(&leases, clock.now());
+        // Not "w1's own lease that nobody renews".
+        assert!(
+            tracker
+                .expired(&leases, "w1", &none, clock.now())
+                .is_empty()
+        );
+        clock.advance(FAILOVER + Duration::from_millis(1));
+        tracker.observe(&leases, clock.now());
+        // The holder stopped renewing: expired like any other worker's lease.
+        assert_eq!(
+            keys(&tracker.expired(&leases, "w1", &none, clock.now())),
+            ["a"]
         );
     }
 

@@ -1,6 +1,6 @@
 //! [`LeaseCoordinator`]: the public handle over the renew and take loops.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
 use std::future::Future;
 use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
 
@@ -13,10 +13,11 @@ use tracing::{Instrument, error, info_span};
 use super::clock::{Clock, SystemClock};
 use super::config::{ConfigError, CoordinatorConfig};
 use super::error::{HeldLeaseError, StartError, timed_out};
-use super::state::{DropReason, Shared};
+use super::snapshot::ScanSnapshot;
+use super::state::{Conflict, DropReason, HeldRef, Shared};
 use super::stats::CoordinatorStats;
-use super::store::LeaseStore;
 use super::{renewer, taker};
+use crate::lease::store::LeaseStore;
 use crate::lease::{Checkpoint, Lease, LeaseError, LeaseTable};
 
 /// Holds this worker's share of the leases: takes, renews, publishes and releases them.
@@ -31,6 +32,14 @@ use crate::lease::{Checkpoint, Lease, LeaseError, LeaseTable};
 /// back, so other workers take them in their next cycle instead of after the failover time),
 /// then [`shutdown`](Self::shutdown). Dropping the last handle cancels the loops without
 /// waiting for them.
+///
+/// # Handoffs
+///
+/// With [`CoordinatorConfig::graceful_handoff`] (the default), other workers balance the fleet
+/// by asking for leases instead of taking them: the keys asked for appear in
+/// [`handoff_requests`](Self::handoff_requests). Stop processing each of them, checkpoint, then
+/// [`release`](Self::release) it (the [`Scheduler`](crate::Scheduler) does all of this). A lease
+/// not let go of is taken anyway after the [handoff timeout](CoordinatorConfig::handoff_timeout).
 ///
 /// # Examples
 ///
@@ -197,6 +206,11 @@ impl LeaseCoordinator {
         &self.inner.shared
     }
 
+    /// The loops' shared state (a view that does not keep them running).
+    pub(crate) fn shared_state(&self) -> Arc<Shared> {
+        self.inner.shared.clone()
+    }
+
     fn tasks(&self) -> MutexGuard<'_, Tasks> {
         self.inner
             .tasks
@@ -300,8 +314,10 @@ impl LeaseCoordinator {
 
     /// Runs `write` on the latest copy of held lease `lease_key`, with renewals of that lease
     /// held off, and keeps the stored lease it returns as the new local copy. A write that
-    /// fails its condition ([`LeaseError::LeaseLost`]) drops the lease from the held set. A
-    /// write that leaves the lease without owner (a release) drops it too.
+    /// fails its condition ([`LeaseError::LeaseLost`]) re-reads the lease: if another worker
+    /// asked for it (a graceful handoff, this worker is its `checkpointOwner`), the new copy
+    /// is adopted and `write` runs once more with it; otherwise the lease is dropped from the
+    /// held set. A write that leaves the lease to someone else (a release) drops it too.
     ///
     /// Keep `write` short (one request): the lease is not renewed while it runs.
     ///
@@ -321,29 +337,70 @@ impl LeaseCoordinator {
         write: F,
     ) -> Result<Lease, HeldLeaseError>
     where
-        F: FnOnce(Lease) -> Fut,
+        F: Fn(Lease) -> Fut,
+        Fut: Future<Output = Result<Lease, LeaseError>>,
+    {
+        let held = self
+            .shared()
+            .held_ref(lease_key)
+            .ok_or_else(|| HeldLeaseError::NotHeld {
+                lease_key: lease_key.to_owned(),
+            })?;
+        self.write_holding(&held, DropReason::Lost, write).await
+    }
+
+    /// [`write_held`](Self::write_held) fenced to one holding: fails with
+    /// [`HeldLeaseError::NotHeld`] once that holding ended, even if the lease was taken again
+    /// since (a checkpointer of an earlier holding never writes into a later one). A stored
+    /// lease that is no longer this worker's ends the holding for `gone`.
+    pub(crate) async fn write_holding<F, Fut>(
+        &self,
+        held: &HeldRef,
+        gone: DropReason,
+        write: F,
+    ) -> Result<Lease, HeldLeaseError>
+    where
+        F: Fn(Lease) -> Fut,
         Fut: Future<Output = Result<Lease, LeaseError>>,
     {
         let shared = self.shared();
         let not_held = || HeldLeaseError::NotHeld {
-            lease_key: lease_key.to_owned(),
+            lease_key: held.key.clone(),
         };
-        let held = shared.held_ref(lease_key).ok_or_else(not_held)?;
         let _write = held.write_lock.clone().lock_owned().await;
-        let (lease, _) = shared.current(&held).ok_or_else(not_held)?;
-        match write(lease).await {
-            Ok(stored) => {
-                shared.after_write(&held, stored.clone());
-                Ok(stored)
-            }
-            Err(source) => {
-                if source.is_lease_lost() {
-                    shared.remove(&held, DropReason::Lost);
+        let mut attempt = 0;
+        loop {
+            attempt += 1;
+            let (lease, _) = shared.current(held).ok_or_else(not_held)?;
+            let sent_at = shared.clock.now();
+            match write(lease.clone()).await {
+                Ok(stored) => {
+                    shared.after_write(held, stored.clone(), sent_at, gone);
+                    return Ok(stored);
                 }
-                Err(HeldLeaseError::Write {
-                    lease_key: lease_key.to_owned(),
-                    source,
-                })
+                Err(source) if source.is_lease_lost() => {
+                    let limit = shared.config.renew_interval();
+                    let stored = match timeout(limit, shared.store.get(&held.key)).await {
+                        Ok(Ok(stored)) => stored,
+                        _ => None,
+                    };
+                    match shared.resolve_conflict(held, &lease, stored, sent_at) {
+                        Conflict::HandoffRequested if attempt == 1 => continue,
+                        Conflict::Applied(stored) => return Ok(*stored),
+                        _ => {
+                            return Err(HeldLeaseError::Write {
+                                lease_key: held.key.clone(),
+                                source,
+                            });
+                        }
+                    }
+                }
+                Err(source) => {
+                    return Err(HeldLeaseError::Write {
+                        lease_key: held.key.clone(),
+                        source,
+                    });
+                }
             }
         }
     }
@@ -364,36 +421,170 @@ impl LeaseCoordinator {
         lease_key: &str,
         checkpoint: Checkpoint,
     ) -> Result<Lease, HeldLeaseError> {
+        let held = self
+            .shared()
+            .held_ref(lease_key)
+            .ok_or_else(|| HeldLeaseError::NotHeld {
+                lease_key: lease_key.to_owned(),
+            })?;
+        self.checkpoint_holding(&held, checkpoint).await
+    }
+
+    /// [`checkpoint`](Self::checkpoint) fenced to one holding.
+    pub(crate) async fn checkpoint_holding(
+        &self,
+        held: &HeldRef,
+        checkpoint: Checkpoint,
+    ) -> Result<Lease, HeldLeaseError> {
         let shared = self.shared().clone();
-        self.write_held(lease_key, move |lease| async move {
-            let limit = shared.config.renew_interval();
-            match timeout(limit, shared.store.checkpoint(&lease, checkpoint)).await {
-                Ok(result) => result,
-                Err(_) => Err(timed_out("UpdateItem", shared.store.table_name(), limit)),
+        self.write_holding(held, DropReason::Lost, move |lease| {
+            let shared = shared.clone();
+            let checkpoint = checkpoint.clone();
+            async move {
+                let limit = shared.config.renew_interval();
+                match timeout(limit, shared.store.checkpoint(&lease, checkpoint)).await {
+                    Ok(result) => result,
+                    Err(_) => Err(timed_out("UpdateItem", shared.store.table_name(), limit)),
+                }
+            }
+        })
+        .await
+    }
+
+    /// Prepares a checkpoint (see [`LeaseTable::prepare_checkpoint`]), fenced to one holding.
+    pub(crate) async fn prepare_checkpoint_holding(
+        &self,
+        held: &HeldRef,
+        pending: Checkpoint,
+        state: Option<Vec<u8>>,
+    ) -> Result<Lease, HeldLeaseError> {
+        let shared = self.shared().clone();
+        self.write_holding(held, DropReason::Lost, move |lease| {
+            let shared = shared.clone();
+            let pending = pending.clone();
+            let state = state.clone();
+            async move {
+                let limit = shared.config.renew_interval();
+                match timeout(
+                    limit,
+                    shared.store.prepare_checkpoint(&lease, pending, state),
+                )
+                .await
+                {
+                    Ok(result) => result,
+                    Err(_) => Err(timed_out("UpdateItem", shared.store.table_name(), limit)),
+                }
             }
         })
         .await
     }
 
     /// Hands held lease `lease_key` back (see [`LeaseTable::release`]): the stored lease loses
-    /// its owner, so any worker takes it in its next taking cycle. This worker does not take
-    /// it back for one failover time. The request is bounded by the renew interval.
+    /// its owner, so any worker takes it in its next taking cycle; during a handoff it goes to
+    /// the worker that asked for it. This worker does not take it back for one failover time.
+    /// The request is bounded by the renew interval.
     ///
     /// # Errors
     ///
     /// As for [`write_held`](Self::write_held); after a failure other than a lost lease the
     /// lease is still held.
     pub async fn release(&self, lease_key: &str) -> Result<(), HeldLeaseError> {
+        let held = self
+            .shared()
+            .held_ref(lease_key)
+            .ok_or_else(|| HeldLeaseError::NotHeld {
+                lease_key: lease_key.to_owned(),
+            })?;
+        self.release_holding(&held).await
+    }
+
+    /// [`release`](Self::release) fenced to one holding.
+    pub(crate) async fn release_holding(&self, held: &HeldRef) -> Result<(), HeldLeaseError> {
         let shared = self.shared().clone();
-        self.write_held(lease_key, move |lease| async move {
-            let limit = shared.config.renew_interval();
-            match timeout(limit, shared.store.release(&lease)).await {
-                Ok(result) => result,
-                Err(_) => Err(timed_out("UpdateItem", shared.store.table_name(), limit)),
+        let handing_off = shared
+            .current(held)
+            .is_some_and(|(lease, _)| lease.checkpoint_owner.as_deref() == Some(&shared.worker_id));
+        let gone = if handing_off {
+            DropReason::HandedOff
+        } else {
+            DropReason::Released
+        };
+        self.write_holding(held, gone, move |lease| {
+            let shared = shared.clone();
+            async move {
+                let limit = shared.config.renew_interval();
+                match timeout(limit, shared.store.release(&lease)).await {
+                    Ok(result) => result,
+                    Err(_) => Err(timed_out("UpdateItem", shared.store.table_name(), limit)),
+                }
             }
         })
         .await
         .map(|_| ())
+    }
+
+    /// Ends the holding of a lease whose shard was processed to its end (its checkpoint is
+    /// `SHARD_END`): it is no longer renewed nor counted as held, and waits for lease cleanup.
+    /// Returns whether the holding was still there.
+    pub(crate) fn finish(&self, held: &HeldRef) -> bool {
+        self.shared().remove(held, DropReason::Finished)
+    }
+
+    /// The finished leases this worker held and that were not deleted yet.
+    pub(crate) fn finished(&self) -> BTreeMap<String, Lease> {
+        self.shared().finished()
+    }
+
+    /// Forgets a finished lease (deleted, or taken by another worker).
+    pub(crate) fn forget_finished(&self, key: &str) {
+        self.shared().forget_finished(key);
+    }
+
+    /// The current holding of `lease_key`, as a fencing token.
+    pub(crate) fn holding(&self, lease_key: &str) -> Option<HeldRef> {
+        self.shared().held_ref(lease_key)
+    }
+
+    /// The latest copy of one holding, `None` once it ended.
+    pub(crate) fn holding_lease(&self, held: &HeldRef) -> Option<Lease> {
+        self.shared().current(held).map(|(lease, _)| lease)
+    }
+
+    /// Waits until the holding may deliver records (`true`) or ended (`false`); see
+    /// [`super::state`] on validity.
+    pub(crate) async fn wait_valid(&self, held: &HeldRef) -> bool {
+        self.shared().wait_valid(held).await
+    }
+
+    /// Whether the holding may deliver records now.
+    pub(crate) fn is_valid(&self, held: &HeldRef) -> bool {
+        matches!(
+            self.shared().validity(held),
+            super::state::Validity::Valid(_)
+        )
+    }
+
+    /// Keys of held leases another worker asked for (a graceful handoff): stop processing
+    /// them, checkpoint, then [`release`](Self::release) them.
+    pub fn handoff_requests(&self) -> watch::Receiver<BTreeSet<String>> {
+        self.shared().subscribe_handoffs()
+    }
+
+    /// The last successful scan of the lease table, as a watch channel (`None` before the
+    /// first).
+    pub fn scans(&self) -> watch::Receiver<Option<Arc<ScanSnapshot>>> {
+        self.shared().subscribe_scans()
+    }
+
+    /// The last successful scan of the lease table.
+    pub fn last_scan(&self) -> Option<Arc<ScanSnapshot>> {
+        self.shared().last_scan()
+    }
+
+    /// Runs a taking cycle now instead of at the next take interval (for example when a
+    /// shard ended and its children wait to be taken). Returns at once.
+    pub fn take_now(&self) {
+        self.shared().wake_taker.notify_one();
     }
 
     /// Stops taking leases for good (this worker is leaving) and hands every held lease back,
@@ -405,15 +596,7 @@ impl LeaseCoordinator {
     ///
     /// Taking stays stopped; releases already sent may or may not apply.
     pub async fn release_all(&self) -> ReleaseSummary {
-        self.inner.taker_cancel.cancel();
-        let taker = self.tasks().taker.take();
-        if let Some(taker) = taker {
-            if let Err(err) = taker.await {
-                if err.is_panic() {
-                    error!(worker = self.worker_id(), "lease taker panicked");
-                }
-            }
-        }
+        self.stop_taking().await;
         let permits = Arc::new(Semaphore::new(
             self.config().max_concurrent_requests().get(),
         ));
@@ -423,7 +606,7 @@ impl LeaseCoordinator {
             let permits = permits.clone();
             releases.spawn(async move {
                 let _permit = permits.acquire_owned().await.ok();
-                let result = this.release(&held.key).await;
+                let result = this.release_holding(&held).await;
                 (held.key, result)
             });
         }
@@ -444,6 +627,27 @@ impl LeaseCoordinator {
         }
         summary.released.sort();
         summary
+    }
+
+    /// Stops taking leases for good (this worker is leaving), waiting for a taking cycle in
+    /// progress to end, so nothing is taken after this returns, and withdraws the handoffs
+    /// this worker asked for and did not complete. Renewals go on.
+    ///
+    /// # Cancel safety
+    ///
+    /// Taking stays stopped.
+    pub async fn stop_taking(&self) {
+        self.inner.taker_cancel.cancel();
+        let taker = self.tasks().taker.take();
+        if let Some(taker) = taker {
+            if let Err(err) = taker.await {
+                if err.is_panic() {
+                    error!(worker = self.worker_id(), "lease taker panicked");
+                }
+            }
+        }
+        // Handoffs asked for and not completed would leave their leases to nobody.
+        super::handoff::cancel_all(self.shared()).await;
     }
 
     /// Counters of the renew and take loops.

@@ -18,7 +18,10 @@
 //!
 //! - **Renewing** bumps each held lease's `leaseCounter`. A renewal that fails its condition
 //!   means another worker took the lease: it is dropped at once. Transport errors are retried
-//!   next interval; a lease unrenewable for longer than the failover time is dropped too.
+//!   next interval; a holding stays *valid* for the failover time (less a margin) after the
+//!   last write that got through was sent, and a consumer delivers records only while its
+//!   holding is valid, so a worker cut off from DynamoDB stops delivering before any other
+//!   worker may take its leases, and resumes where it stopped if nobody did.
 //! - **Expiry** is judged locally, never from wall clocks ([`ExpiryTracker`]): a lease is
 //!   expired when its counter has not changed for more than the failover time across this
 //!   worker's own scans. Unowned leases are takeable at once; held leases never expire for
@@ -28,12 +31,18 @@
 //!   most loaded workers, as many as needed in one cycle but never across an imbalance of one
 //!   lease, so a fleet converges without trading leases back and forth (see [`plan`] for the
 //!   rules and the simulations in its tests: any start converges in one cycle when workers
-//!   take in turn).
+//!   take in turn). Finished leases (SHARD_END) are neither taken nor counted.
+//! - **Stealing is a graceful handoff** (the Java KCL 3.x's `checkpointOwner`, see
+//!   `coordinator/handoff.rs`): the taker asks, the holder checkpoints and lets go, the taker starts from
+//!   that checkpoint; a holder that does not answer within the handoff timeout loses the
+//!   lease as in a 2.x steal.
 //! - **Writes to held leases** (checkpoints, releases) go through the coordinator
 //!   ([`LeaseCoordinator::checkpoint`], [`LeaseCoordinator::write_held`]), which keeps them
 //!   from racing with renewals of the same lease and keeps the local copy's counter current.
 //! - **Leaving**: [`LeaseCoordinator::release_all`] hands the leases back so other workers
 //!   take them in their next cycle instead of after the failover time.
+//! - **Scans** are published ([`LeaseCoordinator::scans`]): lease cleanup and the worker's
+//!   state read them instead of scanning again.
 //!
 //! Time is injected ([`Clock`]); [`SystemClock`] follows tokio's clock, so tests with paused
 //! tokio time move expiry and the loops together, and [`ManualClock`] drives
@@ -44,11 +53,12 @@ mod config;
 mod error;
 mod expiry;
 mod handle;
+mod handoff;
 pub mod plan;
 mod renewer;
+mod snapshot;
 mod state;
 mod stats;
-mod store;
 mod taker;
 
 pub use clock::{Clock, ManualClock, SystemClock};
@@ -57,7 +67,15 @@ pub use error::{HeldLeaseError, StartError};
 pub use expiry::ExpiryTracker;
 pub use handle::{LeaseCoordinator, LeaseCoordinatorBuilder, ReleaseSummary};
 pub use plan::{PlannedTake, TakeInput, TakePlan, TakeReason, plan_takes};
+pub use snapshot::ScanSnapshot;
 pub use stats::{CoordinatorStats, TakeCycleStats};
+
+pub(crate) use error::Chain;
+pub(crate) use state::HeldRef;
+
+/// The state a coordinator's loops share, for read-only views that must not keep the loops
+/// alive (a [`LeaseCoordinator`] handle stops them when the last one is dropped).
+pub(crate) type SharedState = std::sync::Arc<state::Shared>;
 
 /// `start + by`, or as far as an [`Instant`](tokio::time::Instant) goes (about 30 years) when
 /// that overflows.

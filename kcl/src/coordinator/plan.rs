@@ -4,13 +4,19 @@
 //!
 //! Given the last scan of the lease table, the leases this worker judges expired and its id:
 //!
+//! 0. **Finished leases** (checkpoint `SHARD_END`, waiting for cleanup) are left out of
+//!    everything below: never taken, never counted. A lease being handed over (a
+//!    `checkpointOwner` is set) counts for its new owner (`leaseOwner`) and is never stolen.
 //! 1. **Live workers** are the owners of non-expired leases, plus this worker. (A worker
 //!    holding nothing is invisible in the table; it shows up once it holds a lease.)
 //! 2. **Target** = ⌈leases / live workers⌉, capped by `max_leases`. **Needed** = target minus
 //!    the non-expired leases this worker owns. Nothing needed: nothing is taken or stolen.
 //! 3. **Free leases first.** Unowned and expired leases are taken, up to the need, in this
 //!    order: leases expired for more than 3 × the failover time (as the Java KCL), oldest first;
-//!    then unowned leases; then the other expired leases, oldest first.
+//!    then unowned leases; then the other expired leases, oldest first; and within each class
+//!    leases that can be processed now before children whose parents are not finished yet
+//!    (so a worker limited by `max_leases` does not fill up with children waiting on parents
+//!    nobody takes).
 //! 4. **Steal the rest in one cycle.** While still under target, take one lease from the most
 //!    loaded other worker, provided it owns at least two more than this worker will after the
 //!    take; recount and repeat. The Java KCL 2.x steals at most one lease per cycle (slow
@@ -134,20 +140,29 @@ impl TakePlan {
 /// Decides which leases `input.worker_id` takes this cycle (see the [module docs](self)).
 pub fn plan_takes(input: &TakeInput<'_>) -> TakePlan {
     let me = input.worker_id;
+    let unfinished: Vec<&Lease> = input.leases.iter().filter(|l| !l.is_finished()).collect();
     let is_expired =
-        |lease: &Lease| lease.lease_owner.is_some() && input.expired.contains_key(&lease.lease_key);
+        |lease: &Lease| lease.holder().is_some() && input.expired.contains_key(&lease.lease_key);
+    // Children whose parents still have unfinished leases cannot be processed yet.
+    let unfinished_keys: BTreeSet<&str> = unfinished.iter().map(|l| l.lease_key.as_str()).collect();
+    let is_blocked = |lease: &Lease| {
+        lease
+            .parent_shard_ids
+            .iter()
+            .any(|parent| unfinished_keys.contains(parent.as_str()))
+    };
 
-    // Loads of live workers: non-expired leases per owner.
+    // Loads of live workers: non-expired leases per owner (the new owner during a handoff).
     let mut loads: BTreeMap<&str, usize> = BTreeMap::from([(me, 0)]);
-    for lease in input.leases {
-        if let Some(owner) = lease.lease_owner.as_deref() {
+    for lease in &unfinished {
+        if let Some(owner) = lease.lease_owner.as_deref().or(lease.holder()) {
             if !is_expired(lease) {
                 *loads.entry(owner).or_default() += 1;
             }
         }
     }
     let live_workers = loads.len();
-    let leases = input.leases.len();
+    let leases = unfinished.len();
     let mut target = leases.div_ceil(live_workers);
     if let Some(max) = input.max_leases {
         target = target.min(max.get());
@@ -161,12 +176,8 @@ pub fn plan_takes(input: &TakeInput<'_>) -> TakePlan {
         target,
         owned,
         needed,
-        expired: input.leases.iter().filter(|l| is_expired(l)).count(),
-        unowned: input
-            .leases
-            .iter()
-            .filter(|l| l.lease_owner.is_none())
-            .count(),
+        expired: unfinished.iter().filter(|l| is_expired(l)).count(),
+        unowned: unfinished.iter().filter(|l| l.holder().is_none()).count(),
     };
     if needed == 0 {
         return plan;
@@ -176,24 +187,26 @@ pub fn plan_takes(input: &TakeInput<'_>) -> TakePlan {
     let very_old = input
         .failover_time
         .saturating_mul(VERY_OLD_FAILOVER_MULTIPLIER);
-    let mut free: Vec<(u8, Reverse<Duration>, u64, PlannedTake)> = input
-        .leases
+    // (class, blocked by a parent), longest idle first, tie-break, the take.
+    type Candidate = ((u8, bool), Reverse<Duration>, u64, PlannedTake);
+    let mut free: Vec<Candidate> = unfinished
         .iter()
         .filter(|lease| !input.not_takeable.contains(&lease.lease_key))
         .filter_map(|lease| {
             let key = &lease.lease_key;
-            let (class, idle, reason) = match (&lease.lease_owner, input.expired.get(key)) {
+            let (class, idle, reason) = match (lease.holder(), input.expired.get(key)) {
                 (None, _) => (1, Duration::ZERO, TakeReason::Unowned),
                 (Some(owner), Some(&idle)) => (
                     if idle > very_old { 0 } else { 2 },
                     idle,
                     TakeReason::Expired {
-                        owner: owner.clone(),
+                        owner: owner.to_owned(),
                         idle,
                     },
                 ),
                 (Some(_), None) => return None,
             };
+            let class = (class, is_blocked(lease));
             let take = PlannedTake {
                 lease_key: key.clone(),
                 reason,
@@ -215,10 +228,11 @@ pub fn plan_takes(input: &TakeInput<'_>) -> TakePlan {
         return plan;
     }
     let mut stealable: BTreeMap<&str, Vec<&Lease>> = BTreeMap::new();
-    for lease in input.leases {
+    for lease in &unfinished {
         match lease.lease_owner.as_deref() {
             Some(owner)
                 if owner != me
+                    && !lease.is_handoff_pending()
                     && !is_expired(lease)
                     && !input.not_takeable.contains(&lease.lease_key) =>
             {
@@ -228,8 +242,8 @@ pub fn plan_takes(input: &TakeInput<'_>) -> TakePlan {
         }
     }
     for leases in stealable.values_mut() {
-        // Popped from the back: the lowest tie-break value goes first.
-        leases.sort_by_key(|lease| Reverse(tie_break(me, &lease.lease_key)));
+        // Popped from the back: the lowest tie-break value goes first, blocked children last.
+        leases.sort_by_key(|lease| (!is_blocked(lease), Reverse(tie_break(me, &lease.lease_key))));
     }
     loads.remove(me);
     while remaining > 0 {

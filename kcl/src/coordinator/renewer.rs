@@ -1,13 +1,17 @@
 //! The renew loop: every renew interval, renew every held lease, concurrently (bounded).
 //!
-//! - Success: the stored copy replaces the held one.
-//! - A failed condition ([`LeaseError::LeaseLost`]): the lease is re-read once. If this worker
-//!   still owns it at exactly the next counter, the renewal itself was applied and only its
-//!   answer was lost (the SDK retried a request that had gone through, as the Java KCL also
-//!   checks), so the lease is kept; otherwise it is dropped at once.
-//! - Any other failure (transport, throttling, timeout): retried next interval; once the lease
-//!   has gone unrenewed for longer than the failover time it is dropped, since another worker
-//!   has likely taken it by then.
+//! - Success: the stored copy replaces the held one, and the holding is valid for the
+//!   failover time (less a margin) from when the renewal was sent (see [`super::state`]).
+//! - A failed condition ([`LeaseError::LeaseLost`](crate::lease::LeaseError::LeaseLost)): the
+//!   lease is re-read once. If this worker still owns it at exactly the next counter, the
+//!   renewal itself was applied and only its answer was lost (the SDK retried a request that
+//!   had gone through, as the Java KCL also checks), so the lease is kept. If another worker
+//!   asked for it (this worker is its `checkpointOwner`), the copy is adopted, the handoff is
+//!   published and the renewal is retried with the new copy. Otherwise it is dropped at once.
+//! - Any other failure (transport, throttling, timeout): retried next interval. The lease is
+//!   never dropped for that: once it has gone unrenewed for too long the holding is paused
+//!   (no records are delivered) before any other worker may take it, and the next renewal
+//!   that gets through either resumes it or finds it taken.
 //!
 //! A lease with a write in flight (a checkpoint, a release) is skipped this cycle: that write
 //! bumps the counter itself, and two writes expecting one counter would fail each other.
@@ -22,7 +26,7 @@ use tracing::{Instrument, Span, debug, trace, warn};
 
 use super::error::{Chain, timed_out};
 use super::later;
-use super::state::{DropReason, HeldRef, Shared};
+use super::state::{Conflict, DropReason, HeldRef, Shared};
 
 /// Runs until `cancel` fires; a cycle in progress is finished first.
 pub(crate) async fn run(shared: Arc<Shared>, cancel: CancellationToken) {
@@ -44,6 +48,8 @@ pub(crate) async fn run(shared: Arc<Shared>, cancel: CancellationToken) {
 /// Renews every held lease once.
 pub(crate) async fn renew_all(shared: &Arc<Shared>) {
     let leases = shared.held_refs();
+    metrics::gauge!("CurrentLeases", "table" => shared.store.table_name().to_owned())
+        .set(leases.len() as f64);
     if leases.is_empty() {
         return;
     }
@@ -73,53 +79,64 @@ async fn renew_one(shared: &Shared, held: HeldRef) {
         trace!(lease_key = %held.key, "write in flight; renewal skipped");
         return;
     };
-    let Some((lease, last_renewed)) = shared.current(&held) else {
-        return;
-    };
-    let limit = shared.config.renew_interval();
-    let result = match timeout(limit, shared.store.renew(&lease)).await {
-        Ok(result) => result,
-        Err(_) => Err(timed_out("UpdateItem", shared.store.table_name(), limit)),
-    };
-    match result {
-        Ok(renewed) => {
-            trace!(lease_key = %held.key, counter = renewed.lease_counter, "lease renewed");
-            shared.with_stats(|stats| stats.renewals += 1);
-            shared.after_write(&held, renewed);
-        }
-        Err(err) if err.is_lease_lost() => {
-            let stored = timeout(limit, shared.store.get(&held.key)).await;
-            match stored {
-                Ok(Ok(Some(stored)))
-                    if stored.is_owned_by(&shared.worker_id)
-                        && Some(stored.lease_counter) == lease.lease_counter.checked_add(1) =>
-                {
-                    debug!(
-                        lease_key = %held.key,
-                        counter = stored.lease_counter,
-                        "renewal applied although its condition failed (retried request); kept"
-                    );
-                    shared.with_stats(|stats| stats.renewals += 1);
-                    shared.after_write(&held, stored);
-                }
-                _ => {
-                    shared.remove(&held, DropReason::Lost);
+    // Once for the copy held, once more if it turns out another worker asked for the lease.
+    for _ in 0..2 {
+        let Some((lease, renewed_at)) = shared.current(&held) else {
+            return;
+        };
+        let limit = shared.config.renew_interval();
+        let sent_at = shared.clock.now();
+        let result = match timeout(limit, shared.store.renew(&lease)).await {
+            Ok(result) => result,
+            Err(_) => Err(timed_out("UpdateItem", shared.store.table_name(), limit)),
+        };
+        match result {
+            Ok(renewed) => {
+                trace!(lease_key = %held.key, counter = renewed.lease_counter, "lease renewed");
+                shared.with_stats(|stats| stats.renewals += 1);
+                shared.after_write(&held, renewed, sent_at, DropReason::Lost);
+                return;
+            }
+            Err(err) if err.is_lease_lost() => {
+                let stored = match timeout(limit, shared.store.get(&held.key)).await {
+                    Ok(Ok(stored)) => stored,
+                    // Unreadable: treat as lost; the lease is someone's now or soon.
+                    _ => None,
+                };
+                match shared.resolve_conflict(&held, &lease, stored, sent_at) {
+                    Conflict::Applied(stored) => {
+                        debug!(
+                            lease_key = %held.key,
+                            counter = stored.lease_counter,
+                            "renewal applied although its condition failed (retried request); kept"
+                        );
+                        shared.with_stats(|stats| stats.renewals += 1);
+                        return;
+                    }
+                    Conflict::HandoffRequested => continue,
+                    Conflict::Lost => return,
                 }
             }
-        }
-        Err(err) => {
-            shared.with_stats(|stats| stats.renew_failures += 1);
-            let unrenewed = shared.clock.now().saturating_duration_since(last_renewed);
-            if unrenewed > shared.config.failover_time() {
-                warn!(lease_key = %held.key, error = %Chain(&err), "renewal failed");
-                shared.remove(&held, DropReason::NotRenewed);
-            } else {
-                warn!(
-                    lease_key = %held.key,
-                    error = %Chain(&err),
-                    unrenewed_for = ?unrenewed,
-                    "renewal failed; retrying next interval"
-                );
+            Err(err) => {
+                shared.with_stats(|stats| stats.renew_failures += 1);
+                metrics::counter!("RenewLease.Failures", "table" => shared.store.table_name().to_owned()).increment(1);
+                let unrenewed = shared.clock.now().saturating_duration_since(renewed_at);
+                if unrenewed >= shared.validity_span() {
+                    warn!(
+                        lease_key = %held.key,
+                        error = %Chain(&err),
+                        unrenewed_for = ?unrenewed,
+                        "renewal failed; delivery paused until a renewal gets through"
+                    );
+                } else {
+                    warn!(
+                        lease_key = %held.key,
+                        error = %Chain(&err),
+                        unrenewed_for = ?unrenewed,
+                        "renewal failed; retrying next interval"
+                    );
+                }
+                return;
             }
         }
     }

@@ -1,22 +1,34 @@
-//! The state the renewer, the taker and the handle share: the held leases, the published map,
+//! The state the renewer, the taker and the handle share: the held leases, the published maps,
 //! the counters.
 //!
 //! One std mutex guards it, held only for short synchronous sections. Each held lease also has
 //! an async write lock that serializes the conditional writes to it (renew, checkpoint,
 //! release): two writes racing on one counter would fail each other.
+//!
+//! # Validity
+//!
+//! Another worker may take a lease once its counter has stood still for the failover time in
+//! that worker's own scans, counted from a scan made after the last write this worker got
+//! through. That write was applied at some moment after it was sent, so a holding is *valid*
+//! until the send time of its last successful write plus the failover time, minus a margin
+//! ([`Shared::validity`]). Shard consumers deliver records only while their holding is valid;
+//! a holding that runs out is *paused*, not dropped: the renewer keeps trying, and the first
+//! renewal that gets through either makes it valid again (nobody took it: processing resumes
+//! where it stopped) or finds it taken (it is dropped as lost).
 
 use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
-use tokio::sync::{Mutex as AsyncMutex, watch};
+use tokio::sync::{Mutex as AsyncMutex, Notify, watch};
 use tracing::{info, warn};
 
 use super::clock::Clock;
 use super::config::CoordinatorConfig;
+use super::snapshot::ScanSnapshot;
 use super::stats::CoordinatorStats;
-use super::store::LeaseStore;
 use crate::lease::Lease;
+use crate::lease::store::LeaseStore;
 
 /// What the handle and both loops share.
 #[derive(Debug)]
@@ -27,6 +39,12 @@ pub(crate) struct Shared {
     pub(crate) clock: Arc<dyn Clock>,
     state: Mutex<State>,
     publisher: watch::Sender<BTreeMap<String, Lease>>,
+    handoffs: watch::Sender<BTreeSet<String>>,
+    scans: watch::Sender<Option<Arc<ScanSnapshot>>>,
+    /// Woken on every change of a holding's validity or existence.
+    changed: Notify,
+    /// Wakes the taker for a cycle now.
+    pub(crate) wake_taker: Notify,
 }
 
 #[derive(Debug, Default)]
@@ -34,6 +52,10 @@ struct State {
     held: BTreeMap<String, Held>,
     /// Leases this worker released, and when: not taken back for one failover time.
     released: HashMap<String, Instant>,
+    /// Finished leases (SHARD_END) this worker held: no longer renewed, waiting for cleanup.
+    finished: BTreeMap<String, Lease>,
+    /// Handoffs this worker asked for and waits on.
+    pending: BTreeMap<String, PendingHandoff>,
     next_epoch: u64,
     stats: CoordinatorStats,
 }
@@ -45,9 +67,19 @@ struct Held {
     current: Lease,
     /// Tells this holding apart from an earlier one of the same lease.
     epoch: u64,
-    /// The last successful write to the lease (take, renew, checkpoint).
-    last_renewed: Instant,
+    /// When the last successful write to the lease (take, renew, checkpoint) was sent.
+    renewed_at: Instant,
     write_lock: Arc<AsyncMutex<()>>,
+}
+
+/// A handoff this worker asked for: the holder was written as `checkpointOwner`.
+#[derive(Debug, Clone)]
+pub(crate) struct PendingHandoff {
+    /// The stored lease after the request (or the latest poll).
+    pub(crate) lease: Lease,
+    pub(crate) requested_at: Instant,
+    /// When the counter was last seen to change.
+    pub(crate) counter_since: Instant,
 }
 
 /// A handle on one holding of a lease, for a write: updates and removals through it apply only
@@ -55,8 +87,19 @@ struct Held {
 #[derive(Debug, Clone)]
 pub(crate) struct HeldRef {
     pub(crate) key: String,
-    epoch: u64,
+    pub(crate) epoch: u64,
     pub(crate) write_lock: Arc<AsyncMutex<()>>,
+}
+
+/// Whether a holding may deliver records now.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Validity {
+    /// Until this instant.
+    Valid(Instant),
+    /// Not renewed in time: paused until a renewal gets through.
+    Expired,
+    /// The holding ended.
+    Gone,
 }
 
 /// Why a lease leaves the held set.
@@ -64,10 +107,25 @@ pub(crate) struct HeldRef {
 pub(crate) enum DropReason {
     /// A conditional write failed: another worker took it.
     Lost,
-    /// It could not be renewed for longer than the failover time.
-    NotRenewed,
     /// This worker released it.
     Released,
+    /// This worker handed it over to the worker that asked for it.
+    HandedOff,
+    /// The shard was processed to its end; the lease waits for cleanup.
+    Finished,
+}
+
+/// What a failed conditional write to a held lease turned out to mean, after re-reading it.
+#[derive(Debug)]
+pub(crate) enum Conflict {
+    /// The write was applied (its answer was lost): the stored lease is this one.
+    Applied(Box<Lease>),
+    /// Another worker asked for the lease (the stored copy names this worker as
+    /// `checkpointOwner`), or withdrew its request: the stored copy was adopted; retry the
+    /// write with it.
+    HandoffRequested,
+    /// The lease is someone else's now (or gone): it was dropped.
+    Lost,
 }
 
 impl Shared {
@@ -77,14 +135,17 @@ impl Shared {
         config: CoordinatorConfig,
         clock: Arc<dyn Clock>,
     ) -> Self {
-        let (publisher, _) = watch::channel(BTreeMap::new());
         Self {
             store,
             worker_id,
             config,
             clock,
             state: Mutex::new(State::default()),
-            publisher,
+            publisher: watch::channel(BTreeMap::new()).0,
+            handoffs: watch::channel(BTreeSet::new()).0,
+            scans: watch::channel(None).0,
+            changed: Notify::new(),
+            wake_taker: Notify::new(),
         }
     }
 
@@ -105,39 +166,63 @@ impl Shared {
                 map.remove(lease_key);
             }
         });
+        if acquired.is_none() {
+            self.handoffs
+                .send_if_modified(|keys| keys.remove(lease_key));
+        }
+        self.changed.notify_waiters();
     }
 
     pub(crate) fn subscribe(&self) -> watch::Receiver<BTreeMap<String, Lease>> {
         self.publisher.subscribe()
     }
 
+    pub(crate) fn subscribe_handoffs(&self) -> watch::Receiver<BTreeSet<String>> {
+        self.handoffs.subscribe()
+    }
+
+    pub(crate) fn subscribe_scans(&self) -> watch::Receiver<Option<Arc<ScanSnapshot>>> {
+        self.scans.subscribe()
+    }
+
+    pub(crate) fn publish_scan(&self, snapshot: ScanSnapshot) {
+        self.scans.send_replace(Some(Arc::new(snapshot)));
+    }
+
+    pub(crate) fn last_scan(&self) -> Option<Arc<ScanSnapshot>> {
+        self.scans.borrow().clone()
+    }
+
+    fn held_ref_of(key: &str, held: &Held) -> HeldRef {
+        HeldRef {
+            key: key.to_owned(),
+            epoch: held.epoch,
+            write_lock: held.write_lock.clone(),
+        }
+    }
+
     pub(crate) fn held_refs(&self) -> Vec<HeldRef> {
         self.state()
             .held
             .iter()
-            .map(|(key, held)| HeldRef {
-                key: key.clone(),
-                epoch: held.epoch,
-                write_lock: held.write_lock.clone(),
-            })
+            .map(|(key, held)| Self::held_ref_of(key, held))
             .collect()
     }
 
     pub(crate) fn held_ref(&self, key: &str) -> Option<HeldRef> {
-        self.state().held.get(key).map(|held| HeldRef {
-            key: key.to_owned(),
-            epoch: held.epoch,
-            write_lock: held.write_lock.clone(),
-        })
+        self.state()
+            .held
+            .get(key)
+            .map(|held| Self::held_ref_of(key, held))
     }
 
-    /// The current copy of the holding and when it was last renewed, if still held.
+    /// The current copy of the holding and when its last write was sent, if still held.
     pub(crate) fn current(&self, held: &HeldRef) -> Option<(Lease, Instant)> {
         self.state()
             .held
             .get(&held.key)
             .filter(|h| h.epoch == held.epoch)
-            .map(|h| (h.current.clone(), h.last_renewed))
+            .map(|h| (h.current.clone(), h.renewed_at))
     }
 
     pub(crate) fn held(&self, key: &str) -> Option<Lease> {
@@ -156,8 +241,54 @@ impl Shared {
         self.state().held.keys().cloned().collect()
     }
 
-    /// The held leases plus the ones released within the last failover time (forgetting
-    /// older releases).
+    /// How long a write keeps a holding valid: the failover time minus a tenth of it (at
+    /// most 1 s), so a worker stops delivering well before another worker may take the lease.
+    pub(crate) fn validity_span(&self) -> Duration {
+        let failover = self.config.failover_time();
+        failover.saturating_sub((failover / 10).min(Duration::from_secs(1)))
+    }
+
+    /// Whether the holding may deliver records now.
+    pub(crate) fn validity(&self, held: &HeldRef) -> Validity {
+        let now = self.clock.now();
+        match self.current(held) {
+            None => Validity::Gone,
+            Some((_, renewed_at)) => {
+                let until = renewed_at
+                    .checked_add(self.validity_span())
+                    .unwrap_or(renewed_at);
+                if now < until {
+                    Validity::Valid(until)
+                } else {
+                    Validity::Expired
+                }
+            }
+        }
+    }
+
+    /// Waits until the holding is valid (returns `true`) or gone (`false`).
+    ///
+    /// # Cancel safety
+    ///
+    /// Cancel safe.
+    pub(crate) async fn wait_valid(&self, held: &HeldRef) -> bool {
+        loop {
+            let changed = self.changed.notified();
+            tokio::pin!(changed);
+            changed.as_mut().enable();
+            match self.validity(held) {
+                Validity::Valid(_) => return true,
+                Validity::Gone => return false,
+                Validity::Expired => {}
+            }
+            // Woken by the next successful write or the end of the holding; the timeout only
+            // guards against a missed wake-up.
+            let _ = tokio::time::timeout(self.config.renew_interval(), changed).await;
+        }
+    }
+
+    /// The held leases plus those released, finished or asked for (forgetting releases older
+    /// than one failover time): leases the taker must leave alone.
     pub(crate) fn not_takeable(&self, now: Instant) -> BTreeSet<String> {
         let failover = self.config.failover_time();
         let mut state = self.state();
@@ -168,53 +299,127 @@ impl Shared {
             .held
             .keys()
             .chain(state.released.keys())
+            .chain(state.finished.keys())
+            .chain(state.pending.keys())
             .cloned()
             .collect()
     }
 
-    /// Records a lease this worker just took (a new holding) and publishes it.
-    pub(crate) fn insert_taken(&self, lease: Lease) {
-        let now = self.clock.now();
+    /// Records a lease this worker just took (a new holding, whose take was sent at `sent_at`)
+    /// and publishes it.
+    pub(crate) fn insert_taken(&self, lease: Lease, sent_at: Instant) {
         let mut state = self.state();
         let epoch = state.next_epoch;
         state.next_epoch += 1;
         state.released.remove(&lease.lease_key);
+        state.pending.remove(&lease.lease_key);
+        state.finished.remove(&lease.lease_key);
         self.publish(&lease.lease_key, Some(&lease));
         state.held.insert(
             lease.lease_key.clone(),
             Held {
                 current: lease,
                 epoch,
-                last_renewed: now,
+                renewed_at: sent_at,
                 write_lock: Arc::new(AsyncMutex::new(())),
             },
         );
     }
 
     /// Replaces the holding's copy with `lease`, the stored lease after a successful write by
-    /// this worker. A lease no longer owned by this worker (a release) leaves the held set.
-    /// Returns whether the holding was still there.
-    pub(crate) fn after_write(&self, held: &HeldRef, lease: Lease) -> bool {
-        if !lease.is_owned_by(&self.worker_id) || lease.lease_key != held.key {
-            let reason = if lease.lease_owner.is_none() {
-                DropReason::Released
-            } else {
-                DropReason::Lost
-            };
-            return self.remove(held, reason);
+    /// this worker sent at `sent_at`. A lease no longer held by this worker (a release, a
+    /// completed handoff) leaves the held set for `gone`. Returns whether the holding was
+    /// still there.
+    pub(crate) fn after_write(
+        &self,
+        held: &HeldRef,
+        lease: Lease,
+        sent_at: Instant,
+        gone: DropReason,
+    ) -> bool {
+        if !lease.is_held_by(&self.worker_id) || lease.lease_key != held.key {
+            return self.remove(held, gone);
         }
-        let now = self.clock.now();
         let mut state = self.state();
         match state.held.get_mut(&held.key) {
             Some(h) if h.epoch == held.epoch => {
-                if lease.lease_counter > h.current.lease_counter {
-                    h.last_renewed = now;
+                if lease.lease_counter > h.current.lease_counter && sent_at > h.renewed_at {
+                    h.renewed_at = sent_at;
                 }
                 h.current = lease;
+                drop(state);
+                self.changed.notify_waiters();
                 true
             }
             _ => false,
         }
+    }
+
+    /// Decides what a failed conditional write to the holding means from the `stored` lease
+    /// (re-read after the failure; `None` if it is gone or could not be read): `attempted` is
+    /// the copy the write expected.
+    pub(crate) fn resolve_conflict(
+        &self,
+        held: &HeldRef,
+        attempted: &Lease,
+        stored: Option<Lease>,
+        sent_at: Instant,
+    ) -> Conflict {
+        let Some(stored) = stored else {
+            self.remove(held, DropReason::Lost);
+            return Conflict::Lost;
+        };
+        let me = self.worker_id.as_str();
+        if stored.checkpoint_owner.as_deref() == Some(me)
+            && attempted.checkpoint_owner.as_deref() != Some(me)
+            && stored
+                .lease_owner
+                .as_deref()
+                .is_some_and(|owner| owner != me)
+        {
+            let taker = stored.lease_owner.clone().unwrap_or_default();
+            let mut state = self.state();
+            match state.held.get_mut(&held.key) {
+                Some(h) if h.epoch == held.epoch => {
+                    h.current = stored.clone();
+                    drop(state);
+                    info!(lease_key = %held.key, to = %taker, "handoff requested: checkpointing, then letting go");
+                    self.handoffs
+                        .send_if_modified(|keys| keys.insert(held.key.clone()));
+                    self.with_stats(|stats| stats.handoffs_requested_of_me += 1);
+                    return Conflict::HandoffRequested;
+                }
+                _ => return Conflict::Lost,
+            }
+        }
+        if stored.is_owned_by(me)
+            && stored.checkpoint_owner.is_none()
+            && attempted.checkpoint_owner.as_deref() == Some(me)
+        {
+            // The worker that asked withdrew its request: the lease is plainly ours again.
+            let mut state = self.state();
+            match state.held.get_mut(&held.key) {
+                Some(h) if h.epoch == held.epoch => {
+                    h.current = stored;
+                    drop(state);
+                    info!(lease_key = %held.key, "handoff withdrawn: processing goes on");
+                    self.handoffs
+                        .send_if_modified(|keys| keys.remove(&held.key));
+                    return Conflict::HandoffRequested;
+                }
+                _ => return Conflict::Lost,
+            }
+        }
+        if stored.is_held_by(me)
+            && stored.lease_owner == attempted.lease_owner
+            && stored.checkpoint_owner == attempted.checkpoint_owner
+            && Some(stored.lease_counter) == attempted.lease_counter.checked_add(1)
+        {
+            self.after_write(held, stored.clone(), sent_at, DropReason::Lost);
+            return Conflict::Applied(Box::new(stored));
+        }
+        self.remove(held, DropReason::Lost);
+        Conflict::Lost
     }
 
     /// Removes the holding (if it is still the same one) and publishes the change.
@@ -232,20 +437,28 @@ impl Shared {
         match reason {
             DropReason::Lost => {
                 state.stats.lost += 1;
+                metrics::counter!("LostLeases", "table" => self.store.table_name().to_owned())
+                    .increment(1);
                 info!(lease_key = %held.key, counter = removed.current.lease_counter, "lease lost");
-            }
-            DropReason::NotRenewed => {
-                state.stats.lost += 1;
-                warn!(
-                    lease_key = %held.key,
-                    unrenewed_for = ?now.saturating_duration_since(removed.last_renewed),
-                    "lease dropped: not renewed within the failover time"
-                );
             }
             DropReason::Released => {
                 state.stats.released += 1;
                 state.released.insert(held.key.clone(), now);
                 info!(lease_key = %held.key, "lease released");
+            }
+            DropReason::HandedOff => {
+                // Not kept from being taken back: it is the other worker's now, and the
+                // taking rules never steal across an imbalance of one; should that worker
+                // leave, this one takes it at once.
+                state.stats.handed_off += 1;
+                info!(lease_key = %held.key, to = ?removed.current.lease_owner, "lease handed over");
+            }
+            DropReason::Finished => {
+                state.stats.finished += 1;
+                state
+                    .finished
+                    .insert(held.key.clone(), removed.current.clone());
+                info!(lease_key = %held.key, "shard finished: lease no longer renewed, waiting for cleanup");
             }
         }
         self.publish(&held.key, None);
@@ -255,7 +468,7 @@ impl Shared {
     /// Replaces the copy of a held lease with a newer one written elsewhere (see
     /// `LeaseCoordinator::update_held`).
     pub(crate) fn update_held(&self, lease: Lease) -> bool {
-        if !lease.is_owned_by(&self.worker_id) {
+        if !lease.is_held_by(&self.worker_id) {
             return false;
         }
         let now = self.clock.now();
@@ -263,10 +476,58 @@ impl Shared {
         match state.held.get_mut(&lease.lease_key) {
             Some(h) if lease.lease_counter > h.current.lease_counter => {
                 h.current = lease;
-                h.last_renewed = now;
+                h.renewed_at = now;
+                drop(state);
+                self.changed.notify_waiters();
                 true
             }
             _ => false,
+        }
+    }
+
+    /// The finished leases this worker held and has not seen deleted.
+    pub(crate) fn finished(&self) -> BTreeMap<String, Lease> {
+        self.state().finished.clone()
+    }
+
+    /// Forgets a finished lease (deleted, or no longer this worker's).
+    pub(crate) fn forget_finished(&self, key: &str) {
+        self.state().finished.remove(key);
+    }
+
+    pub(crate) fn add_pending(&self, lease: Lease, now: Instant) {
+        self.state().pending.insert(
+            lease.lease_key.clone(),
+            PendingHandoff {
+                lease,
+                requested_at: now,
+                counter_since: now,
+            },
+        );
+    }
+
+    pub(crate) fn pending(&self) -> BTreeMap<String, PendingHandoff> {
+        self.state().pending.clone()
+    }
+
+    pub(crate) fn update_pending(&self, lease: Lease, now: Instant) {
+        let mut state = self.state();
+        if let Some(pending) = state.pending.get_mut(&lease.lease_key) {
+            if pending.lease.lease_counter != lease.lease_counter {
+                pending.counter_since = now;
+            }
+            pending.lease = lease;
+        }
+    }
+
+    /// Forgets every pending handoff, returning them.
+    pub(crate) fn take_pending(&self) -> BTreeMap<String, PendingHandoff> {
+        std::mem::take(&mut self.state().pending)
+    }
+
+    pub(crate) fn drop_pending(&self, key: &str) {
+        if self.state().pending.remove(key).is_some() {
+            warn!(lease_key = %key, "handoff abandoned: the lease went elsewhere");
         }
     }
 
@@ -278,6 +539,8 @@ impl Shared {
         let state = self.state();
         let mut stats = state.stats.clone();
         stats.held = state.held.len();
+        stats.pending_handoffs = state.pending.len();
+        stats.finished_held = state.finished.len();
         stats
     }
 }

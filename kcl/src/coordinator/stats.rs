@@ -15,12 +15,17 @@ pub struct TakeCycleStats {
     pub needed: usize,
     /// Owned leases judged expired.
     pub expired_seen: usize,
+    /// Leases nobody alive holds that this worker could take (unfinished, unowned or
+    /// expired, not held or just given back by this worker).
+    pub takeable: usize,
     /// Takes planned.
     pub planned: usize,
     /// Leases taken (stolen ones included).
     pub taken: usize,
-    /// Of those, leases stolen from live workers.
+    /// Of those, leases stolen from live workers (without a graceful handoff).
     pub stolen: usize,
+    /// Handoffs asked of live workers (graceful steals).
+    pub handoffs_requested: usize,
     /// Takes that failed (another worker got there first, or a request failed).
     pub failed: usize,
 }
@@ -51,4 +56,21 @@ pub struct CoordinatorStats {
     pub lost: u64,
     /// Leases released (handed back).
     pub released: u64,
+    /// Handoffs this worker asked other workers for.
+    pub handoffs_requested: u64,
+    /// Of those, leases the holder let go of, taken from its last checkpoint.
+    pub handoffs_completed: u64,
+    /// Of those, leases taken without the holder letting go (it never answered within the
+    /// handoff timeout, or stopped renewing).
+    pub handoffs_forced: u64,
+    /// Handoffs waited on now.
+    pub pending_handoffs: usize,
+    /// Handoffs other workers asked this worker for.
+    pub handoffs_requested_of_me: u64,
+    /// Leases this worker handed over.
+    pub handed_off: u64,
+    /// Leases this worker finished (SHARD_END checkpointed; no longer renewed).
+    pub finished: u64,
+    /// Finished leases this worker held that are not cleaned up yet.
+    pub finished_held: usize,
 }

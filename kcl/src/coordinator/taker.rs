@@ -1,5 +1,6 @@
-//! The take loop: every take interval, scan the lease table, judge expiry, plan with
-//! [`plan_takes`] and take, concurrently (bounded).
+//! The take loop: every take interval (or at once when woken), scan the lease table, judge
+//! expiry, plan with [`plan_takes`] and take, concurrently (bounded); in between, follow the
+//! handoffs this worker asked for ([`super::handoff`]).
 
 use std::collections::HashMap;
 use std::sync::Arc;
@@ -12,20 +13,37 @@ use tracing::{Instrument, Span, debug, info, warn};
 
 use super::error::{Chain, timed_out};
 use super::expiry::ExpiryTracker;
+use super::handoff;
 use super::later;
 use super::plan::{TakeInput, TakeReason, plan_takes};
+use super::snapshot::ScanSnapshot;
 use super::state::Shared;
 use super::stats::TakeCycleStats;
+use crate::lease::Lease;
 
 /// Runs until `cancel` fires; a cycle whose takes have started is finished first.
 pub(crate) async fn run(shared: Arc<Shared>, cancel: CancellationToken) {
     let interval = shared.config.take_interval();
+    let poll = shared.config.handoff_poll_interval();
     let mut tracker = ExpiryTracker::new(shared.config.failover_time());
     let mut next = Instant::now();
+    // Kept across take cycles: a take interval shorter than the poll interval must not starve
+    // the polls.
+    let mut next_poll = later(Instant::now(), poll);
     loop {
+        let pending = !shared.pending().is_empty();
+        if !pending {
+            next_poll = later(Instant::now(), poll);
+        }
         tokio::select! {
             biased;
             () = cancel.cancelled() => break,
+            () = sleep_until(next_poll), if pending => {
+                handoff::poll(&shared).await;
+                next_poll = later(Instant::now(), poll);
+                continue;
+            }
+            () = shared.wake_taker.notified() => {}
             () = sleep_until(next) => {}
         }
         let started = Instant::now();
@@ -52,14 +70,41 @@ pub(crate) async fn take_cycle(
         Err(err) => {
             warn!(error = %Chain(&err), "lease table scan failed");
             shared.with_stats(|stats| stats.scan_failures += 1);
+            // What stood still while the table was unreachable proves nothing.
+            tracker.reset();
+            metrics::counter!("TakeLeases.Failures", "table" => shared.store.table_name().to_owned()).increment(1);
             return None;
         }
     };
     let now = shared.clock.now();
     tracker.observe(&leases, now);
     let held = shared.held_keys();
-    let expired = tracker.expired(&leases, &shared.worker_id, &held, now);
+    let mut expired = tracker.expired(&leases, &shared.worker_id, &held, now);
+    // A lease this worker asked for, let go of by its holder but not taken yet, is this
+    // worker's own unheld lease for the tracker; it counts as this worker's load.
+    let pending = shared.pending();
+    expired.retain(|key, _| !pending.contains_key(key));
     let not_takeable = shared.not_takeable(now);
+    let takeable: Vec<String> = leases
+        .iter()
+        .filter(|lease| {
+            !lease.is_finished()
+                && !not_takeable.contains(&lease.lease_key)
+                && (lease.holder().is_none() || expired.contains_key(&lease.lease_key))
+        })
+        .map(|lease| lease.lease_key.clone())
+        .collect();
+    shared.publish_scan(ScanSnapshot {
+        at: now,
+        leases: leases
+            .iter()
+            .map(|lease| {
+                let idle = tracker.idle(&lease.lease_key, now).unwrap_or_default();
+                (lease.clone(), idle)
+            })
+            .collect(),
+        takeable: takeable.clone(),
+    });
     let plan = plan_takes(&TakeInput {
         worker_id: &shared.worker_id,
         leases: &leases,
@@ -74,6 +119,7 @@ pub(crate) async fn take_cycle(
         target: plan.target,
         needed: plan.needed,
         expired_seen: plan.expired,
+        takeable: takeable.len(),
         planned: plan.takes.len(),
         ..TakeCycleStats::default()
     };
@@ -81,7 +127,7 @@ pub(crate) async fn take_cycle(
         return None;
     }
 
-    let by_key: HashMap<&str, &crate::lease::Lease> = leases
+    let by_key: HashMap<&str, &Lease> = leases
         .iter()
         .map(|lease| (lease.lease_key.as_str(), lease))
         .collect();
@@ -100,43 +146,27 @@ pub(crate) async fn take_cycle(
             async move {
                 // The semaphore is never closed.
                 let _permit = permits.acquire_owned().await.ok();
-                let limit = shared.config.renew_interval();
-                let result =
-                    match timeout(limit, shared.store.take(&lease, &shared.worker_id)).await {
-                        Ok(result) => result,
-                        Err(_) => Err(timed_out("UpdateItem", shared.store.table_name(), limit)),
-                    };
-                let stolen = matches!(planned.reason, TakeReason::Stolen { .. });
-                match result {
-                    Ok(taken) => {
-                        info!(
-                            lease_key = %taken.lease_key,
-                            counter = taken.lease_counter,
-                            reason = ?planned.reason,
-                            "lease taken"
-                        );
-                        shared.insert_taken(taken);
-                        Some(stolen)
-                    }
-                    Err(err) if err.is_lease_lost() => {
-                        debug!(lease_key = %lease.lease_key, "lease changed before the take; skipped");
-                        None
-                    }
-                    Err(err) => {
-                        warn!(lease_key = %lease.lease_key, error = %Chain(&err), "take failed");
-                        None
-                    }
+                let steal = matches!(planned.reason, TakeReason::Stolen { .. });
+                if steal && shared.config.graceful_handoff() {
+                    return handoff::request(&shared, &lease)
+                        .await
+                        .then_some(Taken::Handoff);
                 }
+                take(&shared, &lease, &planned.reason)
+                    .await
+                    .then_some(if steal { Taken::Stolen } else { Taken::Free })
             }
             .instrument(Span::current()),
         );
     }
     while let Some(result) = takes.join_next().await {
         match result {
-            Ok(Some(stolen)) => {
+            Ok(Some(Taken::Free)) => cycle.taken += 1,
+            Ok(Some(Taken::Stolen)) => {
                 cycle.taken += 1;
-                cycle.stolen += usize::from(stolen);
+                cycle.stolen += 1;
             }
+            Ok(Some(Taken::Handoff)) => cycle.handoffs_requested += 1,
             Ok(None) | Err(_) => cycle.failed += 1,
         }
     }
@@ -146,8 +176,19 @@ pub(crate) async fn take_cycle(
         stats.taken += cycle.taken as u64;
         stats.stolen += cycle.stolen as u64;
         stats.take_failures += cycle.failed as u64;
+        stats.handoffs_requested += cycle.handoffs_requested as u64;
         stats.last_take = Some(cycle);
     });
+    metrics::counter!("StolenLeases", "table" => shared.store.table_name().to_owned())
+        .increment(cycle.stolen as u64);
+    metrics::counter!("TakeLeases.Failures", "table" => shared.store.table_name().to_owned())
+        .increment(cycle.failed as u64);
+    metrics::gauge!("NeededLeases", "table" => shared.store.table_name().to_owned())
+        .set(cycle.needed as f64);
+    metrics::gauge!("NumWorkers", "table" => shared.store.table_name().to_owned())
+        .set(cycle.live_workers as f64);
+    metrics::gauge!("TotalLeases", "table" => shared.store.table_name().to_owned())
+        .set(cycle.leases as f64);
     if cycle.planned > 0 {
         info!(
             leases = cycle.leases,
@@ -157,6 +198,7 @@ pub(crate) async fn take_cycle(
             expired = cycle.expired_seen,
             taken = cycle.taken,
             stolen = cycle.stolen,
+            handoffs_requested = cycle.handoffs_requested,
             failed = cycle.failed,
             "take cycle"
         );
@@ -171,4 +213,44 @@ pub(crate) async fn take_cycle(
         );
     }
     Some(cycle)
+}
+
+/// What one planned take came to.
+enum Taken {
+    Free,
+    Stolen,
+    Handoff,
+}
+
+/// Takes `lease` (conditional on the copy's counter); on success it becomes a holding.
+pub(crate) async fn take(shared: &Shared, lease: &Lease, reason: &TakeReason) -> bool {
+    let limit = shared.config.renew_interval();
+    let sent_at = shared.clock.now();
+    let result = match timeout(limit, shared.store.take(lease, &shared.worker_id)).await {
+        Ok(result) => result,
+        Err(_) => Err(timed_out("UpdateItem", shared.store.table_name(), limit)),
+    };
+    match result {
+        Ok(taken) => {
+            info!(
+                lease_key = %taken.lease_key,
+                counter = taken.lease_counter,
+                reason = ?reason,
+                checkpoint = %taken.checkpoint,
+                "lease taken"
+            );
+            shared.insert_taken(taken, sent_at);
+            metrics::counter!("TakenLeases", "table" => shared.store.table_name().to_owned())
+                .increment(1);
+            true
+        }
+        Err(err) if err.is_lease_lost() => {
+            debug!(lease_key = %lease.lease_key, "lease changed before the take; skipped");
+            false
+        }
+        Err(err) => {
+            warn!(lease_key = %lease.lease_key, error = %Chain(&err), "take failed");
+            false
+        }
+    }
 }

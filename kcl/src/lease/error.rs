@@ -26,6 +26,7 @@ use aws_sdk_dynamodb::operation::describe_table::DescribeTableError;
 use aws_sdk_dynamodb::operation::get_item::GetItemError;
 use aws_sdk_dynamodb::operation::put_item::PutItemError;
 use aws_sdk_dynamodb::operation::scan::ScanError;
+use aws_sdk_dynamodb::operation::update_continuous_backups::UpdateContinuousBackupsError;
 use aws_sdk_dynamodb::operation::update_item::UpdateItemError;
 
 use super::model::{InvalidCheckpoint, MalformedLease};
@@ -186,6 +187,7 @@ impl DynamoServiceError for GetItemError {}
 impl DynamoServiceError for ScanError {}
 impl DynamoServiceError for CreateTableError {}
 impl DynamoServiceError for DescribeTableError {}
+impl DynamoServiceError for UpdateContinuousBackupsError {}
 
 /// Classifies an SDK error.
 pub(crate) fn classify<E: DynamoServiceError>(err: &SdkError<E, HttpResponse>) -> LeaseErrorKind {

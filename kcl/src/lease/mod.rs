@@ -11,12 +11,14 @@
 //! The table is the Java KCL 2.x's lease table: same attribute names and types
 //! ([`schema`] lists them, with sources), so a Java fleet and this crate can read each other's
 //! rows. Attributes this crate does not model (multi-stream `streamName`/`shardId`, the 3.x
-//! `checkpointOwner`/`throughputKBps`, anything newer) are ignored when reading and survive
-//! our writes.
+//! `throughputKBps`, anything newer) are ignored when reading and survive our writes; the 3.x
+//! `checkpointOwner` (graceful handoff) is modelled. Rows that are not leases of a
+//! single-stream application (multi-stream keys, 3.x rows of other kinds, malformed rows) are
+//! skipped by [`LeaseTable::list`] with a warning, never taken.
 //!
 //! - [`Lease`] and [`Checkpoint`]: the row, and its conversion from and to a DynamoDB item.
-//! - [`LeaseTable`]: create the table, list / get / create / renew / take / release /
-//!   checkpoint / delete leases.
+//! - [`LeaseTable`]: create the table ([`TableOptions`]), list / get / create / renew / take /
+//!   hand over / release / checkpoint / delete leases.
 //! - [`LeaseError`] and [`LeaseErrorKind`]: the one place that says whether a DynamoDB failure
 //!   is a lost lease, worth retrying, or fatal.
 //!
@@ -54,11 +56,19 @@
 //! # }
 //! ```
 
+mod create;
 mod error;
+#[cfg(test)]
+pub(crate) mod memory;
 mod model;
+mod scan;
 pub mod schema;
+pub(crate) mod store;
 mod table;
+mod update;
 
+pub use create::{BillingMode, TableOptions};
 pub use error::{LeaseError, LeaseErrorKind};
 pub use model::{Checkpoint, InvalidCheckpoint, Lease, MalformedKind, MalformedLease};
+pub use scan::{SkipReason, SkippedRow, TableScan};
 pub use table::LeaseTable;

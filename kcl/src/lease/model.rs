@@ -172,6 +172,11 @@ pub struct Lease {
     pub child_shard_ids: Vec<String>,
     /// The shard's hash key range `(starting, ending)`, decimal, inclusive.
     pub hash_key_range: Option<(String, String)>,
+    /// The worker still processing the lease while it is handed over to
+    /// [`lease_owner`](Self::lease_owner) (the Java KCL 3.x `checkpointOwner`): set by the
+    /// worker taking the lease, removed by the old holder once it has checkpointed, or by the
+    /// new owner's take after a timeout. `None` outside a handoff.
+    pub checkpoint_owner: Option<String>,
 }
 
 impl Lease {
@@ -188,12 +193,39 @@ impl Lease {
             parent_shard_ids: Vec::new(),
             child_shard_ids: Vec::new(),
             hash_key_range: None,
+            checkpoint_owner: None,
         }
     }
 
-    /// Whether `worker` holds this lease (according to this copy).
+    /// Whether `worker` is the lease's owner (`leaseOwner`, according to this copy). During a
+    /// handoff that is the worker the lease goes to; see [`holder`](Self::holder).
     pub fn is_owned_by(&self, worker: &str) -> bool {
         self.lease_owner.as_deref() == Some(worker)
+    }
+
+    /// The worker processing the lease now: the [`checkpoint_owner`](Self::checkpoint_owner)
+    /// while a handoff is in progress, the [`lease_owner`](Self::lease_owner) otherwise (the
+    /// Java KCL 3.x's `actualOwner`).
+    pub fn holder(&self) -> Option<&str> {
+        self.checkpoint_owner
+            .as_deref()
+            .or(self.lease_owner.as_deref())
+    }
+
+    /// Whether `worker` is the lease's [`holder`](Self::holder).
+    pub fn is_held_by(&self, worker: &str) -> bool {
+        self.holder() == Some(worker)
+    }
+
+    /// Whether a handoff is in progress (`checkpointOwner` is set).
+    pub fn is_handoff_pending(&self) -> bool {
+        self.checkpoint_owner.is_some()
+    }
+
+    /// Whether the shard was processed to its end (checkpoint `SHARD_END`): the lease waits
+    /// only for its cleanup.
+    pub fn is_finished(&self) -> bool {
+        self.checkpoint == Checkpoint::ShardEnd
     }
 
     /// The item the Java KCL 2.x would write for this lease.
@@ -201,8 +233,8 @@ impl Lease {
     /// Always: `leaseKey`, `leaseCounter`, `checkpoint`, `checkpointSubSequenceNumber`,
     /// `ownerSwitchesSinceCheckpoint`. When set: `leaseOwner`, `parentShardId` and
     /// `childShardIds` (non-empty sets only), `pendingCheckpoint` with
-    /// `pendingCheckpointSubSequenceNumber`, `pendingCheckpointState`, and `startingHashKey`
-    /// with `endingHashKey`. Values are not validated here; [`LeaseTable`](super::LeaseTable)
+    /// `pendingCheckpointSubSequenceNumber`, `pendingCheckpointState`, `startingHashKey`
+    /// with `endingHashKey`, and the 3.x `checkpointOwner`. Values are not validated here; [`LeaseTable`](super::LeaseTable)
     /// validates before writing.
     pub fn to_item(&self) -> HashMap<String, AttributeValue> {
         let mut item = HashMap::new();
@@ -249,12 +281,17 @@ impl Lease {
             item.insert(schema::STARTING_HASH_KEY.to_owned(), s(start));
             item.insert(schema::ENDING_HASH_KEY.to_owned(), s(end));
         }
+        if let Some(owner) = &self.checkpoint_owner {
+            item.insert(schema::CHECKPOINT_OWNER.to_owned(), s(owner));
+        }
         item
     }
 
     /// Reads a lease from a table item.
     ///
-    /// Required: `leaseKey` (non-empty S), `leaseCounter` (N) and `checkpoint` (S). Missing
+    /// Required: `leaseKey` (non-empty S), `leaseCounter` (N) and `checkpoint` (S). An
+    /// `entityType` other than `LEASE` (Java KCL 3.x rows that are not leases) is
+    /// [`MalformedKind::NotALease`]. Missing
     /// sub-sequence numbers and owner-switch counts read as 0, as in the Java KCL; an empty
     /// `pendingCheckpoint` means none; `NULL` values count as absent. Unknown attributes are
     /// ignored.
@@ -275,6 +312,16 @@ impl Lease {
             .ok_or_else(|| reader.error(schema::LEASE_KEY, MalformedKind::Missing))?
             .to_owned();
         reader.lease_key = Some(lease_key.clone());
+        if let Some(entity) = reader.string(schema::ENTITY_TYPE)?
+            && entity != schema::LEASE_ENTITY_TYPE
+        {
+            return Err(reader.error(
+                schema::ENTITY_TYPE,
+                MalformedKind::NotALease {
+                    entity_type: entity.to_owned(),
+                },
+            ));
+        }
 
         let lease_owner = reader.string(schema::LEASE_OWNER)?.map(str::to_owned);
         let lease_counter = reader
@@ -294,6 +341,10 @@ impl Lease {
         let parent_shard_ids = reader.string_set(schema::PARENT_SHARD_ID)?;
         let child_shard_ids = reader.string_set(schema::CHILD_SHARD_IDS)?;
         let hash_key_range = reader.hash_key_range()?;
+        let checkpoint_owner = reader
+            .string(schema::CHECKPOINT_OWNER)?
+            .filter(|owner| !owner.is_empty())
+            .map(str::to_owned);
 
         Ok(Self {
             lease_key,
@@ -306,6 +357,7 @@ impl Lease {
             parent_shard_ids,
             child_shard_ids,
             hash_key_range,
+            checkpoint_owner,
         })
     }
 }
@@ -376,6 +428,12 @@ pub enum MalformedKind {
     BadHashKey {
         /// The stored value.
         value: String,
+    },
+    /// A Java KCL 3.x row of another kind (its `entityType` is not `LEASE`).
+    #[error("entity type {entity_type:?} is not a lease")]
+    NotALease {
+        /// The stored entity type.
+        entity_type: String,
     },
     /// One end of the hash key range is present without the other.
     #[error("present without {other}")]
@@ -588,6 +646,7 @@ mod tests {
         lease.parent_shard_ids = vec!["shardId-000000000001".into(), "shardId-000000000002".into()];
         lease.child_shard_ids = vec!["shardId-000000000009".into()];
         lease.hash_key_range = Some(("0".into(), "340282366920938463463374607431768211455".into()));
+        lease.checkpoint_owner = Some("worker-b".into());
         lease
     }
 
@@ -636,7 +695,8 @@ mod tests {
     #[test]
     fn full_lease_item_types() {
         let item = full_lease().to_item();
-        assert_eq!(item.len(), 13);
+        assert_eq!(item.len(), 14);
+        assert_eq!(item["checkpointOwner"], s("worker-b"));
         assert_eq!(item["leaseOwner"], s("worker-a"));
         assert_eq!(item["leaseCounter"], n(42));
         assert_eq!(item["checkpoint"], s(SEQ));

@@ -19,16 +19,24 @@
 //! | [`PARENT_SHARD_ID`] | SS | when the shard has parents (the name is singular) |
 //! | [`CHILD_SHARD_IDS`] | SS | once the shard's children are known (2.3+) |
 //! | [`STARTING_HASH_KEY`], [`ENDING_HASH_KEY`] | S | decimal hash key range (2.3+) |
+//! | [`CHECKPOINT_OWNER`] | S | 3.x only: the old holder while a lease is handed over |
 //!
 //! The Java `Lease` object calls the hash range `hashKeyRangeForLease`, but no attribute of that
 //! name (nor `hashKeyRange`) is ever stored: the range is the two string attributes above.
 //!
+//! [`CHECKPOINT_OWNER`] is the Java KCL 3.x's graceful handoff: the worker taking a lease
+//! writes itself as `leaseOwner` and the old holder as `checkpointOwner`; the old holder keeps
+//! processing until it has checkpointed, then removes `checkpointOwner`. Every take removes it,
+//! as 3.x does.
+//!
 //! Attributes this crate does not model, and leaves untouched (every update names only the
 //! attributes it changes, so they survive our writes):
 //! - [`STREAM_NAME`] and [`SHARD_ID`] (S): written by the Java KCL's multi-stream mode, whose
-//!   lease keys look like `account:stream:creationEpoch:shardId`.
-//! - [`CHECKPOINT_OWNER`] (S) and [`THROUGHPUT_KBPS`] (N): written only by the Java KCL 3.x
-//!   (graceful hand-off and throughput-based assignment).
+//!   lease keys look like `account:stream:creationEpoch:shardId`. Such rows are not leases of
+//!   a single-stream application: [`LeaseTable::list`](super::LeaseTable::list) skips them.
+//! - [`THROUGHPUT_KBPS`] (N): written only by the Java KCL 3.x (throughput-based assignment).
+//! - [`ENTITY_TYPE`] (S): 3.x rows of other kinds share the table; anything but `LEASE` is
+//!   skipped.
 //! - anything else: ignored when reading, never rewritten.
 
 /// Hash key of the table (S): the shard id, or `account:stream:creationEpoch:shardId` in the
@@ -63,8 +71,12 @@ pub const ENDING_HASH_KEY: &str = "endingHashKey";
 pub const STREAM_NAME: &str = "streamName";
 /// Shard id of a multi-stream lease (S; Java KCL 2.3+ multi-stream mode). Not modelled.
 pub const SHARD_ID: &str = "shardId";
-/// Previous owner during a graceful hand-off (S; Java KCL 3.x only). Not modelled.
+/// The old holder while a lease is handed over (S; Java KCL 3.x graceful handoff).
 pub const CHECKPOINT_OWNER: &str = "checkpointOwner";
+/// The kind of a Java KCL 3.x row (S); absent or [`LEASE_ENTITY_TYPE`] for leases.
+pub const ENTITY_TYPE: &str = "entityType";
+/// The [`ENTITY_TYPE`] of a lease row.
+pub const LEASE_ENTITY_TYPE: &str = "LEASE";
 /// Measured throughput of the lease (N; Java KCL 3.x only). Not modelled.
 pub const THROUGHPUT_KBPS: &str = "throughputKBps";
 

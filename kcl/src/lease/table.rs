@@ -4,24 +4,25 @@
 //! attributes it changes (so attributes this crate does not model survive) and asks for
 //! `ReturnValues = ALL_NEW`, so the caller gets the stored lease back, with its new counter.
 
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 use std::num::NonZeroU32;
+use std::sync::{Arc, Mutex, PoisonError};
 use std::time::Duration;
 
 use aws_sdk_dynamodb::Client;
-use aws_sdk_dynamodb::operation::create_table::CreateTableError;
-use aws_sdk_dynamodb::operation::describe_table::DescribeTableError;
+use aws_sdk_dynamodb::operation::delete_item::DeleteItemError;
 use aws_sdk_dynamodb::primitives::Blob;
-use aws_sdk_dynamodb::types::{
-    AttributeDefinition, AttributeValue, BillingMode, KeySchemaElement, KeyType, ReturnValue,
-    ScalarAttributeType, TableStatus,
-};
-use tokio::time::Instant;
-use tracing::{debug, info};
+use aws_sdk_dynamodb::types::{AttributeValue, ReturnValue};
+use tracing::debug;
 
+use super::create::TableOptions;
 use super::error::{LeaseError, from_sdk};
-use super::model::{Checkpoint, Lease, MAX_HASH_KEY_DIGITS, is_decimal, n, s, string_set};
+use super::model::{Checkpoint, Lease, n, s, string_set};
+use super::scan::SkipReason;
 use super::schema;
+use super::update::{
+    Update, UpdateParts, invalid, validate_checkpoint, validate_key, validate_new_lease,
+};
 
 /// The lease table of one application: a DynamoDB table whose string hash key is `leaseKey`,
 /// laid out like the Java KCL 2.x's (see [`schema`](super::schema)).
@@ -50,8 +51,9 @@ use super::schema;
 ///
 /// # Cancel safety
 ///
-/// Every operation is a single request, except [`list`](Self::list) (one request per page)
-/// and [`create_if_missing`](Self::create_if_missing) (polls). Dropping a write's future after
+/// Every operation is a single request, except [`list`](Self::list) and
+/// [`scan`](Self::scan) (one request per page) and
+/// [`create_if_missing`](Self::create_if_missing) (polls). Dropping a write's future after
 /// the request left may or may not apply the write; the caller's copy is then of unknown
 /// freshness and should be re-read with [`get`](Self::get). Reads are cancel-safe.
 #[derive(Debug, Clone)]
@@ -61,6 +63,9 @@ pub struct LeaseTable {
     active_timeout: Duration,
     poll_interval: Duration,
     scan_page_limit: Option<NonZeroU32>,
+    options: TableOptions,
+    /// Keys of skipped rows already warned about (shared by clones).
+    warned: Arc<Mutex<HashSet<String>>>,
 }
 
 impl LeaseTable {
@@ -79,7 +84,16 @@ impl LeaseTable {
             active_timeout: Self::DEFAULT_ACTIVE_TIMEOUT,
             poll_interval: Self::DEFAULT_POLL_INTERVAL,
             scan_page_limit: None,
+            options: TableOptions::default(),
+            warned: Arc::default(),
         }
+    }
+
+    /// How [`create_if_missing`](Self::create_if_missing) creates the table (default:
+    /// [`TableOptions::default`], on-demand billing).
+    pub fn with_options(mut self, options: TableOptions) -> Self {
+        self.options = options;
+        self
     }
 
     /// How long [`create_if_missing`](Self::create_if_missing) waits for the table to become
@@ -108,155 +122,31 @@ impl LeaseTable {
         &self.table
     }
 
-    /// Creates the table (on-demand billing, `leaseKey` string hash key) unless it exists,
-    /// then waits until it is ACTIVE (or UPDATING, which serves requests too).
-    ///
-    /// Safe to call from every worker at once: a `ResourceInUseException` from a racing
-    /// creator counts as "exists". Returns whether this call created the table.
-    ///
-    /// # Errors
-    ///
-    /// [`LeaseError::TableNotActive`] when the table is not ACTIVE within the
-    /// [active timeout](Self::with_active_timeout); [`LeaseError::Dynamo`] when a request
-    /// fails (retryable failures while waiting are retried until the timeout).
-    pub async fn create_if_missing(&self) -> Result<bool, LeaseError> {
-        let created = match self.table_status().await? {
-            Some(status) => {
-                debug!(table = %self.table, status = %status, "lease table exists");
-                false
-            }
-            None => self.create_table().await?,
-        };
-        self.wait_until_active().await?;
-        Ok(created)
+    /// How a new table is created.
+    pub fn options(&self) -> &TableOptions {
+        &self.options
     }
 
-    /// The table's status, `None` when it does not exist.
-    async fn table_status(&self) -> Result<Option<TableStatus>, LeaseError> {
-        match self
-            .client
-            .describe_table()
-            .table_name(&self.table)
-            .send()
-            .await
-        {
-            Ok(out) => Ok(Some(
-                out.table()
-                    .and_then(|table| table.table_status().cloned())
-                    .unwrap_or_else(|| TableStatus::from("UNKNOWN")),
-            )),
-            Err(err)
-                if err
-                    .as_service_error()
-                    .is_some_and(DescribeTableError::is_resource_not_found_exception) =>
-            {
-                Ok(None)
-            }
-            Err(err) => Err(from_sdk("DescribeTable", &self.table, None, err)),
-        }
+    pub(super) fn client(&self) -> &Client {
+        &self.client
     }
 
-    /// Sends CreateTable; returns whether this call created it.
-    async fn create_table(&self) -> Result<bool, LeaseError> {
-        let attribute = AttributeDefinition::builder()
-            .attribute_name(schema::LEASE_KEY)
-            .attribute_type(ScalarAttributeType::S)
-            .build();
-        let key = KeySchemaElement::builder()
-            .attribute_name(schema::LEASE_KEY)
-            .key_type(KeyType::Hash)
-            .build();
-        let (Ok(attribute), Ok(key)) = (attribute, key) else {
-            // Both builders have every required field set above.
-            return Err(LeaseError::InvalidInput {
-                lease_key: String::new(),
-                reason: "could not build the table's key schema",
-            });
-        };
-        match self
-            .client
-            .create_table()
-            .table_name(&self.table)
-            .attribute_definitions(attribute)
-            .key_schema(key)
-            .billing_mode(BillingMode::PayPerRequest)
-            .send()
-            .await
-        {
-            Ok(_) => {
-                info!(table = %self.table, "created lease table");
-                Ok(true)
-            }
-            Err(err)
-                if err
-                    .as_service_error()
-                    .is_some_and(CreateTableError::is_resource_in_use_exception) =>
-            {
-                debug!(table = %self.table, "lease table created by another worker");
-                Ok(false)
-            }
-            Err(err) => Err(from_sdk("CreateTable", &self.table, None, err)),
-        }
+    pub(super) fn active_timeout(&self) -> Duration {
+        self.active_timeout
     }
 
-    async fn wait_until_active(&self) -> Result<(), LeaseError> {
-        let start = Instant::now();
-        loop {
-            let last_status = match self.table_status().await {
-                Ok(Some(TableStatus::Active | TableStatus::Updating)) => return Ok(()),
-                Ok(Some(status)) => status.as_str().to_owned(),
-                Ok(None) => "NOT_FOUND".to_owned(),
-                Err(err) if err.is_retryable() => {
-                    debug!(table = %self.table, error = %err, "describing lease table failed");
-                    format!("unknown ({err})")
-                }
-                Err(err) => return Err(err),
-            };
-            let waited = start.elapsed();
-            if waited >= self.active_timeout {
-                return Err(LeaseError::TableNotActive {
-                    table: self.table.clone(),
-                    waited,
-                    last_status,
-                });
-            }
-            tokio::time::sleep(self.poll_interval.min(self.active_timeout - waited)).await;
-        }
+    pub(super) fn poll_interval(&self) -> Duration {
+        self.poll_interval
     }
 
-    /// Every lease in the table (a consistent Scan, all pages).
-    ///
-    /// # Errors
-    ///
-    /// [`LeaseError::Dynamo`] when a Scan fails; [`LeaseError::Malformed`] when an item is not
-    /// a lease.
-    pub async fn list(&self) -> Result<Vec<Lease>, LeaseError> {
-        let limit = self
-            .scan_page_limit
-            .map(|limit| i32::try_from(limit.get()).unwrap_or(i32::MAX));
-        let mut leases = Vec::new();
-        let mut start_key = None;
-        loop {
-            let out = self
-                .client
-                .scan()
-                .table_name(&self.table)
-                .consistent_read(true)
-                .set_limit(limit)
-                .set_exclusive_start_key(start_key.take())
-                .send()
-                .await
-                .map_err(|err| from_sdk("Scan", &self.table, None, err))?;
-            for item in out.items() {
-                leases.push(self.parse(item)?);
-            }
-            match out.last_evaluated_key {
-                Some(key) if !key.is_empty() => start_key = Some(key),
-                _ => break,
-            }
-        }
-        debug!(table = %self.table, leases = leases.len(), "listed leases");
-        Ok(leases)
+    pub(super) fn scan_page_limit(&self) -> Option<NonZeroU32> {
+        self.scan_page_limit
+    }
+
+    /// Whether `key` was not warned about yet (and remembers it).
+    pub(super) fn first_warning(&self, key: &str, reason: &SkipReason) -> bool {
+        let mut warned = self.warned.lock().unwrap_or_else(PoisonError::into_inner);
+        warned.insert(format!("{key}\u{0}{reason}"))
     }
 
     /// The lease `lease_key` (consistent read), or `None` when there is none.
@@ -327,9 +217,11 @@ impl LeaseTable {
     }
 
     /// Takes a lease for `new_owner` (an expired or stolen lease, or one nobody holds):
-    /// sets `leaseOwner`, bumps `leaseCounter`, and adds one to `ownerSwitchesSinceCheckpoint`
-    /// when the lease had another owner (the Java KCL counts only such switches). Expects the
-    /// copy's counter only: the counter changes with every owner change.
+    /// sets `leaseOwner`, removes `checkpointOwner` (ending any handoff, as the Java KCL 3.x's
+    /// take does), bumps `leaseCounter`, and adds one to `ownerSwitchesSinceCheckpoint` when
+    /// the lease changes hands: its [holder](Lease::holder) was another worker (as the Java
+    /// KCL counts owner changes, a handoff completed by force included). Expects the copy's
+    /// counter only: the counter changes with every owner change.
     ///
     /// # Errors
     ///
@@ -342,19 +234,83 @@ impl LeaseTable {
         }
         let mut update = Update::bump_counter(lease)?;
         update.set(schema::LEASE_OWNER, s(new_owner));
-        if lease
-            .lease_owner
-            .as_deref()
-            .is_some_and(|old| old != new_owner)
-        {
+        update.remove(schema::CHECKPOINT_OWNER);
+        let switched = lease.holder().is_some_and(|old| old != new_owner);
+        if switched {
             update.add(schema::OWNER_SWITCHES_SINCE_CHECKPOINT, n(1));
         }
         self.apply("take", &lease.lease_key, update).await
     }
 
-    /// Gives a held lease back (the Java KCL's "evict"): removes `leaseOwner` and bumps
-    /// `leaseCounter`, expecting the copy's counter and owner, so any worker can take it at
-    /// once instead of waiting for it to expire.
+    /// Asks for a lease held by another worker to be handed over to `new_owner` (the Java KCL
+    /// 3.x's graceful handoff): sets `leaseOwner` to `new_owner` and `checkpointOwner` to the
+    /// current owner, expecting the copy's counter and owner and no handoff in progress. The
+    /// counter is left alone, so the holder's renewals go on: it keeps processing, checkpoints,
+    /// then lets go with [`release`](Self::release), which removes `checkpointOwner`; the new
+    /// owner then [`take`](Self::take)s it (or takes it after a timeout if the holder never
+    /// answers, which also removes `checkpointOwner`).
+    ///
+    /// # Errors
+    ///
+    /// [`LeaseError::LeaseLost`] when the stored lease changed or a handoff is already in
+    /// progress; [`LeaseError::InvalidInput`] when the copy has no owner or `new_owner` is empty
+    /// or the owner itself; [`LeaseError::Dynamo`] when UpdateItem fails.
+    pub async fn request_handoff(
+        &self,
+        lease: &Lease,
+        new_owner: &str,
+    ) -> Result<Lease, LeaseError> {
+        let Some(holder) = lease.lease_owner.as_deref() else {
+            return Err(invalid(
+                &lease.lease_key,
+                "the lease has no owner to hand it over",
+            ));
+        };
+        if new_owner.is_empty() || new_owner == holder {
+            return Err(invalid(
+                &lease.lease_key,
+                "the new owner is empty or the holder",
+            ));
+        }
+        let mut update = Update::default();
+        update.expect_counter(lease);
+        update.expect_owner(lease)?;
+        update.expect_no_handoff();
+        update.set(schema::LEASE_OWNER, s(new_owner));
+        update.set(schema::CHECKPOINT_OWNER, s(holder));
+        self.apply("request_handoff", &lease.lease_key, update)
+            .await
+    }
+
+    /// Withdraws a handoff this worker asked for (it is shutting down before the holder let
+    /// go): sets `leaseOwner` back to the holder (`checkpointOwner`) and removes
+    /// `checkpointOwner`, expecting both owner fields of the copy; the counter is left alone,
+    /// so the holder goes on as if nothing was asked.
+    ///
+    /// # Errors
+    ///
+    /// [`LeaseError::LeaseLost`] when the owner fields changed (the holder let go already, or
+    /// another worker took the lease); [`LeaseError::InvalidInput`] when the copy is not in a
+    /// handoff; [`LeaseError::Dynamo`] when UpdateItem fails.
+    pub async fn cancel_handoff(&self, lease: &Lease) -> Result<Lease, LeaseError> {
+        let Some(holder) = lease.checkpoint_owner.as_deref() else {
+            return Err(invalid(
+                &lease.lease_key,
+                "the lease is not being handed over",
+            ));
+        };
+        let mut update = Update::default();
+        update.expect_owner(lease)?;
+        update.set(schema::LEASE_OWNER, s(holder));
+        update.remove(schema::CHECKPOINT_OWNER);
+        self.apply("cancel_handoff", &lease.lease_key, update).await
+    }
+
+    /// Gives a held lease back (the Java KCL's "evict"): bumps `leaseCounter`, expecting the
+    /// copy's counter and owner fields, and removes `leaseOwner` so any worker can take it at
+    /// once instead of waiting for it to expire. During a handoff (the copy has a
+    /// `checkpointOwner`) it removes `checkpointOwner` instead, leaving the lease to the
+    /// `leaseOwner` it is being handed to, as the Java KCL 3.x does.
     ///
     /// # Errors
     ///
@@ -362,7 +318,11 @@ impl LeaseTable {
     pub async fn release(&self, lease: &Lease) -> Result<Lease, LeaseError> {
         let mut update = Update::bump_counter(lease)?;
         update.expect_owner(lease)?;
-        update.remove(schema::LEASE_OWNER);
+        if lease.checkpoint_owner.is_some() {
+            update.remove(schema::CHECKPOINT_OWNER);
+        } else {
+            update.remove(schema::LEASE_OWNER);
+        }
         self.apply("release", &lease.lease_key, update).await
     }
 
@@ -452,6 +412,57 @@ impl LeaseTable {
         self.apply("update_child_shards", lease_key, update).await
     }
 
+    /// Deletes a finished lease, unless it changed since `lease` was read: the delete expects
+    /// the copy's counter and checkpoint. Returns whether this call deleted it (`false`: it
+    /// changed, or another worker deleted it first), so of several workers cleaning up the
+    /// same lease exactly one deletes it.
+    ///
+    /// # Errors
+    ///
+    /// [`LeaseError::Dynamo`] when DeleteItem fails; [`LeaseError::InvalidInput`] for an empty
+    /// key.
+    pub async fn delete_if_unchanged(&self, lease: &Lease) -> Result<bool, LeaseError> {
+        validate_key(&lease.lease_key)?;
+        let mut update = Update::default();
+        update.expect_counter(lease);
+        update.expect_checkpoint(lease);
+        let UpdateParts {
+            condition,
+            names,
+            values,
+            ..
+        } = update.into_parts();
+        let result = self
+            .client
+            .delete_item()
+            .table_name(&self.table)
+            .key(schema::LEASE_KEY, s(&lease.lease_key))
+            .condition_expression(condition)
+            .set_expression_attribute_names(Some(names))
+            .set_expression_attribute_values(Some(values))
+            .send()
+            .await;
+        match result {
+            Ok(_) => {
+                debug!(table = %self.table, lease_key = %lease.lease_key, "deleted lease");
+                Ok(true)
+            }
+            Err(err)
+                if err
+                    .as_service_error()
+                    .is_some_and(DeleteItemError::is_conditional_check_failed_exception) =>
+            {
+                Ok(false)
+            }
+            Err(err) => Err(from_sdk(
+                "DeleteItem",
+                &self.table,
+                Some(&lease.lease_key),
+                err,
+            )),
+        }
+    }
+
     /// Deletes the lease `lease_key` (unconditionally; deleting a missing lease succeeds).
     ///
     /// # Errors
@@ -476,7 +487,12 @@ impl LeaseTable {
         lease_key: &str,
         update: Update,
     ) -> Result<Lease, LeaseError> {
-        let (expression, condition, names, values) = update.into_parts();
+        let UpdateParts {
+            expression,
+            condition,
+            names,
+            values,
+        } = update.into_parts();
         let result = self
             .client
             .update_item()
@@ -517,197 +533,9 @@ impl LeaseTable {
     }
 }
 
-/// An UpdateItem being assembled: SET / REMOVE / ADD clauses, conditions, and the placeholders
-/// they use (DynamoDB rejects unused placeholders, so each is registered on use).
-#[derive(Debug, Default)]
-struct Update {
-    set: Vec<String>,
-    remove: Vec<String>,
-    add: Vec<String>,
-    conditions: Vec<String>,
-    names: HashMap<String, String>,
-    values: HashMap<String, AttributeValue>,
-}
-
-impl Update {
-    /// `leaseCounter = copy + 1`, expecting the copy's counter.
-    fn bump_counter(lease: &Lease) -> Result<Self, LeaseError> {
-        let next = lease
-            .lease_counter
-            .checked_add(1)
-            .ok_or_else(|| invalid(&lease.lease_key, "the lease counter is at its maximum"))?;
-        let mut update = Self::default();
-        update.set(schema::LEASE_COUNTER, n(next));
-        let counter = update.name(schema::LEASE_COUNTER);
-        let expected = update.value(":expectedLeaseCounter", n(lease.lease_counter));
-        update.conditions.push(format!("{counter} = {expected}"));
-        Ok(update)
-    }
-
-    /// Expects the stored owner to be the copy's owner, which must exist.
-    fn expect_owner(&mut self, lease: &Lease) -> Result<(), LeaseError> {
-        let owner = lease
-            .lease_owner
-            .as_deref()
-            .ok_or_else(|| invalid(&lease.lease_key, "the lease has no owner"))?;
-        let name = self.name(schema::LEASE_OWNER);
-        let expected = self.value(":expectedLeaseOwner", s(owner));
-        self.conditions.push(format!("{name} = {expected}"));
-        Ok(())
-    }
-
-    /// Expects the lease to exist.
-    fn expect_exists(&mut self) {
-        let key = self.name(schema::LEASE_KEY);
-        self.conditions.push(format!("attribute_exists({key})"));
-    }
-
-    fn set(&mut self, attribute: &'static str, value: AttributeValue) {
-        let name = self.name(attribute);
-        let value = self.value(&format!(":{attribute}"), value);
-        self.set.push(format!("{name} = {value}"));
-    }
-
-    fn remove(&mut self, attribute: &'static str) {
-        let name = self.name(attribute);
-        self.remove.push(name);
-    }
-
-    fn add(&mut self, attribute: &'static str, value: AttributeValue) {
-        let name = self.name(attribute);
-        let value = self.value(&format!(":{attribute}"), value);
-        self.add.push(format!("{name} {value}"));
-    }
-
-    fn name(&mut self, attribute: &'static str) -> String {
-        let placeholder = format!("#{attribute}");
-        self.names.insert(placeholder.clone(), attribute.to_owned());
-        placeholder
-    }
-
-    fn value(&mut self, placeholder: &str, value: AttributeValue) -> String {
-        self.values.insert(placeholder.to_owned(), value);
-        placeholder.to_owned()
-    }
-
-    /// The update expression, the condition expression, and the placeholders.
-    fn into_parts(
-        self,
-    ) -> (
-        String,
-        String,
-        HashMap<String, String>,
-        HashMap<String, AttributeValue>,
-    ) {
-        let mut clauses = Vec::new();
-        for (keyword, parts) in [
-            ("SET", &self.set),
-            ("REMOVE", &self.remove),
-            ("ADD", &self.add),
-        ] {
-            if !parts.is_empty() {
-                clauses.push(format!("{keyword} {}", parts.join(", ")));
-            }
-        }
-        (
-            clauses.join(" "),
-            self.conditions.join(" AND "),
-            self.names,
-            self.values,
-        )
-    }
-}
-
-fn invalid(lease_key: &str, reason: &'static str) -> LeaseError {
-    LeaseError::InvalidInput {
-        lease_key: lease_key.to_owned(),
-        reason,
-    }
-}
-
-fn validate_key(lease_key: &str) -> Result<(), LeaseError> {
-    if lease_key.is_empty() {
-        Err(invalid(lease_key, "the lease key is empty"))
-    } else {
-        Ok(())
-    }
-}
-
-fn validate_new_lease(lease: &Lease) -> Result<(), LeaseError> {
-    let key = lease.lease_key.as_str();
-    validate_key(key)?;
-    if lease.lease_owner.as_deref() == Some("") {
-        return Err(invalid(key, "the owner is empty"));
-    }
-    validate_checkpoint(key, &lease.checkpoint)?;
-    if let Some(pending) = &lease.pending_checkpoint {
-        validate_checkpoint(key, pending)?;
-    }
-    if let Some((start, end)) = &lease.hash_key_range {
-        if !is_decimal(start, MAX_HASH_KEY_DIGITS) || !is_decimal(end, MAX_HASH_KEY_DIGITS) {
-            return Err(invalid(
-                key,
-                "the hash key range is not two decimal numbers",
-            ));
-        }
-    }
-    Ok(())
-}
-
-fn validate_checkpoint(lease_key: &str, checkpoint: &Checkpoint) -> Result<(), LeaseError> {
-    checkpoint
-        .validate()
-        .map_err(|source| LeaseError::InvalidCheckpoint {
-            lease_key: lease_key.to_owned(),
-            source,
-        })
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn checkpoint_update_expression() {
-        let mut lease = Lease::new("shard-1", Checkpoint::TrimHorizon);
-        lease.lease_owner = Some("w".into());
-        lease.lease_counter = 4;
-        let mut update = Update::bump_counter(&lease).unwrap();
-        update.expect_owner(&lease).unwrap();
-        update.set(schema::CHECKPOINT, s("SHARD_END"));
-        update.remove(schema::PENDING_CHECKPOINT);
-        update.add(schema::OWNER_SWITCHES_SINCE_CHECKPOINT, n(1));
-        let (expression, condition, names, values) = update.into_parts();
-        assert_eq!(
-            expression,
-            "SET #leaseCounter = :leaseCounter, #checkpoint = :checkpoint \
-             REMOVE #pendingCheckpoint ADD #ownerSwitchesSinceCheckpoint \
-             :ownerSwitchesSinceCheckpoint"
-        );
-        assert_eq!(
-            condition,
-            "#leaseCounter = :expectedLeaseCounter AND #leaseOwner = :expectedLeaseOwner"
-        );
-        assert_eq!(names.len(), 5);
-        assert_eq!(values[":leaseCounter"], n(5));
-        assert_eq!(values[":expectedLeaseCounter"], n(4));
-        assert_eq!(values[":expectedLeaseOwner"], s("w"));
-    }
-
-    #[test]
-    fn owner_is_required_and_counter_cannot_overflow() {
-        let mut lease = Lease::new("shard-1", Checkpoint::TrimHorizon);
-        let mut update = Update::bump_counter(&lease).unwrap();
-        assert!(matches!(
-            update.expect_owner(&lease),
-            Err(LeaseError::InvalidInput { .. })
-        ));
-        lease.lease_counter = u64::MAX;
-        assert!(matches!(
-            Update::bump_counter(&lease),
-            Err(LeaseError::InvalidInput { .. })
-        ));
-    }
 
     #[test]
     fn handles_are_send_sync_clone() {

@@ -35,13 +35,37 @@ pub(crate) struct RecordsPage {
     pub(crate) child_shards: Vec<ChildShard>,
 }
 
-/// One shard as ListShards describes it (only what finding children needs).
+/// One shard as ListShards describes it.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub(crate) struct ShardSummary {
     pub(crate) shard_id: String,
     pub(crate) parent_shard_id: Option<String>,
     pub(crate) adjacent_parent_shard_id: Option<String>,
     pub(crate) hash_range: HashRange,
+    /// No ending sequence number: records are still being added.
+    pub(crate) open: bool,
+}
+
+impl ShardSummary {
+    /// The parent and the adjacent parent, those that are set.
+    pub(crate) fn parents(&self) -> impl Iterator<Item = &str> {
+        self.parent_shard_id
+            .as_deref()
+            .into_iter()
+            .chain(self.adjacent_parent_shard_id.as_deref())
+    }
+}
+
+/// Which shards a ListShards call returns.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) enum ShardListing {
+    /// Every shard the stream still has.
+    All,
+    /// Every shard whose id sorts after this one (`AFTER_SHARD_ID`): where a closed shard's
+    /// children are.
+    After(String),
+    /// The shards open at this time (`AT_TIMESTAMP`).
+    AtTimestamp(SystemTime),
 }
 
 /// The Kinesis calls polling retrieval makes. Each returns a classified [`CallError`]; retrying
@@ -61,17 +85,19 @@ pub(crate) trait KinesisApi: Send + Sync + 'static {
         limit: i32,
     ) -> impl Future<Output = Result<RecordsPage, CallError>> + Send;
 
-    /// Every shard whose id sorts after `shard_id` (ListShards with an `AFTER_SHARD_ID`
-    /// filter, all pages): where a closed shard's children are.
-    fn list_shards_after(
+    /// The shards of `listing` (ListShards, all pages): the one ListShards of the crate, used
+    /// by shard sync, lease cleanup and retrieval alike.
+    fn list_shards(
         &self,
         stream: &StreamId,
-        shard_id: &str,
+        listing: &ShardListing,
     ) -> impl Future<Output = Result<Vec<ShardSummary>, CallError>> + Send;
 }
 
 /// [`KinesisApi`] over the AWS SDK, each call bounded by a timeout and with the SDK's own
 /// retries turned off, so every retry is counted and paced in one place.
+///
+/// [`ShardListing::AtTimestamp`] and [`ShardListing::After`] use ListShards' `ShardFilter`.
 #[derive(Debug, Clone)]
 pub(crate) struct SdkKinesis {
     client: Client,
@@ -195,19 +221,28 @@ impl KinesisApi for SdkKinesis {
         self.bounded(operation, call).await
     }
 
-    async fn list_shards_after(
+    async fn list_shards(
         &self,
         stream: &StreamId,
-        shard_id: &str,
+        listing: &ShardListing,
     ) -> Result<Vec<ShardSummary>, CallError> {
         let operation = Operation::ListShards;
-        let filter = ShardFilter::builder()
-            .r#type(ShardFilterType::AfterShardId)
-            .shard_id(shard_id)
-            .build()
-            .map_err(|error| {
-                CallError::new(operation, Class::InvalidRequest, "BuildError", error)
-            })?;
+        let filter = match listing {
+            ShardListing::All => None,
+            ShardListing::After(shard_id) => Some(
+                ShardFilter::builder()
+                    .r#type(ShardFilterType::AfterShardId)
+                    .shard_id(shard_id),
+            ),
+            ShardListing::AtTimestamp(at) => Some(
+                ShardFilter::builder()
+                    .r#type(ShardFilterType::AtTimestamp)
+                    .timestamp(DateTime::from(*at)),
+            ),
+        }
+        .map(|builder| builder.build())
+        .transpose()
+        .map_err(|error| CallError::new(operation, Class::InvalidRequest, "BuildError", error))?;
         let call = async {
             let mut shards = Vec::new();
             let mut next_token: Option<String> = None;
@@ -219,12 +254,12 @@ impl KinesisApi for SdkKinesis {
                         .client
                         .list_shards()
                         .stream_name(name)
-                        .shard_filter(filter.clone()),
+                        .set_shard_filter(filter.clone()),
                     (None, StreamId::Arn(arn)) => self
                         .client
                         .list_shards()
                         .stream_arn(arn)
-                        .shard_filter(filter.clone()),
+                        .set_shard_filter(filter.clone()),
                 };
                 let output = request
                     .customize()
@@ -257,6 +292,9 @@ impl KinesisApi for SdkKinesis {
                             .adjacent_parent_shard_id()
                             .map(str::to_owned),
                         hash_range,
+                        open: shard
+                            .sequence_number_range()
+                            .is_none_or(|r| r.ending_sequence_number().is_none()),
                     });
                 }
                 match output.next_token {

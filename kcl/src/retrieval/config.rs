@@ -121,6 +121,30 @@ impl PollingConfig {
         self
     }
 
+    /// The durations that must be positive, by setting name, for validation by the scheduler
+    /// (the setters only clamp the lower end), plus `min_time_between_calls` when set.
+    pub(crate) fn durations(&self) -> Vec<(&'static str, Duration)> {
+        let mut durations = vec![
+            (
+                "polling.idle_time_between_reads",
+                self.idle_time_between_reads,
+            ),
+            ("polling.throttle_backoff_min", self.min_backoff),
+            ("polling.throttle_backoff_max", self.max_backoff),
+            ("polling.request_timeout", self.request_timeout),
+        ];
+        if !self.min_time_between_calls.is_zero() {
+            durations.push((
+                "polling.min_time_between_calls",
+                self.min_time_between_calls,
+            ));
+        }
+        if let Some(limit) = self.give_up_after {
+            durations.push(("polling.give_up_after", limit.max(ONE_MILLISECOND)));
+        }
+        durations
+    }
+
     /// Whether the next GetRecords call runs in a background task while the caller processes
     /// the current batch (bounded: one batch waits, so about two batches are in memory).
     /// Without it, each [`next_batch`](super::RecordSource::next_batch) makes its call

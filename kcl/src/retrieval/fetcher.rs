@@ -37,7 +37,7 @@ use rand::Rng;
 use tokio::time::Instant;
 use tracing::{debug, info, warn};
 
-use super::api::{IteratorStart, KinesisApi, RecordsPage, ShardSummary};
+use super::api::{IteratorStart, KinesisApi, RecordsPage, ShardListing, ShardSummary};
 use super::config::PollingConfig;
 use super::error::{CallError, Class, RetrievalError};
 use super::sequence::{Position, compare_sequence_numbers, is_sequence_number};
@@ -254,7 +254,7 @@ impl<A: KinesisApi> Fetcher<A> {
             add(&self.counters.list_shards_calls, 1);
             match self
                 .api
-                .list_shards_after(&self.stream, &self.shard_id)
+                .list_shards(&self.stream, &ShardListing::After(self.shard_id.clone()))
                 .await
             {
                 Ok(shards) => return Ok(children_of(&self.shard_id, shards)),
@@ -267,7 +267,7 @@ impl<A: KinesisApi> Fetcher<A> {
     async fn pause(&mut self, not_before: Option<Instant>) {
         let mut wake = not_before;
         if self.retry.failures > 0 {
-            let backoff_until = Instant::now() + self.retry_delay();
+            let backoff_until = after(Instant::now(), self.retry_delay());
             wake = Some(wake.map_or(backoff_until, |at| at.max(backoff_until)));
         }
         if let Some(at) = wake {
@@ -426,9 +426,9 @@ impl<A: KinesisApi> Fetcher<A> {
             });
         }
         let caught_up = kinesis_records == 0 && millis_behind_latest.is_none_or(|ms| ms <= 0);
-        let mut next_call_at = started + self.config.min_time_between_calls;
+        let mut next_call_at = after(started, self.config.min_time_between_calls);
         if caught_up {
-            next_call_at = next_call_at.max(started + self.config.idle_time_between_reads);
+            next_call_at = next_call_at.max(after(started, self.config.idle_time_between_reads));
         }
         self.next_call_at = Some(next_call_at);
         self.iterator = next_iterator;
@@ -464,8 +464,16 @@ impl<A: KinesisApi> Fetcher<A> {
     }
 }
 
+/// `start + by`, or a year later when that overflows (a setting of `Duration::MAX`).
+fn after(start: Instant, by: Duration) -> Instant {
+    start
+        .checked_add(by)
+        .or_else(|| start.checked_add(Duration::from_secs(86_400 * 365)))
+        .unwrap_or(start)
+}
+
 /// The shards in `shards` that name `parent` as a parent, as [`ChildShard`]s.
-fn children_of(parent: &str, shards: Vec<ShardSummary>) -> Vec<ChildShard> {
+pub(crate) fn children_of(parent: &str, shards: Vec<ShardSummary>) -> Vec<ChildShard> {
     shards
         .into_iter()
         .filter(|shard| {

@@ -59,3 +59,12 @@ pub use sequence::{MAX_SEQUENCE_NUMBER_DIGITS, compare_sequence_numbers, is_sequ
 pub use source::RecordSource;
 pub use stats::RetrievalStats;
 pub use types::{ChildShard, ShardBatch, StartingPosition, StreamId};
+
+#[cfg(test)]
+pub(crate) use api::{IteratorStart, RecordsPage};
+pub(crate) use api::{KinesisApi, SdkKinesis, ShardListing, ShardSummary};
+#[cfg(test)]
+pub(crate) use error::Operation;
+pub(crate) use error::{CallError, Class};
+pub(crate) use fetcher::children_of;
+pub(crate) use polling::Driver;

@@ -8,7 +8,7 @@ use aggregation_proto::{Aggregator, AggregatorConfig, HashRange, ReceivedRecord,
 use tokio::time::Instant;
 use tracing::Span;
 
-use super::api::{IteratorStart, KinesisApi, RecordsPage, ShardSummary};
+use super::api::{IteratorStart, KinesisApi, RecordsPage, ShardListing, ShardSummary};
 use super::error::{CallError, Class, Operation};
 use super::fetcher::LATEST_CLOCK_SKEW_MARGIN;
 use super::polling::Driver;
@@ -215,10 +215,10 @@ impl KinesisApi for FakeApi {
         })
     }
 
-    async fn list_shards_after(
+    async fn list_shards(
         &self,
         _stream: &StreamId,
-        _shard_id: &str,
+        _listing: &ShardListing,
     ) -> Result<Vec<ShardSummary>, CallError> {
         self.enter(Operation::ListShards)?;
         Ok(self.state().listed.clone())
@@ -653,6 +653,7 @@ async fn shard_end_without_children_in_the_response_asks_list_shards() {
                 parent_shard_id: Some("shardId-000000000001".into()),
                 adjacent_parent_shard_id: None,
                 hash_range: range(0, 10),
+                open: true,
             },
             // A merge of this shard with its neighbour.
             ShardSummary {
@@ -660,6 +661,7 @@ async fn shard_end_without_children_in_the_response_asks_list_shards() {
                 parent_shard_id: Some("shardId-000000000002".into()),
                 adjacent_parent_shard_id: Some("shardId-000000000000".into()),
                 hash_range: range(0, u128::MAX),
+                open: true,
             },
         ];
     }

@@ -755,3 +755,69 @@ fn a_worker_joining_a_fleet_gets_its_share_in_one_cycle_and_nothing_more_moves()
         assert_eq!(fleet.tick(tick), []);
     }
 }
+
+#[test]
+fn finished_leases_are_neither_counted_nor_taken() {
+    let mut leases = owned(&[(Some("a"), 2), (None, 2)]);
+    for lease in &mut leases[2..] {
+        lease.checkpoint = Checkpoint::ShardEnd;
+    }
+    // Two unfinished leases, both a's; the two finished ones do not make b's target 2.
+    let plan = Planner::new("b").plan(&leases);
+    assert_eq!((plan.leases, plan.target, plan.unowned), (2, 1, 0));
+    assert!(
+        keys(&plan).iter().all(|k| *k == "l00" || *k == "l01"),
+        "{:?}",
+        keys(&plan)
+    );
+    // A worker never takes a finished lease, even an unowned one and even when it has
+    // nothing else to do.
+    let only_finished = owned(&[(None, 3)])
+        .into_iter()
+        .map(|mut l| {
+            l.checkpoint = Checkpoint::ShardEnd;
+            l
+        })
+        .collect::<Vec<_>>();
+    assert!(Planner::new("b").plan(&only_finished).takes.is_empty());
+}
+
+#[test]
+fn a_lease_being_handed_over_counts_for_its_new_owner_and_is_never_stolen() {
+    // b asked a for l02 and l03: a still holds them, b owns them.
+    let mut leases = owned(&[(Some("a"), 2), (Some("b"), 2)]);
+    for lease in &mut leases[2..] {
+        lease.checkpoint_owner = Some("a".into());
+    }
+    // a is at its target of 2 (by owner): nothing to do, in particular no taking back.
+    assert!(Planner::new("a").plan(&leases).takes.is_empty());
+    // A third worker needs 1 (target 2 of 4 over 3 is 2, it has 0): it steals from a, never
+    // a lease in a handoff.
+    let plan = Planner::new("c").plan(&leases);
+    assert!(
+        keys(&plan).iter().all(|k| *k == "l00" || *k == "l01"),
+        "{:?}",
+        keys(&plan)
+    );
+}
+
+#[test]
+fn children_waiting_on_unfinished_parents_are_taken_last() {
+    let mut parent = lease("p", None);
+    parent.lease_owner = Some("a".into());
+    let mut child = lease("c", None);
+    child.parent_shard_ids = vec!["p".into()];
+    let other = lease("x", None);
+    let planner = Planner {
+        max_leases: NonZeroUsize::new(1),
+        ..Planner::new("b")
+    };
+    // Room for one lease: the one that can be processed now, not the waiting child.
+    assert_eq!(
+        keys(&planner.plan(&[parent.clone(), child.clone(), other])),
+        ["x"]
+    );
+    // Once the parent is finished the child is ready like any other.
+    parent.checkpoint = Checkpoint::ShardEnd;
+    assert_eq!(keys(&planner.plan(&[parent, child])), ["c"]);
+}

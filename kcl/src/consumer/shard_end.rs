@@ -1,0 +1,178 @@
+//! A shard's end, retried until it is durable (the Java KCL's `ShutdownTask` with reason
+//! SHARD_END):
+//!
+//! 1. the children's leases are created (at TRIM_HORIZON). A merge child is created only once
+//!    its other parent has a lease too, or is gone from the stream: otherwise the child could
+//!    start before that parent is read (a missing parent lease counts as finished);
+//! 2. `childShardIds` is written on this lease (the Java KCL writes it, and its lease cleanup
+//!    reads it);
+//! 3. the processor's `shard_ended` must checkpoint SHARD_END.
+//!
+//! If any step fails, or `shard_ended` returns without SHARD_END stored, the whole sequence is
+//! tried again after a backoff, until it is durable or the lease is lost: the children never
+//! wait on a parent that nobody will finish.
+
+use std::collections::BTreeSet;
+
+use tracing::{info, warn};
+
+use super::{Consumer, Ended, ShardContext, bounded};
+use crate::checkpointer::Checkpointer;
+use crate::lease::{Checkpoint, LeaseError};
+use crate::processor::ShardRecordProcessor;
+use crate::retrieval::{ChildShard, KinesisApi, ShardListing};
+use crate::scheduler::ShardPhase;
+use crate::shard_sync::child_lease;
+
+/// Why a round of the shard end did not complete.
+#[derive(Debug, thiserror::Error)]
+enum NotYet {
+    #[error("the merge child {child} waits for a lease of its other parent {other}")]
+    OtherParentUnleased { child: String, other: String },
+    #[error("lease table")]
+    Lease(#[from] LeaseError),
+    #[error("ListShards failed ({0})")]
+    ListShards(String),
+    #[error("shard_ended returned without a stored SHARD_END checkpoint")]
+    NotCheckpointed,
+    #[error("shard_ended did not return within the processor timeout")]
+    TimedOut,
+}
+
+pub(super) async fn finish<A, P>(
+    consumer: &mut Consumer<A, P>,
+    checkpointer: &mut Checkpointer,
+    children: Vec<ChildShard>,
+) -> Ended
+where
+    A: KinesisApi + Clone,
+    P: ShardRecordProcessor,
+{
+    checkpointer.shard_end_reached();
+    consumer
+        .context
+        .status
+        .phase(&consumer.key, ShardPhase::ShardEnding);
+    let config = consumer.context.config.clone();
+    let mut backoff = crate::backoff::Backoff::new(config.retry_min, config.retry_max);
+    loop {
+        if consumer
+            .context
+            .coordinator
+            .holding_lease(&consumer.holding)
+            .is_none()
+        {
+            let _ = bounded(
+                Some(config.shutdown_timeout),
+                consumer.processor.lease_lost(),
+            )
+            .await;
+            return Ended::LeaseLost;
+        }
+        match attempt(consumer, checkpointer, &children).await {
+            Ok(()) => {
+                info!(
+                    children = ?children.iter().map(|c| &c.shard_id).collect::<Vec<_>>(),
+                    "shard ended: SHARD_END stored"
+                );
+                return Ended::ShardEnd;
+            }
+            Err(why) => {
+                let wait = backoff.next_delay();
+                warn!(
+                    attempt = backoff.attempts(),
+                    retry_in = ?wait,
+                    error = %crate::coordinator::Chain(&why),
+                    "shard end not durable yet; retrying"
+                );
+                if let Err(stop) = consumer.pause(wait).await {
+                    return match stop {
+                        super::Stop::LeaseLost => {
+                            let _ = bounded(
+                                Some(config.shutdown_timeout),
+                                consumer.processor.lease_lost(),
+                            )
+                            .await;
+                            Ended::LeaseLost
+                        }
+                        super::Stop::Shutdown => Ended::Shutdown,
+                        super::Stop::Handoff => Ended::HandedOff,
+                    };
+                }
+            }
+        }
+    }
+}
+
+async fn attempt<A, P>(
+    consumer: &mut Consumer<A, P>,
+    checkpointer: &mut Checkpointer,
+    children: &[ChildShard],
+) -> Result<(), NotYet>
+where
+    A: KinesisApi + Clone,
+    P: ShardRecordProcessor,
+{
+    create_children(&consumer.context, &consumer.key, children).await?;
+    if !children.is_empty() {
+        let ids: Vec<String> = children.iter().map(|c| c.shard_id.clone()).collect();
+        consumer
+            .context
+            .store
+            .update_child_shards(&consumer.key, &ids)
+            .await?;
+    }
+    if *checkpointer.last_checkpoint() != Checkpoint::ShardEnd {
+        let limit = consumer.context.config.processor_timeout;
+        bounded(limit, consumer.processor.shard_ended(checkpointer))
+            .await
+            .map_err(|()| NotYet::TimedOut)?;
+    }
+    if *checkpointer.last_checkpoint() == Checkpoint::ShardEnd {
+        Ok(())
+    } else {
+        Err(NotYet::NotCheckpointed)
+    }
+}
+
+async fn create_children<A: KinesisApi>(
+    context: &ShardContext<A>,
+    key: &str,
+    children: &[ChildShard],
+) -> Result<(), NotYet> {
+    let store = &context.store;
+    if let [child] = children {
+        let others: Vec<&String> = child
+            .parent_shard_ids
+            .iter()
+            .filter(|parent| parent.as_str() != key)
+            .collect();
+        for other in others {
+            if store.get(other).await?.is_some() {
+                continue;
+            }
+            // No lease: fine if the other parent is gone from the stream (trimmed), not if it
+            // still has records nobody read.
+            let listed: BTreeSet<String> = context
+                .api
+                .list_shards(&context.stream, &ShardListing::All)
+                .await
+                .map_err(|error| NotYet::ListShards(error.code.clone()))?
+                .into_iter()
+                .map(|shard| shard.shard_id)
+                .collect();
+            if listed.contains(other) {
+                return Err(NotYet::OtherParentUnleased {
+                    child: child.shard_id.clone(),
+                    other: other.clone(),
+                });
+            }
+        }
+    }
+    for child in children {
+        if store.create_if_absent(&child_lease(child)).await? {
+            info!(child = %child.shard_id, "child lease created");
+        }
+    }
+    Ok(())
+}

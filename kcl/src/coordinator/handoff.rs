@@ -1,0 +1,153 @@
+//! Graceful handoffs, the taker's side (the Java KCL 3.x's `checkpointOwner` protocol).
+//!
+//! ```text
+//!  taker T                         lease row                          holder H
+//!  request_handoff ──────► leaseOwner=T, checkpointOwner=H
+//!                                    │      H's next renewal fails its owner condition; H
+//!                                    │      re-reads, finds itself checkpointOwner, adopts
+//!                                    │      the copy and keeps renewing it; its processor
+//!                                    │      gets shutdown_requested and checkpoints
+//!                          checkpointOwner removed  ◄──────────────── release (let go)
+//!  poll sees no checkpointOwner
+//!  take ─────────────────► leaseOwner=T, counter+1: T processes from H's last checkpoint
+//! ```
+//!
+//! T re-reads the leases it asked for every [`handoff_poll_interval`]. It takes the lease
+//! without waiting further once the holder let go, once the [`handoff_timeout`] has passed (a
+//! holder that ignores `checkpointOwner`, like the Java KCL 2.x, keeps processing until T's
+//! take makes its next renewal fail), or once the holder stopped renewing for the failover
+//! time (it died). It gives up when the lease went to someone else, was finished, or is gone.
+//!
+//! [`handoff_poll_interval`]: super::CoordinatorConfig::handoff_poll_interval
+//! [`handoff_timeout`]: super::CoordinatorConfig::handoff_timeout
+
+use tokio::time::timeout;
+use tracing::{debug, info, warn};
+
+use super::error::{Chain, timed_out};
+use super::plan::TakeReason;
+use super::state::Shared;
+use super::taker::take;
+use crate::lease::Lease;
+
+/// Asks the holder of `lease` (as scanned) to hand it over; returns whether the request was
+/// written.
+pub(crate) async fn request(shared: &Shared, lease: &Lease) -> bool {
+    let limit = shared.config.renew_interval();
+    let result = match timeout(
+        limit,
+        shared.store.request_handoff(lease, &shared.worker_id),
+    )
+    .await
+    {
+        Ok(result) => result,
+        Err(_) => Err(timed_out("UpdateItem", shared.store.table_name(), limit)),
+    };
+    match result {
+        Ok(stored) => {
+            info!(
+                lease_key = %stored.lease_key,
+                from = ?stored.checkpoint_owner,
+                "handoff requested"
+            );
+            shared.add_pending(stored, shared.clock.now());
+            true
+        }
+        Err(err) if err.is_lease_lost() => {
+            debug!(lease_key = %lease.lease_key, "lease changed before the handoff request; skipped");
+            false
+        }
+        Err(err) => {
+            warn!(lease_key = %lease.lease_key, error = %Chain(&err), "handoff request failed");
+            false
+        }
+    }
+}
+
+/// Re-reads every lease this worker waits on and takes those that are ready.
+pub(crate) async fn poll(shared: &Shared) {
+    let limit = shared.config.renew_interval();
+    for (key, pending) in shared.pending() {
+        let stored = match timeout(limit, shared.store.get(&key)).await {
+            Ok(Ok(stored)) => stored,
+            Ok(Err(err)) => {
+                debug!(lease_key = %key, error = %Chain(&err), "reading a handed-over lease failed");
+                continue;
+            }
+            Err(_) => continue,
+        };
+        let Some(stored) = stored else {
+            shared.drop_pending(&key);
+            continue;
+        };
+        if !stored.is_owned_by(&shared.worker_id) || stored.is_finished() {
+            shared.drop_pending(&key);
+            continue;
+        }
+        let now = shared.clock.now();
+        shared.update_pending(stored.clone(), now);
+        let counter_since = if stored.lease_counter == pending.lease.lease_counter {
+            pending.counter_since
+        } else {
+            now
+        };
+        let let_go = stored.checkpoint_owner.is_none();
+        let timed_out =
+            now.saturating_duration_since(pending.requested_at) >= shared.config.handoff_timeout();
+        let holder_dead =
+            now.saturating_duration_since(counter_since) > shared.config.failover_time();
+        if !(let_go || timed_out || holder_dead) {
+            continue;
+        }
+        let reason = TakeReason::Expired {
+            owner: stored.holder().unwrap_or_default().to_owned(),
+            idle: now.saturating_duration_since(counter_since),
+        };
+        if take(shared, &stored, &reason).await {
+            shared.with_stats(|stats| {
+                if let_go {
+                    stats.handoffs_completed += 1;
+                } else {
+                    stats.handoffs_forced += 1;
+                }
+            });
+            if let_go {
+                info!(lease_key = %key, waited = ?now.saturating_duration_since(pending.requested_at), "handoff completed");
+            } else {
+                warn!(
+                    lease_key = %key,
+                    holder = ?stored.checkpoint_owner,
+                    waited = ?now.saturating_duration_since(pending.requested_at),
+                    "handoff not answered; lease taken anyway"
+                );
+            }
+        }
+    }
+}
+
+/// Withdraws every handoff this worker waits on (it is leaving): the holder keeps its lease,
+/// or, if it let go already, the lease is released for anyone to take.
+pub(crate) async fn cancel_all(shared: &Shared) {
+    let limit = shared.config.renew_interval();
+    for (key, pending) in shared.take_pending() {
+        let stored = match timeout(limit, shared.store.get(&key)).await {
+            Ok(Ok(Some(stored))) => stored,
+            _ => pending.lease,
+        };
+        if !stored.is_owned_by(&shared.worker_id) {
+            continue;
+        }
+        let result = if stored.checkpoint_owner.is_some() {
+            timeout(limit, shared.store.cancel_handoff(&stored)).await
+        } else {
+            timeout(limit, shared.store.release(&stored)).await
+        };
+        match result {
+            Ok(Ok(_)) => info!(lease_key = %key, "handoff withdrawn"),
+            Ok(Err(err)) => {
+                debug!(lease_key = %key, error = %Chain(&err), "withdrawing a handoff failed")
+            }
+            Err(_) => debug!(lease_key = %key, "withdrawing a handoff timed out"),
+        }
+    }
+}

@@ -1,0 +1,29 @@
+//! [`ScanSnapshot`]: what the taker saw in its last scan of the lease table, for the worker's
+//! state, lease cleanup and `--idle-exit`.
+
+use std::time::{Duration, Instant};
+
+use crate::lease::Lease;
+
+/// The lease table as this worker's last successful scan saw it.
+#[derive(Debug, Clone)]
+#[non_exhaustive]
+pub struct ScanSnapshot {
+    /// When the scan was made (this worker's clock).
+    pub at: Instant,
+    /// Every lease, with how long its counter had stood still in this worker's scans.
+    pub leases: Vec<(Lease, Duration)>,
+    /// Leases this worker could take: not finished, and unowned or expired (held by nobody
+    /// alive), excluding those it holds or just gave back.
+    pub takeable: Vec<String>,
+}
+
+impl ScanSnapshot {
+    /// The lease `key`, if the scan had it.
+    pub fn get(&self, key: &str) -> Option<&Lease> {
+        self.leases
+            .iter()
+            .map(|(lease, _)| lease)
+            .find(|lease| lease.lease_key == key)
+    }
+}

@@ -1,0 +1,124 @@
+//! The worker's settings besides the coordinator's: [`InitialPosition`], the validated
+//! [`WorkerConfig`], and [`SchedulerError`].
+
+use std::time::{Duration, SystemTime};
+
+use crate::coordinator::{ConfigError, CoordinatorConfig};
+use crate::lease::LeaseError;
+use crate::retrieval::PollingConfig;
+use crate::shard_sync::ShardSyncError;
+
+/// Where a new application starts reading shards that have no checkpoint yet.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum InitialPosition {
+    /// After the newest record (the reference's default).
+    Latest,
+    /// At the oldest record still in the stream.
+    TrimHorizon,
+    /// At the first record at or after this time.
+    AtTimestamp(SystemTime),
+}
+
+/// Why the scheduler could not start or had to stop.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum SchedulerError {
+    /// Neither an SDK config nor both clients were given.
+    #[error("no AWS configuration: call sdk_config() or clients() on the builder")]
+    MissingClients,
+    /// A setting cannot work.
+    #[error("invalid configuration: {0}")]
+    Config(#[from] ConfigError),
+    /// The lease table could not be created or read (a fatal error: access denied, a
+    /// validation error; transient failures are retried).
+    #[error("lease table")]
+    Lease(#[from] LeaseError),
+    /// The stream's shards could not be listed (a fatal error: check the stream name, region
+    /// and credentials; transient failures are retried).
+    #[error("shard sync")]
+    ShardSync(#[from] ShardSyncError),
+}
+
+/// The scheduler's own timings, validated by the builder. Defaults are the Java KCL's where it
+/// has the setting.
+#[derive(Debug, Clone)]
+pub(crate) struct WorkerConfig {
+    pub(crate) initial: InitialPosition,
+    pub(crate) polling: PollingConfig,
+    pub(crate) shard_sync_interval: Duration,
+    pub(crate) parent_poll_interval: Duration,
+    pub(crate) cleanup_interval: Duration,
+    pub(crate) shutdown_timeout: Duration,
+    pub(crate) processor_timeout: Option<Duration>,
+    /// Backoff between attempts of a failed shard end, a restart after a processor failure,
+    /// a startup step: from `retry_min` doubling up to `retry_max`.
+    pub(crate) retry_min: Duration,
+    pub(crate) retry_max: Duration,
+}
+
+impl WorkerConfig {
+    pub(crate) const DEFAULT_SHARD_SYNC_INTERVAL: Duration = Duration::from_secs(60);
+    pub(crate) const DEFAULT_PARENT_POLL_INTERVAL: Duration = Duration::from_secs(1);
+    pub(crate) const DEFAULT_CLEANUP_INTERVAL: Duration = Duration::from_secs(60);
+    pub(crate) const DEFAULT_SHUTDOWN_TIMEOUT: Duration = Duration::from_secs(30);
+    pub(crate) const DEFAULT_PROCESSOR_TIMEOUT: Duration = Duration::from_secs(300);
+    pub(crate) const DEFAULT_RETRY_MIN: Duration = Duration::from_millis(500);
+    pub(crate) const DEFAULT_RETRY_MAX: Duration = Duration::from_secs(30);
+
+    pub(crate) fn new(initial: InitialPosition) -> Self {
+        Self {
+            initial,
+            polling: PollingConfig::default(),
+            shard_sync_interval: Self::DEFAULT_SHARD_SYNC_INTERVAL,
+            parent_poll_interval: Self::DEFAULT_PARENT_POLL_INTERVAL,
+            cleanup_interval: Self::DEFAULT_CLEANUP_INTERVAL,
+            shutdown_timeout: Self::DEFAULT_SHUTDOWN_TIMEOUT,
+            processor_timeout: Some(Self::DEFAULT_PROCESSOR_TIMEOUT),
+            retry_min: Self::DEFAULT_RETRY_MIN,
+            retry_max: Self::DEFAULT_RETRY_MAX,
+        }
+    }
+
+    /// Checks every duration: positive and at most [`CoordinatorConfig::MAX_DURATION`], and
+    /// the polling settings' upper bounds.
+    pub(crate) fn validate(&self) -> Result<(), ConfigError> {
+        let mut durations = vec![
+            ("shard_sync_interval", self.shard_sync_interval),
+            ("parent_poll_interval", self.parent_poll_interval),
+            ("cleanup_interval", self.cleanup_interval),
+            ("shutdown_timeout", self.shutdown_timeout),
+            ("retry_backoff_min", self.retry_min),
+            ("retry_backoff_max", self.retry_max),
+        ];
+        if let Some(timeout) = self.processor_timeout {
+            durations.push(("processor_timeout", timeout));
+        }
+        durations.extend(self.polling.durations());
+        for (setting, value) in durations {
+            check(setting, value)?;
+        }
+        if self.retry_max < self.retry_min {
+            return Err(ConfigError::TooLong {
+                setting: "retry_backoff_min",
+                value: self.retry_min,
+                max: self.retry_max,
+            });
+        }
+        Ok(())
+    }
+}
+
+/// Positive and at most one day.
+pub(crate) fn check(setting: &'static str, value: Duration) -> Result<(), ConfigError> {
+    if value.is_zero() {
+        return Err(ConfigError::Zero { setting });
+    }
+    if value > CoordinatorConfig::MAX_DURATION {
+        return Err(ConfigError::TooLong {
+            setting,
+            value,
+            max: CoordinatorConfig::MAX_DURATION,
+        });
+    }
+    Ok(())
+}

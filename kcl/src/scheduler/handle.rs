@@ -1,0 +1,83 @@
+//! [`SchedulerHandle`]: shutting a running worker down, reading its counters and its state.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use tokio::sync::watch;
+use tokio_util::sync::CancellationToken;
+
+use super::state::{StatusBoard, WorkerState};
+use crate::coordinator::{CoordinatorStats, SharedState};
+use crate::metrics::{ConsumerMetrics, ConsumerSnapshot};
+
+/// Controls a running [`Scheduler`](super::Scheduler) from elsewhere. Cheap to clone.
+#[derive(Debug, Clone)]
+pub struct SchedulerHandle {
+    pub(super) shutdown: CancellationToken,
+    pub(super) done: watch::Receiver<bool>,
+    pub(super) metrics: Arc<ConsumerMetrics>,
+    pub(super) status: Arc<StatusBoard>,
+    /// The coordinator's shared state, not the coordinator itself: a handle must not keep
+    /// the renew and take loops alive once the worker is gone.
+    pub(super) coordinator: watch::Receiver<Option<SharedState>>,
+}
+
+impl SchedulerHandle {
+    /// Asks every processor to finish (`shutdown_requested`, where it may checkpoint), hands
+    /// the leases back so other workers take them in their next cycle, and waits until
+    /// [`Scheduler::run`](super::Scheduler::run) has returned. A processor that does not
+    /// return within the shutdown timeout is abandoned and its lease handed back anyway.
+    ///
+    /// # Cancel safety
+    /// The shutdown proceeds whether or not this future is polled to the end.
+    pub async fn graceful_shutdown(&self) {
+        self.shutdown.cancel();
+        let mut done = self.done.clone();
+        let _ = done.wait_for(|finished| *finished).await;
+    }
+
+    /// The worker's counters now.
+    pub fn metrics(&self) -> ConsumerSnapshot {
+        let held = self.status.snapshot().0.len();
+        self.metrics.snapshot(held)
+    }
+
+    /// The lease coordinator's counters (takes, steals, handoffs, renewals...), once the
+    /// worker has started.
+    pub fn lease_stats(&self) -> Option<CoordinatorStats> {
+        self.coordinator
+            .borrow()
+            .as_ref()
+            .map(|shared| shared.stats())
+    }
+
+    /// What the worker is doing now: every held shard's phase, whether it is at the tip and
+    /// since when, and whether leases are left to take (see [`WorkerState::idle_since`]).
+    pub fn state(&self) -> WorkerState {
+        let (shards, held_changed_at) = self.status.snapshot();
+        let shared = self.coordinator.borrow().clone();
+        let scan = shared.as_ref().and_then(|shared| shared.last_scan());
+        WorkerState {
+            shards,
+            held_changed_at,
+            takeable_leases: scan.as_ref().map_or(0, |scan| scan.takeable.len()),
+            last_scan: scan.map(|scan| tokio::time::Instant::from_std(scan.at)),
+            pending_handoffs: shared.map_or(0, |shared| shared.stats().pending_handoffs),
+        }
+    }
+
+    /// Scans the lease table now (taking what is there to take, as every taking cycle does)
+    /// and returns the state after that scan, so a decision like "nothing left to read" is not
+    /// made on a scan older than one take interval. Waits at most `limit` for the scan (it
+    /// may fail, DynamoDB being unreachable); returns the state then either way.
+    pub async fn refreshed_state(&self, limit: Duration) -> WorkerState {
+        let coordinator = self.coordinator.borrow().clone();
+        if let Some(coordinator) = coordinator {
+            let mut scans = coordinator.subscribe_scans();
+            scans.borrow_and_update();
+            coordinator.wake_taker.notify_one();
+            let _ = tokio::time::timeout(limit, scans.changed()).await;
+        }
+        self.state()
+    }
+}

@@ -1,0 +1,397 @@
+//! The worker: creates the lease table, keeps leases for every shard, takes its share with the
+//! [`LeaseCoordinator`](crate::LeaseCoordinator), and runs one [`ShardRecordProcessor`] per
+//! held shard.
+//!
+//! - `config.rs`: [`InitialPosition`], the validated settings, [`SchedulerError`];
+//! - `handle.rs`: [`SchedulerHandle`] (shutdown, counters, [`WorkerState`]);
+//! - `state.rs`: what each held shard is doing;
+//! - `startup.rs`: table creation and the first shard sync, retried;
+//! - `worker.rs`: the loop that starts, stops and restarts shard consumers.
+
+mod config;
+mod handle;
+mod startup;
+mod state;
+#[cfg(test)]
+mod tests;
+mod worker;
+
+use std::num::NonZeroUsize;
+use std::sync::Arc;
+use std::time::Duration;
+
+use tokio::sync::watch;
+use tokio_util::sync::CancellationToken;
+
+pub use config::{InitialPosition, SchedulerError};
+pub use handle::SchedulerHandle;
+pub use state::{ShardPhase, ShardState, WorkerState};
+
+pub(crate) use config::WorkerConfig;
+pub(crate) use state::StatusBoard;
+pub(crate) use worker::{WorkerParts, run_worker};
+
+use crate::coordinator::{CoordinatorConfig, CoordinatorConfigBuilder};
+use crate::lease::{LeaseTable, TableOptions};
+use crate::metrics::ConsumerMetrics;
+use crate::processor::ShardRecordProcessor;
+use crate::retrieval::{PollingConfig, SdkKinesis, StreamId};
+
+/// Configures a [`Scheduler`]. Timings default to the Java KCL's.
+#[must_use]
+pub struct SchedulerBuilder<F> {
+    application_name: String,
+    table_name: Option<String>,
+    table_options: TableOptions,
+    stream: StreamId,
+    factory: F,
+    kinesis: Option<aws_sdk_kinesis::Client>,
+    dynamodb: Option<aws_sdk_dynamodb::Client>,
+    worker_id: Option<String>,
+    failover_time: Duration,
+    renew_interval: Option<Duration>,
+    take_interval: Option<Duration>,
+    max_leases_for_worker: Option<NonZeroUsize>,
+    graceful_handoff: bool,
+    handoff_timeout: Duration,
+    worker: WorkerConfig,
+}
+
+impl<F> std::fmt::Debug for SchedulerBuilder<F> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("SchedulerBuilder")
+            .field("application_name", &self.application_name)
+            .field("table_name", &self.table_name)
+            .field("stream", &self.stream)
+            .field("worker_id", &self.worker_id)
+            .field("initial", &self.worker.initial)
+            .finish_non_exhaustive()
+    }
+}
+
+impl<F, P> SchedulerBuilder<F>
+where
+    F: Fn(&str) -> P + Send + Sync + 'static,
+    P: ShardRecordProcessor,
+{
+    /// Builds the Kinesis and DynamoDB clients from an SDK config.
+    pub fn sdk_config(mut self, config: &aws_config::SdkConfig) -> Self {
+        self.kinesis = Some(aws_sdk_kinesis::Client::new(config));
+        self.dynamodb = Some(aws_sdk_dynamodb::Client::new(config));
+        self
+    }
+
+    /// Uses these clients.
+    pub fn clients(
+        mut self,
+        kinesis: aws_sdk_kinesis::Client,
+        dynamodb: aws_sdk_dynamodb::Client,
+    ) -> Self {
+        self.kinesis = Some(kinesis);
+        self.dynamodb = Some(dynamodb);
+        self
+    }
+
+    /// This worker's id, unique in the fleet (default: host name plus a random suffix).
+    pub fn worker_id(mut self, worker_id: impl Into<String>) -> Self {
+        self.worker_id = Some(worker_id.into());
+        self
+    }
+
+    /// The lease table's name (default: the application name, as the Java KCL).
+    pub fn table_name(mut self, table_name: impl Into<String>) -> Self {
+        self.table_name = Some(table_name.into());
+        self
+    }
+
+    /// How the lease table is created if it does not exist (billing mode, tags, deletion
+    /// protection, point-in-time recovery; default on-demand, nothing else).
+    pub fn table_options(mut self, options: TableOptions) -> Self {
+        self.table_options = options;
+        self
+    }
+
+    /// Where shards without a checkpoint start (default LATEST).
+    pub fn initial_position(mut self, initial: InitialPosition) -> Self {
+        self.worker.initial = initial;
+        self
+    }
+
+    /// How long a lease's counter must stand still before another worker takes it (default
+    /// 10 s). This worker stops delivering a shard whose lease it could not renew a tenth of
+    /// it (at most 1 s) before that.
+    pub fn failover_time(mut self, failover_time: Duration) -> Self {
+        self.failover_time = failover_time;
+        self
+    }
+
+    /// How often held leases are renewed (default failover time / 3).
+    pub fn renew_interval(mut self, interval: Duration) -> Self {
+        self.renew_interval = Some(interval);
+        self
+    }
+
+    /// How often this worker looks for leases to take (default 2 × (failover time + 25 ms)).
+    pub fn take_interval(mut self, interval: Duration) -> Self {
+        self.take_interval = Some(interval);
+        self
+    }
+
+    /// The most leases this worker holds (default: no limit; the Java KCL's
+    /// `maxLeasesForWorker`).
+    pub fn max_leases_for_worker(mut self, max: NonZeroUsize) -> Self {
+        self.max_leases_for_worker = Some(max);
+        self
+    }
+
+    /// Whether leases taken from live workers to balance the fleet are handed over
+    /// gracefully (default on; see [`CoordinatorConfig::graceful_handoff`]).
+    pub fn graceful_handoff(mut self, enabled: bool) -> Self {
+        self.graceful_handoff = enabled;
+        self
+    }
+
+    /// How long to wait for a holder to let go of a lease this worker asked for (default
+    /// 30 s; see [`CoordinatorConfig::handoff_timeout`]).
+    pub fn handoff_timeout(mut self, timeout: Duration) -> Self {
+        self.handoff_timeout = timeout;
+        self
+    }
+
+    /// GetRecords settings: max records per call (10,000), idle time between reads when caught
+    /// up (1,500 ms), backoff.
+    pub fn polling(mut self, polling: PollingConfig) -> Self {
+        self.worker.polling = polling;
+        self
+    }
+
+    /// How often new shards are looked for (default 60 s).
+    pub fn shard_sync_interval(mut self, interval: Duration) -> Self {
+        self.worker.shard_sync_interval = interval;
+        self
+    }
+
+    /// How often a child shard checks whether its parents are finished (default 1 s).
+    pub fn parent_poll_interval(mut self, interval: Duration) -> Self {
+        self.worker.parent_poll_interval = interval;
+        self
+    }
+
+    /// How often finished leases are checked for deletion (default 60 s; the Java KCL's
+    /// `leaseCleanupIntervalMillis`). A finished lease is deleted once every child has a lease
+    /// whose checkpoint moved past TRIM_HORIZON and its own parents' leases are gone.
+    pub fn cleanup_interval(mut self, interval: Duration) -> Self {
+        self.worker.cleanup_interval = interval;
+        self
+    }
+
+    /// How long a graceful shutdown waits for the processors (`shutdown_requested`, and any
+    /// call still running) before it hands the leases back anyway (default 30 s).
+    pub fn shutdown_timeout(mut self, timeout: Duration) -> Self {
+        self.worker.shutdown_timeout = timeout;
+        self
+    }
+
+    /// How long one processor call (`initialize`, `process_records`, `shard_ended`) may take
+    /// before it is abandoned and the shard starts over from its last checkpoint with a new
+    /// processor (default 5 minutes; `None`: no limit, a hung processor then holds its shard
+    /// until the worker shuts down).
+    pub fn processor_timeout(mut self, timeout: Option<Duration>) -> Self {
+        self.worker.processor_timeout = timeout;
+        self
+    }
+
+    /// The backoff between attempts of the worker's retried steps: startup, a shard end that
+    /// did not become durable, a restart after a processor failure (default 500 ms doubling up
+    /// to 30 s).
+    pub fn retry_backoff(mut self, min: Duration, max: Duration) -> Self {
+        self.worker.retry_min = min;
+        self.worker.retry_max = max;
+        self
+    }
+
+    /// Checks the settings.
+    ///
+    /// # Errors
+    /// [`SchedulerError::MissingClients`], or [`SchedulerError::Config`] naming the first
+    /// setting that cannot work (zero, longer than a day, a renew interval not shorter than
+    /// the failover time, an empty worker id).
+    pub fn build(self) -> Result<Scheduler<F>, SchedulerError> {
+        let (Some(kinesis), Some(dynamodb)) = (self.kinesis, self.dynamodb) else {
+            return Err(SchedulerError::MissingClients);
+        };
+        let mut coordinator: CoordinatorConfigBuilder = CoordinatorConfig::builder()
+            .failover_time(self.failover_time)
+            .graceful_handoff(self.graceful_handoff)
+            .handoff_timeout(self.handoff_timeout);
+        if let Some(renew) = self.renew_interval {
+            coordinator = coordinator.renew_interval(renew);
+        }
+        if let Some(take) = self.take_interval {
+            coordinator = coordinator.take_interval(take);
+        }
+        coordinator.set_max_leases_for_worker(self.max_leases_for_worker);
+        let coordinator = coordinator.build()?;
+        self.worker.validate()?;
+        let worker_id = match self.worker_id {
+            Some(id) if id.is_empty() => {
+                return Err(crate::coordinator::ConfigError::EmptyWorkerId.into());
+            }
+            Some(id) => id,
+            None => {
+                let host = std::env::var("HOSTNAME").unwrap_or_else(|_| "worker".into());
+                format!("{host}-{}", uuid::Uuid::new_v4().simple())
+            }
+        };
+        let table_name = self
+            .table_name
+            .unwrap_or_else(|| self.application_name.clone());
+        let metrics = Arc::new(ConsumerMetrics::new(self.stream.as_str()));
+        let (done_tx, done_rx) = watch::channel(false);
+        let (coordinator_tx, coordinator_rx) = watch::channel(None);
+        let status = Arc::new(StatusBoard::default());
+        Ok(Scheduler {
+            table: LeaseTable::new(dynamodb, table_name).with_options(self.table_options),
+            stream: self.stream,
+            factory: Arc::new(self.factory),
+            kinesis,
+            worker_id,
+            coordinator,
+            worker: Arc::new(self.worker),
+            handle: SchedulerHandle {
+                shutdown: CancellationToken::new(),
+                done: done_rx,
+                metrics,
+                status,
+                coordinator: coordinator_rx,
+            },
+            done: done_tx,
+            coordinator_tx,
+        })
+    }
+}
+
+/// One worker of a consumer application. Several workers with the same application name share
+/// the stream's shards through the lease table named after the application.
+///
+/// ```no_run
+/// # async fn demo() -> Result<(), Box<dyn std::error::Error>> {
+/// use kcl::{Checkpointer, InitialPosition, ProcessRecordsInput, Scheduler, ShardRecordProcessor};
+///
+/// struct Counter(usize);
+/// impl ShardRecordProcessor for Counter {
+///     async fn process_records(&mut self, input: ProcessRecordsInput, checkpointer: &mut Checkpointer) {
+///         self.0 += input.records.len();
+///         let _ = checkpointer.checkpoint().await;
+///     }
+///     async fn shard_ended(&mut self, checkpointer: &mut Checkpointer) {
+///         let _ = checkpointer.checkpoint_shard_end().await;
+///     }
+/// }
+///
+/// let config = aws_config::load_from_env().await;
+/// let scheduler = Scheduler::builder("my-app", "my-stream", |_shard: &str| Counter(0))
+///     .sdk_config(&config)
+///     .initial_position(InitialPosition::TrimHorizon)
+///     .build()?;
+/// let handle = scheduler.handle();
+/// tokio::spawn(async move { tokio::signal::ctrl_c().await.ok(); handle.graceful_shutdown().await });
+/// scheduler.run().await?;
+/// # Ok(())
+/// # }
+/// ```
+pub struct Scheduler<F> {
+    table: LeaseTable,
+    stream: StreamId,
+    factory: Arc<F>,
+    kinesis: aws_sdk_kinesis::Client,
+    worker_id: String,
+    coordinator: CoordinatorConfig,
+    worker: Arc<WorkerConfig>,
+    handle: SchedulerHandle,
+    done: watch::Sender<bool>,
+    coordinator_tx: watch::Sender<Option<crate::coordinator::SharedState>>,
+}
+
+impl<F> std::fmt::Debug for Scheduler<F> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Scheduler")
+            .field("table", &self.table.table_name())
+            .field("stream", &self.stream)
+            .field("worker_id", &self.worker_id)
+            .finish_non_exhaustive()
+    }
+}
+
+impl<F, P> Scheduler<F>
+where
+    F: Fn(&str) -> P + Send + Sync + 'static,
+    P: ShardRecordProcessor,
+{
+    /// A builder for worker `application_name` (also the lease table's name unless
+    /// [`table_name`](SchedulerBuilder::table_name) says otherwise) over `stream` (a name, or
+    /// an ARN starting with `arn:`), creating one processor per shard with `factory`.
+    pub fn builder(
+        application_name: impl Into<String>,
+        stream: impl Into<StreamId>,
+        factory: F,
+    ) -> SchedulerBuilder<F> {
+        SchedulerBuilder {
+            application_name: application_name.into(),
+            table_name: None,
+            table_options: TableOptions::default(),
+            stream: stream.into(),
+            factory,
+            kinesis: None,
+            dynamodb: None,
+            worker_id: None,
+            failover_time: CoordinatorConfig::DEFAULT_FAILOVER_TIME,
+            renew_interval: None,
+            take_interval: None,
+            max_leases_for_worker: None,
+            graceful_handoff: true,
+            handoff_timeout: CoordinatorConfig::DEFAULT_HANDOFF_TIMEOUT,
+            worker: WorkerConfig::new(InitialPosition::Latest),
+        }
+    }
+
+    /// A handle for shutting this worker down and reading its counters and state.
+    pub fn handle(&self) -> SchedulerHandle {
+        self.handle.clone()
+    }
+
+    /// This worker's id.
+    pub fn worker_id(&self) -> &str {
+        &self.worker_id
+    }
+
+    /// The lease table's name.
+    pub fn table_name(&self) -> &str {
+        self.table.table_name()
+    }
+
+    /// Runs the worker until [`SchedulerHandle::graceful_shutdown`]. Transient DynamoDB and
+    /// Kinesis failures while starting (creating the table, the first shard sync) are retried
+    /// with backoff.
+    ///
+    /// # Errors
+    /// [`SchedulerError`] when the lease table or the stream cannot be used at start for a
+    /// reason retrying cannot fix (access denied, no such stream, an invalid request).
+    pub async fn run(self) -> Result<(), SchedulerError> {
+        let api = SdkKinesis::new(self.kinesis.clone(), self.worker.polling.request_timeout);
+        let parts = WorkerParts {
+            api,
+            stream: self.stream.clone(),
+            store: Arc::new(self.table.clone()),
+            worker_id: self.worker_id.clone(),
+            coordinator: self.coordinator.clone(),
+            config: self.worker.clone(),
+            handle: self.handle.clone(),
+            coordinator_tx: self.coordinator_tx.clone(),
+        };
+        let factory = self.factory.clone();
+        let result = run_worker(parts, move |shard: &str| factory(shard)).await;
+        let _ = self.done.send(true);
+        result
+    }
+}

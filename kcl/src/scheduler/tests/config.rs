@@ -1,0 +1,148 @@
+//! The builder refuses every timing that cannot work, with a typed error naming it.
+
+use std::num::NonZeroUsize;
+use std::time::Duration;
+
+use crate::coordinator::ConfigError;
+use crate::retrieval::PollingConfig;
+use crate::{Scheduler, SchedulerBuilder, SchedulerError};
+
+use super::Recorder;
+
+fn builder() -> SchedulerBuilder<impl Fn(&str) -> Recorder + Send + Sync + 'static> {
+    let kinesis = aws_sdk_kinesis::Client::from_conf(
+        aws_sdk_kinesis::Config::builder()
+            .behavior_version(aws_sdk_kinesis::config::BehaviorVersion::latest())
+            .region(aws_sdk_kinesis::config::Region::new("us-east-1"))
+            .build(),
+    );
+    let dynamodb = aws_sdk_dynamodb::Client::from_conf(
+        aws_sdk_dynamodb::Config::builder()
+            .behavior_version(aws_sdk_dynamodb::config::BehaviorVersion::latest())
+            .region(aws_sdk_dynamodb::config::Region::new("us-east-1"))
+            .build(),
+    );
+    Scheduler::builder("app", "stream", |_: &str| -> Recorder { unreachable!() })
+        .clients(kinesis, dynamodb)
+}
+
+fn refused(
+    builder: SchedulerBuilder<impl Fn(&str) -> Recorder + Send + Sync + 'static>,
+) -> ConfigError {
+    match builder.build() {
+        Err(SchedulerError::Config(error)) => error,
+        Err(other) => panic!("not a config error: {other:?}"),
+        Ok(_) => panic!("accepted"),
+    }
+}
+
+#[test]
+fn every_timing_is_validated_zero_and_huge() {
+    let day = Duration::from_secs(86_400);
+    let huge = Duration::MAX;
+    assert_eq!(
+        refused(builder().failover_time(Duration::ZERO)),
+        ConfigError::ZeroFailoverTime
+    );
+    assert!(matches!(
+        refused(builder().failover_time(huge)),
+        ConfigError::TooLong {
+            setting: "failover_time",
+            ..
+        }
+    ));
+    assert_eq!(
+        refused(builder().renew_interval(Duration::ZERO)),
+        ConfigError::ZeroRenewInterval
+    );
+    assert!(matches!(
+        refused(builder().renew_interval(day)),
+        ConfigError::RenewIntervalTooLong { .. }
+    ));
+    assert_eq!(
+        refused(builder().take_interval(Duration::ZERO)),
+        ConfigError::ZeroTakeInterval
+    );
+    assert!(matches!(
+        refused(builder().take_interval(huge)),
+        ConfigError::TooLong {
+            setting: "take_interval",
+            ..
+        }
+    ));
+    assert_eq!(
+        refused(builder().handoff_timeout(Duration::ZERO)),
+        ConfigError::ZeroHandoffTimeout
+    );
+    for (setting, zero, too_long) in [
+        (
+            "shard_sync_interval",
+            builder().shard_sync_interval(Duration::ZERO),
+            builder().shard_sync_interval(huge),
+        ),
+        (
+            "parent_poll_interval",
+            builder().parent_poll_interval(Duration::ZERO),
+            builder().parent_poll_interval(huge),
+        ),
+        (
+            "cleanup_interval",
+            builder().cleanup_interval(Duration::ZERO),
+            builder().cleanup_interval(huge),
+        ),
+        (
+            "shutdown_timeout",
+            builder().shutdown_timeout(Duration::ZERO),
+            builder().shutdown_timeout(huge),
+        ),
+        (
+            "processor_timeout",
+            builder().processor_timeout(Some(Duration::ZERO)),
+            builder().processor_timeout(Some(huge)),
+        ),
+        (
+            "retry_backoff_min",
+            builder().retry_backoff(Duration::ZERO, Duration::from_secs(1)),
+            builder().retry_backoff(huge, huge),
+        ),
+    ] {
+        assert_eq!(refused(zero), ConfigError::Zero { setting }, "{setting}");
+        assert!(
+            matches!(refused(too_long), ConfigError::TooLong { setting: s, .. } if s == setting),
+            "{setting}"
+        );
+    }
+    // Polling settings clamp what is too small and refuse what is too long.
+    for polling in [
+        PollingConfig::default().idle_time_between_reads(huge),
+        PollingConfig::default().request_timeout(huge),
+        PollingConfig::default().throttle_backoff(Duration::ZERO, huge),
+        PollingConfig::default().min_time_between_calls(huge),
+        PollingConfig::default().give_up_after(Some(huge)),
+    ] {
+        assert!(matches!(
+            refused(builder().polling(polling)),
+            ConfigError::TooLong { .. }
+        ));
+    }
+    assert_eq!(refused(builder().worker_id("")), ConfigError::EmptyWorkerId);
+    // What is allowed is accepted, up to a day, and max_leases_for_worker is there.
+    let scheduler = builder()
+        .failover_time(day)
+        .take_interval(day)
+        .shard_sync_interval(day)
+        .cleanup_interval(day)
+        .processor_timeout(None)
+        .max_leases_for_worker(NonZeroUsize::new(3).unwrap())
+        .polling(PollingConfig::default().min_time_between_calls(Duration::ZERO))
+        .build()
+        .expect("valid");
+    assert_eq!(
+        scheduler.coordinator.max_leases_for_worker(),
+        NonZeroUsize::new(3)
+    );
+    assert!(matches!(
+        Scheduler::builder("app", "stream", |_: &str| -> Recorder { unreachable!() }).build(),
+        Err(SchedulerError::MissingClients)
+    ));
+}

@@ -1,0 +1,184 @@
+//! Failures of the application and of the services on one worker: read errors, processors
+//! that panic or hang, a hung shutdown, a startup during an outage.
+
+use std::time::Duration;
+
+use super::*;
+use crate::retrieval::{Class, Operation};
+
+#[tokio::test(start_paused = true)]
+async fn read_errors_on_a_kept_lease_never_redeliver_or_skip() {
+    let fleet = Fleet::new(1);
+    let s0 = shard_id(0);
+    let config = WorkerConfig {
+        polling: worker_config().polling.max_records(7),
+        ..worker_config()
+    };
+    let w1 = fleet.worker_with("w1", config, coordinator_config());
+    for round in 0..6 {
+        fleet.stream.put_n(&s0, &format!("r{round}"), 20);
+        match round {
+            0 => fleet
+                .stream
+                .fail(Operation::GetRecords, Class::Transient, 3),
+            1 => fleet.stream.expire_iterators(),
+            // Errors the source does not retry on its own: the consumer keeps its lease and
+            // its position and tries again.
+            2 => fleet
+                .stream
+                .fail(Operation::GetRecords, Class::Unexpected, 2),
+            3 => fleet
+                .stream
+                .fail(Operation::GetRecords, Class::AccessDenied, 2),
+            4 => {
+                fleet
+                    .stream
+                    .fail(Operation::GetRecords, Class::InvalidRequest, 1);
+                fleet
+                    .stream
+                    .fail(Operation::GetShardIterator, Class::Transient, 2);
+            }
+            _ => fleet.stream.expire_iterators(),
+        }
+        fleet
+            .wait_delivered((round + 1) * 20, Duration::from_secs(60))
+            .await;
+    }
+    assert_eq!(fleet.duplicates(), 0, "nothing delivered twice");
+    assert_eq!(fleet.counts().len(), 120);
+    // Never released, lost or taken again.
+    assert_eq!(fleet.store.writes_of("take"), std::slice::from_ref(&s0));
+    assert!(fleet.store.writes_of("release").is_empty());
+    assert!(
+        fleet
+            .events(&s0)
+            .iter()
+            .all(|e| !matches!(e, Event::LeaseLost))
+    );
+    w1.stop().await.unwrap();
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_panicking_processor_starts_over_from_its_last_checkpoint_and_keeps_the_lease() {
+    let fleet = Fleet::new(1);
+    let s0 = shard_id(0);
+    let config = WorkerConfig {
+        polling: worker_config().polling.max_records(10),
+        ..worker_config()
+    };
+    *fleet.script.panic_in.lock().unwrap() = Some(2);
+    fleet.stream.put_n(&s0, "r", 50);
+    let w1 = fleet.worker_with("w1", config, coordinator_config());
+    fleet.wait_delivered(50, Duration::from_secs(60)).await;
+    // The panicking batch was not recorded (it panicked first): nothing delivered twice.
+    assert_eq!(fleet.duplicates(), 0);
+    assert_eq!(w1.handle.metrics().processor_failures, 1);
+    // The lease stayed: one take, two initializations from the checkpoints of the time.
+    assert_eq!(fleet.store.writes_of("take"), std::slice::from_ref(&s0));
+    let inits: Vec<Checkpoint> = fleet
+        .events(&s0)
+        .into_iter()
+        .filter_map(|e| match e {
+            Event::Initialize(input) => Some(input.checkpoint),
+            _ => None,
+        })
+        .collect();
+    assert_eq!(inits.len(), 2);
+    assert_eq!(inits[0], Checkpoint::TrimHorizon);
+    assert!(matches!(inits[1], Checkpoint::Sequence { .. }), "{inits:?}");
+    w1.stop().await.unwrap();
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_hung_processor_times_out_and_the_shard_starts_over() {
+    let fleet = Fleet::new(1);
+    let s0 = shard_id(0);
+    let config = WorkerConfig {
+        polling: worker_config().polling.max_records(10),
+        processor_timeout: Some(Duration::from_secs(2)),
+        ..worker_config()
+    };
+    *fleet.script.hang_in.lock().unwrap() = Some(1);
+    fleet.stream.put_n(&s0, "r", 40);
+    let w1 = fleet.worker_with("w1", config, coordinator_config());
+    let took = fleet.wait_delivered(40, Duration::from_secs(60)).await;
+    assert!(took >= Duration::from_secs(2), "{took:?}");
+    assert_eq!(fleet.duplicates(), 0);
+    assert_eq!(w1.handle.metrics().processor_failures, 1);
+    assert_eq!(fleet.store.writes_of("take"), std::slice::from_ref(&s0));
+    w1.stop().await.unwrap();
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_graceful_shutdown_hands_a_hung_processors_lease_back_after_the_timeout() {
+    let fleet = Fleet::new(2);
+    let (s0, s1) = (shard_id(0), shard_id(1));
+    let config = WorkerConfig {
+        processor_timeout: None,
+        shutdown_timeout: Duration::from_secs(4),
+        ..worker_config()
+    };
+    fleet.stream.put_n(&s0, "a", 5);
+    fleet.stream.put_n(&s1, "b", 5);
+    let w1 = fleet.worker_with("w1", config, coordinator_config());
+    fleet.wait_delivered(10, Duration::from_secs(30)).await;
+    // One processor hangs in process_records (no processor timeout), every one in
+    // shutdown_requested.
+    *fleet.script.hang_in.lock().unwrap() = Some(0);
+    *fleet.script.hang_on_shutdown.lock().unwrap() = true;
+    fleet.stream.put_n(&s0, "c", 1);
+    wait_for("hung", Duration::from_secs(10), || {
+        w1.handle
+            .state()
+            .shards
+            .values()
+            .any(|s| s.processing_since.is_some())
+    })
+    .await;
+    let started = Instant::now();
+    w1.stop().await.unwrap();
+    let took = started.elapsed();
+    assert!(took >= Duration::from_secs(4), "{took:?}");
+    assert!(took <= Duration::from_secs(6), "{took:?}");
+    // Both leases handed back anyway.
+    assert!(
+        fleet.owners().values().all(Option::is_none),
+        "{:?}",
+        fleet.owners()
+    );
+}
+
+#[tokio::test(start_paused = true)]
+async fn startup_retries_transient_dynamodb_and_kinesis_failures() {
+    let fleet = Fleet::new(1);
+    let s0 = shard_id(0);
+    fleet.stream.put_n(&s0, "r", 3);
+    fleet
+        .stream
+        .fail(Operation::ListShards, Class::Transient, 3);
+    fleet
+        .stream
+        .fail(Operation::ListShards, Class::Throttled, 2);
+    let w1 = fleet.worker("w1");
+    w1.store.faults().fail_next.insert("CreateTable", 2);
+    w1.store.faults().fail_next.insert("Scan", 2);
+    fleet.wait_delivered(3, Duration::from_secs(60)).await;
+    assert!(fleet.stream.calls(Operation::ListShards) >= 6);
+    w1.stop().await.unwrap();
+}
+
+#[tokio::test(start_paused = true)]
+async fn startup_fails_at_once_on_a_fatal_error() {
+    let fleet = Fleet::new(1);
+    fleet.stream.fail(Operation::ListShards, Class::NotFound, 1);
+    let w1 = fleet.worker("w1");
+    let result = tokio::time::timeout(Duration::from_secs(5), w1.task)
+        .await
+        .expect("returns at once")
+        .unwrap();
+    let error = result.expect_err("no such stream");
+    assert!(
+        matches!(&error, SchedulerError::ShardSync(sync) if !sync.is_retryable()),
+        "{error:?}"
+    );
+}

@@ -1,0 +1,345 @@
+//! A fake Kinesis stream for worker tests: shards with records, splits and merges, shards
+//! that disappear, injected failures. Implements [`KinesisApi`] like the SDK does.
+
+use std::collections::{BTreeMap, VecDeque};
+use std::sync::{Arc, Mutex, MutexGuard};
+use std::time::SystemTime;
+
+use aggregation_proto::{HashRange, ReceivedRecord};
+use bytes::Bytes;
+use bytestring::ByteString;
+
+use crate::retrieval::{
+    CallError, ChildShard, Class, KinesisApi, Operation, ShardListing, ShardSummary, StreamId,
+};
+
+#[derive(Debug)]
+struct Shard {
+    records: Vec<ReceivedRecord>,
+    parents: Vec<String>,
+    range: HashRange,
+    closed: bool,
+    /// Gone from the stream (trimmed): every call about it is `ResourceNotFoundException`.
+    gone: bool,
+}
+
+#[derive(Debug, Default)]
+struct Stream {
+    shards: BTreeMap<String, Shard>,
+    next_sequence: u64,
+    next_shard: u32,
+    /// Failures to inject, in order: the first one whose operation matches is used.
+    failures: VecDeque<(Operation, Class)>,
+    /// Iterators handed out before this generation are expired.
+    generation: u64,
+    calls: Vec<Operation>,
+}
+
+/// A stream shared by every worker of a test.
+#[derive(Debug, Clone, Default)]
+pub(crate) struct FakeStream(Arc<Mutex<Stream>>);
+
+pub(crate) fn shard_id(n: u32) -> String {
+    format!("shardId-{n:012}")
+}
+
+impl FakeStream {
+    /// A stream with `shards` open shards splitting the hash key space evenly.
+    pub(crate) fn with_shards(shards: u32) -> Self {
+        let stream = Self::default();
+        {
+            let mut state = stream.state();
+            let step = u128::MAX / u128::from(shards);
+            for i in 0..shards {
+                let start = step * u128::from(i);
+                let end = if i + 1 == shards {
+                    u128::MAX
+                } else {
+                    start + step - 1
+                };
+                let id = shard_id(state.next_shard);
+                state.next_shard += 1;
+                state.shards.insert(
+                    id,
+                    Shard {
+                        records: Vec::new(),
+                        parents: Vec::new(),
+                        range: HashRange::new(start, end).unwrap(),
+                        closed: false,
+                        gone: false,
+                    },
+                );
+            }
+        }
+        stream
+    }
+
+    fn state(&self) -> MutexGuard<'_, Stream> {
+        self.0.lock().unwrap()
+    }
+
+    /// Appends `payloads` to `shard` as plain records; returns their sequence numbers.
+    pub(crate) fn put(
+        &self,
+        shard: &str,
+        payloads: impl IntoIterator<Item = String>,
+    ) -> Vec<String> {
+        let mut state = self.state();
+        let mut sequences = Vec::new();
+        for payload in payloads {
+            state.next_sequence += 1;
+            let sequence = format!("{}", 100_000 + state.next_sequence);
+            let record = ReceivedRecord::new(ByteString::from("key"), Bytes::from(payload))
+                .with_sequence_number(ByteString::from(sequence.clone()))
+                .with_arrival_time(SystemTime::now());
+            let shard = state.shards.get_mut(shard).expect("shard exists");
+            assert!(!shard.closed, "put into a closed shard");
+            shard.records.push(record);
+            sequences.push(sequence);
+        }
+        sequences
+    }
+
+    /// Puts `count` records named `{prefix}-{i}` into `shard`.
+    pub(crate) fn put_n(&self, shard: &str, prefix: &str, count: usize) -> Vec<String> {
+        self.put(shard, (0..count).map(|i| format!("{prefix}-{i}")))
+    }
+
+    /// Splits `shard` in two; returns the children.
+    pub(crate) fn split(&self, shard: &str) -> (String, String) {
+        let mut state = self.state();
+        let range = {
+            let parent = state.shards.get_mut(shard).expect("shard exists");
+            parent.closed = true;
+            parent.range
+        };
+        let middle = range.start() + (range.end() - range.start()) / 2;
+        let mut children = Vec::new();
+        for (start, end) in [(range.start(), middle), (middle + 1, range.end())] {
+            let id = shard_id(state.next_shard);
+            state.next_shard += 1;
+            state.shards.insert(
+                id.clone(),
+                Shard {
+                    records: Vec::new(),
+                    parents: vec![shard.to_owned()],
+                    range: HashRange::new(start, end).unwrap(),
+                    closed: false,
+                    gone: false,
+                },
+            );
+            children.push(id);
+        }
+        (children[0].clone(), children[1].clone())
+    }
+
+    /// Merges two adjacent shards; returns the child.
+    pub(crate) fn merge(&self, a: &str, b: &str) -> String {
+        let mut state = self.state();
+        let mut ranges = Vec::new();
+        for id in [a, b] {
+            let shard = state.shards.get_mut(id).expect("shard exists");
+            shard.closed = true;
+            ranges.push(shard.range);
+        }
+        let start = ranges.iter().map(|r| r.start()).min().unwrap();
+        let end = ranges.iter().map(|r| r.end()).max().unwrap();
+        let id = shard_id(state.next_shard);
+        state.next_shard += 1;
+        state.shards.insert(
+            id.clone(),
+            Shard {
+                records: Vec::new(),
+                parents: vec![a.to_owned(), b.to_owned()],
+                range: HashRange::new(start, end).unwrap(),
+                closed: false,
+                gone: false,
+            },
+        );
+        id
+    }
+
+    /// Makes `shard` disappear (trimmed past retention).
+    pub(crate) fn remove(&self, shard: &str) {
+        if let Some(shard) = self.state().shards.get_mut(shard) {
+            shard.gone = true;
+        }
+    }
+
+    /// The next `times` calls of `operation` fail with `class`.
+    pub(crate) fn fail(&self, operation: Operation, class: Class, times: usize) {
+        let mut state = self.state();
+        for _ in 0..times {
+            state.failures.push_back((operation, class));
+        }
+    }
+
+    /// Expires every iterator handed out so far.
+    pub(crate) fn expire_iterators(&self) {
+        self.state().generation += 1;
+    }
+
+    pub(crate) fn calls(&self, operation: Operation) -> usize {
+        self.state()
+            .calls
+            .iter()
+            .filter(|op| **op == operation)
+            .count()
+    }
+
+    fn enter(&self, operation: Operation) -> Result<(), CallError> {
+        let mut state = self.state();
+        state.calls.push(operation);
+        let injected = state
+            .failures
+            .iter()
+            .position(|(op, _)| *op == operation)
+            .and_then(|index| state.failures.remove(index));
+        match injected {
+            Some((_, class)) => Err(CallError::new(
+                operation,
+                class,
+                format!("{class:?}"),
+                "injected",
+            )),
+            None => Ok(()),
+        }
+    }
+}
+
+fn not_found(operation: Operation) -> CallError {
+    CallError::new(
+        operation,
+        Class::NotFound,
+        "ResourceNotFoundException",
+        "no such shard",
+    )
+}
+
+fn summary(id: &str, shard: &Shard) -> ShardSummary {
+    ShardSummary {
+        shard_id: id.to_owned(),
+        parent_shard_id: shard.parents.first().cloned(),
+        adjacent_parent_shard_id: shard.parents.get(1).cloned(),
+        hash_range: shard.range,
+        open: !shard.closed,
+    }
+}
+
+impl KinesisApi for FakeStream {
+    async fn get_shard_iterator(
+        &self,
+        _stream: &StreamId,
+        shard_id: &str,
+        start: &crate::retrieval::IteratorStart,
+    ) -> Result<String, CallError> {
+        use crate::retrieval::IteratorStart;
+        self.enter(Operation::GetShardIterator)?;
+        let state = self.state();
+        let shard = state
+            .shards
+            .get(shard_id)
+            .filter(|shard| !shard.gone)
+            .ok_or_else(|| not_found(Operation::GetShardIterator))?;
+        let index = match start {
+            IteratorStart::TrimHorizon => 0,
+            IteratorStart::Latest => shard.records.len(),
+            IteratorStart::AtTimestamp(at) => shard
+                .records
+                .iter()
+                .position(|r| r.approximate_arrival_timestamp.is_some_and(|t| t >= *at))
+                .unwrap_or(shard.records.len()),
+            IteratorStart::AtSequence(sequence) => shard
+                .records
+                .iter()
+                .position(|r| {
+                    crate::retrieval::compare_sequence_numbers(
+                        r.sequence_number.as_deref().unwrap_or("0"),
+                        sequence,
+                    )
+                    .is_ge()
+                })
+                .unwrap_or(shard.records.len()),
+        };
+        Ok(format!("{shard_id}|{}|{index}", state.generation))
+    }
+
+    async fn get_records(
+        &self,
+        _stream: &StreamId,
+        iterator: &str,
+        limit: i32,
+    ) -> Result<crate::retrieval::RecordsPage, CallError> {
+        self.enter(Operation::GetRecords)?;
+        let state = self.state();
+        let mut parts = iterator.split('|');
+        let (Some(shard_id), Some(generation), Some(index)) =
+            (parts.next(), parts.next(), parts.next())
+        else {
+            return Err(CallError::new(
+                Operation::GetRecords,
+                Class::InvalidRequest,
+                "InvalidArgumentException",
+                "bad iterator",
+            ));
+        };
+        let generation: u64 = generation.parse().unwrap();
+        let index: usize = index.parse().unwrap();
+        if generation < state.generation {
+            return Err(CallError::new(
+                Operation::GetRecords,
+                Class::ExpiredIterator,
+                "ExpiredIteratorException",
+                "expired",
+            ));
+        }
+        let shard = state
+            .shards
+            .get(shard_id)
+            .filter(|shard| !shard.gone)
+            .ok_or_else(|| not_found(Operation::GetRecords))?;
+        let end = (index + usize::try_from(limit).unwrap()).min(shard.records.len());
+        let at_end = end == shard.records.len();
+        let ended = shard.closed && at_end;
+        let child_shards = if ended {
+            state
+                .shards
+                .iter()
+                .filter(|(_, child)| child.parents.iter().any(|p| p == shard_id))
+                .map(|(id, child)| ChildShard {
+                    shard_id: id.clone(),
+                    parent_shard_ids: child.parents.clone(),
+                    hash_range: child.range,
+                })
+                .collect()
+        } else {
+            Vec::new()
+        };
+        Ok(crate::retrieval::RecordsPage {
+            records: shard.records[index..end].to_vec(),
+            next_iterator: (!ended).then(|| format!("{shard_id}|{generation}|{end}")),
+            millis_behind_latest: Some(if at_end { 0 } else { 1_000 }),
+            child_shards,
+        })
+    }
+
+    async fn list_shards(
+        &self,
+        _stream: &StreamId,
+        listing: &ShardListing,
+    ) -> Result<Vec<ShardSummary>, CallError> {
+        self.enter(Operation::ListShards)?;
+        let state = self.state();
+        Ok(state
+            .shards
+            .iter()
+            .filter(|(_, shard)| !shard.gone)
+            .filter(|(id, shard)| match listing {
+                ShardListing::All => true,
+                ShardListing::After(after) => id.as_str() > after.as_str(),
+                ShardListing::AtTimestamp(_) => !shard.closed,
+            })
+            .map(|(id, shard)| summary(id, shard))
+            .collect())
+    }
+}

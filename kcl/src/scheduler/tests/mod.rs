@@ -1,0 +1,360 @@
+//! Whole workers over the in-memory lease store and a fake Kinesis stream, in paused tokio
+//! time: every failure the emulators cannot produce, made to happen, deterministically.
+
+mod config;
+mod failures;
+mod fake;
+mod fleet;
+mod lifecycle;
+
+use std::collections::{BTreeMap, HashMap};
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use tokio::sync::watch;
+use tokio::task::JoinHandle;
+use tokio::time::Instant;
+use tokio_util::sync::CancellationToken;
+
+use super::{
+    InitialPosition, SchedulerError, SchedulerHandle, StatusBoard, WorkerConfig, WorkerParts,
+    run_worker,
+};
+use crate::checkpointer::Checkpointer;
+use crate::coordinator::CoordinatorConfig;
+use crate::lease::memory::MemoryStore;
+use crate::lease::{Checkpoint, Lease};
+use crate::metrics::ConsumerMetrics;
+use crate::processor::{InitializeInput, ProcessRecordsInput, ShardRecordProcessor};
+use crate::retrieval::{PollingConfig, StreamId};
+
+pub(crate) use fake::{FakeStream, shard_id};
+
+const FAILOVER: Duration = Duration::from_secs(3);
+const RENEW: Duration = Duration::from_secs(1);
+const TAKE: Duration = Duration::from_millis(500);
+const IDLE: Duration = Duration::from_millis(100);
+
+/// One delivered record.
+#[derive(Debug, Clone)]
+pub(crate) struct Delivery {
+    pub(crate) worker: String,
+    pub(crate) shard: String,
+    pub(crate) data: String,
+    pub(crate) at: Instant,
+}
+
+/// A lifecycle call.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) enum Event {
+    Initialize(InitializeInput),
+    LeaseLost,
+    ShardEnded,
+    ShutdownRequested,
+}
+
+#[derive(Debug, Default)]
+pub(crate) struct Log {
+    pub(crate) deliveries: Vec<Delivery>,
+    pub(crate) events: Vec<(String, String, Event, Instant)>,
+}
+
+pub(crate) type SharedLog = Arc<Mutex<Log>>;
+
+/// What processors do, shared by every processor of a test.
+#[derive(Debug, Default)]
+pub(crate) struct Script {
+    /// Batches left before a processor panics (then it behaves).
+    pub(crate) panic_in: Mutex<Option<usize>>,
+    /// Batches left before a processor hangs for good in `process_records`.
+    pub(crate) hang_in: Mutex<Option<usize>>,
+    /// Hang in `shutdown_requested`.
+    pub(crate) hang_on_shutdown: Mutex<bool>,
+    /// `shard_ended` calls that return without checkpointing.
+    pub(crate) skip_shard_end: AtomicUsize,
+    /// In `shard_ended`, checkpoint the last record (`checkpoint()`) instead of SHARD_END.
+    pub(crate) shard_end_by_checkpoint: Mutex<bool>,
+    /// Do not checkpoint in `process_records`.
+    pub(crate) no_checkpoints: Mutex<bool>,
+    /// Time each `process_records` call takes.
+    pub(crate) processing_time: Mutex<Duration>,
+}
+
+pub(crate) struct Recorder {
+    worker: String,
+    shard: String,
+    log: SharedLog,
+    script: Arc<Script>,
+}
+
+fn take_one(counter: &Mutex<Option<usize>>) -> bool {
+    let mut counter = counter.lock().unwrap();
+    match *counter {
+        Some(0) => {
+            *counter = None;
+            true
+        }
+        Some(n) => {
+            *counter = Some(n - 1);
+            false
+        }
+        None => false,
+    }
+}
+
+impl Recorder {
+    fn event(&self, event: Event) {
+        self.log.lock().unwrap().events.push((
+            self.worker.clone(),
+            self.shard.clone(),
+            event,
+            Instant::now(),
+        ));
+    }
+}
+
+impl ShardRecordProcessor for Recorder {
+    async fn initialize(&mut self, input: InitializeInput) {
+        self.event(Event::Initialize(input));
+    }
+
+    async fn process_records(
+        &mut self,
+        input: ProcessRecordsInput,
+        checkpointer: &mut Checkpointer,
+    ) {
+        if take_one(&self.script.hang_in) {
+            std::future::pending::<()>().await;
+        }
+        if take_one(&self.script.panic_in) {
+            panic!("processor bug on shard {}", self.shard);
+        }
+        {
+            let mut log = self.log.lock().unwrap();
+            for record in &input.records {
+                log.deliveries.push(Delivery {
+                    worker: self.worker.clone(),
+                    shard: self.shard.clone(),
+                    data: String::from_utf8_lossy(record.data()).into_owned(),
+                    at: Instant::now(),
+                });
+            }
+        }
+        let took = *self.script.processing_time.lock().unwrap();
+        if !took.is_zero() {
+            tokio::time::sleep(took).await;
+        }
+        if !*self.script.no_checkpoints.lock().unwrap() {
+            let _ = checkpointer.checkpoint().await;
+        }
+    }
+
+    async fn lease_lost(&mut self) {
+        self.event(Event::LeaseLost);
+    }
+
+    async fn shard_ended(&mut self, checkpointer: &mut Checkpointer) {
+        self.event(Event::ShardEnded);
+        let skip = self
+            .script
+            .skip_shard_end
+            .fetch_update(Ordering::SeqCst, Ordering::SeqCst, |n| n.checked_sub(1))
+            .is_ok();
+        if skip {
+            return;
+        }
+        if *self.script.shard_end_by_checkpoint.lock().unwrap() {
+            let _ = checkpointer.checkpoint().await;
+        } else {
+            let _ = checkpointer.checkpoint_shard_end().await;
+        }
+    }
+
+    async fn shutdown_requested(&mut self, checkpointer: &mut Checkpointer) {
+        self.event(Event::ShutdownRequested);
+        if *self.script.hang_on_shutdown.lock().unwrap() {
+            std::future::pending::<()>().await;
+        }
+        let _ = checkpointer.checkpoint().await;
+    }
+}
+
+/// A test's fleet: one stream, one table, one log.
+pub(crate) struct Fleet {
+    /// The stream's name, unique per fleet so metrics of parallel tests stay apart.
+    pub(crate) name: String,
+    pub(crate) stream: FakeStream,
+    pub(crate) store: MemoryStore,
+    pub(crate) log: SharedLog,
+    pub(crate) script: Arc<Script>,
+}
+
+pub(crate) struct TestWorker {
+    pub(crate) handle: SchedulerHandle,
+    pub(crate) task: JoinHandle<Result<(), SchedulerError>>,
+    /// This worker's view of the table (its own faults).
+    pub(crate) store: MemoryStore,
+}
+
+pub(crate) fn worker_config() -> WorkerConfig {
+    WorkerConfig {
+        polling: PollingConfig::default()
+            .idle_time_between_reads(IDLE)
+            .min_time_between_calls(Duration::ZERO)
+            .throttle_backoff(Duration::from_millis(50), Duration::from_millis(500))
+            .prefetch(false),
+        shard_sync_interval: Duration::from_secs(1),
+        parent_poll_interval: Duration::from_millis(100),
+        cleanup_interval: Duration::from_secs(1),
+        shutdown_timeout: Duration::from_secs(5),
+        processor_timeout: Some(Duration::from_secs(10)),
+        retry_min: Duration::from_millis(100),
+        retry_max: Duration::from_secs(1),
+        ..WorkerConfig::new(InitialPosition::TrimHorizon)
+    }
+}
+
+pub(crate) fn coordinator_config() -> CoordinatorConfig {
+    CoordinatorConfig::builder()
+        .failover_time(FAILOVER)
+        .renew_interval(RENEW)
+        .take_interval(TAKE)
+        .handoff_timeout(Duration::from_secs(10))
+        .build()
+        .unwrap()
+}
+
+impl Fleet {
+    pub(crate) fn new(shards: u32) -> Self {
+        static FLEETS: AtomicUsize = AtomicUsize::new(0);
+        Self {
+            name: format!("stream-{}", FLEETS.fetch_add(1, Ordering::Relaxed)),
+            stream: FakeStream::with_shards(shards),
+            store: MemoryStore::default(),
+            log: SharedLog::default(),
+            script: Arc::default(),
+        }
+    }
+
+    pub(crate) fn worker(&self, name: &str) -> TestWorker {
+        self.worker_with(name, worker_config(), coordinator_config())
+    }
+
+    pub(crate) fn worker_with(
+        &self,
+        name: &str,
+        config: WorkerConfig,
+        coordinator: CoordinatorConfig,
+    ) -> TestWorker {
+        config.validate().unwrap();
+        let store = self.store.view();
+        let (done_tx, done) = watch::channel(false);
+        let (coordinator_tx, coordinator_rx) = watch::channel(None);
+        let handle = SchedulerHandle {
+            shutdown: CancellationToken::new(),
+            done,
+            metrics: Arc::new(ConsumerMetrics::new(self.name.clone())),
+            status: Arc::new(StatusBoard::default()),
+            coordinator: coordinator_rx,
+        };
+        let parts = WorkerParts {
+            api: self.stream.clone(),
+            stream: StreamId::from(self.name.clone()),
+            store: Arc::new(store.clone()),
+            worker_id: name.to_owned(),
+            coordinator,
+            config: Arc::new(config),
+            handle: handle.clone(),
+            coordinator_tx,
+        };
+        let (worker, log, script) = (name.to_owned(), self.log.clone(), self.script.clone());
+        let task = tokio::spawn(async move {
+            let result = run_worker(parts, move |shard: &str| Recorder {
+                worker: worker.clone(),
+                shard: shard.to_owned(),
+                log: log.clone(),
+                script: script.clone(),
+            })
+            .await;
+            let _ = done_tx.send(true);
+            result
+        });
+        TestWorker {
+            handle,
+            task,
+            store,
+        }
+    }
+
+    pub(crate) fn deliveries(&self) -> Vec<Delivery> {
+        self.log.lock().unwrap().deliveries.clone()
+    }
+
+    /// How often each payload was delivered.
+    pub(crate) fn counts(&self) -> HashMap<String, usize> {
+        let mut counts = HashMap::new();
+        for delivery in self.deliveries() {
+            *counts.entry(delivery.data).or_default() += 1;
+        }
+        counts
+    }
+
+    /// Payloads delivered more than once, and how many extra deliveries there were.
+    pub(crate) fn duplicates(&self) -> usize {
+        self.counts().values().map(|n| n.saturating_sub(1)).sum()
+    }
+
+    pub(crate) fn events(&self, shard: &str) -> Vec<Event> {
+        self.log
+            .lock()
+            .unwrap()
+            .events
+            .iter()
+            .filter(|(_, s, _, _)| s == shard)
+            .map(|(_, _, e, _)| e.clone())
+            .collect()
+    }
+
+    /// Waits until `count` distinct payloads were delivered; panics after `limit`.
+    pub(crate) async fn wait_delivered(&self, count: usize, limit: Duration) -> Duration {
+        let counts = || self.counts().len();
+        wait_for(&format!("{count} records"), limit, || counts() >= count).await
+    }
+
+    pub(crate) fn lease(&self, key: &str) -> Option<Lease> {
+        self.store.get_now(key)
+    }
+
+    pub(crate) fn owners(&self) -> BTreeMap<String, Option<String>> {
+        self.store.owners()
+    }
+}
+
+impl TestWorker {
+    pub(crate) async fn stop(self) -> Result<(), SchedulerError> {
+        self.handle.graceful_shutdown().await;
+        self.task.await.unwrap()
+    }
+}
+
+/// Polls `condition` every 10 ms; returns how long it took. Panics after `limit`.
+pub(crate) async fn wait_for(
+    what: &str,
+    limit: Duration,
+    mut condition: impl FnMut() -> bool,
+) -> Duration {
+    let start = Instant::now();
+    loop {
+        if condition() {
+            return start.elapsed();
+        }
+        assert!(start.elapsed() < limit, "timed out waiting for {what}");
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+}
+
+/// The checkpoint of `key` in the store.
+pub(crate) fn checkpoint(fleet: &Fleet, key: &str) -> Option<Checkpoint> {
+    fleet.lease(key).map(|lease| lease.checkpoint)
+}
