@@ -25,8 +25,9 @@ use aws_sdk_kinesis::error::{ProvideErrorMetadata, SdkError};
 pub type BoxError = Box<dyn std::error::Error + Send + Sync + 'static>;
 
 /// What a failed Kinesis call (or a failed PutRecords entry) means.
+// Not `#[non_exhaustive]`: the workspace matches on it exhaustively, so a new class must be
+// handled everywhere it is decided.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
-#[non_exhaustive]
 pub enum ErrorClass {
     /// Too many requests or too much data for the shard or account: slow down and retry.
     Throttled,

@@ -7,9 +7,9 @@ use aws_sdk_kinesis::types::{ShardFilter, ShardFilterType};
 use crate::error::{ErrorClass, KinesisError, classify};
 use crate::stream::StreamId;
 
-/// One shard as ListShards describes it.
+/// One shard as ListShards describes it. (Not `#[non_exhaustive]`: the workspace's tests and
+/// fakes build shards field by field.)
 #[derive(Debug, Clone, PartialEq, Eq)]
-#[non_exhaustive]
 pub struct Shard {
     /// The shard id (`shardId-000000000000`).
     pub shard_id: String,
@@ -44,15 +44,16 @@ impl Shard {
     }
 }
 
-/// Which shards to list.
+/// Which shards to list. (Not `#[non_exhaustive]`: fakes answer each listing exhaustively.)
 #[derive(Debug, Clone, PartialEq, Eq)]
-#[non_exhaustive]
 pub enum ShardListing {
     /// Every shard still within the stream's retention, open or closed.
     All,
     /// Every shard whose id sorts after this one (the `AFTER_SHARD_ID` filter): where a closed
     /// shard's children are.
     After(String),
+    /// The shards open at this time (the `AT_TIMESTAMP` filter).
+    AtTimestamp(std::time::SystemTime),
 }
 
 /// Lists the shards of `stream`, following every page. Not bounded in time: callers wrap it in
@@ -113,18 +114,24 @@ pub async fn list_shards_as_sent(
         ShardListing::After(shard_id) => Some(
             ShardFilter::builder()
                 .r#type(ShardFilterType::AfterShardId)
-                .shard_id(shard_id)
-                .build()
-                .map_err(|error| {
-                    KinesisError::new(
-                        OPERATION,
-                        ErrorClass::InvalidRequest,
-                        "ConstructionFailure",
-                        error.to_string(),
-                    )
-                })?,
+                .shard_id(shard_id),
         ),
-    };
+        ShardListing::AtTimestamp(at) => Some(
+            ShardFilter::builder()
+                .r#type(ShardFilterType::AtTimestamp)
+                .timestamp(aws_sdk_kinesis::primitives::DateTime::from(*at)),
+        ),
+    }
+    .map(|builder| builder.build())
+    .transpose()
+    .map_err(|error| {
+        KinesisError::new(
+            OPERATION,
+            ErrorClass::InvalidRequest,
+            "ConstructionFailure",
+            error.to_string(),
+        )
+    })?;
     let mut shards = Vec::new();
     let mut next_token: Option<String> = None;
     loop {

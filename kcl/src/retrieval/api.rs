@@ -8,7 +8,7 @@ use aggregation_proto::{HashRange, ReceivedRecord};
 use aws_sdk_kinesis::Client;
 use aws_sdk_kinesis::config::retry::RetryConfig;
 use aws_sdk_kinesis::primitives::DateTime;
-use aws_sdk_kinesis::types::{Record, ShardFilter, ShardFilterType, ShardIteratorType};
+use aws_sdk_kinesis::types::{Record, ShardIteratorType};
 use bytes::Bytes;
 use bytestring::ByteString;
 
@@ -35,38 +35,9 @@ pub(crate) struct RecordsPage {
     pub(crate) child_shards: Vec<ChildShard>,
 }
 
-/// One shard as ListShards describes it.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub(crate) struct ShardSummary {
-    pub(crate) shard_id: String,
-    pub(crate) parent_shard_id: Option<String>,
-    pub(crate) adjacent_parent_shard_id: Option<String>,
-    pub(crate) hash_range: HashRange,
-    /// No ending sequence number: records are still being added.
-    pub(crate) open: bool,
-}
-
-impl ShardSummary {
-    /// The parent and the adjacent parent, those that are set.
-    pub(crate) fn parents(&self) -> impl Iterator<Item = &str> {
-        self.parent_shard_id
-            .as_deref()
-            .into_iter()
-            .chain(self.adjacent_parent_shard_id.as_deref())
-    }
-}
-
-/// Which shards a ListShards call returns.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub(crate) enum ShardListing {
-    /// Every shard the stream still has.
-    All,
-    /// Every shard whose id sorts after this one (`AFTER_SHARD_ID`): where a closed shard's
-    /// children are.
-    After(String),
-    /// The shards open at this time (`AT_TIMESTAMP`).
-    AtTimestamp(SystemTime),
-}
+/// One shard as ListShards describes it, and which shards to list: the workspace's shared
+/// types.
+pub(crate) use kinesis_common::{Shard as ShardSummary, ShardListing};
 
 /// The Kinesis calls polling retrieval makes. Each returns a classified [`CallError`]; retrying
 /// is the caller's business (the SDK's own retries are off).
@@ -101,14 +72,24 @@ pub(crate) trait KinesisApi: Send + Sync + 'static {
 #[derive(Debug, Clone)]
 pub(crate) struct SdkKinesis {
     client: Client,
+    /// The same client with its retries off, for the shared ListShards pager.
+    no_retry_client: Client,
     timeout: Duration,
     no_retries: aws_sdk_kinesis::config::Builder,
 }
 
 impl SdkKinesis {
     pub(crate) fn new(client: Client, timeout: Duration) -> Self {
+        let no_retry_client = Client::from_conf(
+            client
+                .config()
+                .to_builder()
+                .retry_config(RetryConfig::disabled())
+                .build(),
+        );
         Self {
             client,
+            no_retry_client,
             timeout,
             no_retries: aws_sdk_kinesis::config::Builder::default()
                 .retry_config(RetryConfig::disabled()),
@@ -227,81 +208,10 @@ impl KinesisApi for SdkKinesis {
         listing: &ShardListing,
     ) -> Result<Vec<ShardSummary>, CallError> {
         let operation = Operation::ListShards;
-        let filter = match listing {
-            ShardListing::All => None,
-            ShardListing::After(shard_id) => Some(
-                ShardFilter::builder()
-                    .r#type(ShardFilterType::AfterShardId)
-                    .shard_id(shard_id),
-            ),
-            ShardListing::AtTimestamp(at) => Some(
-                ShardFilter::builder()
-                    .r#type(ShardFilterType::AtTimestamp)
-                    .timestamp(DateTime::from(*at)),
-            ),
-        }
-        .map(|builder| builder.build())
-        .transpose()
-        .map_err(|error| CallError::new(operation, Class::InvalidRequest, "BuildError", error))?;
         let call = async {
-            let mut shards = Vec::new();
-            let mut next_token: Option<String> = None;
-            loop {
-                // A request carries either the stream and filter or a next token, never both.
-                let request = match (next_token.take(), stream) {
-                    (Some(token), _) => self.client.list_shards().next_token(token),
-                    (None, StreamId::Name(name)) => self
-                        .client
-                        .list_shards()
-                        .stream_name(name)
-                        .set_shard_filter(filter.clone()),
-                    (None, StreamId::Arn(arn)) => self
-                        .client
-                        .list_shards()
-                        .stream_arn(arn)
-                        .set_shard_filter(filter.clone()),
-                };
-                let output = request
-                    .customize()
-                    .config_override(self.no_retries.clone())
-                    .send()
-                    .await
-                    .map_err(|error| classify(operation, error))?;
-                for shard in output.shards() {
-                    let range = shard.hash_key_range();
-                    let hash_range = range
-                        .and_then(|range| {
-                            HashRange::from_decimal(
-                                range.starting_hash_key(),
-                                range.ending_hash_key(),
-                            )
-                            .ok()
-                        })
-                        .ok_or_else(|| {
-                            CallError::new(
-                                operation,
-                                Class::Malformed,
-                                "a shard has no valid HashKeyRange",
-                                "invalid HashKeyRange",
-                            )
-                        })?;
-                    shards.push(ShardSummary {
-                        shard_id: shard.shard_id().to_owned(),
-                        parent_shard_id: shard.parent_shard_id().map(str::to_owned),
-                        adjacent_parent_shard_id: shard
-                            .adjacent_parent_shard_id()
-                            .map(str::to_owned),
-                        hash_range,
-                        open: shard
-                            .sequence_number_range()
-                            .is_none_or(|r| r.ending_sequence_number().is_none()),
-                    });
-                }
-                match output.next_token {
-                    Some(token) if !token.is_empty() => next_token = Some(token),
-                    _ => return Ok(shards),
-                }
-            }
+            kinesis_common::list_shards(&self.no_retry_client, stream, listing)
+                .await
+                .map_err(|error| CallError::from_kinesis(operation, error))
         };
         self.bounded(operation, call).await
     }

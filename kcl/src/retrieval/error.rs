@@ -169,29 +169,8 @@ impl Operation {
     }
 }
 
-/// What a failed call means.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub(crate) enum Class {
-    /// Slow down and retry.
-    Throttled,
-    /// Retry after a backoff.
-    Transient,
-    /// Get a new iterator and go on.
-    ExpiredIterator,
-    NotFound,
-    AccessDenied,
-    Kms,
-    InvalidRequest,
-    /// A response the source cannot use; the code says why.
-    Malformed,
-    Unexpected,
-}
-
-impl Class {
-    pub(crate) fn is_retryable(self) -> bool {
-        matches!(self, Self::Throttled | Self::Transient)
-    }
-}
+/// What a failed call means: the classes every Kinesis caller of the workspace shares.
+pub(crate) use kinesis_common::ErrorClass as Class;
 
 /// A failed call, classified.
 #[derive(Debug)]
@@ -216,6 +195,11 @@ impl CallError {
             code: code.into(),
             source: source.into(),
         }
+    }
+
+    /// A classified error of the shared classifier, kept as the source.
+    pub(crate) fn from_kinesis(operation: Operation, error: kinesis_common::KinesisError) -> Self {
+        Self::new(operation, error.class(), error.code().to_owned(), error)
     }
 
     /// The call took longer than the request timeout.
@@ -269,70 +253,18 @@ impl CallError {
     }
 }
 
-/// Classifies a service error code (exact match on the `__type` the service returned).
+/// Classifies a service error code (see [`kinesis_common::classify_code`]).
+#[cfg(test)]
 pub(crate) fn classify_code(code: &str) -> Option<Class> {
-    Some(match code {
-        "ProvisionedThroughputExceededException"
-        | "KMSThrottlingException"
-        | "ThrottlingException"
-        | "LimitExceededException"
-        | "RequestLimitExceeded"
-        | "TooManyRequestsException" => Class::Throttled,
-        "InternalFailure"
-        | "InternalFailureException"
-        | "InternalServerError"
-        | "ServiceUnavailable"
-        | "ServiceUnavailableException"
-        | "ResourceInUseException"
-        | "ExpiredNextTokenException" => Class::Transient,
-        "ExpiredIteratorException" => Class::ExpiredIterator,
-        "ResourceNotFoundException" => Class::NotFound,
-        "AccessDeniedException"
-        | "KMSAccessDeniedException"
-        | "UnrecognizedClientException"
-        | "InvalidSignatureException"
-        | "MissingAuthenticationToken"
-        | "IncompleteSignature"
-        | "IncompleteSignatureException"
-        | "ExpiredTokenException" => Class::AccessDenied,
-        "KMSDisabledException"
-        | "KMSInvalidStateException"
-        | "KMSNotFoundException"
-        | "KMSOptInRequired" => Class::Kms,
-        "InvalidArgumentException" | "ValidationException" | "SerializationException" => {
-            Class::InvalidRequest
-        }
-        _ => return None,
-    })
+    kinesis_common::classify_code(code)
 }
 
-/// Classifies a failed SDK call: the single place that decides retry vs fatal.
+/// Classifies a failed SDK call through the workspace's single classifier.
 pub(crate) fn classify<E>(operation: Operation, error: SdkError<E, HttpResponse>) -> CallError
 where
     E: ProvideErrorMetadata + std::error::Error + Send + Sync + 'static,
 {
-    let (class, code) = match &error {
-        SdkError::ServiceError(context) => {
-            let code = context.err().code().unwrap_or("Unknown").to_owned();
-            let class = classify_code(&code).unwrap_or_else(|| {
-                let status = error.raw_response().map(|r| r.status().as_u16());
-                match status {
-                    Some(429) => Class::Throttled,
-                    Some(500..=599) => Class::Transient,
-                    _ => Class::Unexpected,
-                }
-            });
-            (class, code)
-        }
-        SdkError::TimeoutError(_) => (Class::Transient, "Timeout".to_owned()),
-        SdkError::DispatchFailure(_) => (Class::Transient, "DispatchFailure".to_owned()),
-        SdkError::ResponseError(_) => (Class::Transient, "ResponseError".to_owned()),
-        SdkError::ConstructionFailure(_) => {
-            (Class::InvalidRequest, "ConstructionFailure".to_owned())
-        }
-        _ => (Class::Unexpected, "Unknown".to_owned()),
-    };
-    CallError::new(operation, class, code, error)
+    CallError::from_kinesis(operation, kinesis_common::classify(operation.name(), error))
 }
 
 #[cfg(test)]

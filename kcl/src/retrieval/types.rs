@@ -1,62 +1,17 @@
 //! The values that cross the [`RecordSource`](super::RecordSource) boundary.
 
-use std::fmt;
 use std::time::SystemTime;
 
 use aggregation_proto::{DeaggregatedRecord, HashRange};
 
 /// Which stream to read: by name, or by ARN (needed for cross-account access and for IAM
-/// policies written against ARNs).
-///
-/// `From<&str>` and `From<String>` take anything starting with `arn:` as an ARN and anything
-/// else as a name.
+/// policies written against ARNs). Shared with the producer (`kinesis_common::StreamId`).
 ///
 /// ```
 /// use kcl::retrieval::StreamId;
 /// assert_eq!(StreamId::from("orders"), StreamId::Name("orders".into()));
-/// assert!(matches!(
-///     StreamId::from("arn:aws:kinesis:us-east-1:123456789012:stream/orders"),
-///     StreamId::Arn(_)
-/// ));
 /// ```
-#[derive(Debug, Clone, PartialEq, Eq, Hash)]
-pub enum StreamId {
-    /// The stream's name, in the client's account and region.
-    Name(String),
-    /// The stream's ARN (`arn:aws:kinesis:<region>:<account>:stream/<name>`).
-    Arn(String),
-}
-
-impl StreamId {
-    /// The name or ARN, as given.
-    pub fn as_str(&self) -> &str {
-        match self {
-            Self::Name(value) | Self::Arn(value) => value,
-        }
-    }
-}
-
-impl From<String> for StreamId {
-    fn from(value: String) -> Self {
-        if value.starts_with("arn:") {
-            Self::Arn(value)
-        } else {
-            Self::Name(value)
-        }
-    }
-}
-
-impl From<&str> for StreamId {
-    fn from(value: &str) -> Self {
-        Self::from(value.to_owned())
-    }
-}
-
-impl fmt::Display for StreamId {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str(self.as_str())
-    }
-}
+pub use kinesis_common::StreamId;
 
 /// Where a [`RecordSource`](super::RecordSource) starts reading a shard.
 #[derive(Debug, Clone, PartialEq, Eq)]
