@@ -723,6 +723,8 @@ async fn idle(settings: &Settings) -> Result<(), Error> {
     if let Some((jvm, children)) = rss_before {
         samples.add("RSS of the JVM (MiB)", Some(jvm));
         samples.add("RSS of its processor children (MiB)", Some(children));
+    } else {
+        samples.add("RSS of the worker process (MiB)", Some(self_rss_mib()));
     }
     if let Some(mut java) = java {
         java.kill();
@@ -748,6 +750,19 @@ async fn idle(settings: &Settings) -> Result<(), Error> {
         delete_stream(&kinesis, &stream).await;
     }
     Ok(())
+}
+
+/// RSS in MiB of this process (our worker; the bench's own bookkeeping is small).
+fn self_rss_mib() -> f64 {
+    std::fs::read_to_string("/proc/self/status")
+        .ok()
+        .and_then(|status| {
+            status
+                .lines()
+                .find(|l| l.starts_with("VmRSS:"))
+                .and_then(|l| l.split_whitespace().nth(1)?.parse::<f64>().ok())
+        })
+        .map_or(f64::NAN, |kib| kib / 1024.0)
 }
 
 /// RSS in MiB of a Java worker's JVM and of the rest of its process group.
@@ -907,6 +922,7 @@ async fn fleet(settings: &Settings) -> Result<(), Error> {
         }
         let mut split = None;
         let mut peak_rss = 0.0_f64;
+        let mut our_rss = 0.0_f64;
         while started.elapsed() < split_limit {
             let rows = scan_leases(&dynamodb, &application).await;
             if rows.len() >= settings.shards && even(&owners(&rows), &names, settings.shards) {
@@ -922,6 +938,8 @@ async fn fleet(settings: &Settings) -> Result<(), Error> {
                     })
                     .sum();
                 peak_rss = peak_rss.max(rss);
+            } else {
+                our_rss = our_rss.max(self_rss_mib());
             }
             tokio::time::sleep(Duration::from_millis(500)).await;
         }
@@ -930,13 +948,19 @@ async fn fleet(settings: &Settings) -> Result<(), Error> {
             .map(BTreeSet::len)
             .collect();
         eprintln!(
-            "repeat {repeat}: even split after {split:.1?} (leases per owner {counts:?}), peak RSS of the Java fleet {peak_rss:.0} MiB"
+            "repeat {repeat}: even split after {split:.1?} (leases per owner {counts:?}), peak RSS {:.0} MiB",
+            peak_rss.max(our_rss)
         );
         samples.add("start -> even split (s)", split.map(|d| d.as_secs_f64()));
         if settings.implementation == Impl::Java {
             samples.add(
-                "RSS of the 10 JVMs and their processors (MiB)",
+                "peak RSS of the JVMs and their processors (MiB)",
                 Some(peak_rss),
+            );
+        } else {
+            samples.add(
+                "peak RSS of the process of all workers (MiB)",
+                Some(our_rss),
             );
         }
         if split.is_some() {
