@@ -20,7 +20,8 @@
 #   scripts/bench-leases.sh                       # everything (about 60-90 minutes)
 #   ONLY=children,idle IMPLS=ours scripts/bench-leases.sh
 #
-# Env: ONLY (children,idle,fleet), IMPLS (ours,java), REPEATS (3), LEASES (1000), WORKERS (10),
+# Env: ONLY (children,idle,fleet), IMPLS (ours,java), REPEATS (3; CHILDREN_REPEATS 6 splits),
+#      LEASES (1000), WORKERS (10),
 #      SHARDS (200), FAILOVER_MS (10000), SKIP_BUILD=1, CARGO_TARGET_DIR.
 set -euo pipefail
 
@@ -31,6 +32,7 @@ BIN="$TARGET_DIR/release/examples/lease_scale"
 ONLY="${ONLY:-children,idle,fleet}"
 IMPLS="${IMPLS:-ours,java}"
 REPEATS="${REPEATS:-3}"
+CHILDREN_REPEATS="${CHILDREN_REPEATS:-6}"
 LEASES="${LEASES:-1000}"
 WORKERS="${WORKERS:-10}"
 SHARDS="${SHARDS:-200}"
@@ -92,7 +94,7 @@ run() { # <title> <bench> <impl...> -- <args...>
 if wants children; then
   # shellcheck disable=SC2046
   run "Children start after a split (1 worker, records flowing, idle between reads 500 ms)" \
-    children $(impls) -- --repeats "$REPEATS"
+    children $(impls) -- --repeats "$CHILDREN_REPEATS"
 fi
 if wants idle; then
   idle_impls=()

@@ -926,7 +926,7 @@ async fn mixed_fleet_through_split_and_merge() {
                 owners
             });
         violations.push(format!(
-            "lease {key} re-created: deleted {:.1} s after the Java worker started, back {:.1} s              later (then owned by {new_owners:?})",
+            "lease {key} re-created: deleted {:.1} s after the Java worker started, back {:.1} s later (then owned by {new_owners:?})",
             since_java(went),
             came.duration_since(*went).unwrap_or_default().as_secs_f64()
         ));
