@@ -450,6 +450,7 @@ impl JavaWorkerBuilder {
             child: Some(child),
             exit: None,
             keep_files: false,
+            reported: false,
         }
     }
 }
@@ -468,6 +469,7 @@ pub struct JavaWorker {
     child: Option<Child>,
     exit: Option<ExitStatus>,
     keep_files: bool,
+    reported: bool,
 }
 
 impl JavaWorker {
@@ -632,6 +634,7 @@ impl JavaWorker {
             }
             if !self.is_running() {
                 self.keep_files = true;
+                self.reported = true;
                 panic!(
                     "waiting for {what}: the Java daemon exited\n{}",
                     self.report()
@@ -639,6 +642,7 @@ impl JavaWorker {
             }
             if Instant::now() >= deadline {
                 self.keep_files = true;
+                self.reported = true;
                 panic!(
                     "waiting for {what}: not after {timeout:?}\n{}",
                     self.report()
@@ -665,6 +669,7 @@ impl JavaWorker {
         while self.is_running() {
             if asked.elapsed() > self.stop_timeout {
                 self.keep_files = true;
+                self.reported = true;
                 let report = self.report();
                 self.kill();
                 panic!(
@@ -713,7 +718,9 @@ impl Drop for JavaWorker {
         let was_running = self.is_running();
         if std::thread::panicking() || was_running {
             self.keep_files = true;
-            eprintln!("{}", self.report());
+            if !self.reported {
+                eprintln!("{}", self.report());
+            }
         }
         self.kill();
         if !self.keep_files {

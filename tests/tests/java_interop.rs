@@ -312,6 +312,10 @@ impl OurWorker {
         .initial_position(InitialPosition::TrimHorizon)
         .failover_time(FAILOVER)
         .shard_sync_interval(SHARD_SYNC)
+        // Our lease cleanup must run well inside the Java worker's first 5 minutes: Java
+        // skips deleting a finished lease while its parent's row exists, and retries only at
+        // its next completed-lease cleanup, 5 minutes later (when the builder gets a cleanup
+        // interval, set it here to a few seconds).
         .polling(PollingConfig::default().idle_time_between_reads(IDLE_BETWEEN_READS))
         .build()
         .expect("scheduler");
