@@ -288,7 +288,7 @@ impl JavaWorkerBuilder {
         self
     }
 
-    /// Runs `tests/java/light_processor.sh` (POSIX sh, about 1 MB per shard) instead of the
+    /// Runs `tests/java/light_processor.sh` (POSIX sh, about 1.7 MB per shard) instead of the
     /// Python recorder: it checkpoints after every batch and at shard end, and writes only
     /// [`JavaEventKind::Initialize`] (without a checkpoint) and [`JavaEventKind::Batch`]
     /// events. For runs with hundreds of leases per worker.
