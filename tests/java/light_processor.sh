@@ -1,7 +1,7 @@
 #!/bin/sh
 # A minimal MultiLangDaemon record processor for the scale benchmarks (scripts/bench-leases.sh),
 # where one Python process per shard would not fit (1,000 leases: 12 MB each): POSIX sh,
-# about 1 MB per shard. It answers every action, checkpoints after every batch and at shard
+# about 1.7 MB per shard. It answers every action, checkpoints after every batch and at shard
 # end, and appends one JSON line per initialize and per batch to $KINESIS_RS_JAVA_EVENTS
 # (the harness's format: {"event": "initialize" | "batch", "shard", "time", "worker", "pid"}).
 #
