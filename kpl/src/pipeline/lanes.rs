@@ -334,19 +334,7 @@ impl Router {
 
     /// Seals every open aggregate.
     pub(crate) fn seal_all(&mut self) {
-        for shard in 0..self.shards.len() {
-            for lane in 0..self.shards[shard].lanes.len() {
-                if !self.shards[shard].lanes[lane].members.is_empty() {
-                    let target = self.lane_target(shard, lane);
-                    seal(
-                        &mut self.shards[shard].lanes[lane],
-                        &target,
-                        &mut self.spare,
-                    );
-                    self.list(shard, lane);
-                }
-            }
-        }
+        self.seal_where(|_| true);
         self.lingering.clear();
     }
 
@@ -354,10 +342,15 @@ impl Router {
     /// nothing is moving: partial aggregates must go). Lanes with a queue wait for their rate
     /// limit, where a partial aggregate would spend a record token on fewer records.
     pub(crate) fn seal_idle(&mut self) {
+        self.seal_where(|lane| lane.queue.is_empty());
+    }
+
+    /// Seals the open aggregate of every lane `choose` picks (among those with one).
+    fn seal_where(&mut self, choose: impl Fn(&Lane) -> bool) {
         for shard in 0..self.shards.len() {
             for lane in 0..self.shards[shard].lanes.len() {
                 let entry = &self.shards[shard].lanes[lane];
-                if !entry.members.is_empty() && entry.queue.is_empty() {
+                if !entry.members.is_empty() && choose(entry) {
                     let target = self.lane_target(shard, lane);
                     seal(
                         &mut self.shards[shard].lanes[lane],
