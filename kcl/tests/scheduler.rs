@@ -13,7 +13,7 @@ use kcl::{
     Checkpointer, InitialPosition, ProcessRecordsInput, Scheduler, SchedulerHandle,
     ShardRecordProcessor,
 };
-use kpl::{Producer, UserRecord};
+use kpl::{MisroutedRecords, Producer, UserRecord};
 
 /// One delivered user record.
 #[derive(Debug, Clone)]
@@ -168,6 +168,11 @@ impl Fleet {
             .client(kinesis_client().await)
             .linger(Duration::from_millis(10))
             .ordered(true)
+            // Aggregates built for a parent land whole in one child after a reshard. This
+            // consumer filters each sub-record by its shard's range, so only the records the
+            // landing shard does not own need sending again; the default (resend all, for the
+            // Java KCL and Lambda) would store the others twice and the test counts exactly.
+            .misrouted_records(MisroutedRecords::ResendOutOfRange)
             .build()
             .await
             .expect("producer")

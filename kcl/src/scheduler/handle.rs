@@ -58,11 +58,18 @@ impl SchedulerHandle {
         let shared = self.coordinator.borrow().clone();
         let scan = shared.as_ref().and_then(|shared| shared.last_scan());
         WorkerState {
-            shards,
             held_changed_at,
-            takeable_leases: scan.as_ref().map_or(0, |scan| scan.takeable.len()),
+            // The scan lists what was takeable before this worker's takes of that cycle:
+            // what it holds now is not left to take.
+            takeable_leases: scan.as_ref().map_or(0, |scan| {
+                scan.takeable
+                    .iter()
+                    .filter(|key| !shards.contains_key(key.as_str()))
+                    .count()
+            }),
             last_scan: scan.map(|scan| tokio::time::Instant::from_std(scan.at)),
             pending_handoffs: shared.map_or(0, |shared| shared.stats().pending_handoffs),
+            shards,
         }
     }
 
@@ -79,5 +86,35 @@ impl SchedulerHandle {
             let _ = tokio::time::timeout(limit, scans.changed()).await;
         }
         self.state()
+    }
+
+    /// Returns once the worker has had nothing left to read for `idle`: every held shard at
+    /// its tip for that long, no child waiting for a parent, nothing left to take and no
+    /// handoff pending ([`WorkerState::is_idle_for`]), confirmed on a fresh scan of the lease
+    /// table so a lease that became free meanwhile is taken and read instead. What a batch
+    /// job or a test waits on before it shuts the worker down ("drain, then exit").
+    ///
+    /// ```no_run
+    /// # async fn example(handle: kcl::SchedulerHandle) {
+    /// use std::time::Duration;
+    /// handle.wait_idle(Duration::from_secs(10)).await;
+    /// handle.graceful_shutdown().await;
+    /// # }
+    /// ```
+    ///
+    /// # Cancel safety
+    /// Cancel safe: it only reads the worker's state.
+    pub async fn wait_idle(&self, idle: Duration) {
+        let poll = (idle / 10).clamp(Duration::from_millis(50), Duration::from_millis(500));
+        loop {
+            tokio::time::sleep(poll).await;
+            if !self.state().is_idle_for(idle, tokio::time::Instant::now()) {
+                continue;
+            }
+            let state = self.refreshed_state(Duration::from_secs(10)).await;
+            if state.is_idle_for(idle, tokio::time::Instant::now()) {
+                return;
+            }
+        }
     }
 }

@@ -353,3 +353,30 @@ async fn initialize_receives_the_pending_checkpoint_and_its_state() {
     assert!(!fleet.counts().contains_key("r-2"));
     w1.stop().await.unwrap();
 }
+
+#[tokio::test(start_paused = true)]
+async fn a_worker_that_took_every_lease_is_idle_before_its_next_take_cycle() {
+    // The scan that found the leases takeable is the one the worker took them in: what it
+    // holds must not count as left to take until a later scan (a take interval away) says so.
+    let fleet = Fleet::new(2);
+    fleet.stream.put_n(&shard_id(0), "s0", 3);
+    fleet.stream.put_n(&shard_id(1), "s1", 3);
+    let take_interval = Duration::from_secs(60);
+    let coordinator = CoordinatorConfig::builder()
+        .failover_time(FAILOVER)
+        .renew_interval(RENEW)
+        .take_interval(take_interval)
+        .build()
+        .unwrap();
+    let w1 = fleet.worker_with("w1", worker_config(), coordinator);
+    fleet.wait_delivered(6, Duration::from_secs(30)).await;
+    let started = Instant::now();
+    let idle = Duration::from_secs(1);
+    wait_for("idle", take_interval / 2, || {
+        w1.handle.state().is_idle_for(idle, Instant::now())
+    })
+    .await;
+    assert!(started.elapsed() < take_interval / 2);
+    assert_eq!(w1.handle.state().takeable_leases, 0);
+    w1.stop().await.unwrap();
+}
