@@ -226,8 +226,15 @@ impl DeaggregatedBatch {
             return 0;
         };
         let before = self.items.len();
-        self.items
-            .retain(|item| !processed.covers(&item.position()));
+        self.items.retain(|item| {
+            let (shard, sub) = match item {
+                BatchItem::Record(record) => {
+                    (record.shard_id(), record.sub_sequence_number().unwrap_or(0))
+                }
+                BatchItem::Corrupt(corrupt) => (corrupt.shard_id(), 0),
+            };
+            !processed.covers_parts(shard, item.sequence_number(), sub)
+        });
         let skipped = before - self.items.len();
         self.stats.skipped += skipped;
         skipped

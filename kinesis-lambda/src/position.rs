@@ -80,10 +80,19 @@ impl Position {
     /// Whether `other` is at or before this position in the same shard: a record there was
     /// finished if this one was. Positions of different shards never cover each other.
     pub fn covers(&self, other: &Position) -> bool {
-        self.shard_id == other.shard_id
-            && match sequence::compare(&other.sequence_number, &self.sequence_number) {
+        self.covers_parts(
+            &other.shard_id,
+            &other.sequence_number,
+            other.sub_sequence_number,
+        )
+    }
+
+    /// [`covers`](Self::covers) for a position given by its parts (no allocation).
+    pub(crate) fn covers_parts(&self, shard_id: &str, sequence_number: &str, sub: u64) -> bool {
+        self.shard_id == shard_id
+            && match sequence::compare(sequence_number, &self.sequence_number) {
                 Ordering::Less => true,
-                Ordering::Equal => other.sub_sequence_number <= self.sub_sequence_number,
+                Ordering::Equal => sub <= self.sub_sequence_number,
                 Ordering::Greater => false,
             }
     }
