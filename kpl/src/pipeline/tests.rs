@@ -858,3 +858,35 @@ async fn without_the_listing_at_build_a_missing_stream_fails_its_records_not_bui
     );
     producer.shutdown().await;
 }
+
+#[tokio::test(start_paused = true)]
+async fn without_the_listing_at_build_a_hung_listing_still_leaves_flush_bounded() {
+    let fake = FakeKinesis::new();
+    fake.create_stream(STREAM, 1);
+    fake.set_list_shards_hang(true);
+    let producer = builder(&fake)
+        .list_shards_at_build(false)
+        .list_shards_timeout(Duration::from_secs(2))
+        .record_ttl(Duration::from_secs(10))
+        .build()
+        .await
+        .unwrap();
+    let receipt = producer.send(record(0, 1)).await.unwrap();
+    let started = tokio::time::Instant::now();
+    let outcome = producer.flush_timeout(Duration::from_secs(1)).await;
+    assert_eq!(outcome, Err(FlushError::TimedOut(Duration::from_secs(1))));
+    assert_eq!(started.elapsed(), Duration::from_secs(1));
+    // The listing keeps timing out: the record ends at its TTL, not never.
+    let failure = receipt.await.unwrap_err();
+    assert!(
+        matches!(failure.reason(), FailureReason::Expired),
+        "{:?}",
+        failure.reason()
+    );
+    assert!(started.elapsed() <= Duration::from_secs(11));
+    // Once Kinesis answers, records go through.
+    fake.set_list_shards_hang(false);
+    let receipt = producer.send(record(1, 1)).await.unwrap();
+    assert!(receipt.await.is_ok());
+    producer.shutdown().await;
+}
