@@ -13,11 +13,9 @@
 #[path = "lambda_handler/handler.rs"]
 mod handler;
 
-use std::sync::{Arc, Mutex};
-
 use handler::{HandlerState, Sink, handle};
 use kinesis_lambda::{CorruptRecord, ExactKinesisEvent, LambdaUserRecord};
-use lambda_runtime::{Error, LambdaEvent, service_fn};
+use lambda_runtime::Error;
 
 /// Prints each user record as a line; a real function would store it.
 struct PrintSink;
@@ -48,29 +46,20 @@ impl Sink for PrintSink {
 
 #[tokio::main]
 async fn main() -> Result<(), Error> {
-    let state = Arc::new(Mutex::new(HandlerState::default()));
-    if std::env::var_os("AWS_LAMBDA_RUNTIME_API").is_none() {
-        let path = std::env::args()
-            .nth(1)
-            .ok_or("outside Lambda, pass a Kinesis event JSON file")?;
-        let event: ExactKinesisEvent = serde_json::from_slice(&std::fs::read(&path)?)?;
-        let shard = event.0.records.first().and_then(|r| r.event_id.clone());
-        let shard = shard.and_then(|id| id.split_once(':').map(|(s, _)| s.to_owned()));
-        let mut state = state.lock().map_err(|_| "state poisoned")?;
-        let answer = handle(event.0, &mut state, &mut PrintSink)?;
-        println!("{}", serde_json::to_string(&answer)?);
-        if let Some(done) = shard.as_deref().and_then(|shard| state.done(shard)) {
-            eprintln!("finished up to {done}");
-        }
-        return Ok(());
+    if std::env::var_os("AWS_LAMBDA_RUNTIME_API").is_some() {
+        return handler::serve(PrintSink).await;
     }
-    lambda_runtime::run(service_fn(move |event: LambdaEvent<ExactKinesisEvent>| {
-        let state = state.clone();
-        async move {
-            // One invocation at a time per execution environment: the lock is never contended.
-            let mut state = state.lock().map_err(|_| "state poisoned")?;
-            Ok::<_, Error>(handle(event.payload.0, &mut state, &mut PrintSink)?)
-        }
-    }))
-    .await
+    let path = std::env::args()
+        .nth(1)
+        .ok_or("outside Lambda, pass a Kinesis event JSON file")?;
+    let event: ExactKinesisEvent = serde_json::from_slice(&std::fs::read(&path)?)?;
+    let shard = event.0.records.first().and_then(|r| r.event_id.clone());
+    let shard = shard.and_then(|id| id.split_once(':').map(|(s, _)| s.to_owned()));
+    let mut state = HandlerState::default();
+    let answer = handle(event.0, &mut state, &mut PrintSink)?;
+    println!("{}", serde_json::to_string(&answer)?);
+    if let Some(done) = shard.as_deref().and_then(|shard| state.done(shard)) {
+        eprintln!("finished up to {done}");
+    }
+    Ok(())
 }

@@ -2,11 +2,13 @@
 //! feed it event JSON directly (`examples/tests/lambda_handler.rs`).
 
 use std::collections::HashMap;
+use std::sync::{Arc, Mutex};
 
 use kinesis_lambda::{
-    BatchItem, CorruptRecord, EventDeaggregator, EventError, KinesisEvent, KinesisEventResponse,
-    LambdaUserRecord, Position, all_processed, retry_from,
+    BatchItem, CorruptRecord, EventDeaggregator, EventError, ExactKinesisEvent, KinesisEvent,
+    KinesisEventResponse, LambdaUserRecord, Position, all_processed, retry_from,
 };
+use lambda_runtime::{Diagnostic, Error, LambdaEvent, service_fn};
 
 /// Where the user records go. A real function would write to a database or call a service.
 pub trait Sink {
@@ -92,4 +94,37 @@ pub fn handle(
         state.done.insert(position.shard_id().to_owned(), position);
     }
     Ok(all_processed())
+}
+
+/// Serves invocations from the Lambda Runtime API (`AWS_LAMBDA_RUNTIME_API` and the function's
+/// environment, as Lambda sets them) until the runtime stops. The state lives as long as the
+/// execution environment. An event that is not a Kinesis event fails its invocation with the
+/// error type `EventError`.
+///
+/// # Errors
+/// When the Runtime API cannot be reached.
+pub async fn serve<S: Sink + Send + 'static>(sink: S) -> Result<(), Error> {
+    let state = Arc::new(Mutex::new((HandlerState::default(), sink)));
+    lambda_runtime::run(service_fn(move |event: LambdaEvent<ExactKinesisEvent>| {
+        let state = state.clone();
+        async move { invoke(&state, event.payload) }
+    }))
+    .await
+}
+
+/// One invocation, its error in the form the runtime reports.
+fn invoke<S: Sink>(
+    state: &Mutex<(HandlerState, S)>,
+    event: ExactKinesisEvent,
+) -> Result<KinesisEventResponse, Diagnostic> {
+    let diagnostic = |error_type: &str, error_message: String| Diagnostic {
+        error_type: error_type.into(),
+        error_message,
+    };
+    // One invocation at a time per execution environment: the lock is never contended.
+    let mut guard = state
+        .lock()
+        .map_err(|_| diagnostic("Poisoned", "an earlier invocation panicked".into()))?;
+    let (state, sink) = &mut *guard;
+    handle(event.0, state, sink).map_err(|e| diagnostic("EventError", e.to_string()))
 }

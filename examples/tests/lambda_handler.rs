@@ -2,6 +2,8 @@
 //! (`kinesis-lambda/tests/data`: plain records, KPL aggregates, a corrupt aggregate): what it
 //! processed, what it set aside, and the partial batch responses, across a retry.
 
+// Each test binary uses a part of the example's module.
+#[allow(dead_code)]
 #[path = "../lambda_handler/handler.rs"]
 mod handler;
 
