@@ -19,7 +19,7 @@ PROXY="$TARGET_DIR/release/fault-proxy"
 RUNS="${RUNS:-9}"
 
 if [ -z "${SKIP_BUILD:-}" ]; then
-  (cd "$REPO" && cargo build --release -j "${CARGO_BUILD_JOBS:-1}" -p kpl --example cold_start -p fault-proxy >&2)
+  (cd "$REPO" && cargo build --release -j "${CARGO_BUILD_JOBS:-1}" -p kpl --example cold_start -p fault-proxy --bin fault-proxy >&2)
 fi
 for bin in "$BIN" "$PROXY"; do
   [ -x "$bin" ] || { echo "bench-lambda: $bin is missing (build it, or unset SKIP_BUILD)" >&2; exit 1; }
