@@ -41,7 +41,7 @@ const INBOX_RECORDS: usize = 4 * 1024;
 /// | `ThreadingModel`, `ThreadPoolSize`, `NativeExecutable`, `TempDirectory`, `EnableCoreDumps` | none: in-process, on the caller's tokio runtime | |
 /// | `getOutstandingRecordsCount()` polling and sleeping | [`max_outstanding_records`](Self::max_outstanding_records), [`max_outstanding_bytes`](Self::max_outstanding_bytes): `send` waits | 100,000 records, 64 MiB |
 /// | (none; records of a key may be reordered) | [`ordered`](Self::ordered), [`ordering_lanes`](Self::ordering_lanes) | off (`kinesis-cat produce`: on), 8 lanes per shard |
-/// | (none) | [`adaptive_concurrency`](Self::adaptive_concurrency), [`min_backoff`](Self::min_backoff), [`max_backoff`](Self::max_backoff), [`shard_map_refresh_interval`](Self::shard_map_refresh_interval), [`list_shards_timeout`](Self::list_shards_timeout), [`misrouted_records`](Self::misrouted_records), [`max_record_size`](Self::max_record_size) | on, 100 ms, 5 s, 60 s, 30 s, resend all, 1 MiB |
+/// | (none) | [`adaptive_concurrency`](Self::adaptive_concurrency), [`min_backoff`](Self::min_backoff), [`max_backoff`](Self::max_backoff), [`shard_map_refresh_interval`](Self::shard_map_refresh_interval), [`list_shards_timeout`](Self::list_shards_timeout), [`list_shards_at_build`](Self::list_shards_at_build), [`misrouted_records`](Self::misrouted_records), [`max_record_size`](Self::max_record_size) | on, 100 ms, 5 s, 60 s, 30 s, on, resend all, 1 MiB |
 #[derive(Debug)]
 #[must_use]
 pub struct ProducerBuilder {
@@ -196,6 +196,16 @@ impl ProducerBuilder {
         /// included.
         list_shards_timeout: Duration);
     setter!(
+        /// List the stream's shards in [`build`](Self::build) (default on): `build` fails at
+        /// once for a stream that does not exist or cannot be read, and the first records are
+        /// aggregated per shard as soon as they arrive. Off, `build` returns without calling
+        /// Kinesis and the pipeline lists the shards in its own task right away; records sent
+        /// before the map arrives wait for it (within their TTL) and are then aggregated per
+        /// shard as usual, and a stream that cannot be listed fails those records (`Rejected`)
+        /// instead of `build`. For a Lambda function's cold start: the listing overlaps the
+        /// rest of the initialization (BENCHMARKS.md, "Lambda").
+        list_shards_at_build: bool);
+    setter!(
         /// What to do with the records of an aggregate stored whole on a shard other than the
         /// one it was built for, after a reshard (default: send every one again, as the C++
         /// KPL does).
@@ -209,7 +219,10 @@ impl ProducerBuilder {
     }
 
     /// Checks the settings, lists the stream's shards (bounded by
-    /// [`list_shards_timeout`](Self::list_shards_timeout)), and starts the pipeline task.
+    /// [`list_shards_timeout`](Self::list_shards_timeout); not with
+    /// [`list_shards_at_build`](Self::list_shards_at_build) off), and starts the pipeline
+    /// task. Everything the producer does runs in tasks on the caller's tokio runtime: no
+    /// thread or runtime of its own.
     ///
     /// # Errors
     /// [`BuildError::Config`] for unusable settings, a missing client or no runtime;
@@ -220,22 +233,11 @@ impl ProducerBuilder {
         config.validate()?;
         let api = self.api.ok_or(ConfigError::MissingClient)?;
         tokio::runtime::Handle::try_current().map_err(|_| ConfigError::NoRuntime)?;
-        let limit = config.list_shards_timeout;
-        let listing = match tokio::time::timeout(limit, api.list_shards(&self.stream)).await {
-            Ok(listing) => listing,
-            Err(_) => Err(KinesisError::timeout("ListShards", limit)),
+        let map = if config.list_shards_at_build {
+            Some(Self::first_map(&self.stream, &*api, config.list_shards_timeout).await?)
+        } else {
+            None
         };
-        let map = listing
-            .map(|shards| ShardMap::from_listing(&shards))
-            .map_err(|source| BuildError::ListShards {
-                stream: self.stream.to_string(),
-                source,
-            })?;
-        if map.shards.is_empty() {
-            return Err(BuildError::NoOpenShards {
-                stream: self.stream.to_string(),
-            });
-        }
         let registry = Arc::new(StreamRegistry::default());
         let index = registry.index_of(&self.stream);
         let metrics = Arc::new(Metrics::default());
@@ -264,10 +266,38 @@ impl ProducerBuilder {
             health,
             registry,
             jitter_seed: self.jitter_seed,
-        })
-        .with_map(index, map);
+        });
+        let pipeline = match map {
+            Some(map) => pipeline.with_map(index, map),
+            // Its first refresh is due at once: the listing starts on the pipeline's first turn.
+            None => pipeline.with_stream(index),
+        };
         tokio::spawn(pipeline.run().instrument(span));
         Ok(Producer::from_shared(shared, index))
+    }
+
+    /// The stream's shard map, listed within `limit`.
+    async fn first_map(
+        stream: &StreamId,
+        api: &dyn KinesisApi,
+        limit: Duration,
+    ) -> Result<ShardMap, BuildError> {
+        let listing = match tokio::time::timeout(limit, api.list_shards(stream)).await {
+            Ok(listing) => listing,
+            Err(_) => Err(KinesisError::timeout("ListShards", limit)),
+        };
+        let map = listing
+            .map(|shards| ShardMap::from_listing(&shards))
+            .map_err(|source| BuildError::ListShards {
+                stream: stream.to_string(),
+                source,
+            })?;
+        if map.shards.is_empty() {
+            return Err(BuildError::NoOpenShards {
+                stream: stream.to_string(),
+            });
+        }
+        Ok(map)
     }
 }
 

@@ -71,6 +71,7 @@ pub(crate) struct ProducerConfig {
     pub(crate) shard_map_refresh_interval: Duration,
     pub(crate) request_timeout: Duration,
     pub(crate) list_shards_timeout: Duration,
+    pub(crate) list_shards_at_build: bool,
     pub(crate) misrouted_records: MisroutedRecords,
 }
 
@@ -98,6 +99,7 @@ impl Default for ProducerConfig {
             shard_map_refresh_interval: Duration::from_secs(60),
             request_timeout: Duration::from_secs(6),
             list_shards_timeout: Duration::from_secs(30),
+            list_shards_at_build: true,
             misrouted_records: MisroutedRecords::ResendAll,
         }
     }

@@ -187,6 +187,12 @@ impl Pipeline {
         }
     }
 
+    /// Knows stream `index` from the start, without a map: its first refresh is due at once.
+    pub(crate) fn with_stream(mut self, index: usize) -> Self {
+        self.ensure_stream(index, Instant::now());
+        self
+    }
+
     /// Installs the first map of stream `index`, fetched before the producer is handed out.
     pub(crate) fn with_map(mut self, index: usize, map: ShardMap) -> Self {
         let now = Instant::now();

@@ -805,3 +805,88 @@ async fn a_released_retry_seals_no_other_shards_aggregate() {
     assert!(results(lingering).await.iter().all(Result::is_ok));
     producer.shutdown().await;
 }
+
+#[tokio::test(start_paused = true)]
+async fn without_the_listing_at_build_the_first_records_wait_for_the_map_then_aggregate() {
+    let fake = FakeKinesis::new();
+    fake.create_stream(STREAM, 4);
+    let producer = builder(&fake)
+        .list_shards_at_build(false)
+        .build()
+        .await
+        .unwrap();
+    assert_eq!(fake.list_shards_calls(), 0, "build called Kinesis");
+    let receipts = send_all(&producer, 1_000, 20).await;
+    let report = producer.flush().await.unwrap();
+    assert_eq!((report.stored, report.failed), (1_000, 0));
+    assert_eq!(fake.list_shards_calls(), 1);
+    let ranges: HashMap<String, aggregation_proto::HashRange> = fake
+        .open_shards(STREAM)
+        .into_iter()
+        .map(|shard| (shard.shard_id, shard.hash_range))
+        .collect();
+    for (i, result) in results(receipts).await.into_iter().enumerate() {
+        let stored = result.expect("stored");
+        let hash = record(i, 20).hash_key().unwrap();
+        assert!(
+            ranges[&*stored.shard_id].contains(hash),
+            "record {i} on the wrong shard"
+        );
+        assert_eq!(stored.attempt_count, 1, "record {i} was sent again");
+    }
+    let (per_key, total) = read_back(&fake, STREAM);
+    assert_eq!((distinct(&per_key), total), (1_000, 1_000));
+    assert_in_order(&per_key);
+    assert!(producer.metrics().user_records_per_kinesis_record > 10.0);
+    producer.shutdown().await;
+}
+
+#[tokio::test(start_paused = true)]
+async fn without_the_listing_at_build_a_missing_stream_fails_its_records_not_build() {
+    let producer = Producer::builder("nope")
+        .kinesis_api(FakeKinesis::new())
+        .list_shards_at_build(false)
+        .build()
+        .await
+        .expect("build does not call Kinesis");
+    let receipt = producer.send(record(0, 1)).await.unwrap();
+    let failure = receipt.await.unwrap_err();
+    assert!(
+        matches!(failure.reason(), FailureReason::Rejected { code, .. } if &**code == "ResourceNotFoundException"),
+        "{:?}",
+        failure.reason()
+    );
+    producer.shutdown().await;
+}
+
+#[tokio::test(start_paused = true)]
+async fn without_the_listing_at_build_a_hung_listing_still_leaves_flush_bounded() {
+    let fake = FakeKinesis::new();
+    fake.create_stream(STREAM, 1);
+    fake.set_list_shards_hang(true);
+    let producer = builder(&fake)
+        .list_shards_at_build(false)
+        .list_shards_timeout(Duration::from_secs(2))
+        .record_ttl(Duration::from_secs(10))
+        .build()
+        .await
+        .unwrap();
+    let receipt = producer.send(record(0, 1)).await.unwrap();
+    let started = tokio::time::Instant::now();
+    let outcome = producer.flush_timeout(Duration::from_secs(1)).await;
+    assert_eq!(outcome, Err(FlushError::TimedOut(Duration::from_secs(1))));
+    assert_eq!(started.elapsed(), Duration::from_secs(1));
+    // The listing keeps timing out: the record ends at its TTL, not never.
+    let failure = receipt.await.unwrap_err();
+    assert!(
+        matches!(failure.reason(), FailureReason::Expired),
+        "{:?}",
+        failure.reason()
+    );
+    assert!(started.elapsed() <= Duration::from_secs(11));
+    // Once Kinesis answers, records go through.
+    fake.set_list_shards_hang(false);
+    let receipt = producer.send(record(1, 1)).await.unwrap();
+    assert!(receipt.await.is_ok());
+    producer.shutdown().await;
+}
