@@ -70,5 +70,11 @@ run json_events
 grep -q "orders read: 200 of 200, read twice: 0, dead letters: 2" "$work/json_events.out" ||
   fail "json_events: $(tail -1 "$work/json_events.out")"
 
+run lambda_handler kinesis-lambda/tests/data/aggregated.json
+[[ "$(tail -1 "$work/lambda_handler.out")" == '{"batchItemFailures":[]}' ]] ||
+  fail "lambda_handler: $(tail -1 "$work/lambda_handler.out")"
+run lambda_handler kinesis-lambda/tests/data/corrupt.json
+grep -q "^dead letter: " "$work/lambda_handler.err" || fail "lambda_handler set no corrupt aggregate aside"
+
 run demo --records 6000 --rate 1500
 grep -q "lost:        0" "$work/demo.out" || fail "demo: $(cat "$work/demo.out")"
