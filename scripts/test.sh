@@ -63,6 +63,9 @@ cargo fmt --all -- --check
 section "cargo clippy --workspace --all-targets -- -D warnings"
 cargo clippy --workspace --all-targets -- -D warnings
 
+section "cargo doc --workspace --no-deps (warnings are errors: broken links, missing docs)"
+RUSTDOCFLAGS="-D warnings" cargo doc --workspace --no-deps --quiet
+
 test_log="$(mktemp)"
 section "cargo test --workspace --all-targets"
 cargo test --workspace --all-targets "$@" 2>&1 | tee "$test_log"

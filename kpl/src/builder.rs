@@ -84,7 +84,7 @@ impl ProducerBuilder {
     }
 
     /// Talks to Kinesis through `api` instead of the AWS SDK: a test fake such as
-    /// [`FakeKinesis`](crate::testing::FakeKinesis) (feature `test-util`), or a proxy.
+    /// `kpl::testing::FakeKinesis` (feature `test-util`), or a proxy.
     pub fn kinesis_api(mut self, api: impl KinesisApi) -> Self {
         self.api = Some(Arc::new(api));
         self

@@ -18,7 +18,7 @@
 //! ([`Producer::for_stream`]) with one budget and one pipeline.
 //!
 //! The pipeline reaches Kinesis through [`KinesisApi`]: the AWS SDK ([`SdkKinesis`]) or, for
-//! tests, the in-memory [`testing::FakeKinesis`] (feature `test-util`), with tokio's time.
+//! tests, the in-memory `testing::FakeKinesis` (feature `test-util`), with tokio's time.
 #![forbid(unsafe_code)]
 #![warn(missing_docs, missing_debug_implementations, unreachable_pub)]
 
