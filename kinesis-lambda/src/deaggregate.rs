@@ -10,7 +10,6 @@ use bytes::Bytes;
 use crate::error::EventError;
 use crate::position::Position;
 use crate::record::{CorruptRecord, EventSource, LambdaUserRecord};
-use crate::sequence;
 
 /// What to do with a Kinesis record whose magic and MD5 are those of a KPL aggregate but whose
 /// protobuf body does not decode (a producer bug or a crafted record; transport corruption
@@ -130,7 +129,7 @@ fn split(
         _ => return Err(EventError::InvalidEventId { index, event_id }),
     };
     let kinesis = record.kinesis;
-    if !sequence::is_sequence_number(&kinesis.sequence_number) {
+    if !aggregation_proto::is_sequence_number(&kinesis.sequence_number) {
         return Err(EventError::InvalidSequenceNumber {
             index,
             sequence_number: kinesis.sequence_number,

@@ -48,7 +48,6 @@ mod event;
 mod position;
 mod record;
 mod response;
-mod sequence;
 
 pub use aws_lambda_events::event::kinesis::KinesisEvent;
 pub use aws_lambda_events::event::streams::{KinesisBatchItemFailure, KinesisEventResponse};

@@ -7,7 +7,6 @@ use std::str::FromStr;
 use serde::{Deserialize, Serialize};
 
 use crate::error::PositionParseError;
-use crate::sequence;
 
 /// A user record's place in its shard: shard, Kinesis sequence number, sub-sequence number (0
 /// for a plain record), like the KCL's extended sequence number.
@@ -90,7 +89,10 @@ impl Position {
     /// [`covers`](Self::covers) for a position given by its parts (no allocation).
     pub(crate) fn covers_parts(&self, shard_id: &str, sequence_number: &str, sub: u64) -> bool {
         self.shard_id == shard_id
-            && match sequence::compare(sequence_number, &self.sequence_number) {
+            && match aggregation_proto::compare_sequence_numbers(
+                sequence_number,
+                &self.sequence_number,
+            ) {
                 Ordering::Less => true,
                 Ordering::Equal => sub <= self.sub_sequence_number,
                 Ordering::Greater => false,
@@ -117,7 +119,7 @@ impl FromStr for Position {
         let sub = parts.next().ok_or_else(error)?;
         let sequence_number = parts.next().ok_or_else(error)?;
         let shard_id = parts.next().ok_or_else(error)?;
-        if shard_id.is_empty() || !sequence::is_sequence_number(sequence_number) {
+        if shard_id.is_empty() || !aggregation_proto::is_sequence_number(sequence_number) {
             return Err(error());
         }
         let sub_sequence_number = sub.parse().map_err(|_| error())?;

@@ -9,7 +9,9 @@
 //!     [--repeats 3] [--records 20000] [--keys 400] [--shards 4] [-- extra produce args]
 //! ```
 //!
-//! Each repeat uses a new stream. Prints one markdown row per repeat and, last, the medians.
+//! Each repeat uses a new stream. Prints one markdown row per repeat (with the Kinesis records
+//! stored and PutRecords calls made per million user records: pass `-- --no-aggregate` to see
+//! them without aggregation) and, last, the medians.
 //! Read-back order is per shard in sequence order (there is no reshard here, so each key lives
 //! in one shard); an inversion is a record whose first stored copy comes after the first stored
 //! copy of a later record of the same key.
@@ -90,7 +92,19 @@ struct Outcome {
     distinct: usize,
     missing: usize,
     inversions: usize,
+    kinesis_records: usize,
+    put_records_calls: Option<u64>,
     summary: String,
+}
+
+/// A number field of the `kinesis-cat produce` summary line (flat JSON).
+fn summary_field(summary: &str, field: &str) -> Option<u64> {
+    let at = summary.find(&format!("\"{field}\":"))? + field.len() + 3;
+    let digits: String = summary[at..]
+        .chars()
+        .take_while(char::is_ascii_digit)
+        .collect();
+    digits.parse().ok()
 }
 
 async fn run_once(args: &Args, input: &[u8]) -> Outcome {
@@ -122,7 +136,9 @@ async fn run_once(args: &Args, input: &[u8]) -> Outcome {
     let mut first_seen: HashMap<usize, ()> = HashMap::new();
     let mut last_per_key: HashMap<String, usize> = HashMap::new();
     let mut inversions = 0;
+    let mut kinesis_records = 0;
     for (_, records) in read_records_by_shard(&client, &stream).await {
+        kinesis_records += records.len();
         for record in &records {
             let received =
                 ReceivedRecord::new(record.partition_key(), record.data().as_ref().to_vec());
@@ -155,6 +171,8 @@ async fn run_once(args: &Args, input: &[u8]) -> Outcome {
         distinct: first_seen.len(),
         missing: args.records - first_seen.len(),
         inversions,
+        kinesis_records,
+        put_records_calls: summary_field(&summary, "put_records_calls"),
         summary,
     }
 }
@@ -164,21 +182,29 @@ async fn main() {
     let args = parse_args();
     let input = workload(args.records, args.keys);
     println!(
-        "| run | seconds | user records stored | distinct | duplicates | duplicates % | missing | key-order inversions |"
+        "| run | seconds | user records stored | distinct | duplicates | duplicates % | missing | key-order inversions | Kinesis records per M user records | PutRecords calls per M user records |"
     );
-    println!("|---|---|---|---|---|---|---|---|");
+    println!("|---|---|---|---|---|---|---|---|---|---|");
     let mut rows = Vec::new();
     for run in 1..=args.repeats {
         let outcome = run_once(&args, &input).await;
         let duplicates = outcome.stored - outcome.distinct;
+        let per_million = |n: f64| n * 1e6 / args.records as f64;
         println!(
-            "| {run} | {:.1} | {} | {} | {duplicates} | {:.1} | {} | {} |",
+            "| {run} | {:.1} | {} | {} | {duplicates} | {:.1} | {} | {} | {:.0} | {} |",
             outcome.seconds,
             outcome.stored,
             outcome.distinct,
             100.0 * duplicates as f64 / args.records as f64,
             outcome.missing,
-            outcome.inversions
+            outcome.inversions,
+            per_million(outcome.kinesis_records as f64),
+            outcome
+                .put_records_calls
+                .map_or("-".to_owned(), |calls| format!(
+                    "{:.0}",
+                    per_million(calls as f64)
+                )),
         );
         eprintln!("run {run} summary: {}", outcome.summary);
         rows.push((outcome.seconds, duplicates, outcome.inversions));

@@ -148,9 +148,10 @@ impl Pipeline {
         }
     }
 
-    /// Settles an aggregate stored whole on `shard_id`: a record that shard owns counts as
-    /// stored there under [`MisroutedRecords::ResendOutOfRange`]; every other record (every
-    /// record, by default) is sent again to the shard that owns it.
+    /// Settles an aggregate stored whole on `shard_id`: when that shard owns every record of
+    /// it, all of them count as stored there; otherwise a record that shard owns counts as
+    /// stored there under [`MisroutedRecords::ResendOutOfRange`], and every other record
+    /// (every record, by default) is sent again to the shard that owns it.
     pub(super) fn settle_landed(
         &mut self,
         index: usize,
@@ -174,10 +175,18 @@ impl Pipeline {
                 "stored on {shard_id} after a reshard, outside the hash range of some of its records; sent again to the shards that own them"
             ),
         );
+        // An aggregate whose every record the landing shard owns (built for a child just
+        // merged into it, say) is where it belongs: every consumer reads it once as it is.
+        let all_owned = range.is_some_and(|r| {
+            outgoing
+                .members
+                .iter()
+                .all(|member| r.contains(member.hash_key))
+        });
         let mut resend: Vec<PendingRecord> = Vec::new();
         for (position, mut member) in outgoing.members.into_iter().enumerate() {
             let owned = range.is_some_and(|r| r.contains(member.hash_key));
-            if owned && policy == MisroutedRecords::ResendOutOfRange {
+            if owned && (all_owned || policy == MisroutedRecords::ResendOutOfRange) {
                 self.resolve(
                     Some(index),
                     member,

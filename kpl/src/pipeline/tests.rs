@@ -244,6 +244,33 @@ async fn a_misrouted_aggregate_is_sent_again_whole_so_every_consumer_reads_every
     producer.shutdown().await;
 }
 
+#[tokio::test(start_paused = true)]
+async fn an_aggregate_landing_on_a_shard_that_owns_all_of_it_is_stored_once() {
+    // Aggregates built for two neighbours land on the shard they were merged into, which owns
+    // every record of them: nothing is misrouted, nothing is sent twice, whatever the policy.
+    let fake = FakeKinesis::new();
+    fake.create_stream(STREAM, 2);
+    let producer = builder(&fake).build().await.unwrap();
+    let open = fake.open_shards(STREAM);
+    let merged = fake.merge(STREAM, &open[0].shard_id, &open[1].shard_id);
+    let results = results(send_all(&producer, 1_000, 100).await).await;
+    assert!(results.iter().all(Result::is_ok));
+    assert!(
+        results.iter().flatten().all(|s| *s.shard_id == *merged),
+        "everything lands on the merged shard"
+    );
+    assert!(
+        results.iter().flatten().all(|s| !s.possibly_duplicated),
+        "no record is sent again"
+    );
+    let (per_key, total) = read_back(&fake, STREAM);
+    assert_eq!(distinct(&per_key), 1_000);
+    assert_eq!(total, 1_000, "nothing stored twice");
+    assert_in_order(&per_key);
+    assert_eq!(java_kcl_reads(&fake, STREAM), 1_000);
+    producer.shutdown().await;
+}
+
 /// Distinct user records a consumer dropping whole aggregates with a foreign record reads.
 fn java_kcl_reads(fake: &FakeKinesis, stream: &str) -> usize {
     use aggregation_proto::{ReceivedRecord, deaggregate, partition_key_hash};
