@@ -42,9 +42,11 @@
 
 mod api;
 mod config;
+mod cursor;
 mod error;
 mod fetcher;
 mod polling;
+mod retry;
 mod sequence;
 mod source;
 mod stats;
