@@ -48,9 +48,10 @@ impl Cursor {
     /// The sequence number a new read should start at (`AT_SEQUENCE_NUMBER`): the last Kinesis
     /// record received, else the floor's; the skip drops what was delivered already.
     pub(crate) fn restart_at(&self) -> Option<&str> {
-        self.resume_at
-            .as_deref()
-            .or(self.floor.as_ref().map(|floor| floor.sequence_number.as_str()))
+        self.resume_at.as_deref().or(self
+            .floor
+            .as_ref()
+            .map(|floor| floor.sequence_number.as_str()))
     }
 
     /// Deaggregates, filters and skips `records`, and moves the position past them.

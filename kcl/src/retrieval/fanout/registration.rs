@@ -52,9 +52,7 @@ pub enum RegistrationError {
     /// [`registration_timeout`](FanOutConfig::registration_timeout) (still CREATING, still
     /// DELETING, or the calls kept failing: `last_problem` says which). A stream has at most
     /// 20 consumers: a `LimitExceededException` here means deregistering an unused one.
-    #[error(
-        "stream consumer {consumer_name:?} not ACTIVE after {waited:?} (last: {last_problem})"
-    )]
+    #[error("stream consumer {consumer_name:?} not ACTIVE after {waited:?} (last: {last_problem})")]
     NotActive {
         /// The consumer name.
         consumer_name: String,

@@ -12,7 +12,9 @@ use aws_sdk_kinesis::types::{
     SubscribeToShardEventStream,
 };
 
-use super::api::{BoxFuture, ConsumerInfo, ConsumerStatus, EventStream, FanOutApi, ShardEvent, SubscribeStart};
+use super::api::{
+    BoxFuture, ConsumerInfo, ConsumerStatus, EventStream, FanOutApi, ShardEvent, SubscribeStart,
+};
 use crate::retrieval::api::{KinesisApi, SdkKinesis, convert_children, received};
 use crate::retrieval::error::{CallError, Class, Operation, classify};
 use crate::retrieval::types::StreamId;
@@ -142,7 +144,9 @@ impl FanOutApi for SdkFanOut {
         Box::pin(async move {
             let operation = Operation::SubscribeToShard;
             let position = match start {
-                SubscribeStart::TrimHorizon => SdkStart::builder().r#type(ShardIteratorType::TrimHorizon),
+                SubscribeStart::TrimHorizon => {
+                    SdkStart::builder().r#type(ShardIteratorType::TrimHorizon)
+                }
                 SubscribeStart::Latest => SdkStart::builder().r#type(ShardIteratorType::Latest),
                 SubscribeStart::AtTimestamp(at) => SdkStart::builder()
                     .r#type(ShardIteratorType::AtTimestamp)
@@ -156,7 +160,12 @@ impl FanOutApi for SdkFanOut {
             }
             .build()
             .map_err(|error| {
-                CallError::new(operation, Class::InvalidRequest, "ConstructionFailure", error)
+                CallError::new(
+                    operation,
+                    Class::InvalidRequest,
+                    "ConstructionFailure",
+                    error,
+                )
             })?;
             let output = self
                 .client

@@ -20,13 +20,13 @@ use tracing::{debug, info};
 
 use super::api::{EventStream, FanOutApi, ShardEvent, SubscribeStart};
 use super::config::FanOutConfig;
+use crate::retrieval::ShardListing;
 use crate::retrieval::cursor::Cursor;
 use crate::retrieval::error::{CallError, Class, Operation, RetrievalError};
 use crate::retrieval::fetcher::{LATEST_CLOCK_SKEW_MARGIN, children_of, starting_floor};
 use crate::retrieval::retry::{Retry, after};
 use crate::retrieval::stats::{Counters, add};
 use crate::retrieval::types::{ChildShard, ShardBatch, StartingPosition, StreamId};
-use crate::retrieval::ShardListing;
 
 /// An open subscription.
 struct Live {

@@ -22,9 +22,11 @@ use crate::retrieval::tests::{
     aggregate, plain, seq, standard_delivery, standard_records, summary,
 };
 use crate::retrieval::{
-    ChildShard, RetrievalError, ShardBatch, ShardListing, ShardSummary, StartingPosition,
-    StreamId,
+    ChildShard, RetrievalError, ShardBatch, ShardListing, ShardSummary, StartingPosition, StreamId,
 };
+
+/// A delivered user record: sequence number, sub-sequence number, data.
+type Delivered = (String, Option<u64>, String);
 
 /// How one subscription of the fake goes.
 #[derive(Debug, Clone, PartialEq)]
@@ -154,7 +156,12 @@ fn start_index(records: &[ReceivedRecord], start: &SubscribeStart) -> usize {
 
 impl FanOutApi for Fake {
     fn stream_arn<'a>(&'a self, stream: &'a StreamId) -> BoxFuture<'a, Result<String, CallError>> {
-        Box::pin(async move { Ok(format!("arn:aws:kinesis:us-east-1:1:stream/{}", stream.as_str())) })
+        Box::pin(async move {
+            Ok(format!(
+                "arn:aws:kinesis:us-east-1:1:stream/{}",
+                stream.as_str()
+            ))
+        })
     }
 
     fn register_consumer<'a>(
@@ -168,7 +175,8 @@ impl FanOutApi for Fake {
             if let Some((class, code)) = state.register_error.take() {
                 return Err(call_error(Operation::RegisterStreamConsumer, class, code));
             }
-            state.consumer_states = VecDeque::from([Some(ConsumerStatus::Creating), Some(ConsumerStatus::Active)]);
+            state.consumer_states =
+                VecDeque::from([Some(ConsumerStatus::Creating), Some(ConsumerStatus::Active)]);
             Ok(ConsumerInfo {
                 consumer_arn: format!("arn:consumer/{consumer_name}"),
                 status: ConsumerStatus::Creating,
@@ -218,7 +226,11 @@ impl FanOutApi for Fake {
             let at = start_index(&state.records, start).saturating_sub(plan.overlap);
             let continuation = match at {
                 0 => seq(0),
-                n => state.records[n - 1].sequence_number.as_deref().unwrap_or("0").to_owned(),
+                n => state.records[n - 1]
+                    .sequence_number
+                    .as_deref()
+                    .unwrap_or("0")
+                    .to_owned(),
             };
             state.open_subscriptions += 1;
             let events: Box<dyn EventStream> = Box::new(FakeEvents {
@@ -304,7 +316,11 @@ impl EventStream for FakeEvents {
                 records,
                 continuation_sequence_number: (!at_end).then(|| self.continuation.clone()),
                 millis_behind_latest: Some(behind),
-                child_shards: if at_end { state.children.clone() } else { Vec::new() },
+                child_shards: if at_end {
+                    state.children.clone()
+                } else {
+                    Vec::new()
+                },
             }))
         })
     }
@@ -348,7 +364,9 @@ fn child(id: &str) -> ChildShard {
 }
 
 /// Reads until the shard ends; returns what was delivered and the last batch.
-async fn read_to_end(driver: &mut FanOutDriver) -> (Vec<(String, Option<u64>, String)>, ShardBatch) {
+async fn read_to_end(
+    driver: &mut FanOutDriver,
+) -> (Vec<(String, Option<u64>, String)>, ShardBatch) {
     let mut delivered = Vec::new();
     for _ in 0..10_000 {
         let batch = driver.next_batch().await.expect("a batch");
@@ -470,7 +488,11 @@ async fn a_stalled_subscription_times_out_and_resumes() {
     // The read timeout (5 s) passed, then a backoff.
     assert!(Instant::now() - started >= Duration::from_secs(5));
     assert_eq!(fake.starts()[1], SubscribeStart::AfterSequence(seq(2)));
-    assert_eq!(fake.state().open_subscriptions, 0, "the stalled one was closed");
+    assert_eq!(
+        fake.state().open_subscriptions,
+        0,
+        "the stalled one was closed"
+    );
 }
 
 #[tokio::test(start_paused = true)]
@@ -543,7 +565,13 @@ async fn fatal_errors_are_returned_and_give_up_after_exhausts() {
     fake.plan([Plan::refused(Class::NotFound, "ResourceNotFoundException")]);
     let mut source = driver(&fake, StartingPosition::TrimHorizon, config());
     let error = source.next_batch().await.unwrap_err();
-    assert!(matches!(error, RetrievalError::NotFound { operation: "SubscribeToShard", .. }));
+    assert!(matches!(
+        error,
+        RetrievalError::NotFound {
+            operation: "SubscribeToShard",
+            ..
+        }
+    ));
     // The source stays usable: the next call subscribes again.
     assert_eq!(source.next_batch().await.unwrap().kinesis_records, 2);
 
@@ -552,7 +580,10 @@ async fn fatal_errors_are_returned_and_give_up_after_exhausts() {
     let config = config().give_up_after(Some(Duration::from_secs(3)));
     let mut source = driver(&fake, StartingPosition::TrimHorizon, config);
     let error = source.next_batch().await.unwrap_err();
-    assert!(matches!(error, RetrievalError::RetriesExhausted { .. }), "{error:?}");
+    assert!(
+        matches!(error, RetrievalError::RetriesExhausted { .. }),
+        "{error:?}"
+    );
     assert!(!error.is_fatal());
 }
 
@@ -565,7 +596,10 @@ async fn invalid_starting_position_is_fatal() {
     };
     let mut source = driver(&fake, position, config());
     let error = source.next_batch().await.unwrap_err();
-    assert!(matches!(error, RetrievalError::InvalidStartingPosition { .. }));
+    assert!(matches!(
+        error,
+        RetrievalError::InvalidStartingPosition { .. }
+    ));
     assert!(fake.starts().is_empty());
 }
 
@@ -578,7 +612,10 @@ async fn latest_is_kept_as_a_timestamp_across_resubscriptions() {
     assert!(batch.is_empty());
     let starts = fake.starts();
     assert_eq!(starts[0], SubscribeStart::Latest);
-    assert!(matches!(starts[1], SubscribeStart::AtTimestamp(_)), "{starts:?}");
+    assert!(
+        matches!(starts[1], SubscribeStart::AtTimestamp(_)),
+        "{starts:?}"
+    );
 }
 
 #[tokio::test(start_paused = true)]
@@ -603,12 +640,16 @@ fn registration_config() -> FanOutConfig {
 #[tokio::test(start_paused = true)]
 async fn registration_registers_a_missing_consumer_and_waits_for_active() {
     let fake = Fake::default();
-    let consumer = register(&fake, &"s".into(), "app", &registration_config()).await.unwrap();
+    let consumer = register(&fake, &"s".into(), "app", &registration_config())
+        .await
+        .unwrap();
     assert_eq!(consumer.consumer_arn, "arn:consumer/app");
     assert_eq!(consumer.stream_arn, "arn:aws:kinesis:us-east-1:1:stream/s");
     assert_eq!(fake.state().register_calls, 1);
     // Again: already ACTIVE, nothing registered.
-    register(&fake, &"s".into(), "app", &registration_config()).await.unwrap();
+    register(&fake, &"s".into(), "app", &registration_config())
+        .await
+        .unwrap();
     assert_eq!(fake.state().register_calls, 1);
 }
 
@@ -621,14 +662,18 @@ async fn registration_waits_out_creating_and_deleting() {
         None,
     ]);
     let started = Instant::now();
-    register(&fake, &"s".into(), "app", &registration_config()).await.unwrap();
+    register(&fake, &"s".into(), "app", &registration_config())
+        .await
+        .unwrap();
     assert_eq!(fake.state().register_calls, 1);
     assert!(Instant::now() - started >= Duration::from_millis(300));
 
     let fake = Fake::default();
     fake.state().consumer_states =
         VecDeque::from([Some(ConsumerStatus::Creating), Some(ConsumerStatus::Active)]);
-    register(&fake, &"s".into(), "app", &registration_config()).await.unwrap();
+    register(&fake, &"s".into(), "app", &registration_config())
+        .await
+        .unwrap();
     assert_eq!(fake.state().register_calls, 0);
 }
 
@@ -642,7 +687,9 @@ async fn registration_race_resource_in_use_is_not_an_error() {
         tokio::time::sleep(Duration::from_millis(50)).await;
         other.state().consumer_states = VecDeque::from([Some(ConsumerStatus::Active)]);
     });
-    register(&fake, &"s".into(), "app", &registration_config()).await.unwrap();
+    register(&fake, &"s".into(), "app", &registration_config())
+        .await
+        .unwrap();
     racer.await.unwrap();
 }
 
@@ -650,14 +697,18 @@ async fn registration_race_resource_in_use_is_not_an_error() {
 async fn registration_fails_typed() {
     let fake = Fake::default();
     fake.state().consumer_states = VecDeque::from([Some(ConsumerStatus::Deleting)]);
-    let error = register(&fake, &"s".into(), "app", &registration_config()).await.unwrap_err();
+    let error = register(&fake, &"s".into(), "app", &registration_config())
+        .await
+        .unwrap_err();
     assert!(
         matches!(&error, RegistrationError::NotActive { last_problem, .. } if last_problem == "DELETING"),
         "{error}"
     );
     let fake = Fake::default();
     fake.state().register_error = Some((Class::InvalidRequest, "InvalidArgumentException"));
-    let error = register(&fake, &"s".into(), "bad name!", &registration_config()).await.unwrap_err();
+    let error = register(&fake, &"s".into(), "bad name!", &registration_config())
+        .await
+        .unwrap_err();
     assert!(matches!(error, RegistrationError::Failed { .. }), "{error}");
 }
 
@@ -680,16 +731,19 @@ fn plan_strategy() -> impl Strategy<Value = Plan> {
 }
 
 /// A shard of `kinds` (true: an aggregate of three, false: a plain record).
-fn shard_of(kinds: &[bool]) -> (Vec<ReceivedRecord>, Vec<(String, Option<u64>, String)>) {
+fn shard_of(kinds: &[bool]) -> (Vec<ReceivedRecord>, Vec<Delivered>) {
     let mut records = Vec::new();
     let mut expected = Vec::new();
     for (i, aggregated) in kinds.iter().enumerate() {
         let n = i as u64 + 1;
         if *aggregated {
-            let users: Vec<(String, String)> =
-                (0..3).map(|j| (format!("k{n}-{j}"), format!("r{n}.{j}"))).collect();
-            let refs: Vec<(&str, &str, Option<u128>)> =
-                users.iter().map(|(k, d)| (k.as_str(), d.as_str(), None)).collect();
+            let users: Vec<(String, String)> = (0..3)
+                .map(|j| (format!("k{n}-{j}"), format!("r{n}.{j}")))
+                .collect();
+            let refs: Vec<(&str, &str, Option<u128>)> = users
+                .iter()
+                .map(|(k, d)| (k.as_str(), d.as_str(), None))
+                .collect();
             records.push(aggregate(n, &refs));
             for (j, (_, data)) in users.iter().enumerate() {
                 expected.push((seq(n), Some(j as u64), data.clone()));

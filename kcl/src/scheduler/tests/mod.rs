@@ -260,6 +260,7 @@ impl Fleet {
         };
         let parts = WorkerParts {
             api: self.stream.clone(),
+            fan_out: None,
             stream: StreamId::from(self.name.clone()),
             store: Arc::new(store.clone()),
             worker_id: name.to_owned(),
