@@ -20,6 +20,7 @@ const ONE_MILLISECOND: Duration = Duration::from_millis(1);
 /// | [`max_subscription_time`](Self::max_subscription_time) | none | the service ends every subscription after 5 minutes by itself |
 /// | [`registration_poll_interval`](Self::registration_poll_interval) | 500 ms | DescribeStreamConsumer allows 20 calls/s per stream |
 /// | [`registration_timeout`](Self::registration_timeout) | 5 minutes | a consumer takes seconds to become ACTIVE, or to finish DELETING |
+/// | [`closed_shard_check`](Self::closed_shard_check) | 30 s | a safety net for endpoints that never end a closed shard's subscription |
 ///
 /// ```
 /// use std::time::Duration;
@@ -39,6 +40,7 @@ pub struct FanOutConfig {
     pub(crate) max_subscription_time: Option<Duration>,
     pub(crate) registration_poll_interval: Duration,
     pub(crate) registration_timeout: Duration,
+    pub(crate) closed_shard_check: Option<Duration>,
 }
 
 impl Default for FanOutConfig {
@@ -51,6 +53,7 @@ impl Default for FanOutConfig {
             max_subscription_time: None,
             registration_poll_interval: Duration::from_millis(500),
             registration_timeout: Duration::from_secs(300),
+            closed_shard_check: Some(Duration::from_secs(30)),
         }
     }
 }
@@ -109,6 +112,21 @@ impl FanOutConfig {
         self
     }
 
+    /// After a subscription has been caught up (events without records, `MillisBehindLatest`
+    /// 0) for this long, ask ListShards whether the shard was closed; if it was, subscribe
+    /// again from the continuation and end the shard at the first caught-up event of that new
+    /// subscription (opened after the close, so nothing can follow it).
+    ///
+    /// The service itself ends a closed shard's subscription with an event without a
+    /// continuation, carrying the children, and that is what the source acts on first; this
+    /// check is for endpoints that do not (kinesis-mock 0.6.2 sends empty events forever).
+    /// It costs one ListShards call per idle shard per interval. `None` turns it off. At least
+    /// 1 ms (clamped). Default 30 s.
+    pub fn closed_shard_check(mut self, interval: Option<Duration>) -> Self {
+        self.closed_shard_check = interval.map(|interval| interval.max(ONE_MILLISECOND));
+        self
+    }
+
     pub(crate) fn retry_policy(&self) -> RetryPolicy {
         RetryPolicy {
             min_backoff: self.min_backoff,
@@ -131,6 +149,9 @@ impl FanOutConfig {
         ];
         if let Some(limit) = self.max_subscription_time {
             durations.push(("fan_out.max_subscription_time", limit));
+        }
+        if let Some(interval) = self.closed_shard_check {
+            durations.push(("fan_out.closed_shard_check", interval));
         }
         if let Some(limit) = self.give_up_after {
             durations.push(("fan_out.give_up_after", limit.max(ONE_MILLISECOND)));

@@ -31,6 +31,8 @@ use crate::retrieval::types::{ChildShard, ShardBatch, StartingPosition, StreamId
 /// An open subscription.
 struct Live {
     events: Box<dyn EventStream>,
+    /// Opened after ListShards said the shard is closed: a caught-up event ends the shard.
+    after_close: bool,
     /// When it must be renewed ([`FanOutConfig::max_subscription_time`]).
     renew_at: Option<Instant>,
 }
@@ -51,6 +53,10 @@ pub(crate) struct Subscriber {
     live: Option<Live>,
     ended: Option<Vec<ChildShard>>,
     retry: Retry,
+    /// Since when the subscription has been caught up (for the closed-shard check).
+    idle_since: Option<Instant>,
+    /// The children ListShards reported: the shard is closed.
+    closed: Option<Vec<ChildShard>>,
 }
 
 /// How waiting for the next event ended.
@@ -90,6 +96,8 @@ impl Subscriber {
             live: None,
             ended: None,
             retry,
+            idle_since: None,
+            closed: None,
         }
     }
 
@@ -183,7 +191,11 @@ impl Subscriber {
             .config
             .max_subscription_time
             .map(|limit| after(Instant::now(), limit));
-        self.live = Some(Live { events, renew_at });
+        self.live = Some(Live {
+            events,
+            after_close: self.closed.is_some(),
+            renew_at,
+        });
         Ok(())
     }
 
@@ -250,7 +262,15 @@ impl Subscriber {
             );
             self.ended = Some(children.clone());
         }
-        let shard_end = children;
+        let caught_up = kinesis_records == 0 && millis_behind_latest.is_none_or(|ms| ms <= 0);
+        let shard_end = match children {
+            Some(children) => Some(children),
+            None if caught_up => self.check_closed().await,
+            None => {
+                self.idle_since = None;
+                None
+            }
+        };
         add(&self.counters.batches, 1);
         add(&self.counters.kinesis_records, kinesis_records);
         add(&self.counters.bytes, bytes);
@@ -272,6 +292,49 @@ impl Subscriber {
             kinesis_records,
             bytes,
         })
+    }
+
+    /// The closed-shard safety net ([`FanOutConfig::closed_shard_check`]), on a caught-up
+    /// event: `Some(children)` when this ends the shard.
+    async fn check_closed(&mut self) -> Option<Vec<ChildShard>> {
+        let interval = self.config.closed_shard_check?;
+        if let Some(live) = &self.live
+            && live.after_close
+            && let Some(children) = self.closed.clone()
+        {
+            info!(
+                children = ?children.iter().map(|child| &child.shard_id).collect::<Vec<_>>(),
+                "shard end reached (closed per ListShards, and caught up)"
+            );
+            self.live = None;
+            self.ended = Some(children.clone());
+            return Some(children);
+        }
+        let now = Instant::now();
+        let since = *self.idle_since.get_or_insert(now);
+        if self.closed.is_some() || now.saturating_duration_since(since) < interval {
+            return None;
+        }
+        self.idle_since = Some(now);
+        add(&self.counters.list_shards_calls, 1);
+        let listing = ShardListing::After(self.shard_id.clone());
+        match self.api.list_shards(&self.stream, &listing).await {
+            Ok(shards) => {
+                let children = children_of(&self.shard_id, shards);
+                if !children.is_empty() {
+                    info!(
+                        "the shard is closed but its subscription did not say so: subscribing again to reach its end"
+                    );
+                    self.closed = Some(children);
+                    // The next subscription opens after the close: its caught-up event is final.
+                    self.live = None;
+                }
+            }
+            Err(error) => {
+                debug!(code = %error.code, "closed-shard check failed; trying again later")
+            }
+        }
+        None
     }
 
     /// The children of this (closed) shard from ListShards, retried like any other call.

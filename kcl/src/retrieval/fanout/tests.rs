@@ -80,6 +80,8 @@ impl Plan {
 struct Shard {
     records: Vec<ReceivedRecord>,
     closed: bool,
+    /// A closed shard whose subscriptions never say so (kinesis-mock 0.6.2).
+    silent_end: bool,
     children: Vec<ChildShard>,
     listed: Vec<ShardSummary>,
     /// Records per event.
@@ -292,7 +294,7 @@ impl EventStream for FakeEvents {
             }
             let caught_up = {
                 let state = self.fake.state();
-                self.at >= state.records.len() && !state.closed
+                self.at >= state.records.len() && (!state.closed || state.silent_end)
             };
             if caught_up {
                 // An idle shard: the service sends an empty event every few seconds.
@@ -306,7 +308,7 @@ impl EventStream for FakeEvents {
             if let Some(last) = records.last() {
                 self.continuation = last.sequence_number.as_deref().unwrap_or("0").to_owned();
             }
-            let at_end = state.closed && self.at >= state.records.len();
+            let at_end = state.closed && !state.silent_end && self.at >= state.records.len();
             if at_end {
                 self.closed = true;
                 self.end = End::Ended;
@@ -432,6 +434,39 @@ async fn a_subscription_ended_by_the_service_resumes_after_the_continuation_at_o
     assert_eq!(last.shard_end.unwrap()[0].shard_id, "shardId-000000000002");
     assert_eq!(fake.state().list_shards_calls, 1);
     assert!(source.counters.snapshot().subscriptions_ended >= 2);
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_closed_shard_whose_subscription_never_ends_is_ended_by_the_listing_check() {
+    let fake = Fake::with_records(standard_records());
+    {
+        let mut state = fake.state();
+        state.silent_end = true;
+        state.closed = true;
+    }
+    // Not closed yet when the check first runs: nothing ends.
+    let config = config().closed_shard_check(Some(Duration::from_secs(10)));
+    let mut source = driver(&fake, StartingPosition::TrimHorizon, config);
+    let mut delivered = Vec::new();
+    for _ in 0..20 {
+        delivered.extend(summary(&source.next_batch().await.unwrap()));
+    }
+    assert_eq!(delivered, standard_delivery());
+    assert!(fake.state().list_shards_calls >= 1);
+    assert_eq!(fake.starts().len(), 1, "an open shard is not resubscribed");
+    // Now the listing shows a child: the source resubscribes and ends at the caught-up event.
+    fake.state().listed = vec![ShardSummary {
+        shard_id: "shardId-000000000001".into(),
+        parent_shard_id: Some("shardId-000000000000".into()),
+        adjacent_parent_shard_id: None,
+        hash_range: HashRange::ALL,
+        open: true,
+    }];
+    let (more, last) = read_to_end(&mut source).await;
+    assert!(more.is_empty(), "nothing delivered twice: {more:?}");
+    assert_eq!(last.shard_end.unwrap()[0].shard_id, "shardId-000000000001");
+    assert_eq!(fake.starts().len(), 2);
+    assert_eq!(fake.starts()[1], SubscribeStart::AfterSequence(seq(5)));
 }
 
 #[tokio::test(start_paused = true)]
