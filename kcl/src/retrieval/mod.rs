@@ -76,6 +76,10 @@ pub(crate) use api::{KinesisApi, SdkKinesis, ShardListing, ShardSummary};
 #[cfg(test)]
 pub(crate) use error::Operation;
 pub(crate) use error::{CallError, Class};
+#[cfg(test)]
+pub(crate) use fanout::{
+    BoxFuture, ConsumerInfo, ConsumerStatus, EventStream, ShardEvent, SubscribeStart,
+};
 pub(crate) use fanout::{FanOutApi, FanOutDriver, SdkFanOut, register};
 pub(crate) use fetcher::children_of;
 pub(crate) use polling::Driver;

@@ -29,6 +29,10 @@ pub use registration::{RegisteredConsumer, RegistrationError, register_stream_co
 pub use source::FanOutSource;
 
 pub(crate) use api::FanOutApi;
+#[cfg(test)]
+pub(crate) use api::{
+    BoxFuture, ConsumerInfo, ConsumerStatus, EventStream, ShardEvent, SubscribeStart,
+};
 pub(crate) use registration::register;
 pub(crate) use sdk::SdkFanOut;
 pub(crate) use source::FanOutDriver;
