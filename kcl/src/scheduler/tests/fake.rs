@@ -478,7 +478,7 @@ impl EventStream for FakeEvents {
                 state
                     .shards
                     .iter()
-                    .filter(|(_, child)| child.parents.iter().any(|p| *p == self.shard_id))
+                    .filter(|(_, child)| child.parents.contains(&self.shard_id))
                     .map(|(id, child)| ChildShard {
                         shard_id: id.clone(),
                         parent_shard_ids: child.parents.clone(),
