@@ -12,9 +12,11 @@
 //! and can reset the connections that carry subscriptions.
 
 use std::collections::{HashMap, HashSet};
+use std::sync::atomic::Ordering;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
+use integration_tests::h2c::kinesis_client_h2c;
 use integration_tests::relay::TcpRelay;
 use integration_tests::{
     KINESIS_ENDPOINT_VAR, create_stream, dynamodb_client, endpoint_url, kinesis_client,
@@ -131,9 +133,13 @@ impl Fleet {
     }
 
     async fn worker(&self, name: &str) -> Worker {
+        let kinesis = kinesis_client_at(&self.relay.endpoint_url()).await;
+        self.worker_reading_through(name, kinesis).await
+    }
+
+    async fn worker_reading_through(&self, name: &str, kinesis: aws_sdk_kinesis::Client) -> Worker {
         let log = self.log.clone();
         let worker = name.to_owned();
-        let kinesis = kinesis_client_at(&self.relay.endpoint_url()).await;
         let scheduler = Scheduler::builder(
             self.application.as_str(),
             self.stream.as_str(),
@@ -200,6 +206,17 @@ impl Fleet {
     /// copies have their own positions and are delivered like any record; they are counted and
     /// shown, not hidden.
     fn assert_exactly_once(&self, count: usize) {
+        self.assert_delivered_once(count);
+        assert!(self.relay.requests("SubscribeToShard") > 0);
+        assert_eq!(
+            self.relay.requests("GetRecords"),
+            0,
+            "fan-out workers never poll"
+        );
+    }
+
+    /// [`assert_exactly_once`](Self::assert_exactly_once) without the relay's counts.
+    fn assert_delivered_once(&self, count: usize) {
         let log = self.log.lock().expect("log");
         let mut positions: HashMap<(&str, &(String, Option<u64>)), usize> = HashMap::new();
         for d in &log.deliveries {
@@ -239,12 +256,6 @@ impl Fleet {
                 );
             }
         }
-        assert!(self.relay.requests("SubscribeToShard") > 0);
-        assert_eq!(
-            self.relay.requests("GetRecords"),
-            0,
-            "fan-out workers never poll"
-        );
     }
 }
 
@@ -296,6 +307,35 @@ async fn fan_out_delivers_everything_once() {
         .unwrap_or_default();
     assert_eq!(consumers.len(), 1);
     assert_eq!(consumers[0].consumer_name, fleet.application);
+}
+
+/// The SDK over HTTP/2 (h2c) straight to kinesis-mock, as the service is read: each
+/// subscription is one HTTP/2 stream.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn fan_out_over_http2_delivers_everything_once() {
+    let mut fleet = Fleet::new("fo-h2", 2).await;
+    fleet.fan_out = fleet
+        .fan_out
+        .clone()
+        .max_subscription_time(Some(Duration::from_millis(1_500)));
+    let (kinesis, versions) = kinesis_client_h2c(&endpoint_url(KINESIS_ENDPOINT_VAR)).await;
+    let producer = fleet.producer().await;
+    let worker = fleet.worker_reading_through("w1", kinesis).await;
+    for wave in 0..4 {
+        produce(&producer, wave * 100..(wave + 1) * 100, 40).await;
+        tokio::time::sleep(Duration::from_millis(500)).await;
+    }
+    fleet.wait_delivered(400, Duration::from_secs(60)).await;
+    worker.handle.graceful_shutdown().await;
+    fleet.assert_delivered_once(400);
+    let http2 = versions.http2.load(Ordering::Relaxed);
+    assert!(http2 > 0);
+    assert_eq!(
+        versions.other.load(Ordering::Relaxed),
+        0,
+        "every answer over HTTP/2"
+    );
+    println!("{http2} responses over HTTP/2");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
