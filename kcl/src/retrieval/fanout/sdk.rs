@@ -194,9 +194,10 @@ impl FanOutApi for SdkFanOut {
     }
 }
 
+type StreamError = aws_sdk_kinesis::types::error::SubscribeToShardEventStreamError;
 type Receiver = aws_sdk_kinesis::primitives::event_stream::EventReceiver<
     SubscribeToShardEventStream,
-    aws_sdk_kinesis::types::error::SubscribeToShardEventStreamError,
+    StreamError,
 >;
 
 /// One subscription's events from the SDK's event-stream receiver.
@@ -230,17 +231,17 @@ impl EventStream for SdkEvents {
     }
 }
 
-/// An error inside the event stream: a modeled exception by its code (the shared classifier's
-/// table), anything else (a dropped connection, a frame that does not decode) as transient.
-fn classify_stream_error<E, R>(error: SdkError<E, R>) -> CallError
+/// An error inside the event stream: a modeled exception by its kind (an exception sent in the
+/// stream has no error code in its metadata, so the variant says what it is), anything else (a
+/// dropped connection, a frame that does not decode) as transient.
+fn classify_stream_error<R>(error: SdkError<StreamError, R>) -> CallError
 where
-    E: ProvideErrorMetadata + std::error::Error + Send + Sync + 'static,
     R: std::fmt::Debug + Send + Sync + 'static,
 {
     let operation = Operation::SubscribeToShard;
     let (class, code) = match &error {
         SdkError::ServiceError(context) => {
-            let code = context.err().code().unwrap_or("Unknown").to_owned();
+            let code = stream_error_code(context.err());
             let class = kinesis_common::classify_code(&code).unwrap_or(Class::Unexpected);
             (class, code)
         }
@@ -248,4 +249,58 @@ where
         _ => (Class::Transient, "StreamInterrupted".into()),
     };
     CallError::new(operation, class, code, error)
+}
+
+/// The service's error code of an exception received in a subscription's stream.
+fn stream_error_code(error: &StreamError) -> String {
+    let code = match error {
+        StreamError::ResourceNotFoundException(_) => "ResourceNotFoundException",
+        StreamError::ResourceInUseException(_) => "ResourceInUseException",
+        StreamError::KmsDisabledException(_) => "KMSDisabledException",
+        StreamError::KmsInvalidStateException(_) => "KMSInvalidStateException",
+        StreamError::KmsAccessDeniedException(_) => "KMSAccessDeniedException",
+        StreamError::KmsNotFoundException(_) => "KMSNotFoundException",
+        StreamError::KmsOptInRequired(_) => "KMSOptInRequired",
+        StreamError::KmsThrottlingException(_) => "KMSThrottlingException",
+        StreamError::InternalFailureException(_) => "InternalFailure",
+        other => other.code().unwrap_or("Unknown"),
+    };
+    code.to_owned()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use aws_sdk_kinesis::types::error::{
+        InternalFailureException, KmsThrottlingException, ResourceInUseException,
+        ResourceNotFoundException,
+    };
+
+    #[test]
+    fn exceptions_in_the_stream_are_classified_by_kind() {
+        let cases = [
+            (
+                StreamError::ResourceInUseException(ResourceInUseException::builder().build()),
+                Class::Transient,
+            ),
+            (
+                StreamError::ResourceNotFoundException(
+                    ResourceNotFoundException::builder().build(),
+                ),
+                Class::NotFound,
+            ),
+            (
+                StreamError::KmsThrottlingException(KmsThrottlingException::builder().build()),
+                Class::Throttled,
+            ),
+            (
+                StreamError::InternalFailureException(InternalFailureException::builder().build()),
+                Class::Transient,
+            ),
+        ];
+        for (error, class) in cases {
+            let code = stream_error_code(&error);
+            assert_eq!(kinesis_common::classify_code(&code), Some(class), "{code}");
+        }
+    }
 }
