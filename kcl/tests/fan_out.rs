@@ -478,3 +478,50 @@ async fn fan_out_across_a_split_and_a_merge() {
         }
     }
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn registration_is_idempotent_across_racing_workers_and_survives_a_deregistration() {
+    let kinesis = kinesis_client().await;
+    let stream = unique_name("fo-register");
+    create_stream(&kinesis, &stream, 1).await;
+    let config = FanOutConfig::default().registration_poll_interval(Duration::from_millis(20));
+    let id: kcl::retrieval::StreamId = stream.as_str().into();
+    let mut racers = tokio::task::JoinSet::new();
+    for _ in 0..4 {
+        let (kinesis, id, config) = (kinesis.clone(), id.clone(), config.clone());
+        racers.spawn(async move {
+            kcl::retrieval::register_stream_consumer(&kinesis, &id, "racer", &config).await
+        });
+    }
+    let mut arns = HashSet::new();
+    while let Some(result) = racers.join_next().await {
+        arns.insert(result.expect("joined").expect("registered").consumer_arn);
+    }
+    assert_eq!(arns.len(), 1, "one consumer for every worker: {arns:?}");
+    let arn = arns.into_iter().next().expect("one");
+    // Deregistered (by an operator): registering again makes a new one, ACTIVE.
+    kinesis
+        .deregister_stream_consumer()
+        .consumer_arn(&arn)
+        .send()
+        .await
+        .expect("deregistered");
+    let again = kcl::retrieval::register_stream_consumer(&kinesis, &id, "racer", &config)
+        .await
+        .expect("registered again");
+    let status = kinesis
+        .describe_stream_consumer()
+        .consumer_arn(&again.consumer_arn)
+        .send()
+        .await
+        .expect("described")
+        .consumer_description
+        .expect("description")
+        .consumer_status;
+    assert_eq!(status, aws_sdk_kinesis::types::ConsumerStatus::Active);
+    // A name the service rejects is a typed error, not a hang.
+    let error = kcl::retrieval::register_stream_consumer(&kinesis, &id, "bad name!", &config)
+        .await
+        .expect_err("invalid name");
+    println!("invalid consumer name: {error}");
+}

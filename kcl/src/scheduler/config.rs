@@ -24,8 +24,8 @@ pub enum InitialPosition {
 /// Both deliver the same records in the same order, with the same checkpoints, lease
 /// handling and shutdown; they differ in cost and latency. Polling shares each shard's 2 MiB/s
 /// and 5 calls/s with every other polling application; an enhanced fan-out consumer gets its own
-/// 2 MiB/s per shard, pushed over a long-lived HTTP/2 subscription (about 70 ms from put to
-/// delivery, against polling's idle wait), and costs per consumer-shard hour and per GiB.
+/// 2 MiB/s per shard, pushed over a long-lived HTTP/2 subscription (AWS quotes about 70 ms from put
+/// to delivery, against polling's idle wait), and is billed per consumer-shard hour and per GiB.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 #[non_exhaustive]
 pub enum Retrieval {
