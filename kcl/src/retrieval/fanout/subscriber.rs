@@ -33,6 +33,8 @@ struct Live {
     events: Box<dyn EventStream>,
     /// Opened after ListShards said the shard is closed: a caught-up event ends the shard.
     after_close: bool,
+    /// Events received on it.
+    received: u64,
     /// When it must be renewed ([`FanOutConfig::max_subscription_time`]).
     renew_at: Option<Instant>,
 }
@@ -194,6 +196,7 @@ impl Subscriber {
         self.live = Some(Live {
             events,
             after_close: self.closed.is_some(),
+            received: 0,
             renew_at,
         });
         Ok(())
@@ -216,7 +219,18 @@ impl Subscriber {
         tokio::select! {
             biased;
             result = event => match result {
-                Ok(Ok(Some(event))) => Next::Event(event),
+                Ok(Ok(Some(event))) => {
+                    live.received += 1;
+                    Next::Event(event)
+                }
+                // Ended before a single event: not the 5-minute end, a refusal in disguise; back
+                // off rather than subscribe again in a tight loop.
+                Ok(Ok(None)) if live.received == 0 => Next::Failed(CallError::new(
+                    Operation::SubscribeToShard,
+                    Class::Transient,
+                    "SubscriptionEndedEarly",
+                    "the subscription ended before its first event",
+                )),
                 Ok(Ok(None)) => Next::Ended,
                 Ok(Err(error)) => Next::Failed(error),
                 Err(_) => Next::Failed(CallError::timeout(Operation::SubscribeToShard, limit)),

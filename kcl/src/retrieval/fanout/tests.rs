@@ -494,6 +494,20 @@ async fn resource_in_use_and_throttling_back_off_then_resume() {
 }
 
 #[tokio::test(start_paused = true)]
+async fn subscriptions_that_end_before_any_event_back_off() {
+    let fake = Fake::with_records(standard_records());
+    fake.close(Vec::new());
+    fake.plan((0..4).map(|_| Plan::ending(0, End::Ended)));
+    let started = Instant::now();
+    let mut source = driver(&fake, StartingPosition::TrimHorizon, config());
+    let (delivered, _) = read_to_end(&mut source).await;
+    assert_eq!(delivered, standard_delivery());
+    // 4 empty subscriptions, each followed by a backoff: 50-100, 100-200, 200-400, 400-800 ms.
+    assert!(Instant::now() - started >= Duration::from_millis(750));
+    assert_eq!(source.counters.snapshot().transient_errors, 4);
+}
+
+#[tokio::test(start_paused = true)]
 async fn a_dropped_connection_mid_stream_resumes_without_loss_or_repeat() {
     let fake = Fake::with_records(standard_records());
     fake.close(Vec::new());
