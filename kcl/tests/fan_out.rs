@@ -540,3 +540,72 @@ async fn registration_is_idempotent_across_racing_workers_and_survives_a_deregis
         .expect_err("invalid name");
     println!("invalid consumer name: {error}");
 }
+
+/// kinesis-mock refuses a second subscription of a (consumer, shard) while the first is open
+/// (ResourceInUseException, sent inside the event stream): the second source backs off and
+/// retries until the first is gone, then reads everything.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_second_subscription_of_a_shard_backs_off_until_the_first_is_closed() {
+    use kcl::retrieval::{FanOutSource, RecordSource, StartingPosition};
+    let kinesis = kinesis_client().await;
+    let stream = unique_name("fo-in-use");
+    create_stream(&kinesis, &stream, 1).await;
+    let producer = Producer::builder(stream.as_str())
+        .client(kinesis.clone())
+        .build()
+        .await
+        .expect("producer");
+    produce(&producer, 0..50, 10).await;
+    let config = FanOutConfig::default()
+        .read_timeout(Duration::from_secs(5))
+        .subscribe_backoff(Duration::from_millis(50), Duration::from_millis(400))
+        .registration_poll_interval(Duration::from_millis(20));
+    let id: kcl::retrieval::StreamId = stream.as_str().into();
+    let consumer = kcl::retrieval::register_stream_consumer(&kinesis, &id, "in-use", &config)
+        .await
+        .expect("registered");
+    let shard = list_shards(&kinesis, &stream).await[0]
+        .shard_id()
+        .to_owned();
+    let source = |kinesis: aws_sdk_kinesis::Client| {
+        FanOutSource::new(
+            kinesis,
+            id.clone(),
+            consumer.consumer_arn.clone(),
+            shard.clone(),
+            None,
+            StartingPosition::TrimHorizon,
+            config.clone(),
+        )
+    };
+    let mut first = source(kinesis.clone());
+    let batch = first.next_batch().await.expect("first subscription");
+    assert!(!batch.records.is_empty());
+    let mut second = source(kinesis.clone());
+    let reader = tokio::spawn(async move {
+        let mut delivered = HashSet::new();
+        while delivered.len() < 50 {
+            let batch = second.next_batch().await.expect("retried inside");
+            for record in &batch.records {
+                delivered.insert(String::from_utf8_lossy(record.data()).into_owned());
+            }
+        }
+        (delivered, second.stats())
+    });
+    // The first subscription stays open for a while, then goes away.
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    drop(first);
+    let (delivered, stats) = tokio::time::timeout(Duration::from_secs(30), reader)
+        .await
+        .expect("the second source got through")
+        .expect("joined");
+    assert_eq!(delivered.len(), 50);
+    assert!(
+        stats.transient_errors >= 1,
+        "the second subscription was refused first: {stats:?}"
+    );
+    println!(
+        "second subscription: {} refusals, {} subscribe calls",
+        stats.transient_errors, stats.subscribe_calls
+    );
+}
