@@ -57,6 +57,11 @@ pub(crate) struct ConsumeArgs {
     /// Time between GetRecords calls on a shard that is caught up, in milliseconds.
     #[arg(long, default_value_t = 1_000)]
     idle_millis: u64,
+    /// Read by enhanced fan-out (SubscribeToShard) through the stream consumer of this name,
+    /// registered if missing, instead of polling. Every worker of an application should use
+    /// the same.
+    #[arg(long, value_name = "CONSUMER_NAME")]
+    fan_out: Option<String>,
 }
 
 #[derive(Debug, Args)]
@@ -279,22 +284,26 @@ async fn consume(args: ConsumeArgs) -> Result<(), CliError> {
     let factory_output = output.clone();
     let polling = kcl::retrieval::PollingConfig::default()
         .idle_time_between_reads(Duration::from_millis(args.idle_millis.max(1)));
-    let scheduler = Scheduler::builder(
+    let mut builder = Scheduler::builder(
         args.application.as_str(),
         args.stream.as_str(),
         move |shard: &str| Printer {
             shard_id: shard.to_owned(),
             output: factory_output.clone(),
         },
-    )
-    .sdk_config(&config)
-    .initial_position(initial)
-    .failover_time(failover)
-    .polling(polling)
-    // A reader that stops reading is not a hung processor: wait for it as long as it takes.
-    .processor_timeout(None)
-    .build()
-    .map_err(|e| CliError::Usage(error_chain(&e)))?;
+    );
+    if let Some(consumer_name) = &args.fan_out {
+        builder = builder.fan_out(consumer_name.as_str());
+    }
+    let scheduler = builder
+        .sdk_config(&config)
+        .initial_position(initial)
+        .failover_time(failover)
+        .polling(polling)
+        // A reader that stops reading is not a hung processor: wait for it as long as it takes.
+        .processor_timeout(None)
+        .build()
+        .map_err(|e| CliError::Usage(error_chain(&e)))?;
     let handle = scheduler.handle();
     let stopper = tokio::spawn({
         let output = output.clone();

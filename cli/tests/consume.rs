@@ -472,3 +472,48 @@ fn base64_decode(text: &str) -> Vec<u8> {
         .decode(text)
         .expect("base64")
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn fan_out_reads_everything_through_a_registered_consumer() {
+    let stream = unique_name("cat-fan-out");
+    let application = unique_name("cat-fo-app");
+    let kinesis = kinesis_client().await;
+    create_stream(&kinesis, &stream, 2).await;
+    produce(&stream, 0..200).await;
+    let output = consume(
+        &stream,
+        &application,
+        &[
+            "--from",
+            "trim-horizon",
+            "--fan-out",
+            &application,
+            "--idle-exit",
+            "3",
+        ],
+    )
+    .wait_with_output()
+    .expect("ends");
+    let printed = lines(&output);
+    assert_eq!(printed.len(), 200, "everything, exactly once");
+    let printed: HashSet<String> = printed.into_iter().collect();
+    assert_eq!(printed, (0..200).map(|i| format!("line {i}")).collect());
+    // The stream consumer exists now, under the name given.
+    let arn = kinesis
+        .describe_stream_summary()
+        .stream_name(&stream)
+        .send()
+        .await
+        .expect("summary")
+        .stream_description_summary
+        .expect("summary")
+        .stream_arn;
+    let consumer = kinesis
+        .describe_stream_consumer()
+        .stream_arn(arn)
+        .consumer_name(&application)
+        .send()
+        .await
+        .expect("the consumer was registered");
+    assert!(consumer.consumer_description.is_some());
+}

@@ -34,7 +34,7 @@ pub use coordinator::{CoordinatorConfig, LeaseCoordinator};
 pub use metrics::ConsumerSnapshot;
 pub use processor::{InitializeInput, ProcessRecordsInput, ShardRecordProcessor};
 pub use scheduler::{
-    InitialPosition, Scheduler, SchedulerBuilder, SchedulerError, SchedulerHandle, ShardPhase,
-    ShardState, WorkerState,
+    InitialPosition, Retrieval, Scheduler, SchedulerBuilder, SchedulerError, SchedulerHandle,
+    ShardPhase, ShardState, WorkerState,
 };
 pub use shard_sync::ShardSyncError;

@@ -26,7 +26,9 @@ use aws_sdk_dynamodb::types::{
 use aws_sdk_kinesis::config::Credentials;
 use aws_sdk_kinesis::types::{Record, ShardIteratorType, StreamStatus};
 
+pub mod h2c;
 pub mod java_kcl;
+pub mod relay;
 
 /// The region every test client uses (the emulators accept any; one region keeps them in one
 /// namespace).

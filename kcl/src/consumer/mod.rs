@@ -33,8 +33,8 @@ use crate::lease::{Checkpoint, Lease};
 use crate::metrics::ConsumerMetrics;
 use crate::processor::{InitializeInput, ProcessRecordsInput, ShardRecordProcessor};
 use crate::retrieval::{
-    ChildShard, Driver, KinesisApi, RetrievalError, ShardBatch, ShardListing, StartingPosition,
-    StreamId, children_of,
+    ChildShard, Driver, FanOutApi, FanOutDriver, KinesisApi, RetrievalError, RetrievalStats,
+    ShardBatch, ShardListing, StartingPosition, StreamId, children_of,
 };
 use crate::scheduler::{InitialPosition, ShardPhase, StatusBoard, WorkerConfig};
 
@@ -62,10 +62,50 @@ pub(crate) enum Ended {
     ProcessorFailed,
 }
 
+/// How the shards are read by enhanced fan-out: the calls and the registered consumer.
+#[derive(Clone)]
+pub(crate) struct FanOutPlan {
+    pub(crate) api: Arc<dyn FanOutApi>,
+    pub(crate) consumer_arn: String,
+}
+
+impl std::fmt::Debug for FanOutPlan {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("FanOutPlan")
+            .field("consumer_arn", &self.consumer_arn)
+            .finish_non_exhaustive()
+    }
+}
+
+/// One shard's source: polling or enhanced fan-out, the application's choice. Everything
+/// after `next_batch` is the same code for both.
+enum ShardSource<A> {
+    Polling(Driver<A>),
+    FanOut(FanOutDriver),
+}
+
+impl<A: KinesisApi> ShardSource<A> {
+    async fn next_batch(&mut self) -> Result<ShardBatch, RetrievalError> {
+        match self {
+            Self::Polling(driver) => driver.next_batch().await,
+            Self::FanOut(driver) => driver.next_batch().await,
+        }
+    }
+
+    fn stats(&self) -> RetrievalStats {
+        match self {
+            Self::Polling(driver) => driver.counters.snapshot(),
+            Self::FanOut(driver) => driver.counters.snapshot(),
+        }
+    }
+}
+
 /// What a consumer needs from its worker.
 #[derive(Debug)]
 pub(crate) struct ShardContext<A> {
     pub(crate) api: A,
+    /// `Some` when the application reads by enhanced fan-out (else polling through `api`).
+    pub(crate) fan_out: Option<FanOutPlan>,
     pub(crate) stream: StreamId,
     pub(crate) store: Arc<dyn LeaseStore>,
     pub(crate) coordinator: LeaseCoordinator,
@@ -78,6 +118,7 @@ impl<A: Clone> Clone for ShardContext<A> {
     fn clone(&self) -> Self {
         Self {
             api: self.api.clone(),
+            fan_out: self.fan_out.clone(),
             stream: self.stream.clone(),
             store: self.store.clone(),
             coordinator: self.coordinator.clone(),
@@ -244,7 +285,7 @@ where
         }
     }
 
-    fn source(&self, lease: &Lease) -> Driver<A> {
+    fn source(&self, lease: &Lease) -> ShardSource<A> {
         let position = match &lease.checkpoint {
             Checkpoint::TrimHorizon | Checkpoint::ShardEnd => StartingPosition::TrimHorizon,
             Checkpoint::Latest => StartingPosition::Latest,
@@ -267,8 +308,21 @@ where
                 .inspect_err(|error| warn!(%error, "lease has an unusable hash range; records are not filtered"))
                 .ok()
         });
+        if let Some(plan) = &self.context.fan_out {
+            let span = info_span!("fan_out", stream = %self.context.stream, shard_id = %self.key);
+            return ShardSource::FanOut(FanOutDriver::new(
+                plan.api.clone(),
+                self.context.stream.clone(),
+                plan.consumer_arn.clone(),
+                self.key.clone(),
+                hash_range,
+                position,
+                self.context.config.fan_out.clone(),
+                span,
+            ));
+        }
         let span = info_span!("polling", stream = %self.context.stream, shard_id = %self.key);
-        Driver::new(
+        ShardSource::Polling(Driver::new(
             self.context.api.clone(),
             self.context.stream.clone(),
             self.key.clone(),
@@ -276,12 +330,12 @@ where
             position,
             self.context.config.polling.clone(),
             span,
-        )
+        ))
     }
 
     /// Publishes the source's throttling and expired-iterator counts since the last call.
-    fn count_retrieval(&self, source: &Driver<A>, counted: &mut (u64, u64)) {
-        let stats = source.counters.snapshot();
+    fn count_retrieval(&self, source: &ShardSource<A>, counted: &mut (u64, u64)) {
+        let stats = source.stats();
         self.context.metrics.retrieval(
             &self.key,
             stats.throttled.saturating_sub(counted.0),

@@ -316,6 +316,12 @@ pub enum ConfigError {
     /// The handoff timeout is zero.
     #[error("the handoff timeout must be positive")]
     ZeroHandoffTimeout,
+    /// The enhanced fan-out consumer name is not 1 to 128 of `a-zA-Z0-9_.-`.
+    #[error("invalid fan-out consumer name {name:?}: use 1 to 128 of a-z, A-Z, 0-9, _ . -")]
+    InvalidConsumerName {
+        /// The name given.
+        name: String,
+    },
     /// Another duration that must be positive is zero.
     #[error("{setting} must be positive")]
     Zero {

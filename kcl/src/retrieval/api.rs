@@ -173,24 +173,7 @@ impl KinesisApi for SdkKinesis {
                 .send()
                 .await
                 .map_err(|error| classify(operation, error))?;
-            let child_shards = output
-                .child_shards
-                .unwrap_or_default()
-                .iter()
-                .map(|child| {
-                    let range = child
-                        .hash_key_range()
-                        .ok_or("a child shard has no HashKeyRange")?;
-                    let hash_range =
-                        HashRange::from_decimal(range.starting_hash_key(), range.ending_hash_key())
-                            .map_err(|_| "a child shard's HashKeyRange is not a valid range")?;
-                    Ok(ChildShard {
-                        shard_id: child.shard_id().to_owned(),
-                        parent_shard_ids: child.parent_shards().to_vec(),
-                        hash_range,
-                    })
-                })
-                .collect::<Result<Vec<_>, &'static str>>()
+            let child_shards = convert_children(output.child_shards.unwrap_or_default())
                 .map_err(|reason| CallError::new(operation, Class::Malformed, reason, reason))?;
             Ok(RecordsPage {
                 records: output.records.into_iter().map(received).collect(),
@@ -217,8 +200,30 @@ impl KinesisApi for SdkKinesis {
     }
 }
 
+/// The SDK's child shards (of GetRecords or a SubscribeToShard event) as [`ChildShard`]s.
+pub(crate) fn convert_children(
+    children: Vec<aws_sdk_kinesis::types::ChildShard>,
+) -> Result<Vec<ChildShard>, &'static str> {
+    children
+        .iter()
+        .map(|child| {
+            let range = child
+                .hash_key_range()
+                .ok_or("a child shard has no HashKeyRange")?;
+            let hash_range =
+                HashRange::from_decimal(range.starting_hash_key(), range.ending_hash_key())
+                    .map_err(|_| "a child shard's HashKeyRange is not a valid range")?;
+            Ok(ChildShard {
+                shard_id: child.shard_id().to_owned(),
+                parent_shard_ids: child.parent_shards().to_vec(),
+                hash_range,
+            })
+        })
+        .collect()
+}
+
 /// The SDK's record as deaggregation input, without copying data or strings.
-fn received(record: Record) -> ReceivedRecord {
+pub(crate) fn received(record: Record) -> ReceivedRecord {
     let Record {
         sequence_number,
         approximate_arrival_timestamp,

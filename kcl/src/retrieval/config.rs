@@ -145,6 +145,15 @@ impl PollingConfig {
         durations
     }
 
+    /// The backoff and retry limit, for the shared retry logic.
+    pub(crate) fn retry_policy(&self) -> super::retry::RetryPolicy {
+        super::retry::RetryPolicy {
+            min_backoff: self.min_backoff,
+            max_backoff: self.max_backoff,
+            give_up_after: self.give_up_after,
+        }
+    }
+
     /// Whether the next GetRecords call runs in a background task while the caller processes
     /// the current batch (bounded: one batch waits, so about two batches are in memory).
     /// Without it, each [`next_batch`](super::RecordSource::next_batch) makes its call

@@ -157,6 +157,10 @@ pub(crate) enum Operation {
     GetShardIterator,
     GetRecords,
     ListShards,
+    DescribeStreamSummary,
+    RegisterStreamConsumer,
+    DescribeStreamConsumer,
+    SubscribeToShard,
 }
 
 impl Operation {
@@ -165,6 +169,10 @@ impl Operation {
             Self::GetShardIterator => "GetShardIterator",
             Self::GetRecords => "GetRecords",
             Self::ListShards => "ListShards",
+            Self::DescribeStreamSummary => "DescribeStreamSummary",
+            Self::RegisterStreamConsumer => "RegisterStreamConsumer",
+            Self::DescribeStreamConsumer => "DescribeStreamConsumer",
+            Self::SubscribeToShard => "SubscribeToShard",
         }
     }
 }

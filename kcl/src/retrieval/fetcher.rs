@@ -26,21 +26,19 @@
 //! [`Fetcher::fetch`] future at any await loses nothing: the next call repeats the
 //! interrupted request from the same iterator.
 
-use std::cmp::Ordering;
 use std::sync::Arc;
 use std::time::{Duration, SystemTime};
 
-use aggregation_proto::{Deaggregator, HashRange, Outcome};
-use aws_sdk_kinesis::error::DisplayErrorContext;
-use backon::{BackoffBuilder, ExponentialBackoff, ExponentialBuilder};
-use rand::Rng;
+use aggregation_proto::HashRange;
 use tokio::time::Instant;
-use tracing::{debug, info, warn};
+use tracing::{debug, info};
 
 use super::api::{IteratorStart, KinesisApi, RecordsPage, ShardListing, ShardSummary};
 use super::config::PollingConfig;
+use super::cursor::Cursor;
 use super::error::{CallError, Class, RetrievalError};
-use super::sequence::{Position, compare_sequence_numbers, is_sequence_number};
+use super::retry::{Retry, after};
+use super::sequence::{Position, is_sequence_number};
 use super::stats::{Counters, add};
 use super::types::{ChildShard, ShardBatch, StartingPosition, StreamId};
 
@@ -49,20 +47,12 @@ use super::types::{ChildShard, ShardBatch, StartingPosition, StreamId};
 /// although `LATEST` would not have returned them; none can be lost.
 pub(crate) const LATEST_CLOCK_SKEW_MARGIN: Duration = Duration::from_secs(5);
 
-/// Consecutive failures and the backoff they have earned.
-#[derive(Default)]
-struct RetryState {
-    failures: u32,
-    since: Option<Instant>,
-    backoff: Option<ExponentialBackoff>,
-}
-
 /// One shard's polling state (see the module docs).
 pub(crate) struct Fetcher<A> {
     api: A,
     stream: StreamId,
     shard_id: String,
-    deaggregator: Deaggregator,
+    cursor: Cursor,
     config: PollingConfig,
     counters: Arc<Counters>,
     start: StartingPosition,
@@ -71,11 +61,9 @@ pub(crate) struct Fetcher<A> {
     /// When the first `LATEST` iterator was asked for.
     latest_requested_at: Option<SystemTime>,
     iterator: Option<String>,
-    resume_at: Option<String>,
-    floor: Option<Position>,
     ended: Option<Vec<ChildShard>>,
     next_call_at: Option<Instant>,
-    retry: RetryState,
+    retry: Retry,
     expired_in_a_row: u32,
 }
 
@@ -89,47 +77,22 @@ impl<A: KinesisApi> Fetcher<A> {
         config: PollingConfig,
         counters: Arc<Counters>,
     ) -> Self {
-        let mut deaggregator = Deaggregator::new();
-        if let Some(range) = hash_range {
-            deaggregator = deaggregator.hash_range(range);
-        }
-        let (floor, invalid_start) = match &start {
-            StartingPosition::AfterSequence {
-                sequence_number,
-                sub_sequence_number,
-            } => {
-                if is_sequence_number(sequence_number) {
-                    let floor = Position {
-                        sequence_number: sequence_number.clone(),
-                        sub_sequence_number: *sub_sequence_number,
-                    };
-                    (Some(floor), None)
-                } else {
-                    let shown: String = sequence_number.chars().take(140).collect();
-                    let reason = format!(
-                        "AfterSequence needs a sequence number of 1 to 128 decimal digits, got {shown:?}"
-                    );
-                    (None, Some(reason))
-                }
-            }
-            _ => (None, None),
-        };
+        let (floor, invalid_start) = starting_floor(&start);
+        let retry = Retry::new(config.retry_policy());
         Self {
             api,
             stream,
             shard_id,
-            deaggregator,
+            cursor: Cursor::new(hash_range, floor),
             config,
             counters,
             start,
             invalid_start,
             latest_requested_at: None,
             iterator: None,
-            resume_at: None,
-            floor,
             ended: None,
             next_call_at: None,
-            retry: RetryState::default(),
+            retry,
             expired_in_a_row: 0,
         }
     }
@@ -187,7 +150,7 @@ impl<A: KinesisApi> Fetcher<A> {
                     self.iterator = None;
                     self.expired_in_a_row += 1;
                     info!(
-                        resume_at = self.resume_at.as_deref(),
+                        resume_at = self.cursor.resume_at.as_deref(),
                         "shard iterator expired; getting a new one at the last position"
                     );
                     // A fresh iterator that expires at once: back off instead of looping.
@@ -208,12 +171,8 @@ impl<A: KinesisApi> Fetcher<A> {
 
     /// Where a new iterator starts (see the module docs).
     fn iterator_start(&self) -> IteratorStart {
-        let known = self
-            .resume_at
-            .as_ref()
-            .or(self.floor.as_ref().map(|floor| &floor.sequence_number));
-        if let Some(sequence_number) = known {
-            return IteratorStart::AtSequence(sequence_number.clone());
+        if let Some(sequence_number) = self.cursor.restart_at() {
+            return IteratorStart::AtSequence(sequence_number.to_owned());
         }
         match &self.start {
             StartingPosition::TrimHorizon => IteratorStart::TrimHorizon,
@@ -265,97 +224,22 @@ impl<A: KinesisApi> Fetcher<A> {
 
     /// Sleeps until `not_before`, and for the backoff if the last call failed.
     async fn pause(&mut self, not_before: Option<Instant>) {
-        let mut wake = not_before;
-        if self.retry.failures > 0 {
-            let backoff_until = after(Instant::now(), self.retry_delay());
-            wake = Some(wake.map_or(backoff_until, |at| at.max(backoff_until)));
-        }
+        let wake = match (not_before, self.retry.not_before()) {
+            (Some(a), Some(b)) => Some(a.max(b)),
+            (a, b) => a.or(b),
+        };
         if let Some(at) = wake {
             tokio::time::sleep_until(at).await;
         }
     }
 
-    /// The next backoff: backon's exponential envelope, with the wait drawn uniformly from its
-    /// upper half.
-    fn retry_delay(&mut self) -> Duration {
-        let (min, max) = (self.config.min_backoff, self.config.max_backoff);
-        let envelope = self
-            .retry
-            .backoff
-            .get_or_insert_with(|| {
-                ExponentialBuilder::default()
-                    .with_min_delay(min)
-                    .with_max_delay(max)
-                    .with_factor(2.0)
-                    .without_max_times()
-                    .build()
-            })
-            .next()
-            .unwrap_or(max);
-        let half = envelope / 2;
-        half + half.mul_f64(rand::rng().random::<f64>())
-    }
-
     /// Counts a failure: `Ok` to retry it, `Err` to hand it to the caller.
     fn failed(&mut self, error: CallError) -> Result<(), RetrievalError> {
-        let now = Instant::now();
-        self.retry.failures = self.retry.failures.saturating_add(1);
-        let since = *self.retry.since.get_or_insert(now);
-        let operation = error.operation.name();
-        match error.class {
-            Class::Throttled => {
-                add(&self.counters.throttled, 1);
-                debug!(
-                    operation,
-                    code = %error.code,
-                    failures = self.retry.failures,
-                    "throttled; backing off"
-                );
-            }
-            Class::Transient => {
-                add(&self.counters.transient_errors, 1);
-                warn!(
-                    operation,
-                    code = %error.code,
-                    failures = self.retry.failures,
-                    error = %DisplayErrorContext(&*error.source),
-                    "call failed; retrying"
-                );
-            }
-            Class::ExpiredIterator => {}
-            Class::NotFound
-            | Class::AccessDenied
-            | Class::Kms
-            | Class::InvalidRequest
-            | Class::Malformed
-            | Class::Unexpected => {
-                warn!(
-                    operation,
-                    code = %error.code,
-                    error = %DisplayErrorContext(&*error.source),
-                    "call failed; not retrying"
-                );
-                return Err(error.into_retrieval_error());
-            }
-        }
-        let elapsed = now.saturating_duration_since(since);
-        if self
-            .config
-            .give_up_after
-            .is_some_and(|limit| elapsed >= limit)
-        {
-            return Err(RetrievalError::RetriesExhausted {
-                operation,
-                attempts: self.retry.failures,
-                elapsed,
-                source: error.source,
-            });
-        }
-        Ok(())
+        self.retry.failed(error, &self.counters)
     }
 
     fn succeeded(&mut self) {
-        self.retry = RetryState::default();
+        self.retry.succeeded();
         self.expired_in_a_row = 0;
     }
 
@@ -374,57 +258,8 @@ impl<A: KinesisApi> Fetcher<A> {
         } = page;
         let kinesis_records = records.len();
         let bytes: usize = records.iter().map(|record| record.data.len()).sum();
-        let mut out = Vec::with_capacity(kinesis_records);
-        let (mut skipped, mut filtered) = (0, 0);
-        let last_sequence_number = records
-            .last()
-            .and_then(|record| record.sequence_number.as_deref())
-            .map(str::to_owned);
-        for record in records {
-            let first = out.len();
-            let order = match (&self.floor, record.sequence_number.as_deref()) {
-                (Some(floor), Some(sequence_number)) => Some(compare_sequence_numbers(
-                    sequence_number,
-                    &floor.sequence_number,
-                )),
-                _ => None,
-            };
-            // The record moves into its user records: no copy, no extra reference counts.
-            match self.deaggregator.deaggregate_owned_into(record, &mut out) {
-                Ok(Outcome::Aggregated { filtered: n, .. }) => filtered += n,
-                Ok(_) => {}
-                // This deaggregator is lenient (the KCL's rules): corrupt input comes back whole.
-                Err(error) => tracing::error!(%error, "a lenient deaggregator failed"),
-            }
-            let (Some(floor), Some(order)) = (&self.floor, order) else {
-                continue;
-            };
-            let keep_from = match order {
-                Ordering::Less => out.len(),
-                Ordering::Greater => first,
-                Ordering::Equal => out
-                    .iter()
-                    .skip(first)
-                    .position(|user| {
-                        user.sub_sequence_number().unwrap_or(0) > floor.sub_sequence_number
-                    })
-                    .map_or(out.len(), |offset| first + offset),
-            };
-            skipped += keep_from - first;
-            out.drain(first..keep_from);
-        }
-
-        if let Some(sequence_number) = last_sequence_number {
-            self.resume_at = Some(sequence_number);
-        }
-        if let Some(last) = out.last()
-            && let Some(sequence_number) = last.sequence_number()
-        {
-            self.floor = Some(Position {
-                sequence_number: sequence_number.to_owned(),
-                sub_sequence_number: last.sub_sequence_number().unwrap_or(0),
-            });
-        }
+        let taken = self.cursor.take(records);
+        let (out, skipped, filtered) = (taken.records, taken.skipped, taken.filtered);
         let caught_up = kinesis_records == 0 && millis_behind_latest.is_none_or(|ms| ms <= 0);
         let mut next_call_at = after(started, self.config.min_time_between_calls);
         if caught_up {
@@ -464,14 +299,6 @@ impl<A: KinesisApi> Fetcher<A> {
     }
 }
 
-/// `start + by`, or a year later when that overflows (a setting of `Duration::MAX`).
-fn after(start: Instant, by: Duration) -> Instant {
-    start
-        .checked_add(by)
-        .or_else(|| start.checked_add(Duration::from_secs(86_400 * 365)))
-        .unwrap_or(start)
-}
-
 /// The shards in `shards` that name `parent` as a parent, as [`ChildShard`]s.
 pub(crate) fn children_of(parent: &str, shards: Vec<ShardSummary>) -> Vec<ChildShard> {
     shards
@@ -490,4 +317,29 @@ pub(crate) fn children_of(parent: &str, shards: Vec<ShardSummary>) -> Vec<ChildS
             hash_range: shard.hash_range,
         })
         .collect()
+}
+
+/// The floor a starting position implies, or why it cannot be used.
+pub(crate) fn starting_floor(start: &StartingPosition) -> (Option<Position>, Option<String>) {
+    match start {
+        StartingPosition::AfterSequence {
+            sequence_number,
+            sub_sequence_number,
+        } => {
+            if is_sequence_number(sequence_number) {
+                let floor = Position {
+                    sequence_number: sequence_number.clone(),
+                    sub_sequence_number: *sub_sequence_number,
+                };
+                (Some(floor), None)
+            } else {
+                let shown: String = sequence_number.chars().take(140).collect();
+                let reason = format!(
+                    "AfterSequence needs a sequence number of 1 to 128 decimal digits, got {shown:?}"
+                );
+                (None, Some(reason))
+            }
+        }
+        _ => (None, None),
+    }
 }

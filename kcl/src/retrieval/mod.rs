@@ -6,8 +6,12 @@
 //! [`ShardBatch`]es that starts at a [`StartingPosition`] and hands out every user record from
 //! there exactly once, in order, already deaggregated and filtered to the shard's hash range.
 //! Its only job besides is to say when the shard has ended and which shards follow it. The
-//! consumer never sees iterators, throttling or retries, so enhanced fan-out can implement the
-//! same trait later without touching the lease or processor code.
+//! consumer never sees iterators, subscriptions, throttling or retries: polling and enhanced
+//! fan-out implement the same trait, and the lease and processor code is the same for both.
+//!
+//! [`FanOutSource`] is the SubscribeToShard implementation (see [`register_stream_consumer`]);
+//! both read through one cursor, so deaggregation, the hash-range filter and the skip at or
+//! below the position are the same code.
 //!
 //! [`PollingSource`] is the GetRecords implementation (the Java KCL's `PollingRecordsFetcher`
 //! with its `PrefetchRecordsPublisher`):
@@ -42,9 +46,12 @@
 
 mod api;
 mod config;
+mod cursor;
 mod error;
+mod fanout;
 mod fetcher;
 mod polling;
+mod retry;
 mod sequence;
 mod source;
 mod stats;
@@ -54,6 +61,9 @@ mod types;
 
 pub use config::{MAX_RECORDS_LIMIT, PollingConfig};
 pub use error::RetrievalError;
+pub use fanout::{
+    FanOutConfig, FanOutSource, RegisteredConsumer, RegistrationError, register_stream_consumer,
+};
 pub use polling::PollingSource;
 pub use sequence::{MAX_SEQUENCE_NUMBER_DIGITS, compare_sequence_numbers, is_sequence_number};
 pub use source::RecordSource;
@@ -66,5 +76,10 @@ pub(crate) use api::{KinesisApi, SdkKinesis, ShardListing, ShardSummary};
 #[cfg(test)]
 pub(crate) use error::Operation;
 pub(crate) use error::{CallError, Class};
+#[cfg(test)]
+pub(crate) use fanout::{
+    BoxFuture, ConsumerInfo, ConsumerStatus, EventStream, ShardEvent, SubscribeStart,
+};
+pub(crate) use fanout::{FanOutApi, FanOutDriver, SdkFanOut, register};
 pub(crate) use fetcher::children_of;
 pub(crate) use polling::Driver;

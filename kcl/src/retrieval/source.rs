@@ -6,7 +6,7 @@ use super::error::RetrievalError;
 use super::types::ShardBatch;
 
 /// One shard's stream of batches: what the shard consumer reads, whatever the retrieval
-/// (polling with [`PollingSource`](super::PollingSource) today, enhanced fan-out later).
+/// ([`PollingSource`](super::PollingSource) or [`FanOutSource`](super::FanOutSource)).
 ///
 /// A source starts at the position it was created with and hands out every user record of the
 /// shard from there exactly once, in order. Retryable failures are retried inside it.

@@ -2,8 +2,8 @@
 
 use std::sync::atomic::{AtomicU64, Ordering};
 
-/// Counters of one [`PollingSource`](super::PollingSource) since it was created (see
-/// [`PollingSource::stats`](super::PollingSource::stats)).
+/// Counters of one [`PollingSource`](super::PollingSource) or
+/// [`FanOutSource`](super::FanOutSource) since it was created (see their `stats`).
 ///
 /// Retries are invisible to the caller of `next_batch` except here and in the tracing
 /// events.
@@ -36,6 +36,14 @@ pub struct RetrievalStats {
     pub records_skipped: u64,
     /// User records dropped because their hash key is outside the shard's range.
     pub records_filtered: u64,
+    /// Enhanced fan-out: SubscribeToShard calls made (successful or not).
+    pub subscribe_calls: u64,
+    /// Enhanced fan-out: subscription events received.
+    pub subscription_events: u64,
+    /// Enhanced fan-out: subscriptions that ended without an error (the service ends each
+    /// after 5 minutes, or [`FanOutConfig::max_subscription_time`](super::FanOutConfig::max_subscription_time)
+    /// was reached), after which the source subscribed again at once.
+    pub subscriptions_ended: u64,
 }
 
 /// The live counters behind [`RetrievalStats`], shared between a source and its prefetch
@@ -54,6 +62,9 @@ pub(crate) struct Counters {
     pub(crate) records_delivered: AtomicU64,
     pub(crate) records_skipped: AtomicU64,
     pub(crate) records_filtered: AtomicU64,
+    pub(crate) subscribe_calls: AtomicU64,
+    pub(crate) subscription_events: AtomicU64,
+    pub(crate) subscriptions_ended: AtomicU64,
 }
 
 /// Adds `n` to `counter`.
@@ -77,6 +88,9 @@ impl Counters {
             records_delivered: load(&self.records_delivered),
             records_skipped: load(&self.records_skipped),
             records_filtered: load(&self.records_filtered),
+            subscribe_calls: load(&self.subscribe_calls),
+            subscription_events: load(&self.subscription_events),
+            subscriptions_ended: load(&self.subscriptions_ended),
         }
     }
 }

@@ -16,18 +16,18 @@ use super::sequence::compare_sequence_numbers;
 use super::*;
 
 /// A 56-digit sequence number, like the service's.
-fn seq(n: u64) -> String {
+pub(super) fn seq(n: u64) -> String {
     format!("4959033827149025660855969253836157109592157598{n:010}")
 }
 
-fn plain(n: u64, data: &str) -> ReceivedRecord {
+pub(super) fn plain(n: u64, data: &str) -> ReceivedRecord {
     ReceivedRecord::new(format!("pk-{n}"), data.to_owned())
         .with_sequence_number(seq(n))
         .with_arrival_time(SystemTime::UNIX_EPOCH + Duration::from_secs(1_000 + n))
 }
 
 /// An aggregate of `users` (partition key, data, explicit hash key).
-fn aggregate(n: u64, users: &[(&str, &str, Option<u128>)]) -> ReceivedRecord {
+pub(super) fn aggregate(n: u64, users: &[(&str, &str, Option<u128>)]) -> ReceivedRecord {
     let mut aggregator = Aggregator::new(AggregatorConfig::default());
     for (key, data, hash_key) in users {
         let mut user = UserRecord::new(*key, data.to_string());
@@ -44,7 +44,7 @@ fn aggregate(n: u64, users: &[(&str, &str, Option<u128>)]) -> ReceivedRecord {
 
 /// The standard shard of these tests: plain 1, aggregate 2 (a, b, c), plain 3, aggregate 4
 /// (d, e), plain 5. As (sequence, sub-sequence, data).
-fn standard_records() -> Vec<ReceivedRecord> {
+pub(super) fn standard_records() -> Vec<ReceivedRecord> {
     vec![
         plain(1, "p1"),
         aggregate(2, &[("a", "a", None), ("b", "b", None), ("c", "c", None)]),
@@ -54,7 +54,7 @@ fn standard_records() -> Vec<ReceivedRecord> {
     ]
 }
 
-fn standard_delivery() -> Vec<(String, Option<u64>, String)> {
+pub(super) fn standard_delivery() -> Vec<(String, Option<u64>, String)> {
     vec![
         (seq(1), None, "p1".into()),
         (seq(2), Some(0), "a".into()),
@@ -254,7 +254,7 @@ fn driver_in_range(
     )
 }
 
-fn summary(batch: &ShardBatch) -> Vec<(String, Option<u64>, String)> {
+pub(super) fn summary(batch: &ShardBatch) -> Vec<(String, Option<u64>, String)> {
     batch
         .records
         .iter()

@@ -50,7 +50,8 @@ pub struct ChildShard {
     pub hash_range: HashRange,
 }
 
-/// One GetRecords worth of a shard, ready for the record processor.
+/// One GetRecords answer (polling) or one subscription event (fan-out) worth of a shard, ready
+/// for the record processor.
 ///
 /// An empty batch is normal: it means nothing new arrived (see
 /// [`millis_behind_latest`](Self::millis_behind_latest) to tell "caught up" from "skipping an
@@ -61,7 +62,8 @@ pub struct ShardBatch {
     /// buffer per Kinesis record), filtered to the shard's hash range per sub-record, and
     /// already past the starting position.
     pub records: Vec<DeaggregatedRecord>,
-    /// How far the shard's tip is ahead of this batch, as GetRecords reported it; `None` when
+    /// How far the shard's tip is ahead of this batch, as GetRecords or the event reported it;
+    /// `None` when
     /// the service did not say (and on the repeated batches after the shard's end).
     pub millis_behind_latest: Option<i64>,
     /// `Some(children)` when this batch reached the end of a closed shard; every later batch
@@ -69,7 +71,7 @@ pub struct ShardBatch {
     /// when the response had none. A shard closed without children (for example one of a
     /// stream being deleted) ends with `Some(vec![])`.
     pub shard_end: Option<Vec<ChildShard>>,
-    /// Kinesis records in the GetRecords response, before deaggregation, filtering and
+    /// Kinesis records in the GetRecords response or event, before deaggregation, filtering and
     /// skipping (for metrics).
     pub kinesis_records: usize,
     /// Data bytes of those Kinesis records (for metrics).

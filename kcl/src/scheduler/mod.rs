@@ -23,7 +23,7 @@ use std::time::Duration;
 use tokio::sync::watch;
 use tokio_util::sync::CancellationToken;
 
-pub use config::{InitialPosition, SchedulerError};
+pub use config::{InitialPosition, Retrieval, SchedulerError};
 pub use handle::SchedulerHandle;
 pub use state::{ShardPhase, ShardState, WorkerState};
 
@@ -35,7 +35,7 @@ use crate::coordinator::{CoordinatorConfig, CoordinatorConfigBuilder};
 use crate::lease::{LeaseTable, TableOptions};
 use crate::metrics::ConsumerMetrics;
 use crate::processor::ShardRecordProcessor;
-use crate::retrieval::{PollingConfig, SdkKinesis, StreamId};
+use crate::retrieval::{FanOutApi, FanOutConfig, PollingConfig, SdkFanOut, SdkKinesis, StreamId};
 
 /// Configures a [`Scheduler`]. Timings default to the Java KCL's.
 #[must_use]
@@ -162,6 +162,29 @@ where
     /// up (1,500 ms), backoff.
     pub fn polling(mut self, polling: PollingConfig) -> Self {
         self.worker.polling = polling;
+        self
+    }
+
+    /// How the shards are read: [`Retrieval::Polling`] (the default) or
+    /// [`Retrieval::FanOut`]. Every worker of an application should use the same.
+    pub fn retrieval(mut self, retrieval: Retrieval) -> Self {
+        self.worker.retrieval = retrieval;
+        self
+    }
+
+    /// Reads through the enhanced fan-out consumer `consumer_name` (registered at start if
+    /// missing, and waited on until ACTIVE): the same as
+    /// `.retrieval(Retrieval::FanOut { consumer_name })`.
+    pub fn fan_out(self, consumer_name: impl Into<String>) -> Self {
+        self.retrieval(Retrieval::FanOut {
+            consumer_name: consumer_name.into(),
+        })
+    }
+
+    /// Enhanced fan-out settings: read timeout (35 s), subscription backoff (500 ms to 10 s),
+    /// registration wait (5 minutes); used only with [`Retrieval::FanOut`].
+    pub fn fan_out_config(mut self, config: FanOutConfig) -> Self {
+        self.worker.fan_out = config;
         self
     }
 
@@ -379,8 +402,16 @@ where
     /// reason retrying cannot fix (access denied, no such stream, an invalid request).
     pub async fn run(self) -> Result<(), SchedulerError> {
         let api = SdkKinesis::new(self.kinesis.clone(), self.worker.polling.request_timeout);
+        let fan_out: Option<Arc<dyn FanOutApi>> = match self.worker.retrieval {
+            Retrieval::FanOut { .. } => Some(Arc::new(SdkFanOut::new(
+                self.kinesis.clone(),
+                self.worker.polling.request_timeout,
+            ))),
+            Retrieval::Polling => None,
+        };
         let parts = WorkerParts {
             api,
+            fan_out,
             stream: self.stream.clone(),
             store: Arc::new(self.table.clone()),
             worker_id: self.worker_id.clone(),

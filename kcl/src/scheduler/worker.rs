@@ -11,22 +11,26 @@ use tokio::time::{Instant, sleep, sleep_until, timeout_at};
 use tokio_util::sync::CancellationToken;
 use tracing::{Instrument, error, info, info_span, warn};
 
+use super::Retrieval;
 use super::config::{SchedulerError, WorkerConfig};
 use super::handle::SchedulerHandle;
 use super::startup;
 use super::state::ShardPhase;
 use crate::backoff::Backoff;
 use crate::cleanup;
+use crate::consumer::FanOutPlan;
 use crate::consumer::{Ended, ShardContext, Stop, run_consumer};
 use crate::coordinator::{CoordinatorConfig, HeldRef, LeaseCoordinatorBuilder};
 use crate::lease::store::LeaseStore;
 use crate::processor::ShardRecordProcessor;
-use crate::retrieval::{KinesisApi, StreamId};
+use crate::retrieval::{FanOutApi, KinesisApi, StreamId};
 use crate::shard_sync::sync_shards;
 
 /// Everything a worker runs on (the SDK in production, fakes in the unit tests).
 pub(crate) struct WorkerParts<A> {
     pub(crate) api: A,
+    /// The fan-out calls, when the application reads by enhanced fan-out.
+    pub(crate) fan_out: Option<Arc<dyn FanOutApi>>,
     pub(crate) stream: StreamId,
     pub(crate) store: Arc<dyn LeaseStore>,
     pub(crate) worker_id: String,
@@ -59,6 +63,29 @@ where
         info!("shut down before the worker started");
         return Ok(());
     }
+    let fan_out = match (&parts.config.retrieval, &parts.fan_out) {
+        (Retrieval::FanOut { consumer_name }, Some(api)) => {
+            let registration = crate::retrieval::register(
+                api.as_ref(),
+                &parts.stream,
+                consumer_name,
+                &parts.config.fan_out,
+            );
+            // Before any lease is taken: a worker that cannot read holds no shard.
+            let consumer = tokio::select! {
+                () = shutdown.cancelled() => {
+                    info!("shut down before the fan-out consumer was registered");
+                    return Ok(());
+                }
+                consumer = registration => consumer?,
+            };
+            Some(FanOutPlan {
+                api: api.clone(),
+                consumer_arn: consumer.consumer_arn,
+            })
+        }
+        _ => None,
+    };
     let coordinator =
         LeaseCoordinatorBuilder::from_store(parts.store.clone(), parts.worker_id.clone())
             .config(parts.coordinator.clone())
@@ -74,6 +101,7 @@ where
     info!(worker = %parts.worker_id, table = %parts.store.table_name(), "worker started");
     let context = ShardContext {
         api: parts.api.clone(),
+        fan_out,
         stream: parts.stream.clone(),
         store: parts.store.clone(),
         coordinator: coordinator.clone(),

@@ -146,3 +146,29 @@ fn every_timing_is_validated_zero_and_huge() {
         Err(SchedulerError::MissingClients)
     ));
 }
+
+#[test]
+fn fan_out_needs_a_valid_consumer_name_and_is_off_by_default() {
+    for bad in ["", "has space", "slash/name", &"x".repeat(129)] {
+        assert_eq!(
+            refused(builder().fan_out(bad)),
+            ConfigError::InvalidConsumerName {
+                name: bad.chars().take(140).collect()
+            },
+            "{bad:?}"
+        );
+    }
+    assert!(builder().fan_out("my-app.v2_blue").build().is_ok());
+    let scheduler = builder().build().unwrap();
+    assert_eq!(scheduler.worker.retrieval, crate::Retrieval::Polling);
+    // Fan-out settings are checked only when fan-out is on.
+    let huge = crate::retrieval::FanOutConfig::default().read_timeout(Duration::from_secs(200_000));
+    assert!(builder().fan_out_config(huge.clone()).build().is_ok());
+    assert!(matches!(
+        refused(builder().fan_out("app").fan_out_config(huge)),
+        ConfigError::TooLong {
+            setting: "fan_out.read_timeout",
+            ..
+        }
+    ));
+}

@@ -10,7 +10,8 @@ use bytes::Bytes;
 use bytestring::ByteString;
 
 use crate::retrieval::{
-    CallError, ChildShard, Class, KinesisApi, Operation, ShardListing, ShardSummary, StreamId,
+    BoxFuture, CallError, ChildShard, Class, ConsumerInfo, ConsumerStatus, EventStream, FanOutApi,
+    KinesisApi, Operation, ShardEvent, ShardListing, ShardSummary, StreamId, SubscribeStart,
 };
 
 #[derive(Debug)]
@@ -341,5 +342,159 @@ impl KinesisApi for FakeStream {
             })
             .map(|(id, shard)| summary(id, shard))
             .collect())
+    }
+}
+
+/// Enhanced fan-out over the same shards: every subscription reads like GetRecords does, ten
+/// records an event, and ends (as the service's do every 5 minutes) after 20 events.
+impl FanOutApi for FakeStream {
+    fn stream_arn<'a>(&'a self, stream: &'a StreamId) -> BoxFuture<'a, Result<String, CallError>> {
+        Box::pin(async move { Ok(format!("arn:stream/{}", stream.as_str())) })
+    }
+
+    fn register_consumer<'a>(
+        &'a self,
+        _stream_arn: &'a str,
+        consumer_name: &'a str,
+    ) -> BoxFuture<'a, Result<ConsumerInfo, CallError>> {
+        Box::pin(async move {
+            Ok(ConsumerInfo {
+                consumer_arn: format!("arn:consumer/{consumer_name}"),
+                status: ConsumerStatus::Active,
+            })
+        })
+    }
+
+    fn describe_consumer<'a>(
+        &'a self,
+        stream_arn: &'a str,
+        consumer_name: &'a str,
+    ) -> BoxFuture<'a, Result<ConsumerInfo, CallError>> {
+        self.register_consumer(stream_arn, consumer_name)
+    }
+
+    fn subscribe<'a>(
+        &'a self,
+        _consumer_arn: &'a str,
+        shard_id: &'a str,
+        start: &'a SubscribeStart,
+    ) -> BoxFuture<'a, Result<Box<dyn EventStream>, CallError>> {
+        Box::pin(async move {
+            self.enter(Operation::SubscribeToShard)?;
+            let state = self.state();
+            let shard = state
+                .shards
+                .get(shard_id)
+                .filter(|shard| !shard.gone)
+                .ok_or_else(|| not_found(Operation::SubscribeToShard))?;
+            let position = |keep: &dyn Fn(std::cmp::Ordering) -> bool, sequence: &str| {
+                shard
+                    .records
+                    .iter()
+                    .position(|r| {
+                        keep(crate::retrieval::compare_sequence_numbers(
+                            r.sequence_number.as_deref().unwrap_or("0"),
+                            sequence,
+                        ))
+                    })
+                    .unwrap_or(shard.records.len())
+            };
+            let index = match start {
+                SubscribeStart::TrimHorizon => 0,
+                SubscribeStart::Latest => shard.records.len(),
+                SubscribeStart::AtTimestamp(at) => shard
+                    .records
+                    .iter()
+                    .position(|r| r.approximate_arrival_timestamp.is_some_and(|t| t >= *at))
+                    .unwrap_or(shard.records.len()),
+                SubscribeStart::AtSequence(s) => position(&|o| o.is_ge(), s),
+                SubscribeStart::AfterSequence(s) => position(&|o| o.is_gt(), s),
+            };
+            let continuation = match index {
+                0 => "0".to_owned(),
+                n => shard.records[n - 1]
+                    .sequence_number
+                    .as_deref()
+                    .unwrap_or("0")
+                    .to_owned(),
+            };
+            let events: Box<dyn EventStream> = Box::new(FakeEvents {
+                stream: self.clone(),
+                shard_id: shard_id.to_owned(),
+                index,
+                continuation,
+                left: 20,
+            });
+            Ok(events)
+        })
+    }
+
+    fn list_shards<'a>(
+        &'a self,
+        stream: &'a StreamId,
+        listing: &'a ShardListing,
+    ) -> BoxFuture<'a, Result<Vec<ShardSummary>, CallError>> {
+        Box::pin(KinesisApi::list_shards(self, stream, listing))
+    }
+}
+
+struct FakeEvents {
+    stream: FakeStream,
+    shard_id: String,
+    index: usize,
+    continuation: String,
+    left: usize,
+}
+
+impl EventStream for FakeEvents {
+    fn next_event(&mut self) -> BoxFuture<'_, Result<Option<ShardEvent>, CallError>> {
+        Box::pin(async move {
+            if self.left == 0 {
+                return Ok(None);
+            }
+            self.left -= 1;
+            let idle = {
+                let state = self.stream.state();
+                let shard = state.shards.get(&self.shard_id);
+                shard.is_some_and(|s| !s.closed && self.index >= s.records.len())
+            };
+            if idle {
+                tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+            }
+            let state = self.stream.state();
+            let shard = state
+                .shards
+                .get(&self.shard_id)
+                .filter(|shard| !shard.gone)
+                .ok_or_else(|| not_found(Operation::SubscribeToShard))?;
+            let end = (self.index + 10).min(shard.records.len());
+            let records = shard.records[self.index..end].to_vec();
+            self.index = end;
+            if let Some(last) = records.last() {
+                self.continuation = last.sequence_number.as_deref().unwrap_or("0").to_owned();
+            }
+            let ended = shard.closed && end == shard.records.len();
+            let child_shards = if ended {
+                state
+                    .shards
+                    .iter()
+                    .filter(|(_, child)| child.parents.contains(&self.shard_id))
+                    .map(|(id, child)| ChildShard {
+                        shard_id: id.clone(),
+                        parent_shard_ids: child.parents.clone(),
+                        hash_range: child.range,
+                    })
+                    .collect()
+            } else {
+                Vec::new()
+            };
+            let behind = if end == shard.records.len() { 0 } else { 1_000 };
+            Ok(Some(ShardEvent {
+                records,
+                continuation_sequence_number: (!ended).then(|| self.continuation.clone()),
+                millis_behind_latest: Some(behind),
+                child_shards,
+            }))
+        })
     }
 }

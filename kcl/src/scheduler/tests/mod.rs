@@ -4,6 +4,7 @@
 mod config;
 mod failures;
 mod fake;
+mod fan_out;
 mod fleet;
 mod lifecycle;
 
@@ -241,11 +242,35 @@ impl Fleet {
         self.worker_with(name, worker_config(), coordinator_config())
     }
 
+    /// A worker reading by enhanced fan-out over the same fake stream.
+    pub(crate) fn fan_out_worker(&self, name: &str, config: WorkerConfig) -> TestWorker {
+        let config = WorkerConfig {
+            retrieval: super::Retrieval::FanOut {
+                consumer_name: "app".into(),
+            },
+            fan_out: crate::retrieval::FanOutConfig::default()
+                .read_timeout(Duration::from_secs(5))
+                .subscribe_backoff(Duration::from_millis(50), Duration::from_millis(500)),
+            ..config
+        };
+        self.start_worker(name, config, coordinator_config(), true)
+    }
+
     pub(crate) fn worker_with(
         &self,
         name: &str,
         config: WorkerConfig,
         coordinator: CoordinatorConfig,
+    ) -> TestWorker {
+        self.start_worker(name, config, coordinator, false)
+    }
+
+    fn start_worker(
+        &self,
+        name: &str,
+        config: WorkerConfig,
+        coordinator: CoordinatorConfig,
+        fan_out: bool,
     ) -> TestWorker {
         config.validate().unwrap();
         let store = self.store.view();
@@ -260,6 +285,10 @@ impl Fleet {
         };
         let parts = WorkerParts {
             api: self.stream.clone(),
+            fan_out: fan_out.then(|| {
+                let api: Arc<dyn crate::retrieval::FanOutApi> = Arc::new(self.stream.clone());
+                api
+            }),
             stream: StreamId::from(self.name.clone()),
             store: Arc::new(store.clone()),
             worker_id: name.to_owned(),
