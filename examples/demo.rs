@@ -361,17 +361,20 @@ impl Progress {
         );
         for worker in workers.iter().filter(|w| !w.stopped) {
             let metrics = worker.handle.metrics();
-            let lag = metrics
+            // Per shard held: its number and how far behind the tip it is.
+            let lag: Vec<String> = metrics
                 .millis_behind_latest
-                .values()
-                .max()
-                .copied()
-                .unwrap_or(0);
+                .iter()
+                .map(|(shard, ms)| {
+                    let number = shard.trim_start_matches("shardId-").trim_start_matches('0');
+                    format!("#{} {ms} ms", if number.is_empty() { "0" } else { number })
+                })
+                .collect();
             line.push_str(&format!(
-                " {}: {} rec, {} shards, lag {lag} ms |",
+                " {}: {} rec, lag [{}] |",
                 worker.name,
                 worker.processed.load(Ordering::Relaxed),
-                metrics.leases_held
+                lag.join(", ")
             ));
         }
         line
