@@ -64,7 +64,7 @@ pub enum RegistrationError {
 }
 
 /// Registers `consumer_name` on `stream` if it is not registered yet, and waits until it is
-/// ACTIVE (see the [module docs](self)). Calling it again, from any number of workers, returns
+/// ACTIVE. Calling it again, from any number of workers, returns
 /// the same consumer.
 ///
 /// # Errors
