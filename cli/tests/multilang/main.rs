@@ -5,5 +5,6 @@
 
 #![allow(dead_code)] // each test file uses part of the support module
 
+mod faults;
 mod python;
 mod support;

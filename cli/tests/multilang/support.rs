@@ -336,3 +336,84 @@ pub async fn checkpoints(
         .map(|lease| (lease.lease_key, lease.checkpoint))
         .collect()
 }
+
+/// `children/recorder.py`: a record processor on the raw protocol that records everything.
+pub fn recorder() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/multilang/children/recorder.py")
+}
+
+/// The recorder's events so far (JSON lines).
+pub fn events(path: &Path) -> Vec<serde_json::Value> {
+    std::fs::read_to_string(path)
+        .unwrap_or_default()
+        .lines()
+        .filter_map(|line| serde_json::from_str(line).ok())
+        .collect()
+}
+
+/// The events with this action.
+pub fn with_action<'a>(
+    events: &'a [serde_json::Value],
+    action: &str,
+) -> Vec<&'a serde_json::Value> {
+    events.iter().filter(|e| e["action"] == action).collect()
+}
+
+/// Every partition key delivered in a `processRecords`.
+pub fn delivered_keys(events: &[serde_json::Value]) -> std::collections::BTreeSet<String> {
+    with_action(events, "processRecords")
+        .into_iter()
+        .flat_map(|e| e["keys"].as_array().cloned().unwrap_or_default())
+        .filter_map(|k| k.as_str().map(str::to_owned))
+        .collect()
+}
+
+/// A daemon running the recorder in a fresh directory, with `fault`; returns it and the
+/// events file.
+pub fn start_recorder(
+    stream: &str,
+    application: &str,
+    fault: &str,
+    extra_properties: &[(&str, &str)],
+    extra_env: &[(&str, &str)],
+) -> (Daemon, PathBuf) {
+    let dir = work_dir(application);
+    let executable = format!(
+        "{} {}",
+        integration_tests::python().display(),
+        recorder().display()
+    );
+    std::fs::write(
+        dir.join("app.properties"),
+        properties(&executable, stream, application, extra_properties),
+    )
+    .unwrap();
+    let events = dir.join("events.jsonl");
+    let events_text = events.display().to_string();
+    let mut env = vec![("EVENTS", events_text.as_str()), ("FAULT", fault)];
+    env.extend_from_slice(extra_env);
+    let daemon = Daemon::start(Program::Subcommand, &dir, &["app.properties"], &[], &env);
+    (daemon, events)
+}
+
+/// Waits until `done(events)`; panics with the daemon's log tail after `limit`.
+pub async fn wait_events(
+    daemon: &mut Daemon,
+    events_path: &Path,
+    what: &str,
+    limit: Duration,
+    done: impl Fn(&[serde_json::Value]) -> bool,
+) {
+    let path = events_path.to_path_buf();
+    daemon
+        .wait_for(what, limit, move |_| done(&events(&path)))
+        .await;
+}
+
+/// Whether a process is alive.
+pub fn alive(pid: u64) -> bool {
+    Path::new(&format!("/proc/{pid}")).exists()
+        && !std::fs::read_to_string(format!("/proc/{pid}/stat"))
+            .unwrap_or_default()
+            .contains(") Z ")
+}
