@@ -6,5 +6,6 @@
 #![allow(dead_code)] // each test file uses part of the support module
 
 mod faults;
+mod node;
 mod python;
 mod support;

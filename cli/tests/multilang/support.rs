@@ -417,3 +417,20 @@ pub fn alive(pid: u64) -> bool {
             .unwrap_or_default()
             .contains(") Z ")
 }
+
+/// Sends one plain (not aggregated) record per key, data `data-<key>`.
+pub async fn produce_plain(stream: &str, keys: &[String]) {
+    let client = kinesis_client().await;
+    for key in keys {
+        client
+            .put_record()
+            .stream_name(stream)
+            .partition_key(key)
+            .data(aws_sdk_kinesis::primitives::Blob::new(format!(
+                "data-{key}"
+            )))
+            .send()
+            .await
+            .expect("PutRecord");
+    }
+}
