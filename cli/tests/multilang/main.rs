@@ -3,8 +3,7 @@
 //! `scripts/test.sh` into `.cache/multilang`: the unmodified amazon-kclpy 3.2.0 sample, a Node
 //! processor on aws-kcl 2.3.2, faulty children, and the drop-in command lines.
 
-#![allow(dead_code)] // each test file uses part of the support module
-
+mod dropin;
 mod faults;
 mod node;
 mod python;

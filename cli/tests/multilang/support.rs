@@ -103,7 +103,6 @@ pub enum Program {
 pub struct Daemon {
     child: Child,
     pub dir: PathBuf,
-    pub started: Instant,
 }
 
 impl Daemon {
@@ -156,7 +155,6 @@ impl Daemon {
         Self {
             child,
             dir: dir.to_path_buf(),
-            started: Instant::now(),
         }
     }
 
