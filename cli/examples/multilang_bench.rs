@@ -14,7 +14,7 @@
 //! records per second through the one Python child (first record arrived to the last batch
 //! processed and checkpointed; `maxRecords` = `--max-records`); the daemon's peak RSS (VmHWM
 //! of the daemon process alone, children excluded: they are the same program for both); and
-//! SIGTERM to exit, with whether the child heard `shutdownRequested`. Prints a markdown table
+//! SIGTERM to exit, with whether the child heard `shutdownRequested` and the exit status. Prints a markdown table
 //! (min / median / max) and a JSON line with every sample.
 
 use std::path::{Path, PathBuf};
@@ -65,7 +65,8 @@ struct Sample {
     peak_rss_mib: f64,
     stop: Duration,
     shutdown_requested: bool,
-    exit_ok: bool,
+    /// The exit code, or the signal that ended the process.
+    exit: String,
 }
 
 fn parse_args() -> Result<Options, Error> {
@@ -191,11 +192,11 @@ impl Running {
         }
     }
 
-    async fn stop(&mut self) -> (bool, Duration) {
+    async fn stop(&mut self) -> (String, Duration) {
         match self {
             Self::Java(worker) => {
                 let (status, took) = worker.stop().await;
-                (status.success(), took)
+                (describe(status), took)
             }
             Self::Ours(child) => {
                 let asked = Instant::now();
@@ -204,16 +205,25 @@ impl Running {
                     .status();
                 loop {
                     if let Ok(Some(status)) = child.try_wait() {
-                        return (status.success(), asked.elapsed());
+                        return (describe(status), asked.elapsed());
                     }
                     if asked.elapsed() > RUN_LIMIT {
                         let _ = child.kill();
-                        return (false, asked.elapsed());
+                        return ("killed: no exit".into(), asked.elapsed());
                     }
                     tokio::time::sleep(POLL).await;
                 }
             }
         }
+    }
+}
+
+fn describe(status: std::process::ExitStatus) -> String {
+    use std::os::unix::process::ExitStatusExt as _;
+    match (status.code(), status.signal()) {
+        (Some(code), _) => format!("exit {code}"),
+        (None, Some(signal)) => format!("signal {signal}"),
+        _ => "unknown".into(),
     }
 }
 
@@ -295,7 +305,7 @@ async fn run_once(options: &Options, which: Impl) -> Result<Sample, Error> {
         tokio::time::sleep(POLL).await;
     };
     let peak = peak_rss_mib(running.pid());
-    let (exit_ok, stop) = running.stop().await;
+    let (exit, stop) = running.stop().await;
     let shutdown_requested = read_events(&events)
         .iter()
         .any(|e| e.0 == "shutdown_requested");
@@ -307,7 +317,7 @@ async fn run_once(options: &Options, which: Impl) -> Result<Sample, Error> {
         peak_rss_mib: peak,
         stop,
         shutdown_requested,
-        exit_ok,
+        exit,
     })
 }
 
@@ -337,23 +347,27 @@ async fn main() -> Result<(), Error> {
         results.push((which, samples));
     }
     println!(
-        "| daemon | start -> first record | records/s, one Python child | peak RSS (daemon) | SIGTERM -> exit | shutdownRequested heard, exit 0 |"
+        "| daemon | start -> first record | records/s, one Python child | peak RSS (daemon) | SIGTERM -> exit | shutdownRequested heard | exit |"
     );
-    println!("|---|--:|--:|--:|--:|--:|");
+    println!("|---|--:|--:|--:|--:|--:|---|");
     for (which, samples) in &results {
         let pick = |f: fn(&Sample) -> f64| samples.iter().map(f).collect::<Vec<f64>>();
         println!(
-            "| {} | {} | {} | {} | {} | {}/{} |",
+            "| {} | {} | {} | {} | {} | {}/{} | {} |",
             which.name(),
             summary(&mut pick(|s| s.first_record.as_secs_f64()), "s", 2),
             summary(&mut pick(|s| s.records_per_second), "", 0),
             summary(&mut pick(|s| s.peak_rss_mib), "MiB", 1),
             summary(&mut pick(|s| s.stop.as_secs_f64()), "s", 2),
+            samples.iter().filter(|s| s.shutdown_requested).count(),
+            samples.len(),
             samples
                 .iter()
-                .filter(|s| s.shutdown_requested && s.exit_ok)
-                .count(),
-            samples.len(),
+                .map(|s| s.exit.as_str())
+                .collect::<std::collections::BTreeSet<_>>()
+                .into_iter()
+                .collect::<Vec<_>>()
+                .join(", "),
         );
     }
     let json: Vec<serde_json::Value> = results
@@ -367,7 +381,7 @@ async fn main() -> Result<(), Error> {
                     "peak_rss_mib": s.peak_rss_mib,
                     "stop_s": s.stop.as_secs_f64(),
                     "shutdown_requested": s.shutdown_requested,
-                    "exit_ok": s.exit_ok,
+                    "exit": s.exit,
                 })
             })
         })
