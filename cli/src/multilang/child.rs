@@ -5,8 +5,8 @@
 use std::process::Stdio;
 use std::time::Duration;
 
-use tokio::io::{AsyncReadExt, AsyncWriteExt, BufReader};
-use tokio::process::{ChildStderr, ChildStdin, ChildStdout};
+use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt, BufReader};
+use tokio::process::{ChildStdin, ChildStdout};
 use tokio::task::JoinHandle;
 use tracing::{info, warn};
 
@@ -94,7 +94,11 @@ impl Child {
         Ok(Self {
             process,
             driver: Driver::new(stdin, BufReader::new(stdout), timeout),
-            stderr: tokio::spawn(forward_stderr(stderr, shard_id.to_owned())),
+            stderr: tokio::spawn(forward_stderr(
+                stderr,
+                tokio::io::stderr(),
+                shard_id.to_owned(),
+            )),
         })
     }
 
@@ -140,9 +144,12 @@ impl Child {
 
 /// Copies the child's stderr to ours as it comes (the Python sample writes without newlines,
 /// so partial lines are not held back), each line starting with `[shard id] `.
-async fn forward_stderr(mut stderr: ChildStderr, shard_id: String) {
+async fn forward_stderr<R, W>(mut stderr: R, mut out: W, shard_id: String)
+where
+    R: AsyncRead + Unpin,
+    W: AsyncWrite + Unpin,
+{
     let prefix = format!("[{shard_id}] ");
-    let mut out = tokio::io::stderr();
     let mut buffer = vec![0u8; 8192];
     let mut at_line_start = true;
     loop {
@@ -166,6 +173,7 @@ async fn forward_stderr(mut stderr: ChildStderr, shard_id: String) {
     if !at_line_start {
         let _ = out.write_all(b"\n").await;
     }
+    let _ = out.flush().await;
 }
 
 #[cfg(test)]
@@ -182,5 +190,25 @@ mod tests {
             })
         );
         assert_eq!(ChildCommand::parse("   "), None);
+    }
+
+    #[tokio::test]
+    async fn stderr_is_copied_as_it_comes_with_the_shard_id_at_each_line_start() {
+        let (mut child_err, daemon_in) = tokio::io::duplex(1024);
+        let mut copied = Vec::new();
+        let forward = tokio::spawn(async move {
+            let mut out = Vec::new();
+            forward_stderr(daemon_in, &mut out, "shardId-1".into()).await;
+            out
+        });
+        // The Python sample's way: text without newlines, then a line, then a partial one.
+        child_err.write_all(b"Record (a)Record (b)").await.unwrap();
+        child_err.write_all(b" end\nnext line\nhalf").await.unwrap();
+        drop(child_err);
+        copied.extend(forward.await.unwrap());
+        assert_eq!(
+            String::from_utf8(copied).unwrap(),
+            "[shardId-1] Record (a)Record (b) end\n[shardId-1] next line\n[shardId-1] half\n"
+        );
     }
 }
