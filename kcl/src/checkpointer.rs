@@ -78,6 +78,8 @@ pub struct Checkpointer {
     /// Whether the stored lease has pending checkpoint attributes (a checkpoint clears them,
     /// so it is written even when equal to the last one).
     pending_stored: bool,
+    /// Why the processor asked to be replaced, if it did.
+    restart: Option<String>,
 }
 
 impl Checkpointer {
@@ -96,7 +98,13 @@ impl Checkpointer {
             shard_end_reached: false,
             pending_stored: pending.is_some(),
             prepared: pending,
+            restart: None,
         }
+    }
+
+    /// The restart the processor asked for, if any (taken once).
+    pub(crate) fn take_restart_request(&mut self) -> Option<String> {
+        self.restart.take()
     }
 
     pub(crate) fn delivered(&mut self, sequence_number: &str, sub_sequence_number: u64) {
@@ -110,6 +118,16 @@ impl Checkpointer {
     /// The shard (lease key) this checkpointer writes for.
     pub fn shard_id(&self) -> &str {
         &self.lease_key
+    }
+
+    /// Asks the worker to replace this processor: once the current `process_records` call
+    /// returns, the processor is dropped and the shard starts over from its last checkpoint
+    /// with a new processor after a backoff, as after a panic (the lease stays with this
+    /// worker). For a processor that cannot go on, e.g. one whose external process died in
+    /// the middle of a batch. (In `shard_ended` there is no need: a shard end without
+    /// SHARD_END stored is retried with the same processor after a backoff.)
+    pub fn request_restart(&mut self, reason: impl Into<String>) {
+        self.restart = Some(reason.into());
     }
 
     /// The last checkpoint written (or the one processing started from).

@@ -9,7 +9,8 @@
 //!   repeats or skips a record), the consumer keeps going. A shard Kinesis says does not
 //!   exist (`ResourceNotFoundException`, a shard past retention or a deleted stream) is
 //!   treated as ended, as the Java KCL does, so its children proceed.
-//! - A processor call that takes longer than the processor timeout ends the consumer with
+//! - A processor call that takes longer than the processor timeout, or a processor that asks
+//!   for it ([`Checkpointer::request_restart`]), ends the consumer with
 //!   [`Ended::ProcessorFailed`]; a panic ends its task. Either way the scheduler starts the
 //!   shard over from its last checkpoint after a backoff.
 
@@ -265,6 +266,9 @@ where
                 if bounded(limit, call).await.is_err() {
                     return self.processor_timed_out("process_records");
                 }
+                if let Some(reason) = checkpointer.take_restart_request() {
+                    return self.processor_gave_up(&reason);
+                }
                 self.context.metrics.processed(
                     &self.key,
                     records,
@@ -278,6 +282,19 @@ where
                     self.context.metrics.behind(&self.key, behind);
                 }
                 self.context.status.read_nothing(&self.key, behind);
+                if self.context.config.process_empty_batches {
+                    let input = ProcessRecordsInput {
+                        records: Vec::new(),
+                        millis_behind_latest: behind,
+                    };
+                    let call = self.processor.process_records(input, &mut checkpointer);
+                    if bounded(limit, call).await.is_err() {
+                        return self.processor_timed_out("process_records");
+                    }
+                    if let Some(reason) = checkpointer.take_restart_request() {
+                        return self.processor_gave_up(&reason);
+                    }
+                }
             }
             if let Some(children) = batch.shard_end {
                 return shard_end::finish(&mut self, &mut checkpointer, children).await;
@@ -432,6 +449,15 @@ where
                 Ended::HandedOff
             }
         }
+    }
+
+    fn processor_gave_up(&self, reason: &str) -> Ended {
+        warn!(
+            reason,
+            "the processor asked to be replaced; the shard starts over from its last checkpoint after a backoff"
+        );
+        self.context.metrics.processor_failed(&self.key);
+        Ended::ProcessorFailed
     }
 
     fn processor_timed_out(&self, call: &'static str) -> Ended {

@@ -77,6 +77,8 @@ pub(crate) struct WorkerConfig {
     pub(crate) cleanup_interval: Duration,
     pub(crate) shutdown_timeout: Duration,
     pub(crate) processor_timeout: Option<Duration>,
+    /// Whether `process_records` is called for reads that returned no records too.
+    pub(crate) process_empty_batches: bool,
     /// Backoff between attempts of a failed shard end, a restart after a processor failure,
     /// a startup step: from `retry_min` doubling up to `retry_max`.
     pub(crate) retry_min: Duration,
@@ -103,6 +105,7 @@ impl WorkerConfig {
             cleanup_interval: Self::DEFAULT_CLEANUP_INTERVAL,
             shutdown_timeout: Self::DEFAULT_SHUTDOWN_TIMEOUT,
             processor_timeout: Some(Self::DEFAULT_PROCESSOR_TIMEOUT),
+            process_empty_batches: false,
             retry_min: Self::DEFAULT_RETRY_MIN,
             retry_max: Self::DEFAULT_RETRY_MAX,
         }

@@ -224,6 +224,15 @@ where
         self
     }
 
+    /// Whether [`ShardRecordProcessor::process_records`] is also called, with no records,
+    /// after each read that returned none (default false; the Java KCL's
+    /// `callProcessRecordsEvenForEmptyRecordList`). Never at the shard's end, which goes to
+    /// `shard_ended`.
+    pub fn call_process_records_even_if_empty(mut self, enabled: bool) -> Self {
+        self.worker.process_empty_batches = enabled;
+        self
+    }
+
     /// The backoff between attempts of the worker's retried steps: startup, a shard end that
     /// did not become durable, a restart after a processor failure (default 500 ms doubling up
     /// to 30 s).

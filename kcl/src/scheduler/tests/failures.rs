@@ -90,6 +90,64 @@ async fn a_panicking_processor_starts_over_from_its_last_checkpoint_and_keeps_th
 }
 
 #[tokio::test(start_paused = true)]
+async fn a_processor_that_asks_for_a_restart_starts_over_from_its_last_checkpoint() {
+    let fleet = Fleet::new(1);
+    let s0 = shard_id(0);
+    let config = WorkerConfig {
+        polling: worker_config().polling.max_records(10),
+        ..worker_config()
+    };
+    *fleet.script.restart_in.lock().unwrap() = Some(2);
+    let sequences = fleet.stream.put_n(&s0, "r", 50);
+    let w1 = fleet.worker_with("w1", config, coordinator_config());
+    fleet.wait_delivered(50, Duration::from_secs(60)).await;
+    assert_eq!(fleet.duplicates(), 0);
+    assert_eq!(w1.handle.metrics().processor_failures, 1);
+    assert_eq!(fleet.store.writes_of("take"), std::slice::from_ref(&s0));
+    let inits: Vec<Checkpoint> = fleet
+        .events(&s0)
+        .into_iter()
+        .filter_map(|e| match e {
+            Event::Initialize(input) => Some(input.checkpoint),
+            _ => None,
+        })
+        .collect();
+    assert_eq!(inits.len(), 2, "{inits:?}");
+    // Two batches of ten were checkpointed before the third asked for the restart.
+    assert_eq!(inits[1], Checkpoint::sequence(sequences[19].clone(), 0));
+    w1.stop().await.unwrap();
+}
+
+#[tokio::test(start_paused = true)]
+async fn empty_reads_reach_the_processor_only_when_asked() {
+    for enabled in [false, true] {
+        let fleet = Fleet::new(1);
+        let s0 = shard_id(0);
+        let config = WorkerConfig {
+            process_empty_batches: enabled,
+            ..worker_config()
+        };
+        fleet.stream.put_n(&s0, "r", 3);
+        let w1 = fleet.worker_with("w1", config, coordinator_config());
+        fleet.wait_delivered(3, Duration::from_secs(30)).await;
+        tokio::time::sleep(Duration::from_secs(2)).await;
+        let empty = fleet
+            .script
+            .empty_batches
+            .load(std::sync::atomic::Ordering::SeqCst);
+        if enabled {
+            assert!(
+                empty >= 5,
+                "{empty} empty batches in 2 s of 100 ms idle reads"
+            );
+        } else {
+            assert_eq!(empty, 0);
+        }
+        w1.stop().await.unwrap();
+    }
+}
+
+#[tokio::test(start_paused = true)]
 async fn a_hung_processor_times_out_and_the_shard_starts_over() {
     let fleet = Fleet::new(1);
     let s0 = shard_id(0);

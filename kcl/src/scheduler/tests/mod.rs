@@ -68,6 +68,10 @@ pub(crate) type SharedLog = Arc<Mutex<Log>>;
 pub(crate) struct Script {
     /// Batches left before a processor panics (then it behaves).
     pub(crate) panic_in: Mutex<Option<usize>>,
+    /// Batches left before a processor asks to be replaced (without recording the batch).
+    pub(crate) restart_in: Mutex<Option<usize>>,
+    /// `process_records` calls that had no records.
+    pub(crate) empty_batches: AtomicUsize,
     /// Batches left before a processor hangs for good in `process_records`.
     pub(crate) hang_in: Mutex<Option<usize>>,
     /// Hang in `shutdown_requested`.
@@ -130,6 +134,13 @@ impl ShardRecordProcessor for Recorder {
         }
         if take_one(&self.script.panic_in) {
             panic!("processor bug on shard {}", self.shard);
+        }
+        if take_one(&self.script.restart_in) {
+            checkpointer.request_restart("the test asks for it");
+            return;
+        }
+        if input.records.is_empty() {
+            self.script.empty_batches.fetch_add(1, Ordering::SeqCst);
         }
         {
             let mut log = self.log.lock().unwrap();
