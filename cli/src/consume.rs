@@ -19,8 +19,8 @@ use aws_sdk_kinesis::primitives::{DateTime, DateTimeFormat};
 use clap::Args;
 use kcl::lease::{Checkpoint, LeaseTable};
 use kcl::{
-    Checkpointer, DeaggregatedRecord, InitialPosition, ProcessRecordsInput, Scheduler,
-    SchedulerHandle, ShardRecordProcessor,
+    Checkpointer, DeaggregatedRecord, InitialPosition, InitializeInput, ProcessRecordsInput,
+    Scheduler, SchedulerHandle, ShardRecordProcessor,
 };
 use serde::Serialize;
 use tokio::sync::{mpsc, oneshot};
@@ -40,9 +40,20 @@ pub(crate) struct ConsumeArgs {
     #[arg(long, default_value = "latest")]
     from: String,
     /// Print {"shard_id", "sequence_number", "sub_sequence_number", "partition_key",
-    /// "explicit_hash_key", "data": base64} per record instead of the raw data.
+    /// "explicit_hash_key", "data": base64, "holding", "at_us"} per record instead of the raw
+    /// data: `holding` numbers the processors this worker started (one per lease holding, in
+    /// start order), `at_us` is when the batch was handed over (Unix microseconds).
     #[arg(long)]
     json: bool,
+    /// With --json, also print a line per processor event, in order with the records:
+    /// {"event": "initialize" (with "checkpoint", where it starts) | "checkpoint" (written,
+    /// with "checkpoint") | "lease_lost" | "shard_ended" | "shutdown_requested", "shard_id",
+    /// "holding", "at_us"}. Record lines have no "event" field.
+    #[arg(long, requires = "json")]
+    events: bool,
+    /// The worker id in the lease table (default: a random one).
+    #[arg(long)]
+    worker_id: Option<String>,
     /// Stop (gracefully) after printing this many records.
     #[arg(long)]
     max_records: Option<u64>,
@@ -74,6 +85,28 @@ struct JsonRecord<'a> {
     partition_key: &'a str,
     explicit_hash_key: Option<&'a str>,
     data: String,
+    holding: u64,
+    at_us: u64,
+}
+
+/// A processor event line (`--events`).
+#[derive(Debug, Serialize)]
+struct JsonEvent<'a> {
+    event: &'a str,
+    shard_id: &'a str,
+    holding: u64,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    checkpoint: Option<String>,
+    at_us: u64,
+}
+
+/// Microseconds since the Unix epoch, for the output's timestamps.
+fn unix_micros() -> u64 {
+    SystemTime::now()
+        .duration_since(SystemTime::UNIX_EPOCH)
+        .map_or(0, |since| {
+            u64::try_from(since.as_micros()).unwrap_or(u64::MAX)
+        })
 }
 
 /// Batches waiting for the writer thread: a few, so a stalled reader holds back only a few
@@ -106,7 +139,10 @@ fn spawn_writer() -> std::io::Result<(mpsc::Sender<Chunk>, JoinHandle<()>)> {
 #[derive(Debug)]
 struct Output {
     json: bool,
+    events: bool,
     printed: AtomicU64,
+    /// Processors started so far: each new one takes the next number as its holding.
+    holdings: AtomicU64,
     max_records: Option<u64>,
     stop: CancellationToken,
     writer: mpsc::Sender<Chunk>,
@@ -115,6 +151,7 @@ struct Output {
 #[derive(Debug)]
 struct Printer {
     shard_id: String,
+    holding: u64,
     output: Arc<Output>,
 }
 
@@ -123,6 +160,7 @@ impl Printer {
     fn format(&self, records: &[DeaggregatedRecord]) -> Result<(Vec<u8>, usize), CliError> {
         let mut buffer = Vec::with_capacity(records.len() * 64);
         let mut taken = 0;
+        let at_us = unix_micros();
         for record in records {
             if let Some(max) = self.output.max_records
                 && self.output.printed.fetch_add(1, Relaxed) >= max
@@ -139,6 +177,8 @@ impl Printer {
                     partition_key: record.partition_key(),
                     explicit_hash_key: record.explicit_hash_key(),
                     data: encode_base64(record.data()),
+                    holding: self.holding,
+                    at_us,
                 };
                 serde_json::to_writer(&mut buffer, &line)
                     .map_err(|e| CliError::Usage(format!("formatting a record: {e}")))?;
@@ -149,6 +189,34 @@ impl Printer {
             taken += 1;
         }
         Ok((buffer, taken))
+    }
+
+    /// Writes an event line (`--events` only); a failed write stops the worker like a failed
+    /// record write.
+    async fn event(&self, event: &str, checkpoint: Option<String>) {
+        if !self.output.events {
+            return;
+        }
+        let line = JsonEvent {
+            event,
+            shard_id: &self.shard_id,
+            holding: self.holding,
+            checkpoint,
+            at_us: unix_micros(),
+        };
+        let mut bytes = match serde_json::to_vec(&line) {
+            Ok(bytes) => bytes,
+            Err(error) => {
+                eprintln!("kinesis-cat consume: formatting an event: {error}");
+                self.output.stop.cancel();
+                return;
+            }
+        };
+        bytes.push(b'\n');
+        if let Err(error) = self.write(bytes).await {
+            eprintln!("kinesis-cat consume: writing stdout failed: {error}");
+            self.output.stop.cancel();
+        }
     }
 
     /// Hands `bytes` to the writer thread and waits until they are written: never blocks the
@@ -170,6 +238,11 @@ impl Printer {
 }
 
 impl ShardRecordProcessor for Printer {
+    async fn initialize(&mut self, input: InitializeInput) {
+        self.event("initialize", Some(input.checkpoint.to_string()))
+            .await;
+    }
+
     async fn process_records(
         &mut self,
         input: ProcessRecordsInput,
@@ -198,11 +271,15 @@ impl ShardRecordProcessor for Printer {
                     last.sub_sequence_number().unwrap_or(0),
                 )
                 .await;
-            if let Err(error) = result {
-                eprintln!(
+            match result {
+                Ok(()) => {
+                    let written = checkpointer.last_checkpoint().to_string();
+                    self.event("checkpoint", Some(written)).await;
+                }
+                Err(error) => eprintln!(
                     "kinesis-cat consume: {}: checkpoint failed: {error}",
                     self.shard_id
-                );
+                ),
             }
         }
         if printed < input.records.len()
@@ -216,12 +293,22 @@ impl ShardRecordProcessor for Printer {
     }
 
     async fn shard_ended(&mut self, checkpointer: &mut Checkpointer) {
-        if let Err(error) = checkpointer.checkpoint_shard_end().await {
-            eprintln!(
+        match checkpointer.checkpoint_shard_end().await {
+            Ok(()) => self.event("shard_ended", None).await,
+            Err(error) => eprintln!(
                 "kinesis-cat consume: {}: SHARD_END checkpoint failed (retried): {error}",
                 self.shard_id
-            );
+            ),
         }
+    }
+
+    async fn lease_lost(&mut self) {
+        self.event("lease_lost", None).await;
+    }
+
+    async fn shutdown_requested(&mut self, _checkpointer: &mut Checkpointer) {
+        // Every batch was checkpointed after it was written: nothing more to record.
+        self.event("shutdown_requested", None).await;
     }
 }
 
@@ -271,7 +358,9 @@ async fn consume(args: ConsumeArgs) -> Result<(), CliError> {
     let (writer, writer_thread) = spawn_writer()?;
     let output = Arc::new(Output {
         json: args.json,
+        events: args.events,
         printed: AtomicU64::new(0),
+        holdings: AtomicU64::new(0),
         max_records: args.max_records,
         stop: CancellationToken::new(),
         writer,
@@ -279,22 +368,27 @@ async fn consume(args: ConsumeArgs) -> Result<(), CliError> {
     let factory_output = output.clone();
     let polling = kcl::retrieval::PollingConfig::default()
         .idle_time_between_reads(Duration::from_millis(args.idle_millis.max(1)));
-    let scheduler = Scheduler::builder(
+    let mut builder = Scheduler::builder(
         args.application.as_str(),
         args.stream.as_str(),
         move |shard: &str| Printer {
             shard_id: shard.to_owned(),
+            holding: factory_output.holdings.fetch_add(1, Relaxed) + 1,
             output: factory_output.clone(),
         },
-    )
-    .sdk_config(&config)
-    .initial_position(initial)
-    .failover_time(failover)
-    .polling(polling)
-    // A reader that stops reading is not a hung processor: wait for it as long as it takes.
-    .processor_timeout(None)
-    .build()
-    .map_err(|e| CliError::Usage(error_chain(&e)))?;
+    );
+    if let Some(worker_id) = &args.worker_id {
+        builder = builder.worker_id(worker_id.as_str());
+    }
+    let scheduler = builder
+        .sdk_config(&config)
+        .initial_position(initial)
+        .failover_time(failover)
+        .polling(polling)
+        // A reader that stops reading is not a hung processor: wait for it as long as it takes.
+        .processor_timeout(None)
+        .build()
+        .map_err(|e| CliError::Usage(error_chain(&e)))?;
     let handle = scheduler.handle();
     let stopper = tokio::spawn({
         let output = output.clone();
