@@ -26,6 +26,7 @@ use aws_sdk_dynamodb::types::{
 use aws_sdk_kinesis::config::Credentials;
 use aws_sdk_kinesis::types::{Record, ShardIteratorType, StreamStatus};
 
+pub mod chaos;
 pub mod java_kcl;
 
 /// The region every test client uses (the emulators accept any; one region keeps them in one
