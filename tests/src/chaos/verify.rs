@@ -184,36 +184,42 @@ fn check_delivery(log: &RunLog, verdict: &mut Verdict) {
 
 /// Per key: production order within each holding, and every processing on a parent shard
 /// before any on its children (in time and in production order).
+///
+/// A record the producer stored twice (its answer was lost, it was sent again) comes again
+/// after the records stored between its two copies: a repeat of a record already processed in
+/// the holding is a duplicate (counted and checked in [`check_duplicates`]), not disorder; a
+/// record processed for the first time must come after every one before it.
 fn check_order(log: &RunLog, verdict: &mut Verdict) {
-    let mut last: HashMap<(HoldingId, &str), u64> = HashMap::new();
+    let mut seen: HashMap<(HoldingId, &str), (u64, HashSet<u64>)> = HashMap::new();
     for record in &log.processed {
-        let slot = (record.holding_id(), record.key.as_str());
-        if let Some(&previous) = last.get(&slot)
-            && record.n < previous
-        {
+        let (highest, numbers) = seen
+            .entry((record.holding_id(), record.key.as_str()))
+            .or_insert_with(|| (0, HashSet::new()));
+        let repeat = numbers.contains(&record.n);
+        if !repeat && !numbers.is_empty() && record.n < *highest {
             verdict.violations.push(format!(
                 "order: {} processed {}#{} after #{} in holding {}/{} of {}",
                 record.worker,
                 record.key,
                 record.n,
-                previous,
+                highest,
                 record.worker,
                 record.holding,
                 record.shard
             ));
         }
-        last.insert(slot, record.n);
+        numbers.insert(record.n);
+        *highest = (*highest).max(record.n);
     }
-    // Per (shard, key): time span and production-order span.
-    let mut spans: HashMap<(&str, &str), (u64, u64, u64, u64)> = HashMap::new();
+    // Per (shard, key): the time span and the numbers processed.
+    let mut spans: HashMap<(&str, &str), (u64, u64, HashSet<u64>)> = HashMap::new();
     for record in &log.processed {
         let span = spans
             .entry((record.shard.as_str(), record.key.as_str()))
-            .or_insert((u64::MAX, 0, u64::MAX, 0));
+            .or_insert_with(|| (u64::MAX, 0, HashSet::new()));
         span.0 = span.0.min(record.at_us);
         span.1 = span.1.max(record.at_us);
-        span.2 = span.2.min(record.n);
-        span.3 = span.3.max(record.n);
+        span.2.insert(record.n);
     }
     let mut edges: Vec<(&String, &String)> = log
         .parents
@@ -241,12 +247,14 @@ fn check_order(log: &RunLog, verdict: &mut Verdict) {
                     c.0, p.1
                 ));
             }
-            // A record stored on the parent whose answer was lost may be stored again on the
-            // child: the same number on both sides is a producer duplicate, not disorder.
-            if p.3 > c.2 {
+            // Records stored on the parent whose answer was lost may be stored again on the
+            // child: those are duplicates. Every other child record comes after the parent's.
+            let parent_last = p.2.iter().max().copied().unwrap_or(0);
+            if let Some(first_new) = c.2.iter().filter(|n| !p.2.contains(n)).min()
+                && *first_new < parent_last
+            {
                 verdict.violations.push(format!(
-                    "order: {key}#{} on child {child} precedes #{} on parent {parent} in production",
-                    c.2, p.3
+                    "order: {key}#{first_new} on child {child} precedes #{parent_last} on parent {parent} in production"
                 ));
             }
         }
@@ -566,13 +574,39 @@ mod tests {
     #[test]
     fn catches_a_child_record_produced_before_a_parent_record() {
         let mut log = good_log();
-        // #1 (stored twice, flagged) on the child, while the parent ended at #2.
-        log.processed[4].n = 1;
-        log.produced[1].possibly_duplicated = true;
-        log.produced[3].stored = false;
+        // #1 read only on the child, while the parent went on to #2.
+        log.processed.retain(|p| p.n != 1);
+        log.processed
+            .insert(2, processed("w2", 2, "s1", 1, "k", 1, 399));
         let found = violations(&log);
         assert_eq!(found.len(), 1, "{found:?}");
-        assert!(found[0].contains("precedes #2 on parent"), "{found:?}");
+        assert!(
+            found[0].contains("k#1 on child s1 precedes #2 on parent"),
+            "{found:?}"
+        );
+    }
+
+    #[test]
+    fn a_replayed_aggregate_is_a_duplicate_not_disorder() {
+        let mut log = good_log();
+        // #1 and #2 stored again after #2 (a lost answer), flagged; and again on the child.
+        log.processed
+            .insert(4, processed("w2", 1, "s0", 6, "k", 1, 311));
+        log.processed
+            .insert(5, processed("w2", 1, "s0", 7, "k", 2, 311));
+        log.processed
+            .insert(6, processed("w2", 2, "s1", 0, "k", 2, 399));
+        log.processed[7].sequence = "1001".into();
+        log.produced[1].possibly_duplicated = true;
+        log.produced[2].possibly_duplicated = true;
+        let verdict = verify(&log);
+        assert_eq!(verdict.violations, Vec::<String>::new());
+        assert_eq!(verdict.producer_duplicates, 2);
+        // A new record out of order is still caught.
+        log.processed
+            .insert(6, processed("w2", 1, "s0", 8, "k", 0, 312));
+        log.processed[6].sub = 1;
+        assert_caught(&log, "order");
     }
 
     #[test]
