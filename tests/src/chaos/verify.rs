@@ -330,7 +330,9 @@ fn check_duplicates(log: &RunLog, verdict: &mut Verdict) {
             }
         }
     }
-    let mut positions: HashMap<(&str, u64), HashSet<(&str, &str, u64)>> = HashMap::new();
+    // Where each record was stored: (shard, sequence, sub-sequence).
+    type Positions<'a> = HashSet<(&'a str, &'a str, u64)>;
+    let mut positions: HashMap<(&str, u64), Positions<'_>> = HashMap::new();
     for record in &log.processed {
         positions
             .entry((record.key.as_str(), record.n))
