@@ -351,11 +351,14 @@ async fn chaos() {
 
     // Produce in the background; every receipt's answer is written into `produced`.
     let produced: Arc<Mutex<Vec<Produced>>> = Arc::new(Mutex::new(Vec::new()));
+    // Why records failed, for the verdict (a `Stopped` pipeline is a producer panic).
+    let failures: Arc<Mutex<Vec<String>>> = Arc::new(Mutex::new(Vec::new()));
     let stop = Arc::new(AtomicBool::new(false));
     let peak_outstanding = Arc::new(AtomicUsize::new(0));
     let producing = tokio::spawn({
         let producer = producer.clone();
         let produced = produced.clone();
+        let failures = failures.clone();
         let stop = stop.clone();
         async move {
             let mut next_n = vec![0u64; KEYS as usize];
@@ -391,12 +394,18 @@ async fn chaos() {
                         produced.len() - 1
                     };
                     let produced = produced.clone();
+                    let failures = failures.clone();
                     answers.push(tokio::spawn(async move {
-                        let result = receipt.await;
-                        let mut produced = produced.lock().expect("produced");
-                        if let Ok(success) = result {
-                            produced[index].stored = true;
-                            produced[index].possibly_duplicated = success.possibly_duplicated;
+                        match receipt.await {
+                            Ok(success) => {
+                                let mut produced = produced.lock().expect("produced");
+                                produced[index].stored = true;
+                                produced[index].possibly_duplicated = success.possibly_duplicated;
+                            }
+                            Err(failure) => failures
+                                .lock()
+                                .expect("failures")
+                                .push(format!("{:?}", failure.reason())),
                         }
                     }));
                 }
@@ -696,6 +705,12 @@ async fn chaos() {
             problems.push(format!("{label} exited with {status}: {stderr}"));
         }
     }
+    let failures = failures.lock().expect("failures").clone();
+    if let Some(stopped) = failures.iter().find(|f| f.starts_with("Stopped")) {
+        problems.push(format!(
+            "the producer's pipeline failed (panicked?): {stopped}"
+        ));
+    }
     let peak = peak_outstanding.load(Relaxed);
     // Every record is the same size. `send` takes its record place before waiting for bytes,
     // so the one sending task may hold a place without its bytes: charged records are at
@@ -714,11 +729,14 @@ async fn chaos() {
         run_started.elapsed().as_secs_f64()
     );
     println!(
-        "chaos: records: {} sent, {} stored (receipts), {} stored without a stored receipt, {} failed, {} processings",
+        "chaos: records: {} sent, {} stored (receipts), {} stored without a stored receipt, {} failed {:?} (flush: {} failed, {} expired), {} processings",
         log.produced.len(),
         verdict.stored,
         verdict.stored_without_receipt,
-        report.failed + report.expired,
+        failures.len(),
+        failures.iter().take(3).collect::<Vec<_>>(),
+        report.failed,
+        report.expired,
         verdict.processings
     );
     println!(
