@@ -11,9 +11,12 @@
 //!
 //! Planned points, in order, once (or in cycles for `CHAOS_SOAK_SECS` seconds): producer
 //! faults; one worker killed (SIGKILL) and restarted under the same worker id; a split; one
-//! worker shut down (SIGTERM) and replaced by a new one; one worker's DynamoDB held (longer
-//! than the failover time, so far longer than the renew interval) then every worker's
-//! DynamoDB slow; a merge; every Kinesis connection (producer and workers) reset once.
+//! worker shut down (SIGTERM) and replaced by a new one; one worker's DynamoDB held (at least
+//! 1.5 x the failover time, far longer than the renew interval, and until another worker took
+//! one of its leases) then every worker's DynamoDB slow; a merge; every Kinesis connection
+//! (producer and workers) reset once. After each fault the test waits until every record sent
+//! before its end was answered and processed: its recovery time. `CHAOS_DUMP=1` writes the
+//! whole log to the temp directory (it is written on a failure anyway).
 //!
 //! The producer keeps order and uses `MisroutedRecords::ResendOutOfRange`: our consumer
 //! filters each sub-record by its shard's hash range, so after a reshard the records the
@@ -873,9 +876,13 @@ async fn chaos() {
         fleet.slots.iter().map(|s| s.kinesis.resets()).sum::<u64>(),
         fleet.slots.iter().map(|s| s.dynamodb.resets()).sum::<u64>()
     );
-    if !problems.is_empty() {
+    // The whole log on a failure, or always with CHAOS_DUMP set.
+    if !problems.is_empty() || std::env::var_os("CHAOS_DUMP").is_some() {
         let path = std::env::temp_dir().join(format!("{stream}.log"));
         let mut dump = String::new();
+        for window in &windows {
+            dump.push_str(&format!("{window:?}\n"));
+        }
         for p in &log.produced {
             dump.push_str(&format!("{p:?}\n"));
         }
