@@ -325,7 +325,7 @@ impl Router {
             }
             let target = self.lane_target(shard, lane);
             let entry = &mut self.shards[shard].lanes[lane];
-            if !entry.due.is_some_and(|d| d <= due) {
+            if entry.due.is_none_or(|d| d > due) {
                 continue;
             }
             if self.config.ordered && (entry.in_flight > 0 || !entry.queue.is_empty()) {
