@@ -19,8 +19,8 @@ use aws_sdk_kinesis::primitives::{DateTime, DateTimeFormat};
 use clap::Args;
 use kcl::lease::{Checkpoint, LeaseTable};
 use kcl::{
-    Checkpointer, DeaggregatedRecord, InitialPosition, ProcessRecordsInput, Scheduler,
-    SchedulerHandle, ShardRecordProcessor,
+    Checkpointer, DeaggregatedRecord, InitialPosition, InitializeInput, ProcessRecordsInput,
+    Scheduler, SchedulerHandle, ShardRecordProcessor,
 };
 use serde::Serialize;
 use tokio::sync::{mpsc, oneshot};
@@ -40,9 +40,20 @@ pub(crate) struct ConsumeArgs {
     #[arg(long, default_value = "latest")]
     from: String,
     /// Print {"shard_id", "sequence_number", "sub_sequence_number", "partition_key",
-    /// "explicit_hash_key", "data": base64} per record instead of the raw data.
+    /// "explicit_hash_key", "data": base64, "holding", "at_us"} per record instead of the raw
+    /// data: `holding` numbers the processors this worker started (one per lease holding, in
+    /// start order), `at_us` is when the batch was handed over (Unix microseconds).
     #[arg(long)]
     json: bool,
+    /// With --json, also print a line per processor event, in order with the records:
+    /// {"event": "initialize" (with "checkpoint", where it starts) | "checkpoint" (written,
+    /// with "checkpoint") | "lease_lost" | "shard_ended" | "shutdown_requested", "shard_id",
+    /// "holding", "at_us"}. Record lines have no "event" field.
+    #[arg(long, requires = "json")]
+    events: bool,
+    /// The worker id in the lease table (default: a random one).
+    #[arg(long)]
+    worker_id: Option<String>,
     /// Stop (gracefully) after printing this many records.
     #[arg(long)]
     max_records: Option<u64>,
@@ -79,6 +90,28 @@ struct JsonRecord<'a> {
     partition_key: &'a str,
     explicit_hash_key: Option<&'a str>,
     data: String,
+    holding: u64,
+    at_us: u64,
+}
+
+/// A processor event line (`--events`).
+#[derive(Debug, Serialize)]
+struct JsonEvent<'a> {
+    event: &'a str,
+    shard_id: &'a str,
+    holding: u64,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    checkpoint: Option<String>,
+    at_us: u64,
+}
+
+/// Microseconds since the Unix epoch, for the output's timestamps.
+fn unix_micros() -> u64 {
+    SystemTime::now()
+        .duration_since(SystemTime::UNIX_EPOCH)
+        .map_or(0, |since| {
+            u64::try_from(since.as_micros()).unwrap_or(u64::MAX)
+        })
 }
 
 /// Batches waiting for the writer thread: a few, so a stalled reader holds back only a few
@@ -111,7 +144,10 @@ fn spawn_writer() -> std::io::Result<(mpsc::Sender<Chunk>, JoinHandle<()>)> {
 #[derive(Debug)]
 struct Output {
     json: bool,
+    events: bool,
     printed: AtomicU64,
+    /// Processors started so far: each new one takes the next number as its holding.
+    holdings: AtomicU64,
     max_records: Option<u64>,
     stop: CancellationToken,
     writer: mpsc::Sender<Chunk>,
@@ -120,6 +156,7 @@ struct Output {
 #[derive(Debug)]
 struct Printer {
     shard_id: String,
+    holding: u64,
     output: Arc<Output>,
 }
 
@@ -128,6 +165,7 @@ impl Printer {
     fn format(&self, records: &[DeaggregatedRecord]) -> Result<(Vec<u8>, usize), CliError> {
         let mut buffer = Vec::with_capacity(records.len() * 64);
         let mut taken = 0;
+        let at_us = unix_micros();
         for record in records {
             if let Some(max) = self.output.max_records
                 && self.output.printed.fetch_add(1, Relaxed) >= max
@@ -144,6 +182,8 @@ impl Printer {
                     partition_key: record.partition_key(),
                     explicit_hash_key: record.explicit_hash_key(),
                     data: encode_base64(record.data()),
+                    holding: self.holding,
+                    at_us,
                 };
                 serde_json::to_writer(&mut buffer, &line)
                     .map_err(|e| CliError::Usage(format!("formatting a record: {e}")))?;
@@ -154,6 +194,34 @@ impl Printer {
             taken += 1;
         }
         Ok((buffer, taken))
+    }
+
+    /// Writes an event line (`--events` only); a failed write stops the worker like a failed
+    /// record write.
+    async fn event(&self, event: &str, checkpoint: Option<String>) {
+        if !self.output.events {
+            return;
+        }
+        let line = JsonEvent {
+            event,
+            shard_id: &self.shard_id,
+            holding: self.holding,
+            checkpoint,
+            at_us: unix_micros(),
+        };
+        let mut bytes = match serde_json::to_vec(&line) {
+            Ok(bytes) => bytes,
+            Err(error) => {
+                eprintln!("kinesis-cat consume: formatting an event: {error}");
+                self.output.stop.cancel();
+                return;
+            }
+        };
+        bytes.push(b'\n');
+        if let Err(error) = self.write(bytes).await {
+            eprintln!("kinesis-cat consume: writing stdout failed: {error}");
+            self.output.stop.cancel();
+        }
     }
 
     /// Hands `bytes` to the writer thread and waits until they are written: never blocks the
@@ -175,6 +243,11 @@ impl Printer {
 }
 
 impl ShardRecordProcessor for Printer {
+    async fn initialize(&mut self, input: InitializeInput) {
+        self.event("initialize", Some(input.checkpoint.to_string()))
+            .await;
+    }
+
     async fn process_records(
         &mut self,
         input: ProcessRecordsInput,
@@ -203,11 +276,15 @@ impl ShardRecordProcessor for Printer {
                     last.sub_sequence_number().unwrap_or(0),
                 )
                 .await;
-            if let Err(error) = result {
-                eprintln!(
+            match result {
+                Ok(()) => {
+                    let written = checkpointer.last_checkpoint().to_string();
+                    self.event("checkpoint", Some(written)).await;
+                }
+                Err(error) => eprintln!(
                     "kinesis-cat consume: {}: checkpoint failed: {error}",
                     self.shard_id
-                );
+                ),
             }
         }
         if printed < input.records.len()
@@ -221,12 +298,22 @@ impl ShardRecordProcessor for Printer {
     }
 
     async fn shard_ended(&mut self, checkpointer: &mut Checkpointer) {
-        if let Err(error) = checkpointer.checkpoint_shard_end().await {
-            eprintln!(
+        match checkpointer.checkpoint_shard_end().await {
+            Ok(()) => self.event("shard_ended", None).await,
+            Err(error) => eprintln!(
                 "kinesis-cat consume: {}: SHARD_END checkpoint failed (retried): {error}",
                 self.shard_id
-            );
+            ),
         }
+    }
+
+    async fn lease_lost(&mut self) {
+        self.event("lease_lost", None).await;
+    }
+
+    async fn shutdown_requested(&mut self, _checkpointer: &mut Checkpointer) {
+        // Every batch was checkpointed after it was written: nothing more to record.
+        self.event("shutdown_requested", None).await;
     }
 }
 
@@ -276,7 +363,9 @@ async fn consume(args: ConsumeArgs) -> Result<(), CliError> {
     let (writer, writer_thread) = spawn_writer()?;
     let output = Arc::new(Output {
         json: args.json,
+        events: args.events,
         printed: AtomicU64::new(0),
+        holdings: AtomicU64::new(0),
         max_records: args.max_records,
         stop: CancellationToken::new(),
         writer,
@@ -289,11 +378,15 @@ async fn consume(args: ConsumeArgs) -> Result<(), CliError> {
         args.stream.as_str(),
         move |shard: &str| Printer {
             shard_id: shard.to_owned(),
+            holding: factory_output.holdings.fetch_add(1, Relaxed) + 1,
             output: factory_output.clone(),
         },
     );
     if let Some(consumer_name) = &args.fan_out {
         builder = builder.fan_out(consumer_name.as_str());
+    }
+    if let Some(worker_id) = &args.worker_id {
+        builder = builder.worker_id(worker_id.as_str());
     }
     let scheduler = builder
         .sdk_config(&config)

@@ -517,3 +517,60 @@ async fn fan_out_reads_everything_through_a_registered_consumer() {
         .expect("the consumer was registered");
     assert!(consumer.consumer_description.is_some());
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn events_frame_each_holding_with_its_checkpoints() {
+    let stream = unique_name("cat-events");
+    let application = unique_name("cat-events-app");
+    create_stream(&kinesis_client().await, &stream, 1).await;
+    produce(&stream, 0..40).await;
+    let output = consume(
+        &stream,
+        &application,
+        &[
+            "--from",
+            "trim-horizon",
+            "--json",
+            "--events",
+            "--worker-id",
+            "worker-e",
+            "--idle-exit",
+            "2",
+        ],
+    )
+    .wait_with_output()
+    .expect("ends");
+    let values: Vec<Value> = lines(&output)
+        .iter()
+        .map(|l| serde_json::from_str(l).expect("JSON line"))
+        .collect();
+    let events: Vec<&str> = values.iter().filter_map(|v| v["event"].as_str()).collect();
+    assert_eq!(events.first(), Some(&"initialize"), "{events:?}");
+    assert_eq!(events.last(), Some(&"shutdown_requested"), "{events:?}");
+    assert_eq!(values[0]["checkpoint"], "TRIM_HORIZON");
+    let records: Vec<&Value> = values.iter().filter(|v| v.get("event").is_none()).collect();
+    assert_eq!(records.len(), 40);
+    // One holding; times never go back; the last checkpoint is the last record printed.
+    assert!(values.iter().all(|v| v["holding"] == 1), "{values:?}");
+    let times: Vec<u64> = values
+        .iter()
+        .map(|v| v["at_us"].as_u64().expect("at_us"))
+        .collect();
+    assert!(times.windows(2).all(|w| w[0] <= w[1]), "{times:?}");
+    let last = records.last().expect("records");
+    let expected = format!(
+        "{}/{}",
+        last["sequence_number"].as_str().expect("sequence"),
+        last["sub_sequence_number"].as_u64().unwrap_or(0)
+    );
+    let last_checkpoint = values
+        .iter()
+        .rev()
+        .find(|v| v["event"] == "checkpoint")
+        .expect("a checkpoint event");
+    assert_eq!(last_checkpoint["checkpoint"], expected.as_str());
+    // Handed back at shutdown.
+    let table = LeaseTable::new(dynamodb_client().await, application.as_str());
+    let lease = table.list().await.expect("leases").pop().expect("a lease");
+    assert_eq!(lease.lease_owner, None);
+}

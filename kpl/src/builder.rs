@@ -157,7 +157,9 @@ impl ProducerBuilder {
         /// Keep the records of each partition key (each hash key) in the order they were sent:
         /// at most one Kinesis record per ordering lane of a shard is in flight, a retry goes
         /// before anything later of its lane, and after a reshard nothing is sent until the
-        /// calls made under the old shard map have settled. Off (the default): more records in
+        /// calls made under the old shard map have settled. While a lane's record is in flight,
+        /// what arrives for it fills one aggregate, sent whole when the answer comes (not one
+        /// small aggregate per linger waiting behind it). Off (the default): more records in
         /// flight per shard, and a key's records may be stored out of order under retries or
         /// several calls in flight.
         ///

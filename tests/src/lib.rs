@@ -26,6 +26,7 @@ use aws_sdk_dynamodb::types::{
 use aws_sdk_kinesis::config::Credentials;
 use aws_sdk_kinesis::types::{Record, ShardIteratorType, StreamStatus};
 
+pub mod chaos;
 pub mod h2c;
 pub mod java_kcl;
 pub mod relay;

@@ -325,10 +325,20 @@ impl Router {
             }
             let target = self.lane_target(shard, lane);
             let entry = &mut self.shards[shard].lanes[lane];
-            if entry.due.is_some_and(|d| d <= due) {
-                seal(entry, &target, &mut self.spare);
-                self.list(shard, lane);
+            if entry.due.is_none_or(|d| d > due) {
+                continue;
             }
+            if self.config.ordered && (entry.in_flight > 0 || !entry.queue.is_empty()) {
+                // The lane cannot send it yet: keep filling it rather than seal one small
+                // aggregate per linger behind a slow answer (the lane would then move one
+                // per round trip and fall behind for good). `move_to_ready` seals it once the
+                // lane is free; look again a linger later in case nothing lists the lane.
+                let again = later(now, self.config.linger);
+                self.lingering.push(Reverse((again, shard, lane)));
+                continue;
+            }
+            seal(entry, &target, &mut self.spare);
+            self.list(shard, lane);
         }
     }
 
@@ -389,6 +399,7 @@ impl Router {
         let mut wake: Option<Instant> = None;
         let mut still_waiting = Vec::new();
         for (shard, lane_index) in std::mem::take(&mut self.dispatch) {
+            let epoch = self.epoch;
             let Some(state) = self.shards.get_mut(shard) else {
                 continue;
             };
@@ -397,6 +408,21 @@ impl Router {
                 continue;
             };
             lane.listed = false;
+            // An ordered lane that just got free seals its open aggregate if it is due (held
+            // back by `seal_due` while the lane was busy).
+            if ordered
+                && lane.in_flight == 0
+                && lane.queue.is_empty()
+                && lane.due.is_some_and(|due| due <= now)
+            {
+                let target = Target {
+                    shard_id: state.id.clone(),
+                    shard,
+                    lane: lane_index,
+                    map_epoch: epoch,
+                };
+                seal(lane, &target, &mut self.spare);
+            }
             while let Some(front) = lane.queue.front() {
                 if ordered {
                     if lane.in_flight > 0 {
@@ -648,6 +674,41 @@ mod tests {
             0,
             "the retry goes first"
         );
+    }
+
+    /// A lane whose one Kinesis record in flight answers slower than the linger must not seal
+    /// an aggregate per linger behind it: it then sends one small aggregate per round trip
+    /// while a new one is sealed every linger, and falls behind for good (the chaos test saw a
+    /// key's lag grow by half a second per second after a reshard's pause).
+    #[tokio::test(start_paused = true)]
+    async fn an_ordered_lane_keeps_aggregating_while_its_record_is_in_flight() {
+        let mut router = Router::new(config(true, 1));
+        router.install(two_shards(), Instant::now());
+        let mut ready = ReadyQueue::default();
+        assert!(router.route(record(0, 5, 10)).is_none());
+        tokio::time::advance(Duration::from_millis(100)).await;
+        router.seal_due(Instant::now(), false);
+        router.move_to_ready(Instant::now(), &mut ready);
+        let sent = ready.pop_front().expect("the first aggregate goes");
+        // Its answer takes 3 lingers; a record arrives in each.
+        for i in 1..=3 {
+            assert!(router.route(record(i, 5, 10)).is_none());
+            tokio::time::advance(Duration::from_millis(100)).await;
+            router.seal_due(Instant::now(), false);
+            router.move_to_ready(Instant::now(), &mut ready);
+        }
+        assert!(ready.is_empty(), "nothing passes the record in flight");
+        let lane = &router.shards[0].lanes[0];
+        assert_eq!(lane.queue.len(), 0, "nothing sealed behind it");
+        assert_eq!(lane.members.len(), 3, "still one open aggregate");
+        // The answer comes: the open aggregate goes at once, whole.
+        let lane = router.lane_mut(&sent.target).expect("lane");
+        lane.in_flight -= 1;
+        router.list_target(&sent.target);
+        router.move_to_ready(Instant::now(), &mut ready);
+        let next = ready.pop_front().expect("the open aggregate goes");
+        let sequences: Vec<u64> = next.members.iter().map(|m| m.sequence).collect();
+        assert_eq!(sequences, [1, 2, 3]);
     }
 
     #[tokio::test(start_paused = true)]
