@@ -138,15 +138,34 @@ if want consume; then
   out ""
 fi
 
-for part in fanout multilang; do
-  script="scripts/bench-$part.sh"
-  if want "$part" && [[ -x "$script" ]]; then
-    log "$part"
-    section "$(case $part in fanout) echo "Enhanced fan-out beside polling" ;; multilang) echo "MultiLangDaemon beside the Java daemon" ;; esac)" "$script"
-    SCALE="$SCALE" "$script" >>"$REPORT"
+if want fanout; then
+  log "enhanced fan-out beside polling"
+  aggregated="$(scaled 200000)"
+  plain="$(scaled 10000)"
+  section "Enhanced fan-out beside polling (same kinesis-mock stream, same run)" \
+    "cargo run --release -p kcl --example fan_out_bench -- $aggregated $plain 3"
+  cargo build --release --quiet -p kcl --example fan_out_bench
+  "$CARGO_TARGET_DIR/release/examples/fan_out_bench" "$aggregated" "$plain" 3 >>"$REPORT"
+  out ""
+fi
+
+if want multilang; then
+  # The Java daemon's jars and amazon-kclpy come from what scripts/test.sh installs.
+  export KINESIS_RS_PYTHON="${KINESIS_RS_PYTHON:-$REPO/.cache/venv/bin/python}"
+  export KINESIS_RS_KCLPY="${KINESIS_RS_KCLPY:-$REPO/.cache/multilang/amazon_kclpy-3.2.0}"
+  if [[ -x "$KINESIS_RS_PYTHON" && -d "$KINESIS_RS_KCLPY" ]]; then
+    log "MultiLangDaemon beside the Java daemon"
+    records="$(scaled 20000)"
+    section "MultiLangDaemon beside the Java MultiLangDaemon 2.5.8 ($records records, one shard)" \
+      "target/release/examples/multilang_bench --impl both --repeats 3 --records $records"
+    cargo build --release --quiet -p kinesis-cat --bins --examples
+    "$CARGO_TARGET_DIR/release/examples/multilang_bench" --impl both --repeats 3 --records "$records" \
+      --ours "$CARGO_TARGET_DIR/release/kcl-multilang" | grep -v '^{' >>"$REPORT"
     out ""
+  else
+    log "multilang skipped: run scripts/test.sh once (it installs the Java KCL jars and amazon-kclpy into .cache/)"
   fi
-done
+fi
 
 out "Load after: $(cut -d' ' -f1-3 /proc/loadavg)."
 cat "$REPORT"
