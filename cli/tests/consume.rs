@@ -415,33 +415,16 @@ async fn two_idle_exit_workers_read_everything_through_a_split_and_a_merge() {
     produce_sized(&stream, 0..800, 20).await;
     let shards = integration_tests::list_shards(&kinesis, &stream).await;
     let parent = &shards[0];
-    let range = parent.hash_key_range().expect("range");
-    let start: u128 = range.starting_hash_key().parse().expect("decimal");
-    let end: u128 = range.ending_hash_key().parse().expect("decimal");
-    kinesis
-        .split_shard()
-        .stream_name(&stream)
-        .shard_to_split(parent.shard_id())
-        .new_starting_hash_key((start + (end - start) / 2).to_string())
-        .send()
-        .await
-        .expect("split");
-    integration_tests::wait_for_stream_active(&kinesis, &stream).await;
+    integration_tests::split_in_half(&kinesis, &stream, parent).await;
     produce_sized(&stream, 800..1_600, 20).await;
-    let children: Vec<_> = integration_tests::list_shards(&kinesis, &stream)
-        .await
-        .into_iter()
-        .filter(|s| s.parent_shard_id() == Some(parent.shard_id()))
-        .collect();
-    kinesis
-        .merge_shards()
-        .stream_name(&stream)
-        .shard_to_merge(children[0].shard_id())
-        .adjacent_shard_to_merge(children[1].shard_id())
-        .send()
-        .await
-        .expect("merge");
-    integration_tests::wait_for_stream_active(&kinesis, &stream).await;
+    let children = integration_tests::children_of(&kinesis, &stream, parent.shard_id()).await;
+    integration_tests::merge_shards(
+        &kinesis,
+        &stream,
+        children[0].shard_id(),
+        children[1].shard_id(),
+    )
+    .await;
     produce_sized(&stream, 1_600..2_400, 20).await;
     let (a_lines, b_lines) = (a_out.join().expect("a"), b_out.join().expect("b"));
     let a_err = wait_success(a, a_err);

@@ -421,33 +421,16 @@ async fn fan_out_across_a_split_and_a_merge() {
     produce(&producer, 0..300, 60).await;
     let shards = list_shards(&kinesis, &fleet.stream).await;
     let parent = &shards[0];
-    let range = parent.hash_key_range().expect("range");
-    let start: u128 = range.starting_hash_key().parse().expect("decimal");
-    let end: u128 = range.ending_hash_key().parse().expect("decimal");
-    kinesis
-        .split_shard()
-        .stream_name(&fleet.stream)
-        .shard_to_split(parent.shard_id())
-        .new_starting_hash_key((start + (end - start) / 2).to_string())
-        .send()
-        .await
-        .expect("split");
-    integration_tests::wait_for_stream_active(&kinesis, &fleet.stream).await;
+    integration_tests::split_in_half(&kinesis, &fleet.stream, parent).await;
     produce(&producer, 300..600, 60).await;
-    let children: Vec<_> = list_shards(&kinesis, &fleet.stream)
-        .await
-        .into_iter()
-        .filter(|s| s.parent_shard_id() == Some(parent.shard_id()))
-        .collect();
-    kinesis
-        .merge_shards()
-        .stream_name(&fleet.stream)
-        .shard_to_merge(children[0].shard_id())
-        .adjacent_shard_to_merge(children[1].shard_id())
-        .send()
-        .await
-        .expect("merge");
-    integration_tests::wait_for_stream_active(&kinesis, &fleet.stream).await;
+    let children = integration_tests::children_of(&kinesis, &fleet.stream, parent.shard_id()).await;
+    integration_tests::merge_shards(
+        &kinesis,
+        &fleet.stream,
+        children[0].shard_id(),
+        children[1].shard_id(),
+    )
+    .await;
     produce(&producer, 600..900, 60).await;
     fleet.wait_delivered(900, Duration::from_secs(90)).await;
     worker.handle.graceful_shutdown().await;

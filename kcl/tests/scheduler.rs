@@ -433,32 +433,17 @@ async fn split_and_merge_while_producing_keeps_order_and_loses_nothing() {
     produce(&producer, 0..300, 60).await;
     let shards = list_shards(&kinesis, &fleet.stream).await;
     let parent = &shards[0];
-    let range = parent.hash_key_range().expect("range");
-    let start: u128 = range.starting_hash_key().parse().expect("decimal");
-    let end: u128 = range.ending_hash_key().parse().expect("decimal");
-    kinesis
-        .split_shard()
-        .stream_name(&fleet.stream)
-        .shard_to_split(parent.shard_id())
-        .new_starting_hash_key((start + (end - start) / 2).to_string())
-        .send()
-        .await
-        .expect("split");
+    integration_tests::split_in_half(&kinesis, &fleet.stream, parent).await;
     produce(&producer, 300..600, 60).await;
     // Merge the two children back.
-    let open: Vec<_> = list_shards(&kinesis, &fleet.stream)
-        .await
-        .into_iter()
-        .filter(|s| s.parent_shard_id() == Some(parent.shard_id()))
-        .collect();
-    kinesis
-        .merge_shards()
-        .stream_name(&fleet.stream)
-        .shard_to_merge(open[0].shard_id())
-        .adjacent_shard_to_merge(open[1].shard_id())
-        .send()
-        .await
-        .expect("merge");
+    let open = integration_tests::children_of(&kinesis, &fleet.stream, parent.shard_id()).await;
+    integration_tests::merge_shards(
+        &kinesis,
+        &fleet.stream,
+        open[0].shard_id(),
+        open[1].shard_id(),
+    )
+    .await;
     produce(&producer, 600..900, 60).await;
     fleet.wait_delivered(900, Duration::from_secs(60)).await;
     worker.handle.graceful_shutdown().await;

@@ -383,6 +383,57 @@ pub async fn delete_table(client: &aws_sdk_dynamodb::Client, name: &str) {
     let _ = client.delete_table().table_name(name).send().await;
 }
 
+/// Splits `shard` at the middle of its hash range and waits until the stream is ACTIVE again.
+pub async fn split_in_half(
+    client: &aws_sdk_kinesis::Client,
+    stream: &str,
+    shard: &aws_sdk_kinesis::types::Shard,
+) {
+    let range = shard.hash_key_range().expect("the shard has a hash range");
+    let start: u128 = range.starting_hash_key().parse().expect("decimal hash key");
+    let end: u128 = range.ending_hash_key().parse().expect("decimal hash key");
+    client
+        .split_shard()
+        .stream_name(stream)
+        .shard_to_split(shard.shard_id())
+        .new_starting_hash_key((start + (end - start) / 2).to_string())
+        .send()
+        .await
+        .expect("SplitShard");
+    wait_for_stream_active(client, stream).await;
+}
+
+/// Merges two adjacent shards and waits until the stream is ACTIVE again.
+pub async fn merge_shards(
+    client: &aws_sdk_kinesis::Client,
+    stream: &str,
+    first: &str,
+    second: &str,
+) {
+    client
+        .merge_shards()
+        .stream_name(stream)
+        .shard_to_merge(first)
+        .adjacent_shard_to_merge(second)
+        .send()
+        .await
+        .expect("MergeShards");
+    wait_for_stream_active(client, stream).await;
+}
+
+/// The open children of `parent` (after a split), in listing order.
+pub async fn children_of(
+    client: &aws_sdk_kinesis::Client,
+    stream: &str,
+    parent: &str,
+) -> Vec<aws_sdk_kinesis::types::Shard> {
+    list_shards(client, stream)
+        .await
+        .into_iter()
+        .filter(|s| s.parent_shard_id() == Some(parent))
+        .collect()
+}
+
 /// Every shard of `stream` (ListShards, all pages), as the SDK describes them.
 ///
 /// # Panics

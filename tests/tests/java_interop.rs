@@ -26,7 +26,7 @@ use integration_tests::java_kcl::{
 };
 use integration_tests::{
     create_stream, delete_stream, delete_table, dynamodb_client, kinesis_client, list_shards,
-    unique_name, wait_for_stream_active,
+    merge_shards, split_in_half, unique_name,
 };
 use kcl::lease::Checkpoint;
 use kcl::retrieval::PollingConfig;
@@ -742,18 +742,7 @@ async fn mixed_fleet_through_split_and_merge() {
     let mut produced = produce(&stream, "s0", 200, 0).await;
     let shards = list_shards(&kinesis, &stream).await;
     let (first, second) = (shards[0].clone(), shards[1].clone());
-    let range = first.hash_key_range().expect("range");
-    let start: u128 = range.starting_hash_key().parse().expect("decimal");
-    let end: u128 = range.ending_hash_key().parse().expect("decimal");
-    kinesis
-        .split_shard()
-        .stream_name(&stream)
-        .shard_to_split(first.shard_id())
-        .new_starting_hash_key((start + (end - start) / 2).to_string())
-        .send()
-        .await
-        .expect("split");
-    wait_for_stream_active(&kinesis, &stream).await;
+    split_in_half(&kinesis, &stream, &first).await;
     produced.extend(produce(&stream, "s1", 200, 0).await);
     tokio::time::sleep(Duration::from_secs(5)).await;
     let upper_child = list_shards(&kinesis, &stream)
@@ -765,15 +754,7 @@ async fn mixed_fleet_through_split_and_merge() {
                 .map(|r| r.starting_hash_key().parse::<u128>().unwrap_or(0))
         })
         .expect("children of the split");
-    kinesis
-        .merge_shards()
-        .stream_name(&stream)
-        .shard_to_merge(upper_child.shard_id())
-        .adjacent_shard_to_merge(second.shard_id())
-        .send()
-        .await
-        .expect("merge");
-    wait_for_stream_active(&kinesis, &stream).await;
+    merge_shards(&kinesis, &stream, upper_child.shard_id(), second.shard_id()).await;
     produced.extend(produce(&stream, "s2", 200, 0).await);
     tokio::time::sleep(Duration::from_secs(10)).await;
     stop_plain.store(true, std::sync::atomic::Ordering::Relaxed);

@@ -77,15 +77,7 @@ pub(crate) use state::HeldRef;
 /// alive (a [`LeaseCoordinator`] handle stops them when the last one is dropped).
 pub(crate) type SharedState = std::sync::Arc<state::Shared>;
 
-/// `start + by`, or as far as an [`Instant`](tokio::time::Instant) goes (about 30 years) when
-/// that overflows.
-fn later(start: tokio::time::Instant, by: std::time::Duration) -> tokio::time::Instant {
-    const FAR: std::time::Duration = std::time::Duration::from_secs(86_400 * 365 * 30);
-    start
-        .checked_add(by)
-        .or_else(|| start.checked_add(FAR))
-        .unwrap_or(start)
-}
+use kinesis_common::later;
 
 #[cfg(test)]
 mod tests;

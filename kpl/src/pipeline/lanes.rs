@@ -547,14 +547,7 @@ fn seal(lane: &mut Lane, target: &Target, spare: &mut Vec<Vec<PendingRecord>>) {
     lane.queue.extend(sealed);
 }
 
-/// `start + by`, or as far as an [`Instant`] goes (about 30 years) when that overflows.
-pub(crate) fn later(start: Instant, by: std::time::Duration) -> Instant {
-    const FAR: std::time::Duration = std::time::Duration::from_secs(86_400 * 365 * 30);
-    start
-        .checked_add(by)
-        .or_else(|| start.checked_add(FAR))
-        .unwrap_or(start)
-}
+pub(crate) use kinesis_common::later;
 
 #[cfg(test)]
 mod tests {
