@@ -13,8 +13,11 @@ pub struct ScanSnapshot {
     pub at: Instant,
     /// Every lease, with how long its counter had stood still in this worker's scans.
     pub leases: Vec<(Lease, Duration)>,
-    /// Leases this worker could take: not finished, and unowned or expired (held by nobody
-    /// alive), excluding those it holds or just gave back.
+    /// Leases this worker could take as of the scan, before that cycle's takes: not finished,
+    /// and unowned or expired (held by nobody alive), excluding those it held then or had just
+    /// given back. Some of them are this worker's own a moment later (see
+    /// [`WorkerState::takeable_leases`](crate::WorkerState::takeable_leases), which leaves
+    /// those out).
     pub takeable: Vec<String>,
 }
 

@@ -83,7 +83,7 @@ pub struct WorkerState {
     /// When the set of held shards last changed.
     pub held_changed_at: Instant,
     /// Leases nobody alive holds, not finished, that this worker could take, as of
-    /// [`last_scan`](Self::last_scan).
+    /// [`last_scan`](Self::last_scan), less those it holds now (taken in that scan's cycle).
     pub takeable_leases: usize,
     /// When the lease table was last scanned (`None` before the first scan).
     pub last_scan: Option<Instant>,
