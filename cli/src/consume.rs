@@ -65,8 +65,9 @@ pub(crate) struct ConsumeArgs {
     /// Failover time in seconds (how long a dead worker's shards wait before others take them).
     #[arg(long, default_value_t = 10.0)]
     failover_seconds: f64,
-    /// Time between GetRecords calls on a shard that is caught up, in milliseconds.
-    #[arg(long, default_value_t = 1_000)]
+    /// Time between GetRecords calls on a shard that is caught up, in milliseconds (the
+    /// library's default, `kcl::retrieval::DEFAULT_IDLE_TIME_BETWEEN_READS`).
+    #[arg(long, default_value_t = DEFAULT_IDLE_MILLIS)]
     idle_millis: u64,
     /// Read by enhanced fan-out (SubscribeToShard) through the stream consumer of this name,
     /// registered if missing, instead of polling. Every worker of an application should use
@@ -117,6 +118,10 @@ fn unix_micros() -> u64 {
 /// Batches waiting for the writer thread: a few, so a stalled reader holds back only a few
 /// batches' worth of memory.
 const OUTPUT_QUEUE: usize = 4;
+
+/// `--idle-millis` by default: the library's idle time, so the CLI and a worker built with
+/// the defaults poll a caught-up shard alike. (`as_millis` is a `u128`; 1,500 fits.)
+const DEFAULT_IDLE_MILLIS: u64 = kcl::retrieval::DEFAULT_IDLE_TIME_BETWEEN_READS.as_millis() as u64;
 
 /// One batch of output lines and who waits for them to be written.
 struct Chunk {

@@ -5,6 +5,14 @@ use std::time::Duration;
 /// Most records one GetRecords call may return (the service's limit, and the default).
 pub const MAX_RECORDS_LIMIT: i32 = 10_000;
 
+/// The default [`PollingConfig::idle_time_between_reads`]: 1,500 ms, the Java KCL's
+/// `idleTimeBetweenReadsInMillis`. `kinesis-cat consume --idle-millis` defaults to it too.
+pub const DEFAULT_IDLE_TIME_BETWEEN_READS: Duration = Duration::from_millis(1_500);
+
+/// The default [`PollingConfig::caught_up_threshold`]: an answer less than 1 s behind the tip
+/// counts as caught up.
+pub const DEFAULT_CAUGHT_UP_THRESHOLD: Duration = Duration::from_secs(1);
+
 /// Settings of a [`PollingSource`](super::PollingSource).
 ///
 /// Every setter consumes and returns the config, so a config reads as one expression; values
@@ -15,6 +23,7 @@ pub const MAX_RECORDS_LIMIT: i32 = 10_000;
 /// |---|---|---|
 /// | [`max_records`](Self::max_records) | 10,000 | KCL `maxRecords`; the GetRecords maximum |
 /// | [`idle_time_between_reads`](Self::idle_time_between_reads) | 1,500 ms | KCL `idleTimeBetweenReadsInMillis` |
+/// | [`caught_up_threshold`](Self::caught_up_threshold) | 1,000 ms | KCL 3.x `millisBehindLatestThresholdForReducedTps` |
 /// | [`min_time_between_calls`](Self::min_time_between_calls) | 200 ms | the service's 5 GetRecords calls/s per shard |
 /// | [`throttle_backoff`](Self::throttle_backoff) | 200 ms to 10 s | one call slot, doubling |
 /// | [`request_timeout`](Self::request_timeout) | 30 s | a 10 MiB answer on a slow link |
@@ -40,6 +49,7 @@ pub const MAX_RECORDS_LIMIT: i32 = 10_000;
 pub struct PollingConfig {
     pub(crate) max_records: i32,
     pub(crate) idle_time_between_reads: Duration,
+    pub(crate) caught_up_threshold: Duration,
     pub(crate) min_time_between_calls: Duration,
     pub(crate) min_backoff: Duration,
     pub(crate) max_backoff: Duration,
@@ -52,7 +62,8 @@ impl Default for PollingConfig {
     fn default() -> Self {
         Self {
             max_records: MAX_RECORDS_LIMIT,
-            idle_time_between_reads: Duration::from_millis(1_500),
+            idle_time_between_reads: DEFAULT_IDLE_TIME_BETWEEN_READS,
+            caught_up_threshold: DEFAULT_CAUGHT_UP_THRESHOLD,
             min_time_between_calls: Duration::from_millis(200),
             min_backoff: Duration::from_millis(200),
             max_backoff: Duration::from_secs(10),
@@ -73,14 +84,33 @@ impl PollingConfig {
         self
     }
 
-    /// How long to wait before the next GetRecords call once the source is caught up (a call
-    /// returned no records and `MillisBehindLatest` 0): when nothing is arriving the source
-    /// makes at most one call per this interval. The empty batch itself is handed out at once.
-    /// While behind, calls follow each other without this wait. At least 1 ms (clamped);
-    /// values under 200 ms exceed the service's 5 calls/s per shard on an idle shard. Default
-    /// 1,500 ms.
+    /// How long to wait before the next GetRecords call once the source is caught up (see
+    /// [`caught_up_threshold`](Self::caught_up_threshold)): at the tip the source makes at most
+    /// one call per this interval, whether the answers carry a few records or none. The batch
+    /// itself is handed out at once; the wait comes before the next call. While behind, calls
+    /// follow each other without this wait. At least 1 ms (clamped); values under 200 ms
+    /// exceed the service's 5 calls/s per shard at the tip. Default
+    /// [`DEFAULT_IDLE_TIME_BETWEEN_READS`] (1,500 ms).
     pub fn idle_time_between_reads(mut self, idle: Duration) -> Self {
         self.idle_time_between_reads = idle.max(ONE_MILLISECOND);
+        self
+    }
+
+    /// When an answer counts as caught up: its `MillisBehindLatest` is below this threshold
+    /// (records or not), or it has no records and `MillisBehindLatest` is 0 or absent. After
+    /// a caught-up answer the next call waits for
+    /// [`idle_time_between_reads`](Self::idle_time_between_reads); after any other it follows
+    /// at once (at most one call per
+    /// [`min_time_between_calls`](Self::min_time_between_calls)).
+    ///
+    /// The Java KCL 3.x calls this `millisBehindLatestThresholdForReducedTps` (where it is off
+    /// by default, and every call waits `idleTimeBetweenReadsInMillis` anyway). Without it, a
+    /// shard receiving a record or two a second would be polled after every answer that
+    /// carried one, several calls a second, out of the 5 calls/s the shard shares with every
+    /// application polling it. `Duration::ZERO` turns it off: only an empty answer at the tip
+    /// waits. Default [`DEFAULT_CAUGHT_UP_THRESHOLD`] (1 s).
+    pub fn caught_up_threshold(mut self, threshold: Duration) -> Self {
+        self.caught_up_threshold = threshold;
         self
     }
 
@@ -194,6 +224,7 @@ mod tests {
         let config = PollingConfig::default();
         assert_eq!(config.max_records, 10_000);
         assert_eq!(config.idle_time_between_reads, Duration::from_millis(1_500));
+        assert_eq!(config.caught_up_threshold, Duration::from_secs(1));
         assert!(config.prefetch);
         assert_eq!(config.give_up_after, None);
     }

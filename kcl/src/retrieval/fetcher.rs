@@ -260,7 +260,11 @@ impl<A: KinesisApi> Fetcher<A> {
         let bytes: usize = records.iter().map(|record| record.data.len()).sum();
         let taken = self.cursor.take(records);
         let (out, skipped, filtered) = (taken.records, taken.skipped, taken.filtered);
-        let caught_up = kinesis_records == 0 && millis_behind_latest.is_none_or(|ms| ms <= 0);
+        let caught_up = caught_up(
+            kinesis_records,
+            millis_behind_latest,
+            self.config.caught_up_threshold,
+        );
         let mut next_call_at = after(started, self.config.min_time_between_calls);
         if caught_up {
             next_call_at = next_call_at.max(after(started, self.config.idle_time_between_reads));
@@ -296,6 +300,22 @@ impl<A: KinesisApi> Fetcher<A> {
             kinesis_records,
             bytes,
         }
+    }
+}
+
+/// Whether an answer shows the shard caught up, so the next call waits the idle time (see
+/// [`PollingConfig::caught_up_threshold`]). An answer with records counts too when it is close
+/// enough to the tip: at the tip every answer carries the few records that arrived since the
+/// last call, and calling again at once would spend the shard's shared 5 calls/s on them.
+fn caught_up(
+    kinesis_records: usize,
+    millis_behind_latest: Option<i64>,
+    threshold: Duration,
+) -> bool {
+    let threshold_ms = i64::try_from(threshold.as_millis()).unwrap_or(i64::MAX);
+    match millis_behind_latest {
+        Some(ms) if ms < threshold_ms => true,
+        behind => kinesis_records == 0 && behind.is_none_or(|ms| ms <= 0),
     }
 }
 

@@ -25,8 +25,9 @@
 //!
 //! Pacing follows the service: 5 GetRecords calls per second per shard, shared by every
 //! application polling it. While behind, the source calls again at once (at most one call per
-//! [`PollingConfig::min_time_between_calls`]); once caught up, at most once per
-//! [`PollingConfig::idle_time_between_reads`], handing out the empty batch immediately.
+//! [`PollingConfig::min_time_between_calls`]); once caught up (an answer under
+//! [`PollingConfig::caught_up_threshold`] behind the tip, with records or without), at most
+//! once per [`PollingConfig::idle_time_between_reads`], handing out the batch immediately.
 //!
 //! # Positions
 //!
@@ -59,7 +60,9 @@ mod stats;
 mod tests;
 mod types;
 
-pub use config::{MAX_RECORDS_LIMIT, PollingConfig};
+pub use config::{
+    DEFAULT_CAUGHT_UP_THRESHOLD, DEFAULT_IDLE_TIME_BETWEEN_READS, MAX_RECORDS_LIMIT, PollingConfig,
+};
 pub use error::RetrievalError;
 pub use fanout::{
     FanOutConfig, FanOutSource, RegisteredConsumer, RegistrationError, register_stream_consumer,

@@ -27,10 +27,12 @@ use super::types::{ShardBatch, StartingPosition, StreamId};
 ///   outside it is dropped on its own (an aggregate written before a reshard may hold records
 ///   of the sibling shard). Records share one buffer per Kinesis record, without copying.
 /// - **Pacing**: while behind, calls follow each other (at most one per
-///   [`min_time_between_calls`](PollingConfig::min_time_between_calls)); once caught up (no
-///   records, `MillisBehindLatest` 0), at most one call per
-///   [`idle_time_between_reads`](PollingConfig::idle_time_between_reads). The empty batch is
-///   handed out at once; the wait comes before the next call.
+///   [`min_time_between_calls`](PollingConfig::min_time_between_calls)); once caught up
+///   (`MillisBehindLatest` under [`caught_up_threshold`](PollingConfig::caught_up_threshold),
+///   or no records at the tip), at most one call per
+///   [`idle_time_between_reads`](PollingConfig::idle_time_between_reads), so a shard that
+///   receives a few records a second costs one call per idle interval. The batch is handed
+///   out at once; the wait comes before the next call.
 /// - **Failures**: throttling and transient failures are retried with jittered backoff,
 ///   visible only in [`stats`](Self::stats) and tracing; see [`RetrievalError`] for the rest.
 /// - **Shard end**: the batch that reaches a closed shard's end carries its children; every

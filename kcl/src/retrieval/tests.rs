@@ -82,6 +82,8 @@ struct FakeShard {
     failures: VecDeque<(Operation, Class)>,
     /// Time each GetRecords call takes.
     get_records_delay: Duration,
+    /// `MillisBehindLatest` of an answer that did not reach the last record (default 1,000).
+    behind_millis: Option<i64>,
     /// Operations that panic (a bug in the SDK, say).
     panic_on: Vec<Operation>,
     /// Every call: operation and (tokio) time.
@@ -206,7 +208,11 @@ impl KinesisApi for FakeApi {
         Ok(RecordsPage {
             records: state.records[index..end].to_vec(),
             next_iterator: (!(state.closed && at_end)).then(|| format!("{generation}:{end}")),
-            millis_behind_latest: Some(if at_end { 0 } else { 1_000 }),
+            millis_behind_latest: Some(if at_end {
+                0
+            } else {
+                state.behind_millis.unwrap_or(1_000)
+            }),
             child_shards: if state.closed && at_end {
                 state.children.clone()
             } else {
@@ -589,16 +595,126 @@ async fn a_source_that_is_behind_reads_without_the_idle_wait() {
     let started = Instant::now();
     let delivered = read_to_tip(&mut source).await;
     assert_eq!(delivered.len(), 20);
-    // 4 full pages and one empty one: paced by min_time_between_calls (200 ms), never by the
-    // idle time (1 s).
+    // 4 full pages and one empty one. The first three answers are 1 s behind (the threshold,
+    // not under it): paced by min_time_between_calls (200 ms), never by the idle time (1 s).
+    // The fourth reached the tip: the empty call after it waits the idle time.
+    let calls = api.calls(Operation::GetRecords);
+    let gaps: Vec<Duration> = calls.windows(2).map(|w| w[1] - w[0]).collect();
+    assert_eq!(
+        gaps,
+        [200, 200, 200, 1_000].map(Duration::from_millis),
+        "{gaps:?}"
+    );
+    assert!(started.elapsed() < Duration::from_secs(2));
+}
+
+/// Appends a record to the fake shard every `every`, until aborted.
+fn trickle(api: &FakeApi, every: Duration) -> tokio::task::JoinHandle<()> {
+    let api = api.clone();
+    tokio::spawn(async move {
+        for n in 1.. {
+            tokio::time::sleep(every).await;
+            api.state().records.push(plain(n, "x"));
+        }
+    })
+}
+
+#[tokio::test(start_paused = true)]
+async fn at_the_tip_a_trickle_of_records_gets_one_call_per_idle_interval() {
+    // The shard's 5 calls/s are shared by every application polling it: a source at the tip
+    // must not spend them on answers of one or two records (issue 15: 2 calls/s at
+    // 2 records/s, 5 calls/s at 6 records/s, with a 1 s idle interval).
+    for (per_second, prefetch) in [(2, false), (6, false), (6, true)] {
+        let api = FakeApi::default();
+        let writer = trickle(&api, Duration::from_secs(1) / per_second);
+        let mut source = driver(
+            &api,
+            StartingPosition::TrimHorizon,
+            config().prefetch(prefetch),
+        );
+        let window = Duration::from_secs(30);
+        let started = Instant::now();
+        let mut delivered = 0;
+        while started.elapsed() < window {
+            delivered += source.next_batch().await.unwrap().records.len();
+        }
+        writer.abort();
+        let calls: Vec<Instant> = api
+            .calls(Operation::GetRecords)
+            .into_iter()
+            .filter(|at| *at - started < window)
+            .collect();
+        let gaps: Vec<Duration> = calls.windows(2).map(|w| w[1] - w[0]).collect();
+        assert!(
+            gaps.iter().all(|gap| *gap >= Duration::from_secs(1)),
+            "{per_second}/s, prefetch {prefetch}: {} calls in {window:?}, gaps {gaps:?}",
+            calls.len()
+        );
+        assert!(calls.len() <= 31, "{} calls", calls.len());
+        // Nothing is held back longer than one idle interval.
+        assert!(
+            delivered >= 29 * per_second as usize,
+            "{per_second}/s, prefetch {prefetch}: {delivered} delivered"
+        );
+    }
+}
+
+#[tokio::test(start_paused = true)]
+async fn behind_the_threshold_calls_follow_at_full_speed_even_with_records() {
+    let records: Vec<_> = (1..=100).map(|n| plain(n, "x")).collect();
+    let api = FakeApi::with_records(records);
+    api.state().behind_millis = Some(5_000);
+    let mut source = driver(
+        &api,
+        StartingPosition::TrimHorizon,
+        config().max_records(10),
+    );
+    assert_eq!(read_to_tip(&mut source).await.len(), 100);
+    // Ten full pages, the first nine answered 5 s behind: one call per
+    // min_time_between_calls. The tenth reached the tip: the next call waits the idle time.
+    let calls = api.calls(Operation::GetRecords);
+    let gaps: Vec<Duration> = calls.windows(2).map(|w| w[1] - w[0]).collect();
+    assert!(
+        gaps[..9]
+            .iter()
+            .all(|gap| *gap == Duration::from_millis(200)),
+        "{gaps:?}"
+    );
+    assert_eq!(gaps[9], Duration::from_secs(1), "{gaps:?}");
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_page_under_the_threshold_waits_the_idle_interval() {
+    // Pages cut short by max_records but under the threshold (300 ms < 1 s): at the tip for
+    // pacing purposes, so one call per idle interval.
+    let records: Vec<_> = (1..=20).map(|n| plain(n, "x")).collect();
+    let api = FakeApi::with_records(records);
+    api.state().behind_millis = Some(300);
+    let mut source = driver(&api, StartingPosition::TrimHorizon, config().max_records(5));
+    assert_eq!(read_to_tip(&mut source).await.len(), 20);
+    let calls = api.calls(Operation::GetRecords);
+    let gaps: Vec<Duration> = calls.windows(2).map(|w| w[1] - w[0]).collect();
+    assert!(
+        gaps.iter().all(|gap| *gap >= Duration::from_secs(1)),
+        "{gaps:?}"
+    );
+    // A zero threshold turns the rule off: only an empty answer at the tip waits.
+    let api = FakeApi::with_records((1..=20).map(|n| plain(n, "x")).collect());
+    api.state().behind_millis = Some(300);
+    let mut source = driver(
+        &api,
+        StartingPosition::TrimHorizon,
+        config().max_records(5).caught_up_threshold(Duration::ZERO),
+    );
+    assert_eq!(read_to_tip(&mut source).await.len(), 20);
     let calls = api.calls(Operation::GetRecords);
     let gaps: Vec<Duration> = calls.windows(2).map(|w| w[1] - w[0]).collect();
     assert!(
         gaps.iter()
-            .all(|gap| *gap >= Duration::from_millis(200) && *gap < Duration::from_millis(1_000)),
+            .take(3)
+            .all(|gap| *gap == Duration::from_millis(200)),
         "{gaps:?}"
     );
-    assert!(started.elapsed() < Duration::from_secs(1));
 }
 
 #[tokio::test(start_paused = true)]

@@ -159,7 +159,7 @@ where
     }
 
     /// GetRecords settings: max records per call (10,000), idle time between reads when caught
-    /// up (1,500 ms), backoff.
+    /// up (1,500 ms), how close to the tip counts as caught up (1 s), backoff.
     pub fn polling(mut self, polling: PollingConfig) -> Self {
         self.worker.polling = polling;
         self
