@@ -1,19 +1,27 @@
 //! The one place that decides what a failed Kinesis call means.
 //!
 //! Every failed call, and every per-entry error code of a PutRecords answer, is sorted into an
-//! [`ErrorClass`]:
+//! [`ErrorClass`] by [`classify_error`] (whole calls: the operation, the code and the message)
+//! or [`classify_code`] (the code alone, for PutRecords entries and event-stream errors). The
+//! table, first matching row wins:
 //!
-//! | class | codes | what to do |
-//! |---|---|---|
-//! | [`Throttled`](ErrorClass::Throttled) | `ProvisionedThroughputExceededException`, `KMSThrottlingException`, `ThrottlingException`, `LimitExceededException`, `RequestLimitExceeded`, `TooManyRequestsException`, HTTP 429 | slow down, retry |
-//! | [`Transient`](ErrorClass::Transient) | `InternalFailure`, `ServiceUnavailable`, `ResourceInUseException`, `ExpiredNextTokenException`, HTTP 5xx, timeouts, connection failures, unreadable responses | retry after a backoff |
-//! | [`ExpiredIterator`](ErrorClass::ExpiredIterator) | `ExpiredIteratorException` | get a new shard iterator |
-//! | [`NotFound`](ErrorClass::NotFound) | `ResourceNotFoundException` | the stream or shard is gone |
-//! | [`AccessDenied`](ErrorClass::AccessDenied) | `AccessDeniedException`, `KMSAccessDeniedException`, bad or expired credentials | fix the credentials or policy |
-//! | [`Kms`](ErrorClass::Kms) | `KMSDisabledException`, `KMSInvalidStateException`, `KMSNotFoundException`, `KMSOptInRequired` | fix the stream's KMS key |
-//! | [`InvalidRequest`](ErrorClass::InvalidRequest) | `InvalidArgumentException`, `ValidationException`, `SerializationException`, requests the SDK cannot build | fix the request |
-//! | [`Malformed`](ErrorClass::Malformed) | an answer the caller cannot use | report it |
-//! | [`Unexpected`](ErrorClass::Unexpected) | anything else | report it |
+//! | code | operation | message | class | why |
+//! |---|---|---|---|---|
+//! | `ExpiredTokenException`, `RequestExpired`, `RequestTimeTooSkewed` | any | any | [`Transient`](ErrorClass::Transient) | the SDK's credential provider refreshes the token (or corrects the clock) before a later attempt: a fleet meets it at every token rotation, a Lambda function after a thaw |
+//! | `InvalidSignatureException` | any | `Signature expired`, `Signature not yet current` | [`Transient`](ErrorClass::Transient) | the request was signed long before it was sent (a clock jump, a frozen process): signed again, it passes |
+//! | `ResourceInUseException` | `CreateStream` | any | [`InvalidRequest`](ErrorClass::InvalidRequest) | the stream exists: retrying cannot create it (elsewhere it is a stream being updated, a consumer being registered by another worker, a subscription still open: wait and retry) |
+//! | `ProvisionedThroughputExceededException`, `KMSThrottlingException`, `ThrottlingException`, `LimitExceededException`, `RequestLimitExceeded`, `TooManyRequestsException`, HTTP 429 | any | any | [`Throttled`](ErrorClass::Throttled) | slow down, retry |
+//! | `InternalFailure`, `ServiceUnavailable`, `ResourceInUseException`, `ExpiredNextTokenException`, HTTP 5xx, timeouts, connection failures, unreadable responses | any | any | [`Transient`](ErrorClass::Transient) | retry after a backoff (`ResourceInUse`: a stream being updated, a subscription still open) |
+//! | `ExpiredIteratorException` | any | any | [`ExpiredIterator`](ErrorClass::ExpiredIterator) | get a new shard iterator |
+//! | `ResourceNotFoundException` | any | any | [`NotFound`](ErrorClass::NotFound) | the stream or shard is gone |
+//! | `AccessDeniedException`, `KMSAccessDeniedException`, `UnrecognizedClientException`, `InvalidSignatureException` (other messages), `MissingAuthenticationToken`, `IncompleteSignature` | any | any | [`AccessDenied`](ErrorClass::AccessDenied) | fix the credentials or policy |
+//! | `KMSDisabledException`, `KMSInvalidStateException`, `KMSNotFoundException`, `KMSOptInRequired` | any | any | [`Kms`](ErrorClass::Kms) | fix the stream's KMS key |
+//! | `InvalidArgumentException`, `ValidationException`, `SerializationException`, requests the SDK cannot build | any | any | [`InvalidRequest`](ErrorClass::InvalidRequest) | fix the request |
+//! | an answer the caller cannot use | | | [`Malformed`](ErrorClass::Malformed) | report it |
+//! | anything else | | | [`Unexpected`](ErrorClass::Unexpected) | report it |
+//!
+//! Transient and throttled failures are retried by the callers within their own bounds (a
+//! record's TTL, `build()`'s `list_shards_timeout`); everything else is reported at once.
 
 use std::fmt;
 use std::time::Duration;
@@ -57,8 +65,9 @@ impl ErrorClass {
     }
 }
 
-/// Classifies a service error code (the exact `__type` the service returned, or a PutRecords
-/// entry's `ErrorCode`); `None` for a code this crate does not know.
+/// Classifies a service error code alone (the exact `__type` the service returned, or a
+/// PutRecords entry's `ErrorCode`); `None` for a code this crate does not know. A whole call's
+/// error is classified by [`classify_error`], which also reads the operation and the message.
 ///
 /// ```
 /// use kinesis_common::{ErrorClass, classify_code};
@@ -80,7 +89,10 @@ pub fn classify_code(code: &str) -> Option<ErrorClass> {
         | "ServiceUnavailable"
         | "ServiceUnavailableException"
         | "ResourceInUseException"
-        | "ExpiredNextTokenException" => ErrorClass::Transient,
+        | "ExpiredNextTokenException"
+        | "ExpiredTokenException"
+        | "RequestExpired"
+        | "RequestTimeTooSkewed" => ErrorClass::Transient,
         "ExpiredIteratorException" => ErrorClass::ExpiredIterator,
         "ResourceNotFoundException" => ErrorClass::NotFound,
         "AccessDeniedException"
@@ -89,8 +101,7 @@ pub fn classify_code(code: &str) -> Option<ErrorClass> {
         | "InvalidSignatureException"
         | "MissingAuthenticationToken"
         | "IncompleteSignature"
-        | "IncompleteSignatureException"
-        | "ExpiredTokenException" => ErrorClass::AccessDenied,
+        | "IncompleteSignatureException" => ErrorClass::AccessDenied,
         "KMSDisabledException"
         | "KMSInvalidStateException"
         | "KMSNotFoundException"
@@ -100,6 +111,42 @@ pub fn classify_code(code: &str) -> Option<ErrorClass> {
         }
         _ => return None,
     })
+}
+
+/// Classifies a failed call of `operation` from its error code and message (the
+/// [module table](self)): the rows that depend on the operation or the message first, then
+/// [`classify_code`]. `None` for a code this crate does not know.
+///
+/// ```
+/// use kinesis_common::{ErrorClass, classify_error};
+/// // Credentials rotate, clocks jump: signed again, the call passes.
+/// assert_eq!(classify_error("PutRecords", "ExpiredTokenException", ""), Some(ErrorClass::Transient));
+/// assert_eq!(
+///     classify_error("PutRecords", "InvalidSignatureException", "Signature expired: 20261207T101010Z is now earlier than 20261207T102010Z"),
+///     Some(ErrorClass::Transient),
+/// );
+/// assert_eq!(
+///     classify_error("PutRecords", "InvalidSignatureException", "The request signature we calculated does not match"),
+///     Some(ErrorClass::AccessDenied),
+/// );
+/// assert_eq!(classify_error("CreateStream", "ResourceInUseException", ""), Some(ErrorClass::InvalidRequest));
+/// assert_eq!(classify_error("RegisterStreamConsumer", "ResourceInUseException", ""), Some(ErrorClass::Transient));
+/// ```
+pub fn classify_error(operation: &str, code: &str, message: &str) -> Option<ErrorClass> {
+    match (code, operation) {
+        ("InvalidSignatureException", _) if signature_is_stale(message) => {
+            Some(ErrorClass::Transient)
+        }
+        ("ResourceInUseException", "CreateStream") => Some(ErrorClass::InvalidRequest),
+        _ => classify_code(code),
+    }
+}
+
+/// Whether an `InvalidSignatureException` message says the signature's time is off (signed too
+/// long ago or ahead of the service's clock) rather than wrong.
+fn signature_is_stale(message: &str) -> bool {
+    let message = message.to_ascii_lowercase();
+    message.contains("signature expired") || message.contains("signature not yet current")
 }
 
 /// A failed Kinesis call, classified: the operation, what it means, the error code and the
@@ -184,7 +231,8 @@ where
     let (class, code, message) = match &error {
         SdkError::ServiceError(context) => {
             let code = context.err().code().unwrap_or("Unknown").to_owned();
-            let class = classify_code(&code).unwrap_or_else(|| {
+            let text = context.err().message().unwrap_or_default();
+            let class = classify_error(operation, &code, text).unwrap_or_else(|| {
                 match error.raw_response().map(|r| r.status().as_u16()) {
                     Some(429) => ErrorClass::Throttled,
                     Some(500..=599) => ErrorClass::Transient,
@@ -280,6 +328,48 @@ mod tests {
             assert_eq!(classify_code(code), Some(class), "{code}");
         }
         assert_eq!(classify_code("SomethingNew"), None);
+        // Stale credentials and signatures: retried (the SDK refreshes and signs again).
+        for code in [
+            "ExpiredTokenException",
+            "RequestExpired",
+            "RequestTimeTooSkewed",
+        ] {
+            assert_eq!(classify_code(code), Some(ErrorClass::Transient), "{code}");
+            assert_eq!(
+                classify_error("PutRecords", code, "x"),
+                Some(ErrorClass::Transient)
+            );
+        }
+        for message in [
+            "Signature expired: 20261207T100000Z is now earlier than 20261207T100500Z (20261207T101000Z - 5 min.)",
+            "Signature not yet current: 20261207T110000Z is still later than 20261207T100500Z",
+        ] {
+            for operation in ["PutRecords", "ListShards", "GetRecords"] {
+                assert_eq!(
+                    classify_error(operation, "InvalidSignatureException", message),
+                    Some(ErrorClass::Transient),
+                    "{operation}: {message}"
+                );
+            }
+        }
+        assert_eq!(
+            classify_error("PutRecords", "InvalidSignatureException", "does not match"),
+            Some(ErrorClass::AccessDenied)
+        );
+        for permanent in [
+            "AccessDeniedException",
+            "KMSDisabledException",
+            "ResourceNotFoundException",
+        ] {
+            assert!(
+                !classify_error("PutRecords", permanent, "").is_some_and(ErrorClass::is_retryable),
+                "{permanent}"
+            );
+        }
+        assert_eq!(
+            classify_error("CreateStream", "ResourceInUseException", ""),
+            Some(ErrorClass::InvalidRequest)
+        );
         assert!(ErrorClass::Throttled.is_retryable());
         assert!(ErrorClass::Transient.is_retryable());
         assert!(!ErrorClass::ExpiredIterator.is_retryable());

@@ -15,7 +15,7 @@ mod shards;
 mod stream;
 mod time;
 
-pub use error::{BoxError, ErrorClass, KinesisError, classify, classify_code};
+pub use error::{BoxError, ErrorClass, KinesisError, classify, classify_code, classify_error};
 pub use shards::{Shard, ShardListing, list_shards, list_shards_as_sent};
 pub use stream::StreamId;
 pub use time::later;

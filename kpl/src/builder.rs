@@ -7,7 +7,7 @@ use std::time::Duration;
 use tracing::Instrument;
 
 use crate::budget::Budget;
-use crate::client::{KinesisApi, KinesisError, SdkKinesis, StreamId};
+use crate::client::{ErrorClass, KinesisApi, KinesisError, SdkKinesis, StreamId};
 use crate::config::{MisroutedRecords, ProducerConfig};
 use crate::error::ConfigError;
 use crate::health::Health;
@@ -220,23 +220,33 @@ impl ProducerBuilder {
         self
     }
 
-    /// Checks the settings, lists the stream's shards (bounded by
-    /// [`list_shards_timeout`](Self::list_shards_timeout); not with
+    /// Checks the settings, lists the stream's shards (not with
     /// [`list_shards_at_build`](Self::list_shards_at_build) off), and starts the pipeline
     /// task. Everything the producer does runs in tasks on the caller's tokio runtime: no
     /// thread or runtime of its own.
     ///
+    /// Listing failures a retry can fix (throttling, which a fleet deploy meets at
+    /// ListShards' per-stream limit; 5xx; connection errors; stale credentials) are retried
+    /// with jittered backoff, all within [`list_shards_timeout`](Self::list_shards_timeout).
+    /// A listing the credentials may not make (`AccessDeniedException`: many policies allow
+    /// PutRecords only) does not fail the build: records are then sent unaggregated, routed
+    /// by Kinesis, while the producer keeps trying to list the shards (a warning says so;
+    /// [`RecordSuccess::without_shard_map`](crate::RecordSuccess::without_shard_map) and
+    /// [`MetricsSnapshot::user_records_put_without_shard_map`](crate::MetricsSnapshot::user_records_put_without_shard_map)
+    /// count them).
+    ///
     /// # Errors
     /// [`BuildError::Config`] for unusable settings, a missing client or no runtime;
-    /// [`BuildError::ListShards`] when the stream's shards cannot be listed (its
-    /// [`KinesisError`] tells not found from access denied).
+    /// [`BuildError::ListShards`] when the stream does not exist, or the listing kept failing
+    /// until `list_shards_timeout` (its [`KinesisError`] has the last error);
+    /// [`BuildError::NoOpenShards`] for a stream being deleted.
     pub async fn build(self) -> Result<Producer, BuildError> {
         let config = self.config;
         config.validate()?;
         let api = self.api.ok_or(ConfigError::MissingClient)?;
         tokio::runtime::Handle::try_current().map_err(|_| ConfigError::NoRuntime)?;
         let map = if config.list_shards_at_build {
-            Some(Self::first_map(&self.stream, &*api, config.list_shards_timeout).await?)
+            Some(Self::first_map(&self.stream, &*api, &config, self.jitter_seed).await?)
         } else {
             None
         };
@@ -270,7 +280,15 @@ impl ProducerBuilder {
             jitter_seed: self.jitter_seed,
         });
         let pipeline = match map {
-            Some(map) => pipeline.with_map(index, map),
+            Some(FirstMap::Listed(map)) => pipeline.with_map(index, map),
+            Some(FirstMap::Denied(error)) => {
+                tracing::warn!(
+                    stream = %self.stream,
+                    %error,
+                    "the credentials may not list the stream's shards (kinesis:ListShards): records go unaggregated, routed by Kinesis; allow ListShards to aggregate"
+                );
+                pipeline.without_map(index)
+            }
             // Its first refresh is due at once: the listing starts on the pipeline's first turn.
             None => pipeline.with_stream(index),
         };
@@ -278,29 +296,72 @@ impl ProducerBuilder {
         Ok(Producer::from_shared(shared, index))
     }
 
-    /// The stream's shard map, listed within `limit`.
+    /// The stream's shard map, listed within `list_shards_timeout`: failures a retry can fix
+    /// are retried with full-jitter backoff (`min_backoff` doubling up to `max_backoff`) while
+    /// time is left.
     async fn first_map(
         stream: &StreamId,
         api: &dyn KinesisApi,
-        limit: Duration,
-    ) -> Result<ShardMap, BuildError> {
-        let listing = match tokio::time::timeout(limit, api.list_shards(stream)).await {
-            Ok(listing) => listing,
-            Err(_) => Err(KinesisError::timeout("ListShards", limit)),
+        config: &crate::config::ProducerConfig,
+        jitter_seed: Option<u64>,
+    ) -> Result<FirstMap, BuildError> {
+        use backon::BackoffBuilder;
+        use rand::{Rng, SeedableRng};
+
+        let limit = config.list_shards_timeout;
+        let deadline = kinesis_common::later(tokio::time::Instant::now(), limit);
+        let mut delays = backon::ExponentialBuilder::default()
+            .with_min_delay(config.min_backoff)
+            .with_max_delay(config.max_backoff)
+            .with_factor(2.0)
+            .without_max_times()
+            .build();
+        let mut rng = match jitter_seed {
+            Some(seed) => rand::rngs::StdRng::seed_from_u64(seed),
+            None => rand::rngs::StdRng::from_rng(&mut rand::rng()),
         };
-        let map = listing
-            .map(|shards| ShardMap::from_listing(&shards))
-            .map_err(|source| BuildError::ListShards {
-                stream: stream.to_string(),
-                source,
-            })?;
-        if map.shards.is_empty() {
-            return Err(BuildError::NoOpenShards {
-                stream: stream.to_string(),
-            });
+        let failed = |source| BuildError::ListShards {
+            stream: stream.to_string(),
+            source,
+        };
+        let mut attempts = 0u32;
+        loop {
+            attempts += 1;
+            let listing = tokio::time::timeout_at(deadline, api.list_shards(stream))
+                .await
+                .unwrap_or_else(|_| Err(KinesisError::timeout("ListShards", limit)));
+            let error = match listing {
+                Ok(shards) => {
+                    let map = ShardMap::from_listing(&shards);
+                    if map.shards.is_empty() {
+                        return Err(BuildError::NoOpenShards {
+                            stream: stream.to_string(),
+                        });
+                    }
+                    return Ok(FirstMap::Listed(map));
+                }
+                Err(error) if error.class() == ErrorClass::AccessDenied => {
+                    return Ok(FirstMap::Denied(error));
+                }
+                Err(error) if !error.is_retryable() => return Err(failed(error)),
+                Err(error) => error,
+            };
+            let envelope = delays.next().unwrap_or(config.max_backoff);
+            let wake = tokio::time::Instant::now() + envelope.mul_f64(rng.random::<f64>());
+            if wake >= deadline {
+                return Err(failed(error));
+            }
+            tracing::debug!(%stream, attempts, %error, "listing the shards failed; retrying");
+            tokio::time::sleep_until(wake).await;
         }
-        Ok(map)
     }
+}
+
+/// What `build` learnt of the stream's shards.
+enum FirstMap {
+    Listed(ShardMap),
+    /// The credentials may not list them: records go without a map.
+    Denied(KinesisError),
 }
 
 /// Why [`ProducerBuilder::build`] failed.

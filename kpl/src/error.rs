@@ -117,6 +117,7 @@ struct FailureDetails {
     record: Option<UserRecord>,
     attempts: Vec<Attempt>,
     attempt_count: u32,
+    may_be_stored: bool,
 }
 
 impl RecordFailure {
@@ -125,6 +126,7 @@ impl RecordFailure {
         record: Option<UserRecord>,
         attempts: Vec<Attempt>,
         attempt_count: u32,
+        may_be_stored: bool,
     ) -> Self {
         Self {
             inner: Box::new(FailureDetails {
@@ -132,8 +134,27 @@ impl RecordFailure {
                 record,
                 attempts,
                 attempt_count,
+                may_be_stored,
             }),
         }
+    }
+
+    /// Whether Kinesis may have stored the record after all: an attempt's answer never came (a
+    /// timeout, a dropped connection) or its aggregate was stored on another shard before it
+    /// was sent again. Sending such a record again may duplicate it for consumers; `false`
+    /// means no attempt of it can have been stored.
+    ///
+    /// ```
+    /// # async fn example(receipt: kpl::Receipt) {
+    /// if let Err(failure) = receipt.await {
+    ///     let duplicate_risk = failure.may_be_stored();
+    ///     let record = failure.into_record(); // to a dead-letter queue, with that flag
+    /// #   let _ = (duplicate_risk, record);
+    /// }
+    /// # }
+    /// ```
+    pub fn may_be_stored(&self) -> bool {
+        self.inner.may_be_stored
     }
 
     /// Why it failed.
@@ -172,6 +193,17 @@ struct Describe<'a>(&'a RecordFailure);
 
 impl fmt::Display for Describe<'_> {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let failure = &self.0.inner;
+        self.reason(f)?;
+        if failure.may_be_stored {
+            f.write_str(" (it may be stored all the same: an attempt's answer never came)")?;
+        }
+        Ok(())
+    }
+}
+
+impl Describe<'_> {
+    fn reason(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         let failure = &self.0.inner;
         match &failure.reason {
             FailureReason::Expired => write!(

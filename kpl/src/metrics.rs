@@ -6,7 +6,9 @@
 //! `ErrorsByCode` (label `error_code`), `AllErrors`, `RetriesPerRecord`, `UserRecordExpired`,
 //! `BufferingTime`, `RequestTime`, `UserRecordsPerKinesisRecord`,
 //! `KinesisRecordsPerPutRecordsRequest`; and ours: `UserRecordsFailed`,
-//! `UserRecordsPossiblyDuplicated`, `PutRecordsTimedOut`, `PutRecordsConcurrencyLimit`. Every one
+//! `UserRecordsPossiblyDuplicated`, `PutRecordsTimedOut`, `PutRecordsConcurrencyLimit`,
+//! `UserRecordsPutWithoutShardMap` (stored while ListShards was denied or failing: alone,
+//! unaggregated). Every one
 //! carries the label `stream`. Handles are registered when a stream is first used: install the
 //! recorder before building the producer.
 
@@ -32,6 +34,7 @@ pub(crate) struct Metrics {
     user_records_expired: AtomicU64,
     user_records_failed: AtomicU64,
     possibly_duplicated: AtomicU64,
+    without_shard_map: AtomicU64,
     buffering_time_micros: AtomicU64,
     request_time_micros: AtomicU64,
     concurrency_limit: AtomicU64,
@@ -52,6 +55,7 @@ pub(crate) struct StreamMetrics {
     expired: Counter,
     failed: Counter,
     possibly_duplicated: Counter,
+    without_shard_map: Counter,
     timed_out: Counter,
     buffering_time: Histogram,
     request_time: Histogram,
@@ -77,6 +81,7 @@ impl StreamMetrics {
             expired: counter("UserRecordExpired"),
             failed: counter("UserRecordsFailed"),
             possibly_duplicated: counter("UserRecordsPossiblyDuplicated"),
+            without_shard_map: counter("UserRecordsPutWithoutShardMap"),
             timed_out: counter("PutRecordsTimedOut"),
             buffering_time: histogram("BufferingTime"),
             request_time: histogram("RequestTime"),
@@ -175,6 +180,12 @@ impl Metrics {
         stream.possibly_duplicated.increment(records as u64);
     }
 
+    /// Records stored while the stream's map was unknown.
+    pub(crate) fn sent_without_shard_map(&self, stream: &StreamMetrics, records: usize) {
+        self.without_shard_map.fetch_add(records as u64, Relaxed);
+        stream.without_shard_map.increment(records as u64);
+    }
+
     pub(crate) fn failed(&self, stream: Option<&StreamMetrics>, failed: u64, expired: u64) {
         if failed > 0 {
             self.user_records_failed.fetch_add(failed, Relaxed);
@@ -218,6 +229,7 @@ impl Metrics {
             user_records_expired: self.user_records_expired.load(Relaxed),
             user_records_failed: self.user_records_failed.load(Relaxed),
             user_records_possibly_duplicated: self.possibly_duplicated.load(Relaxed),
+            user_records_put_without_shard_map: self.without_shard_map.load(Relaxed),
             mean_buffering_time: Duration::from_micros(
                 self.buffering_time_micros.load(Relaxed) / kinesis.max(1),
             ),
@@ -266,6 +278,9 @@ pub struct MetricsSnapshot {
     /// connection) or after their aggregate landed on the wrong shard: a consumer may see
     /// them twice. An upper bound on the duplicates the producer caused.
     pub user_records_possibly_duplicated: u64,
+    /// User records stored while the stream's shard map was unknown (ListShards denied by the
+    /// credentials' policy, or failing): sent alone, unaggregated, routed by Kinesis.
+    pub user_records_put_without_shard_map: u64,
     /// Mean time from a Kinesis record's first user record to its send.
     pub mean_buffering_time: Duration,
     /// Mean PutRecords call duration.

@@ -59,6 +59,9 @@ pub struct RecordSuccess {
     /// aggregate was stored on a shard other than the one its records belong to (after a
     /// reshard): a consumer may see this record more than once.
     pub possibly_duplicated: bool,
+    /// It was sent while the stream's shard map was unknown (ListShards denied or failing):
+    /// alone, unaggregated, routed by Kinesis from its own hash key.
+    pub without_shard_map: bool,
 }
 
 /// What a receipt resolves to.
@@ -104,7 +107,8 @@ impl Future for Receipt {
                     Some(cause) => FailureReason::Stopped { cause },
                     None => FailureReason::ShuttingDown,
                 };
-                Err(RecordFailure::new(reason, None, Vec::new(), 0))
+                // It may have been in a call whose answer never came: say it may be stored.
+                Err(RecordFailure::new(reason, None, Vec::new(), 0, true))
             })
         })
     }

@@ -8,6 +8,7 @@ use tokio::time::Instant;
 use super::Pipeline;
 use super::calls::InFlight;
 use super::congestion::CallEnd;
+use super::lanes::UNMAPPED_SHARD;
 use super::ledger::Resolution;
 use super::pack::pack_in_order;
 use super::record::{Outgoing, PendingRecord};
@@ -83,9 +84,11 @@ impl Pipeline {
                 stream.router.shards[position].limiter.throttled(now);
             }
         }
-        if elsewhere
-            .iter()
-            .any(|shard_id| stream.router.map.position(shard_id).is_none())
+        // Without a map every record lands "elsewhere" (Kinesis routes it): nothing is stale.
+        if !stream.router.is_unmapped()
+            && elsewhere
+                .iter()
+                .any(|shard_id| stream.router.map.position(shard_id).is_none())
         {
             // Stored on a shard the map does not know: it is stale (a reshard). Nothing more
             // leaves the lanes until a refresh that started after this: every aggregate built
@@ -143,11 +146,21 @@ impl Pipeline {
             user_bytes,
             KinesisRecord::size(&outgoing.record),
         );
+        let without_shard_map = &*outgoing.target.shard_id == UNMAPPED_SHARD;
+        if without_shard_map {
+            self.metrics
+                .sent_without_shard_map(&stream.metrics, outgoing.members.len());
+        }
         let stream = &mut self.streams[index];
         stream.outstanding = stream.outstanding.saturating_sub(outgoing.members.len());
         let mut members = std::mem::take(&mut outgoing.members);
-        self.ledger
-            .resolve_stored(&mut members, shard_id, sequence_number, outgoing.aggregated);
+        self.ledger.resolve_stored(
+            &mut members,
+            shard_id,
+            sequence_number,
+            outgoing.aggregated,
+            without_shard_map,
+        );
         stream.router.recycle(members);
     }
 

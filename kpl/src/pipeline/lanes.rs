@@ -68,6 +68,17 @@ pub(crate) struct ShardLanes {
     pub(crate) lanes: Vec<Lane>,
 }
 
+/// Which open aggregates a tick seals besides those due.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum SealScope {
+    /// Only those due (their linger is over).
+    Due,
+    /// Also every one holding a record of this flush generation or an older one.
+    UpTo(u64),
+    /// All of them (the producer is shutting down).
+    All,
+}
+
 /// What the router needs to know of the settings.
 #[derive(Debug, Clone, Copy)]
 pub(crate) struct RouterConfig {
@@ -92,7 +103,14 @@ pub(crate) struct Router {
     /// Member lists of settled aggregates, for the next ones: an aggregate's list is large
     /// (hundreds of records), and many are alive at once when order is kept.
     spare: Vec<Vec<PendingRecord>>,
+    /// The map is unknown and cannot be listed (ListShards denied, or failing): one stand-in
+    /// shard owns every key, and records go alone, routed by Kinesis from their own hash keys,
+    /// not rate-limited (the C++ KPL's choice: sending beats waiting for the TTL).
+    unmapped: bool,
 }
+
+/// The id of the stand-in shard while the map is unknown (no shard is called that).
+pub(crate) const UNMAPPED_SHARD: &str = "";
 
 /// Spreads hash keys over lanes (MD5 hash keys are uniform already; explicit ones may not be).
 fn lane_of(hash_key: u128, lanes: usize) -> usize {
@@ -114,6 +132,7 @@ impl Router {
             lingering: BinaryHeap::new(),
             dispatch: Vec::new(),
             spare: Vec::new(),
+            unmapped: false,
         }
     }
 
@@ -126,9 +145,31 @@ impl Router {
         }
     }
 
-    /// Whether a map is installed.
+    /// Whether a map listed from Kinesis is installed.
     pub(crate) fn has_map(&self) -> bool {
-        self.epoch > 0
+        self.epoch > 0 && !self.unmapped
+    }
+
+    /// Whether records go without a map (see [`install_unmapped`](Self::install_unmapped)).
+    pub(crate) fn is_unmapped(&self) -> bool {
+        self.unmapped
+    }
+
+    /// Sends without a map from now on, until a listed map is installed: one stand-in shard
+    /// owns every hash key, records are not aggregated (an aggregate's records must share a
+    /// shard, which only a map predicts) and not rate-limited; with order kept, one record
+    /// per lane is in flight as usual. Returns what was held, like [`install`](Self::install).
+    pub(crate) fn install_unmapped(&mut self, now: Instant) -> Vec<PendingRecord> {
+        let shards = vec![super::shard_map::Shard {
+            id: UNMAPPED_SHARD.into(),
+            range: aggregation_proto::HashRange::ALL,
+        }];
+        let displaced = self.install(ShardMap { shards }, now);
+        for shard in &mut self.shards {
+            shard.limiter = ShardLimiter::new(u32::MAX, now);
+        }
+        self.unmapped = true;
+        displaced
     }
 
     fn aggregator_config(&self) -> AggregatorConfig {
@@ -166,6 +207,7 @@ impl Router {
             .collect();
         self.map = map;
         self.epoch += 1;
+        self.unmapped = false;
         self.lingering.clear();
         self.dispatch.clear();
         displaced
@@ -219,7 +261,7 @@ impl Router {
         };
         let lane_index = lane_of(pending.hash_key, self.config.lanes);
         let due = later(pending.arrived, self.config.linger);
-        let aggregating = self.config.aggregation.is_some();
+        let aggregating = self.config.aggregation.is_some() && !self.unmapped;
         // The target (an `Arc` clone) is made only when a Kinesis record is: not per record.
         let epoch = self.epoch;
         let state = &mut self.shards[shard];
@@ -293,8 +335,9 @@ impl Router {
                 None => by_lane.push((target, vec![member])),
             }
         }
+        let aggregation = self.config.aggregation.filter(|_| !self.unmapped);
         for (target, list) in by_lane {
-            let packed = pack_in_order(list, self.config.aggregation, &target, now);
+            let packed = pack_in_order(list, aggregation, &target, now);
             let lane = &mut self.shards[target.shard].lanes[target.lane];
             for outgoing in packed.into_iter().rev() {
                 lane.queue.push_front(outgoing);
@@ -309,11 +352,22 @@ impl Router {
         unowned
     }
 
-    /// Seals the open aggregates due by `now` (all of them when `everything`).
-    pub(crate) fn seal_due(&mut self, now: Instant, everything: bool) {
-        if everything {
-            self.seal_all();
-            return;
+    /// Seals the open aggregates due by `now`, and those `scope` asks for besides.
+    pub(crate) fn seal_due(&mut self, now: Instant, scope: SealScope) {
+        match scope {
+            SealScope::All => {
+                self.seal_all();
+                return;
+            }
+            // A flush waits for these: they go now. Records that came after it keep
+            // aggregating (a flush behind a throttled record must not turn every later
+            // record into an aggregate of its own, tick after tick).
+            SealScope::UpTo(generation) => self.seal_where(|lane| {
+                lane.members
+                    .first()
+                    .is_some_and(|first| first.generation <= generation)
+            }),
+            SealScope::Due => {}
         }
         while let Some(&Reverse((due, shard, lane))) = self.lingering.peek() {
             if due > now {
@@ -331,10 +385,10 @@ impl Router {
             if self.config.ordered && (entry.in_flight > 0 || !entry.queue.is_empty()) {
                 // The lane cannot send it yet: keep filling it rather than seal one small
                 // aggregate per linger behind a slow answer (the lane would then move one
-                // per round trip and fall behind for good). `move_to_ready` seals it once the
-                // lane is free; look again a linger later in case nothing lists the lane.
-                let again = later(now, self.config.linger);
-                self.lingering.push(Reverse((again, shard, lane)));
+                // per round trip and fall behind for good). Not looked at again on a timer:
+                // every way a lane gets free (an answer, an expiry, a queue moved out) lists
+                // it, and `move_to_ready` then seals it. A timer at `now + linger` would be a
+                // loop with no end here at zero linger.
                 continue;
             }
             seal(entry, &target, &mut self.spare);
@@ -462,7 +516,7 @@ impl Router {
         mut keep: impl FnMut(&PendingRecord) -> bool,
         expired: &mut Vec<PendingRecord>,
     ) {
-        let aggregation = self.config.aggregation;
+        let aggregation = self.config.aggregation.filter(|_| !self.unmapped);
         for shard in 0..self.shards.len() {
             for lane_index in 0..self.shards[shard].lanes.len() {
                 let target = self.lane_target(shard, lane_index);
@@ -614,7 +668,7 @@ mod tests {
         router.move_to_ready(Instant::now(), &mut ready);
         assert!(ready.is_empty(), "lingering");
         tokio::time::advance(Duration::from_millis(100)).await;
-        router.seal_due(Instant::now(), false);
+        router.seal_due(Instant::now(), SealScope::Due);
         router.move_to_ready(Instant::now(), &mut ready);
         let sizes: Vec<usize> = ready.iter().map(|o| o.members.len()).collect();
         assert_eq!(sizes.iter().sum::<usize>(), 4);
@@ -680,14 +734,14 @@ mod tests {
         let mut ready = ReadyQueue::default();
         assert!(router.route(record(0, 5, 10)).is_none());
         tokio::time::advance(Duration::from_millis(100)).await;
-        router.seal_due(Instant::now(), false);
+        router.seal_due(Instant::now(), SealScope::Due);
         router.move_to_ready(Instant::now(), &mut ready);
         let sent = ready.pop_front().expect("the first aggregate goes");
         // Its answer takes 3 lingers; a record arrives in each.
         for i in 1..=3 {
             assert!(router.route(record(i, 5, 10)).is_none());
             tokio::time::advance(Duration::from_millis(100)).await;
-            router.seal_due(Instant::now(), false);
+            router.seal_due(Instant::now(), SealScope::Due);
             router.move_to_ready(Instant::now(), &mut ready);
         }
         assert!(ready.is_empty(), "nothing passes the record in flight");
@@ -734,7 +788,7 @@ mod tests {
         for i in 0..10 {
             assert!(router.route(record(i, i as u128 * 1_000, 100)).is_none());
         }
-        router.seal_due(Instant::now(), false);
+        router.seal_due(Instant::now(), SealScope::Due);
         let displaced = router.install(two_shards(), Instant::now());
         assert_eq!(displaced.len(), 10);
         assert_eq!(router.epoch, 2);

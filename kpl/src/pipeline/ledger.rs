@@ -134,6 +134,7 @@ impl Ledger {
                         attempts: std::mem::take(&mut member.attempts),
                         attempt_count: member.attempt_count,
                         possibly_duplicated: member.possibly_duplicated,
+                        without_shard_map: false,
                     })
                 })
             }
@@ -151,6 +152,7 @@ impl Ledger {
                     Some(record),
                     std::mem::take(&mut member.attempts),
                     member.attempt_count,
+                    member.possibly_duplicated,
                 );
                 if member.reply.is_none() {
                     self.detached.records += 1;
@@ -177,6 +179,7 @@ impl Ledger {
         shard_id: &Arc<str>,
         sequence_number: &Arc<str>,
         aggregated: bool,
+        without_shard_map: bool,
     ) {
         let stored = Tally {
             stored: 1,
@@ -195,6 +198,7 @@ impl Ledger {
                     attempts: std::mem::take(&mut member.attempts),
                     attempt_count: member.attempt_count,
                     possibly_duplicated: member.possibly_duplicated,
+                    without_shard_map,
                 }));
             }
         }
@@ -229,9 +233,15 @@ impl Ledger {
         });
     }
 
-    /// Whether a flush is waiting (everything goes out at once while one is).
+    /// Whether a flush is waiting (what it waits for goes out at once while one is).
     pub(crate) fn flushing(&self) -> bool {
         !self.flushes.is_empty()
+    }
+
+    /// The newest generation a flush waits for: records of it and older are sealed at once,
+    /// records accepted after every waiting flush still aggregate.
+    pub(crate) fn flush_horizon(&self) -> Option<u64> {
+        self.flushes.iter().map(|f| f.generation).max()
     }
 
     /// Answers the flushes whose generations are done.

@@ -91,8 +91,8 @@ impl Pipeline {
                 );
                 // Sending with a stale map beats stalling until every record expires.
                 stream.hold = None;
-                if !error.is_retryable() {
-                    // No map will come for these (no such stream, access denied): say so now.
+                if error.class() == ErrorClass::NotFound {
+                    // No such stream: no map will come, and no put could store these.
                     let waiting = std::mem::take(&mut stream.waiting_for_map);
                     let reason = FailureReason::Rejected {
                         code: error.code().into(),
@@ -101,6 +101,18 @@ impl Pipeline {
                     for member in waiting {
                         self.resolve(Some(index), member, Resolution::Failed(reason.clone()));
                     }
+                } else if !stream.router.is_unmapped()
+                    && (!stream.router.has_map() || !error.is_retryable())
+                {
+                    // Many IAM policies allow PutRecords but not ListShards; a listing may
+                    // also fail for long. Waiting for a map would expire every record: send
+                    // them alone and let Kinesis route them, until a listing succeeds.
+                    warn!(
+                        stream = %stream.id,
+                        %error,
+                        "no shard map: sending records unaggregated, routed by Kinesis, until ListShards succeeds"
+                    );
+                    self.install_unmapped(index, now);
                 }
             }
         }
@@ -110,9 +122,22 @@ impl Pipeline {
     /// arrival order. With order kept, nothing is sent until the calls made under the old map
     /// have settled.
     pub(super) fn install(&mut self, index: usize, map: ShardMap, now: Instant) {
+        let displaced = self.streams[index].router.install(map, now);
+        self.route_again(index, displaced, now);
+    }
+
+    /// Sends stream `index` without a map (see `Router::install_unmapped`), everything held
+    /// routed again as by [`install`](Self::install).
+    pub(super) fn install_unmapped(&mut self, index: usize, now: Instant) {
+        let displaced = self.streams[index].router.install_unmapped(now);
+        self.route_again(index, displaced, now);
+    }
+
+    /// Routes `displaced` (what the old map held), the ready queue and the records waiting for
+    /// a map again, in arrival order, behind a barrier when order is kept.
+    fn route_again(&mut self, index: usize, mut displaced: Vec<PendingRecord>, now: Instant) {
         let ordered = self.config.ordered;
         let stream = &mut self.streams[index];
-        let mut displaced = stream.router.install(map, now);
         stream.ready.drain_members(&mut displaced);
         displaced.append(&mut stream.waiting_for_map);
         if ordered {

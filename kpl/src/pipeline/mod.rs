@@ -25,6 +25,8 @@ mod apply;
 mod calls;
 mod congestion;
 mod expiry;
+#[cfg(test)]
+mod hardening_tests;
 mod lanes;
 mod ledger;
 mod maps;
@@ -53,7 +55,7 @@ use tracing::{debug, warn};
 
 use self::calls::Calls;
 use self::congestion::Congestion;
-use self::lanes::RouterConfig;
+use self::lanes::{RouterConfig, SealScope};
 use self::ledger::{Ledger, Resolution};
 pub(crate) use self::record::Incoming;
 use self::record::PendingRecord;
@@ -201,6 +203,21 @@ impl Pipeline {
             let level = stream.refresh.start();
             stream.refresh.finish(level, true, now);
             stream.router.install(map, now);
+        }
+        self
+    }
+
+    /// Knows stream `index` from the start and sends its records without a map (its listing
+    /// was refused at build); it keeps trying to list it, with backoff.
+    pub(crate) fn without_map(mut self, index: usize) -> Self {
+        let now = Instant::now();
+        self.ensure_stream(index, now);
+        if let Some(stream) = self.streams.get_mut(index) {
+            let level = stream.refresh.start();
+            stream.refresh.finish(level, false, now);
+        }
+        if index < self.streams.len() {
+            self.install_unmapped(index, now);
         }
         self
     }
@@ -415,9 +432,15 @@ impl Pipeline {
 
     fn tick(&mut self, now: Instant) {
         self.start_due_refreshes(now);
-        let draining = self.draining();
+        let scope = if self.input_closed {
+            SealScope::All
+        } else {
+            self.ledger
+                .flush_horizon()
+                .map_or(SealScope::Due, SealScope::UpTo)
+        };
         for stream in &mut self.streams {
-            stream.router.seal_due(now, draining);
+            stream.router.seal_due(now, scope);
         }
         self.release_retries(now);
         if self.next_sweep.is_some_and(|at| at <= now) {

@@ -1,0 +1,432 @@
+//! Failure paths a line-by-line read against the C++ KPL found, each made to happen through the
+//! in-memory fake with paused time: zero linger, a throttled or expired-credential listing or
+//! call, a listing the credentials may not make, a flush behind a throttled record, and what a
+//! failed record says about being stored.
+//!
+//! A test whose bug is a loop that never yields would hang the test binary instead of failing:
+//! those run on a thread of their own, watched by a real-time bound.
+
+use std::sync::mpsc;
+use std::time::Duration;
+
+use kinesis_common::classify_error;
+
+use crate::testing::{CallFault, FakeKinesis};
+use crate::{ErrorClass, FailureReason, Producer, ProducerBuilder, RecordResult, UserRecord};
+
+const STREAM: &str = "orders";
+
+fn builder(fake: &FakeKinesis) -> ProducerBuilder {
+    Producer::builder(STREAM)
+        .kinesis_api(fake.clone())
+        .min_backoff(Duration::from_millis(5))
+        .max_backoff(Duration::from_millis(100))
+        .jitter_seed(7)
+}
+
+/// Runs `test` on a paused-time runtime of its own thread; fails if it has not finished after
+/// `limit` of real time (a busy loop never lets paused time advance, so it would hang forever).
+fn within_real_time<F>(limit: Duration, test: impl FnOnce() -> F + Send + 'static)
+where
+    F: std::future::Future<Output = ()>,
+{
+    let (done, finished) = mpsc::channel();
+    let worker = std::thread::spawn(move || {
+        let runtime = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .start_paused(true)
+            .build()
+            .expect("a runtime");
+        runtime.block_on(test());
+        let _ = done.send(());
+    });
+    match finished.recv_timeout(limit) {
+        Ok(()) => worker.join().expect("the test thread"),
+        Err(mpsc::RecvTimeoutError::Disconnected) => {
+            // The test panicked: report its panic.
+            if let Err(panic) = worker.join() {
+                std::panic::resume_unwind(panic);
+            }
+        }
+        Err(mpsc::RecvTimeoutError::Timeout) => {
+            panic!("no progress within {limit:?} of real time: the pipeline spins or hangs")
+        }
+    }
+}
+
+async fn send_and_wait(producer: &Producer, count: usize, keys: usize) -> Vec<RecordResult> {
+    let mut receipts = Vec::with_capacity(count);
+    for i in 0..count {
+        let record = UserRecord::new(format!("key-{}", i % keys), format!("{i}"));
+        receipts.push(producer.send(record).await.expect("accepted"));
+    }
+    let mut results = Vec::with_capacity(count);
+    for receipt in receipts {
+        results.push(receipt.await);
+    }
+    results
+}
+
+/// The indexes stored per key, in the order a consumer reads them (first occurrences).
+fn stored_order(fake: &FakeKinesis) -> std::collections::HashMap<String, Vec<usize>> {
+    let mut per_key: std::collections::HashMap<String, Vec<usize>> = Default::default();
+    let mut seen = std::collections::HashSet::new();
+    for (_, _, key, data) in fake.user_records(STREAM) {
+        let index: usize = std::str::from_utf8(&data)
+            .expect("utf-8")
+            .parse()
+            .expect("an index");
+        if seen.insert(index) {
+            per_key.entry(key).or_default().push(index);
+        }
+    }
+    per_key
+}
+
+fn zero_linger(ordered: bool) {
+    within_real_time(Duration::from_secs(60), move || async move {
+        let fake = FakeKinesis::new();
+        fake.create_stream(STREAM, 2);
+        fake.set_link(None, Duration::from_millis(20));
+        let producer = builder(&fake)
+            .ordered(ordered)
+            .linger(Duration::ZERO)
+            .build()
+            .await
+            .expect("built");
+        let started = tokio::time::Instant::now();
+        let results = send_and_wait(&producer, 200, 2).await;
+        assert!(results.iter().all(Result::is_ok), "{results:?}");
+        // 200 records of two keys at 20 ms a round trip: well within a few seconds.
+        assert!(
+            started.elapsed() < Duration::from_secs(10),
+            "{:?}",
+            started.elapsed()
+        );
+        let per_key = stored_order(&fake);
+        assert_eq!(per_key.values().map(Vec::len).sum::<usize>(), 200);
+        if ordered {
+            for (key, indexes) in &per_key {
+                assert!(
+                    indexes.windows(2).all(|w| w[0] < w[1]),
+                    "{key}: {indexes:?}"
+                );
+            }
+        }
+        producer.shutdown().await;
+    });
+}
+
+/// `linger(ZERO)` with order kept: the due aggregate of a busy lane was pushed back at `now`
+/// and looked at again, forever (found spinning at 100 % of a core for ten minutes).
+#[test]
+fn zero_linger_with_order_answers_every_record() {
+    zero_linger(true);
+}
+
+#[test]
+fn zero_linger_without_order_answers_every_record() {
+    zero_linger(false);
+}
+
+/// A fleet deploy meets ListShards' per-stream limit: a throttled (or failed) listing at build
+/// is retried, not the end of the build.
+#[tokio::test(start_paused = true)]
+async fn build_retries_a_throttled_or_failed_listing() {
+    let fake = FakeKinesis::new();
+    fake.create_stream(STREAM, 2);
+    fake.script_list_shards([
+        Some(ErrorClass::Throttled),
+        Some(ErrorClass::Transient),
+        Some(ErrorClass::Throttled),
+    ]);
+    let producer = builder(&fake).build().await.expect("built after retries");
+    assert_eq!(fake.list_shards_calls(), 4);
+    let results = send_and_wait(&producer, 10, 3).await;
+    assert!(results.iter().all(Result::is_ok));
+    producer.shutdown().await;
+}
+
+/// The retries stay within `list_shards_timeout`, and the error says what kept failing.
+#[tokio::test(start_paused = true)]
+async fn build_gives_up_on_a_throttled_listing_at_its_timeout() {
+    let fake = FakeKinesis::new();
+    fake.create_stream(STREAM, 2);
+    fake.script_list_shards((0..10_000).map(|_| Some(ErrorClass::Throttled)));
+    let started = tokio::time::Instant::now();
+    let error = builder(&fake)
+        .list_shards_timeout(Duration::from_secs(3))
+        .build()
+        .await
+        .expect_err("throttled throughout");
+    assert!(
+        started.elapsed() <= Duration::from_secs(3),
+        "{:?}",
+        started.elapsed()
+    );
+    assert!(fake.list_shards_calls() > 3, "{}", fake.list_shards_calls());
+    assert_eq!(
+        error.kinesis_error().map(|e| e.class()),
+        Some(ErrorClass::Throttled)
+    );
+}
+
+/// A missing stream is not retried.
+#[tokio::test(start_paused = true)]
+async fn build_fails_at_once_for_a_missing_stream() {
+    let fake = FakeKinesis::new();
+    let error = builder(&fake).build().await.expect_err("no stream");
+    assert_eq!(fake.list_shards_calls(), 1);
+    assert_eq!(
+        error.kinesis_error().map(|e| e.class()),
+        Some(ErrorClass::NotFound)
+    );
+}
+
+/// Whole-call errors that come from stale credentials or a stale signature (a token rotation,
+/// a clock jump, a Lambda thaw) are retried within the TTL, classified by the one table.
+#[tokio::test(start_paused = true)]
+async fn expired_credentials_and_signatures_are_retried() {
+    for (code, message) in [
+        (
+            "ExpiredTokenException",
+            "The security token included in the request is expired",
+        ),
+        ("RequestExpired", "Request has expired"),
+        (
+            "InvalidSignatureException",
+            "Signature expired: 20261207T100000Z is now earlier than 20261207T100500Z",
+        ),
+        ("KMSThrottlingException", "Rate exceeded for KMS key"),
+    ] {
+        let class = classify_error("PutRecords", code, message).expect("classified");
+        let fake = FakeKinesis::new();
+        fake.create_stream(STREAM, 2);
+        fake.script([
+            CallFault::Error {
+                class,
+                code: code.into(),
+            },
+            CallFault::Error {
+                class,
+                code: code.into(),
+            },
+        ]);
+        let producer = builder(&fake).build().await.expect("built");
+        let results = send_and_wait(&producer, 300, 7).await;
+        let stored = results.iter().filter(|r| r.is_ok()).count();
+        assert_eq!(
+            stored,
+            300,
+            "{code}: {:?}",
+            results.iter().find(|r| r.is_err())
+        );
+        let retried = results
+            .iter()
+            .flatten()
+            .filter(|s| s.attempt_count > 1)
+            .count();
+        assert!(retried > 0, "{code}: nothing was retried");
+        producer.shutdown().await;
+    }
+}
+
+/// Access denied, a disabled KMS key and a missing stream stay permanent.
+#[tokio::test(start_paused = true)]
+async fn permanent_call_errors_reject_at_once() {
+    for code in [
+        "AccessDeniedException",
+        "KMSDisabledException",
+        "ResourceNotFoundException",
+    ] {
+        let class = classify_error("PutRecords", code, "").expect("classified");
+        let fake = FakeKinesis::new();
+        fake.create_stream(STREAM, 1);
+        fake.script([CallFault::Error {
+            class,
+            code: code.into(),
+        }]);
+        let producer = builder(&fake).build().await.expect("built");
+        let results = send_and_wait(&producer, 5, 1).await;
+        for result in &results {
+            let failure = result.as_ref().expect_err("rejected");
+            assert!(
+                matches!(failure.reason(), FailureReason::Rejected { code: c, .. } if &**c == code),
+                "{failure}"
+            );
+            assert_eq!(failure.attempt_count(), 1);
+            assert!(!failure.may_be_stored(), "{code}: refused, so not stored");
+        }
+        producer.shutdown().await;
+    }
+}
+
+/// Many IAM policies allow PutRecords and not ListShards: the producer builds, sends every
+/// record alone (Kinesis routes it) in order per key, and aggregates once a listing succeeds.
+#[tokio::test(start_paused = true)]
+async fn a_denied_listing_sends_unaggregated_until_a_map_comes() {
+    let fake = FakeKinesis::new();
+    fake.create_stream(STREAM, 4);
+    // Build's listing and the first refreshes are refused; later ones succeed.
+    fake.script_list_shards((0..8).map(|_| Some(ErrorClass::AccessDenied)));
+    let producer = builder(&fake)
+        .ordered(true)
+        .build()
+        .await
+        .expect("builds without ListShards");
+    let results = send_and_wait(&producer, 200, 5).await;
+    let successes: Vec<_> = results
+        .iter()
+        .map(|r| r.as_ref().expect("stored"))
+        .collect();
+    assert!(successes.iter().all(|s| s.without_shard_map));
+    assert!(successes.iter().all(|s| s.sub_sequence_number.is_none()));
+    assert_eq!(
+        producer.metrics().user_records_put_without_shard_map,
+        200,
+        "counted"
+    );
+    for (key, indexes) in stored_order(&fake) {
+        assert!(
+            indexes.windows(2).all(|w| w[0] < w[1]),
+            "{key}: {indexes:?}"
+        );
+    }
+    // The refreshes go on with backoff; once one succeeds, records aggregate again.
+    tokio::time::sleep(Duration::from_secs(120)).await;
+    assert!(
+        fake.list_shards_calls() >= 9,
+        "{}",
+        fake.list_shards_calls()
+    );
+    let later = send_and_wait(&producer, 200, 5).await;
+    let later: Vec<_> = later.iter().map(|r| r.as_ref().expect("stored")).collect();
+    assert!(later.iter().all(|s| !s.without_shard_map));
+    assert!(
+        later.iter().any(|s| s.sub_sequence_number.is_some()),
+        "aggregated"
+    );
+    producer.shutdown().await;
+}
+
+/// The same when the listing is only refused after build (`list_shards_at_build(false)`, a
+/// Lambda cold start): the records are not held until their TTL.
+#[tokio::test(start_paused = true)]
+async fn a_denied_refresh_without_a_map_does_not_hold_records_until_their_ttl() {
+    let fake = FakeKinesis::new();
+    fake.create_stream(STREAM, 2);
+    fake.script_list_shards((0..100).map(|_| Some(ErrorClass::AccessDenied)));
+    let producer = builder(&fake)
+        .list_shards_at_build(false)
+        .record_ttl(Duration::from_secs(5))
+        .build()
+        .await
+        .expect("built");
+    let started = tokio::time::Instant::now();
+    let results = send_and_wait(&producer, 20, 3).await;
+    assert!(results.iter().all(Result::is_ok), "{results:?}");
+    assert!(
+        started.elapsed() < Duration::from_secs(1),
+        "{:?}",
+        started.elapsed()
+    );
+    producer.shutdown().await;
+}
+
+/// A record whose attempt's answer never came, then expired, says it may be stored.
+#[tokio::test(start_paused = true)]
+async fn a_failed_record_says_whether_it_may_be_stored() {
+    let fake = FakeKinesis::new();
+    fake.create_stream(STREAM, 1);
+    let throttled = || CallFault::Error {
+        class: ErrorClass::Throttled,
+        code: "ProvisionedThroughputExceededException".into(),
+    };
+    fake.script(
+        std::iter::once(CallFault::LoseAnswer).chain(std::iter::repeat_n(throttled(), 1_000)),
+    );
+    let producer = builder(&fake)
+        .record_ttl(Duration::from_secs(2))
+        .build()
+        .await
+        .expect("built");
+    let results = send_and_wait(&producer, 3, 1).await;
+    for result in &results {
+        let failure = result.as_ref().expect_err("expired");
+        assert!(failure.is_expired());
+        assert!(failure.may_be_stored(), "its first answer was lost");
+        assert!(failure.to_string().contains("may be stored"), "{failure}");
+    }
+    producer.shutdown().await;
+
+    // Only throttled: never stored.
+    let fake = FakeKinesis::new();
+    fake.create_stream(STREAM, 1);
+    fake.script(std::iter::repeat_n(throttled(), 1_000));
+    let producer = builder(&fake)
+        .record_ttl(Duration::from_secs(2))
+        .build()
+        .await
+        .expect("built");
+    let results = send_and_wait(&producer, 3, 1).await;
+    for result in &results {
+        let failure = result.as_ref().expect_err("expired");
+        assert!(!failure.may_be_stored());
+    }
+    producer.shutdown().await;
+}
+
+/// A flush waiting on a throttled record seals only what it waits for: records sent after it
+/// still aggregate (every open aggregate used to be sealed on every tick until the flush
+/// ended, so each later record went alone).
+#[tokio::test(start_paused = true)]
+async fn a_flush_seals_only_what_it_waits_for() {
+    let fake = FakeKinesis::new();
+    fake.create_stream(STREAM, 1);
+    let producer = builder(&fake)
+        .linger(Duration::from_millis(200))
+        .min_backoff(Duration::from_millis(500))
+        .max_backoff(Duration::from_millis(500))
+        .build()
+        .await
+        .expect("built");
+    // The first record is throttled for a while: the flush waits on it.
+    fake.script((0..6).map(|_| CallFault::Error {
+        class: ErrorClass::Throttled,
+        code: "ProvisionedThroughputExceededException".into(),
+    }));
+    let first = producer
+        .send(UserRecord::new("a", "first"))
+        .await
+        .expect("accepted");
+    let flushing = tokio::spawn({
+        let producer = producer.clone();
+        async move { producer.flush().await }
+    });
+    tokio::task::yield_now().await;
+    let mut later = Vec::new();
+    for i in 0..100 {
+        later.push(
+            producer
+                .send(UserRecord::new(format!("k{i}"), "later"))
+                .await
+                .expect("accepted"),
+        );
+        tokio::time::sleep(Duration::from_millis(2)).await;
+    }
+    let report = flushing.await.expect("joined").expect("flushed");
+    assert_eq!(report.stored, 1);
+    assert!(first.await.is_ok());
+    let mut kinesis_records = std::collections::HashSet::new();
+    for receipt in later {
+        let stored = receipt.await.expect("stored");
+        kinesis_records.insert(stored.sequence_number.clone());
+    }
+    // 100 records over 200 ms with a 200 ms linger: one or two aggregates, not one per tick.
+    assert!(
+        kinesis_records.len() <= 3,
+        "{} Kinesis records for 100 user records",
+        kinesis_records.len()
+    );
+    producer.shutdown().await;
+}
