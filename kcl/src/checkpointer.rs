@@ -2,6 +2,8 @@
 
 use std::cmp::Ordering;
 
+use tokio::sync::watch;
+
 use crate::coordinator::{HeldLeaseError, HeldRef, LeaseCoordinator};
 use crate::lease::Checkpoint;
 use crate::retrieval::compare_sequence_numbers;
@@ -80,6 +82,8 @@ pub struct Checkpointer {
     pending_stored: bool,
     /// Why the processor asked to be replaced, if it did.
     restart: Option<String>,
+    /// Told of every checkpoint call: the consumer's processor-timeout watchdog.
+    progress: Option<watch::Sender<()>>,
 }
 
 impl Checkpointer {
@@ -99,6 +103,19 @@ impl Checkpointer {
             pending_stored: pending.is_some(),
             prepared: pending,
             restart: None,
+            progress: None,
+        }
+    }
+
+    /// Signals `progress` on every checkpoint call from now on (whether it writes or not): a
+    /// processor that checkpoints is alive, and its processor timeout starts again.
+    pub(crate) fn report_progress(&mut self, progress: watch::Sender<()>) {
+        self.progress = Some(progress);
+    }
+
+    fn progressed(&self) {
+        if let Some(progress) = &self.progress {
+            progress.send_replace(());
         }
     }
 
@@ -199,6 +216,7 @@ impl Checkpointer {
         sub_sequence_number: u64,
         state: Option<Vec<u8>>,
     ) -> Result<(), CheckpointError> {
+        self.progressed();
         self.check_position(sequence_number, sub_sequence_number)?;
         let pending = Checkpoint::sequence(sequence_number, sub_sequence_number);
         self.coordinator
@@ -273,6 +291,7 @@ impl Checkpointer {
     }
 
     async fn write(&mut self, checkpoint: Checkpoint) -> Result<(), CheckpointError> {
+        self.progressed();
         if checkpoint == self.last_checkpoint && !self.pending_stored {
             // Already stored: nothing to write; still say so if the holding ended.
             if self.coordinator.holding_lease(&self.holding).is_none() {

@@ -10,9 +10,10 @@
 //!                         starts right after it
 //! ```
 //!
-//! A processor that panics, or whose call takes longer than the processor timeout, is dropped
-//! and the shard starts over from its last checkpoint with a new processor after a backoff
-//! (the lease stays with this worker); its failures are counted in
+//! A processor that panics, or whose call goes the processor timeout without a sign of
+//! progress (each checkpoint call through its [`Checkpointer`] starts the timeout again), is
+//! dropped and the shard starts over from its last checkpoint with a new processor after a
+//! backoff (the lease stays with this worker); its failures are counted in
 //! [`ConsumerSnapshot::processor_failures`](crate::ConsumerSnapshot::processor_failures).
 
 use std::future::Future;

@@ -9,13 +9,15 @@
 //!   repeats or skips a record), the consumer keeps going. A shard Kinesis says does not
 //!   exist (`ResourceNotFoundException`, a shard past retention or a deleted stream) is
 //!   treated as ended, as the Java KCL does, so its children proceed.
-//! - A processor call that takes longer than the processor timeout, or a processor that asks
+//! - A processor call that goes the processor timeout without a sign of progress (each
+//!   checkpoint call starts the timeout again: see `watchdog.rs`), or a processor that asks
 //!   for it ([`Checkpointer::request_restart`]), ends the consumer with
 //!   [`Ended::ProcessorFailed`]; a panic ends its task. Either way the scheduler starts the
 //!   shard over from its last checkpoint after a backoff.
 
 mod parents;
 mod shard_end;
+mod watchdog;
 
 use std::future::Future;
 use std::sync::Arc;
@@ -38,6 +40,7 @@ use crate::retrieval::{
     ShardBatch, ShardListing, StartingPosition, StreamId, children_of,
 };
 use crate::scheduler::{InitialPosition, ShardPhase, StatusBoard, WorkerConfig};
+use watchdog::Watchdog;
 
 /// Why a consumer must stop.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -204,6 +207,7 @@ where
             pending_checkpoint_state: lease.pending_checkpoint_state.clone(),
         };
         let limit = self.context.config.processor_timeout;
+        let mut watchdog = Watchdog::new(limit, &mut checkpointer);
         if bounded(limit, self.processor.initialize(input))
             .await
             .is_err()
@@ -263,7 +267,7 @@ where
                     millis_behind_latest: behind,
                 };
                 let call = self.processor.process_records(input, &mut checkpointer);
-                if bounded(limit, call).await.is_err() {
+                if watchdog.watch(call).await.is_err() {
                     return self.processor_timed_out("process_records");
                 }
                 if let Some(reason) = checkpointer.take_restart_request() {
@@ -288,7 +292,7 @@ where
                         millis_behind_latest: behind,
                     };
                     let call = self.processor.process_records(input, &mut checkpointer);
-                    if bounded(limit, call).await.is_err() {
+                    if watchdog.watch(call).await.is_err() {
                         return self.processor_timed_out("process_records");
                     }
                     if let Some(reason) = checkpointer.take_restart_request() {
@@ -297,7 +301,8 @@ where
                 }
             }
             if let Some(children) = batch.shard_end {
-                return shard_end::finish(&mut self, &mut checkpointer, children).await;
+                return shard_end::finish(&mut self, &mut checkpointer, &mut watchdog, children)
+                    .await;
             }
         }
     }
@@ -464,7 +469,7 @@ where
         error!(
             call,
             timeout = ?self.context.config.processor_timeout,
-            "processor call timed out; the shard starts over from its last checkpoint after a backoff"
+            "processor call made no progress (no checkpoint) within the processor timeout; the shard starts over from its last checkpoint after a backoff"
         );
         self.context.metrics.processor_failed(&self.key);
         Ended::ProcessorFailed

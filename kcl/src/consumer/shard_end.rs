@@ -16,6 +16,7 @@ use std::collections::BTreeSet;
 
 use tracing::{info, warn};
 
+use super::watchdog::Watchdog;
 use super::{Consumer, Ended, ShardContext, bounded};
 use crate::checkpointer::Checkpointer;
 use crate::lease::{Checkpoint, LeaseError};
@@ -35,13 +36,14 @@ enum NotYet {
     ListShards(String),
     #[error("shard_ended returned without a stored SHARD_END checkpoint")]
     NotCheckpointed,
-    #[error("shard_ended did not return within the processor timeout")]
+    #[error("shard_ended made no progress within the processor timeout")]
     TimedOut,
 }
 
 pub(super) async fn finish<A, P>(
     consumer: &mut Consumer<A, P>,
     checkpointer: &mut Checkpointer,
+    watchdog: &mut Watchdog,
     children: Vec<ChildShard>,
 ) -> Ended
 where
@@ -69,7 +71,7 @@ where
             .await;
             return Ended::LeaseLost;
         }
-        match attempt(consumer, checkpointer, &children).await {
+        match attempt(consumer, checkpointer, watchdog, &children).await {
             Ok(()) => {
                 info!(
                     children = ?children.iter().map(|c| &c.shard_id).collect::<Vec<_>>(),
@@ -107,6 +109,7 @@ where
 async fn attempt<A, P>(
     consumer: &mut Consumer<A, P>,
     checkpointer: &mut Checkpointer,
+    watchdog: &mut Watchdog,
     children: &[ChildShard],
 ) -> Result<(), NotYet>
 where
@@ -123,10 +126,10 @@ where
             .await?;
     }
     if *checkpointer.last_checkpoint() != Checkpoint::ShardEnd {
-        let limit = consumer.context.config.processor_timeout;
-        bounded(limit, consumer.processor.shard_ended(checkpointer))
+        watchdog
+            .watch(consumer.processor.shard_ended(checkpointer))
             .await
-            .map_err(|()| NotYet::TimedOut)?;
+            .map_err(|_| NotYet::TimedOut)?;
     }
     if *checkpointer.last_checkpoint() == Checkpoint::ShardEnd {
         Ok(())

@@ -215,10 +215,18 @@ where
         self
     }
 
-    /// How long one processor call (`initialize`, `process_records`, `shard_ended`) may take
-    /// before it is abandoned and the shard starts over from its last checkpoint with a new
-    /// processor (default 5 minutes; `None`: no limit, a hung processor then holds its shard
-    /// until the worker shuts down).
+    /// How long one processor call (`initialize`, `process_records`, `shard_ended`) may go
+    /// without a sign of progress before it is abandoned and the shard starts over from its
+    /// last checkpoint with a new processor (default 5 minutes; `None`: no limit, a hung
+    /// processor then holds its shard until the worker shuts down).
+    ///
+    /// A watchdog, not a budget: every checkpoint call through the [`Checkpointer`]
+    /// (`checkpoint`, `checkpoint_at`, `prepare_checkpoint`, `commit_prepared`, whether it
+    /// writes or fails) starts the timeout again, so a batch that takes longer than the
+    /// timeout but checkpoints as it goes is never restarted. `initialize` has no
+    /// checkpointer: it gets the timeout once.
+    ///
+    /// [`Checkpointer`]: crate::Checkpointer
     pub fn processor_timeout(mut self, timeout: Option<Duration>) -> Self {
         self.worker.processor_timeout = timeout;
         self

@@ -167,6 +167,85 @@ async fn a_hung_processor_times_out_and_the_shard_starts_over() {
     w1.stop().await.unwrap();
 }
 
+/// The `Initialize` checkpoints of `shard`'s processors, in order.
+fn initializations(fleet: &Fleet, shard: &str) -> Vec<Checkpoint> {
+    fleet
+        .events(shard)
+        .into_iter()
+        .filter_map(|e| match e {
+            Event::Initialize(input) => Some(input.checkpoint),
+            _ => None,
+        })
+        .collect()
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_slow_batch_that_checkpoints_as_it_goes_is_never_restarted() {
+    // The batch takes 3 x processor_timeout but checkpoints every 0.5 x: the timeout is a
+    // watchdog for a processor that makes no progress, not a budget for a whole batch (a
+    // budget would restart this batch from its checkpoint over and over).
+    let fleet = Fleet::new(1);
+    let s0 = shard_id(0);
+    let config = WorkerConfig {
+        polling: worker_config().polling.max_records(12),
+        processor_timeout: Some(Duration::from_secs(2)),
+        ..worker_config()
+    };
+    *fleet.script.slow_batch.lock().unwrap() = Some(SlowBatch {
+        steps: 6,
+        every: Duration::from_secs(1),
+        then_hang: false,
+    });
+    fleet.stream.put_n(&s0, "r", 40);
+    let w1 = fleet.worker_with("w1", config, coordinator_config());
+    let took = fleet.wait_delivered(40, Duration::from_secs(60)).await;
+    assert!(took >= Duration::from_secs(6), "{took:?}");
+    assert_eq!(w1.handle.metrics().processor_failures, 0);
+    assert_eq!(fleet.duplicates(), 0);
+    assert_eq!(initializations(&fleet, &s0).len(), 1);
+    w1.stop().await.unwrap();
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_processor_that_stops_making_progress_is_restarted_one_timeout_after_its_last_checkpoint()
+{
+    let fleet = Fleet::new(1);
+    let s0 = shard_id(0);
+    let config = WorkerConfig {
+        polling: worker_config().polling.max_records(12),
+        processor_timeout: Some(Duration::from_secs(2)),
+        ..worker_config()
+    };
+    // Two checkpoints a second apart (each resets the watchdog), then nothing.
+    *fleet.script.slow_batch.lock().unwrap() = Some(SlowBatch {
+        steps: 2,
+        every: Duration::from_secs(1),
+        then_hang: true,
+    });
+    let sequences = fleet.stream.put_n(&s0, "r", 40);
+    let w1 = fleet.worker_with("w1", config, coordinator_config());
+    let restarted = wait_for("a restart", Duration::from_secs(60), || {
+        initializations(&fleet, &s0).len() == 2
+    })
+    .await;
+    // Last progress 2 s into the batch, the watchdog fires 2 s later, then the restart
+    // backoff (100 ms).
+    assert!(
+        restarted >= Duration::from_secs(4) && restarted < Duration::from_secs(5),
+        "{restarted:?}"
+    );
+    assert_eq!(w1.handle.metrics().processor_failures, 1);
+    // The second processor starts from the hung one's last checkpoint: the whole batch.
+    assert_eq!(
+        initializations(&fleet, &s0)[1],
+        Checkpoint::sequence(sequences[11].clone(), 0)
+    );
+    // The hung batch was checkpointed but never recorded: the rest follows, once each.
+    fleet.wait_delivered(28, Duration::from_secs(60)).await;
+    assert_eq!(fleet.duplicates(), 0);
+    w1.stop().await.unwrap();
+}
+
 #[tokio::test(start_paused = true)]
 async fn a_graceful_shutdown_hands_a_hung_processors_lease_back_after_the_timeout() {
     let fleet = Fleet::new(2);

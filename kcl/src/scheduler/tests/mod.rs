@@ -84,6 +84,17 @@ pub(crate) struct Script {
     pub(crate) no_checkpoints: Mutex<bool>,
     /// Time each `process_records` call takes.
     pub(crate) processing_time: Mutex<Duration>,
+    /// How the next batch with records is processed slowly (once).
+    pub(crate) slow_batch: Mutex<Option<SlowBatch>>,
+}
+
+/// A batch processed in `steps` steps of `every`, each ending with a checkpoint at a later
+/// record of the batch; then, if `then_hang`, a hang for good.
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct SlowBatch {
+    pub(crate) steps: usize,
+    pub(crate) every: Duration,
+    pub(crate) then_hang: bool,
 }
 
 pub(crate) struct Recorder {
@@ -119,6 +130,29 @@ impl Recorder {
     }
 }
 
+impl Recorder {
+    /// Works through `input` in `slow.steps` steps, checkpointing a later record after each
+    /// (the last step checkpoints the whole batch; the caller records the batch afterwards).
+    async fn slow(
+        &self,
+        input: &ProcessRecordsInput,
+        checkpointer: &mut Checkpointer,
+        slow: SlowBatch,
+    ) {
+        let records = &input.records;
+        for step in 1..=slow.steps {
+            tokio::time::sleep(slow.every).await;
+            let record = &records[(step * records.len() / slow.steps).max(1) - 1];
+            let sequence = record.sequence_number().unwrap().to_owned();
+            let sub = record.sub_sequence_number().unwrap_or(0);
+            checkpointer.checkpoint_at(&sequence, sub).await.unwrap();
+        }
+        if slow.then_hang {
+            std::future::pending::<()>().await;
+        }
+    }
+}
+
 impl ShardRecordProcessor for Recorder {
     async fn initialize(&mut self, input: InitializeInput) {
         self.event(Event::Initialize(input));
@@ -141,6 +175,13 @@ impl ShardRecordProcessor for Recorder {
         }
         if input.records.is_empty() {
             self.script.empty_batches.fetch_add(1, Ordering::SeqCst);
+        }
+        let slow = match input.records.is_empty() {
+            true => None,
+            false => self.script.slow_batch.lock().unwrap().take(),
+        };
+        if let Some(slow) = slow {
+            self.slow(&input, checkpointer, slow).await;
         }
         {
             let mut log = self.log.lock().unwrap();
