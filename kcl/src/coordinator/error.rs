@@ -83,6 +83,17 @@ pub(crate) fn timed_out(operation: &'static str, table: &str, after: Duration) -
     }
 }
 
+/// The error for a write whose outcome the coordinator could not settle (retryable: the
+/// holding is kept).
+pub(crate) fn unresolved(table: &str, why: &'static str) -> LeaseError {
+    LeaseError::Dynamo {
+        operation: "UpdateItem",
+        table: table.to_owned(),
+        kind: LeaseErrorKind::Transient,
+        source: why.into(),
+    }
+}
+
 /// Displays an error and its sources, `": "`-separated, for logs.
 pub(crate) struct Chain<'a>(pub(crate) &'a (dyn Error + 'static));
 

@@ -101,9 +101,10 @@ impl ExpiryTracker {
     /// how long its counter has stood still:
     ///
     /// - held by another worker and idle for more than the failover time;
-    /// - held by `worker_id` itself but not in `held`: nobody renews them (a previous run of
-    ///   this worker, or a lease this worker stopped counting as held), so they are takeable
-    ///   at once, whatever their idle time.
+    /// - held by `worker_id` itself but not in `held` (a previous run of this worker, a lease
+    ///   this worker stopped counting as held, or another process wrongly started with the
+    ///   same id) and idle for more than the failover time, as any other worker's: taking
+    ///   them earlier would take a lease the other process still delivers from.
     ///
     /// "Held by" is [`Lease::holder`]: during a handoff the old holder (`checkpointOwner`),
     /// who still renews the lease. Never listed: unowned leases (takeable anyway) and leases
@@ -123,11 +124,10 @@ impl ExpiryTracker {
             let Some(idle) = self.idle(&lease.lease_key, now) else {
                 continue;
             };
-            let mine = owner == worker_id;
-            if mine && held.contains(&lease.lease_key) {
+            if owner == worker_id && held.contains(&lease.lease_key) {
                 continue;
             }
-            if mine || idle > self.failover_time {
+            if idle > self.failover_time {
                 expired.insert(lease.lease_key.clone(), idle);
             }
         }
@@ -239,7 +239,7 @@ mod tests {
     }
 
     #[test]
-    fn own_held_leases_never_expire_and_own_unheld_ones_are_takeable_at_once() {
+    fn own_held_leases_never_expire_and_own_unheld_ones_expire_as_any_others() {
         let clock = ManualClock::new();
         let mut tracker = ExpiryTracker::new(FAILOVER);
         let leases = [
@@ -250,9 +250,10 @@ mod tests {
         ];
         let held: BTreeSet<String> = ["held".to_owned()].into();
         tracker.observe(&leases, clock.now());
-        assert_eq!(
-            keys(&tracker.expired(&leases, "w1", &held, clock.now())),
-            ["stale"]
+        assert!(
+            tracker
+                .expired(&leases, "w1", &held, clock.now())
+                .is_empty()
         );
         clock.advance(Duration::from_secs(60));
         tracker.observe(&leases, clock.now());

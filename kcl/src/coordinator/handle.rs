@@ -12,9 +12,9 @@ use tracing::{Instrument, error, info_span};
 
 use super::clock::{Clock, SystemClock};
 use super::config::{ConfigError, CoordinatorConfig};
-use super::error::{HeldLeaseError, StartError, timed_out};
+use super::error::{HeldLeaseError, StartError, timed_out, unresolved};
 use super::snapshot::ScanSnapshot;
-use super::state::{Conflict, DropReason, HeldRef, Shared};
+use super::state::{Conflict, DropReason, HeldRef, Shared, Wrote, may_have_applied};
 use super::stats::CoordinatorStats;
 use super::{renewer, taker};
 use crate::lease::store::LeaseStore;
@@ -182,9 +182,12 @@ impl LeaseCoordinator {
     /// A coordinator for worker `worker_id` over `table`, with the system clock and its own
     /// cancellation token. Not started.
     ///
-    /// Worker ids must be unique across the fleet (the Java KCL uses a host name plus a UUID):
-    /// a worker takes leases stored under its own id back at once, as left over from an
-    /// earlier run.
+    /// Worker ids must be unique across the fleet (the Java KCL uses a host name plus a UUID).
+    /// Leases stored under this worker's id by an earlier run are taken back once they stood
+    /// still for the failover time, as any dead worker's. Two live processes with one id are
+    /// detected (an error event, the `DuplicateWorkerId` metric,
+    /// [`CoordinatorStats::duplicate_worker_detections`]); neither delivers from a lease the
+    /// other holds.
     ///
     /// # Errors
     ///
@@ -346,31 +349,40 @@ impl LeaseCoordinator {
             .ok_or_else(|| HeldLeaseError::NotHeld {
                 lease_key: lease_key.to_owned(),
             })?;
-        self.write_holding(&held, DropReason::Lost, write).await
+        self.write_holding(&held, DropReason::Lost, Wrote::Counter, write)
+            .await
     }
 
     /// [`write_held`](Self::write_held) fenced to one holding: fails with
     /// [`HeldLeaseError::NotHeld`] once that holding ended, even if the lease was taken again
     /// since (a checkpointer of an earlier holding never writes into a later one). A stored
-    /// lease that is no longer this worker's ends the holding for `gone`.
+    /// lease that is no longer this worker's ends the holding for `gone`. `wrote` says what
+    /// the write stores, so that a write whose condition failed counts as applied only when
+    /// that is stored (see [`super::state`]).
     pub(crate) async fn write_holding<F, Fut>(
         &self,
         held: &HeldRef,
         gone: DropReason,
+        wrote: Wrote,
         write: F,
     ) -> Result<Lease, HeldLeaseError>
     where
         F: Fn(Lease) -> Fut,
         Fut: Future<Output = Result<Lease, LeaseError>>,
     {
+        // The first try, one after a handoff request or a counter moved by an unanswered
+        // write of this worker's, and one more for both.
+        const ATTEMPTS: usize = 3;
         let shared = self.shared();
         let not_held = || HeldLeaseError::NotHeld {
             lease_key: held.key.clone(),
         };
+        let failed = |source| HeldLeaseError::Write {
+            lease_key: held.key.clone(),
+            source,
+        };
         let _write = held.write_lock.clone().lock_owned().await;
-        let mut attempt = 0;
-        loop {
-            attempt += 1;
+        for _ in 0..ATTEMPTS {
             let (lease, _) = shared.current(held).ok_or_else(not_held)?;
             let sent_at = shared.clock.now();
             match write(lease.clone()).await {
@@ -380,29 +392,37 @@ impl LeaseCoordinator {
                 }
                 Err(source) if source.is_lease_lost() => {
                     let limit = shared.config.renew_interval();
-                    let stored = match timeout(limit, shared.store.get(&held.key)).await {
-                        Ok(Ok(stored)) => stored,
-                        _ => None,
+                    let reread = match timeout(limit, shared.store.get(&held.key)).await {
+                        Ok(Ok(stored)) => Ok(stored),
+                        _ => Err(()),
                     };
-                    match shared.resolve_conflict(held, &lease, stored, sent_at) {
-                        Conflict::HandoffRequested if attempt == 1 => continue,
-                        Conflict::Applied(stored) => return Ok(*stored),
-                        _ => {
-                            return Err(HeldLeaseError::Write {
-                                lease_key: held.key.clone(),
-                                source,
-                            });
+                    match shared.resolve_conflict(held, &lease, reread, sent_at, &wrote) {
+                        Conflict::Applied(stored, moved_at) => {
+                            shared.after_write(held, (*stored).clone(), moved_at, gone);
+                            return Ok(*stored);
+                        }
+                        Conflict::Retry => continue,
+                        Conflict::Lost => return Err(failed(source)),
+                        Conflict::Unreadable => {
+                            return Err(failed(unresolved(
+                                shared.store.table_name(),
+                                "the lease could not be re-read after a failed condition",
+                            )));
                         }
                     }
                 }
                 Err(source) => {
-                    return Err(HeldLeaseError::Write {
-                        lease_key: held.key.clone(),
-                        source,
-                    });
+                    if may_have_applied(&source) {
+                        shared.unanswered(held, lease.lease_counter, sent_at);
+                    }
+                    return Err(failed(source));
                 }
             }
         }
+        Err(failed(unresolved(
+            shared.store.table_name(),
+            "the lease kept changing under the write",
+        )))
     }
 
     /// Records `checkpoint` for held lease `lease_key` (see [`LeaseTable::checkpoint`]), with
@@ -437,7 +457,8 @@ impl LeaseCoordinator {
         checkpoint: Checkpoint,
     ) -> Result<Lease, HeldLeaseError> {
         let shared = self.shared().clone();
-        self.write_holding(held, DropReason::Lost, move |lease| {
+        let wrote = Wrote::Checkpoint(checkpoint.clone());
+        self.write_holding(held, DropReason::Lost, wrote, move |lease| {
             let shared = shared.clone();
             let checkpoint = checkpoint.clone();
             async move {
@@ -459,7 +480,8 @@ impl LeaseCoordinator {
         state: Option<Vec<u8>>,
     ) -> Result<Lease, HeldLeaseError> {
         let shared = self.shared().clone();
-        self.write_holding(held, DropReason::Lost, move |lease| {
+        let wrote = Wrote::Pending(pending.clone(), state.clone());
+        self.write_holding(held, DropReason::Lost, wrote, move |lease| {
             let shared = shared.clone();
             let pending = pending.clone();
             let state = state.clone();
@@ -509,7 +531,7 @@ impl LeaseCoordinator {
         } else {
             DropReason::Released
         };
-        self.write_holding(held, gone, move |lease| {
+        self.write_holding(held, gone, Wrote::Release, move |lease| {
             let shared = shared.clone();
             async move {
                 let limit = shared.config.renew_interval();

@@ -26,7 +26,12 @@
 //!   expired when its counter has not changed for more than the failover time across this
 //!   worker's own scans. Unowned leases are takeable at once; held leases never expire for
 //!   their holder; leases stored under this worker's id that it does not hold (left over from
-//!   a previous run) are taken back at once.
+//!   a previous run) expire as any other worker's, since another process wrongly started
+//!   with the same id may be delivering from them (it is detected and reported, see
+//!   `coordinator/state.rs`).
+//! - **Writes whose answer was lost** are found out by the next write, whose condition fails:
+//!   the re-read counts one as applied only when what it wrote is stored, and otherwise
+//!   retries on the fresh counter (see `coordinator/state.rs`).
 //! - **Taking** is a pure function ([`plan_takes`]): free leases first, then steals from the
 //!   most loaded workers, as many as needed in one cycle but never across an imbalance of one
 //!   lease, so a fleet converges without trading leases back and forth (see [`plan`] for the

@@ -3,11 +3,13 @@
 //! - Success: the stored copy replaces the held one, and the holding is valid for the
 //!   failover time (less a margin) from when the renewal was sent (see [`super::state`]).
 //! - A failed condition ([`LeaseError::LeaseLost`](crate::lease::LeaseError::LeaseLost)): the
-//!   lease is re-read once. If this worker still owns it at exactly the next counter, the
-//!   renewal itself was applied and only its answer was lost (the SDK retried a request that
-//!   had gone through, as the Java KCL also checks), so the lease is kept. If another worker
-//!   asked for it (this worker is its `checkpointOwner`), the copy is adopted, the handoff is
-//!   published and the renewal is retried with the new copy. Otherwise it is dropped at once.
+//!   lease is re-read once. If this worker still owns it at exactly the next counter and the
+//!   holding is still valid, this renewal or an earlier one whose answer was lost was applied
+//!   (the SDK retried a request that had gone through, as the Java KCL also checks), so the
+//!   lease is kept, valid from the earliest of those writes (see [`super::state`] for why a
+//!   holding that ran out is dropped instead). If another worker asked for it (this worker is
+//!   its `checkpointOwner`), the copy is adopted, the handoff is published and the renewal is
+//!   retried with the new copy. Otherwise it is dropped at once.
 //! - Any other failure (transport, throttling, timeout): retried next interval. The lease is
 //!   never dropped for that: once it has gone unrenewed for too long the holding is paused
 //!   (no records are delivered) before any other worker may take it, and the next renewal
@@ -26,7 +28,7 @@ use tracing::{Instrument, Span, debug, trace, warn};
 
 use super::error::{Chain, timed_out};
 use super::later;
-use super::state::{Conflict, DropReason, HeldRef, Shared};
+use super::state::{Conflict, DropReason, HeldRef, Shared, Wrote, may_have_applied};
 
 /// Runs until `cancel` fires; a cycle in progress is finished first.
 pub(crate) async fn run(shared: Arc<Shared>, cancel: CancellationToken) {
@@ -79,8 +81,10 @@ async fn renew_one(shared: &Shared, held: HeldRef) {
         trace!(lease_key = %held.key, "write in flight; renewal skipped");
         return;
     };
-    // Once for the copy held, once more if it turns out another worker asked for the lease.
-    for _ in 0..2 {
+    // Once for the copy held, and again (twice at most) with a copy adopted after a failed
+    // condition: another worker asked for the lease, or an unanswered write of this worker's
+    // moved the counter.
+    for _ in 0..3 {
         let Some((lease, renewed_at)) = shared.current(&held) else {
             return;
         };
@@ -98,26 +102,34 @@ async fn renew_one(shared: &Shared, held: HeldRef) {
                 return;
             }
             Err(err) if err.is_lease_lost() => {
-                let stored = match timeout(limit, shared.store.get(&held.key)).await {
-                    Ok(Ok(stored)) => stored,
-                    // Unreadable: treat as lost; the lease is someone's now or soon.
-                    _ => None,
+                let reread = match timeout(limit, shared.store.get(&held.key)).await {
+                    Ok(Ok(stored)) => Ok(stored),
+                    _ => Err(()),
                 };
-                match shared.resolve_conflict(&held, &lease, stored, sent_at) {
-                    Conflict::Applied(stored) => {
+                match shared.resolve_conflict(&held, &lease, reread, sent_at, &Wrote::Counter) {
+                    Conflict::Applied(stored, moved_at) => {
                         debug!(
                             lease_key = %held.key,
                             counter = stored.lease_counter,
-                            "renewal applied although its condition failed (retried request); kept"
+                            "renewal applied although its condition failed (an unanswered or retried request); kept"
                         );
                         shared.with_stats(|stats| stats.renewals += 1);
+                        shared.after_write(&held, *stored, moved_at, DropReason::Lost);
                         return;
                     }
-                    Conflict::HandoffRequested => continue,
+                    Conflict::Retry => continue,
                     Conflict::Lost => return,
+                    Conflict::Unreadable => {
+                        shared.with_stats(|stats| stats.renew_failures += 1);
+                        warn!(lease_key = %held.key, "renewal failed its condition and the lease could not be re-read; retrying next interval");
+                        return;
+                    }
                 }
             }
             Err(err) => {
+                if may_have_applied(&err) {
+                    shared.unanswered(&held, lease.lease_counter, sent_at);
+                }
                 shared.with_stats(|stats| stats.renew_failures += 1);
                 metrics::counter!("RenewLease.Failures", "table" => shared.store.table_name().to_owned()).increment(1);
                 let unrenewed = shared.clock.now().saturating_duration_since(renewed_at);

@@ -15,20 +15,52 @@
 //! a holding that runs out is *paused*, not dropped: the renewer keeps trying, and the first
 //! renewal that gets through either makes it valid again (nobody took it: processing resumes
 //! where it stopped) or finds it taken (it is dropped as lost).
+//!
+//! # Writes whose answer was lost
+//!
+//! A write that timed out or failed in transport may still have been applied; so may a write
+//! the SDK retried, whose retry then fails its condition. Such a write moves the counter
+//! without this worker knowing, and the next write, expecting the old counter, fails its
+//! condition. The re-read ([`Shared::resolve_conflict`]) then shows this worker's lease one
+//! counter on, and decides:
+//!
+//! - the write counts as applied only when what it wrote is stored (the checkpoint, the
+//!   pending checkpoint, the release; a renewal writes nothing but the counter);
+//! - otherwise the fresh copy is adopted and the write retried on its counter;
+//! - validity counts from the write that moved the counter: the earliest unanswered write at
+//!   the old counter (or the write itself, for a retried request), never from the retry;
+//! - a counter moved while the holding was *not* valid is not adopted: another process may
+//!   have taken the lease meanwhile (every take waits until the counter stood still for the
+//!   failover time, that is until this holding ran out), and one with this worker's id would
+//!   look exactly like this worker's own unanswered write. The holding is dropped instead.
+//!
+//! # Two processes with one worker id
+//!
+//! Worker ids must be unique. Two processes started with the same id are detected when a
+//! lease stored under the id moves in a way this process's writes cannot explain: the counter
+//! of a held lease two or more ahead of the copy, a write's content missing at the next
+//! counter with no unanswered write to explain it, or (in the taker's scans) a lease under the
+//! id that this process does not hold whose counter keeps moving. Each is reported loudly
+//! (an error event, the `DuplicateWorkerId` metric, [`CoordinatorStats::duplicate_worker_detections`]).
+//! The rule that keeps both from delivering: a process never takes a lease stored under its id
+//! before its counter stood still for the failover time (as for any other owner's lease), and
+//! the process that finds a held lease moved without it drops the holding at once, without
+//! releasing it (the other process keeps renewing it). Neither takes the other's leases back,
+//! so nothing moves back and forth.
 
 use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
 use std::time::{Duration, Instant};
 
 use tokio::sync::{Mutex as AsyncMutex, Notify, watch};
-use tracing::{info, warn};
+use tracing::{error, info, warn};
 
 use super::clock::Clock;
 use super::config::CoordinatorConfig;
 use super::snapshot::ScanSnapshot;
 use super::stats::CoordinatorStats;
-use crate::lease::Lease;
 use crate::lease::store::LeaseStore;
+use crate::lease::{Checkpoint, Lease, LeaseError};
 
 /// What the handle and both loops share.
 #[derive(Debug)]
@@ -56,6 +88,9 @@ struct State {
     finished: BTreeMap<String, Lease>,
     /// Handoffs this worker asked for and waits on.
     pending: BTreeMap<String, PendingHandoff>,
+    /// Leases stored under this worker's id that it does not hold: the counter first seen,
+    /// and whether their moving was reported.
+    foreign: HashMap<String, (u64, bool)>,
     next_epoch: u64,
     stats: CoordinatorStats,
 }
@@ -69,6 +104,9 @@ struct Held {
     epoch: u64,
     /// When the last successful write to the lease (take, renew, checkpoint) was sent.
     renewed_at: Instant,
+    /// When the earliest write at the current counter that got no answer (it may have been
+    /// applied) was sent.
+    unanswered_at: Option<Instant>,
     write_lock: Arc<AsyncMutex<()>>,
 }
 
@@ -113,19 +151,72 @@ pub(crate) enum DropReason {
     HandedOff,
     /// The shard was processed to its end; the lease waits for cleanup.
     Finished,
+    /// Another process with this worker's id moves the lease.
+    Duplicate,
+}
+
+/// What a write to a held lease stores besides the counter: after its condition failed, the
+/// re-read tells from it whether the write was applied.
+#[derive(Debug, Clone)]
+pub(crate) enum Wrote {
+    /// Nothing the coordinator can check (a renewal, or a write of the application's).
+    Counter,
+    /// This checkpoint (pending checkpoint cleared).
+    Checkpoint(Checkpoint),
+    /// This pending checkpoint and state.
+    Pending(Checkpoint, Option<Vec<u8>>),
+    /// A release (or the end of a handoff).
+    Release,
+}
+
+impl Wrote {
+    /// Whether `stored`, one counter after `attempted`, holds what this write wrote.
+    fn is_stored(&self, attempted: &Lease, stored: &Lease) -> bool {
+        match self {
+            Self::Counter => false,
+            Self::Checkpoint(checkpoint) => {
+                stored.checkpoint == *checkpoint && stored.pending_checkpoint.is_none()
+            }
+            Self::Pending(pending, state) => {
+                stored.pending_checkpoint.as_ref() == Some(pending)
+                    && stored.pending_checkpoint_state == *state
+            }
+            Self::Release => {
+                stored.checkpoint_owner.is_none()
+                    && if attempted.checkpoint_owner.is_some() {
+                        stored.lease_owner == attempted.lease_owner
+                    } else {
+                        stored.lease_owner.is_none()
+                    }
+            }
+        }
+    }
+}
+
+/// Whether a write that failed with `error` may have been applied all the same (no answer, or
+/// an answer that could not be read).
+pub(crate) fn may_have_applied(error: &LeaseError) -> bool {
+    match error {
+        LeaseError::Dynamo { kind, .. } => kind.is_retryable(),
+        LeaseError::Malformed { .. } => true,
+        _ => false,
+    }
 }
 
 /// What a failed conditional write to a held lease turned out to mean, after re-reading it.
 #[derive(Debug)]
 pub(crate) enum Conflict {
-    /// The write was applied (its answer was lost): the stored lease is this one.
-    Applied(Box<Lease>),
-    /// Another worker asked for the lease (the stored copy names this worker as
-    /// `checkpointOwner`), or withdrew its request: the stored copy was adopted; retry the
-    /// write with it.
-    HandoffRequested,
+    /// The write was applied (its answer was lost): the stored lease, and the instant the
+    /// holding's validity counts from.
+    Applied(Box<Lease>, Instant),
+    /// The stored copy was adopted (another worker asked for the lease or withdrew its
+    /// request; or an earlier write of this worker's, whose answer was lost, moved the
+    /// counter): retry the write with it.
+    Retry,
     /// The lease is someone else's now (or gone): it was dropped.
     Lost,
+    /// The lease could not be re-read: the holding is kept as it was.
+    Unreadable,
 }
 
 impl Shared {
@@ -321,6 +412,7 @@ impl Shared {
                 current: lease,
                 epoch,
                 renewed_at: sent_at,
+                unanswered_at: None,
                 write_lock: Arc::new(AsyncMutex::new(())),
             },
         );
@@ -343,8 +435,11 @@ impl Shared {
         let mut state = self.state();
         match state.held.get_mut(&held.key) {
             Some(h) if h.epoch == held.epoch => {
-                if lease.lease_counter > h.current.lease_counter && sent_at > h.renewed_at {
-                    h.renewed_at = sent_at;
+                if lease.lease_counter > h.current.lease_counter {
+                    if sent_at > h.renewed_at {
+                        h.renewed_at = sent_at;
+                    }
+                    h.unanswered_at = None;
                 }
                 h.current = lease;
                 drop(state);
@@ -355,71 +450,199 @@ impl Shared {
         }
     }
 
-    /// Decides what a failed conditional write to the holding means from the `stored` lease
-    /// (re-read after the failure; `None` if it is gone or could not be read): `attempted` is
-    /// the copy the write expected.
+    /// Remembers that a write expecting `counter`, sent at `sent_at`, got no answer: it may
+    /// have moved the counter.
+    pub(crate) fn unanswered(&self, held: &HeldRef, counter: u64, sent_at: Instant) {
+        let mut state = self.state();
+        if let Some(h) = state.held.get_mut(&held.key)
+            && h.epoch == held.epoch
+            && h.current.lease_counter == counter
+        {
+            h.unanswered_at = Some(h.unanswered_at.map_or(sent_at, |at| at.min(sent_at)));
+        }
+    }
+
+    /// Decides what a failed conditional write to the holding means from `reread`, the lease
+    /// re-read after the failure (`Ok(None)`: it is gone; `Err`: it could not be read).
+    /// `attempted` is the copy the write expected, sent at `sent_at`, writing `wrote`. See the
+    /// [module docs](self) for the rules.
     pub(crate) fn resolve_conflict(
         &self,
         held: &HeldRef,
         attempted: &Lease,
-        stored: Option<Lease>,
+        reread: Result<Option<Lease>, ()>,
         sent_at: Instant,
+        wrote: &Wrote,
     ) -> Conflict {
-        let Some(stored) = stored else {
+        let Ok(reread) = reread else {
+            return Conflict::Unreadable;
+        };
+        let Some(stored) = reread else {
             self.remove(held, DropReason::Lost);
             return Conflict::Lost;
         };
         let me = self.worker_id.as_str();
+        let next = attempted.lease_counter.checked_add(1);
+        let now = self.clock.now();
+        let span = self.validity_span();
+        let mut state = self.state();
+        let Some(h) = state
+            .held
+            .get_mut(&held.key)
+            .filter(|h| h.epoch == held.epoch)
+        else {
+            return Conflict::Lost;
+        };
+        let earliest = h.unanswered_at.map_or(sent_at, |at| at.min(sent_at));
+        if matches!(wrote, Wrote::Release)
+            && Some(stored.lease_counter) == next
+            && wrote.is_stored(attempted, &stored)
+        {
+            return Conflict::Applied(Box::new(stored), earliest);
+        }
+        if !stored.is_held_by(me) || stored.lease_counter < attempted.lease_counter {
+            drop(state);
+            self.remove(held, DropReason::Lost);
+            return Conflict::Lost;
+        }
+        let same_owners = stored.lease_owner == attempted.lease_owner
+            && stored.checkpoint_owner == attempted.checkpoint_owner;
+        let valid = h
+            .renewed_at
+            .checked_add(span)
+            .is_some_and(|until| now < until);
+        if stored.lease_counter != attempted.lease_counter {
+            if Some(stored.lease_counter) != next {
+                let behind = stored.lease_counter - attempted.lease_counter;
+                drop(state);
+                self.duplicate(
+                    &held.key,
+                    &format!("its counter moved {behind} past this process's copy"),
+                );
+                self.remove(held, DropReason::Duplicate);
+                return Conflict::Lost;
+            }
+            if same_owners && wrote.is_stored(attempted, &stored) {
+                // This write (a request the SDK retried) or an earlier one with the same
+                // content that got no answer.
+                return Conflict::Applied(Box::new(stored), earliest);
+            }
+            let explained = h.unanswered_at.is_some() || matches!(wrote, Wrote::Counter);
+            if !explained {
+                drop(state);
+                self.duplicate(
+                    &held.key,
+                    "its counter moved without this process's write being stored",
+                );
+                self.remove(held, DropReason::Duplicate);
+                return Conflict::Lost;
+            }
+            if !valid {
+                drop(state);
+                warn!(
+                    lease_key = %held.key,
+                    counter = stored.lease_counter,
+                    "the lease moved while this holding was paused: this worker's own write \
+                     whose answer was lost, or another process with this worker id; dropped"
+                );
+                self.remove(held, DropReason::Lost);
+                return Conflict::Lost;
+            }
+            // Valid: nobody can have taken the lease, so one of this worker's writes moved
+            // the counter: the earliest unanswered one, or this one (a retried request).
+            let moved_at = match wrote {
+                Wrote::Counter => earliest,
+                _ => h.unanswered_at.unwrap_or(h.renewed_at),
+            };
+            if matches!(wrote, Wrote::Counter) && same_owners {
+                return Conflict::Applied(Box::new(stored), moved_at);
+            }
+            h.renewed_at = h.renewed_at.max(moved_at);
+            h.unanswered_at = None;
+        }
+        h.current = stored.clone();
+        drop(state);
+        self.changed.notify_waiters();
         if stored.checkpoint_owner.as_deref() == Some(me)
             && attempted.checkpoint_owner.as_deref() != Some(me)
-            && stored
-                .lease_owner
-                .as_deref()
-                .is_some_and(|owner| owner != me)
         {
             let taker = stored.lease_owner.clone().unwrap_or_default();
-            let mut state = self.state();
-            match state.held.get_mut(&held.key) {
-                Some(h) if h.epoch == held.epoch => {
-                    h.current = stored.clone();
-                    drop(state);
-                    info!(lease_key = %held.key, to = %taker, "handoff requested: checkpointing, then letting go");
-                    self.handoffs
-                        .send_if_modified(|keys| keys.insert(held.key.clone()));
-                    self.with_stats(|stats| stats.handoffs_requested_of_me += 1);
-                    return Conflict::HandoffRequested;
-                }
-                _ => return Conflict::Lost,
-            }
-        }
-        if stored.is_owned_by(me)
-            && stored.checkpoint_owner.is_none()
+            info!(lease_key = %held.key, to = %taker, "handoff requested: checkpointing, then letting go");
+            self.handoffs
+                .send_if_modified(|keys| keys.insert(held.key.clone()));
+            self.with_stats(|stats| stats.handoffs_requested_of_me += 1);
+        } else if stored.checkpoint_owner.is_none()
             && attempted.checkpoint_owner.as_deref() == Some(me)
         {
             // The worker that asked withdrew its request: the lease is plainly ours again.
-            let mut state = self.state();
-            match state.held.get_mut(&held.key) {
-                Some(h) if h.epoch == held.epoch => {
-                    h.current = stored;
-                    drop(state);
-                    info!(lease_key = %held.key, "handoff withdrawn: processing goes on");
-                    self.handoffs
-                        .send_if_modified(|keys| keys.remove(&held.key));
-                    return Conflict::HandoffRequested;
-                }
-                _ => return Conflict::Lost,
-            }
+            info!(lease_key = %held.key, "handoff withdrawn: processing goes on");
+            self.handoffs
+                .send_if_modified(|keys| keys.remove(&held.key));
         }
-        if stored.is_held_by(me)
-            && stored.lease_owner == attempted.lease_owner
-            && stored.checkpoint_owner == attempted.checkpoint_owner
-            && Some(stored.lease_counter) == attempted.lease_counter.checked_add(1)
+        Conflict::Retry
+    }
+
+    /// Looks at one scan for leases stored under this worker's id that it does not hold (nor
+    /// finished, nor asked for) and whose counter moved twice or more since first seen: at
+    /// most one such move can be this worker's own (an unanswered write landing after the
+    /// holding ended); more means another process with this id renews the lease.
+    pub(crate) fn watch_foreign(&self, leases: &[Lease]) {
+        let mut found = Vec::new();
         {
-            self.after_write(held, stored.clone(), sent_at, DropReason::Lost);
-            return Conflict::Applied(Box::new(stored));
+            let mut state = self.state();
+            let State {
+                held,
+                pending,
+                finished,
+                foreign,
+                ..
+            } = &mut *state;
+            let mut seen = HashMap::new();
+            for lease in leases {
+                let key = &lease.lease_key;
+                if !lease.is_held_by(&self.worker_id)
+                    || lease.is_finished()
+                    || held.contains_key(key)
+                    || pending.contains_key(key)
+                    || finished.contains_key(key)
+                {
+                    continue;
+                }
+                let (first, reported) = foreign
+                    .get(key)
+                    .copied()
+                    .unwrap_or((lease.lease_counter, false));
+                let moved = lease.lease_counter.saturating_sub(first);
+                let report = moved >= 2 && !reported;
+                if report {
+                    found.push((key.clone(), moved));
+                }
+                seen.insert(key.clone(), (first, reported || report));
+            }
+            *foreign = seen;
         }
-        self.remove(held, DropReason::Lost);
-        Conflict::Lost
+        for (key, moved) in found {
+            self.duplicate(
+                &key,
+                &format!(
+                    "a lease stored under this id that this process does not hold moved {moved} times"
+                ),
+            );
+        }
+    }
+
+    /// Reports another process running with this worker's id, found through lease `key`.
+    pub(crate) fn duplicate(&self, key: &str, how: &str) {
+        error!(
+            worker = %self.worker_id,
+            lease_key = %key,
+            how,
+            "another process runs with this worker id: worker ids must be unique; this \
+             process stops delivering the lease and leaves it to the other"
+        );
+        metrics::counter!("DuplicateWorkerId", "table" => self.store.table_name().to_owned())
+            .increment(1);
+        self.with_stats(|stats| stats.duplicate_worker_detections += 1);
     }
 
     /// Removes the holding (if it is still the same one) and publishes the change.
@@ -452,6 +675,12 @@ impl Shared {
                 // leave, this one takes it at once.
                 state.stats.handed_off += 1;
                 info!(lease_key = %held.key, to = ?removed.current.lease_owner, "lease handed over");
+            }
+            DropReason::Duplicate => {
+                state.stats.lost += 1;
+                metrics::counter!("LostLeases", "table" => self.store.table_name().to_owned())
+                    .increment(1);
+                info!(lease_key = %held.key, counter = removed.current.lease_counter, "lease left to the other process with this worker id");
             }
             DropReason::Finished => {
                 state.stats.finished += 1;

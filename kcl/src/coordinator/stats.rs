@@ -73,4 +73,8 @@ pub struct CoordinatorStats {
     pub finished: u64,
     /// Finished leases this worker held that are not cleaned up yet.
     pub finished_held: usize,
+    /// Times a lease stored under this worker's id moved without this process: another
+    /// process runs with the same worker id (each also logged as an error and counted in the
+    /// `DuplicateWorkerId` metric). Worker ids must be unique; see the coordinator's docs.
+    pub duplicate_worker_detections: u64,
 }

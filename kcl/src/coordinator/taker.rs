@@ -78,6 +78,7 @@ pub(crate) async fn take_cycle(
     };
     let now = shared.clock.now();
     tracker.observe(&leases, now);
+    shared.watch_foreign(&leases);
     let held = shared.held_keys();
     let mut expired = tracker.expired(&leases, &shared.worker_id, &held, now);
     // A lease this worker asked for, let go of by its holder but not taken yet, is this

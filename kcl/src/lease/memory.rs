@@ -31,6 +31,9 @@ pub(crate) struct Faults {
     pub(crate) write_delay: Option<Duration>,
     /// The next `n` calls of an operation fail with a transient error.
     pub(crate) fail_next: HashMap<&'static str, usize>,
+    /// The next `n` writes of an operation (`"checkpoint"`, `"renew"`...) are applied but
+    /// answered with a transient error (a lost response).
+    pub(crate) applied_but_failed: HashMap<&'static str, usize>,
 }
 
 /// Leases in a map, with the lease table's conditional semantics.
@@ -196,6 +199,16 @@ impl MemoryStore {
         let stored = stored.clone();
         drop(leases);
         self.record(operation, &lease.lease_key);
+        let lost_answer = self
+            .faults()
+            .applied_but_failed
+            .get_mut(operation)
+            .filter(|left| **left > 0)
+            .map(|left| *left -= 1)
+            .is_some();
+        if lost_answer {
+            return Err(transient("UpdateItem"));
+        }
         Ok(stored)
     }
 }
