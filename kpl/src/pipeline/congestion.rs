@@ -9,16 +9,24 @@
 //! calls are no longer timed out while they are being stored and sent again (which stores their
 //! records twice).
 //!
-//! The timeout of a call of `b` bytes is `request_timeout + 3 b / rate`, where `rate` is the
-//! smoothed bytes/s of answered calls (1 MiB/s until one was answered), at most 10 minutes.
+//! The timeout of a call of `b` bytes is `request_timeout + 3 x expected(b)`, at most 10
+//! minutes, where `expected(b) = latency + b / bandwidth` is fitted (least squares) to the
+//! last answered calls. Bytes over whole-call time would take a quiet stream's small calls,
+//! mostly latency, for a slow link and give a full call minutes. When the calls seen were all
+//! of one size, latency and bandwidth cannot be told apart: up to that size a call is expected
+//! to take what they took, and beyond it the link is assumed at least as fast as they showed
+//! and as 1 MiB/s. Callers also bound a call by its records' TTL.
 
+use std::collections::VecDeque;
 use std::time::Duration;
 
 /// Before any call was answered, this throughput is assumed (kinesis-mock's order of magnitude,
 /// far below the service's).
 const PRIOR_RATE: f64 = 1024.0 * 1024.0;
-/// Weight of the newest call in the smoothed rate.
-const SMOOTHING: f64 = 0.2;
+/// Answered calls the link model is fitted to.
+const SAMPLES: usize = 32;
+/// The slowest bandwidth a fit may conclude (a noisy fit must not give a call minutes).
+const MIN_RATE: f64 = 64.0 * 1024.0;
 /// A call is slow when it takes longer than this many times what its size should take...
 const SLOW_FACTOR: f64 = 2.0;
 /// ... and longer than this share of the request timeout (a fast endpoint's jitter is no
@@ -54,7 +62,9 @@ pub(crate) struct Congestion {
     max: usize,
     limit: f64,
     slow_start: bool,
-    rate: Option<f64>,
+    /// Recent answered calls: (bytes, seconds).
+    samples: VecDeque<(f64, f64)>,
+    link: Option<Link>,
     base_timeout: Duration,
     started: u64,
     /// Calls started before this one do not cut the limit again (one cut per round).
@@ -69,7 +79,8 @@ impl Congestion {
             max,
             limit: if adaptive { 1.0 } else { max as f64 },
             slow_start: adaptive,
-            rate: None,
+            samples: VecDeque::with_capacity(SAMPLES),
+            link: None,
             base_timeout,
             started: 0,
             cut_before: 0,
@@ -98,8 +109,11 @@ impl Congestion {
     }
 
     fn expected(&self, bytes: usize) -> Duration {
-        let rate = self.rate.unwrap_or(PRIOR_RATE);
-        Duration::from_secs_f64((bytes as f64 / rate).min(MAX_TIMEOUT.as_secs_f64()))
+        let seconds = match &self.link {
+            Some(link) => link.expected(bytes as f64),
+            None => bytes as f64 / PRIOR_RATE,
+        };
+        Duration::from_secs_f64(seconds.clamp(0.0, MAX_TIMEOUT.as_secs_f64()))
     }
 
     /// A call of `bytes` starts.
@@ -124,14 +138,14 @@ impl Congestion {
             CallEnd::Answered => {
                 let seconds = duration.as_secs_f64().max(1e-6);
                 if ticket.bytes > 0 {
-                    let observed = ticket.bytes as f64 / seconds;
-                    self.rate = Some(match self.rate {
-                        Some(rate) => rate + SMOOTHING * (observed - rate),
-                        None => observed,
-                    });
+                    if self.samples.len() == SAMPLES {
+                        self.samples.pop_front();
+                    }
+                    self.samples.push_back((ticket.bytes as f64, seconds));
+                    self.link = Link::fit(&self.samples);
                 }
                 let floor = self.base_timeout.mul_f64(SLOW_FLOOR_SHARE);
-                let known = self.rate.is_some() && ticket.sequence > 1;
+                let known = self.link.is_some() && ticket.sequence > 1;
                 if known && duration > ticket.expected.mul_f64(SLOW_FACTOR) && duration > floor {
                     self.cut(ticket, 0.5);
                 } else if self.slow_start {
@@ -151,6 +165,73 @@ impl Congestion {
         self.limit = (self.limit * factor).max(1.0);
         self.cut_before = self.started;
         self.cuts += 1;
+    }
+}
+
+/// What a call of some size should take: `latency + max(0, bytes - from) x per_byte`.
+#[derive(Debug, Clone, Copy, PartialEq)]
+struct Link {
+    latency: f64,
+    per_byte: f64,
+    from: f64,
+}
+
+impl Link {
+    fn expected(&self, bytes: f64) -> f64 {
+        self.latency + (bytes - self.from).max(0.0) * self.per_byte
+    }
+
+    /// Fits the model to `(bytes, seconds)` samples.
+    fn fit(samples: &VecDeque<(f64, f64)>) -> Option<Self> {
+        let n = samples.len() as f64;
+        if samples.is_empty() {
+            return None;
+        }
+        let mean_bytes = samples.iter().map(|s| s.0).sum::<f64>() / n;
+        let mean_secs = samples.iter().map(|s| s.1).sum::<f64>() / n;
+        let variance = samples
+            .iter()
+            .map(|s| (s.0 - mean_bytes).powi(2))
+            .sum::<f64>()
+            / n;
+        let covariance = samples
+            .iter()
+            .map(|s| (s.0 - mean_bytes) * (s.1 - mean_secs))
+            .sum::<f64>()
+            / n;
+        let spread = variance.sqrt() > 0.25 * mean_bytes;
+        let link = if spread && covariance > 0.0 {
+            let per_byte = covariance / variance;
+            let latency = mean_secs - per_byte * mean_bytes;
+            if latency >= 0.0 {
+                Self {
+                    latency,
+                    per_byte,
+                    from: 0.0,
+                }
+            } else {
+                // Through the origin: all of it is bandwidth.
+                let bytes_squared = samples.iter().map(|s| s.0 * s.0).sum::<f64>();
+                let bytes_secs = samples.iter().map(|s| s.0 * s.1).sum::<f64>();
+                Self {
+                    latency: 0.0,
+                    per_byte: bytes_secs / bytes_squared.max(1.0),
+                    from: 0.0,
+                }
+            }
+        } else {
+            // One size (or sizes that do not matter): what they took holds up to their size.
+            let observed_rate = mean_bytes / mean_secs.max(1e-6);
+            Self {
+                latency: mean_secs,
+                per_byte: 1.0 / observed_rate.max(PRIOR_RATE),
+                from: mean_bytes,
+            }
+        };
+        Some(Self {
+            per_byte: link.per_byte.min(1.0 / MIN_RATE),
+            ..link
+        })
     }
 }
 
@@ -236,6 +317,45 @@ mod tests {
         assert!(congestion.cuts() >= 1);
         assert!(congestion.allowed() < 24, "{}", congestion.allowed());
         let _ = timed_out;
+    }
+
+    /// A quiet stream's small calls are mostly latency: they must not make a full call's
+    /// timeout minutes long (bytes over whole-call time gave 1 KB / 50 ms = 20 KB/s, and 5 MiB
+    /// the 10-minute cap).
+    #[test]
+    fn small_calls_on_a_quiet_stream_do_not_stretch_a_large_calls_timeout() {
+        let mut congestion = Congestion::new(24, Duration::from_secs(6), true);
+        for _ in 0..100 {
+            let ticket = congestion.start(1_000);
+            congestion.finish(ticket, Duration::from_millis(50), CallEnd::Answered);
+        }
+        let timeout = congestion.timeout_for(5 * MIB);
+        assert!(timeout < Duration::from_secs(30), "{timeout:?}");
+        // A small call keeps a timeout near the base.
+        assert!(congestion.timeout_for(1_000) < Duration::from_secs(7));
+    }
+
+    /// Calls of many sizes on a link of 50 ms latency and 10 MB/s: the fit finds both.
+    #[test]
+    fn latency_and_bandwidth_are_fitted_from_calls_of_many_sizes() {
+        let mut congestion = Congestion::new(24, Duration::from_secs(6), true);
+        for i in 0..64usize {
+            let bytes = 1_000 + (i % 8) * 600_000;
+            let ticket = congestion.start(bytes);
+            let takes = 0.05 + bytes as f64 / 10_000_000.0;
+            congestion.finish(ticket, Duration::from_secs_f64(takes), CallEnd::Answered);
+        }
+        let link = congestion.link.expect("fitted");
+        assert!((link.latency - 0.05).abs() < 0.005, "{link:?}");
+        assert!(
+            (1.0 / link.per_byte - 10_000_000.0).abs() < 100_000.0,
+            "{link:?}"
+        );
+        let expected = congestion.expected(5 * MIB).as_secs_f64();
+        assert!(
+            (expected - (0.05 + 5.0 * MIB as f64 / 1e7)).abs() < 0.05,
+            "{expected}"
+        );
     }
 
     #[test]

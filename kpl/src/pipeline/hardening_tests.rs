@@ -430,3 +430,28 @@ async fn a_flush_seals_only_what_it_waits_for() {
     );
     producer.shutdown().await;
 }
+
+/// A call that never answers is given up at the TTL of its records, not at a request timeout
+/// longer than that: their receipts answer at the TTL.
+#[tokio::test(start_paused = true)]
+async fn a_calls_timeout_never_outlives_the_ttl_of_its_records() {
+    let fake = FakeKinesis::new();
+    fake.create_stream(STREAM, 1);
+    fake.script(std::iter::repeat_n(CallFault::Hang, 100));
+    let producer = builder(&fake)
+        .request_timeout(Duration::from_secs(60))
+        .record_ttl(Duration::from_secs(2))
+        .build()
+        .await
+        .expect("built");
+    let started = tokio::time::Instant::now();
+    let results = send_and_wait(&producer, 5, 1).await;
+    let elapsed = started.elapsed();
+    for result in &results {
+        let failure = result.as_ref().expect_err("never answered");
+        assert!(failure.is_expired(), "{failure}");
+        assert!(failure.may_be_stored(), "its call was never answered");
+    }
+    assert!(elapsed < Duration::from_secs(3), "{elapsed:?}");
+    producer.shutdown().await;
+}

@@ -5,6 +5,7 @@
 
 use std::sync::Arc;
 
+use aggregation_proto::KinesisRecord;
 use tokio::time::Instant;
 use tracing::{Instrument, debug, warn};
 
@@ -209,9 +210,13 @@ impl Pipeline {
                 .all(|member| r.contains(member.hash_key))
         });
         let mut resend: Vec<PendingRecord> = Vec::new();
+        let kinesis_bytes = KinesisRecord::size(&outgoing.record);
+        let (mut stored, mut stored_bytes) = (0, 0);
         for (position, mut member) in outgoing.members.into_iter().enumerate() {
             let owned = range.is_some_and(|r| r.contains(member.hash_key));
             if owned && (all_owned || policy == MisroutedRecords::ResendOutOfRange) {
+                stored += 1;
+                stored_bytes += member.size();
                 self.resolve(
                     Some(index),
                     member,
@@ -230,6 +235,15 @@ impl Pipeline {
             member.possibly_duplicated = true;
             member.ready_since = now;
             resend.push(member);
+        }
+        if stored > 0 {
+            // The Kinesis record is stored, whoever of its records it counts for.
+            self.metrics.kinesis_record_put(
+                &self.streams[index].metrics,
+                stored,
+                stored_bytes,
+                kinesis_bytes,
+            );
         }
         if resend.is_empty() {
             return;

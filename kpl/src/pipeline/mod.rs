@@ -73,6 +73,10 @@ use crate::streams::StreamRegistry;
 /// Calls kept going while the budget is pressed, batches full or not.
 const PRESSED_CALLS: usize = 2;
 
+/// The shortest timeout a call gets when its records' TTL is nearly over (a call timed out
+/// before it could be answered only adds a possible duplicate).
+const MIN_CALL_TIMEOUT: Duration = Duration::from_millis(50);
+
 /// Commands from the handles.
 // Records are nearly every command: boxing them would cost an allocation per record.
 #[allow(clippy::large_enum_variant)]
@@ -581,7 +585,20 @@ impl Pipeline {
                 );
             }
         }
-        let ticket = self.congestion.start(bytes);
+        let mut ticket = self.congestion.start(bytes);
+        // Never wait for an answer past the TTL of every record in the call: they are expired
+        // by then, and their receipts would wait for the timeout instead.
+        let last_deadline = batch
+            .iter()
+            .flat_map(|o| &o.members)
+            .map(|m| m.deadline(self.config.ttl()))
+            .try_fold(now, |latest, deadline| deadline.map(|d| latest.max(d)));
+        if let Some(deadline) = last_deadline {
+            ticket.timeout = ticket
+                .timeout
+                .min(deadline.saturating_duration_since(now))
+                .max(MIN_CALL_TIMEOUT);
+        }
         stream.calls_in_flight += 1;
         let call = calls::CallStream {
             id: stream.id.clone(),

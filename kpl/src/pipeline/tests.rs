@@ -434,6 +434,8 @@ async fn flush_timeout_bounds_the_wait() {
     fake.set_link(None, Duration::from_secs(60));
     let producer = builder(&fake)
         .request_timeout(Duration::from_secs(120))
+        // Longer than the answer takes: a call is never waited for past its records' TTL.
+        .record_ttl(Duration::from_secs(300))
         .build()
         .await
         .unwrap();
