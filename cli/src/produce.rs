@@ -57,6 +57,9 @@ struct Summary {
     /// Records sent again after an attempt whose answer never came (or whose aggregate landed
     /// on the wrong shard after a reshard): they may be stored twice. An upper bound.
     possibly_duplicated: u64,
+    /// The input line that could not become a record: reading stopped there, nothing after it
+    /// was sent.
+    stopped_at_line: Option<usize>,
 }
 
 #[derive(Debug, Default)]
@@ -108,21 +111,28 @@ async fn produce(args: ProduceArgs) -> Result<(), CliError> {
             }
         }
     });
+    // A line that cannot become a record stops the reading: everything before it is sent and
+    // answered, nothing after it is, so the run can be resumed from that line.
     let started = Instant::now();
     let mut number = 0usize;
+    let mut stopped: Option<CliError> = None;
     while let Some(line) = lines_rx.recv().await {
         number += 1;
-        let line = line?;
+        let line = match line {
+            Ok(line) => line,
+            Err(error) => {
+                stopped = Some(CliError::line(number, error));
+                break;
+            }
+        };
         if args.json && line.trim().is_empty() {
             continue;
         }
-        counts.read.fetch_add(1, Relaxed);
         let record = match to_record(&args, &line) {
             Ok(record) => record,
             Err(problem) => {
-                eprintln!("line {number}: {problem}");
-                counts.failed.fetch_add(1, Relaxed);
-                continue;
+                stopped = Some(CliError::line(number, problem));
+                break;
             }
         };
         if let Some(rate) = args.rate {
@@ -131,17 +141,22 @@ async fn produce(args: ProduceArgs) -> Result<(), CliError> {
         }
         match producer.send(record).await {
             Ok(receipt) => {
+                counts.read.fetch_add(1, Relaxed);
                 if receipts_tx.send((number, receipt)).await.is_err() {
                     break;
                 }
             }
             Err(SendError::Invalid { error, .. }) => {
-                eprintln!("line {number}: {error}");
-                counts.failed.fetch_add(1, Relaxed);
+                stopped = Some(CliError::line(number, error));
+                break;
             }
-            Err(error) => return Err(CliError::Usage(error.to_string())),
+            Err(error) => {
+                stopped = Some(CliError::Usage(error.to_string()));
+                break;
+            }
         }
     }
+    drop(lines_rx);
     drop(receipts_tx);
     producer.shutdown().await;
     let _ = waiter.await;
@@ -155,11 +170,22 @@ async fn produce(args: ProduceArgs) -> Result<(), CliError> {
         put_records_calls: metrics.put_records_calls,
         put_records_timed_out: metrics.put_records_timed_out,
         possibly_duplicated: metrics.user_records_possibly_duplicated,
+        stopped_at_line: match &stopped {
+            Some(CliError::BadLine { line, .. }) => Some(*line),
+            _ => None,
+        },
     };
     println!(
         "{}",
         serde_json::to_string(&summary).map_err(std::io::Error::other)?
     );
+    if let Some(error) = stopped {
+        eprintln!(
+            "kinesis-cat produce: stopped reading at {error}; the {} records before it were sent and answered ({} stored, {} failed)",
+            summary.user_records, summary.succeeded, summary.failed
+        );
+        return Err(error);
+    }
     if summary.failed > 0 {
         return Err(CliError::Usage(format!(
             "{} of {} records failed",

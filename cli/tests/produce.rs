@@ -82,13 +82,16 @@ async fn lines_go_into_the_stream() {
     assert_eq!(stored, expected);
 }
 
+/// A bad line stops the reading: everything before it is sent and answered, nothing after it,
+/// and the run fails naming the line (resume from it).
 #[tokio::test]
-async fn bad_json_lines_are_reported_and_fail_the_run() {
+async fn a_bad_json_line_stops_the_run_after_everything_before_it_is_stored() {
     let client = kinesis_client().await;
     let stream = unique_name("cat-produce-bad");
     create_stream(&client, &stream, 1).await;
     let input = concat!(
         "{\"partition_key\": \"a\", \"data\": \"aGVsbG8=\"}\n",
+        "{\"partition_key\": \"c\", \"data\": \"aGk=\"}\n",
         "{\"partition_key\": \"a\", \"data\": \"%%%\"}\n",
         "{\"partition_key\": \"b\", \"explicit_hash_key\": \"7\", \"data\": \"d29ybGQ=\"}\n",
     );
@@ -96,20 +99,68 @@ async fn bad_json_lines_are_reported_and_fail_the_run() {
     assert!(!output.status.success());
     let stderr = String::from_utf8_lossy(&output.stderr);
     assert!(
-        stderr.contains("line 2") && stderr.contains("base64"),
+        stderr.contains("line 3") && stderr.contains("base64"),
         "{stderr}"
     );
     let summary = summary(&output);
     assert_eq!(
-        (summary["succeeded"].as_u64(), summary["failed"].as_u64()),
-        (Some(2), Some(1))
+        (
+            summary["user_records"].as_u64(),
+            summary["succeeded"].as_u64(),
+            summary["failed"].as_u64()
+        ),
+        (Some(2), Some(2), Some(0))
     );
-    assert_eq!(
-        summary["kinesis_records"], 2,
-        "--no-aggregate sends each alone"
-    );
+    assert_eq!(summary["stopped_at_line"], 3);
     let stored = read_all_records(&client, &stream).await;
-    assert_eq!(stored.len(), 2);
+    assert_eq!(stored.len(), 2, "nothing after the bad line");
+}
+
+/// A line that is not UTF-8 (an I/O error of the line reader) also stops the run cleanly; it
+/// used to end the process with the records before it unanswered.
+#[tokio::test]
+async fn a_line_that_is_not_utf8_stops_the_run_after_everything_before_it_is_stored() {
+    let client = kinesis_client().await;
+    let stream = unique_name("cat-produce-utf8");
+    create_stream(&client, &stream, 1).await;
+    let mut child = Command::new(env!("CARGO_BIN_EXE_kinesis-cat"))
+        .args(["produce", &stream, "--partition-key", "k"])
+        .env(KINESIS_ENDPOINT_VAR, endpoint_url(KINESIS_ENDPOINT_VAR))
+        .env("AWS_REGION", integration_tests::REGION)
+        .env("AWS_ACCESS_KEY_ID", integration_tests::ACCESS_KEY_ID)
+        .env(
+            "AWS_SECRET_ACCESS_KEY",
+            integration_tests::SECRET_ACCESS_KEY,
+        )
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("kinesis-cat starts");
+    let mut input = child.stdin.take().expect("stdin");
+    let mut bytes: Vec<u8> = (0..500)
+        .flat_map(|i| format!("line {i}\n").into_bytes())
+        .collect();
+    bytes.extend_from_slice(b"\xff\xfe not utf-8\nafter\n");
+    let writer = std::thread::spawn(move || input.write_all(&bytes));
+    let output = child.wait_with_output().expect("kinesis-cat ends");
+    writer.join().expect("writer").expect("stdin written");
+    assert!(!output.status.success());
+    let summary = summary(&output);
+    assert_eq!(summary["stopped_at_line"], 501, "{summary}");
+    assert_eq!(summary["succeeded"], 500, "{summary}");
+    let stored: usize = read_all_records(&client, &stream)
+        .await
+        .iter()
+        .map(|r| {
+            deaggregate(&ReceivedRecord::new(
+                r.partition_key(),
+                r.data().as_ref().to_vec(),
+            ))
+            .len()
+        })
+        .sum();
+    assert_eq!(stored, 500);
 }
 
 /// One partition key for every line: by default its lines are stored in the order read.
