@@ -4,6 +4,7 @@
 //! | metric | kind | labels | Java KCL |
 //! |---|---|---|---|
 //! | `MillisBehindLatest` | gauge (ms) | `stream`, `shard` | `MillisBehindLatest` |
+//! | `SecondsSinceLastSuccessfulRead` | gauge (s) | `stream`, `shard` | (none: the time since the shard's last successful GetRecords answer or subscription event, or since its reading started; published every second) |
 //! | `RecordsProcessed` | counter | `stream`, `shard` | `RecordsProcessed` |
 //! | `DataBytesProcessed` | counter (bytes) | `stream`, `shard` | `DataBytesProcessed` |
 //! | `RecordProcessor.processRecords.Time` | histogram (ms) | `stream`, `shard` | same |
@@ -15,18 +16,48 @@
 //! | `RenewLease.Failures` / `TakeLeases.Failures` | counters | `table` | `RenewLease.Success` = 0 / `TakeLeases.Success` = 0 |
 //! | `NeededLeases`, `NumWorkers`, `TotalLeases` | gauges | `table` | same (`TakeLeases`) |
 //!
-//! When a shard leaves the worker its `MillisBehindLatest` gauge is set to 0 (the `metrics`
-//! facade cannot remove a series): a stale value would otherwise stay in this worker's export
-//! forever, and a maximum over the fleet would report a lag nobody has; the worker that takes
-//! the shard over reports the real value. Exporters with an idle timeout (e.g.
-//! `metrics-exporter-prometheus`'s `idle_timeout`) drop the zeroed series once it stops
-//! changing. The [`ConsumerSnapshot`] of [`SchedulerHandle::metrics`](crate::SchedulerHandle::metrics)
+//! When a shard leaves the worker its per-shard gauges (`MillisBehindLatest`,
+//! `SecondsSinceLastSuccessfulRead`) are no longer updated, and never set to 0: a 0 would
+//! claim the shard is caught up here while the worker that took it over may be behind, and a
+//! maximum over the fleet would hide that. The `metrics` facade cannot remove a series;
+//! exporters drop one that stops being updated (`metrics-exporter-prometheus`'s
+//! `idle_timeout`; CloudWatch exporters publish only what was recorded in each period). The
+//! [`ConsumerSnapshot`] of [`SchedulerHandle::metrics`](crate::SchedulerHandle::metrics)
 //! removes the shard outright.
 
 use std::collections::BTreeMap;
-use std::sync::Mutex;
 use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
+use std::sync::{Arc, Mutex, Once};
 use std::time::Duration;
+
+use metrics::Unit;
+use tokio::time::Instant;
+
+use crate::retrieval::Counters;
+
+/// How often the per-shard `SecondsSinceLastSuccessfulRead` gauges are published.
+pub(crate) const READ_AGE_INTERVAL: Duration = Duration::from_secs(1);
+
+/// The per-shard gauges' names.
+const MILLIS_BEHIND_LATEST: &str = "MillisBehindLatest";
+const SECONDS_SINCE_LAST_READ: &str = "SecondsSinceLastSuccessfulRead";
+
+/// One shard's reading: its source's counters, and when that source was created.
+#[derive(Debug)]
+struct Reading {
+    counters: Arc<Counters>,
+    since: Instant,
+}
+
+impl Reading {
+    fn age(&self, now: Instant) -> Duration {
+        let last = self
+            .counters
+            .last_read()
+            .map_or(self.since, |at| at.max(self.since));
+        now.saturating_duration_since(last)
+    }
+}
 
 /// Live counters of one worker.
 #[derive(Debug, Default)]
@@ -38,10 +69,12 @@ pub(crate) struct ConsumerMetrics {
     processing_micros: AtomicU64,
     processor_failures: AtomicU64,
     behind: Mutex<BTreeMap<String, i64>>,
+    reading: Mutex<BTreeMap<String, Reading>>,
 }
 
 impl ConsumerMetrics {
     pub(crate) fn new(stream: impl Into<String>) -> Self {
+        describe();
         Self {
             stream: stream.into(),
             ..Self::default()
@@ -79,7 +112,33 @@ impl ConsumerMetrics {
         if let Ok(mut behind) = self.behind.lock() {
             behind.insert(shard.to_owned(), millis);
         }
-        metrics::gauge!("MillisBehindLatest", &self.labels(shard)).set(millis as f64);
+        metrics::gauge!(MILLIS_BEHIND_LATEST, &self.labels(shard)).set(millis as f64);
+    }
+
+    /// The shard's reading (re)started with a source whose successful reads `counters`
+    /// records: its read age counts from now until the first one.
+    pub(crate) fn reading(&self, shard: &str, counters: Arc<Counters>) {
+        if let Ok(mut reading) = self.reading.lock() {
+            let since = Instant::now();
+            reading.insert(shard.to_owned(), Reading { counters, since });
+        }
+    }
+
+    /// Publishes every shard's `SecondsSinceLastSuccessfulRead` (every
+    /// [`READ_AGE_INTERVAL`]: the age grows while nothing is read, so it must be set again
+    /// even when nothing happens).
+    pub(crate) fn publish_read_ages(&self) {
+        let now = Instant::now();
+        let ages: Vec<(String, Duration)> = match self.reading.lock() {
+            Ok(reading) => reading
+                .iter()
+                .map(|(shard, reading)| (shard.clone(), reading.age(now)))
+                .collect(),
+            Err(_) => return,
+        };
+        for (shard, age) in ages {
+            metrics::gauge!(SECONDS_SINCE_LAST_READ, &self.labels(&shard)).set(age.as_secs_f64());
+        }
     }
 
     pub(crate) fn processor_failed(&self, shard: &str) {
@@ -98,16 +157,14 @@ impl ConsumerMetrics {
         }
     }
 
-    /// The shard left this worker: its gauge goes to 0 (see the module docs) and it leaves
-    /// the snapshot.
+    /// The shard left this worker: it leaves the snapshot, and its gauges are no longer
+    /// updated (never zeroed: see the module docs).
     pub(crate) fn forget(&self, shard: &str) {
-        let known = self
-            .behind
-            .lock()
-            .map(|mut behind| behind.remove(shard).is_some())
-            .unwrap_or(false);
-        if known {
-            metrics::gauge!("MillisBehindLatest", &self.labels(shard)).set(0.0);
+        if let Ok(mut behind) = self.behind.lock() {
+            behind.remove(shard);
+        }
+        if let Ok(mut reading) = self.reading.lock() {
+            reading.remove(shard);
         }
     }
 
@@ -119,9 +176,38 @@ impl ConsumerMetrics {
             processing_time: Duration::from_micros(self.processing_micros.load(Relaxed)),
             processor_failures: self.processor_failures.load(Relaxed),
             millis_behind_latest: self.behind.lock().map(|b| b.clone()).unwrap_or_default(),
+            time_since_last_read: self
+                .reading
+                .lock()
+                .map(|reading| {
+                    let now = Instant::now();
+                    reading
+                        .iter()
+                        .map(|(shard, reading)| (shard.clone(), reading.age(now)))
+                        .collect()
+                })
+                .unwrap_or_default(),
             leases_held,
         }
     }
+}
+
+/// Describes the per-shard gauges to the installed recorder (once per process; a recorder
+/// installed later goes without the descriptions).
+fn describe() {
+    static DESCRIBED: Once = Once::new();
+    DESCRIBED.call_once(|| {
+        metrics::describe_gauge!(
+            MILLIS_BEHIND_LATEST,
+            Unit::Milliseconds,
+            "How far the shard's last read was behind its tip; not updated once the shard leaves the worker"
+        );
+        metrics::describe_gauge!(
+            SECONDS_SINCE_LAST_READ,
+            Unit::Seconds,
+            "Time since the shard's last successful read (GetRecords answer or subscription event); not updated once the shard leaves the worker"
+        );
+    });
 }
 
 /// A worker's counters at one moment.
@@ -140,6 +226,10 @@ pub struct ConsumerSnapshot {
     pub processor_failures: u64,
     /// The latest MillisBehindLatest of each shard being processed.
     pub millis_behind_latest: BTreeMap<String, i64>,
+    /// Per shard being read, the time since its last successful read (a GetRecords answer or
+    /// a subscription event, records or not), or since its reading started if none succeeded
+    /// yet: it grows while reads fail (they are retried inside the source).
+    pub time_since_last_read: BTreeMap<String, Duration>,
     /// Leases this worker holds.
     pub leases_held: usize,
 }

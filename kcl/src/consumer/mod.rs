@@ -36,8 +36,8 @@ use crate::lease::{Checkpoint, Lease};
 use crate::metrics::ConsumerMetrics;
 use crate::processor::{InitializeInput, ProcessRecordsInput, ShardRecordProcessor};
 use crate::retrieval::{
-    ChildShard, Driver, FanOutApi, FanOutDriver, KinesisApi, RetrievalError, RetrievalStats,
-    ShardBatch, ShardListing, StartingPosition, StreamId, children_of,
+    ChildShard, Counters, Driver, FanOutApi, FanOutDriver, KinesisApi, RetrievalError,
+    RetrievalStats, ShardBatch, ShardListing, StartingPosition, StreamId, children_of,
 };
 use crate::scheduler::{InitialPosition, ShardPhase, StatusBoard, WorkerConfig};
 use watchdog::Watchdog;
@@ -97,9 +97,13 @@ impl<A: KinesisApi> ShardSource<A> {
     }
 
     fn stats(&self) -> RetrievalStats {
+        self.counters().snapshot()
+    }
+
+    fn counters(&self) -> &Arc<Counters> {
         match self {
-            Self::Polling(driver) => driver.counters.snapshot(),
-            Self::FanOut(driver) => driver.counters.snapshot(),
+            Self::Polling(driver) => &driver.counters,
+            Self::FanOut(driver) => &driver.counters,
         }
     }
 }
@@ -190,6 +194,9 @@ where
             return Ended::LeaseLost;
         };
         let mut source = self.source(&lease);
+        self.context
+            .metrics
+            .reading(&self.key, Arc::clone(source.counters()));
         let mut checkpointer = Checkpointer::new(
             self.context.coordinator.clone(),
             self.holding.clone(),

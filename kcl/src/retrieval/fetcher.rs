@@ -134,6 +134,7 @@ impl<A: KinesisApi> Fetcher<A> {
             match result {
                 Ok(mut page) => {
                     self.succeeded();
+                    self.counters.read_succeeded();
                     let children = match page.next_iterator {
                         Some(_) => None,
                         None if !page.child_shards.is_empty() => {

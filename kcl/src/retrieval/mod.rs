@@ -70,6 +70,7 @@ pub use fanout::{
 pub use polling::PollingSource;
 pub use sequence::{MAX_SEQUENCE_NUMBER_DIGITS, compare_sequence_numbers, is_sequence_number};
 pub use source::RecordSource;
+pub(crate) use stats::Counters;
 pub use stats::RetrievalStats;
 pub use types::{ChildShard, ShardBatch, StartingPosition, StreamId};
 

@@ -1,6 +1,9 @@
 //! [`RetrievalStats`]: what a source did, for metrics and tests.
 
+use std::sync::Mutex;
 use std::sync::atomic::{AtomicU64, Ordering};
+
+use tokio::time::Instant;
 
 /// Counters of one [`PollingSource`](super::PollingSource) or
 /// [`FanOutSource`](super::FanOutSource) since it was created (see their `stats`).
@@ -65,6 +68,8 @@ pub(crate) struct Counters {
     pub(crate) subscribe_calls: AtomicU64,
     pub(crate) subscription_events: AtomicU64,
     pub(crate) subscriptions_ended: AtomicU64,
+    /// When the last read succeeded (a GetRecords answer, a subscription event).
+    last_read: Mutex<Option<Instant>>,
 }
 
 /// Adds `n` to `counter`.
@@ -73,6 +78,18 @@ pub(crate) fn add(counter: &AtomicU64, n: usize) {
 }
 
 impl Counters {
+    /// A read succeeded now.
+    pub(crate) fn read_succeeded(&self) {
+        if let Ok(mut last_read) = self.last_read.lock() {
+            *last_read = Some(Instant::now());
+        }
+    }
+
+    /// When the last read succeeded, if one did.
+    pub(crate) fn last_read(&self) -> Option<Instant> {
+        self.last_read.lock().ok().and_then(|last_read| *last_read)
+    }
+
     pub(crate) fn snapshot(&self) -> RetrievalStats {
         let load = |counter: &AtomicU64| counter.load(Ordering::Relaxed);
         RetrievalStats {

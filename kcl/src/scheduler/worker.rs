@@ -7,7 +7,7 @@ use std::sync::Arc;
 
 use tokio::sync::watch;
 use tokio::task::{Id, JoinError, JoinSet};
-use tokio::time::{Instant, sleep, sleep_until, timeout_at};
+use tokio::time::{Instant, MissedTickBehavior, interval, sleep, sleep_until, timeout_at};
 use tokio_util::sync::CancellationToken;
 use tracing::{Instrument, error, info, info_span, warn};
 
@@ -22,6 +22,7 @@ use crate::consumer::FanOutPlan;
 use crate::consumer::{Ended, ShardContext, Stop, run_consumer};
 use crate::coordinator::{CoordinatorConfig, HeldRef, LeaseCoordinatorBuilder};
 use crate::lease::store::LeaseStore;
+use crate::metrics::READ_AGE_INTERVAL;
 use crate::processor::ShardRecordProcessor;
 use crate::retrieval::{FanOutApi, KinesisApi, StreamId};
 use crate::shard_sync::sync_shards;
@@ -173,6 +174,8 @@ where
         let coordinator = self.context.coordinator.clone();
         let mut held = coordinator.subscribe();
         let mut handoffs = coordinator.handoff_requests();
+        let mut read_ages = interval(READ_AGE_INTERVAL);
+        read_ages.set_missed_tick_behavior(MissedTickBehavior::Delay);
         loop {
             let current: BTreeSet<String> = held.borrow_and_update().keys().cloned().collect();
             let asked: BTreeSet<String> = handoffs.borrow_and_update().clone();
@@ -194,6 +197,7 @@ where
                 () = sleep_until(next_timer.unwrap_or_else(Instant::now)), if next_timer.is_some() => {
                     self.retry_releases().await;
                 }
+                _ = read_ages.tick() => self.context.metrics.publish_read_ages(),
             }
         }
     }

@@ -249,6 +249,7 @@ impl Subscriber {
             child_shards,
         } = event;
         add(&self.counters.subscription_events, 1);
+        self.counters.read_succeeded();
         let continuation = continuation_sequence_number.filter(|c| !c.is_empty());
         // The children first: if finding them fails, the event is dropped before the position
         // moved, and the next subscription (from the previous continuation) reads it again.

@@ -197,20 +197,69 @@ fn recorder() -> &'static TestRecorder {
     })
 }
 
-#[test]
-fn a_leaving_shards_gauge_is_zeroed_and_it_leaves_the_snapshot() {
+#[tokio::test(start_paused = true)]
+async fn a_leaving_shards_gauges_stop_being_reported_never_zeroed() {
+    // A zero would say "caught up" for a shard nobody here reads any more (and a maximum over
+    // the fleet would hide the worker that took it over and is behind): the series is left
+    // alone, and exporters drop it once it stops being updated.
     let recorder = recorder();
     let metrics = ConsumerMetrics::new("gauges");
+    metrics.reading("shard-a", Arc::default());
     metrics.behind("shard-a", 5_000);
     metrics.behind("shard-b", 7);
-    let key = |shard: &str| format!("MillisBehindLatest{{shard={shard},stream=gauges}}");
-    assert_eq!(recorder.gauge(&key("shard-a")), Some(5_000.0));
+    let key = |name: &str, shard: &str| format!("{name}{{shard={shard},stream=gauges}}");
+    let behind = |shard: &str| recorder.gauge(&key("MillisBehindLatest", shard));
+    let age = || recorder.gauge(&key("SecondsSinceLastSuccessfulRead", "shard-a"));
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    metrics.publish_read_ages();
+    assert_eq!(behind("shard-a"), Some(5_000.0));
+    assert_eq!(age(), Some(2.0));
     metrics.forget("shard-a");
-    assert_eq!(recorder.gauge(&key("shard-a")), Some(0.0));
-    assert_eq!(recorder.gauge(&key("shard-b")), Some(7.0));
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    metrics.publish_read_ages();
+    assert_eq!(behind("shard-a"), Some(5_000.0), "not zeroed");
+    assert_eq!(age(), Some(2.0), "no longer updated");
+    assert_eq!(behind("shard-b"), Some(7.0));
     let snapshot = metrics.snapshot(1);
     assert!(!snapshot.millis_behind_latest.contains_key("shard-a"));
+    assert!(!snapshot.time_since_last_read.contains_key("shard-a"));
     assert_eq!(snapshot.millis_behind_latest["shard-b"], 7);
+}
+
+#[tokio::test(start_paused = true)]
+async fn each_shard_reports_the_time_since_its_last_successful_read() {
+    let recorder = recorder();
+    let fleet = Fleet::new(1);
+    let s0 = shard_id(0);
+    fleet.stream.put_n(&s0, "a", 5);
+    let w1 = fleet.worker("w1");
+    fleet.wait_delivered(5, Duration::from_secs(30)).await;
+    tokio::time::sleep(Duration::from_secs(3)).await;
+    let key = format!(
+        "SecondsSinceLastSuccessfulRead{{shard={s0},stream={}}}",
+        fleet.name
+    );
+    let age = || recorder.gauge(&key);
+    // At the tip a read every 100 ms (the idle time of these tests), published every second.
+    assert!(age().is_some_and(|s| s < 0.5), "{:?}", age());
+    assert!(w1.handle.metrics().time_since_last_read[&s0] < Duration::from_millis(500));
+    // Reads fail for a while (retried with backoff inside the source): the age grows.
+    fleet.stream.fail(
+        crate::retrieval::Operation::GetRecords,
+        crate::retrieval::Class::Transient,
+        30,
+    );
+    wait_for("an age of 5 s", Duration::from_secs(30), || {
+        age().is_some_and(|s| s >= 5.0)
+    })
+    .await;
+    assert!(w1.handle.metrics().time_since_last_read[&s0] >= Duration::from_secs(5));
+    // They succeed again: back near 0.
+    wait_for("a fresh read", Duration::from_secs(60), || {
+        age().is_some_and(|s| s < 1.5)
+    })
+    .await;
+    w1.stop().await.unwrap();
 }
 
 #[tokio::test(start_paused = true)]
