@@ -455,3 +455,33 @@ async fn a_calls_timeout_never_outlives_the_ttl_of_its_records() {
     assert!(elapsed < Duration::from_secs(3), "{elapsed:?}");
     producer.shutdown().await;
 }
+
+/// A flush that reaches the pipeline after a shutdown began waits for what it waited for and
+/// reports it (it used to be dropped unread, and the flush reported nothing stored).
+#[tokio::test(start_paused = true)]
+async fn a_flush_racing_shutdown_reports_the_real_outcome() {
+    let fake = FakeKinesis::new();
+    fake.create_stream(STREAM, 2);
+    fake.set_link(None, Duration::from_millis(200));
+    let producer = builder(&fake).build().await.expect("built");
+    let mut receipts = Vec::new();
+    for i in 0..10 {
+        let record = UserRecord::new(format!("k{i}"), "x");
+        receipts.push(producer.send(record).await.expect("accepted"));
+    }
+    let stopping = tokio::spawn({
+        let producer = producer.clone();
+        async move { producer.shutdown().await }
+    });
+    // The pipeline takes the shutdown in; the records are still on their way.
+    for _ in 0..10 {
+        tokio::task::yield_now().await;
+    }
+    assert!(!stopping.is_finished());
+    let report = producer.flush().await.expect("a report");
+    assert_eq!((report.stored, report.failed), (10, 0), "{report:?}");
+    stopping.await.expect("shut down");
+    for receipt in receipts {
+        assert!(receipt.await.is_ok());
+    }
+}

@@ -122,7 +122,11 @@ pub(crate) struct Pipeline {
     metrics: Arc<Metrics>,
     health: Arc<Health>,
     shutdown_waiters: Vec<oneshot::Sender<()>>,
+    /// A shutdown was asked for, or every handle is gone: everything goes out now.
     input_closed: bool,
+    /// Every handle is gone: nothing more can arrive. (After a shutdown the inbox is still
+    /// read: a flush, or a record that raced the shutdown, is answered for real.)
+    inbox_done: bool,
     /// When the expiry sweep runs next.
     next_sweep: Option<Instant>,
     /// Dispatch starts from a different stream each pass (fairness).
@@ -186,6 +190,7 @@ impl Pipeline {
             health,
             shutdown_waiters: Vec::new(),
             input_closed: false,
+            inbox_done: false,
             next_sweep: None,
             next_stream: 0,
             backoff,
@@ -255,8 +260,9 @@ impl Pipeline {
                     };
                     if !self.guarded(|p| p.on_refresh(done)) { break; }
                 },
-                more = self.inbox.recv_batch(&mut self.incoming), if !self.input_closed => {
+                more = self.inbox.recv_batch(&mut self.incoming), if !self.inbox_done => {
                     if !more {
+                        self.inbox_done = true;
                         self.input_closed = true;
                     } else {
                         if !self.guarded(|p| p.take_incoming()) { break; }
@@ -267,7 +273,10 @@ impl Pipeline {
                         match self.inbox.try_recv_batch(&mut self.incoming) {
                             Taken::Some => if !self.guarded(|p| p.take_incoming()) { break; },
                             Taken::Nothing => {}
-                            Taken::Finished => self.input_closed = true,
+                            Taken::Finished => {
+                                self.inbox_done = true;
+                                self.input_closed = true;
+                            }
                         }
                     }
                 },
