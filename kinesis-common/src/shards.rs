@@ -49,6 +49,9 @@ impl Shard {
 pub enum ShardListing {
     /// Every shard still within the stream's retention, open or closed.
     All,
+    /// The open shards only (the `AT_LATEST` filter): what a producer routes to, without the
+    /// pages of closed shards a stream that was resharded often keeps for its retention.
+    Open,
     /// Every shard whose id sorts after this one (the `AFTER_SHARD_ID` filter): where a closed
     /// shard's children are.
     After(String),
@@ -111,6 +114,7 @@ pub async fn list_shards_as_sent(
 ) -> Result<Vec<aws_sdk_kinesis::types::Shard>, KinesisError> {
     let filter = match listing {
         ShardListing::All => None,
+        ShardListing::Open => Some(ShardFilter::builder().r#type(ShardFilterType::AtLatest)),
         ShardListing::After(shard_id) => Some(
             ShardFilter::builder()
                 .r#type(ShardFilterType::AfterShardId)

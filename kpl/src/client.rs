@@ -76,7 +76,8 @@ pub enum PutResult {
 /// Implement it to put the producer in front of something other than the AWS SDK (a test fake,
 /// a proxy); [`SdkKinesis`] is the real one.
 pub trait KinesisApi: Send + Sync + fmt::Debug + 'static {
-    /// Every shard of `stream` (open and closed), following every page.
+    /// The open shards of `stream` (closed ones may be included: they are ignored), following
+    /// every page.
     fn list_shards<'a>(
         &'a self,
         stream: &'a StreamId,
@@ -118,7 +119,8 @@ impl KinesisApi for SdkKinesis {
         &'a self,
         stream: &'a StreamId,
     ) -> BoxFuture<'a, Result<Vec<Shard>, KinesisError>> {
-        Box::pin(list_shards(&self.client, stream, &ShardListing::All))
+        // The producer routes to open shards only: closed ones are pages for nothing.
+        Box::pin(list_shards(&self.client, stream, &ShardListing::Open))
     }
 
     fn put_records<'a>(

@@ -17,6 +17,8 @@ pub(crate) struct ShardLimiter {
     /// Fraction of the configured rate currently allowed, in (0, 1].
     factor: f64,
     last_throttle: Option<Instant>,
+    /// When the rate was last halved.
+    last_cut: Option<Instant>,
 }
 
 #[derive(Debug, Clone)]
@@ -62,6 +64,7 @@ impl ShardLimiter {
             bytes: Bucket::new(SHARD_BYTES_PER_SEC * share, now),
             factor: 1.0,
             last_throttle: None,
+            last_cut: None,
         }
     }
 
@@ -83,13 +86,20 @@ impl ShardLimiter {
         Ok(())
     }
 
-    /// Kinesis throttled this shard: halve its rate (down to 5 % of the configured one).
-    pub(crate) fn throttled(&mut self, now: Instant) {
+    /// Kinesis throttled this shard in the answer to a call sent at `sent`: halve its rate
+    /// (down to 5 % of the configured one), once per round of answers. Calls sent before the
+    /// last halving were sent at the rate it already answered: with 24 calls in flight, 24
+    /// throttled answers are one overload, not 24 (which would floor the rate at once).
+    pub(crate) fn throttled(&mut self, sent: Instant, now: Instant) {
         self.recover(now);
+        if self.last_cut.is_some_and(|cut| sent <= cut) {
+            return;
+        }
         self.factor = (self.factor / 2.0).max(0.05);
         self.records.tokens = self.records.tokens.min(0.0);
         self.bytes.tokens = self.bytes.tokens.min(0.0);
         self.last_throttle = Some(now);
+        self.last_cut = Some(now);
     }
 
     fn recover(&mut self, now: Instant) {
@@ -143,8 +153,10 @@ mod tests {
     fn throttling_halves_the_rate_and_recovers() {
         let start = Instant::now();
         let mut limiter = ShardLimiter::new(100, start);
-        limiter.throttled(start);
-        limiter.throttled(start);
+        limiter.throttled(start, start);
+        // A call sent after that halving is a new round.
+        let next = start + Duration::from_nanos(1);
+        limiter.throttled(next, next);
         let one_second = start + Duration::from_secs(1);
         let taken = (0..2_000)
             .filter(|_| limiter.try_take(1, one_second).is_ok())
@@ -158,5 +170,25 @@ mod tests {
             .filter(|_| limiter.try_take(1, later).is_ok())
             .count();
         assert_eq!(taken, 1_000, "fully recovered");
+    }
+
+    /// Many calls in flight answered throttled: one halving for the round, not one per answer.
+    #[test]
+    fn a_round_of_throttled_answers_halves_the_rate_once() {
+        let start = Instant::now();
+        let mut limiter = ShardLimiter::new(100, start);
+        let answered = start + Duration::from_millis(100);
+        for call in 0..24 {
+            // All sent before the first answer came.
+            limiter.throttled(start, answered + Duration::from_millis(call));
+        }
+        let one_second = answered + Duration::from_secs(1);
+        let taken = (0..2_000)
+            .filter(|_| limiter.try_take(1, one_second).is_ok())
+            .count();
+        assert!(
+            (550..=650).contains(&taken),
+            "one halving (50 %), recovering 10 % a second: {taken}"
+        );
     }
 }

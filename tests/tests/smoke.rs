@@ -119,3 +119,26 @@ async fn aggregate_round_trip_and_conditional_write() {
     delete_stream(&kinesis, &stream).await;
     delete_table(&dynamodb, &table).await;
 }
+
+/// The producer lists open shards only (`AT_LATEST`): after a split, the parent is not in the
+/// listing, the children are; the unfiltered listing still has all three.
+#[tokio::test]
+async fn open_shard_listing_leaves_closed_shards_out() {
+    use kinesis_common::{ShardListing, StreamId, list_shards};
+    let kinesis = kinesis_client().await;
+    let stream = unique_name("smoke-open");
+    create_stream(&kinesis, &stream, 1).await;
+    let all = integration_tests::list_shards(&kinesis, &stream).await;
+    integration_tests::split_in_half(&kinesis, &stream, &all[0]).await;
+    let id = StreamId::from(stream.as_str());
+    let open = list_shards(&kinesis, &id, &ShardListing::Open)
+        .await
+        .expect("ListShards AT_LATEST");
+    let every = list_shards(&kinesis, &id, &ShardListing::All)
+        .await
+        .expect("ListShards");
+    assert_eq!(every.len(), 3, "{every:?}");
+    assert_eq!(open.len(), 2, "{open:?}");
+    assert!(open.iter().all(|s| s.open && s.parent_shard_id.is_some()));
+    delete_stream(&kinesis, &stream).await;
+}

@@ -58,10 +58,11 @@ impl Pipeline {
         let settlement = settle(call.batch, &outcome, rules, &mut |attempts| {
             Self::backoff_delay(backoff, max, rng, attempts)
         });
-        self.apply(index, settlement, now);
+        self.apply(index, settlement, outcome.started, now);
     }
 
-    fn apply(&mut self, index: usize, settlement: Settlement, now: Instant) {
+    /// Carries out what the answer of a call sent at `sent` decided.
+    fn apply(&mut self, index: usize, settlement: Settlement, sent: Instant, now: Instant) {
         let Settlement {
             decisions,
             targets,
@@ -81,7 +82,7 @@ impl Pipeline {
         }
         for shard_id in &throttled_shards {
             if let Some(position) = stream.router.map.position(shard_id) {
-                stream.router.shards[position].limiter.throttled(now);
+                stream.router.shards[position].limiter.throttled(sent, now);
             }
         }
         // Without a map every record lands "elsewhere" (Kinesis routes it): nothing is stale.

@@ -338,7 +338,7 @@ impl KinesisApi for FakeStream {
             .filter(|(id, shard)| match listing {
                 ShardListing::All => true,
                 ShardListing::After(after) => id.as_str() > after.as_str(),
-                ShardListing::AtTimestamp(_) => !shard.closed,
+                ShardListing::AtTimestamp(_) | ShardListing::Open => !shard.closed,
             })
             .map(|(id, shard)| summary(id, shard))
             .collect())
