@@ -9,6 +9,8 @@
 //! | `DataBytesProcessed` | counter (bytes) | `stream`, `shard` | `DataBytesProcessed` |
 //! | `RecordProcessor.processRecords.Time` | histogram (ms) | `stream`, `shard` | same |
 //! | `RecordProcessor.Failures` | counter | `stream`, `shard` | (none: a processor that panicked or timed out) |
+//! | `RecordProcessor.shardEnded.Failures` | counter | `stream`, `shard` | (none: a `shard_ended` call that did not store SHARD_END; the Java KCL logs "Application didn't checkpoint at end of shard") |
+//! | `ShardEnd.Abandoned` | counter | `stream`, `shard` | (none: the worker stopped calling `shard_ended` after `max_shard_end_attempts`) |
 //! | `GetRecords.Throttled` | counter | `stream`, `shard` | `ProvisionedThroughputExceededException` counts |
 //! | `GetRecords.ExpiredIterator` | counter | `stream`, `shard` | `ExpiredIteratorException` counts |
 //! | `CurrentLeases` | gauge | `table` | `CurrentLeases` |
@@ -68,6 +70,7 @@ pub(crate) struct ConsumerMetrics {
     batches: AtomicU64,
     processing_micros: AtomicU64,
     processor_failures: AtomicU64,
+    shard_ends_abandoned: AtomicU64,
     behind: Mutex<BTreeMap<String, i64>>,
     reading: Mutex<BTreeMap<String, Reading>>,
 }
@@ -146,6 +149,17 @@ impl ConsumerMetrics {
         metrics::counter!("RecordProcessor.Failures", &self.labels(shard)).increment(1);
     }
 
+    /// `shard_ended` returned without storing SHARD_END (or stalled): one attempt.
+    pub(crate) fn shard_end_not_stored(&self, shard: &str) {
+        metrics::counter!("RecordProcessor.shardEnded.Failures", &self.labels(shard)).increment(1);
+    }
+
+    /// The worker gave up on the shard's end (see `max_shard_end_attempts`).
+    pub(crate) fn shard_end_abandoned(&self, shard: &str) {
+        self.shard_ends_abandoned.fetch_add(1, Relaxed);
+        metrics::counter!("ShardEnd.Abandoned", &self.labels(shard)).increment(1);
+    }
+
     /// Retrieval counters since the last call: throttled calls and expired iterators.
     pub(crate) fn retrieval(&self, shard: &str, throttled: u64, expired_iterators: u64) {
         let labels = self.labels(shard);
@@ -175,6 +189,7 @@ impl ConsumerMetrics {
             batches_processed: self.batches.load(Relaxed),
             processing_time: Duration::from_micros(self.processing_micros.load(Relaxed)),
             processor_failures: self.processor_failures.load(Relaxed),
+            shard_ends_abandoned: self.shard_ends_abandoned.load(Relaxed),
             millis_behind_latest: self.behind.lock().map(|b| b.clone()).unwrap_or_default(),
             time_since_last_read: self
                 .reading
@@ -224,6 +239,9 @@ pub struct ConsumerSnapshot {
     pub processing_time: Duration,
     /// Processor calls that panicked or took longer than the processor timeout.
     pub processor_failures: u64,
+    /// Shard ends given up on: `shard_ended` did not store SHARD_END in
+    /// [`max_shard_end_attempts`](crate::SchedulerBuilder::max_shard_end_attempts) calls.
+    pub shard_ends_abandoned: u64,
     /// The latest MillisBehindLatest of each shard being processed.
     pub millis_behind_latest: BTreeMap<String, i64>,
     /// Per shard being read, the time since its last successful read (a GetRecords answer or

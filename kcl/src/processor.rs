@@ -4,7 +4,9 @@
 //! initialize -> process_records* -> one of:
 //!     lease_lost          another worker took the shard: stop, do not checkpoint
 //!     shard_ended         the shard is closed and fully read: checkpoint (SHARD_END) now
-//!                         (called again, after a backoff, until SHARD_END is stored)
+//!                         (called again, after a backoff, until SHARD_END is stored; a
+//!                         processor that never stores it is given up on after
+//!                         max_shard_end_attempts calls, and the shard stays unfinished)
 //!     shutdown_requested  this worker is leaving, or another worker asked for the shard
 //!                         (a graceful handoff): checkpoint what is done; the next owner
 //!                         starts right after it

@@ -10,14 +10,21 @@
 //!
 //! If any step fails, or `shard_ended` returns without SHARD_END stored, the whole sequence is
 //! tried again after a backoff, until it is durable or the lease is lost: the children never
-//! wait on a parent that nobody will finish.
+//! wait on a parent that nobody will finish. Failures of the services (DynamoDB, ListShards, a
+//! checkpoint write the processor made that did not go through) are retried for as long as it
+//! takes. A processor that returns from `shard_ended` without a checkpoint call, stores
+//! something other than SHARD_END, or stalls past the processor timeout, is given
+//! [`max_shard_end_attempts`](crate::SchedulerBuilder::max_shard_end_attempts) calls: then the
+//! worker logs an error, counts it, and stops calling it (the shard stays held and unfinished
+//! until the lease is lost, handed over or released; the next holder tries again). The Java
+//! KCL retries such a processor forever.
 
 use std::collections::BTreeSet;
 
-use tracing::{info, warn};
+use tracing::{error, info, warn};
 
 use super::watchdog::Watchdog;
-use super::{Consumer, Ended, ShardContext, bounded};
+use super::{Consumer, Ended, ShardContext, Stop, bounded, wait_stop};
 use crate::checkpointer::Checkpointer;
 use crate::lease::{Checkpoint, LeaseError};
 use crate::processor::ShardRecordProcessor;
@@ -36,8 +43,18 @@ enum NotYet {
     ListShards(String),
     #[error("shard_ended returned without a stored SHARD_END checkpoint")]
     NotCheckpointed,
+    #[error("shard_ended checkpointed, but SHARD_END was not stored (the write failed)")]
+    NotStored,
     #[error("shard_ended made no progress within the processor timeout")]
     TimedOut,
+}
+
+impl NotYet {
+    /// Whether the processor failed the shard end (rather than a service): such attempts
+    /// are bounded.
+    fn is_processors_fault(&self) -> bool {
+        matches!(self, Self::NotCheckpointed | Self::TimedOut)
+    }
 }
 
 pub(super) async fn finish<A, P>(
@@ -57,6 +74,7 @@ where
         .phase(&consumer.key, ShardPhase::ShardEnding);
     let config = consumer.context.config.clone();
     let mut backoff = crate::backoff::Backoff::new(config.retry_min, config.retry_max);
+    let mut processor_faults = 0_u32;
     loop {
         if consumer
             .context
@@ -80,6 +98,13 @@ where
                 return Ended::ShardEnd;
             }
             Err(why) => {
+                if why.is_processors_fault() {
+                    processor_faults += 1;
+                    consumer.context.metrics.shard_end_not_stored(&consumer.key);
+                    if processor_faults >= config.shard_end_attempts.get() {
+                        return abandon(consumer, processor_faults, &why).await;
+                    }
+                }
                 let wait = backoff.next_delay();
                 warn!(
                     attempt = backoff.attempts(),
@@ -106,6 +131,35 @@ where
     }
 }
 
+/// Gives up on a processor that does not store SHARD_END: no more calls to it; the holding
+/// is kept, unfinished, until the worker stops it (see the module docs).
+async fn abandon<A, P>(consumer: &mut Consumer<A, P>, attempts: u32, why: &NotYet) -> Ended
+where
+    A: KinesisApi + Clone,
+    P: ShardRecordProcessor,
+{
+    error!(
+        attempts,
+        error = %why,
+        "the processor did not checkpoint SHARD_END in shard_ended (call Checkpointer::checkpoint_shard_end there); \
+         giving up: the shard stays unfinished and its child shards are not read until another holder of the lease stores SHARD_END"
+    );
+    consumer.context.metrics.shard_end_abandoned(&consumer.key);
+    consumer
+        .context
+        .status
+        .phase(&consumer.key, ShardPhase::ShardEndFailed);
+    match wait_stop(&mut consumer.stop).await {
+        Stop::LeaseLost => {
+            let limit = Some(consumer.context.config.shutdown_timeout);
+            let _ = bounded(limit, consumer.processor.lease_lost()).await;
+            Ended::LeaseLost
+        }
+        Stop::Shutdown => Ended::Shutdown,
+        Stop::Handoff => Ended::HandedOff,
+    }
+}
+
 async fn attempt<A, P>(
     consumer: &mut Consumer<A, P>,
     checkpointer: &mut Checkpointer,
@@ -125,14 +179,21 @@ where
             .update_child_shards(&consumer.key, &ids)
             .await?;
     }
-    if *checkpointer.last_checkpoint() != Checkpoint::ShardEnd {
-        watchdog
-            .watch(consumer.processor.shard_ended(checkpointer))
-            .await
-            .map_err(|_| NotYet::TimedOut)?;
-    }
     if *checkpointer.last_checkpoint() == Checkpoint::ShardEnd {
+        return Ok(());
+    }
+    let before = checkpointer.last_checkpoint().clone();
+    watchdog
+        .watch(consumer.processor.shard_ended(checkpointer))
+        .await
+        .map_err(|_| NotYet::TimedOut)?;
+    let after = checkpointer.last_checkpoint();
+    if *after == Checkpoint::ShardEnd {
         Ok(())
+    } else if watchdog.progressed() && *after == before {
+        // It did checkpoint; the write did not go through (the checkpointer keeps its last
+        // checkpoint until one is stored).
+        Err(NotYet::NotStored)
     } else {
         Err(NotYet::NotCheckpointed)
     }

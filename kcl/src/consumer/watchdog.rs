@@ -20,6 +20,8 @@ use crate::checkpointer::Checkpointer;
 pub(super) struct Watchdog {
     limit: Option<Duration>,
     progress: watch::Receiver<()>,
+    /// Whether the last watched call made a checkpoint call.
+    progressed: bool,
 }
 
 /// A processor call went the whole timeout without progress.
@@ -31,30 +33,49 @@ impl Watchdog {
     pub(super) fn new(limit: Option<Duration>, checkpointer: &mut Checkpointer) -> Self {
         let (progress_tx, progress) = watch::channel(());
         checkpointer.report_progress(progress_tx);
-        Self { limit, progress }
+        Self {
+            limit,
+            progress,
+            progressed: false,
+        }
     }
 
     /// Runs `call` until it returns, or until it has gone the limit without progress.
     pub(super) async fn watch<T>(&mut self, call: impl Future<Output = T>) -> Result<T, Stalled> {
-        let Some(limit) = self.limit else {
-            return Ok(call.await);
-        };
         // Progress reported before this call says nothing about it.
         self.progress.mark_unchanged();
+        self.progressed = false;
+        let result = self.run(call).await;
+        // A checkpoint call in the poll that completed `call` was not seen as a change yet.
+        self.progressed |= self.progress.has_changed().unwrap_or(false);
+        result
+    }
+
+    /// Whether the last watched call made a checkpoint call (successful or not).
+    pub(super) fn progressed(&self) -> bool {
+        self.progressed
+    }
+
+    async fn run<T>(&mut self, call: impl Future<Output = T>) -> Result<T, Stalled> {
         let mut call = pin!(call);
-        let mut deadline = later(Instant::now(), limit);
+        let mut deadline = self.limit.map(|limit| later(Instant::now(), limit));
         let mut fed = true;
         loop {
             tokio::select! {
                 biased;
                 output = &mut call => return Ok(output),
                 changed = self.progress.changed(), if fed => match changed {
-                    Ok(()) => deadline = later(Instant::now(), limit),
+                    Ok(()) => {
+                        self.progressed = true;
+                        deadline = self.limit.map(|limit| later(Instant::now(), limit));
+                    }
                     // The checkpointer is gone (never while it is borrowed by `call`): only
                     // the deadline is left.
                     Err(_) => fed = false,
                 },
-                () = sleep_until(deadline) => return Err(Stalled),
+                () = sleep_until(deadline.unwrap_or_else(Instant::now)), if deadline.is_some() => {
+                    return Err(Stalled);
+                }
             }
         }
     }

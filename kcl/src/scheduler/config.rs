@@ -1,6 +1,7 @@
 //! The worker's settings besides the coordinator's: [`InitialPosition`], the validated
 //! [`WorkerConfig`], and [`SchedulerError`].
 
+use std::num::NonZeroU32;
 use std::time::{Duration, SystemTime};
 
 use crate::coordinator::{ConfigError, CoordinatorConfig};
@@ -83,6 +84,9 @@ pub(crate) struct WorkerConfig {
     /// a startup step: from `retry_min` doubling up to `retry_max`.
     pub(crate) retry_min: Duration,
     pub(crate) retry_max: Duration,
+    /// How many `shard_ended` calls may return without storing SHARD_END (or stall) before
+    /// the worker stops calling it for that holding.
+    pub(crate) shard_end_attempts: NonZeroU32,
 }
 
 impl WorkerConfig {
@@ -93,6 +97,11 @@ impl WorkerConfig {
     pub(crate) const DEFAULT_PROCESSOR_TIMEOUT: Duration = Duration::from_secs(300);
     pub(crate) const DEFAULT_RETRY_MIN: Duration = Duration::from_millis(500);
     pub(crate) const DEFAULT_RETRY_MAX: Duration = Duration::from_secs(30);
+    /// About two minutes of attempts with the default retry backoff.
+    pub(crate) const DEFAULT_SHARD_END_ATTEMPTS: NonZeroU32 = match NonZeroU32::new(10) {
+        Some(n) => n,
+        None => NonZeroU32::MIN,
+    };
 
     pub(crate) fn new(initial: InitialPosition) -> Self {
         Self {
@@ -108,6 +117,7 @@ impl WorkerConfig {
             process_empty_batches: false,
             retry_min: Self::DEFAULT_RETRY_MIN,
             retry_max: Self::DEFAULT_RETRY_MAX,
+            shard_end_attempts: Self::DEFAULT_SHARD_END_ATTEMPTS,
         }
     }
 

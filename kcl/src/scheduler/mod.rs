@@ -16,7 +16,7 @@ mod state;
 mod tests;
 mod worker;
 
-use std::num::NonZeroUsize;
+use std::num::{NonZeroU32, NonZeroUsize};
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -247,6 +247,23 @@ where
     pub fn retry_backoff(mut self, min: Duration, max: Duration) -> Self {
         self.worker.retry_min = min;
         self.worker.retry_max = max;
+        self
+    }
+
+    /// How many times `shard_ended` is called (each after a backoff, see
+    /// [`retry_backoff`](Self::retry_backoff)) for a processor that returns without storing
+    /// SHARD_END, or stalls past the processor timeout, before the worker gives up on it
+    /// (default 10, about two minutes). A shard end given up on is logged as an error,
+    /// counted (`ShardEnd.Abandoned`, [`ConsumerSnapshot::shard_ends_abandoned`]) and shown as
+    /// [`ShardPhase::ShardEndFailed`]: the shard stays held and unfinished, its children wait,
+    /// until the lease is lost, handed over or released at shutdown, and the next holder
+    /// tries again. Attempts where the processor did checkpoint but the write failed (a
+    /// DynamoDB error) do not count: those are retried until the write goes through. The
+    /// Java KCL retries forever.
+    ///
+    /// [`ConsumerSnapshot::shard_ends_abandoned`]: crate::ConsumerSnapshot::shard_ends_abandoned
+    pub fn max_shard_end_attempts(mut self, attempts: NonZeroU32) -> Self {
+        self.worker.shard_end_attempts = attempts;
         self
     }
 

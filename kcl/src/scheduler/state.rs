@@ -27,6 +27,12 @@ pub enum ShardPhase {
     /// The shard's end was reached: child leases, `childShardIds` and the SHARD_END
     /// checkpoint are being written (retried until they are).
     ShardEnding,
+    /// The processor's `shard_ended` did not store SHARD_END in
+    /// [`max_shard_end_attempts`](crate::SchedulerBuilder::max_shard_end_attempts) calls: the
+    /// worker no longer calls it. The shard stays unfinished and held (its children wait)
+    /// until the lease is lost, handed over, or the worker shuts down; the next holder tries
+    /// again from the last checkpoint.
+    ShardEndFailed,
     /// Another worker asked for the shard: the processor is checkpointing before the lease
     /// is handed over.
     HandingOff,

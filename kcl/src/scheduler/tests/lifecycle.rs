@@ -127,6 +127,76 @@ async fn a_shard_end_is_retried_until_shard_end_is_stored_and_only_then_do_child
 }
 
 #[tokio::test(start_paused = true)]
+async fn a_processor_that_never_stores_shard_end_is_given_up_on_after_a_bounded_number_of_tries() {
+    let fleet = Fleet::new(1);
+    let s0 = shard_id(0);
+    fleet.stream.put_n(&s0, "s0", 10);
+    let (c1, _) = fleet.stream.split(&s0);
+    fleet.stream.put_n(&c1, "c1", 5);
+    // shard_ended always returns without checkpointing.
+    fleet
+        .script
+        .skip_shard_end
+        .store(usize::MAX, std::sync::atomic::Ordering::SeqCst);
+    let config = WorkerConfig {
+        shard_end_attempts: std::num::NonZeroU32::new(3).unwrap(),
+        ..worker_config()
+    };
+    let w1 = fleet.worker_with("w1", config, coordinator_config());
+    fleet.wait_delivered(10, Duration::from_secs(30)).await;
+    let ended = || {
+        fleet
+            .events(&s0)
+            .iter()
+            .filter(|e| **e == Event::ShardEnded)
+            .count()
+    };
+    wait_for("three shard_ended calls", Duration::from_secs(30), || {
+        ended() >= 3
+    })
+    .await;
+    // Then no more, however long the worker runs (backoff at most 1 s here).
+    tokio::time::sleep(Duration::from_secs(60)).await;
+    assert_eq!(ended(), 3, "tried a bounded number of times");
+    let state = w1.handle.state();
+    assert_eq!(state.shards[&s0].phase, ShardPhase::ShardEndFailed);
+    let metrics = w1.handle.metrics();
+    assert_eq!(metrics.shard_ends_abandoned, 1);
+    // The shard stays unfinished and held (its children wait), visibly.
+    assert_ne!(checkpoint(&fleet, &s0), Some(Checkpoint::ShardEnd));
+    assert_eq!(fleet.owners()[&s0].as_deref(), Some("w1"));
+    assert!(
+        span_of(&fleet, &c1).is_none(),
+        "children wait for SHARD_END"
+    );
+    // A graceful shutdown still hands the lease back: the next worker tries again.
+    w1.stop().await.unwrap();
+    assert_eq!(fleet.owners()[&s0], None);
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_shard_end_whose_checkpoint_write_keeps_failing_is_not_given_up_on() {
+    // The processor does checkpoint SHARD_END; the table refuses the write for longer than
+    // the attempts allowed to a processor: not the processor's fault, retried until stored.
+    let fleet = Fleet::new(1);
+    let s0 = shard_id(0);
+    fleet.stream.put_n(&s0, "s0", 10);
+    let config = WorkerConfig {
+        shard_end_attempts: std::num::NonZeroU32::new(2).unwrap(),
+        ..worker_config()
+    };
+    let w1 = fleet.worker_with("w1", config, coordinator_config());
+    fleet.wait_delivered(10, Duration::from_secs(30)).await;
+    w1.store.faults().fail_next.insert("checkpoint", 5);
+    let (c1, _) = fleet.stream.split(&s0);
+    fleet.stream.put_n(&c1, "c1", 3);
+    fleet.wait_delivered(13, Duration::from_secs(60)).await;
+    assert_eq!(checkpoint(&fleet, &s0), Some(Checkpoint::ShardEnd));
+    assert_eq!(w1.handle.metrics().shard_ends_abandoned, 0);
+    w1.stop().await.unwrap();
+}
+
+#[tokio::test(start_paused = true)]
 async fn a_checkpoint_at_the_last_record_in_shard_ended_counts_as_shard_end() {
     let fleet = Fleet::new(1);
     let s0 = shard_id(0);
