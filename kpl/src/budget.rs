@@ -79,8 +79,10 @@ impl Budget {
     /// Whether over three quarters of the records or bytes are taken: senders are (or soon
     /// will be) waiting, so holding records back to fill batches only stalls them.
     pub(crate) fn pressed(&self) -> bool {
-        self.records.available_permits() < self.max_records / 4
-            || self.bytes.available_permits() < self.max_bytes / 4
+        // Rounded up: a budget of 1-3 records is pressed when full (`max / 4` is 0 there, and
+        // a full budget never counted, so a lingering record was never sent).
+        self.records.available_permits() < self.max_records.div_ceil(4)
+            || self.bytes.available_permits() < self.max_bytes.div_ceil(4)
     }
 
     /// Records charged and not yet released.

@@ -296,9 +296,9 @@ impl ProducerBuilder {
         Ok(Producer::from_shared(shared, index))
     }
 
-    /// The stream's shard map, listed within `list_shards_timeout`: failures a retry can fix
-    /// are retried with full-jitter backoff (`min_backoff` doubling up to `max_backoff`) while
-    /// time is left.
+    /// The stream's shard map, listed within `list_shards_timeout`, each attempt within a third
+    /// of it: failures a retry can fix (a hung attempt too) are retried with full-jitter
+    /// backoff (`min_backoff` doubling up to `max_backoff`) while time is left.
     async fn first_map(
         stream: &StreamId,
         api: &dyn KinesisApi,
@@ -310,6 +310,9 @@ impl ProducerBuilder {
 
         let limit = config.list_shards_timeout;
         let deadline = kinesis_common::later(tokio::time::Instant::now(), limit);
+        // One attempt may not take all the time: a dead pooled connection (no reset after an
+        // idle NAT timeout) hangs one call, the next one answers at once.
+        let attempt_limit = (limit / 3).max(limit.min(Duration::from_secs(1)));
         let mut delays = backon::ExponentialBuilder::default()
             .with_min_delay(config.min_backoff)
             .with_max_delay(config.max_backoff)
@@ -327,9 +330,11 @@ impl ProducerBuilder {
         let mut attempts = 0u32;
         loop {
             attempts += 1;
-            let listing = tokio::time::timeout_at(deadline, api.list_shards(stream))
+            let attempt_deadline =
+                kinesis_common::later(tokio::time::Instant::now(), attempt_limit).min(deadline);
+            let listing = tokio::time::timeout_at(attempt_deadline, api.list_shards(stream))
                 .await
-                .unwrap_or_else(|_| Err(KinesisError::timeout("ListShards", limit)));
+                .unwrap_or_else(|_| Err(KinesisError::timeout("ListShards", attempt_limit)));
             let error = match listing {
                 Ok(shards) => {
                     let map = ShardMap::from_listing(&shards);

@@ -596,11 +596,18 @@ impl Pipeline {
         }
         let mut ticket = self.congestion.start(bytes);
         // Never wait for an answer past the TTL of every record in the call: they are expired
-        // by then, and their receipts would wait for the timeout instead.
+        // by then, and their receipts would wait for the timeout instead. Not with order kept:
+        // a call given up early may still be carried out, and the next record of its keys,
+        // sent once the lane is free, would land before it.
+        let ttl = if self.config.ordered {
+            None
+        } else {
+            self.config.ttl()
+        };
         let last_deadline = batch
             .iter()
             .flat_map(|o| &o.members)
-            .map(|m| m.deadline(self.config.ttl()))
+            .map(|m| m.deadline(ttl))
             .try_fold(now, |latest, deadline| deadline.map(|d| latest.max(d)));
         if let Some(deadline) = last_deadline {
             ticket.timeout = ticket
