@@ -485,3 +485,48 @@ async fn a_flush_racing_shutdown_reports_the_real_outcome() {
         assert!(receipt.await.is_ok());
     }
 }
+
+/// A stream that does not exist (deleted, or a typo in `for_stream`) fails its records and is
+/// not listed again every half minute for the producer's lifetime; a later record for it asks
+/// once more.
+#[tokio::test(start_paused = true)]
+async fn a_missing_stream_stops_being_refreshed() {
+    let fake = FakeKinesis::new();
+    fake.create_stream(STREAM, 1);
+    let producer = builder(&fake)
+        .shard_map_refresh_interval(Duration::MAX)
+        .build()
+        .await
+        .expect("built");
+    let gone = producer.for_stream("gone");
+    let receipt = gone
+        .send(UserRecord::new("k", "x"))
+        .await
+        .expect("accepted");
+    let failure = receipt.await.expect_err("no such stream");
+    assert!(
+        matches!(failure.reason(), FailureReason::Rejected { code, .. } if &**code == "ResourceNotFoundException"),
+        "{failure}"
+    );
+    let calls = fake.list_shards_calls();
+    tokio::time::sleep(Duration::from_secs(3_600)).await;
+    assert_eq!(
+        fake.list_shards_calls(),
+        calls,
+        "listed again without a reason"
+    );
+    let receipt = gone
+        .send(UserRecord::new("k", "y"))
+        .await
+        .expect("accepted");
+    assert!(receipt.await.is_err());
+    assert_eq!(fake.list_shards_calls(), calls + 1);
+    // The other stream is unaffected.
+    let stored = producer
+        .send(UserRecord::new("k", "z"))
+        .await
+        .expect("accepted")
+        .await;
+    assert!(stored.is_ok());
+    producer.shutdown().await;
+}

@@ -93,7 +93,9 @@ impl Pipeline {
                 // Sending with a stale map beats stalling until every record expires.
                 stream.hold = None;
                 if error.class() == ErrorClass::NotFound {
-                    // No such stream: no map will come, and no put could store these.
+                    // No such stream: no map will come, and no put could store these. Listed
+                    // again only when a record for it needs a map.
+                    stream.refresh.park(now);
                     let waiting = std::mem::take(&mut stream.waiting_for_map);
                     let reason = FailureReason::Rejected {
                         code: error.code().into(),

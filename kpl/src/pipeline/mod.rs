@@ -431,8 +431,9 @@ impl Pipeline {
         self.arm_sweep(member.arrived);
         let stream = &mut self.streams[index];
         if let Some(member) = stream.router.route(member) {
-            if stream.router.has_map() {
-                // The open shards do not cover it: the map is stale (a reshard).
+            if stream.router.has_map() || stream.refresh.is_parked() {
+                // The open shards do not cover it: the map is stale (a reshard); or the stream
+                // was missing and no refresh is due: look again.
                 stream.refresh.demand(now, false);
             }
             stream.waiting_for_map.push(member);

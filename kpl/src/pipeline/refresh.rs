@@ -30,6 +30,8 @@ pub(crate) struct Refresh {
     next_due: Instant,
     backoff: Duration,
     failures: u32,
+    /// Parked: due only on demand.
+    parked: bool,
 }
 
 /// What a finished refresh means.
@@ -54,6 +56,7 @@ impl Refresh {
             next_due: first,
             backoff: FIRST_BACKOFF,
             failures: 0,
+            parked: false,
         }
     }
 
@@ -62,10 +65,19 @@ impl Refresh {
     pub(crate) fn demand(&mut self, now: Instant, at_once: bool) -> u64 {
         self.demand += 1;
         let due = if at_once { now } else { later(now, COALESCE) };
-        if self.running.is_none() && self.failures == 0 {
+        if self.running.is_none() && (self.failures == 0 || self.parked) {
             self.next_due = self.next_due.min(due);
         }
+        self.parked = false;
         self.demand
+    }
+
+    /// The stream does not exist: no periodic refresh until something asks for one (a record
+    /// for it with no map to route it). A deleted stream is not listed every half minute for
+    /// the producer's lifetime.
+    pub(crate) fn park(&mut self, now: Instant) {
+        self.parked = true;
+        self.next_due = later(now, Duration::MAX);
     }
 
     /// Whether a refresh should start now.
@@ -112,6 +124,11 @@ impl Refresh {
         self.satisfied >= level
     }
 
+    /// Whether it waits for demand (see [`park`](Self::park)).
+    pub(crate) fn is_parked(&self) -> bool {
+        self.parked
+    }
+
     /// Failed refreshes in a row.
     pub(crate) fn failures(&self) -> u32 {
         self.failures
@@ -121,6 +138,22 @@ impl Refresh {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[tokio::test(start_paused = true)]
+    async fn a_parked_refresh_waits_for_demand() {
+        let start = Instant::now();
+        let mut refresh = Refresh::new(Duration::from_secs(60), start);
+        let level = refresh.start();
+        refresh.finish(level, false, start);
+        refresh.park(start);
+        tokio::time::advance(Duration::from_secs(3_600)).await;
+        assert!(
+            !refresh.due(Instant::now()),
+            "no periodic refresh of a missing stream"
+        );
+        refresh.demand(Instant::now(), true);
+        assert!(refresh.due(Instant::now()), "a record for it asks again");
+    }
 
     #[tokio::test(start_paused = true)]
     async fn a_refresh_that_started_before_the_misroute_is_not_current() {
