@@ -15,9 +15,12 @@
 //!   [`Ended::ProcessorFailed`]; a panic ends its task. Either way the scheduler starts the
 //!   shard over from its last checkpoint after a backoff.
 
+mod latest;
 mod parents;
 mod shard_end;
 mod watchdog;
+
+pub(crate) use latest::LatestStarts;
 
 use std::future::Future;
 use std::sync::Arc;
@@ -120,6 +123,8 @@ pub(crate) struct ShardContext<A> {
     pub(crate) config: Arc<WorkerConfig>,
     pub(crate) metrics: Arc<ConsumerMetrics>,
     pub(crate) status: Arc<StatusBoard>,
+    /// Leases still at `LATEST` this worker has read (see `latest.rs`).
+    pub(crate) latest_starts: Arc<LatestStarts>,
 }
 
 impl<A: Clone> Clone for ShardContext<A> {
@@ -133,6 +138,7 @@ impl<A: Clone> Clone for ShardContext<A> {
             config: self.config.clone(),
             metrics: self.metrics.clone(),
             status: self.status.clone(),
+            latest_starts: self.latest_starts.clone(),
         }
     }
 }
@@ -315,9 +321,12 @@ where
     }
 
     fn source(&self, lease: &Lease) -> ShardSource<A> {
+        if lease.checkpoint != Checkpoint::Latest {
+            self.context.latest_starts.forget(&self.key);
+        }
         let position = match &lease.checkpoint {
             Checkpoint::TrimHorizon | Checkpoint::ShardEnd => StartingPosition::TrimHorizon,
-            Checkpoint::Latest => StartingPosition::Latest,
+            Checkpoint::Latest => self.context.latest_starts.resolve(&self.key),
             Checkpoint::AtTimestamp => match self.context.config.initial {
                 InitialPosition::AtTimestamp(at) => StartingPosition::AtTimestamp(at),
                 _ => StartingPosition::TrimHorizon,

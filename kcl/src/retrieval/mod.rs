@@ -85,5 +85,5 @@ pub(crate) use fanout::{
     BoxFuture, ConsumerInfo, ConsumerStatus, EventStream, ShardEvent, SubscribeStart,
 };
 pub(crate) use fanout::{FanOutApi, FanOutDriver, SdkFanOut, register};
-pub(crate) use fetcher::children_of;
+pub(crate) use fetcher::{LATEST_CLOCK_SKEW_MARGIN, children_of};
 pub(crate) use polling::Driver;

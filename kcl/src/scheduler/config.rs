@@ -13,6 +13,18 @@ use crate::shard_sync::ShardSyncError;
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum InitialPosition {
     /// After the newest record (the reference's default).
+    ///
+    /// A lease keeps the `LATEST` checkpoint until its processor first checkpoints. The Java
+    /// KCL then reads such a lease from a fresh `LATEST` iterator every time it starts it, so
+    /// a processor restarted, or a lease that moved to another worker, before its first
+    /// checkpoint skips every record that arrived since the first read began (those given
+    /// to the failed processor included). This worker remembers when it first read such a
+    /// lease and reads it again from that time (`AT_TIMESTAMP`, less a 5 s clock-skew margin:
+    /// duplicates, never gaps) after a processor restart or when it takes the lease back. The
+    /// time is not stored in the lease table (the Java KCL's rows have no place for it), so a
+    /// lease that moves to another worker, or a worker restarted, before the first
+    /// checkpoint still starts at `LATEST` there, as with the Java KCL: checkpointing the
+    /// first batch closes that window.
     Latest,
     /// At the oldest record still in the stream.
     TrimHorizon,

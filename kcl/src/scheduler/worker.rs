@@ -109,6 +109,7 @@ where
         config: parts.config.clone(),
         metrics: parts.handle.metrics.clone(),
         status: parts.handle.status.clone(),
+        latest_starts: Arc::default(),
     };
     let background = CancellationToken::new();
     let mut helpers = JoinSet::new();
