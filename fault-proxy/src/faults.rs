@@ -154,10 +154,11 @@ impl Faults {
     }
 }
 
-/// The whole-call server error injected by [`Faults::internal_error_rate`].
+/// The whole-call error injected by [`Faults::internal_error_rate`].
 ///
-/// Every variant has a 5xx status, which the AWS SDK's standard retry strategy classifies as a
-/// transient error and retries.
+/// The 5xx variants are what the AWS SDK's standard retry strategy classifies as transient;
+/// the 400 variants are the stale-credential answers a token rotation or a clock jump brings,
+/// which the SDK does not retry and our classification does.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
 #[non_exhaustive]
 pub enum ServerError {
@@ -170,6 +171,11 @@ pub enum ServerError {
     InternalFailureException,
     /// HTTP 503 `{"__type":"ServiceUnavailable",...}`.
     ServiceUnavailable,
+    /// HTTP 400 `{"__type":"ExpiredTokenException",...}`: the session token expired.
+    ExpiredToken,
+    /// HTTP 400 `{"__type":"InvalidSignatureException","message":"Signature expired: ..."}`:
+    /// the request was signed too long before it arrived (a clock jump, a frozen process).
+    SignatureExpired,
 }
 
 impl ServerError {
@@ -178,6 +184,18 @@ impl ServerError {
         match self {
             Self::InternalFailure | Self::InternalFailureException => 500,
             Self::ServiceUnavailable => 503,
+            Self::ExpiredToken | Self::SignatureExpired => 400,
+        }
+    }
+
+    /// The message of the answer's JSON body.
+    pub fn message(self) -> &'static str {
+        match self {
+            Self::ExpiredToken => "The security token included in the request is expired",
+            Self::SignatureExpired => {
+                "Signature expired: 20261207T100000Z is now earlier than 20261207T100500Z (20261207T101000Z - 5 min.)"
+            }
+            _ => "Injected by fault-proxy.",
         }
     }
 
@@ -187,6 +205,8 @@ impl ServerError {
             Self::InternalFailure => "InternalFailure",
             Self::InternalFailureException => "InternalFailureException",
             Self::ServiceUnavailable => "ServiceUnavailable",
+            Self::ExpiredToken => "ExpiredTokenException",
+            Self::SignatureExpired => "InvalidSignatureException",
         }
     }
 }

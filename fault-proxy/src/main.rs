@@ -111,6 +111,10 @@ enum ServerErrorArg {
     InternalFailureException,
     /// HTTP 503 ServiceUnavailable.
     ServiceUnavailable,
+    /// HTTP 400 ExpiredTokenException.
+    ExpiredToken,
+    /// HTTP 400 InvalidSignatureException "Signature expired".
+    SignatureExpired,
 }
 
 impl From<ServerErrorArg> for ServerError {
@@ -119,6 +123,8 @@ impl From<ServerErrorArg> for ServerError {
             ServerErrorArg::InternalFailure => Self::InternalFailure,
             ServerErrorArg::InternalFailureException => Self::InternalFailureException,
             ServerErrorArg::ServiceUnavailable => Self::ServiceUnavailable,
+            ServerErrorArg::ExpiredToken => Self::ExpiredToken,
+            ServerErrorArg::SignatureExpired => Self::SignatureExpired,
         }
     }
 }

@@ -303,7 +303,7 @@ fn throttle_response() -> Response<Body> {
 
 fn server_error_response(error: ServerError) -> Response<Body> {
     let status = StatusCode::from_u16(error.status()).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR);
-    error_response(status, error.error_type(), "Injected by fault-proxy.")
+    error_response(status, error.error_type(), error.message())
 }
 
 fn bad_gateway(message: &str) -> Response<Body> {

@@ -6,7 +6,7 @@ use std::collections::{HashMap, HashSet};
 use std::time::{Duration, Instant};
 
 use aggregation_proto::{ReceivedRecord, deaggregate};
-use fault_proxy::{FaultProxy, Faults, Upstream};
+use fault_proxy::{FaultProxy, Faults, ServerError, Upstream};
 use integration_tests::{
     KINESIS_ENDPOINT_VAR, create_stream, endpoint_url, kinesis_client, kinesis_client_at,
     read_all_records, read_records_by_shard, unique_name,
@@ -487,4 +487,67 @@ async fn detached_records_are_retried_stored_and_counted() {
             .contains_key("ResourceNotFoundException")
     );
     rejected.shutdown().await;
+}
+
+/// Stale credentials and signatures (a token rotation, a clock jump, a Lambda thaw) answered
+/// to whole PutRecords calls, through the real SDK and its error parsing: retried within the
+/// TTL, every record stored. They used to reject every record of the call.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn expired_credentials_and_signatures_on_put_records_are_retried() {
+    for server_error in [ServerError::ExpiredToken, ServerError::SignatureExpired] {
+        let faults = Faults {
+            seed: 11,
+            internal_error_rate: 0.4,
+            server_error,
+            ..Faults::default()
+        };
+        let (direct, stream, proxy) = setup("kpl-stale-credentials", 2, faults).await;
+        let producer = producer(&proxy, &stream)
+            .await
+            .build()
+            .await
+            .expect("producer");
+        let results = send_all(&producer, 400, 20).await;
+        let failed: Vec<_> = results.iter().filter_map(|r| r.as_ref().err()).collect();
+        assert!(failed.is_empty(), "{server_error:?}: {:?}", failed.first());
+        assert!(
+            proxy.stats().faults.server_errors > 0,
+            "{server_error:?}: no fault was injected"
+        );
+        assert!(
+            results.iter().flatten().any(|s| s.attempt_count > 1),
+            "{server_error:?}: nothing was retried"
+        );
+        producer.shutdown().await;
+        let mut stored = stored_payloads(&direct, &stream).await;
+        stored.sort();
+        stored.dedup();
+        assert_eq!(stored.len(), 400, "{server_error:?}");
+    }
+}
+
+/// A fleet deploy meets ListShards' per-stream limit: throttled listings at build are retried
+/// (through the SDK: `LimitExceededException` would be refused the same way).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_throttled_listing_at_build_is_retried() {
+    let faults = Faults {
+        seed: 3,
+        throttle_rate: 0.7,
+        fail_operations: vec!["ListShards".to_owned()],
+        ..Faults::default()
+    };
+    let (_direct, stream, proxy) = setup("kpl-throttled-listing", 1, faults).await;
+    let producer = producer(&proxy, &stream)
+        .await
+        .list_shards_timeout(Duration::from_secs(20))
+        .build()
+        .await
+        .expect("built after retries");
+    assert!(
+        proxy.stats().faults.throttled > 0,
+        "no listing was throttled"
+    );
+    let results = send_all(&producer, 10, 2).await;
+    assert!(results.iter().all(Result::is_ok));
+    producer.shutdown().await;
 }
