@@ -104,9 +104,9 @@ impl ProducerBuilder {
         /// Most Kinesis records per PutRecords call (default and maximum 500).
         max_batch_records: usize);
     setter!(
-        /// Most bytes per PutRecords call (default and maximum 5 MiB). A record larger than
-        /// this (on a stream whose MaxRecordSize was raised) goes in a call of its own, which
-        /// Kinesis accepts up to 10 MiB.
+        /// Most bytes per PutRecords call (default 5 MiB, the KPL's; at most 10 MiB, the
+        /// service's limit since it took 10 MiB records). A record larger than this (on a
+        /// stream whose MaxRecordSize was raised) goes in a call of its own.
         max_batch_bytes: usize);
     setter!(
         /// How long a record may wait for others to share its aggregate and call (default

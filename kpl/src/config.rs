@@ -8,8 +8,12 @@ use crate::error::ConfigError;
 
 /// PutRecords accepts at most this many records per call.
 pub const PUT_RECORDS_MAX_RECORDS: usize = 500;
-/// PutRecords accepts at most this many bytes (data plus partition keys) per call.
-pub const PUT_RECORDS_MAX_BYTES: usize = 5 * 1024 * 1024;
+/// PutRecords accepts at most this many bytes (data plus partition keys) per call: 10 MiB
+/// since the service raised it with 10 MiB records (it was 5 MiB).
+pub const PUT_RECORDS_MAX_BYTES: usize = 10 * 1024 * 1024;
+/// The default bytes of one PutRecords call: the KPL's `CollectionMaxSize` (calls of half the
+/// service's limit cost no throughput and half the memory in flight).
+pub const DEFAULT_BATCH_BYTES: usize = 5 * 1024 * 1024;
 /// Bookkeeping memory charged for each outstanding record on top of its data: its receipt
 /// channel, its place in the pipeline, its share of request buffers.
 pub const RECORD_OVERHEAD_BYTES: usize = 512;
@@ -82,7 +86,7 @@ impl Default for ProducerConfig {
             max_aggregate_size: DEFAULT_MAX_AGGREGATE_SIZE,
             max_aggregate_count: usize::MAX,
             max_batch_records: PUT_RECORDS_MAX_RECORDS,
-            max_batch_bytes: PUT_RECORDS_MAX_BYTES,
+            max_batch_bytes: DEFAULT_BATCH_BYTES,
             linger: Duration::from_millis(100),
             record_ttl: Duration::from_secs(30),
             rate_limit_percent: 150,
@@ -132,7 +136,7 @@ impl ProducerConfig {
         }
         if !(1..=PUT_RECORDS_MAX_BYTES).contains(&self.max_batch_bytes) {
             return Err(Invalid(
-                "max_batch_bytes must be 1..=5 MiB (the PutRecords limit)",
+                "max_batch_bytes must be 1..=10 MiB (the PutRecords limit)",
             ));
         }
         if self.max_record_size > 10 * 1024 * 1024 || self.max_record_size == 0 {
@@ -229,7 +233,10 @@ mod tests {
             valid(|c| c.shard_map_refresh_interval = Duration::MAX),
             Ok(())
         );
+        // The service's current PutRecords limit, since 10 MiB records: 10 MiB a call.
+        assert_eq!(valid(|c| c.max_batch_bytes = 10 * 1024 * 1024), Ok(()));
         for broken in [
+            valid(|c| c.max_batch_bytes = 10 * 1024 * 1024 + 1),
             valid(|c| c.record_ttl = Duration::ZERO),
             valid(|c| c.min_backoff = Duration::ZERO),
             valid(|c| c.max_backoff = Duration::MAX),

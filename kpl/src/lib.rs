@@ -45,8 +45,9 @@ pub use client::{
     StreamId,
 };
 pub use config::{
-    MAX_ORDERING_LANES, MisroutedRecords, PUT_RECORDS_MAX_BYTES, PUT_RECORDS_MAX_RECORDS,
-    RECORD_OVERHEAD_BYTES, SHARD_BYTES_PER_SEC, SHARD_RECORDS_PER_SEC, record_charge,
+    DEFAULT_BATCH_BYTES, MAX_ORDERING_LANES, MisroutedRecords, PUT_RECORDS_MAX_BYTES,
+    PUT_RECORDS_MAX_RECORDS, RECORD_OVERHEAD_BYTES, SHARD_BYTES_PER_SEC, SHARD_RECORDS_PER_SEC,
+    record_charge,
 };
 pub use error::{
     ConfigError, FailureReason, FlushError, FlushReport, RecordFailure, SendError, TrySendError,

@@ -136,7 +136,7 @@ pub(crate) fn batch_len(
 #[cfg(test)]
 mod tests {
     use super::batch_len;
-    use crate::config::{PUT_RECORDS_MAX_BYTES, PUT_RECORDS_MAX_RECORDS};
+    use crate::config::{DEFAULT_BATCH_BYTES, PUT_RECORDS_MAX_BYTES, PUT_RECORDS_MAX_RECORDS};
 
     #[test]
     fn batches_stop_at_500_records() {
@@ -148,27 +148,33 @@ mod tests {
     }
 
     #[test]
-    fn batches_stop_before_5_mib() {
+    fn batches_stop_before_their_byte_limit() {
         let mib = 1024 * 1024;
-        // Five 1 MiB records fill 5 MiB exactly; the sixth waits.
+        // Five 1 MiB records fill the default 5 MiB exactly; the sixth waits.
         let sizes = std::iter::repeat_n(mib, 8);
         assert_eq!(
-            batch_len(sizes, PUT_RECORDS_MAX_RECORDS, PUT_RECORDS_MAX_BYTES),
+            batch_len(sizes, PUT_RECORDS_MAX_RECORDS, DEFAULT_BATCH_BYTES),
             (5, 5 * mib)
         );
+        // The service's limit, 10 MiB.
+        let sizes = std::iter::repeat_n(mib, 12);
+        assert_eq!(
+            batch_len(sizes, PUT_RECORDS_MAX_RECORDS, PUT_RECORDS_MAX_BYTES),
+            (10, 10 * mib)
+        );
         let sizes = [51_200; 200].into_iter();
-        let (count, bytes) = batch_len(sizes, PUT_RECORDS_MAX_RECORDS, PUT_RECORDS_MAX_BYTES);
-        assert_eq!(count, PUT_RECORDS_MAX_BYTES / 51_200);
-        assert!(bytes <= PUT_RECORDS_MAX_BYTES);
+        let (count, bytes) = batch_len(sizes, PUT_RECORDS_MAX_RECORDS, DEFAULT_BATCH_BYTES);
+        assert_eq!(count, DEFAULT_BATCH_BYTES / 51_200);
+        assert!(bytes <= DEFAULT_BATCH_BYTES);
     }
 
     #[test]
     fn a_record_over_the_call_limit_goes_alone() {
         let ten_mib = 10 * 1024 * 1024;
         let sizes = [100, ten_mib, 100];
-        let first = batch_len(sizes.into_iter(), 500, PUT_RECORDS_MAX_BYTES);
+        let first = batch_len(sizes.into_iter(), 500, DEFAULT_BATCH_BYTES);
         assert_eq!(first, (1, 100));
-        let second = batch_len(sizes[1..].iter().copied(), 500, PUT_RECORDS_MAX_BYTES);
+        let second = batch_len(sizes[1..].iter().copied(), 500, DEFAULT_BATCH_BYTES);
         assert_eq!(second, (1, ten_mib));
     }
 
