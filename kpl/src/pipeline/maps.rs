@@ -92,6 +92,13 @@ impl Pipeline {
                 );
                 // Sending with a stale map beats stalling until every record expires.
                 stream.hold = None;
+                if self.config.ordered && !stream.unsettled.is_empty() {
+                    // Aggregates that landed on a shard this map does not know: with the hold
+                    // lifted, later records of their keys would go first. Their records go
+                    // again now, in front of their lanes (some may be stored twice).
+                    self.settle_unsettled(index, true, now);
+                }
+                let stream = &mut self.streams[index];
                 if error.class() == ErrorClass::NotFound {
                     // No such stream: no map will come, and no put could store these. Listed
                     // again only when a record for it needs a map.
