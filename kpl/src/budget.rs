@@ -70,6 +70,11 @@ impl Budget {
         }
     }
 
+    /// Whether the pipeline is gone ([`close`](Self::close)d).
+    pub(crate) fn is_closed(&self) -> bool {
+        self.records.is_closed()
+    }
+
     /// Wakes every waiting and later `charge` with [`Refused::Closed`].
     pub(crate) fn close(&self) {
         self.records.close();

@@ -39,7 +39,7 @@ const INBOX_RECORDS: usize = 4 * 1024;
 /// | `MetricsLevel`, `MetricsGranularity`, `MetricsNamespace`, `MetricsUploadDelay`, `CloudwatchEndpoint` | the `metrics` facade recorder the application installs | |
 /// | `LogLevel` | the `tracing` subscriber | |
 /// | `ThreadingModel`, `ThreadPoolSize`, `NativeExecutable`, `TempDirectory`, `EnableCoreDumps` | none: in-process, on the caller's tokio runtime | |
-/// | `getOutstandingRecordsCount()` polling and sleeping | [`max_outstanding_records`](Self::max_outstanding_records), [`max_outstanding_bytes`](Self::max_outstanding_bytes): `send` waits | 100,000 records, 64 MiB |
+/// | `getOutstandingRecordsCount()` polling and sleeping | [`max_outstanding_records`](Self::max_outstanding_records), [`max_outstanding_bytes`](Self::max_outstanding_bytes): `send` waits; [`stream_share_percent`](Self::stream_share_percent): one stream's most, with several | 100,000 records, 64 MiB; 75 % |
 /// | (none; records of a key may be reordered) | [`ordered`](Self::ordered), [`ordering_lanes`](Self::ordering_lanes) | off (`kinesis-cat produce`: on), 8 lanes per shard |
 /// | (none) | [`adaptive_concurrency`](Self::adaptive_concurrency), [`min_backoff`](Self::min_backoff), [`max_backoff`](Self::max_backoff), [`shard_map_refresh_interval`](Self::shard_map_refresh_interval), [`list_shards_timeout`](Self::list_shards_timeout), [`list_shards_at_build`](Self::list_shards_at_build), [`misrouted_records`](Self::misrouted_records), [`max_record_size`](Self::max_record_size) | on, 100 ms, 5 s, 60 s, 30 s, on, resend all, 1 MiB |
 #[derive(Debug)]
@@ -134,6 +134,14 @@ impl ProducerBuilder {
         /// twice its data plus partition key, plus 512 bytes of bookkeeping. Measured peak RSS
         /// of a producing process stays within twice this plus 32 MiB (BENCHMARKS.md).
         max_outstanding_bytes: usize);
+    setter!(
+        /// With several streams ([`Producer::for_stream`](crate::Producer::for_stream)), the
+        /// most one stream may hold of [`max_outstanding_records`](Self::max_outstanding_records)
+        /// and [`max_outstanding_bytes`](Self::max_outstanding_bytes), in percent (default 75):
+        /// a stream throttled for long (or deleted) fills its share and its senders wait, while
+        /// the other streams keep the rest. 100: no limit. A single stream may always use the
+        /// whole budget.
+        stream_share_percent: u32);
     setter!(
         /// Largest user record accepted, data plus partition key (default 1 MiB; up to 10 MiB
         /// for streams whose MaxRecordSize was raised). Records over 5 MiB go in a PutRecords
@@ -251,7 +259,7 @@ impl ProducerBuilder {
             None
         };
         let registry = Arc::new(StreamRegistry::default());
-        let index = registry.index_of(&self.stream);
+        let (index, share) = registry.index_of(&self.stream);
         let metrics = Arc::new(Metrics::default());
         let health = Arc::new(Health::default());
         let (sender, receiver) = inbox(INBOX_RECORDS);
@@ -267,6 +275,7 @@ impl ProducerBuilder {
             max_record_size: config.max_record_size,
             health: health.clone(),
             registry: registry.clone(),
+            share_limit: config.share_limit(),
         });
         let span = tracing::info_span!("kpl_pipeline", stream = %self.stream);
         let pipeline = Pipeline::new(Parts {
@@ -293,7 +302,7 @@ impl ProducerBuilder {
             None => pipeline.with_stream(index),
         };
         tokio::spawn(pipeline.run().instrument(span));
-        Ok(Producer::from_shared(shared, index))
+        Ok(Producer::from_shared(shared, index, share))
     }
 
     /// The stream's shard map, listed within `list_shards_timeout`, each attempt within a third

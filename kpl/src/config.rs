@@ -64,6 +64,7 @@ pub(crate) struct ProducerConfig {
     pub(crate) rate_limit_percent: u32,
     pub(crate) max_outstanding_records: usize,
     pub(crate) max_outstanding_bytes: usize,
+    pub(crate) stream_share_percent: u32,
     pub(crate) max_record_size: usize,
     pub(crate) max_concurrent_requests: usize,
     pub(crate) adaptive_concurrency: bool,
@@ -92,6 +93,7 @@ impl Default for ProducerConfig {
             rate_limit_percent: 150,
             max_outstanding_records: 100_000,
             max_outstanding_bytes: 64 * 1024 * 1024,
+            stream_share_percent: 75,
             max_record_size: DEFAULT_MAX_RECORD_SIZE,
             max_concurrent_requests: 24,
             adaptive_concurrency: true,
@@ -124,6 +126,19 @@ impl ProducerConfig {
     /// one); 1 when order is not kept.
     pub(crate) fn lanes(&self) -> usize {
         if self.ordered { self.ordering_lanes } else { 1 }
+    }
+
+    /// The most one stream may hold of the budget while the producer has several (`None`:
+    /// no limit).
+    pub(crate) fn share_limit(&self) -> Option<crate::streams::ShareLimit> {
+        (self.stream_share_percent < 100).then(|| {
+            let share =
+                |max: usize| ((max as u128 * u128::from(self.stream_share_percent)) / 100) as usize;
+            crate::streams::ShareLimit {
+                records: share(self.max_outstanding_records).max(1),
+                bytes: share(self.max_outstanding_bytes).max(record_charge(self.max_record_size)),
+            }
+        })
     }
 
     /// Rejects settings that cannot work, saying which and why.
@@ -170,6 +185,11 @@ impl ProducerConfig {
         {
             return Err(Invalid(
                 "max_outstanding_records and max_outstanding_bytes must be at most usize::MAX >> 3",
+            ));
+        }
+        if !(1..=100).contains(&self.stream_share_percent) {
+            return Err(Invalid(
+                "stream_share_percent must be 1..=100 (100: any one stream may take the whole budget)",
             ));
         }
         if !(1..=MAX_ORDERING_LANES).contains(&self.ordering_lanes) {

@@ -17,7 +17,7 @@ use crate::inbox::{InboxSender, Place};
 use crate::metrics::{Metrics, MetricsSnapshot};
 use crate::pipeline::{Command, Incoming};
 use crate::receipt::{Receipt, RecordResult};
-use crate::streams::StreamRegistry;
+use crate::streams::{ShareLimit, StreamRegistry, StreamShare};
 
 /// Sends user records to Kinesis: aggregated per predicted shard, batched into PutRecords
 /// calls, rate limited per shard, retried with jittered backoff until their TTL, and each
@@ -55,6 +55,7 @@ use crate::streams::StreamRegistry;
 pub struct Producer {
     shared: Arc<Shared>,
     stream: usize,
+    share: Arc<StreamShare>,
 }
 
 #[derive(Debug)]
@@ -66,6 +67,8 @@ pub(crate) struct Shared {
     pub(crate) max_record_size: usize,
     pub(crate) health: Arc<Health>,
     pub(crate) registry: Arc<StreamRegistry>,
+    /// One stream's most, while there are several (`None`: no limit).
+    pub(crate) share_limit: Option<ShareLimit>,
 }
 
 impl Producer {
@@ -74,8 +77,12 @@ impl Producer {
         ProducerBuilder::new(stream.into())
     }
 
-    pub(crate) fn from_shared(shared: Arc<Shared>, stream: usize) -> Self {
-        Self { shared, stream }
+    pub(crate) fn from_shared(shared: Arc<Shared>, stream: usize, share: Arc<StreamShare>) -> Self {
+        Self {
+            shared,
+            stream,
+            share,
+        }
     }
 
     /// A handle on the same pipeline (budget, metrics, calls) that writes to `stream`. Its
@@ -91,10 +98,11 @@ impl Producer {
     /// # }
     /// ```
     pub fn for_stream(&self, stream: impl Into<StreamId>) -> Producer {
-        let stream = self.shared.registry.index_of(&stream.into());
+        let (stream, share) = self.shared.registry.index_of(&stream.into());
         Self {
             shared: self.shared.clone(),
             stream,
+            share,
         }
     }
 
@@ -150,6 +158,24 @@ impl Producer {
                 });
             }
         };
+        // With several streams, this stream's share first: a stuck stream's senders wait here
+        // without taking the others' room in the budget.
+        if let Some(limit) = self.shared.share_limit {
+            let registry = &self.shared.registry;
+            let budget = &self.shared.budget;
+            let room = self
+                .share
+                .wait_for_room(
+                    limit,
+                    charge as usize,
+                    || registry.len() > 1,
+                    || budget.is_closed(),
+                )
+                .await;
+            if !room {
+                return Err(self.refused(record));
+            }
+        }
         // The queue slot first, then the charge: either wait can be cancelled without leaking
         // the other.
         let Ok(place) = self.shared.inbox.place().await else {
@@ -189,6 +215,11 @@ impl Producer {
                 .into());
             }
         };
+        if self.shared.share_limit.is_some_and(|limit| {
+            self.shared.registry.len() > 1 && self.share.over(limit, charge as usize)
+        }) {
+            return Err(TrySendError::Full(Box::new(record)));
+        }
         let taken = self
             .shared
             .inbox
@@ -219,6 +250,8 @@ impl Producer {
             self.shared.budget.release(1, charge as usize);
             return Err(record);
         }
+        // Before the pipeline can see it: it releases the share once the record is answered.
+        self.share.charge(charge as usize);
         let sent = place.send(Incoming {
             record,
             hash_key,
@@ -228,6 +261,7 @@ impl Producer {
         });
         if sent.is_err() {
             self.shared.budget.release(1, charge as usize);
+            self.share.release(1, charge as usize);
         }
         sent
     }

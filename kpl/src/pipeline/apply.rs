@@ -154,6 +154,12 @@ impl Pipeline {
         }
         let stream = &mut self.streams[index];
         stream.outstanding = stream.outstanding.saturating_sub(outgoing.members.len());
+        stream.pass.released_records += outgoing.members.len();
+        stream.pass.released_bytes += outgoing
+            .members
+            .iter()
+            .map(|m| m.charge as usize)
+            .sum::<usize>();
         let mut members = std::mem::take(&mut outgoing.members);
         self.ledger.resolve_stored(
             &mut members,

@@ -530,3 +530,127 @@ async fn a_missing_stream_stops_being_refreshed() {
     assert!(stored.is_ok());
     producer.shutdown().await;
 }
+
+/// A Kinesis whose one stream throttles every call (a stream far over its shards' limits).
+#[derive(Debug, Clone)]
+struct OneStreamThrottled {
+    fake: FakeKinesis,
+    throttled: crate::client::StreamId,
+}
+
+impl crate::client::KinesisApi for OneStreamThrottled {
+    fn list_shards<'a>(
+        &'a self,
+        stream: &'a crate::client::StreamId,
+    ) -> crate::client::BoxFuture<'a, Result<Vec<crate::client::Shard>, crate::KinesisError>> {
+        self.fake.list_shards(stream)
+    }
+
+    fn put_records<'a>(
+        &'a self,
+        stream: &'a crate::client::StreamId,
+        entries: &'a [crate::client::PutEntry],
+    ) -> crate::client::BoxFuture<'a, Result<Vec<crate::client::PutResult>, crate::KinesisError>>
+    {
+        if *stream == self.throttled {
+            return Box::pin(async {
+                Err(crate::KinesisError::new(
+                    "PutRecords",
+                    ErrorClass::Throttled,
+                    "ProvisionedThroughputExceededException",
+                    "Rate exceeded for shard",
+                ))
+            });
+        }
+        self.fake.put_records(stream, entries)
+    }
+}
+
+/// Several streams share one budget: a stream throttled throughout fills its share (75 % by
+/// default) and its senders wait, while another stream's records keep going at once (they used
+/// to wait for the stuck stream's records to expire, a whole TTL).
+#[tokio::test(start_paused = true)]
+async fn a_throttled_stream_does_not_hold_the_budget_of_the_others() {
+    let fake = FakeKinesis::new();
+    fake.create_stream("stuck", 1);
+    fake.create_stream("healthy", 1);
+    let api = OneStreamThrottled {
+        fake: fake.clone(),
+        throttled: "stuck".into(),
+    };
+    let producer = Producer::builder("stuck")
+        .kinesis_api(api)
+        .max_outstanding_records(100)
+        .record_ttl(Duration::from_secs(30))
+        .min_backoff(Duration::from_millis(50))
+        .max_backoff(Duration::from_millis(500))
+        .jitter_seed(3)
+        .build()
+        .await
+        .expect("built");
+    let healthy = producer.for_stream("healthy");
+    // The stuck stream's sender keeps sending: it fills what it may and waits.
+    let stuck = tokio::spawn({
+        let producer = producer.clone();
+        async move {
+            let mut receipts = Vec::new();
+            for i in 0..300 {
+                let record = UserRecord::new(format!("s{i}"), "x");
+                receipts.push(producer.send(record).await.expect("accepted"));
+            }
+            receipts
+        }
+    });
+    tokio::time::sleep(Duration::from_secs(1)).await;
+    assert!(producer.outstanding_records() <= 100);
+    let started = tokio::time::Instant::now();
+    let results = {
+        let mut receipts = Vec::new();
+        for i in 0..50 {
+            let record = UserRecord::new(format!("h{i}"), "y");
+            receipts.push(healthy.send(record).await.expect("accepted"));
+        }
+        let mut results = Vec::new();
+        for receipt in receipts {
+            results.push(receipt.await);
+        }
+        results
+    };
+    assert!(
+        results.iter().all(Result::is_ok),
+        "{:?}",
+        results.iter().find(|r| r.is_err())
+    );
+    assert!(
+        started.elapsed() < Duration::from_secs(2),
+        "the healthy stream waited {:?}",
+        started.elapsed()
+    );
+    // The stuck stream's records end at their TTL; its sender gets through in the end.
+    let receipts = stuck.await.expect("joined");
+    assert_eq!(receipts.len(), 300);
+    producer.shutdown().await;
+}
+
+/// The share holds only with several streams: one stream alone may fill the whole budget.
+#[tokio::test(start_paused = true)]
+async fn a_single_stream_may_use_the_whole_budget() {
+    let fake = FakeKinesis::new();
+    fake.create_stream(STREAM, 1);
+    fake.script(std::iter::repeat_n(CallFault::Hang, 1_000));
+    let producer = builder(&fake)
+        .max_outstanding_records(100)
+        .linger(Duration::MAX)
+        .build()
+        .await
+        .expect("built");
+    for i in 0..100 {
+        let sent = producer.try_send(UserRecord::new(format!("k{i}"), "x"));
+        assert!(sent.is_ok(), "record {i} refused");
+    }
+    assert_eq!(producer.outstanding_records(), 100);
+    assert!(
+        producer.try_send(UserRecord::new("k", "x")).is_err(),
+        "full"
+    );
+}

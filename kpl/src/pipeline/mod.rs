@@ -403,11 +403,12 @@ impl Pipeline {
     /// Makes sure stream `index` has a state; false if the registry does not know it.
     fn ensure_stream(&mut self, index: usize, now: Instant) -> bool {
         while self.streams.len() <= index {
-            let Some(id) = self.registry.get(self.streams.len()) else {
+            let Some((id, share)) = self.registry.entry(self.streams.len()) else {
                 return false;
             };
             self.streams.push(StreamState::new(
                 id,
+                share,
                 self.router_config,
                 self.config.shard_map_refresh_interval,
                 now,
@@ -470,6 +471,9 @@ impl Pipeline {
         self.ledger.release_to(&self.budget);
         for stream in &mut self.streams {
             let pass = std::mem::take(&mut stream.pass);
+            stream
+                .share
+                .release(pass.released_records, pass.released_bytes);
             self.metrics.received(Some(&stream.metrics), pass.received);
             self.metrics
                 .failed(Some(&stream.metrics), pass.failed, pass.expired);
@@ -508,8 +512,17 @@ impl Pipeline {
                 stream.outstanding = stream.outstanding.saturating_sub(1);
                 stream.pass.failed += failed;
                 stream.pass.expired += expired;
+                stream.pass.released_records += 1;
+                stream.pass.released_bytes += member.charge as usize;
             }
-            None => self.metrics.failed(None, failed, expired),
+            None => {
+                self.metrics.failed(None, failed, expired);
+                // A stream the pipeline never started (a record racing the shutdown): its
+                // handle charged the share all the same.
+                if let Some((_, share)) = index.and_then(|i| self.registry.entry(i)) {
+                    share.release(1, member.charge as usize);
+                }
+            }
         }
         self.ledger.resolve(member, resolution);
     }
@@ -556,14 +569,29 @@ impl Pipeline {
                 }
             }
         }
+        // A stream at its share of the budget is pressed on its own: its senders wait.
+        let share_limit = self.share_limit();
+        if let Some(limit) = share_limit {
+            for stream in &mut self.streams {
+                if stream.share.pressed(limit)
+                    && stream.calls_in_flight == 0
+                    && stream.ready.is_empty()
+                    && !stream.held()
+                {
+                    stream.router.seal_idle();
+                    stream.wake = stream.router.move_to_ready(now, &mut stream.ready);
+                }
+            }
+        }
         let draining = self.draining();
         let count = self.streams.len();
         let mut idle_streams = 0;
         while self.calls.len() < self.congestion.allowed() && count > 0 && idle_streams < count {
             let index = self.next_stream % count;
             self.next_stream = self.next_stream.wrapping_add(1);
-            let starved = pressed && self.calls.len() < PRESSED_CALLS;
             let stream = &mut self.streams[index];
+            let stream_pressed = pressed || share_limit.is_some_and(|l| stream.share.pressed(l));
+            let starved = stream_pressed && self.calls.len() < PRESSED_CALLS;
             let sendable = !stream.ready.is_empty()
                 && !stream.held()
                 && (starved
@@ -579,6 +607,13 @@ impl Pipeline {
             idle_streams = 0;
             self.send_batch(index, now);
         }
+    }
+
+    /// One stream's most of the budget, while the producer has several streams.
+    fn share_limit(&self) -> Option<crate::streams::ShareLimit> {
+        self.config
+            .share_limit()
+            .filter(|_| self.registry.len() > 1)
     }
 
     fn send_batch(&mut self, index: usize, now: Instant) {
@@ -656,6 +691,7 @@ impl Drop for Pipeline {
     fn drop(&mut self) {
         self.ledger.release_to(&self.budget);
         self.budget.close();
+        self.registry.wake_all();
     }
 }
 

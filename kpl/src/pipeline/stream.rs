@@ -14,6 +14,7 @@ use super::record::{Outgoing, PendingRecord};
 use super::refresh::Refresh;
 use crate::client::StreamId;
 use crate::metrics::StreamMetrics;
+use crate::streams::StreamShare;
 
 /// An aggregate stored on a shard the current map does not know: settled once a refresh
 /// brings the map that has that shard.
@@ -75,6 +76,8 @@ pub(crate) struct StreamState {
     pub(crate) outstanding: usize,
     /// Counted in this pass, published at its end.
     pub(crate) pass: PassCounts,
+    /// What this stream holds of the budget (its handles charge it).
+    pub(crate) share: Arc<StreamShare>,
 }
 
 /// What one pass received and failed, for the metrics.
@@ -83,11 +86,15 @@ pub(crate) struct PassCounts {
     pub(crate) received: u64,
     pub(crate) failed: u64,
     pub(crate) expired: u64,
+    /// Records answered, and their budget charges: given back to the stream's share.
+    pub(crate) released_records: usize,
+    pub(crate) released_bytes: usize,
 }
 
 impl StreamState {
     pub(crate) fn new(
         id: Arc<StreamId>,
+        share: Arc<StreamShare>,
         router: RouterConfig,
         refresh_interval: std::time::Duration,
         now: Instant,
@@ -108,6 +115,7 @@ impl StreamState {
             wake: None,
             outstanding: 0,
             pass: PassCounts::default(),
+            share,
         }
     }
 
