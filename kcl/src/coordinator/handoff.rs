@@ -13,10 +13,13 @@
 //! ```
 //!
 //! T re-reads the leases it asked for every [`handoff_poll_interval`]. It takes the lease
-//! without waiting further once the holder let go, once the [`handoff_timeout`] has passed (a
-//! holder that ignores `checkpointOwner`, like the Java KCL 2.x, keeps processing until T's
-//! take makes its next renewal fail), or once the holder stopped renewing for the failover
-//! time (it died). It gives up when the lease went to someone else, was finished, or is gone.
+//! without waiting further once the holder let go (seen within the validity span of a read
+//! that still found it held: a let-go state older than that may be another process's with
+//! T's id, which took it as expired), once the [`handoff_timeout`] (at least the failover
+//! time) has passed (a holder that ignores `checkpointOwner`, like the Java KCL 2.x, keeps
+//! processing until T's take makes its next renewal fail), or once the counter stood still
+//! for the failover time (the holder died). It gives up when the lease went to someone else,
+//! was finished, or is gone.
 //!
 //! [`handoff_poll_interval`]: super::CoordinatorConfig::handoff_poll_interval
 //! [`handoff_timeout`]: super::CoordinatorConfig::handoff_timeout
@@ -26,7 +29,7 @@ use tracing::{debug, info, warn};
 
 use super::error::{Chain, timed_out};
 use super::plan::TakeReason;
-use super::state::Shared;
+use super::state::{Shared, may_have_applied};
 use super::taker::take;
 use crate::lease::Lease;
 
@@ -34,6 +37,7 @@ use crate::lease::Lease;
 /// written.
 pub(crate) async fn request(shared: &Shared, lease: &Lease) -> bool {
     let limit = shared.config.renew_interval();
+    let sent_at = shared.clock.now();
     let result = match timeout(
         limit,
         shared.store.request_handoff(lease, &shared.worker_id),
@@ -50,7 +54,7 @@ pub(crate) async fn request(shared: &Shared, lease: &Lease) -> bool {
                 from = ?stored.checkpoint_owner,
                 "handoff requested"
             );
-            shared.add_pending(stored, shared.clock.now());
+            shared.add_pending(stored, shared.clock.now(), sent_at);
             true
         }
         Err(err) if err.is_lease_lost() => {
@@ -58,6 +62,9 @@ pub(crate) async fn request(shared: &Shared, lease: &Lease) -> bool {
             false
         }
         Err(err) => {
+            if may_have_applied(&err) {
+                shared.unanswered_request(&lease.lease_key, sent_at);
+            }
             warn!(lease_key = %lease.lease_key, error = %Chain(&err), "handoff request failed");
             false
         }
@@ -68,6 +75,7 @@ pub(crate) async fn request(shared: &Shared, lease: &Lease) -> bool {
 pub(crate) async fn poll(shared: &Shared) {
     let limit = shared.config.renew_interval();
     for (key, pending) in shared.pending() {
+        let sent_at = shared.clock.now();
         let stored = match timeout(limit, shared.store.get(&key)).await {
             Ok(Ok(stored)) => stored,
             Ok(Err(err)) => {
@@ -80,20 +88,47 @@ pub(crate) async fn poll(shared: &Shared) {
             shared.drop_pending(&key);
             continue;
         };
-        if !stored.is_owned_by(&shared.worker_id) || stored.is_finished() {
+        let other_holder = stored.checkpoint_owner.is_some()
+            && pending.lease.checkpoint_owner.is_some()
+            && stored.checkpoint_owner != pending.lease.checkpoint_owner;
+        if !stored.is_owned_by(&shared.worker_id) || stored.is_finished() || other_holder {
+            // Gone elsewhere; or asked of another holder since, which is not this request.
             shared.drop_pending(&key);
             continue;
         }
         let now = shared.clock.now();
-        shared.update_pending(stored.clone(), now);
+        shared.update_pending(stored.clone(), now, sent_at);
         let counter_since = if stored.lease_counter == pending.lease.lease_counter {
             pending.counter_since
         } else {
             now
         };
-        let let_go = stored.checkpoint_owner.is_none();
-        let timed_out =
-            now.saturating_duration_since(pending.requested_at) >= shared.config.handoff_timeout();
+        // Let go of, as seen within the validity span of a read that still found it held: no
+        // other process can have taken it since (a take waits until the counter stood still
+        // for the failover time), not even one with this worker's id, to which a take looks
+        // exactly like a release. A let-go older than that is judged by its counter alone.
+        let let_go = stored.checkpoint_owner.is_none()
+            && pending
+                .held_seen_at
+                .is_some_and(|at| now.saturating_duration_since(at) < shared.validity_span());
+        if stored.checkpoint_owner.is_none()
+            && !let_go
+            && pending.lease.checkpoint_owner.is_none()
+            && stored.lease_counter != pending.lease.lease_counter
+        {
+            // Let go of, and renewed since by a process with this worker's id: not ours to
+            // take (the taker's scans report it).
+            shared.drop_pending(&key);
+            continue;
+        }
+        // Forced only once the holder, if it never saw the request, cannot be delivering any
+        // more (its renewals all failed since, or it would have seen it).
+        let timed_out = stored.checkpoint_owner.is_some()
+            && now.saturating_duration_since(pending.requested_at)
+                >= shared
+                    .config
+                    .handoff_timeout()
+                    .max(shared.config.failover_time());
         let holder_dead =
             now.saturating_duration_since(counter_since) > shared.config.failover_time();
         if !(let_go || timed_out || holder_dead) {
@@ -103,7 +138,13 @@ pub(crate) async fn poll(shared: &Shared) {
             owner: stored.holder().unwrap_or_default().to_owned(),
             idle: now.saturating_duration_since(counter_since),
         };
-        if take(shared, &stored, &reason).await {
+        let taken = take(shared, &stored, &reason).await;
+        if !taken {
+            // Whatever changed the lease since the read, a let-go state seen next must be
+            // preceded by the holder seen holding it again.
+            shared.forget_held_seen(&key);
+        }
+        if taken {
             shared.with_stats(|stats| {
                 if let_go {
                     stats.handoffs_completed += 1;

@@ -85,4 +85,6 @@ pub(crate) type SharedState = std::sync::Arc<state::Shared>;
 use kinesis_common::later;
 
 #[cfg(test)]
+mod sim;
+#[cfg(test)]
 mod tests;

@@ -88,6 +88,8 @@ struct State {
     finished: BTreeMap<String, Lease>,
     /// Handoffs this worker asked for and waits on.
     pending: BTreeMap<String, PendingHandoff>,
+    /// Handoff requests sent without an answer (they may have been applied), and when.
+    unanswered_requests: HashMap<String, Instant>,
     /// Leases stored under this worker's id that it does not hold: the counter first seen,
     /// and whether their moving was reported.
     foreign: HashMap<String, (u64, bool)>,
@@ -118,6 +120,9 @@ pub(crate) struct PendingHandoff {
     pub(crate) requested_at: Instant,
     /// When the counter was last seen to change.
     pub(crate) counter_since: Instant,
+    /// When the last read that found the holder still holding it (or the request) was sent;
+    /// `None` after a take of the let-go lease failed (someone else took it since).
+    pub(crate) held_seen_at: Option<Instant>,
 }
 
 /// A handle on one holding of a lease, for a write: updates and removals through it apply only
@@ -724,13 +729,15 @@ impl Shared {
         self.state().finished.remove(key);
     }
 
-    pub(crate) fn add_pending(&self, lease: Lease, now: Instant) {
+    /// Records a handoff asked for at `now` by a request sent at `sent_at`.
+    pub(crate) fn add_pending(&self, lease: Lease, now: Instant, sent_at: Instant) {
         self.state().pending.insert(
             lease.lease_key.clone(),
             PendingHandoff {
                 lease,
                 requested_at: now,
                 counter_since: now,
+                held_seen_at: Some(sent_at),
             },
         );
     }
@@ -739,11 +746,15 @@ impl Shared {
         self.state().pending.clone()
     }
 
-    pub(crate) fn update_pending(&self, lease: Lease, now: Instant) {
+    /// Records a poll of a pending handoff: `lease` read at `now` by a read sent at `sent_at`.
+    pub(crate) fn update_pending(&self, lease: Lease, now: Instant, sent_at: Instant) {
         let mut state = self.state();
         if let Some(pending) = state.pending.get_mut(&lease.lease_key) {
             if pending.lease.lease_counter != lease.lease_counter {
                 pending.counter_since = now;
+            }
+            if lease.is_handoff_pending() {
+                pending.held_seen_at = Some(sent_at);
             }
             pending.lease = lease;
         }
@@ -752,6 +763,35 @@ impl Shared {
     /// Forgets every pending handoff, returning them.
     pub(crate) fn take_pending(&self) -> BTreeMap<String, PendingHandoff> {
         std::mem::take(&mut self.state().pending)
+    }
+
+    /// Remembers a handoff request sent at `sent_at` that got no answer.
+    pub(crate) fn unanswered_request(&self, key: &str, sent_at: Instant) {
+        self.state()
+            .unanswered_requests
+            .insert(key.to_owned(), sent_at);
+    }
+
+    /// Whether this process sent an unanswered handoff request for `key` (forgotten now).
+    pub(crate) fn claim_unanswered_request(&self, key: &str) -> bool {
+        self.state().unanswered_requests.remove(key).is_some()
+    }
+
+    /// Forgets unanswered handoff requests older than the failover time: one applied shows in
+    /// the scans well before.
+    pub(crate) fn forget_old_unanswered_requests(&self, now: Instant) {
+        let failover = self.config.failover_time();
+        self.state()
+            .unanswered_requests
+            .retain(|_, at| now.saturating_duration_since(*at) <= failover);
+    }
+
+    /// Forgets that the holder of a pending handoff was seen holding it: only a new read that
+    /// finds it held again makes a let-go state count.
+    pub(crate) fn forget_held_seen(&self, key: &str) {
+        if let Some(pending) = self.state().pending.get_mut(key) {
+            pending.held_seen_at = None;
+        }
     }
 
     pub(crate) fn drop_pending(&self, key: &str) {

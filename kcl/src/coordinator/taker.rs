@@ -61,6 +61,7 @@ pub(crate) async fn take_cycle(
     cancel: &CancellationToken,
 ) -> Option<TakeCycleStats> {
     let scan_limit = shared.config.take_interval();
+    let scan_sent = shared.clock.now();
     let scan = match timeout(scan_limit, shared.store.list()).await {
         Ok(scan) => scan,
         Err(_) => Err(timed_out("Scan", shared.store.table_name(), scan_limit)),
@@ -85,7 +86,29 @@ pub(crate) async fn take_cycle(
     // worker's own unheld lease for the tracker; it counts as this worker's load.
     let pending = shared.pending();
     expired.retain(|key, _| !pending.contains_key(key));
-    let not_takeable = shared.not_takeable(now);
+    shared.forget_old_unanswered_requests(now);
+    // Handoffs asked for under this worker's id that this process is not waiting on. One whose
+    // request this process sent without an answer is its own: waited on from now. Any other is
+    // another process's with the same id (or an earlier run's): taking it would look to that
+    // process exactly like the holder letting go, and it would take it too, so it is left
+    // alone (other workers take it if its holder dies).
+    let mut others_requests = Vec::new();
+    for lease in &leases {
+        if lease.is_owned_by(&shared.worker_id)
+            && lease.is_handoff_pending()
+            && !lease.is_held_by(&shared.worker_id)
+            && !pending.contains_key(&lease.lease_key)
+        {
+            if shared.claim_unanswered_request(&lease.lease_key) {
+                info!(lease_key = %lease.lease_key, "handoff request applied although unanswered; waiting on it");
+                shared.add_pending(lease.clone(), now, scan_sent);
+            } else {
+                others_requests.push(lease.lease_key.clone());
+            }
+        }
+    }
+    let mut not_takeable = shared.not_takeable(now);
+    not_takeable.extend(others_requests);
     let takeable: Vec<String> = leases
         .iter()
         .filter(|lease| {
