@@ -654,3 +654,44 @@ async fn a_single_stream_may_use_the_whole_budget() {
         "full"
     );
 }
+
+/// A stream whose handles are all dropped, with nothing left to send, loses its state after a
+/// while (no more refreshes of it); a new handle for it lists it again and sends.
+#[tokio::test(start_paused = true)]
+async fn a_dropped_stream_handle_lets_its_state_go() {
+    let fake = FakeKinesis::new();
+    fake.create_stream(STREAM, 1);
+    fake.create_stream("audit", 1);
+    let producer = builder(&fake)
+        .shard_map_refresh_interval(Duration::from_secs(60))
+        .build()
+        .await
+        .expect("built");
+    let audit = producer.for_stream("audit");
+    assert!(
+        audit
+            .send(UserRecord::new("k", "1"))
+            .await
+            .expect("accepted")
+            .await
+            .is_ok()
+    );
+    drop(audit);
+    // Only the main stream is refreshed from here on (once a minute).
+    tokio::time::sleep(Duration::from_secs(600)).await;
+    let before = fake.list_shards_calls();
+    tokio::time::sleep(Duration::from_secs(3_600)).await;
+    let listed = fake.list_shards_calls() - before;
+    assert!((59..=61).contains(&listed), "{listed} listings in an hour");
+    // A new handle: listed again, stored.
+    let audit = producer.for_stream("audit");
+    let stored = audit
+        .send(UserRecord::new("k", "2"))
+        .await
+        .expect("accepted")
+        .await;
+    assert!(stored.is_ok(), "{stored:?}");
+    let records: Vec<_> = fake.user_records("audit");
+    assert_eq!(records.len(), 2);
+    producer.shutdown().await;
+}

@@ -145,9 +145,9 @@ impl Router {
         }
     }
 
-    /// Whether a map listed from Kinesis is installed.
+    /// Whether a map listed from Kinesis is installed (a listing always has an open shard).
     pub(crate) fn has_map(&self) -> bool {
-        self.epoch > 0 && !self.unmapped
+        !self.map.shards.is_empty() && !self.unmapped
     }
 
     /// Whether records go without a map (see [`install_unmapped`](Self::install_unmapped)).

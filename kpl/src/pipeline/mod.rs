@@ -387,6 +387,10 @@ impl Pipeline {
                     self.resolve(None, member, Resolution::Failed(reason));
                     return;
                 }
+                if self.streams[index].retired {
+                    // A handle for it again: its map is listed afresh (records wait for it).
+                    self.streams[index].retired = false;
+                }
                 let member = self.admit(Some(index), incoming, now);
                 self.route(index, member, now);
             }
@@ -469,11 +473,16 @@ impl Pipeline {
     /// Budget, metrics and logs of everything resolved in this pass, at once.
     fn end_pass(&mut self) {
         self.ledger.release_to(&self.budget);
+        let now = Instant::now();
         for stream in &mut self.streams {
             let pass = std::mem::take(&mut stream.pass);
             stream
                 .share
                 .release(pass.released_records, pass.released_bytes);
+            if stream.should_retire(now) {
+                debug!(stream = %stream.id, "no handle writes to the stream any more: its state is dropped");
+                stream.retire(now);
+            }
             self.metrics.received(Some(&stream.metrics), pass.received);
             self.metrics
                 .failed(Some(&stream.metrics), pass.failed, pass.expired);

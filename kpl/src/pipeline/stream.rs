@@ -78,7 +78,15 @@ pub(crate) struct StreamState {
     pub(crate) pass: PassCounts,
     /// What this stream holds of the budget (its handles charge it).
     pub(crate) share: Arc<StreamShare>,
+    /// No handle writes to it and it holds nothing: its map and lanes are dropped and it is
+    /// not refreshed, until a handle for it sends again.
+    pub(crate) retired: bool,
+    /// Since when it has had no handle and held nothing.
+    idle_since: Option<Instant>,
 }
+
+/// How long a stream without handles and records keeps its map before it is retired.
+pub(crate) const RETIRE_AFTER: std::time::Duration = std::time::Duration::from_secs(300);
 
 /// What one pass received and failed, for the metrics.
 #[derive(Debug, Default)]
@@ -116,7 +124,38 @@ impl StreamState {
             outstanding: 0,
             pass: PassCounts::default(),
             share,
+            retired: false,
+            idle_since: None,
         }
+    }
+
+    /// Whether no handle has written to it for [`RETIRE_AFTER`] and it holds nothing (the
+    /// registry and this state own the share's only references). Not at once: a handle made
+    /// per record (`producer.for_stream(name).send(..)`) must not lose the map between two.
+    pub(crate) fn should_retire(&mut self, now: Instant) -> bool {
+        let idle = !self.retired
+            && self.outstanding == 0
+            && self.calls_in_flight == 0
+            && Arc::strong_count(&self.share) <= 2;
+        if !idle {
+            self.idle_since = None;
+            return false;
+        }
+        let since = *self.idle_since.get_or_insert(now);
+        // Not while a refresh runs: its map would come back after.
+        now.saturating_duration_since(since) >= RETIRE_AFTER && self.refresh.next_due().is_some()
+    }
+
+    /// Drops its map and lanes and stops refreshing it (see [`retired`](Self::retired)).
+    pub(crate) fn retire(&mut self, now: Instant) {
+        let displaced = self
+            .router
+            .install(super::shard_map::ShardMap::default(), now);
+        debug_assert!(displaced.is_empty(), "a retired stream held records");
+        self.waiting_for_map.extend(displaced);
+        self.refresh.park(now);
+        self.retired = true;
+        self.idle_since = None;
     }
 
     /// Whether dispatch is held (a stale map, or calls of an older map still out).
