@@ -176,6 +176,11 @@ impl ProducerBuilder {
         /// this project accepts for a default; against real shards, whose limits are far below
         /// what one lane carries, it costs nothing measurable. `kinesis-cat produce` keeps
         /// order by default.
+        ///
+        /// The order holds for every record answered stored. A record that fails with
+        /// [`RecordFailure::may_be_stored`](crate::RecordFailure::may_be_stored) (an attempt's
+        /// answer never came, then its TTL ran out) may still be stored by that attempt, after
+        /// later records of its key: a record the producer no longer holds cannot hold its lane.
         ordered: bool);
     setter!(
         /// Independent ordering lanes per shard when [`ordered`](Self::ordered) (default 8,
