@@ -205,13 +205,17 @@ impl Pipeline {
         repack: bool,
         now: Instant,
     ) {
-        let aggregation = self.router_config.aggregation;
         let ordered = self.config.ordered;
         let target = outgoing.target.clone();
         if let Some(arrived) = outgoing.members.iter().map(|m| m.arrived).min() {
             self.arm_sweep(arrived);
         }
         let stream = &mut self.streams[index];
+        // Without a map nothing is aggregated (the records of an aggregate must share a shard).
+        let aggregation = self
+            .router_config
+            .aggregation
+            .filter(|_| !stream.router.is_unmapped());
         let outgoings = if repack {
             let due = outgoing.due;
             pack_in_order(outgoing.members, aggregation, &target, due)

@@ -451,6 +451,10 @@ impl Pipeline {
 
     fn tick(&mut self, now: Instant) {
         self.start_due_refreshes(now);
+        // Before sealing: a retry routed again under a newer map joins an open aggregate,
+        // which a draining tick must then seal (after it, nothing would wake the pipeline for
+        // it until its linger, never with `Duration::MAX`).
+        self.release_retries(now);
         let scope = if self.input_closed {
             SealScope::All
         } else {
@@ -461,7 +465,6 @@ impl Pipeline {
         for stream in &mut self.streams {
             stream.router.seal_due(now, scope);
         }
-        self.release_retries(now);
         if self.next_sweep.is_some_and(|at| at <= now) {
             self.sweep(now);
         }
