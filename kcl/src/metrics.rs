@@ -13,6 +13,7 @@
 //! | `ShardEnd.Abandoned` | counter | `stream`, `shard` | (none: the worker stopped calling `shard_ended` after `max_shard_end_attempts`) |
 //! | `GetRecords.Throttled` | counter | `stream`, `shard` | `ProvisionedThroughputExceededException` counts |
 //! | `GetRecords.ExpiredIterator` | counter | `stream`, `shard` | `ExpiredIteratorException` counts |
+//! | `BatchMemory.Bytes` | gauge (bytes) | `stream` | (none: decoded batches held by the worker now, read ahead or being processed, against [`batch_memory_budget`](crate::SchedulerBuilder::batch_memory_budget)) |
 //! | `CurrentLeases` | gauge | `table` | `CurrentLeases` |
 //! | `TakenLeases` / `StolenLeases` / `LostLeases` | counters | `table` | `TakenLeases` / (none) / `LostLeases` |
 //! | `RenewLease.Failures` / `TakeLeases.Failures` | counters | `table` | `RenewLease.Success` = 0 / `TakeLeases.Success` = 0 |
@@ -43,6 +44,8 @@ pub(crate) const READ_AGE_INTERVAL: Duration = Duration::from_secs(1);
 /// The per-shard gauges' names.
 const MILLIS_BEHIND_LATEST: &str = "MillisBehindLatest";
 const SECONDS_SINCE_LAST_READ: &str = "SecondsSinceLastSuccessfulRead";
+/// The worker's gauge of decoded batches held.
+const BATCH_MEMORY: &str = "BatchMemory.Bytes";
 
 /// One shard's reading: its source's counters, and when that source was created.
 #[derive(Debug)]
@@ -109,6 +112,11 @@ impl ConsumerMetrics {
         if let Some(behind) = behind {
             self.behind(shard, behind);
         }
+    }
+
+    /// The gauge of the bytes of decoded batches the worker holds (its memory budget's).
+    pub(crate) fn batch_memory_gauge(&self) -> metrics::Gauge {
+        metrics::gauge!(BATCH_MEMORY, "stream" => self.stream.clone())
     }
 
     pub(crate) fn behind(&self, shard: &str, millis: i64) {
@@ -221,6 +229,11 @@ fn describe() {
             SECONDS_SINCE_LAST_READ,
             Unit::Seconds,
             "Time since the shard's last successful read (GetRecords answer or subscription event); not updated once the shard leaves the worker"
+        );
+        metrics::describe_gauge!(
+            BATCH_MEMORY,
+            Unit::Bytes,
+            "Bytes of decoded batches the worker holds now (read ahead or being processed), against its batch memory budget"
         );
     });
 }

@@ -39,8 +39,9 @@ use crate::lease::{Checkpoint, Lease};
 use crate::metrics::ConsumerMetrics;
 use crate::processor::{InitializeInput, ProcessRecordsInput, ShardRecordProcessor};
 use crate::retrieval::{
-    ChildShard, Counters, Driver, FanOutApi, FanOutDriver, KinesisApi, RetrievalError,
-    RetrievalStats, ShardBatch, ShardListing, StartingPosition, StreamId, children_of,
+    BudgetReader, Charge, ChildShard, Counters, Driver, FanOutApi, FanOutDriver, KinesisApi,
+    MAX_ANSWER_BYTES, MAX_EVENT_BYTES, RecordsBudget, RetrievalError, RetrievalStats, ShardBatch,
+    ShardListing, StartingPosition, StreamId, children_of, estimate,
 };
 use crate::scheduler::{InitialPosition, ShardPhase, StatusBoard, WorkerConfig};
 use watchdog::Watchdog;
@@ -92,11 +93,14 @@ enum ShardSource<A> {
 }
 
 impl<A: KinesisApi> ShardSource<A> {
-    async fn next_batch(&mut self) -> Result<ShardBatch, RetrievalError> {
-        match self {
-            Self::Polling(driver) => driver.next_batch().await,
-            Self::FanOut(driver) => driver.next_batch().await,
-        }
+    /// The next batch and its charge to the worker's memory budget, to keep until the
+    /// processor is done with the batch.
+    async fn next_batch(&mut self) -> Result<(ShardBatch, Charge), RetrievalError> {
+        let charged = match self {
+            Self::Polling(driver) => driver.next_charged().await,
+            Self::FanOut(driver) => driver.next_charged().await,
+        }?;
+        Ok((charged.batch, charged.charge))
     }
 
     fn stats(&self) -> RetrievalStats {
@@ -125,6 +129,8 @@ pub(crate) struct ShardContext<A> {
     pub(crate) status: Arc<StatusBoard>,
     /// Leases still at `LATEST` this worker has read (see `latest.rs`).
     pub(crate) latest_starts: Arc<LatestStarts>,
+    /// The worker-wide memory budget of decoded batches.
+    pub(crate) budget: Arc<RecordsBudget>,
 }
 
 impl<A: Clone> Clone for ShardContext<A> {
@@ -139,6 +145,7 @@ impl<A: Clone> Clone for ShardContext<A> {
             metrics: self.metrics.clone(),
             status: self.status.clone(),
             latest_starts: self.latest_starts.clone(),
+            budget: self.budget.clone(),
         }
     }
 }
@@ -236,18 +243,23 @@ where
                 batch = source.next_batch() => batch,
             };
             self.count_retrieval(&source, &mut counted);
-            let batch = match next {
-                Ok(batch) => batch,
+            // The batch's charge goes back once the processor is done with it (the end of
+            // this turn of the loop).
+            let (batch, _charge) = match next {
+                Ok(charged) => charged,
                 Err(RetrievalError::NotFound { operation, .. }) => {
                     warn!(
                         operation,
                         "Kinesis says the shard does not exist (past retention, or the stream was deleted): treating it as ended"
                     );
                     match self.find_children().await {
-                        Ok(children) => ShardBatch {
-                            shard_end: Some(children),
-                            ..ShardBatch::empty()
-                        },
+                        Ok(children) => (
+                            ShardBatch {
+                                shard_end: Some(children),
+                                ..ShardBatch::empty()
+                            },
+                            Charge::none(),
+                        ),
                         Err(reason) => return self.stopped(reason, &mut checkpointer).await,
                     }
                 }
@@ -314,6 +326,7 @@ where
                 }
             }
             if let Some(children) = batch.shard_end {
+                drop(_charge);
                 return shard_end::finish(&mut self, &mut checkpointer, &mut watchdog, children)
                     .await;
             }
@@ -346,29 +359,44 @@ where
                 .inspect_err(|error| warn!(%error, "lease has an unusable hash range; records are not filtered"))
                 .ok()
         });
+        let config = &self.context.config;
         if let Some(plan) = &self.context.fan_out {
             let span = info_span!("fan_out", stream = %self.context.stream, shard_id = %self.key);
-            return ShardSource::FanOut(FanOutDriver::new(
-                plan.api.clone(),
+            // An event holds about a second of the shard: 2 MiB, and a shard takes 1,000
+            // records a second (twice that allowed for).
+            let ceiling = estimate(MAX_EVENT_BYTES, 2_000, 2_000);
+            let reader = BudgetReader::new(self.context.budget.clone(), ceiling);
+            return ShardSource::FanOut(
+                FanOutDriver::new(
+                    plan.api.clone(),
+                    self.context.stream.clone(),
+                    plan.consumer_arn.clone(),
+                    self.key.clone(),
+                    hash_range,
+                    position,
+                    config.fan_out.clone(),
+                    span,
+                )
+                .with_budget(reader, config.polling.caught_up_threshold),
+            );
+        }
+        let span = info_span!("polling", stream = %self.context.stream, shard_id = %self.key);
+        // The most one answer may decode to: 10 MiB of data in up to `max_records` records.
+        let records = usize::try_from(config.polling.max_records).unwrap_or(0);
+        let ceiling = estimate(MAX_ANSWER_BYTES, records, records);
+        let reader = BudgetReader::new(self.context.budget.clone(), ceiling);
+        ShardSource::Polling(
+            Driver::new(
+                self.context.api.clone(),
                 self.context.stream.clone(),
-                plan.consumer_arn.clone(),
                 self.key.clone(),
                 hash_range,
                 position,
-                self.context.config.fan_out.clone(),
+                config.polling.clone(),
                 span,
-            ));
-        }
-        let span = info_span!("polling", stream = %self.context.stream, shard_id = %self.key);
-        ShardSource::Polling(Driver::new(
-            self.context.api.clone(),
-            self.context.stream.clone(),
-            self.key.clone(),
-            hash_range,
-            position,
-            self.context.config.polling.clone(),
-            span,
-        ))
+            )
+            .with_budget(reader),
+        )
     }
 
     /// Publishes the source's throttling and expired-iterator counts since the last call.

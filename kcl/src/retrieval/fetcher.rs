@@ -34,6 +34,7 @@ use tokio::time::Instant;
 use tracing::{debug, info};
 
 use super::api::{IteratorStart, KinesisApi, RecordsPage, ShardListing, ShardSummary};
+use super::budget::{Charge, Charged, Reader};
 use super::config::PollingConfig;
 use super::cursor::Cursor;
 use super::error::{CallError, Class, RetrievalError};
@@ -65,6 +66,8 @@ pub(crate) struct Fetcher<A> {
     next_call_at: Option<Instant>,
     retry: Retry,
     expired_in_a_row: u32,
+    /// The worker's memory budget for decoded batches, if any.
+    budget: Option<Reader>,
 }
 
 impl<A: KinesisApi> Fetcher<A> {
@@ -94,14 +97,23 @@ impl<A: KinesisApi> Fetcher<A> {
             next_call_at: None,
             retry,
             expired_in_a_row: 0,
+            budget: None,
         }
+    }
+
+    /// Charges every batch to `reader`'s budget (reserving before each call while behind).
+    pub(crate) fn set_budget(&mut self, reader: Reader) {
+        self.budget = Some(reader);
     }
 
     /// The next batch: waits for the pacing (idle time, minimum time between calls, backoff),
     /// makes GetShardIterator/GetRecords calls until one succeeds or fails for good, and
     /// turns the answer into a [`ShardBatch`]. After the shard's end, returns an empty batch
     /// with the same children at once, without calling Kinesis.
-    pub(crate) async fn fetch(&mut self) -> Result<ShardBatch, RetrievalError> {
+    ///
+    /// With a budget, each GetRecords call waits for its reservation first (while behind),
+    /// and the batch comes with its charge.
+    pub(crate) async fn fetch(&mut self) -> Result<Charged, RetrievalError> {
         if let Some(reason) = &self.invalid_start {
             return Err(RetrievalError::InvalidStartingPosition {
                 reason: reason.clone(),
@@ -109,10 +121,10 @@ impl<A: KinesisApi> Fetcher<A> {
         }
         loop {
             if let Some(children) = &self.ended {
-                return Ok(ShardBatch {
+                return Ok(Charged::free(ShardBatch {
                     shard_end: Some(children.clone()),
                     ..ShardBatch::default()
-                });
+                }));
             }
             self.pause(self.next_call_at).await;
             let iterator = match &self.iterator {
@@ -124,6 +136,11 @@ impl<A: KinesisApi> Fetcher<A> {
                         continue;
                     }
                 },
+            };
+            // Dropped (given back) on an error: only an answer keeps a charge.
+            let mut charge = match &self.budget {
+                Some(reader) => reader.before_read().await,
+                None => Charge::none(),
             };
             let started = Instant::now();
             add(&self.counters.get_records_calls, 1);
@@ -144,7 +161,11 @@ impl<A: KinesisApi> Fetcher<A> {
                         // page again with the same iterator.
                         None => Some(self.find_children().await?),
                     };
-                    return Ok(self.accept(page, children, started));
+                    let (batch, caught_up) = self.accept(page, children, started);
+                    if let Some(reader) = &mut self.budget {
+                        reader.after_read(&mut charge, &batch, caught_up);
+                    }
+                    return Ok(Charged { batch, charge });
                 }
                 Err(error) if error.class == Class::ExpiredIterator => {
                     add(&self.counters.expired_iterators, 1);
@@ -244,13 +265,14 @@ impl<A: KinesisApi> Fetcher<A> {
         self.expired_in_a_row = 0;
     }
 
-    /// Turns a successful answer into a batch and moves the position past it.
+    /// Turns a successful answer into a batch and moves the position past it; also says
+    /// whether the answer was caught up.
     fn accept(
         &mut self,
         page: RecordsPage,
         children: Option<Vec<ChildShard>>,
         started: Instant,
-    ) -> ShardBatch {
+    ) -> (ShardBatch, bool) {
         let RecordsPage {
             records,
             next_iterator,
@@ -294,13 +316,14 @@ impl<A: KinesisApi> Fetcher<A> {
             millis_behind_latest,
             "batch"
         );
-        ShardBatch {
+        let batch = ShardBatch {
             records: out,
             millis_behind_latest,
             shard_end: children,
             kinesis_records,
             bytes,
-        }
+        };
+        (batch, caught_up)
     }
 }
 
@@ -308,7 +331,7 @@ impl<A: KinesisApi> Fetcher<A> {
 /// [`PollingConfig::caught_up_threshold`]). An answer with records counts too when it is close
 /// enough to the tip: at the tip every answer carries the few records that arrived since the
 /// last call, and calling again at once would spend the shard's shared 5 calls/s on them.
-fn caught_up(
+pub(crate) fn caught_up(
     kinesis_records: usize,
     millis_behind_latest: Option<i64>,
     threshold: Duration,

@@ -46,6 +46,7 @@
 //! [`RetrievalError::RetriesExhausted`] when a retry limit is configured.
 
 mod api;
+mod budget;
 mod config;
 mod cursor;
 mod error;
@@ -60,6 +61,7 @@ mod stats;
 mod tests;
 mod types;
 
+pub use budget::DEFAULT_BATCH_MEMORY_BUDGET;
 pub use config::{
     DEFAULT_CAUGHT_UP_THRESHOLD, DEFAULT_IDLE_TIME_BETWEEN_READS, MAX_RECORDS_LIMIT, PollingConfig,
 };
@@ -77,6 +79,9 @@ pub use types::{ChildShard, ShardBatch, StartingPosition, StreamId};
 #[cfg(test)]
 pub(crate) use api::{IteratorStart, RecordsPage};
 pub(crate) use api::{KinesisApi, SdkKinesis, ShardListing, ShardSummary};
+pub(crate) use budget::{
+    Charge, MAX_ANSWER_BYTES, MAX_EVENT_BYTES, Reader as BudgetReader, RecordsBudget, estimate,
+};
 #[cfg(test)]
 pub(crate) use error::Operation;
 pub(crate) use error::{CallError, Class};

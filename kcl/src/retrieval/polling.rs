@@ -9,6 +9,7 @@ use tokio::task::JoinHandle;
 use tracing::{Instrument, Span, info_span};
 
 use super::api::{KinesisApi, SdkKinesis};
+use super::budget::{Charged, Reader};
 use super::config::PollingConfig;
 use super::error::RetrievalError;
 use super::fetcher::Fetcher;
@@ -143,7 +144,7 @@ impl RecordSource for PollingSource {
     }
 }
 
-type BatchResult = Result<ShardBatch, RetrievalError>;
+type BatchResult = Result<Charged, RetrievalError>;
 
 /// Runs a [`Fetcher`] inline or in a prefetch task (generic so unit tests drive it over a
 /// fake API).
@@ -207,7 +208,22 @@ impl<A: KinesisApi> Driver<A> {
         }
     }
 
-    pub(crate) async fn next_batch(&mut self) -> BatchResult {
+    /// Charges its batches to `reader`'s budget: the batch read ahead waits charged in the
+    /// channel, so at most two charged batches per shard.
+    pub(crate) fn with_budget(mut self, reader: Reader) -> Self {
+        if let State::Inline(fetcher) | State::Idle(fetcher) = &mut self.state {
+            fetcher.set_budget(reader);
+        }
+        self
+    }
+
+    /// The next batch, its charge given back at once.
+    pub(crate) async fn next_batch(&mut self) -> Result<ShardBatch, RetrievalError> {
+        self.next_charged().await.map(|charged| charged.batch)
+    }
+
+    /// The next batch with its charge, to keep until the processor is done with it.
+    pub(crate) async fn next_charged(&mut self) -> BatchResult {
         if matches!(self.state, State::Idle(_)) {
             self.start_prefetch();
         }

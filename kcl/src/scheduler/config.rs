@@ -1,7 +1,7 @@
 //! The worker's settings besides the coordinator's: [`InitialPosition`], the validated
 //! [`WorkerConfig`], and [`SchedulerError`].
 
-use std::num::NonZeroU32;
+use std::num::{NonZeroU32, NonZeroUsize};
 use std::time::{Duration, SystemTime};
 
 use crate::coordinator::{ConfigError, CoordinatorConfig};
@@ -99,6 +99,8 @@ pub(crate) struct WorkerConfig {
     /// How many `shard_ended` calls may return without storing SHARD_END (or stall) before
     /// the worker stops calling it for that holding.
     pub(crate) shard_end_attempts: NonZeroU32,
+    /// The worker-wide memory budget of decoded batches, in bytes.
+    pub(crate) batch_memory_budget: NonZeroUsize,
 }
 
 impl WorkerConfig {
@@ -130,6 +132,7 @@ impl WorkerConfig {
             retry_min: Self::DEFAULT_RETRY_MIN,
             retry_max: Self::DEFAULT_RETRY_MAX,
             shard_end_attempts: Self::DEFAULT_SHARD_END_ATTEMPTS,
+            batch_memory_budget: crate::retrieval::DEFAULT_BATCH_MEMORY_BUDGET,
         }
     }
 

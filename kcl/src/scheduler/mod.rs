@@ -267,6 +267,34 @@ where
         self
     }
 
+    /// The most bytes of decoded batches the whole worker holds at once, over all its shards
+    /// (default [`DEFAULT_BATCH_MEMORY_BUDGET`], 256 MiB): batches read ahead, waiting, and
+    /// being processed, until their `process_records` call returns.
+    ///
+    /// Each shard reads one batch ahead while its processor works on another, and a
+    /// GetRecords answer may decode to more than 10 MiB, so without a bound a worker
+    /// catching up on 1,000 shards could need 20 GiB. A shard that is behind reserves the
+    /// most an answer may decode to (about 14 MiB with the default
+    /// [`PollingConfig::max_records`]; 3 MiB per subscription event with enhanced fan-out)
+    /// before it reads, waiting its turn while the budget has no room, and keeps only what
+    /// the batch decoded to once it is known. A shard at the tip (its last answer was caught
+    /// up, see [`PollingConfig::caught_up_threshold`]) reads without waiting; its batches,
+    /// small by then, are charged all the same. A budget smaller than one answer still lets
+    /// one batch through at a time, so every shard progresses. A batch the processor keeps
+    /// (moves its records elsewhere) after `process_records` returned is no longer counted.
+    ///
+    /// The Java KCL bounds each shard on its own instead (`maxByteSize`, 8 MiB read ahead per
+    /// shard); there is no worker-wide setting there. The bytes charged now are published as
+    /// the `BatchMemory.Bytes` gauge.
+    ///
+    /// [`DEFAULT_BATCH_MEMORY_BUDGET`]: crate::retrieval::DEFAULT_BATCH_MEMORY_BUDGET
+    /// [`PollingConfig::max_records`]: crate::retrieval::PollingConfig::max_records
+    /// [`PollingConfig::caught_up_threshold`]: crate::retrieval::PollingConfig::caught_up_threshold
+    pub fn batch_memory_budget(mut self, bytes: NonZeroUsize) -> Self {
+        self.worker.batch_memory_budget = bytes;
+        self
+    }
+
     /// Checks the settings.
     ///
     /// # Errors

@@ -24,7 +24,7 @@ use crate::coordinator::{CoordinatorConfig, HeldRef, LeaseCoordinatorBuilder};
 use crate::lease::store::LeaseStore;
 use crate::metrics::READ_AGE_INTERVAL;
 use crate::processor::ShardRecordProcessor;
-use crate::retrieval::{FanOutApi, KinesisApi, StreamId};
+use crate::retrieval::{FanOutApi, KinesisApi, RecordsBudget, StreamId};
 use crate::shard_sync::sync_shards;
 
 /// Everything a worker runs on (the SDK in production, fakes in the unit tests).
@@ -110,6 +110,10 @@ where
         metrics: parts.handle.metrics.clone(),
         status: parts.handle.status.clone(),
         latest_starts: Arc::default(),
+        budget: RecordsBudget::new(
+            parts.config.batch_memory_budget,
+            Some(parts.handle.metrics.batch_memory_gauge()),
+        ),
     };
     let background = CancellationToken::new();
     let mut helpers = JoinSet::new();

@@ -12,7 +12,9 @@ use super::api::FanOutApi;
 use super::config::FanOutConfig;
 use super::sdk::SdkFanOut;
 use super::subscriber::Subscriber;
+use crate::retrieval::budget::{Charge, Charged, Reader};
 use crate::retrieval::error::RetrievalError;
+use crate::retrieval::fetcher::caught_up;
 use crate::retrieval::source::RecordSource;
 use crate::retrieval::stats::{Counters, RetrievalStats};
 use crate::retrieval::types::{ShardBatch, StartingPosition, StreamId};
@@ -144,12 +146,14 @@ impl RecordSource for FanOutSource {
     }
 }
 
-type BatchResult = Result<ShardBatch, RetrievalError>;
+type BatchResult = Result<Charged, RetrievalError>;
 
 /// Runs a [`Subscriber`] in its reading task (shared by [`FanOutSource`] and the shard
 /// consumer; unit tests drive it over a fake API).
 pub(crate) struct FanOutDriver {
     state: State,
+    /// The worker's memory budget, moved into the reading task when it starts.
+    budget: Option<(Reader, std::time::Duration)>,
     pub(crate) counters: Arc<Counters>,
     span: Span,
 }
@@ -190,12 +194,30 @@ impl FanOutDriver {
         );
         Self {
             state: State::Idle(Box::new(subscriber)),
+            budget: None,
             counters,
             span,
         }
     }
 
-    pub(crate) async fn next_batch(&mut self) -> BatchResult {
+    /// Charges its batches to `reader`'s budget; an event less than `caught_up_threshold`
+    /// behind the tip counts as caught up (the next event is read without a reservation).
+    pub(crate) fn with_budget(
+        mut self,
+        reader: Reader,
+        caught_up_threshold: std::time::Duration,
+    ) -> Self {
+        self.budget = Some((reader, caught_up_threshold));
+        self
+    }
+
+    /// The next batch, its charge given back at once.
+    pub(crate) async fn next_batch(&mut self) -> Result<ShardBatch, RetrievalError> {
+        self.next_charged().await.map(|charged| charged.batch)
+    }
+
+    /// The next batch with its charge, to keep until the processor is done with it.
+    pub(crate) async fn next_charged(&mut self) -> BatchResult {
         if matches!(self.state, State::Idle(_)) {
             self.start();
         }
@@ -213,7 +235,8 @@ impl FanOutDriver {
             return;
         };
         let (tx, rx) = mpsc::channel(1);
-        let task = tokio::spawn(read(*subscriber, tx).instrument(self.span.clone()));
+        let budget = self.budget.take();
+        let task = tokio::spawn(read(*subscriber, tx, budget).instrument(self.span.clone()));
         self.state = State::Reading {
             rx,
             _task: AbortOnDrop(task),
@@ -223,10 +246,30 @@ impl FanOutDriver {
 
 /// The reading task: reserves room for one batch, and only then reads the next event, so it
 /// never holds a second finished batch and never reads while the consumer is behind (the
-/// flow-control rule of [`FanOutSource`]).
-async fn read(mut subscriber: Subscriber, tx: mpsc::Sender<BatchResult>) {
+/// flow-control rule of [`FanOutSource`]). With a budget, a reader behind the tip also
+/// reserves room for an event before it reads one (see `budget.rs`).
+async fn read(
+    mut subscriber: Subscriber,
+    tx: mpsc::Sender<BatchResult>,
+    mut budget: Option<(Reader, std::time::Duration)>,
+) {
     while let Ok(permit) = tx.reserve().await {
-        permit.send(subscriber.next().await);
+        let mut charge = match &budget {
+            Some((reader, _)) => reader.before_read().await,
+            None => Charge::none(),
+        };
+        let result = subscriber.next().await.map(|batch| {
+            if let Some((reader, threshold)) = &mut budget {
+                let tip = caught_up(
+                    batch.kinesis_records,
+                    batch.millis_behind_latest,
+                    *threshold,
+                );
+                reader.after_read(&mut charge, &batch, tip);
+            }
+            Charged { batch, charge }
+        });
+        permit.send(result);
     }
 }
 

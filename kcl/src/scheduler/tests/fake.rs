@@ -101,6 +101,24 @@ impl FakeStream {
         sequences
     }
 
+    /// Appends `count` records sharing `data` (no copy) to `shard`; returns their sequence
+    /// numbers.
+    pub(crate) fn put_shared(&self, shard: &str, data: &Bytes, count: usize) -> Vec<String> {
+        let mut state = self.state();
+        let mut sequences = Vec::new();
+        for _ in 0..count {
+            state.next_sequence += 1;
+            let sequence = format!("{}", 100_000 + state.next_sequence);
+            let record = ReceivedRecord::new(ByteString::from("key"), data.clone())
+                .with_sequence_number(ByteString::from(sequence.clone()))
+                .with_arrival_time(SystemTime::now());
+            let shard = state.shards.get_mut(shard).expect("shard exists");
+            shard.records.push(record);
+            sequences.push(sequence);
+        }
+        sequences
+    }
+
     /// Puts `count` records named `{prefix}-{i}` into `shard`.
     pub(crate) fn put_n(&self, shard: &str, prefix: &str, count: usize) -> Vec<String> {
         self.put(shard, (0..count).map(|i| format!("{prefix}-{i}")))

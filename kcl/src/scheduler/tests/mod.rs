@@ -7,6 +7,7 @@ mod fake;
 mod fan_out;
 mod fleet;
 mod lifecycle;
+mod limits;
 
 use std::collections::{BTreeMap, HashMap};
 use std::sync::atomic::{AtomicUsize, Ordering};
@@ -86,6 +87,27 @@ pub(crate) struct Script {
     pub(crate) processing_time: Mutex<Duration>,
     /// How the next batch with records is processed slowly (once).
     pub(crate) slow_batch: Mutex<Option<SlowBatch>>,
+    /// Counts the data bytes of the batches processors hold; deliveries are logged by
+    /// sequence number (the records' data may be large and shared).
+    pub(crate) held_bytes: Mutex<Option<Arc<HeldBytes>>>,
+}
+
+/// Data bytes of the batches inside `process_records` calls now, and the most at once.
+#[derive(Debug, Default)]
+pub(crate) struct HeldBytes {
+    pub(crate) now: AtomicUsize,
+    pub(crate) peak: AtomicUsize,
+}
+
+impl HeldBytes {
+    fn enter(&self, bytes: usize) {
+        let now = self.now.fetch_add(bytes, Ordering::SeqCst) + bytes;
+        self.peak.fetch_max(now, Ordering::SeqCst);
+    }
+
+    fn leave(&self, bytes: usize) {
+        self.now.fetch_sub(bytes, Ordering::SeqCst);
+    }
 }
 
 /// A batch processed in `steps` steps of `every`, each ending with a checkpoint at a later
@@ -176,6 +198,11 @@ impl ShardRecordProcessor for Recorder {
         if input.records.is_empty() {
             self.script.empty_batches.fetch_add(1, Ordering::SeqCst);
         }
+        let held = self.script.held_bytes.lock().unwrap().clone();
+        let held_bytes: usize = input.records.iter().map(|r| r.data().len()).sum();
+        if let Some(held) = &held {
+            held.enter(held_bytes);
+        }
         let slow = match input.records.is_empty() {
             true => None,
             false => self.script.slow_batch.lock().unwrap().take(),
@@ -186,10 +213,14 @@ impl ShardRecordProcessor for Recorder {
         {
             let mut log = self.log.lock().unwrap();
             for record in &input.records {
+                let data = match &held {
+                    Some(_) => record.sequence_number().unwrap_or_default().to_owned(),
+                    None => String::from_utf8_lossy(record.data()).into_owned(),
+                };
                 log.deliveries.push(Delivery {
                     worker: self.worker.clone(),
                     shard: self.shard.clone(),
-                    data: String::from_utf8_lossy(record.data()).into_owned(),
+                    data,
                     at: Instant::now(),
                 });
             }
@@ -197,6 +228,9 @@ impl ShardRecordProcessor for Recorder {
         let took = *self.script.processing_time.lock().unwrap();
         if !took.is_zero() {
             tokio::time::sleep(took).await;
+        }
+        if let Some(held) = &held {
+            held.leave(held_bytes);
         }
         if !*self.script.no_checkpoints.lock().unwrap() {
             let _ = checkpointer.checkpoint().await;
