@@ -478,6 +478,9 @@ where
                 self.context
                     .status
                     .phase(&self.key, ShardPhase::ShuttingDown);
+                // The worker hands the leases back in the rest of the shutdown timeout.
+                let renew = self.context.coordinator.config().renew_interval();
+                let limit = Some(self.context.config.processors_shutdown_time(renew));
                 if bounded(limit, self.processor.shutdown_requested(checkpointer))
                     .await
                     .is_err()

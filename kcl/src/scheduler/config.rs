@@ -107,7 +107,9 @@ impl WorkerConfig {
     pub(crate) const DEFAULT_SHARD_SYNC_INTERVAL: Duration = Duration::from_secs(60);
     pub(crate) const DEFAULT_PARENT_POLL_INTERVAL: Duration = Duration::from_secs(1);
     pub(crate) const DEFAULT_CLEANUP_INTERVAL: Duration = Duration::from_secs(60);
-    pub(crate) const DEFAULT_SHUTDOWN_TIMEOUT: Duration = Duration::from_secs(30);
+    /// The whole graceful shutdown, leases handed back included: under the 30 s termination
+    /// grace of Kubernetes and ECS, with time left for the process to exit.
+    pub(crate) const DEFAULT_SHUTDOWN_TIMEOUT: Duration = Duration::from_secs(25);
     pub(crate) const DEFAULT_PROCESSOR_TIMEOUT: Duration = Duration::from_secs(300);
     pub(crate) const DEFAULT_RETRY_MIN: Duration = Duration::from_millis(500);
     pub(crate) const DEFAULT_RETRY_MAX: Duration = Duration::from_secs(30);
@@ -134,6 +136,22 @@ impl WorkerConfig {
             shard_end_attempts: Self::DEFAULT_SHARD_END_ATTEMPTS,
             batch_memory_budget: crate::retrieval::DEFAULT_BATCH_MEMORY_BUDGET,
         }
+    }
+
+    /// The part of the shutdown timeout kept for handing the leases back at the end of a
+    /// graceful shutdown: two renew intervals (a release write and the re-read after a failed
+    /// condition are each bounded by one), at most half the timeout.
+    pub(crate) fn release_reserve(&self, renew_interval: Duration) -> Duration {
+        renew_interval
+            .saturating_mul(2)
+            .min(self.shutdown_timeout / 2)
+    }
+
+    /// How long a graceful shutdown waits for the processors: the shutdown timeout less the
+    /// [release reserve](Self::release_reserve).
+    pub(crate) fn processors_shutdown_time(&self, renew_interval: Duration) -> Duration {
+        self.shutdown_timeout
+            .saturating_sub(self.release_reserve(renew_interval))
     }
 
     /// Checks every duration: positive and at most [`CoordinatorConfig::MAX_DURATION`], and

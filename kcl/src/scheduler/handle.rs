@@ -25,8 +25,10 @@ pub struct SchedulerHandle {
 impl SchedulerHandle {
     /// Asks every processor to finish (`shutdown_requested`, where it may checkpoint), hands
     /// the leases back so other workers take them in their next cycle, and waits until
-    /// [`Scheduler::run`](super::Scheduler::run) has returned. A processor that does not
-    /// return within the shutdown timeout is abandoned and its lease handed back anyway.
+    /// [`Scheduler::run`](super::Scheduler::run) has returned: within the
+    /// [shutdown timeout](super::SchedulerBuilder::shutdown_timeout) (25 s by default), the
+    /// releases included. A processor that does not return within its share of that time is
+    /// abandoned and its lease handed back anyway.
     ///
     /// # Cancel safety
     /// The shutdown proceeds whether or not this future is polled to the end.

@@ -208,8 +208,31 @@ where
         self
     }
 
-    /// How long a graceful shutdown waits for the processors (`shutdown_requested`, and any
-    /// call still running) before it hands the leases back anyway (default 30 s).
+    /// How long a whole graceful shutdown ([`SchedulerHandle::graceful_shutdown`]) may take,
+    /// leases handed back included (default 25 s: under the 30 s termination grace of
+    /// Kubernetes' `terminationGracePeriodSeconds` and ECS' `stopTimeout`, with time left for
+    /// the rest of the process to exit).
+    ///
+    /// The shutdown runs in two bounded parts:
+    ///
+    /// 1. **Processors**: each gets `shutdown_requested` (where it may checkpoint) once its
+    ///    current call returns; lease taking stops meanwhile. This part gets the timeout less
+    ///    the release reserve: two [renew intervals](Self::renew_interval), at most half the
+    ///    timeout (25 s - 2 x 3.3 s = 18.3 s with the defaults).
+    /// 2. **Releases**: every lease is handed back (owner cleared, conditionally), up to 20 at
+    ///    a time, so other workers take them at their next take cycle instead of after the
+    ///    failover time; then the renewals stop.
+    ///
+    /// A processor that has not returned when its part is over (it ignores
+    /// `shutdown_requested`, or hangs in `process_records`) is abandoned: its future is
+    /// dropped at its current `.await` (a thread blocked inside it is not stopped), it gets
+    /// no further call, and its lease is handed back with the others. What it processed after
+    /// its last checkpoint is delivered again to the lease's next holder. Leases whose release
+    /// has not gone through when the timeout is up (DynamoDB unreachable) are left: other
+    /// workers take them after the failover time.
+    ///
+    /// The same bound applies to `shutdown_requested` when a lease is handed over to another
+    /// worker, and to `lease_lost`. The MultiLangDaemon's `shutdownGraceMillis` sets it.
     pub fn shutdown_timeout(mut self, timeout: Duration) -> Self {
         self.worker.shutdown_timeout = timeout;
         self

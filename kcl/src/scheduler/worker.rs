@@ -133,12 +133,38 @@ where
         releases: BTreeMap::new(),
     };
     worker.run(&shutdown).await;
-    worker.shut_down().await;
+    // Every step from here on is bounded, so the whole shutdown fits in the shutdown timeout
+    // (see `SchedulerBuilder::shutdown_timeout`).
+    let started = Instant::now();
+    let renew = coordinator.config().renew_interval();
+    let processors_by = started + parts.config.processors_shutdown_time(renew);
+    let done_by = started + parts.config.shutdown_timeout;
+    // Shard sync and cleanup have nothing left to do for a worker that leaves.
     background.cancel();
-    while helpers.join_next().await.is_some() {}
-    let summary = coordinator.release_all().await;
-    coordinator.shutdown().await;
-    info!(?summary, "worker stopped");
+    worker.shut_down(processors_by).await;
+    let joined = timeout_at(processors_by, async {
+        while helpers.join_next().await.is_some() {}
+    })
+    .await;
+    if joined.is_err() {
+        helpers.abort_all();
+    }
+    let released = timeout_at(done_by, async {
+        worker.retry_releases().await;
+        coordinator.release_all().await
+    })
+    .await;
+    match released {
+        Ok(summary) => info!(?summary, "leases handed back"),
+        Err(_) => warn!(
+            timeout = ?parts.config.shutdown_timeout,
+            "handing the leases back did not finish within the shutdown timeout; the rest expire at other workers after the failover time"
+        ),
+    }
+    if timeout_at(done_by, coordinator.shutdown()).await.is_err() {
+        coordinator.abort();
+    }
+    info!(took = ?started.elapsed(), "worker stopped");
     Ok(())
 }
 
@@ -395,15 +421,14 @@ where
         }
     }
 
-    /// Stops every consumer (`shutdown_requested`), waiting at most the shutdown timeout;
-    /// consumers still running then are abandoned, and their leases handed back with the
-    /// others.
-    async fn shut_down(&mut self) {
+    /// Stops every consumer (`shutdown_requested`) and the taking of leases, waiting until
+    /// `deadline` at most; consumers still running then are abandoned (their tasks dropped),
+    /// and their leases handed back with the others.
+    async fn shut_down(&mut self, deadline: Instant) {
         info!(
             shards = self.running.len(),
             "graceful shutdown: stopping processors"
         );
-        self.context.coordinator.stop_taking().await;
         for running in self.running.values_mut() {
             let stop = match running.stopping {
                 // Already being handed over: finish that.
@@ -413,16 +438,26 @@ where
             running.stopping = Some(stop);
             let _ = running.stop.send(Some(stop));
         }
-        let deadline = Instant::now() + self.context.config.shutdown_timeout;
+        // While the processors finish: nothing taken from here on.
+        if timeout_at(deadline, self.context.coordinator.stop_taking())
+            .await
+            .is_err()
+        {
+            warn!("the lease taker did not stop in time; it stops at its next step");
+        }
         while !self.tasks.is_empty() {
             match timeout_at(deadline, self.tasks.join_next_with_id()).await {
-                Ok(Some(joined)) => self.ended(joined).await,
+                // A handoff completed meanwhile releases its lease here: bounded too (what is
+                // not released now is by the release of every lease that follows).
+                Ok(Some(joined)) => {
+                    let _ = timeout_at(deadline, self.ended(joined)).await;
+                }
                 Ok(None) => break,
                 Err(_) => {
                     warn!(
                         shards = ?self.running.keys().collect::<Vec<_>>(),
-                        timeout = ?self.context.config.shutdown_timeout,
-                        "processors did not stop within the shutdown timeout; handing their leases back anyway"
+                        shutdown_timeout = ?self.context.config.shutdown_timeout,
+                        "processors did not stop in their share of the shutdown timeout; abandoning them and handing their leases back: the next holders start at their last checkpoints"
                     );
                     self.tasks.abort_all();
                     while self.tasks.join_next().await.is_some() {}
@@ -430,7 +465,6 @@ where
                 }
             }
         }
-        self.retry_releases().await;
     }
 }
 

@@ -319,8 +319,10 @@ async fn a_graceful_shutdown_hands_a_hung_processors_lease_back_after_the_timeou
     let started = Instant::now();
     w1.stop().await.unwrap();
     let took = started.elapsed();
-    assert!(took >= Duration::from_secs(4), "{took:?}");
-    assert!(took <= Duration::from_secs(6), "{took:?}");
+    // The processors get the timeout less two renew intervals (1 s) kept for the releases;
+    // the whole shutdown stays within the timeout.
+    assert!(took >= Duration::from_secs(2), "{took:?}");
+    assert!(took <= Duration::from_secs(4), "{took:?}");
     // Both leases handed back anyway.
     assert!(
         fleet.owners().values().all(Option::is_none),

@@ -7,8 +7,10 @@ use std::sync::atomic::Ordering;
 use std::time::Duration;
 
 use bytes::Bytes;
+use tokio::time::Instant;
 
-use super::{Fleet, HeldBytes, coordinator_config, shard_id, worker_config};
+use super::{Fleet, HeldBytes, coordinator_config, shard_id, wait_for, worker_config};
+use crate::coordinator::CoordinatorConfig;
 use crate::scheduler::WorkerConfig;
 
 const MIB: usize = 1 << 20;
@@ -84,4 +86,57 @@ async fn enhanced_fan_out_stays_within_the_batch_memory_budget_too() {
     let peak = catch_up(8, 30, 200 << 10, budget, true).await;
     assert!(peak <= budget, "{peak} bytes held at once");
     assert!(peak >= 2 * (2_000 << 10), "{peak}");
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_graceful_shutdown_with_default_timeouts_hands_every_lease_back_within_30_s() {
+    // 200 leases with the default failover time, renew interval and shutdown timeout; every
+    // processor ignores shutdown_requested, one hangs in process_records; every DynamoDB
+    // write takes 50 ms.
+    const SHARDS: u32 = 200;
+    let fleet = Fleet::new(SHARDS);
+    for shard in 0..SHARDS {
+        fleet
+            .stream
+            .put_n(&shard_id(shard), &format!("s{shard}"), 1);
+    }
+    let config = WorkerConfig {
+        shutdown_timeout: WorkerConfig::DEFAULT_SHUTDOWN_TIMEOUT,
+        processor_timeout: Some(WorkerConfig::DEFAULT_PROCESSOR_TIMEOUT),
+        ..worker_config()
+    };
+    let coordinator = CoordinatorConfig::builder().build().unwrap();
+    let w1 = fleet.worker_with("w1", config, coordinator);
+    fleet
+        .wait_delivered(SHARDS as usize, Duration::from_secs(120))
+        .await;
+    *fleet.script.hang_in.lock().unwrap() = Some(0);
+    *fleet.script.hang_on_shutdown.lock().unwrap() = true;
+    fleet.stream.put_n(&shard_id(0), "late", 1);
+    wait_for("a hung process_records", Duration::from_secs(10), || {
+        w1.handle
+            .state()
+            .shards
+            .values()
+            .any(|shard| shard.processing_since.is_some())
+    })
+    .await;
+    w1.store.faults().write_delay = Some(Duration::from_millis(50));
+    let started = Instant::now();
+    w1.stop().await.unwrap();
+    let took = started.elapsed();
+    println!("graceful shutdown of {SHARDS} leases, processors not answering: {took:?}");
+    assert!(
+        took <= WorkerConfig::DEFAULT_SHUTDOWN_TIMEOUT,
+        "{took:?} over the shutdown timeout"
+    );
+    assert!(took < Duration::from_secs(30), "{took:?}");
+    let owners = fleet.owners();
+    assert_eq!(owners.len(), SHARDS as usize);
+    let held: Vec<_> = owners.iter().filter(|(_, owner)| owner.is_some()).collect();
+    assert!(
+        held.is_empty(),
+        "{} leases still owned: {held:?}",
+        held.len()
+    );
 }
