@@ -250,7 +250,8 @@ pub struct ConsumerSnapshot {
     pub batches_processed: u64,
     /// Time spent inside `process_records`.
     pub processing_time: Duration,
-    /// Processor calls that panicked or took longer than the processor timeout.
+    /// Processor calls that panicked, went the processor timeout without a checkpoint call,
+    /// or asked to be replaced ([`Checkpointer::request_restart`](crate::Checkpointer::request_restart)).
     pub processor_failures: u64,
     /// Shard ends given up on: `shard_ended` did not store SHARD_END in
     /// [`max_shard_end_attempts`](crate::SchedulerBuilder::max_shard_end_attempts) calls.

@@ -66,7 +66,8 @@ pub(crate) enum Ended {
     Shutdown,
     /// The processor checkpointed; release the lease to complete the handoff.
     HandedOff,
-    /// A processor call took longer than the processor timeout.
+    /// A processor call went the processor timeout without a checkpoint call, or the
+    /// processor asked to be replaced.
     ProcessorFailed,
 }
 

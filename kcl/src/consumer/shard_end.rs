@@ -1,5 +1,6 @@
-//! A shard's end, retried until it is durable (the Java KCL's `ShutdownTask` with reason
-//! SHARD_END):
+//! A shard's end, retried with backoff (the Java KCL's `ShutdownTask` with reason SHARD_END):
+//! until durable when the services fail, at most `max_shard_end_attempts` calls when the
+//! processor does not store SHARD_END:
 //!
 //! 1. the children's leases are created (at TRIM_HORIZON). A merge child is created only once
 //!    its other parent has a lease too, or is gone from the stream: otherwise the child could

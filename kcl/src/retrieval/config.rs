@@ -187,7 +187,9 @@ impl PollingConfig {
     /// Whether the next GetRecords call runs in a background task while the caller processes
     /// the current batch (bounded: one batch waits, so about two batches are in memory).
     /// Without it, each [`next_batch`](super::RecordSource::next_batch) makes its call
-    /// inline. Default `true`.
+    /// inline. Default `true`. Under a [`Scheduler`](crate::Scheduler) both batches count
+    /// against the worker-wide
+    /// [`batch_memory_budget`](crate::SchedulerBuilder::batch_memory_budget).
     pub fn prefetch(mut self, prefetch: bool) -> Self {
         self.prefetch = prefetch;
         self

@@ -296,8 +296,8 @@ where
     ///
     /// Each shard reads one batch ahead while its processor works on another, and a
     /// GetRecords answer may decode to more than 10 MiB, so without a bound a worker
-    /// catching up on 1,000 shards could need 20 GiB. A shard that is behind reserves the
-    /// most an answer may decode to (about 14 MiB with the default
+    /// catching up on 1,000 shards could need 20 GiB. A shard that is behind (or has not
+    /// read yet) reserves the most an answer may decode to (about 14 MiB with the default
     /// [`PollingConfig::max_records`]; 3 MiB per subscription event with enhanced fan-out)
     /// before it reads, waiting its turn while the budget has no room, and keeps only what
     /// the batch decoded to once it is known. A shard at the tip (its last answer was caught

@@ -42,6 +42,8 @@ use crate::retrieval::types::{ShardBatch, StartingPosition, StreamId};
 ///   events (the one being processed and the one waiting; the service caps an event at what
 ///   the shard read in about a second, 2 MiB at the 2 MiB/s per-shard fan-out limit, plus the
 ///   deaggregated views, which share those buffers) and the connection's receive buffers.
+///   Under a [`Scheduler`](crate::Scheduler) both count against the worker-wide
+///   [`batch_memory_budget`](crate::SchedulerBuilder::batch_memory_budget).
 ///
 /// No call is made before the first `next_batch`. Dropping the source aborts its task, which
 /// closes the subscription.

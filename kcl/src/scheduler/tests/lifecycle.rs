@@ -1,5 +1,7 @@
-//! The lease lifecycle through resharding: parents before children, shard ends retried until
-//! durable, merges, shards Kinesis no longer has, cleanup exactly once, no lease re-created.
+//! The lease lifecycle through resharding: parents before children, shard ends retried (until
+//! durable on service failures, `max_shard_end_attempts` calls for a processor that does not
+//! store SHARD_END), merges, shards Kinesis no longer has, cleanup exactly once, no lease
+//! re-created.
 
 use std::time::Duration;
 
