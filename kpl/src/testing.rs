@@ -4,12 +4,13 @@
 //! It keeps streams of shards with hash-key ranges and lineage, splits and merges them, routes
 //! every PutRecords entry by its explicit hash key (or the MD5 of its partition key) to the open
 //! shard that owns it, and stores it with an increasing sequence number. Faults are injected per
-//! call, scripted ([`FakeKinesis::script`]) or at random rates from a seed
-//! ([`FakeKinesis::set_random_faults`]): throttling and internal errors of single entries, whole
-//! calls failing, calls that never answer (with or without storing), answers lost after storing,
-//! and calls that panic. A link speed ([`FakeKinesis::set_link`]) makes calls take time in
-//! proportion to their size, one after the other, like a slow endpoint. Time is tokio's, so
-//! tests run with paused time.
+//! call, scripted ([`FakeKinesis::script`], [`FakeKinesis::script_list_shards_faults`]) or at
+//! random rates from a seed ([`FakeKinesis::set_random_faults`]): throttling and internal errors
+//! of single entries, whole calls failing (throttled, 500, an expired security token), calls that
+//! never answer (with or without storing), calls answered late, answers lost after storing, calls
+//! that panic, and ListShards calls that are throttled, fail or never answer. A link speed
+//! ([`FakeKinesis::set_link`]) makes calls take time in proportion to their size, one after the
+//! other, like a slow endpoint. Time is tokio's, so tests run with paused time.
 //!
 //! ```
 //! # #[tokio::main(flavor = "current_thread", start_paused = true)]
@@ -63,6 +64,18 @@ pub enum CallFault {
         /// Its code.
         code: String,
     },
+    /// Nothing is stored; the call fails with the service error `code` and `message`,
+    /// classified by `kinesis-common`'s table as the SDK client classifies it (so a test follows
+    /// that table, e.g. `ExpiredTokenException`).
+    ServiceError {
+        /// The error code, e.g. `ExpiredTokenException`.
+        code: String,
+        /// The service's message.
+        message: String,
+    },
+    /// Stores every entry and answers, after `delay` (an answer that comes late, possibly
+    /// after the caller's timeout: the entries are stored all the same).
+    Delay(Duration),
     /// Everything is stored, then the answer is lost: the call fails as a dropped connection.
     LoseAnswer,
     /// Nothing is stored and no answer ever comes.
@@ -73,7 +86,39 @@ pub enum CallFault {
     Panic,
 }
 
+/// What one ListShards call does, when scripted.
+#[derive(Debug, Clone, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum ListShardsFault {
+    /// Answers normally.
+    None,
+    /// Fails with this class and code.
+    Error {
+        /// What the failure means.
+        class: ErrorClass,
+        /// Its code.
+        code: String,
+    },
+    /// Fails with the service error `code` and `message`, classified as in
+    /// [`CallFault::ServiceError`] (e.g. `LimitExceededException`: throttled).
+    ServiceError {
+        /// The error code.
+        code: String,
+        /// The service's message.
+        message: String,
+    },
+    /// Never answers.
+    Hang,
+}
+
 /// Random faults: each rate is a probability per call (or per entry for the entry faults).
+/// Fields are public; outside this crate start from [`RandomFaults::none`] and set them.
+///
+/// ```
+/// let mut faults = kpl::testing::RandomFaults::none();
+/// faults.throttle_entry = 0.1;
+/// faults.list_shards_throttle = 0.5;
+/// ```
 #[derive(Debug, Clone, Default, PartialEq)]
 #[non_exhaustive]
 pub struct RandomFaults {
@@ -91,6 +136,22 @@ pub struct RandomFaults {
     pub hang: f64,
     /// Per call: never answers, everything stored.
     pub store_then_hang: f64,
+    /// Per call: fails whole with `ExpiredTokenException` (nothing stored), classified as in
+    /// [`CallFault::ServiceError`]: what a fleet meets at every credential rotation.
+    pub expired_token_call: f64,
+    /// Per call: stored and answered after a random delay of up to [`max_delay`](Self::max_delay)
+    /// ([`CallFault::Delay`]).
+    pub delay_call: f64,
+    /// The longest delay of [`delay_call`](Self::delay_call).
+    pub max_delay: Duration,
+    /// Per call: the call panics inside the producer's task ([`CallFault::Panic`]).
+    pub panic_call: f64,
+    /// Per ListShards call: fails with `LimitExceededException` (throttled).
+    pub list_shards_throttle: f64,
+    /// Per ListShards call: fails with a 500 `InternalFailure`.
+    pub list_shards_internal: f64,
+    /// Per ListShards call: never answers.
+    pub list_shards_hang: f64,
 }
 
 impl RandomFaults {
@@ -158,7 +219,7 @@ struct State {
     streams: BTreeMap<StreamId, FakeStream>,
     next_sequence: u64,
     script: VecDeque<CallFault>,
-    list_script: VecDeque<Option<ErrorClass>>,
+    list_script: VecDeque<ListShardsFault>,
     list_hangs: bool,
     random: RandomFaults,
     rng: StdRng,
@@ -371,9 +432,21 @@ impl FakeKinesis {
         self.state().script.extend(faults);
     }
 
-    /// The next ListShards calls fail with these classes (`None`: answers normally).
+    /// The next ListShards calls fail with these classes (`None`: answers normally), with the
+    /// code `Injected`.
     pub fn script_list_shards(&self, outcomes: impl IntoIterator<Item = Option<ErrorClass>>) {
-        self.state().list_script.extend(outcomes);
+        self.script_list_shards_faults(outcomes.into_iter().map(|outcome| match outcome {
+            Some(class) => ListShardsFault::Error {
+                class,
+                code: "Injected".into(),
+            },
+            None => ListShardsFault::None,
+        }));
+    }
+
+    /// The next ListShards calls do these, in order (then the random faults apply again).
+    pub fn script_list_shards_faults(&self, faults: impl IntoIterator<Item = ListShardsFault>) {
+        self.state().list_script.extend(faults);
     }
 
     /// While set, every ListShards call never answers.
@@ -419,31 +492,39 @@ impl FakeKinesis {
         }
         let random = state.random.clone();
         let rng = &mut state.rng;
-        let mut draw = |p: f64| p > 0.0 && rng.random::<f64>() < p;
-        let fault = if draw(random.hang) {
+        let fault = if chance(rng, random.hang) {
             CallFault::Hang
-        } else if draw(random.store_then_hang) {
+        } else if chance(rng, random.store_then_hang) {
             CallFault::StoreThenHang
-        } else if draw(random.throttle_call) {
+        } else if chance(rng, random.panic_call) {
+            CallFault::Panic
+        } else if chance(rng, random.expired_token_call) {
+            CallFault::ServiceError {
+                code: "ExpiredTokenException".into(),
+                message: "The security token included in the request is expired".into(),
+            }
+        } else if chance(rng, random.throttle_call) {
             CallFault::Error {
                 class: ErrorClass::Throttled,
                 code: "ProvisionedThroughputExceededException".into(),
             }
-        } else if draw(random.internal_call) {
+        } else if chance(rng, random.internal_call) {
             CallFault::Error {
                 class: ErrorClass::Transient,
                 code: "InternalFailure".into(),
             }
-        } else if draw(random.lose_answer) {
+        } else if chance(rng, random.lose_answer) {
             CallFault::LoseAnswer
+        } else if chance(rng, random.delay_call) {
+            CallFault::Delay(random.max_delay.mul_f64(rng.random::<f64>()))
         } else {
             CallFault::None
         };
         let per_entry = (0..entries)
             .map(|_| {
-                if draw(random.throttle_entry) {
+                if chance(rng, random.throttle_entry) {
                     Some("ProvisionedThroughputExceededException")
-                } else if draw(random.internal_entry) {
+                } else if chance(rng, random.internal_entry) {
                     Some("InternalFailure")
                 } else {
                     None
@@ -451,6 +532,35 @@ impl FakeKinesis {
             })
             .collect();
         (fault, per_entry)
+    }
+
+    /// What the next ListShards call does: the script first, then the random rates.
+    fn next_list_fault(&self) -> ListShardsFault {
+        let mut state = self.state();
+        state.list_calls += 1;
+        if state.list_hangs {
+            return ListShardsFault::Hang;
+        }
+        if let Some(fault) = state.list_script.pop_front() {
+            return fault;
+        }
+        let random = state.random.clone();
+        let rng = &mut state.rng;
+        if chance(rng, random.list_shards_hang) {
+            ListShardsFault::Hang
+        } else if chance(rng, random.list_shards_throttle) {
+            ListShardsFault::ServiceError {
+                code: "LimitExceededException".into(),
+                message: "Rate exceeded for stream (injected)".into(),
+            }
+        } else if chance(rng, random.list_shards_internal) {
+            ListShardsFault::ServiceError {
+                code: "InternalFailure".into(),
+                message: "injected by the fake".into(),
+            }
+        } else {
+            ListShardsFault::None
+        }
     }
 
     /// Waits for the link to carry `bytes`, then for the latency.
@@ -535,6 +645,20 @@ impl FakeKinesis {
     }
 }
 
+/// Draws `true` with probability `p`, drawing nothing when `p` is zero (so a rate left at zero
+/// does not change the sequence the others draw from).
+fn chance(rng: &mut StdRng, p: f64) -> bool {
+    p > 0.0 && rng.random::<f64>() < p
+}
+
+/// A service error as the SDK client reports it: classified by `kinesis-common`'s table (by
+/// operation, code and message); a code the table does not know is `Unexpected`.
+fn service_error(operation: &'static str, code: &str, message: &str) -> KinesisError {
+    let class =
+        kinesis_common::classify_error(operation, code, message).unwrap_or(ErrorClass::Unexpected);
+    KinesisError::new(operation, class, code, message)
+}
+
 impl FakeKinesis {
     async fn carry_out(
         &self,
@@ -557,6 +681,13 @@ impl FakeKinesis {
                 code,
                 "injected by the fake",
             )),
+            CallFault::ServiceError { code, message } => {
+                Err(service_error("PutRecords", &code, &message))
+            }
+            CallFault::Delay(delay) => {
+                tokio::time::sleep(delay).await;
+                self.store(stream, entries, per_entry)
+            }
             CallFault::LoseAnswer => {
                 self.store(stream, entries, &vec![None; entries.len()])?;
                 Err(KinesisError::new(
@@ -581,21 +712,20 @@ impl KinesisApi for FakeKinesis {
         stream: &'a StreamId,
     ) -> BoxFuture<'a, Result<Vec<Shard>, KinesisError>> {
         Box::pin(async move {
-            let (hang, scripted) = {
-                let mut state = self.state();
-                state.list_calls += 1;
-                (state.list_hangs, state.list_script.pop_front().flatten())
-            };
-            if hang {
-                std::future::pending::<()>().await;
-            }
-            if let Some(class) = scripted {
-                return Err(KinesisError::new(
-                    "ListShards",
-                    class,
-                    "Injected",
-                    "injected by the fake",
-                ));
+            match self.next_list_fault() {
+                ListShardsFault::None => {}
+                ListShardsFault::Hang => std::future::pending::<()>().await,
+                ListShardsFault::Error { class, code } => {
+                    return Err(KinesisError::new(
+                        "ListShards",
+                        class,
+                        code,
+                        "injected by the fake",
+                    ));
+                }
+                ListShardsFault::ServiceError { code, message } => {
+                    return Err(service_error("ListShards", &code, &message));
+                }
             }
             let shards = self
                 .state()
