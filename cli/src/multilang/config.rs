@@ -48,8 +48,9 @@ pub(crate) struct DaemonConfig {
     pub(crate) max_leases_for_worker: Option<NonZeroUsize>,
     /// `timeoutInSeconds`: each message from a child must come within it.
     pub(crate) timeout: Option<Duration>,
-    /// How long a graceful shutdown waits for the children (`shutdownGraceMillis`, or
-    /// [`DEFAULT_SHUTDOWN_GRACE`] when it is 0 or unset).
+    /// How long a whole graceful shutdown may take, the children's answers and the lease
+    /// releases both (`shutdownGraceMillis`, or [`DEFAULT_SHUTDOWN_GRACE`] when it is 0 or
+    /// unset; the worker's `shutdown_timeout`).
     pub(crate) shutdown_grace: Duration,
     /// `retrievalMode = FANOUT`: the stream consumer to read through (`consumerName`, or the
     /// application name as in the Java KCL); `None`: polling.
@@ -59,8 +60,10 @@ pub(crate) struct DaemonConfig {
 }
 
 /// Java's default of 0 means the children never hear `shutdownRequested` on SIGTERM; here a
-/// shutdown always gives them this long unless `shutdownGraceMillis` says otherwise.
-pub(crate) const DEFAULT_SHUTDOWN_GRACE: Duration = Duration::from_secs(30);
+/// shutdown always takes up to this long unless `shutdownGraceMillis` says otherwise: the
+/// worker's default, which fits the common 30 s termination grace (Kubernetes, ECS) with the
+/// leases handed back inside it.
+pub(crate) const DEFAULT_SHUTDOWN_GRACE: Duration = Duration::from_secs(25);
 
 /// Keys read into [`DaemonConfig`].
 const HONOURED: &[&str] = &[
