@@ -113,6 +113,8 @@ struct Settings {
     max_record_size: usize,
     max_outstanding_records: usize,
     max_outstanding_bytes: usize,
+    stream_share_percent: u32,
+    max_batch_bytes: usize,
     ttl: Duration,
     max_concurrent_requests: usize,
     adaptive_concurrency: bool,
@@ -132,6 +134,9 @@ struct Settings {
 struct World {
     /// Open shards of each stream at the start (one to three streams).
     shards: Vec<usize>,
+    /// A handle for a stream that does not exist too (index `shards.len()`): its records fail
+    /// `Rejected` (`ResourceNotFoundException`) and must not hold the others up.
+    missing_stream: bool,
     faults: RandomFaults,
     /// Faults stop this long (paused time) after the start.
     fault_window: Duration,
@@ -163,6 +168,8 @@ enum Step {
         keys: usize,
         by_hash_key: bool,
         size: Size,
+        /// With `try_send`: a record refused as `Full` is not sent (and not counted).
+        try_send: bool,
     },
     /// Splits an open shard of `stream` in half (the `pick`-th, modulo).
     Split {
@@ -235,6 +242,12 @@ fn settings() -> impl Strategy<Value = Settings> {
             2 => millis(501..=30_000),
             2 => Just(Duration::MAX),
         ],
+        prop_oneof![3 => Just(75u32), 1 => 1u32..=100],
+        prop_oneof![
+            4 => Just(kpl::DEFAULT_BATCH_BYTES),
+            1 => 1usize..=64 * 1024,
+            1 => Just(kpl::PUT_RECORDS_MAX_BYTES),
+        ],
     );
     let calls = (
         prop_oneof![3 => Just(24usize), 1 => 1usize..=8],
@@ -259,7 +272,7 @@ fn settings() -> impl Strategy<Value = Settings> {
     (shape, budget, calls).prop_map(
         |(
             (linger, ordered, lanes, aggregation, agg_count, agg_size, batch, record_size),
-            (records, bytes_factor, ttl),
+            (records, bytes_factor, ttl, share, batch_bytes),
             (
                 concurrency,
                 adaptive,
@@ -291,6 +304,8 @@ fn settings() -> impl Strategy<Value = Settings> {
                 max_record_size: record_size,
                 max_outstanding_records: records,
                 max_outstanding_bytes,
+                stream_share_percent: share,
+                max_batch_bytes: batch_bytes,
                 ttl,
                 max_concurrent_requests: concurrency,
                 adaptive_concurrency: adaptive,
@@ -361,6 +376,7 @@ fn faults() -> impl Strategy<Value = RandomFaults> {
 fn world() -> impl Strategy<Value = World> {
     (
         prop::collection::vec(1usize..=4, 1..=3),
+        prop_oneof![5 => Just(false), 1 => Just(true)],
         faults(),
         millis(0..=10_000),
         prop_oneof![
@@ -371,13 +387,16 @@ fn world() -> impl Strategy<Value = World> {
         ],
         any::<u64>(),
     )
-        .prop_map(|(shards, faults, fault_window, link, seed)| World {
-            shards,
-            faults,
-            fault_window,
-            link,
-            seed,
-        })
+        .prop_map(
+            |(shards, missing_stream, faults, fault_window, link, seed)| World {
+                shards,
+                missing_stream,
+                faults,
+                fault_window,
+                link,
+                seed,
+            },
+        )
 }
 
 fn step() -> impl Strategy<Value = Step> {
@@ -392,19 +411,23 @@ fn step() -> impl Strategy<Value = Step> {
             1 => Just(Size::Large),
         ],
         prop_oneof![4 => 1usize..=60, 1 => 61usize..=400],
+        prop_oneof![4 => Just(false), 1 => Just(true)],
     )
-        .prop_map(|(stream, keys, by_hash_key, size, count)| Step::Send {
-            stream,
-            // A few large records: 1 MiB each costs real time to hash and copy in debug.
-            count: if matches!(size, Size::Large) {
-                count.min(3)
-            } else {
-                count
+        .prop_map(
+            |(stream, keys, by_hash_key, size, count, try_send)| Step::Send {
+                stream,
+                // A few large records: 1 MiB each costs real time to hash and copy in debug.
+                count: if matches!(size, Size::Large) {
+                    count.min(3)
+                } else {
+                    count
+                },
+                keys,
+                by_hash_key,
+                size,
+                try_send,
             },
-            keys,
-            by_hash_key,
-            size,
-        });
+        );
     prop_oneof![
         8 => send,
         1 => (0usize..3, any::<usize>()).prop_map(|(stream, pick)| Step::Split { stream, pick }),
@@ -426,7 +449,7 @@ fn case() -> impl Strategy<Value = Case> {
         ],
     )
         .prop_map(|(settings, world, mut steps, end)| {
-            let streams = world.shards.len();
+            let streams = world.handles();
             for step in &mut steps {
                 match step {
                     Step::Send { stream, .. }
@@ -455,6 +478,17 @@ fn case() -> impl Strategy<Value = Case> {
 
 fn stream_name(index: usize) -> String {
     format!("s{index}")
+}
+
+impl World {
+    /// Streams with a handle: those in the fake, then the missing one.
+    fn handles(&self) -> usize {
+        self.shards.len() + usize::from(self.missing_stream)
+    }
+
+    fn is_missing(&self, stream: usize) -> bool {
+        stream >= self.shards.len()
+    }
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -559,15 +593,29 @@ struct Ledger {
     violations: Vec<String>,
 }
 
+/// Records sent and not answered yet, with the bytes they were charged: in all and per stream.
+/// A receipt resolves before its record's charge is given back, so these are at most what the
+/// producer holds.
+#[derive(Debug, Default)]
+struct Unanswered {
+    records: usize,
+    bytes: usize,
+    per_stream: HashMap<usize, (usize, usize)>,
+}
+
 impl Ledger {
-    /// Polls the receipts not known done; returns the records and bytes still unanswered.
-    fn unanswered(&mut self) -> (usize, usize) {
-        let (mut records, mut bytes) = (0, 0);
+    /// Polls the receipts not known done; returns what is still unanswered.
+    fn unanswered(&mut self) -> Unanswered {
+        let mut unanswered = Unanswered::default();
         let mut all_done = true;
         for id in self.done_below..self.slots.len() {
             if !self.slots[id].poll_done() {
-                records += 1;
-                bytes += self.sent[id].charge;
+                let sent = &self.sent[id];
+                unanswered.records += 1;
+                unanswered.bytes += sent.charge;
+                let stream = unanswered.per_stream.entry(sent.stream).or_default();
+                stream.0 += 1;
+                stream.1 += sent.charge;
                 if all_done {
                     self.done_below = id;
                     all_done = false;
@@ -577,8 +625,37 @@ impl Ledger {
         if all_done {
             self.done_below = self.slots.len();
         }
-        (records, bytes)
+        unanswered
     }
+}
+
+/// The budget, and with several streams each stream's share of it, hold what is unanswered.
+fn check_budget(case: &Case, unanswered: &Unanswered) -> Result<(), String> {
+    let s = &case.settings;
+    if unanswered.records > s.max_outstanding_records || unanswered.bytes > s.max_outstanding_bytes
+    {
+        return Err(format!(
+            "{} records / {} bytes unanswered, over the budget of {} / {}",
+            unanswered.records,
+            unanswered.bytes,
+            s.max_outstanding_records,
+            s.max_outstanding_bytes
+        ));
+    }
+    if case.world.handles() > 1 && s.stream_share_percent < 100 {
+        let share = |max: usize| max * s.stream_share_percent as usize / 100;
+        let records = share(s.max_outstanding_records).max(1);
+        let bytes = share(s.max_outstanding_bytes).max(record_charge(s.max_record_size));
+        for (stream, (r, b)) in &unanswered.per_stream {
+            if *r > records || *b > bytes {
+                return Err(format!(
+                    "stream {stream} holds {r} records / {b} bytes unanswered, over its {}% share of {records} / {bytes}",
+                    s.stream_share_percent
+                ));
+            }
+        }
+    }
+    Ok(())
 }
 
 fn lock(ledger: &Mutex<Ledger>) -> MutexGuard<'_, Ledger> {
@@ -635,6 +712,8 @@ fn builder(case: &Case, fake: &FakeKinesis) -> kpl::ProducerBuilder {
         .max_record_size(s.max_record_size)
         .max_outstanding_records(s.max_outstanding_records)
         .max_outstanding_bytes(s.max_outstanding_bytes)
+        .stream_share_percent(s.stream_share_percent)
+        .max_batch_bytes(s.max_batch_bytes)
         .record_ttl(s.ttl)
         .max_concurrent_requests(s.max_concurrent_requests)
         .adaptive_concurrency(s.adaptive_concurrency)
@@ -653,6 +732,10 @@ fn builder(case: &Case, fake: &FakeKinesis) -> kpl::ProducerBuilder {
 fn reshard(fake: &FakeKinesis, stream: usize, pick: usize, merge: bool) {
     let name = stream_name(stream);
     let mut open = fake.open_shards(name.as_str());
+    if open.is_empty() {
+        // The missing stream.
+        return;
+    }
     open.sort_by_key(|s| s.hash_range.start());
     if merge {
         if open.len() >= 2 {
@@ -740,7 +823,7 @@ async fn run_case(case: Case, strict: bool) -> Result<Verdict, String> {
         ));
     }
     if s.linger == Duration::MAX
-        && case.world.shards.len() > 1
+        && case.world.handles() > 1
         && !strict
         && open(Finding::ShareWaitNotPressed)
     {
@@ -801,10 +884,12 @@ async fn run_case(case: Case, strict: bool) -> Result<Verdict, String> {
             return Err(format!("build failed: {error} ({error:?})"));
         }
     };
-    let handles: Vec<Producer> = (0..case.world.shards.len())
+    let handles: Vec<Producer> = (0..case.world.handles())
         .map(|index| {
             if index == 0 {
                 producer.clone()
+            } else if case.world.is_missing(index) {
+                producer.for_stream("missing")
             } else {
                 producer.for_stream(stream_name(index))
             }
@@ -828,6 +913,7 @@ async fn run_case(case: Case, strict: bool) -> Result<Verdict, String> {
                     keys,
                     by_hash_key,
                     size,
+                    try_send,
                 } => {
                     for _ in 0..count {
                         let id = lock(&ledger).sent.len();
@@ -838,10 +924,20 @@ async fn run_case(case: Case, strict: bool) -> Result<Verdict, String> {
                             None => record.partition_key.clone(),
                         };
                         let charge = record_charge(record.partition_key.len() + record.data.len());
-                        let receipt = handles[stream]
-                            .send(record.clone())
-                            .await
-                            .map_err(|e| format!("send of record {id} refused: {e}"))?;
+                        let receipt = if try_send {
+                            match handles[stream].try_send(record.clone()) {
+                                Ok(receipt) => receipt,
+                                Err(kpl::TrySendError::Full(_)) => continue,
+                                Err(e) => {
+                                    return Err(format!("try_send of record {id} refused: {e}"));
+                                }
+                            }
+                        } else {
+                            handles[stream]
+                                .send(record.clone())
+                                .await
+                                .map_err(|e| format!("send of record {id} refused: {e}"))?
+                        };
                         {
                             let mut ledger = lock(&ledger);
                             ledger.sent.push(Sent {
@@ -858,15 +954,9 @@ async fn run_case(case: Case, strict: bool) -> Result<Verdict, String> {
                         // Every record while the budget is small; with a large one, polling
                         // thousands of receipts per send would cost more than the case.
                         if s.max_outstanding_records <= 64 || id % 16 == 0 {
-                            let (records, bytes) = lock(&ledger).unanswered();
-                            if records > s.max_outstanding_records
-                                || bytes > s.max_outstanding_bytes
-                            {
-                                return Err(format!(
-                                    "after record {id}: {records} records / {bytes} bytes unanswered, over the budget of {} / {}",
-                                    s.max_outstanding_records, s.max_outstanding_bytes
-                                ));
-                            }
+                            let unanswered = lock(&ledger).unanswered();
+                            check_budget(&case, &unanswered)
+                                .map_err(|e| format!("after record {id}: {e}"))?;
                         }
                         let outstanding = producer.outstanding_records();
                         if outstanding > s.max_outstanding_records {
@@ -887,7 +977,7 @@ async fn run_case(case: Case, strict: bool) -> Result<Verdict, String> {
             End::Shutdown => {}
             End::FlushThenShutdown => flushes.push(flush(&producer, &ledger).await?),
             End::AwaitThenShutdown => loop {
-                if lock(&ledger).unanswered().0 == 0 {
+                if lock(&ledger).unanswered().records == 0 {
                     break;
                 }
                 tokio::time::sleep(Duration::from_millis(50)).await;
@@ -902,7 +992,7 @@ async fn run_case(case: Case, strict: bool) -> Result<Verdict, String> {
                 lock(&ledger).unanswered();
                 dump(&case, &fake, &lock(&ledger), started);
             }
-            let (records, _) = lock(&ledger).unanswered();
+            let records = lock(&ledger).unanswered().records;
             let sent = lock(&ledger).sent.len();
             return Err(format!(
                 "no hang: the scenario did not end {:?} after it started ({records} of {sent} records unanswered, metrics {:?})",
@@ -918,7 +1008,7 @@ async fn run_case(case: Case, strict: bool) -> Result<Verdict, String> {
         watcher.abort();
     }
     let mut ledger = std::mem::take(&mut *lock(&ledger));
-    let (unanswered, _) = ledger.unanswered();
+    let unanswered = ledger.unanswered().records;
     if unanswered > 0 {
         return Err(format!(
             "shutdown returned with {unanswered} records unanswered"
@@ -1077,9 +1167,13 @@ fn check(
             Ok(_) => stored += 1,
             Err(failure) => {
                 failed += 1;
+                let missing = case.world.is_missing(ledger.sent[id].stream);
                 let allowed = match failure.reason() {
                     FailureReason::Expired => s.ttl != Duration::MAX,
                     FailureReason::Throttled => s.fail_if_throttled,
+                    FailureReason::Rejected { code, .. } => {
+                        missing && &**code == "ResourceNotFoundException"
+                    }
                     _ => false,
                 };
                 if !allowed {
@@ -1615,6 +1709,8 @@ fn base_case() -> Case {
             max_record_size: 1024 * 1024,
             max_outstanding_records: 1,
             max_outstanding_bytes: record_charge(1024 * 1024),
+            stream_share_percent: 75,
+            max_batch_bytes: kpl::DEFAULT_BATCH_BYTES,
             ttl: Duration::from_millis(50),
             max_concurrent_requests: 24,
             adaptive_concurrency: true,
@@ -1630,6 +1726,7 @@ fn base_case() -> Case {
         },
         world: World {
             shards: vec![1],
+            missing_stream: false,
             faults: RandomFaults::none(),
             fault_window: Duration::ZERO,
             link: None,
@@ -1758,6 +1855,7 @@ async fn finding_8_as_the_property_shrank_it() {
             keys: 3,
             by_hash_key: true,
             size: Size::Tiny,
+            try_send: false,
         },
         Step::Split {
             stream: 0,
@@ -1769,6 +1867,7 @@ async fn finding_8_as_the_property_shrank_it() {
             keys: 1,
             by_hash_key: false,
             size: Size::Tiny,
+            try_send: false,
         },
     ];
     replay(case).await;
@@ -1802,6 +1901,7 @@ async fn finding_9_as_the_property_shrank_it() {
         keys: 1,
         by_hash_key: false,
         size: Size::Tiny,
+        try_send: false,
     }];
     replay(case).await;
 }
