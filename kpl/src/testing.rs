@@ -185,6 +185,8 @@ struct FakeShard {
 struct FakeStream {
     shards: Vec<FakeShard>,
     next_shard: usize,
+    /// Deleted: calls answer `ResourceNotFoundException`; what it stored stays readable.
+    deleted: bool,
 }
 
 impl FakeStream {
@@ -361,6 +363,19 @@ impl FakeKinesis {
         }
         let range = HashRange::new(low.start(), high.end()).expect("ordered");
         stream.add_shard(range, &[first, second])
+    }
+
+    /// Deletes `stream`: from now on PutRecords and ListShards calls for it answer
+    /// `ResourceNotFoundException` (calls still crossing the link too), and its shards are
+    /// closed. What it stored stays readable through [`stored`](Self::stored) and
+    /// [`user_records`](Self::user_records), as consumers read it before the deletion.
+    pub fn delete_stream(&self, stream: impl Into<StreamId>) {
+        if let Some(fake) = self.state().streams.get_mut(&stream.into()) {
+            fake.deleted = true;
+            for shard in &mut fake.shards {
+                shard.shard.open = false;
+            }
+        }
     }
 
     /// Every shard of `stream`, in creation order.
@@ -591,7 +606,7 @@ impl FakeKinesis {
     ) -> Result<Vec<PutResult>, KinesisError> {
         let mut state = self.state();
         let mut sequence = state.next_sequence;
-        let Some(fake) = state.streams.get_mut(stream) else {
+        let Some(fake) = state.streams.get_mut(stream).filter(|s| !s.deleted) else {
             return Err(KinesisError::new(
                 "PutRecords",
                 ErrorClass::NotFound,
@@ -731,6 +746,7 @@ impl KinesisApi for FakeKinesis {
                 .state()
                 .streams
                 .get(stream)
+                .filter(|s| !s.deleted)
                 .map(|s| s.shards.iter().map(|f| f.shard.clone()).collect::<Vec<_>>());
             shards.ok_or_else(|| {
                 KinesisError::new(

@@ -77,6 +77,7 @@ const OPEN_FINDINGS: &[Finding] = &[
     Finding::UnmappedTimeoutLingers,
     Finding::TimedOutCallOvertaken,
     Finding::ShareWaitNotPressed,
+    Finding::UnsettledExpiryNotMayBeStored,
 ];
 
 /// A failure this test found whose fix is pending (see [`OPEN_FINDINGS`]).
@@ -91,6 +92,9 @@ enum Finding {
     /// 11: with several streams, a send waiting for its stream's share is no pressure: with an
     /// endless linger it waits for ever (skip endless linger with several streams).
     ShareWaitNotPressed,
+    /// 12: a record stored on a shard the map does not know that expires waiting to be settled
+    /// says it cannot be stored (expired records are left out of that check).
+    UnsettledExpiryNotMayBeStored,
 }
 
 fn open(finding: Finding) -> bool {
@@ -183,6 +187,11 @@ enum Step {
     },
     Wait(Duration),
     Flush,
+    /// Deletes `stream` in the fake: its records fail `Rejected` (`ResourceNotFoundException`)
+    /// from then on, and must not hold the other streams up.
+    Delete {
+        stream: usize,
+    },
 }
 
 /// How the scenario ends.
@@ -429,11 +438,12 @@ fn step() -> impl Strategy<Value = Step> {
             },
         );
     prop_oneof![
-        8 => send,
-        1 => (0usize..3, any::<usize>()).prop_map(|(stream, pick)| Step::Split { stream, pick }),
-        1 => (0usize..3, any::<usize>()).prop_map(|(stream, pick)| Step::Merge { stream, pick }),
-        2 => millis(1..=3_000).prop_map(Step::Wait),
-        1 => Just(Step::Flush),
+        16 => send,
+        2 => (0usize..3, any::<usize>()).prop_map(|(stream, pick)| Step::Split { stream, pick }),
+        2 => (0usize..3, any::<usize>()).prop_map(|(stream, pick)| Step::Merge { stream, pick }),
+        4 => millis(1..=3_000).prop_map(Step::Wait),
+        2 => Just(Step::Flush),
+        1 => (0usize..3).prop_map(|stream| Step::Delete { stream }),
     ]
 }
 
@@ -454,7 +464,8 @@ fn case() -> impl Strategy<Value = Case> {
                 match step {
                     Step::Send { stream, .. }
                     | Step::Split { stream, .. }
-                    | Step::Merge { stream, .. } => *stream %= streams,
+                    | Step::Merge { stream, .. }
+                    | Step::Delete { stream } => *stream %= streams,
                     Step::Wait(_) | Step::Flush => {}
                 }
             }
@@ -478,6 +489,15 @@ fn case() -> impl Strategy<Value = Case> {
 
 fn stream_name(index: usize) -> String {
     format!("s{index}")
+}
+
+impl Case {
+    /// Whether the scenario deletes `stream` at some point.
+    fn deleted(&self, stream: usize) -> bool {
+        self.steps
+            .iter()
+            .any(|step| matches!(step, Step::Delete { stream: s } if *s == stream))
+    }
 }
 
 impl World {
@@ -971,6 +991,7 @@ async fn run_case(case: Case, strict: bool) -> Result<Verdict, String> {
                 Step::Merge { stream, pick } => reshard(&fake, stream, pick, true),
                 Step::Wait(wait) => tokio::time::sleep(wait).await,
                 Step::Flush => flushes.push(flush(&producer, &ledger).await?),
+                Step::Delete { stream } => fake.delete_stream(stream_name(stream).as_str()),
             }
         }
         match case.end {
@@ -1161,13 +1182,37 @@ fn check(
         .collect();
 
     // One answer each, and only the failures the settings allow.
-    let (mut stored, mut failed) = (0u64, 0u64);
+    let (mut stored, mut failed, mut expired) = (0u64, 0u64, 0u64);
     for (id, result) in results.iter().enumerate() {
         match result {
-            Ok(_) => stored += 1,
+            Ok(success) => {
+                stored += 1;
+                let kept = success.attempts.len();
+                let count = success.attempt_count as usize;
+                if count == 0
+                    || kept != count.min(kpl::MAX_KEPT_ATTEMPTS)
+                    || !success
+                        .attempts
+                        .last()
+                        .is_some_and(kpl::Attempt::is_success)
+                {
+                    violations.push(format!(
+                        "record {id}: stored after {count} attempts with {kept} kept, the last {:?}",
+                        success.attempts.last()
+                    ));
+                }
+            }
             Err(failure) => {
                 failed += 1;
-                let missing = case.world.is_missing(ledger.sent[id].stream);
+                expired += u64::from(failure.is_expired());
+                if failure.attempts().len() > kpl::MAX_KEPT_ATTEMPTS {
+                    violations.push(format!(
+                        "record {id}: {} attempts kept",
+                        failure.attempts().len()
+                    ));
+                }
+                let stream = ledger.sent[id].stream;
+                let missing = case.world.is_missing(stream) || case.deleted(stream);
                 let allowed = match failure.reason() {
                     FailureReason::Expired => s.ttl != Duration::MAX,
                     FailureReason::Throttled => s.fail_if_throttled,
@@ -1191,11 +1236,15 @@ fn check(
         metrics.user_records_received,
         metrics.user_records_put,
         metrics.user_records_failed,
-    ) != (sent, stored, failed)
+        metrics.user_records_expired,
+    ) != (sent, stored, failed, expired)
     {
         violations.push(format!(
-            "metrics count received/put/failed {}/{}/{}, receipts say {sent}/{stored}/{failed}",
-            metrics.user_records_received, metrics.user_records_put, metrics.user_records_failed
+            "metrics count received/put/failed/expired {}/{}/{}/{}, receipts say {sent}/{stored}/{failed}/{expired}",
+            metrics.user_records_received,
+            metrics.user_records_put,
+            metrics.user_records_failed,
+            metrics.user_records_expired
         ));
     }
     if producer.outstanding_records() != 0 {
@@ -1350,6 +1399,33 @@ fn check_stream(
                     ids.iter().take(40).collect::<Vec<_>>()
                 ));
             }
+        }
+    }
+
+    // A failed record found in the stream must say it may be stored.
+    let mut raw = HashSet::new();
+    for (_, records) in &stored {
+        for record in records {
+            let users = deaggregate(&ReceivedRecord::new(
+                record.partition_key.clone(),
+                record.data.clone(),
+            ));
+            raw.extend(
+                users
+                    .iter()
+                    .filter_map(|u| id_of(u.partition_key(), u.data())),
+            );
+        }
+    }
+    for (id, result) in results.iter().enumerate() {
+        if let (Err(failure), true) = (result, ledger.sent[id].stream == stream)
+            && raw.contains(&id)
+            && !failure.may_be_stored()
+            && !(failure.is_expired() && open(Finding::UnsettledExpiryNotMayBeStored))
+        {
+            violations.push(format!(
+                "record {id} failed ({failure}) and says it cannot be stored, but {name} holds it"
+            ));
         }
     }
 
@@ -1676,6 +1752,50 @@ async fn finding_11_a_send_waiting_for_its_streams_share_sends_what_lingers() {
     assert!(first.await.is_ok());
     producer.shutdown().await;
     assert!(second.await.is_ok());
+}
+
+/// Finding 12: a record stored on a shard the map does not know (a split child), waiting for a
+/// refresh to settle it, expires while the refresh hangs: it fails `Expired` saying it cannot be
+/// stored (`may_be_stored() == false`), though Kinesis stored it.
+#[tokio::test(start_paused = true)]
+#[ignore = "finding 12: a record stored on an unknown shard that expires unsettled says it cannot be stored"]
+async fn finding_12_a_record_stored_on_an_unknown_shard_that_expires_says_it_may_be_stored() {
+    let fake = fake_with(1);
+    let producer = Producer::builder(stream_name(0))
+        .kinesis_api(fake.clone())
+        .linger(Duration::ZERO)
+        .record_ttl(Duration::from_millis(50))
+        .list_shards_timeout(Duration::from_secs(1))
+        .build()
+        .await
+        .unwrap();
+    let parent = fake.open_shards(stream_name(0).as_str())[0]
+        .shard_id
+        .clone();
+    fake.split_in_half(stream_name(0).as_str(), &parent);
+    // The refresh the landing asks for never answers.
+    fake.set_list_shards_hang(true);
+    let mut receipts = Vec::new();
+    for i in 0..2 {
+        receipts.push(
+            producer
+                .send(UserRecord::new("k0", format!("{i}:")))
+                .await
+                .unwrap(),
+        );
+    }
+    let results = answers(receipts).await;
+    fake.set_list_shards_hang(false);
+    producer.shutdown().await;
+    let stored: HashSet<usize> = read_order(&fake).into_iter().collect();
+    for (id, result) in results.iter().enumerate() {
+        if let Err(failure) = result {
+            assert!(
+                !stored.contains(&id) || failure.may_be_stored(),
+                "record {id} is stored but its failure says it cannot be: {failure}"
+            );
+        }
+    }
 }
 
 /// Finding 7: `build` gives its whole `list_shards_timeout` to the first ListShards attempt: one
