@@ -12,6 +12,12 @@
 //!  take ─────────────────► leaseOwner=T, counter+1: T processes from H's last checkpoint
 //! ```
 //!
+//! The request carries an id (`handoffRequestId`, this crate's attribute) that the holder's
+//! renewals and release keep and that any take or withdrawal removes: T takes only a lease
+//! that still carries its request's id, so a lease taken and asked for again in between (by
+//! another process with T's worker id, which `leaseOwner` cannot tell apart) is never mistaken
+//! for the holder letting go.
+//!
 //! T re-reads the leases it asked for every [`handoff_poll_interval`]. It takes the lease
 //! without waiting further once the holder let go (seen within the validity span of a read
 //! that still found it held: a let-go state older than that may be another process's with
@@ -29,7 +35,7 @@ use tracing::{debug, info, warn};
 
 use super::error::{Chain, timed_out};
 use super::plan::TakeReason;
-use super::state::{Shared, may_have_applied};
+use super::state::Shared;
 use super::taker::take;
 use crate::lease::Lease;
 
@@ -62,9 +68,6 @@ pub(crate) async fn request(shared: &Shared, lease: &Lease) -> bool {
             false
         }
         Err(err) => {
-            if may_have_applied(&err) {
-                shared.unanswered_request(&lease.lease_key, sent_at);
-            }
             warn!(lease_key = %lease.lease_key, error = %Chain(&err), "handoff request failed");
             false
         }
@@ -88,11 +91,10 @@ pub(crate) async fn poll(shared: &Shared) {
             shared.drop_pending(&key);
             continue;
         };
-        let other_holder = stored.checkpoint_owner.is_some()
-            && pending.lease.checkpoint_owner.is_some()
-            && stored.checkpoint_owner != pending.lease.checkpoint_owner;
-        if !stored.is_owned_by(&shared.worker_id) || stored.is_finished() || other_holder {
-            // Gone elsewhere; or asked of another holder since, which is not this request.
+        // The request's id goes with every state of this handoff (the holder renewing, then
+        // letting go); any take or withdrawal removes it, another request replaces it.
+        let another_request = stored.handoff_request_id != pending.lease.handoff_request_id;
+        if !stored.is_owned_by(&shared.worker_id) || stored.is_finished() || another_request {
             shared.drop_pending(&key);
             continue;
         }
@@ -190,5 +192,22 @@ pub(crate) async fn cancel_all(shared: &Shared) {
             }
             Err(_) => debug!(lease_key = %key, "withdrawing a handoff timed out"),
         }
+    }
+}
+
+/// Withdraws a handoff asked for under this worker's id that this process does not wait on,
+/// whose holder stopped renewing (see the taker).
+pub(crate) async fn withdraw_orphan(shared: &Shared, lease: &Lease) {
+    let limit = shared.config.renew_interval();
+    match timeout(limit, shared.store.cancel_handoff(lease)).await {
+        Ok(Ok(_)) => warn!(
+            lease_key = %lease.lease_key,
+            holder = ?lease.checkpoint_owner,
+            "withdrew a handoff asked for under this worker id that this process was not waiting on, from a holder that stopped renewing"
+        ),
+        Ok(Err(err)) => {
+            debug!(lease_key = %lease.lease_key, error = %Chain(&err), "withdrawing an orphaned handoff failed")
+        }
+        Err(_) => debug!(lease_key = %lease.lease_key, "withdrawing an orphaned handoff timed out"),
     }
 }

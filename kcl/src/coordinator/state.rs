@@ -88,8 +88,6 @@ struct State {
     finished: BTreeMap<String, Lease>,
     /// Handoffs this worker asked for and waits on.
     pending: BTreeMap<String, PendingHandoff>,
-    /// Handoff requests sent without an answer (they may have been applied), and when.
-    unanswered_requests: HashMap<String, Instant>,
     /// Leases stored under this worker's id that it does not hold: the counter first seen,
     /// and whether their moving was reported.
     foreign: HashMap<String, (u64, bool)>,
@@ -763,27 +761,6 @@ impl Shared {
     /// Forgets every pending handoff, returning them.
     pub(crate) fn take_pending(&self) -> BTreeMap<String, PendingHandoff> {
         std::mem::take(&mut self.state().pending)
-    }
-
-    /// Remembers a handoff request sent at `sent_at` that got no answer.
-    pub(crate) fn unanswered_request(&self, key: &str, sent_at: Instant) {
-        self.state()
-            .unanswered_requests
-            .insert(key.to_owned(), sent_at);
-    }
-
-    /// Whether this process sent an unanswered handoff request for `key` (forgotten now).
-    pub(crate) fn claim_unanswered_request(&self, key: &str) -> bool {
-        self.state().unanswered_requests.remove(key).is_some()
-    }
-
-    /// Forgets unanswered handoff requests older than the failover time: one applied shows in
-    /// the scans well before.
-    pub(crate) fn forget_old_unanswered_requests(&self, now: Instant) {
-        let failover = self.config.failover_time();
-        self.state()
-            .unanswered_requests
-            .retain(|_, at| now.saturating_duration_since(*at) <= failover);
     }
 
     /// Forgets that the holder of a pending handoff was seen holding it: only a new read that

@@ -61,7 +61,6 @@ pub(crate) async fn take_cycle(
     cancel: &CancellationToken,
 ) -> Option<TakeCycleStats> {
     let scan_limit = shared.config.take_interval();
-    let scan_sent = shared.clock.now();
     let scan = match timeout(scan_limit, shared.store.list()).await {
         Ok(scan) => scan,
         Err(_) => Err(timed_out("Scan", shared.store.table_name(), scan_limit)),
@@ -86,24 +85,25 @@ pub(crate) async fn take_cycle(
     // worker's own unheld lease for the tracker; it counts as this worker's load.
     let pending = shared.pending();
     expired.retain(|key, _| !pending.contains_key(key));
-    shared.forget_old_unanswered_requests(now);
-    // Handoffs asked for under this worker's id that this process is not waiting on. One whose
-    // request this process sent without an answer is its own: waited on from now. Any other is
-    // another process's with the same id (or an earlier run's): taking it would look to that
-    // process exactly like the holder letting go, and it would take it too, so it is left
-    // alone (other workers take it if its holder dies).
+    // Handoffs asked for under this worker's id that this process is not waiting on: its own
+    // request whose answer was lost, another process's with the same id, or an earlier run's.
+    // Taking the lease would look to such a process exactly like the holder letting go, and it
+    // would take it too: it is never taken here. While its holder renews, the holder answers
+    // the request (and lets go to this id; the lease then expires as any own unheld lease).
+    // Once the counter stood still for the failover time, the request is withdrawn, so the
+    // lease goes back to its dead holder and expires for everyone, and a process waiting on
+    // it sees it leave.
     let mut others_requests = Vec::new();
+    let mut withdraw = Vec::new();
     for lease in &leases {
         if lease.is_owned_by(&shared.worker_id)
             && lease.is_handoff_pending()
             && !lease.is_held_by(&shared.worker_id)
             && !pending.contains_key(&lease.lease_key)
         {
-            if shared.claim_unanswered_request(&lease.lease_key) {
-                info!(lease_key = %lease.lease_key, "handoff request applied although unanswered; waiting on it");
-                shared.add_pending(lease.clone(), now, scan_sent);
-            } else {
-                others_requests.push(lease.lease_key.clone());
+            others_requests.push(lease.lease_key.clone());
+            if expired.contains_key(&lease.lease_key) {
+                withdraw.push(lease.clone());
             }
         }
     }
@@ -193,6 +193,10 @@ pub(crate) async fn take_cycle(
             Ok(Some(Taken::Handoff)) => cycle.handoffs_requested += 1,
             Ok(None) | Err(_) => cycle.failed += 1,
         }
+    }
+
+    for lease in &withdraw {
+        handoff::withdraw_orphan(shared, lease).await;
     }
 
     shared.with_stats(|stats| {

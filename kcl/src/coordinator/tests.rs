@@ -1152,3 +1152,56 @@ async fn a_process_back_from_a_long_pause_finds_its_lease_moved_by_its_twin_and_
     first.shutdown().await;
     second.shutdown().await;
 }
+
+#[tokio::test(start_paused = true)]
+async fn a_handoff_is_completed_only_by_a_let_go_carrying_its_own_request_id() {
+    let store = MemoryStore::with_leases([lease("l0", Some("h"), 5), lease("l1", Some("h"), 5)]);
+    // "h" renews the leases it holds and never answers handoffs.
+    let holder = {
+        let store = store.clone();
+        tokio::spawn(async move {
+            loop {
+                tokio::time::sleep(RENEW / 2).await;
+                for lease in store.lock().values_mut() {
+                    if lease.is_held_by("h") {
+                        lease.lease_counter += 1;
+                    }
+                }
+            }
+        })
+    };
+    let taker = coordinator(&store, "w1");
+    taker.start().unwrap();
+    wait_for("a handoff asked", TAKE * 4, || {
+        taker.stats().handoffs_requested == 1
+    })
+    .await;
+    let asked = store
+        .all()
+        .into_iter()
+        .find(|l| l.is_owned_by("w1"))
+        .unwrap();
+    assert!(asked.handoff_request_id.is_some());
+    // Between two polls, another process with the id "w1" takes the lease and has its own
+    // request answered: the row looks like h letting go to "w1", with another request's id.
+    {
+        let mut leases = store.lock();
+        let l = leases.get_mut(&asked.lease_key).unwrap();
+        l.checkpoint_owner = None;
+        l.handoff_request_id = Some("another process's request".into());
+        l.lease_counter += 3;
+    }
+    let start = Instant::now();
+    while start.elapsed() < FAILOVER - RENEW {
+        assert!(
+            taker.held(&asked.lease_key).is_none(),
+            "taken after {:?}",
+            start.elapsed()
+        );
+        tokio::time::sleep(POLL).await;
+    }
+    assert_eq!(taker.stats().handoffs_completed, 0);
+    assert_eq!(taker.stats().pending_handoffs, 0);
+    holder.abort();
+    taker.shutdown().await;
+}

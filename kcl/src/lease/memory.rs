@@ -43,6 +43,8 @@ pub(crate) struct MemoryStore {
     pub(crate) faults: Arc<Mutex<Faults>>,
     /// `(operation, lease key)` of every write that was applied, by any view.
     pub(crate) writes: Arc<Mutex<Vec<(&'static str, String)>>>,
+    /// The last handoff request id given (ids are counted, so runs replay exactly).
+    pub(crate) request_ids: Arc<std::sync::atomic::AtomicU64>,
 }
 
 fn transient(operation: &'static str) -> LeaseError {
@@ -97,6 +99,7 @@ impl MemoryStore {
             leases: self.leases.clone(),
             faults: Arc::default(),
             writes: self.writes.clone(),
+            request_ids: self.request_ids.clone(),
         }
     }
 
@@ -294,6 +297,7 @@ impl LeaseStore for MemoryStore {
         Box::pin(self.write("take", lease, COUNTER, true, move |stored| {
             stored.lease_owner = Some(new_owner.to_owned());
             stored.checkpoint_owner = None;
+            stored.handoff_request_id = None;
             if switched {
                 stored.owner_switches_since_checkpoint += 1;
             }
@@ -306,6 +310,10 @@ impl LeaseStore for MemoryStore {
         new_owner: &'a str,
     ) -> BoxFuture<'a, Result<Lease, LeaseError>> {
         let holder = lease.lease_owner.clone();
+        let id = self
+            .request_ids
+            .fetch_add(1, std::sync::atomic::Ordering::Relaxed)
+            + 1;
         Box::pin(async move {
             if holder.is_none() || holder.as_deref() == Some(new_owner) {
                 return Err(LeaseError::InvalidInput {
@@ -320,6 +328,7 @@ impl LeaseStore for MemoryStore {
             self.write("request_handoff", lease, expect, false, move |stored| {
                 stored.checkpoint_owner = holder;
                 stored.lease_owner = Some(new_owner.to_owned());
+                stored.handoff_request_id = Some(format!("request-{id}"));
             })
             .await
         })
@@ -341,6 +350,7 @@ impl LeaseStore for MemoryStore {
             self.write("cancel_handoff", lease, expect, false, move |stored| {
                 stored.lease_owner = holder;
                 stored.checkpoint_owner = None;
+                stored.handoff_request_id = None;
             })
             .await
         })

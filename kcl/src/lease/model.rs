@@ -177,6 +177,12 @@ pub struct Lease {
     /// worker taking the lease, removed by the old holder once it has checkpointed, or by the
     /// new owner's take after a timeout. `None` outside a handoff.
     pub checkpoint_owner: Option<String>,
+    /// The id of the handoff request the lease answers (this crate's
+    /// [`HANDOFF_REQUEST_ID`](super::schema::HANDOFF_REQUEST_ID)): set by
+    /// [`request_handoff`](super::LeaseTable::request_handoff), kept by the release that lets
+    /// go, removed by every take and by
+    /// [`cancel_handoff`](super::LeaseTable::cancel_handoff).
+    pub handoff_request_id: Option<String>,
 }
 
 impl Lease {
@@ -194,6 +200,7 @@ impl Lease {
             child_shard_ids: Vec::new(),
             hash_key_range: None,
             checkpoint_owner: None,
+            handoff_request_id: None,
         }
     }
 
@@ -284,6 +291,9 @@ impl Lease {
         if let Some(owner) = &self.checkpoint_owner {
             item.insert(schema::CHECKPOINT_OWNER.to_owned(), s(owner));
         }
+        if let Some(id) = &self.handoff_request_id {
+            item.insert(schema::HANDOFF_REQUEST_ID.to_owned(), s(id));
+        }
         item
     }
 
@@ -345,6 +355,10 @@ impl Lease {
             .string(schema::CHECKPOINT_OWNER)?
             .filter(|owner| !owner.is_empty())
             .map(str::to_owned);
+        let handoff_request_id = reader
+            .string(schema::HANDOFF_REQUEST_ID)?
+            .filter(|id| !id.is_empty())
+            .map(str::to_owned);
 
         Ok(Self {
             lease_key,
@@ -358,6 +372,7 @@ impl Lease {
             child_shard_ids,
             hash_key_range,
             checkpoint_owner,
+            handoff_request_id,
         })
     }
 }

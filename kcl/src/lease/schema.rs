@@ -20,6 +20,7 @@
 //! | [`CHILD_SHARD_IDS`] | SS | once the shard's children are known (2.3+) |
 //! | [`STARTING_HASH_KEY`], [`ENDING_HASH_KEY`] | S | decimal hash key range (2.3+) |
 //! | [`CHECKPOINT_OWNER`] | S | 3.x only: the old holder while a lease is handed over |
+//! | [`HANDOFF_REQUEST_ID`] | S | this crate only: which request a handoff answers |
 //!
 //! The Java `Lease` object calls the hash range `hashKeyRangeForLease`, but no attribute of that
 //! name (nor `hashKeyRange`) is ever stored: the range is the two string attributes above.
@@ -73,6 +74,12 @@ pub const STREAM_NAME: &str = "streamName";
 pub const SHARD_ID: &str = "shardId";
 /// The old holder while a lease is handed over (S; Java KCL 3.x graceful handoff).
 pub const CHECKPOINT_OWNER: &str = "checkpointOwner";
+/// A handoff request's id (S; this crate only, the Java KCL ignores it): written with
+/// [`CHECKPOINT_OWNER`] by the worker asking, kept by the holder letting go, removed by every
+/// take and withdrawal. The worker that asked takes a let-go lease only when it still carries
+/// its request's id: `leaseOwner` alone cannot tell its request from another process's with the
+/// same worker id.
+pub const HANDOFF_REQUEST_ID: &str = "handoffRequestId";
 /// The kind of a Java KCL 3.x row (S); absent or [`LEASE_ENTITY_TYPE`] for leases.
 pub const ENTITY_TYPE: &str = "entityType";
 /// The [`ENTITY_TYPE`] of a lease row.

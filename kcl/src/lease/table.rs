@@ -218,7 +218,7 @@ impl LeaseTable {
 
     /// Takes a lease for `new_owner` (an expired or stolen lease, or one nobody holds):
     /// sets `leaseOwner`, removes `checkpointOwner` (ending any handoff, as the Java KCL 3.x's
-    /// take does), bumps `leaseCounter`, and adds one to `ownerSwitchesSinceCheckpoint` when
+    /// take does) and this crate's `handoffRequestId`, bumps `leaseCounter`, and adds one to `ownerSwitchesSinceCheckpoint` when
     /// the lease changes hands: its [holder](Lease::holder) was another worker (as the Java
     /// KCL counts owner changes, a handoff completed by force included). Expects the copy's
     /// counter only: the counter changes with every owner change.
@@ -235,6 +235,7 @@ impl LeaseTable {
         let mut update = Update::bump_counter(lease)?;
         update.set(schema::LEASE_OWNER, s(new_owner));
         update.remove(schema::CHECKPOINT_OWNER);
+        update.remove(schema::HANDOFF_REQUEST_ID);
         let switched = lease.holder().is_some_and(|old| old != new_owner);
         if switched {
             update.add(schema::OWNER_SWITCHES_SINCE_CHECKPOINT, n(1));
@@ -243,8 +244,8 @@ impl LeaseTable {
     }
 
     /// Asks for a lease held by another worker to be handed over to `new_owner` (the Java KCL
-    /// 3.x's graceful handoff): sets `leaseOwner` to `new_owner` and `checkpointOwner` to the
-    /// current owner, expecting the copy's counter and owner and no handoff in progress. The
+    /// 3.x's graceful handoff): sets `leaseOwner` to `new_owner`, `checkpointOwner` to the
+    /// current owner and `handoffRequestId` to a new id (returned in the stored lease), expecting the copy's counter and owner and no handoff in progress. The
     /// counter is left alone, so the holder's renewals go on: it keeps processing, checkpoints,
     /// then lets go with [`release`](Self::release), which removes `checkpointOwner`; the new
     /// owner then [`take`](Self::take)s it (or takes it after a timeout if the holder never
@@ -278,6 +279,10 @@ impl LeaseTable {
         update.expect_no_handoff();
         update.set(schema::LEASE_OWNER, s(new_owner));
         update.set(schema::CHECKPOINT_OWNER, s(holder));
+        update.set(
+            schema::HANDOFF_REQUEST_ID,
+            s(&uuid::Uuid::new_v4().to_string()),
+        );
         self.apply("request_handoff", &lease.lease_key, update)
             .await
     }
@@ -303,6 +308,7 @@ impl LeaseTable {
         update.expect_owner(lease)?;
         update.set(schema::LEASE_OWNER, s(holder));
         update.remove(schema::CHECKPOINT_OWNER);
+        update.remove(schema::HANDOFF_REQUEST_ID);
         self.apply("cancel_handoff", &lease.lease_key, update).await
     }
 

@@ -55,7 +55,8 @@ pub(super) struct FaultyStore {
     inner: MemoryStore,
     rng: Arc<Mutex<StdRng>>,
     pub(super) plan: Arc<Mutex<FaultPlan>>,
-    log: Log,
+    /// Only when a failing seed is replayed for its trace: formatting every write costs.
+    log: Option<Log>,
 }
 
 impl std::fmt::Debug for FaultyStore {
@@ -88,7 +89,7 @@ fn injected(operation: &'static str, kind: LeaseErrorKind) -> LeaseError {
 }
 
 impl FaultyStore {
-    pub(super) fn new(inner: MemoryStore, rng: Arc<Mutex<StdRng>>, log: Log) -> Self {
+    pub(super) fn new(inner: MemoryStore, rng: Arc<Mutex<StdRng>>, log: Option<Log>) -> Self {
         Self {
             inner,
             rng,
@@ -113,6 +114,9 @@ impl FaultyStore {
                 let expected = lease.lease_counter;
                 let key = lease.lease_key.clone();
                 let result = run(store, lease).await;
+                let Some(log) = log else {
+                    return result;
+                };
                 match &result {
                     Ok(stored) => log(format!(
                         "{operation} {key} at {expected} applied: counter {}, owner {:?}, checkpoint owner {:?}, checkpoint {}",
