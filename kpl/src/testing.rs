@@ -109,6 +109,8 @@ pub enum ListShardsFault {
     },
     /// Never answers.
     Hang,
+    /// Answers normally after this long (the shards as they are when it answers).
+    Delay(Duration),
 }
 
 /// Random faults: each rate is a probability per call (or per entry for the entry faults).
@@ -741,6 +743,7 @@ impl KinesisApi for FakeKinesis {
                 ListShardsFault::ServiceError { code, message } => {
                     return Err(service_error("ListShards", &code, &message));
                 }
+                ListShardsFault::Delay(delay) => tokio::time::sleep(delay).await,
             }
             let shards = self
                 .state()

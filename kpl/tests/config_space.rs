@@ -53,8 +53,8 @@ use proptest::test_runner::TestCaseError;
 use tokio::sync::Notify;
 use tokio::time::Instant;
 
-/// Cases per run unless `PROPTEST_CASES` says otherwise (about 30 s in a debug build).
-const DEFAULT_CASES: u32 = 600;
+/// Cases per run unless `PROPTEST_CASES` says otherwise (20-30 s in a debug build).
+const DEFAULT_CASES: u32 = 1_000;
 
 /// A case that makes no progress in this much real time is stuck in a busy loop (paused time
 /// jumps over every wait, so only a loop that never yields takes real time).
@@ -78,6 +78,7 @@ const OPEN_FINDINGS: &[Finding] = &[
     Finding::TimedOutCallOvertaken,
     Finding::ShareWaitNotPressed,
     Finding::UnsettledExpiryNotMayBeStored,
+    Finding::UnsettledSubSequenceShift,
 ];
 
 /// A failure this test found whose fix is pending (see [`OPEN_FINDINGS`]).
@@ -95,6 +96,9 @@ enum Finding {
     /// 12: a record stored on a shard the map does not know that expires waiting to be settled
     /// says it cannot be stored (expired records are left out of that check).
     UnsettledExpiryNotMayBeStored,
+    /// 13: when records of an aggregate waiting to be settled expire, the others' sub-sequence
+    /// numbers shift (a success only has to be somewhere in the Kinesis record it names).
+    UnsettledSubSequenceShift,
 }
 
 fn open(finding: Finding) -> bool {
@@ -1088,9 +1092,14 @@ fn dump(case: &Case, fake: &FakeKinesis, ledger: &Ledger, started: Instant) {
                         .collect::<Vec<_>>()
                 ),
                 Err(e) => eprintln!(
-                    "{id} {} sent {:?}: {e}",
+                    "{id} {} sent {:?}: {e} may_be_stored {} attempts {:?}",
                     sent.order_key,
-                    sent.sent_at - started
+                    sent.sent_at - started,
+                    e.may_be_stored(),
+                    e.attempts()
+                        .iter()
+                        .map(|a| (a.delay, a.duration, a.error_code.clone()))
+                        .collect::<Vec<_>>()
                 ),
             }
         }
@@ -1333,9 +1342,11 @@ fn check_stream(
                 .first()
                 .filter(|u| !u.is_aggregated() && users.len() == 1),
         };
-        let matches = user.is_some_and(|u| {
+        let same = |u: &aggregation_proto::DeaggregatedRecord| {
             u.partition_key() == sent.record.partition_key && u.data() == &sent.record.data[..]
-        });
+        };
+        let matches = user.is_some_and(same)
+            || (open(Finding::UnsettledSubSequenceShift) && users.iter().any(same));
         if !matches {
             violations.push(format!(
                 "record {id} reported stored at {}/{} sub-record {:?}, which holds something else",
@@ -1793,6 +1804,56 @@ async fn finding_12_a_record_stored_on_an_unknown_shard_that_expires_says_it_may
             assert!(
                 !stored.contains(&id) || failure.may_be_stored(),
                 "record {id} is stored but its failure says it cannot be: {failure}"
+            );
+        }
+    }
+}
+
+/// Finding 13: an aggregate stored on a shard the map does not know (a split child) waits for
+/// a refresh to be settled; its first record's TTL runs out meanwhile and it is answered
+/// `Expired` ("cannot be stored"), and once the refresh comes the records after it are answered
+/// stored with sub-sequence numbers one too low: a consumer finds another record's data there.
+#[tokio::test(start_paused = true)]
+#[ignore = "finding 13: an unsettled aggregate's expired record shifts the others' sub-sequence numbers"]
+async fn finding_13_records_of_an_unsettled_aggregate_keep_their_sub_sequence_numbers() {
+    let fake = fake_with(1);
+    let producer = Producer::builder(stream_name(0))
+        .kinesis_api(fake.clone())
+        .linger(Duration::from_millis(40))
+        .record_ttl(Duration::from_millis(85))
+        .build()
+        .await
+        .unwrap();
+    let parent = fake.open_shards(stream_name(0).as_str())[0]
+        .shard_id
+        .clone();
+    fake.split_in_half(stream_name(0).as_str(), &parent);
+    // The refresh the landing asks for answers 60 ms late.
+    fake.script_list_shards_faults([ListShardsFault::Delay(Duration::from_millis(60))]);
+    // Record 0 at 0 ms, record 1 at 30 ms: one aggregate, sent at 40 ms, stored on a child; the
+    // refresh answers at about 100 ms, when record 0's TTL (85 ms) is over and record 1's
+    // (115 ms) is not.
+    let mut receipts = vec![producer.send(UserRecord::new("k0", "0:")).await.unwrap()];
+    tokio::time::sleep(Duration::from_millis(30)).await;
+    receipts.push(producer.send(UserRecord::new("k0", "1:")).await.unwrap());
+    let results = answers(receipts).await;
+    producer.shutdown().await;
+    assert_eq!(read_order(&fake), vec![0, 1], "one aggregate with both");
+    for (id, result) in results.iter().enumerate() {
+        if let Ok(success) = result {
+            assert_eq!(
+                success.sub_sequence_number,
+                Some(id as u64),
+                "record {id}'s sub-sequence number ({success:?})"
+            );
+        }
+    }
+    // Finding 12 as well.
+    for (id, result) in results.iter().enumerate() {
+        if let Err(failure) = result {
+            assert!(
+                failure.may_be_stored(),
+                "record {id} is stored but failed saying it cannot be: {failure}"
             );
         }
     }
