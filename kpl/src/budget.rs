@@ -4,6 +4,8 @@
 //! adds back everything it resolved in one pass with two atomic operations, instead of two
 //! `Arc` clones and two locked releases per record.
 
+use std::sync::atomic::{AtomicUsize, Ordering};
+
 use tokio::sync::{Semaphore, TryAcquireError};
 
 /// Why a charge (or a place in the inbox) could not be taken.
@@ -21,6 +23,26 @@ pub(crate) struct Budget {
     bytes: Semaphore,
     max_records: usize,
     max_bytes: usize,
+    /// Senders waiting for room now: the surest sign the pipeline must send what lingers.
+    waiting: AtomicUsize,
+}
+
+/// Counts a waiting sender while it waits (dropped: the wait ended or was cancelled).
+#[derive(Debug)]
+pub(crate) struct Waiting<'a>(&'a AtomicUsize);
+
+impl<'a> Waiting<'a> {
+    /// Counts one more waiter on `count`; true when it is the first (worth a nudge).
+    pub(crate) fn start(count: &'a AtomicUsize) -> (Self, bool) {
+        let before = count.fetch_add(1, Ordering::Relaxed);
+        (Self(count), before == 0)
+    }
+}
+
+impl Drop for Waiting<'_> {
+    fn drop(&mut self) {
+        self.0.fetch_sub(1, Ordering::Relaxed);
+    }
 }
 
 impl Budget {
@@ -30,12 +52,26 @@ impl Budget {
             bytes: Semaphore::new(max_bytes),
             max_records,
             max_bytes,
+            waiting: AtomicUsize::new(0),
         }
     }
 
-    /// Takes one record and `bytes`, waiting for room. Cancel-safe: a dropped wait takes
-    /// nothing.
-    pub(crate) async fn charge(&self, bytes: u32) -> Result<(), Refused> {
+    /// Takes one record and `bytes`, waiting for room; `waits` is called once when it has to
+    /// wait (to tell the pipeline). Cancel-safe: a dropped wait takes nothing.
+    pub(crate) async fn charge(&self, bytes: u32, waits: impl FnOnce()) -> Result<(), Refused> {
+        match self.try_charge(bytes) {
+            Ok(()) => return Ok(()),
+            Err(Refused::Closed) => return Err(Refused::Closed),
+            Err(Refused::Full) => {}
+        }
+        let (_waiting, first) = Waiting::start(&self.waiting);
+        if first {
+            waits();
+        }
+        self.charge_waiting(bytes).await
+    }
+
+    async fn charge_waiting(&self, bytes: u32) -> Result<(), Refused> {
         let record = self.records.acquire().await.map_err(|_| Refused::Closed)?;
         let bytes = self
             .bytes
@@ -84,6 +120,9 @@ impl Budget {
     /// Whether over three quarters of the records or bytes are taken: senders are (or soon
     /// will be) waiting, so holding records back to fill batches only stalls them.
     pub(crate) fn pressed(&self) -> bool {
+        if self.waiting.load(Ordering::Relaxed) > 0 {
+            return true;
+        }
         // Rounded up: a budget of 1-3 records is pressed when full (`max / 4` is 0 there, and
         // a full budget never counted, so a lingering record was never sent).
         self.records.available_permits() < self.max_records.div_ceil(4)
@@ -123,13 +162,13 @@ mod tests {
     #[tokio::test]
     async fn charges_wait_for_releases_and_fail_once_closed() {
         let budget = std::sync::Arc::new(Budget::new(2, 100));
-        budget.charge(60).await.unwrap();
+        budget.charge(60, || {}).await.unwrap();
         assert_eq!(budget.try_charge(60), Err(Refused::Full));
         assert_eq!(budget.outstanding_records(), 1);
 
         let waiter = tokio::spawn({
             let budget = budget.clone();
-            async move { budget.charge(60).await }
+            async move { budget.charge(60, || {}).await }
         });
         tokio::task::yield_now().await;
         assert!(!waiter.is_finished());
@@ -140,18 +179,18 @@ mod tests {
         assert_eq!(budget.outstanding_records(), 1);
 
         budget.close();
-        assert_eq!(budget.charge(1).await, Err(Refused::Closed));
+        assert_eq!(budget.charge(1, || {}).await, Err(Refused::Closed));
         assert_eq!(budget.try_charge(1), Err(Refused::Closed));
     }
 
     #[tokio::test]
     async fn a_cancelled_wait_takes_nothing() {
         let budget = Budget::new(1, 10);
-        budget.charge(10).await.unwrap();
+        budget.charge(10, || {}).await.unwrap();
         // Waits on bytes while holding the record permit; cancelling must give that back.
         let waiting = tokio::time::timeout(std::time::Duration::from_millis(10), async {
             budget.records.add_permits(1);
-            budget.charge(5).await
+            budget.charge(5, || {}).await
         })
         .await;
         assert!(waiting.is_err());

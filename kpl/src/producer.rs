@@ -170,6 +170,7 @@ impl Producer {
                     charge as usize,
                     || registry.len() > 1,
                     || budget.is_closed(),
+                    || self.nudge(),
                 )
                 .await;
             if !room {
@@ -181,11 +182,23 @@ impl Producer {
         let Ok(place) = self.shared.inbox.place().await else {
             return Err(self.refused(record));
         };
-        if self.shared.budget.charge(charge).await.is_err() {
+        if self
+            .shared
+            .budget
+            .charge(charge, || self.nudge())
+            .await
+            .is_err()
+        {
             return Err(self.refused(record));
         }
         self.enqueue(place, record, hash_key, charge, reply)
             .map_err(|record| self.refused(record))
+    }
+
+    /// Tells the pipeline a sender waits for room: what lingers must go (with a long linger,
+    /// nothing else would wake it).
+    fn nudge(&self) {
+        let _ = self.shared.inbox.send_control(Command::SendersWaiting);
     }
 
     /// The error for a record refused because the pipeline is gone: why, if it failed.

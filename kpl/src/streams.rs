@@ -78,6 +78,8 @@ pub(crate) struct StreamShare {
     records: AtomicUsize,
     bytes: AtomicUsize,
     released: Notify,
+    /// Senders of this stream waiting for room in its share.
+    waiting: AtomicUsize,
 }
 
 impl StreamShare {
@@ -113,19 +115,24 @@ impl StreamShare {
     /// Whether the stream holds three quarters of `limit` or more: its senders wait (or soon
     /// will), so lingering records of it must go.
     pub(crate) fn pressed(&self, limit: ShareLimit) -> bool {
-        self.records.load(Relaxed) * 4 >= limit.records * 3
+        self.waiting.load(Relaxed) > 0
+            || self.records.load(Relaxed) * 4 >= limit.records * 3
             || self.bytes.load(Relaxed) * 4 >= limit.bytes * 3
     }
 
     /// Waits until a record of `bytes` fits under `limit`, or `gone()` says the pipeline
-    /// stopped (then `false`). Cancel-safe.
+    /// stopped (then `false`); `waits` is called once when it has to wait (to tell the
+    /// pipeline). Cancel-safe.
     pub(crate) async fn wait_for_room(
         &self,
         limit: ShareLimit,
         bytes: usize,
         mut shared_with_others: impl FnMut() -> bool,
         mut gone: impl FnMut() -> bool,
+        waits: impl FnOnce(),
     ) -> bool {
+        let mut waits = Some(waits);
+        let mut _waiting = None;
         loop {
             let released = self.released.notified();
             tokio::pin!(released);
@@ -135,6 +142,13 @@ impl StreamShare {
             }
             if gone() {
                 return false;
+            }
+            if _waiting.is_none() {
+                let (counted, first) = crate::budget::Waiting::start(&self.waiting);
+                _waiting = Some(counted);
+                if let Some(waits) = waits.take().filter(|_| first) {
+                    waits();
+                }
             }
             released.await;
         }

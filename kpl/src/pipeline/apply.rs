@@ -185,14 +185,11 @@ impl Pipeline {
             self.arm_sweep(arrived);
         }
         let stream = &mut self.streams[index];
-        if stream.router.map.position(&shard_id).is_some() {
-            self.settle_landed(index, outgoing, &shard_id, &sequence_number, now);
+        let landed = super::stream::Unsettled::new(outgoing, shard_id, sequence_number);
+        if stream.router.map.position(&landed.shard_id).is_some() {
+            self.settle_landed(index, landed, now);
         } else {
-            stream.unsettled.push(super::stream::Unsettled {
-                outgoing,
-                shard_id,
-                sequence_number,
-            });
+            stream.unsettled.push(landed);
         }
     }
 

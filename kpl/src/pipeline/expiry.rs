@@ -70,10 +70,16 @@ impl Pipeline {
             }
             for entry in &mut stream.unsettled {
                 let members = std::mem::take(&mut entry.outgoing.members);
-                for member in members {
+                let positions = std::mem::take(&mut entry.positions);
+                for (position, mut member) in positions.into_iter().zip(members) {
                     if keep(&member) {
                         entry.outgoing.members.push(member);
+                        entry.positions.push(position);
                     } else {
+                        // Stored, on a shard the map does not know yet: whether consumers read
+                        // it there is not known.
+                        member.possibly_duplicated = true;
+                        entry.expired_hash_keys.push(member.hash_key);
                         gone.push(member);
                     }
                 }

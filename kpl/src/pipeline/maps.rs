@@ -3,8 +3,6 @@
 //! than predicted (by default every record of such an aggregate is sent again to the shard that
 //! owns it; see [`MisroutedRecords`]).
 
-use std::sync::Arc;
-
 use aggregation_proto::KinesisRecord;
 use tokio::time::Instant;
 use tracing::{Instrument, debug, warn};
@@ -12,9 +10,10 @@ use tracing::{Instrument, debug, warn};
 use super::Pipeline;
 use super::RefreshDone;
 use super::ledger::Resolution;
-use super::record::{AttemptError, Outgoing, PendingRecord};
+use super::record::{AttemptError, PendingRecord};
 use super::refresh::Finished;
 use super::shard_map::ShardMap;
+use super::stream::Unsettled;
 use crate::client::{ErrorClass, KinesisError};
 use crate::config::MisroutedRecords;
 use crate::error::FailureReason;
@@ -170,13 +169,7 @@ impl Pipeline {
                 .position(&entry.shard_id)
                 .is_some();
             if known || current {
-                self.settle_landed(
-                    index,
-                    entry.outgoing,
-                    &entry.shard_id,
-                    &entry.sequence_number,
-                    now,
-                );
+                self.settle_landed(index, entry, now);
             } else {
                 self.streams[index].unsettled.push(entry);
             }
@@ -187,14 +180,15 @@ impl Pipeline {
     /// it, all of them count as stored there; otherwise a record that shard owns counts as
     /// stored there under [`MisroutedRecords::ResendOutOfRange`], and every other record
     /// (every record, by default) is sent again to the shard that owns it.
-    pub(super) fn settle_landed(
-        &mut self,
-        index: usize,
-        outgoing: Outgoing,
-        shard_id: &Arc<str>,
-        sequence_number: &Arc<str>,
-        now: Instant,
-    ) {
+    pub(super) fn settle_landed(&mut self, index: usize, landed: Unsettled, now: Instant) {
+        let Unsettled {
+            outgoing,
+            shard_id,
+            sequence_number,
+            positions,
+            expired_hash_keys,
+        } = landed;
+        let (shard_id, sequence_number) = (&shard_id, &sequence_number);
         let policy = self.config.misrouted_records;
         let ordered = self.config.ordered;
         let range = {
@@ -216,12 +210,14 @@ impl Pipeline {
             outgoing
                 .members
                 .iter()
-                .all(|member| r.contains(member.hash_key))
+                .map(|member| member.hash_key)
+                .chain(expired_hash_keys.iter().copied())
+                .all(|hash_key| r.contains(hash_key))
         });
         let mut resend: Vec<PendingRecord> = Vec::new();
         let kinesis_bytes = KinesisRecord::size(&outgoing.record);
         let (mut stored, mut stored_bytes) = (0, 0);
-        for (position, mut member) in outgoing.members.into_iter().enumerate() {
+        for (position, mut member) in positions.into_iter().zip(outgoing.members) {
             let owned = range.is_some_and(|r| r.contains(member.hash_key));
             if owned && (all_owned || policy == MisroutedRecords::ResendOutOfRange) {
                 stored += 1;
@@ -232,7 +228,7 @@ impl Pipeline {
                     Resolution::Stored {
                         shard_id: shard_id.clone(),
                         sequence_number: sequence_number.clone(),
-                        sub_sequence_number: Some(position as u64),
+                        sub_sequence_number: Some(position),
                     },
                 );
                 continue;

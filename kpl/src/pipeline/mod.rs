@@ -84,6 +84,9 @@ pub(crate) enum Command {
     Record(Incoming),
     Flush(oneshot::Sender<FlushReport>),
     Shutdown(oneshot::Sender<()>),
+    /// A sender waits for room (in the budget or its stream's share): the tick that follows
+    /// sends what lingers.
+    SendersWaiting,
     /// Makes the pipeline panic, for the tests of its failure path.
     #[cfg(test)]
     Crash,
@@ -352,7 +355,7 @@ impl Pipeline {
                     self.resolve(index, member, Resolution::Failed(reason.clone()));
                 }
                 // Dropped: the flush sees the pipeline gone (and the failure, if any).
-                Command::Flush(_) => {}
+                Command::Flush(_) | Command::SendersWaiting => {}
                 Command::Shutdown(waiter) => self.shutdown_waiters.push(waiter),
                 #[cfg(test)]
                 Command::Crash => {}
@@ -395,6 +398,7 @@ impl Pipeline {
                 self.route(index, member, now);
             }
             Command::Flush(reply) => self.ledger.flush(reply),
+            Command::SendersWaiting => {}
             Command::Shutdown(waiter) => {
                 self.shutdown_waiters.push(waiter);
                 self.input_closed = true;

@@ -22,6 +22,25 @@ pub(crate) struct Unsettled {
     pub(crate) outgoing: Outgoing,
     pub(crate) shard_id: Arc<str>,
     pub(crate) sequence_number: Arc<str>,
+    /// Where each member sits in the stored aggregate (its sub-sequence number): members
+    /// expired meanwhile leave it, the others keep theirs.
+    pub(crate) positions: Vec<u64>,
+    /// Hash keys of members expired meanwhile: still in the stored aggregate, so they count
+    /// when deciding whether the landing shard owns all of it.
+    pub(crate) expired_hash_keys: Vec<u128>,
+}
+
+impl Unsettled {
+    pub(crate) fn new(outgoing: Outgoing, shard_id: Arc<str>, sequence_number: Arc<str>) -> Self {
+        let positions = (0..outgoing.members.len() as u64).collect();
+        Self {
+            outgoing,
+            shard_id,
+            sequence_number,
+            positions,
+            expired_hash_keys: Vec::new(),
+        }
+    }
 }
 
 /// A Kinesis record waiting out its backoff (when order is not kept; ordered retries wait at
