@@ -12,6 +12,9 @@
 //! a closed shard's end creates the children's leases and checkpoints `SHARD_END` (retried until
 //! stored). Shard sync (leases for new open shards) is played by the simulation itself.
 //!
+//! Worker processes also crash now and then (their requests already sent still land) and
+//! restart with the same id after up to twice the failover time.
+//!
 //! Checked after every step (and at every delivery and every checkpoint reported stored):
 //!
 //! - never two holdings delivering one shard at overlapping times: per shard, at most one
@@ -121,6 +124,7 @@ type HoldingId = (usize, String, u64);
 #[derive(Debug)]
 struct ConsumerEntry {
     held: HeldRef,
+    generation: u64,
     phase: Phase,
     start: Pos,
     delivered_any: bool,
@@ -132,6 +136,10 @@ struct World {
     shards: BTreeMap<String, Shard>,
     next_shard: u32,
     paused: Vec<bool>,
+    /// Per worker: whether its process is down (crashed, not restarted yet), and which run of
+    /// it is the current one.
+    down: Vec<bool>,
+    generation: Vec<u64>,
     consumers: BTreeMap<HoldingId, ConsumerEntry>,
     /// Per shard: the holding delivering last, and the holdings that delivered before it.
     current: BTreeMap<String, HoldingId>,
@@ -145,6 +153,7 @@ struct World {
     delivered: BTreeMap<String, BTreeSet<u64>>,
     duplicates: u64,
     checkpoints: u64,
+    crashes: u64,
     violations: Vec<String>,
     /// Whether events are kept (a failing seed is replayed with them).
     tracing: bool,
@@ -179,6 +188,8 @@ struct Sim {
     table: MemoryStore,
     world: Arc<Mutex<World>>,
     workers: Vec<Worker>,
+    config: CoordinatorConfig,
+    tracing: bool,
 }
 
 struct Worker {
@@ -186,6 +197,10 @@ struct Worker {
     coordinator: LeaseCoordinator,
     store: Arc<FaultyStore>,
     running: BTreeSet<(String, u64)>,
+    /// Which run of the process this is (a crashed process restarts with the same id).
+    generation: u64,
+    /// When a crashed process restarts.
+    down_until: Option<Instant>,
     /// The fault plan while faults last (switched on and off at random).
     profile: FaultPlan,
 }
@@ -199,6 +214,7 @@ struct Outcome {
     deliveries: u64,
     duplicates: u64,
     checkpoints: u64,
+    crashes: u64,
     taken: u64,
     lost: u64,
     duplicate_detections: u64,
@@ -230,52 +246,42 @@ impl Sim {
 
     fn build(seed: u64, tracing: bool) -> Self {
         let rng = Arc::new(Mutex::new(StdRng::seed_from_u64(seed)));
-        let mut sim = Sim {
-            origin: Instant::now(),
-            rng,
-            table: MemoryStore::default(),
-            world: Arc::default(),
-            workers: Vec::new(),
-        };
-        let (workers, shards, twins) = sim.rng(|rng| {
+        let (workers, shards, twins, failover, take) = {
+            let mut rng = lock(&rng);
             (
                 rng.random_range(3..=8usize),
                 rng.random_range(2..=8usize),
                 rng.random_bool(0.25),
+                Duration::from_secs(rng.random_range(2..=5)),
+                Duration::from_millis([250, 500, 1000][rng.random_range(0..3)]),
             )
-        });
-        for _ in 0..shards {
-            let id = sim.new_shard(Vec::new());
-            sim.table.insert([Lease::new(id, Checkpoint::TrimHorizon)]);
-        }
-        let failover = Duration::from_secs(sim.rng(|rng| rng.random_range(2..=5)));
-        let take = Duration::from_millis(sim.rng(|rng| [250, 500, 1000][rng.random_range(0..3)]));
+        };
         let config = CoordinatorConfig::builder()
             .failover_time(failover)
             .renew_interval(failover / 3)
             .take_interval(take)
             .build()
             .expect("a valid configuration");
+        let mut sim = Sim {
+            origin: Instant::now(),
+            rng,
+            table: MemoryStore::default(),
+            world: Arc::default(),
+            workers: Vec::new(),
+            config,
+            tracing,
+        };
+        for _ in 0..shards {
+            let id = sim.new_shard(Vec::new());
+            sim.table.insert([Lease::new(id, Checkpoint::TrimHorizon)]);
+        }
         for index in 0..workers {
             let id = if twins && index == 1 {
                 "worker-0".to_owned()
             } else {
                 format!("worker-{index}")
             };
-            let log: Option<faults::Log> = tracing.then(|| {
-                let world = sim.world.clone();
-                let origin = sim.origin;
-                let who = format!("w{index}({id})");
-                Arc::new(move |what: String| {
-                    lock(&world).event(Instant::now(), origin, format!("{who} {what}"));
-                }) as faults::Log
-            });
-            let store = Arc::new(FaultyStore::new(sim.table.view(), sim.rng.clone(), log));
-            let coordinator =
-                LeaseCoordinatorBuilder::from_store(store.clone() as Arc<dyn LeaseStore>, &id)
-                    .config(config.clone())
-                    .build()
-                    .expect("a worker id");
+            let (store, coordinator) = sim.process(index, &id);
             let profile = sim.rng(|rng| FaultPlan {
                 p_delay: rng.random_range(0.0..0.3),
                 max_delay: Duration::from_millis(
@@ -291,12 +297,89 @@ impl Sim {
                 coordinator,
                 store,
                 running: BTreeSet::new(),
+                generation: 0,
+                down_until: None,
                 profile,
             });
         }
-        sim.world().paused = vec![false; workers];
-        sim.world().tracing = tracing;
+        {
+            let mut world = sim.world();
+            world.paused = vec![false; workers];
+            world.down = vec![false; workers];
+            world.generation = vec![0; workers];
+            world.tracing = tracing;
+        }
         sim
+    }
+
+    /// A process of worker `index`: its own view of the table behind its fault layer, and its
+    /// coordinator (not started).
+    fn process(&self, index: usize, id: &str) -> (Arc<FaultyStore>, LeaseCoordinator) {
+        let log: Option<faults::Log> = self.tracing.then(|| {
+            let world = self.world.clone();
+            let origin = self.origin;
+            let who = format!("w{index}({id})");
+            Arc::new(move |what: String| {
+                lock(&world).event(Instant::now(), origin, format!("{who} {what}"));
+            }) as faults::Log
+        });
+        let store = Arc::new(FaultyStore::new(self.table.view(), self.rng.clone(), log));
+        let coordinator =
+            LeaseCoordinatorBuilder::from_store(store.clone() as Arc<dyn LeaseStore>, id)
+                .config(self.config.clone())
+                .build()
+                .expect("a worker id");
+        (store, coordinator)
+    }
+
+    /// Crashes worker processes now and then (while faults last) and restarts them, with the
+    /// same id, after a while.
+    fn crashes(&mut self, calm: bool) {
+        let now = Instant::now();
+        let failover = self.config.failover_time();
+        for index in 0..self.workers.len() {
+            if let Some(until) = self.workers[index].down_until {
+                if now < until {
+                    continue;
+                }
+                let id = self.workers[index].id.clone();
+                let (store, coordinator) = self.process(index, &id);
+                if coordinator.start().is_err() {
+                    continue;
+                }
+                let worker = &mut self.workers[index];
+                worker.store = store;
+                worker.coordinator = coordinator;
+                worker.generation += 1;
+                worker.down_until = None;
+                worker.running.clear();
+                let generation = worker.generation;
+                {
+                    let mut world = self.world();
+                    world.down[index] = false;
+                    world.generation[index] = generation;
+                    world.paused[index] = false;
+                }
+                self.event(format!("w{index} restarted"));
+                continue;
+            }
+            let crash = !calm && self.rng(|rng| rng.random_bool(0.0008));
+            if !crash {
+                continue;
+            }
+            let down = self.rng(|rng| {
+                Duration::from_millis(rng.random_range(100..=(failover * 2).as_millis() as u64))
+            });
+            // Requests already sent go on (they are in the network); nothing else runs.
+            self.workers[index].coordinator.abort();
+            self.workers[index].down_until = Some(now + down);
+            {
+                let mut world = self.world();
+                world.down[index] = true;
+                world.crashes += 1;
+            }
+            self.event(format!("w{index} crashed"));
+        }
     }
 
     fn event(&self, what: String) {
@@ -405,6 +488,9 @@ impl Sim {
     /// Starts a consumer for every new holding.
     fn spawn_consumers(&mut self) {
         for index in 0..self.workers.len() {
+            if self.workers[index].down_until.is_some() {
+                continue;
+            }
             let refs = self.workers[index].coordinator.shared_state().held_refs();
             for held in refs {
                 let id = (held.key.clone(), held.epoch);
@@ -421,6 +507,7 @@ impl Sim {
                     world: self.world.clone(),
                     rng: self.rng.clone(),
                     origin: self.origin,
+                    generation: self.workers[index].generation,
                     held,
                 };
                 tokio::spawn(consumer.run());
@@ -437,6 +524,8 @@ impl Sim {
         for (id, entry) in &world.consumers {
             if entry.phase == Phase::Delivering
                 && !world.paused[id.0]
+                && !world.down[id.0]
+                && entry.generation == world.generation[id.0]
                 && self.workers[id.0].coordinator.is_valid(&entry.held)
             {
                 delivering.entry(id.1.as_str()).or_default().push(id);
@@ -492,6 +581,7 @@ impl Sim {
             let held = world.consumers.iter().any(|(id, entry)| {
                 &id.1 == key
                     && entry.phase == Phase::Delivering
+                    && entry.generation == world.generation[id.0]
                     && self.workers[id.0].coordinator.is_valid(&entry.held)
             });
             if !held {
@@ -529,6 +619,7 @@ impl Sim {
             let now = Instant::now();
             let calm = now >= fault_end;
             self.faults(calm);
+            self.crashes(calm);
             if !calm {
                 self.reshard();
             }
@@ -569,6 +660,7 @@ impl Sim {
             deliveries: world.delivered.values().map(|s| s.len() as u64).sum(),
             duplicates: world.duplicates,
             checkpoints: world.checkpoints,
+            crashes: world.crashes,
             ..Outcome::default()
         };
         drop(world);
@@ -593,12 +685,25 @@ struct Consumer {
     world: Arc<Mutex<World>>,
     rng: Arc<Mutex<StdRng>>,
     origin: Instant,
+    /// The run of the worker's process this consumer belongs to.
+    generation: u64,
     held: HeldRef,
 }
 
 impl Consumer {
     fn id(&self) -> HoldingId {
-        (self.index, self.held.key.clone(), self.held.epoch)
+        // Epochs start over in a restarted process.
+        (
+            self.index,
+            self.held.key.clone(),
+            (self.generation << 32) | self.held.epoch,
+        )
+    }
+
+    /// Whether this consumer's process crashed (it delivers nothing more, ever).
+    fn crashed(&self) -> bool {
+        let world = self.world();
+        world.down[self.index] || world.generation[self.index] != self.generation
     }
 
     fn world(&self) -> std::sync::MutexGuard<'_, World> {
@@ -646,7 +751,7 @@ impl Consumer {
 
     /// Delivers records `from..=to` if the holding is valid now; returns whether it did.
     fn deliver(&self, from: u64, to: u64) -> bool {
-        if !self.coordinator.is_valid(&self.held) {
+        if self.crashed() || !self.coordinator.is_valid(&self.held) {
             return false;
         }
         let id = self.id();
@@ -726,6 +831,7 @@ impl Consumer {
             self.id(),
             ConsumerEntry {
                 held: self.held.clone(),
+                generation: self.generation,
                 phase: Phase::Delivering,
                 start,
                 delivered_any: false,
@@ -749,6 +855,9 @@ impl Consumer {
         let why = loop {
             let pause = self.draw(|rng| rng.random_range(20..200));
             sleep(Duration::from_millis(pause)).await;
+            if self.crashed() {
+                break "process crashed";
+            }
             if self.coordinator.holding_lease(&self.held).is_none() {
                 break "lost";
             }
@@ -820,6 +929,9 @@ impl Consumer {
             }
         }
         loop {
+            if self.crashed() {
+                return;
+            }
             match self.coordinator.release_holding(&self.held).await {
                 Ok(()) => {
                     self.event("released".into());
@@ -844,6 +956,9 @@ impl Consumer {
                 .collect()
         };
         for (child, parents) in &children {
+            if self.crashed() {
+                return false;
+            }
             let mut lease = Lease::new(child.clone(), Checkpoint::TrimHorizon);
             lease.parent_shard_ids = parents.clone();
             if self.store.create_if_absent(&lease).await.is_err() {
@@ -855,6 +970,9 @@ impl Consumer {
             if self.store.update_child_shards(key, &ids).await.is_err() {
                 return false;
             }
+        }
+        if self.crashed() {
+            return false;
         }
         checkpointer.shard_end_reached();
         match checkpointer.checkpoint_shard_end().await {
@@ -911,6 +1029,7 @@ fn the_lease_protocol_holds_under_faults_for_every_seed() {
                 total.deliveries += outcome.deliveries;
                 total.duplicates += outcome.duplicates;
                 total.checkpoints += outcome.checkpoints;
+                total.crashes += outcome.crashes;
                 total.taken += outcome.taken;
                 total.lost += outcome.lost;
                 total.duplicate_detections += outcome.duplicate_detections;
@@ -921,10 +1040,11 @@ fn the_lease_protocol_holds_under_faults_for_every_seed() {
         }
     }
     eprintln!(
-        "lease simulation: {} seeds in {:.1?}: {} workers, {} shards, {} records delivered ({} again), {} checkpoints, {} takes, {} leases lost, {} duplicate-id detections",
+        "lease simulation: {} seeds in {:.1?}: {} workers ({} crashes), {} shards, {} records delivered ({} again), {} checkpoints, {} takes, {} leases lost, {} duplicate-id detections",
         seeds.len(),
         started.elapsed(),
         total.workers,
+        total.crashes,
         total.shards,
         total.deliveries,
         total.duplicates,
