@@ -160,7 +160,11 @@ impl Producer {
         };
         // With several streams, this stream's share first: a stuck stream's senders wait here
         // without taking the others' room in the budget.
-        if let Some(limit) = self.shared.share_limit {
+        if let Some(limit) = self
+            .shared
+            .share_limit
+            .filter(|_| self.shared.registry.len() > 1)
+        {
             let registry = &self.shared.registry;
             let budget = &self.shared.budget;
             let room = self

@@ -131,6 +131,10 @@ impl StreamShare {
         mut gone: impl FnMut() -> bool,
         waits: impl FnOnce(),
     ) -> bool {
+        // The common path, without a wake-up registration: one stream, or room in the share.
+        if !shared_with_others() || !self.over(limit, bytes) {
+            return true;
+        }
         let mut waits = Some(waits);
         let mut _waiting = None;
         loop {
