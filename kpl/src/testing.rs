@@ -226,6 +226,8 @@ struct State {
     list_script: VecDeque<ListShardsFault>,
     list_hangs: bool,
     random: RandomFaults,
+    /// Streams whose calls draw from these rates instead of `random`.
+    stream_random: BTreeMap<StreamId, RandomFaults>,
     rng: StdRng,
     link_bytes_per_sec: Option<f64>,
     link_busy_until: Option<Instant>,
@@ -233,6 +235,16 @@ struct State {
     calls: u64,
     list_calls: u64,
     entries_sent: u64,
+}
+
+impl State {
+    /// The random rates calls for `stream` draw from.
+    fn rates(&self, stream: &StreamId) -> RandomFaults {
+        self.stream_random
+            .get(stream)
+            .unwrap_or(&self.random)
+            .clone()
+    }
 }
 
 /// An in-memory Kinesis (see the [module docs](self)). Cheap to clone; clones share the data.
@@ -258,6 +270,7 @@ impl FakeKinesis {
                 list_script: VecDeque::new(),
                 list_hangs: false,
                 random: RandomFaults::none(),
+                stream_random: BTreeMap::new(),
                 rng: StdRng::seed_from_u64(0),
                 link_bytes_per_sec: None,
                 link_busy_until: None,
@@ -478,6 +491,20 @@ impl FakeKinesis {
         state.rng = StdRng::seed_from_u64(seed);
     }
 
+    /// Calls for `stream` draw from `faults` instead of the rates of
+    /// [`set_random_faults`](Self::set_random_faults) (one generator for all), until
+    /// [`clear_stream_faults`](Self::clear_stream_faults): a stream throttled for long next to
+    /// healthy ones, say.
+    pub fn set_stream_faults(&self, stream: impl Into<StreamId>, faults: RandomFaults) {
+        self.state().stream_random.insert(stream.into(), faults);
+    }
+
+    /// Calls for `stream` draw from the rates of [`set_random_faults`](Self::set_random_faults)
+    /// again.
+    pub fn clear_stream_faults(&self, stream: impl Into<StreamId>) {
+        self.state().stream_random.remove(&stream.into());
+    }
+
     /// PutRecords calls take time: they cross one link of `bytes_per_sec`, one after another,
     /// and are answered `latency` after they crossed it (None: answered after `latency` only).
     /// ListShards answers at once.
@@ -502,12 +529,16 @@ impl FakeKinesis {
         self.state().list_calls
     }
 
-    fn next_fault(&self, entries: usize) -> (CallFault, Vec<Option<&'static str>>) {
+    fn next_fault(
+        &self,
+        stream: &StreamId,
+        entries: usize,
+    ) -> (CallFault, Vec<Option<&'static str>>) {
         let mut state = self.state();
         if let Some(fault) = state.script.pop_front() {
             return (fault, vec![None; entries]);
         }
-        let random = state.random.clone();
+        let random = state.rates(stream);
         let rng = &mut state.rng;
         let fault = if chance(rng, random.hang) {
             CallFault::Hang
@@ -552,7 +583,7 @@ impl FakeKinesis {
     }
 
     /// What the next ListShards call does: the script first, then the random rates.
-    fn next_list_fault(&self) -> ListShardsFault {
+    fn next_list_fault(&self, stream: &StreamId) -> ListShardsFault {
         let mut state = self.state();
         state.list_calls += 1;
         if state.list_hangs {
@@ -561,7 +592,7 @@ impl FakeKinesis {
         if let Some(fault) = state.list_script.pop_front() {
             return fault;
         }
-        let random = state.random.clone();
+        let random = state.rates(stream);
         let rng = &mut state.rng;
         if chance(rng, random.list_shards_hang) {
             ListShardsFault::Hang
@@ -729,7 +760,7 @@ impl KinesisApi for FakeKinesis {
         stream: &'a StreamId,
     ) -> BoxFuture<'a, Result<Vec<Shard>, KinesisError>> {
         Box::pin(async move {
-            match self.next_list_fault() {
+            match self.next_list_fault(stream) {
                 ListShardsFault::None => {}
                 ListShardsFault::Hang => std::future::pending::<()>().await,
                 ListShardsFault::Error { class, code } => {
@@ -773,7 +804,7 @@ impl KinesisApi for FakeKinesis {
                 state.calls += 1;
                 state.entries_sent += entries.len() as u64;
             }
-            let (fault, per_entry) = self.next_fault(entries.len());
+            let (fault, per_entry) = self.next_fault(stream, entries.len());
             let bytes = entries.iter().map(PutEntry::size).sum();
             match fault {
                 CallFault::Hang => return std::future::pending().await,
