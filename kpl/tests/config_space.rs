@@ -2159,9 +2159,9 @@ async fn finding_9_as_the_property_shrank_it() {
 
 /// Several streams, the property's `stuck_stream` check on a fixed case: one stream throttled
 /// for 70 s holds its share of the budget (6 of 8 records), another stream's sends still get room
-/// and its records are answered within [`HEALTHY_BOUND`]. (The scenario sends from one task, so
-/// only a stream that fills its share without waiting can show the others starving; with
-/// `stream_share_percent(100)` this case is flagged, "waited 70 s for room".)
+/// and its records are answered within [`HEALTHY_BOUND`]. The scenario sends from one task, so
+/// only a throttled stream that fills its share without waiting can show the others starving
+/// (before the shares, one that took the whole budget made the next send wait the 70 s).
 #[tokio::test(start_paused = true)]
 async fn a_healthy_stream_goes_on_next_to_one_throttled_for_long() {
     let mut case = base_case();
