@@ -74,34 +74,6 @@ const HEALTHY_BOUND: Duration = Duration::from_secs(60);
 /// most every second.
 const TTL_MARGIN: Duration = Duration::from_secs(2);
 
-/// Findings of this test whose fixes are not in yet (/work/notes/proptest-findings.md). While
-/// one is listed, the property test steps around it (the case is skipped, or the symptom
-/// tolerated) so the suite stays green; `CONFIG_SPACE_STRICT=1` checks everything all the same.
-/// Remove an entry once its fix is in, and un-ignore its `finding_*` regression test.
-const OPEN_FINDINGS: &[Finding] = &[
-    Finding::ShareWaitNotPressed,
-    Finding::UnsettledExpiryNotMayBeStored,
-    Finding::UnsettledSubSequenceShift,
-];
-
-/// A failure this test found whose fix is pending (see [`OPEN_FINDINGS`]).
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-enum Finding {
-    /// 11: with several streams, a send waiting for its stream's share is no pressure: with an
-    /// endless linger it waits for ever (skip endless linger with several streams).
-    ShareWaitNotPressed,
-    /// 12: a record stored on a shard the map does not know that expires waiting to be settled
-    /// says it cannot be stored (expired records are left out of that check).
-    UnsettledExpiryNotMayBeStored,
-    /// 13: when records of an aggregate waiting to be settled expire, the others' sub-sequence
-    /// numbers shift (a success only has to be somewhere in the Kinesis record it names).
-    UnsettledSubSequenceShift,
-}
-
-fn open(finding: Finding) -> bool {
-    OPEN_FINDINGS.contains(&finding) && std::env::var_os("CONFIG_SPACE_STRICT").is_none()
-}
-
 // ---------------------------------------------------------------------------------------------
 // What a case is made of.
 
@@ -732,14 +704,6 @@ async fn watch_deadlines(
 // ---------------------------------------------------------------------------------------------
 // One case.
 
-/// Why a case was not checked to the end.
-#[derive(Debug)]
-enum Verdict {
-    Passed,
-    /// It ran into an open finding (see [`OPEN_FINDINGS`]).
-    Skipped(&'static str),
-}
-
 fn builder(case: &Case, fake: &FakeKinesis) -> kpl::ProducerBuilder {
     let s = &case.settings;
     Producer::builder(stream_name(0))
@@ -794,7 +758,7 @@ fn reshard(fake: &FakeKinesis, stream: usize, pick: usize, merge: bool) {
 
 /// Runs `case` on a paused-time runtime of its own thread; a case stuck in real time (a loop
 /// that never yields cannot be interrupted) prints its configuration and aborts the process.
-fn run(case: Case) -> Result<Verdict, String> {
+fn run(case: Case) -> Result<(), String> {
     quiet_injected_panics();
     let described = format!("{case:#?}");
     let (tx, rx) = std::sync::mpsc::channel();
@@ -806,7 +770,7 @@ fn run(case: Case) -> Result<Verdict, String> {
                 .start_paused(true)
                 .build()
                 .expect("a runtime");
-            let _ = tx.send(runtime.block_on(run_case(case, false)));
+            let _ = tx.send(runtime.block_on(run_case(case)));
         })
         .expect("a thread");
     match rx.recv_timeout(WATCHDOG) {
@@ -849,18 +813,9 @@ fn quiet_injected_panics() {
     });
 }
 
-/// Runs one case; `strict` checks it whatever [`OPEN_FINDINGS`] lists.
-async fn run_case(case: Case, strict: bool) -> Result<Verdict, String> {
+/// Runs one case: `Err` says what went wrong.
+async fn run_case(case: Case) -> Result<(), String> {
     let s = &case.settings;
-    if s.linger == Duration::MAX
-        && case.world.handles() > 1
-        && !strict
-        && open(Finding::ShareWaitNotPressed)
-    {
-        return Ok(Verdict::Skipped(
-            "finding 11: with several streams a send waiting for its share is no pressure",
-        ));
-    }
     let started = Instant::now();
     let fake = FakeKinesis::new();
     for (index, shards) in case.world.shards.iter().enumerate() {
@@ -919,7 +874,7 @@ async fn run_case(case: Case, strict: bool) -> Result<Verdict, String> {
                 case.world.fault_window + attempt + s.max_backoff + Duration::from_millis(10)
                     > limit;
             if retryable && listing_faults && too_late {
-                return Ok(Verdict::Passed);
+                return Ok(());
             }
             return Err(format!("build failed: {error} ({error:?})"));
         }
@@ -1126,7 +1081,7 @@ async fn run_case(case: Case, strict: bool) -> Result<Verdict, String> {
         );
     }
     if violations.is_empty() {
-        Ok(Verdict::Passed)
+        Ok(())
     } else {
         violations.truncate(12);
         Err(violations.join("\n"))
@@ -1410,8 +1365,7 @@ fn check_stream(
         let same = |u: &aggregation_proto::DeaggregatedRecord| {
             u.partition_key() == sent.record.partition_key && u.data() == &sent.record.data[..]
         };
-        let matches = user.is_some_and(same)
-            || (open(Finding::UnsettledSubSequenceShift) && users.iter().any(same));
+        let matches = user.is_some_and(same);
         if !matches {
             violations.push(format!(
                 "record {id} reported stored at {}/{} sub-record {:?}, which holds something else",
@@ -1499,7 +1453,6 @@ fn check_stream(
         if let (Err(failure), true) = (result, ledger.sent[id].stream == stream)
             && raw.contains(&id)
             && !failure.may_be_stored()
-            && !(failure.is_expired() && open(Finding::UnsettledExpiryNotMayBeStored))
         {
             violations.push(format!(
                 "record {id} failed ({failure}) and says it cannot be stored, but {name} holds it"
@@ -1563,10 +1516,8 @@ proptest! {
     /// the budget held, every success really stored.
     #[test]
     fn every_configuration_answers_every_record_once_in_order_within_budget(case in case()) {
-        match run(case) {
-            Ok(Verdict::Passed) => {}
-            Ok(Verdict::Skipped(why)) => return Err(TestCaseError::reject(why)),
-            Err(violation) => return Err(TestCaseError::fail(violation)),
+        if let Err(violation) = run(case) {
+            return Err(TestCaseError::fail(violation));
         }
     }
 }
@@ -1808,7 +1759,6 @@ async fn finding_6_a_budget_without_room_for_the_next_record_sends_what_lingers(
 /// the budget is no pressure: a large record lingering for ever (`Duration::MAX`) is never sent,
 /// and the next large `send` waits for ever. With one stream the same sends pass.
 #[tokio::test(start_paused = true)]
-#[ignore = "finding 11: with several streams, a send waiting for its stream's share is no pressure; linger MAX deadlocks"]
 async fn finding_11_a_send_waiting_for_its_streams_share_sends_what_lingers() {
     let fake = fake_with(1);
     fake.create_stream(stream_name(1).as_str(), 1);
@@ -1840,7 +1790,6 @@ async fn finding_11_a_send_waiting_for_its_streams_share_sends_what_lingers() {
 /// refresh to settle it, expires while the refresh hangs: it fails `Expired` saying it cannot be
 /// stored (`may_be_stored() == false`), though Kinesis stored it.
 #[tokio::test(start_paused = true)]
-#[ignore = "finding 12: a record stored on an unknown shard that expires unsettled says it cannot be stored"]
 async fn finding_12_a_record_stored_on_an_unknown_shard_that_expires_says_it_may_be_stored() {
     let fake = fake_with(1);
     let producer = Producer::builder(stream_name(0))
@@ -1885,7 +1834,6 @@ async fn finding_12_a_record_stored_on_an_unknown_shard_that_expires_says_it_may
 /// `Expired` ("cannot be stored"), and once the refresh comes the records after it are answered
 /// stored with sub-sequence numbers one too low: a consumer finds another record's data there.
 #[tokio::test(start_paused = true)]
-#[ignore = "finding 13: an unsettled aggregate's expired record shifts the others' sub-sequence numbers"]
 async fn finding_13_records_of_an_unsettled_aggregate_keep_their_sub_sequence_numbers() {
     let fake = fake_with(1);
     let producer = Producer::builder(stream_name(0))
@@ -1990,13 +1938,11 @@ fn base_case() -> Case {
     }
 }
 
-/// Runs a written-down case on the test's runtime (its time paused), open findings included.
+/// Runs a written-down case on the test's runtime (its time paused).
 async fn replay(case: Case) {
     quiet_injected_panics();
-    match run_case(case, true).await {
-        Ok(Verdict::Passed) => {}
-        Ok(Verdict::Skipped(why)) => panic!("skipped: {why}"),
-        Err(violation) => panic!("{violation}"),
+    if let Err(violation) = run_case(case).await {
+        panic!("{violation}");
     }
 }
 
