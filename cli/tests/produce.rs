@@ -12,6 +12,11 @@ use integration_tests::{
 use serde_json::Value;
 
 fn produce(args: &[&str], stdin: &str) -> Output {
+    produce_bytes(args, stdin.as_bytes().to_vec())
+}
+
+/// `kinesis-cat produce ARGS` with `stdin` as its input, whatever its bytes.
+fn produce_bytes(args: &[&str], stdin: Vec<u8>) -> Output {
     let mut child = Command::new(env!("CARGO_BIN_EXE_kinesis-cat"))
         .arg("produce")
         .args(args)
@@ -28,8 +33,7 @@ fn produce(args: &[&str], stdin: &str) -> Output {
         .spawn()
         .expect("kinesis-cat starts");
     let mut input = child.stdin.take().expect("stdin");
-    let stdin = stdin.to_owned();
-    let writer = std::thread::spawn(move || input.write_all(stdin.as_bytes()));
+    let writer = std::thread::spawn(move || input.write_all(&stdin));
     let output = child.wait_with_output().expect("kinesis-cat ends");
     writer.join().expect("writer").expect("stdin written");
     output
@@ -123,28 +127,11 @@ async fn a_line_that_is_not_utf8_stops_the_run_after_everything_before_it_is_sto
     let client = kinesis_client().await;
     let stream = unique_name("cat-produce-utf8");
     create_stream(&client, &stream, 1).await;
-    let mut child = Command::new(env!("CARGO_BIN_EXE_kinesis-cat"))
-        .args(["produce", &stream, "--partition-key", "k"])
-        .env(KINESIS_ENDPOINT_VAR, endpoint_url(KINESIS_ENDPOINT_VAR))
-        .env("AWS_REGION", integration_tests::REGION)
-        .env("AWS_ACCESS_KEY_ID", integration_tests::ACCESS_KEY_ID)
-        .env(
-            "AWS_SECRET_ACCESS_KEY",
-            integration_tests::SECRET_ACCESS_KEY,
-        )
-        .stdin(Stdio::piped())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .expect("kinesis-cat starts");
-    let mut input = child.stdin.take().expect("stdin");
     let mut bytes: Vec<u8> = (0..500)
         .flat_map(|i| format!("line {i}\n").into_bytes())
         .collect();
     bytes.extend_from_slice(b"\xff\xfe not utf-8\nafter\n");
-    let writer = std::thread::spawn(move || input.write_all(&bytes));
-    let output = child.wait_with_output().expect("kinesis-cat ends");
-    writer.join().expect("writer").expect("stdin written");
+    let output = produce_bytes(&[&stream, "--partition-key", "k"], bytes);
     assert!(!output.status.success());
     let summary = summary(&output);
     assert_eq!(summary["stopped_at_line"], 501, "{summary}");

@@ -3,25 +3,7 @@
 //! Every failed call, and every per-entry error code of a PutRecords answer, is sorted into an
 //! [`ErrorClass`] by [`classify_error`] (whole calls: the operation, the code and the message)
 //! or [`classify_code`] (the code alone, for PutRecords entries and event-stream errors). The
-//! table, first matching row wins:
-//!
-//! | code | operation | message | class | why |
-//! |---|---|---|---|---|
-//! | `ExpiredTokenException`, `RequestExpired`, `RequestTimeTooSkewed` | any | any | [`Transient`](ErrorClass::Transient) | the SDK's credential provider refreshes the token (or corrects the clock) before a later attempt: a fleet meets it at every token rotation, a Lambda function after a thaw |
-//! | `InvalidSignatureException` | any | `Signature expired`, `Signature not yet current` | [`Transient`](ErrorClass::Transient) | the request was signed long before it was sent (a clock jump, a frozen process): signed again, it passes |
-//! | `ResourceInUseException` | `CreateStream` | any | [`InvalidRequest`](ErrorClass::InvalidRequest) | the stream exists: retrying cannot create it (elsewhere it is a stream being updated, a consumer being registered by another worker, a subscription still open: wait and retry) |
-//! | `ProvisionedThroughputExceededException`, `KMSThrottlingException`, `ThrottlingException`, `LimitExceededException`, `RequestLimitExceeded`, `TooManyRequestsException`, HTTP 429 | any | any | [`Throttled`](ErrorClass::Throttled) | slow down, retry |
-//! | `InternalFailure`, `ServiceUnavailable`, `ResourceInUseException`, `ExpiredNextTokenException`, HTTP 5xx, timeouts, connection failures, unreadable responses | any | any | [`Transient`](ErrorClass::Transient) | retry after a backoff (`ResourceInUse`: a stream being updated, a subscription still open) |
-//! | `ExpiredIteratorException` | any | any | [`ExpiredIterator`](ErrorClass::ExpiredIterator) | get a new shard iterator |
-//! | `ResourceNotFoundException` | any | any | [`NotFound`](ErrorClass::NotFound) | the stream or shard is gone |
-//! | `AccessDeniedException`, `KMSAccessDeniedException`, `UnrecognizedClientException`, `InvalidSignatureException` (other messages), `MissingAuthenticationToken`, `IncompleteSignature` | any | any | [`AccessDenied`](ErrorClass::AccessDenied) | fix the credentials or policy |
-//! | `KMSDisabledException`, `KMSInvalidStateException`, `KMSNotFoundException`, `KMSOptInRequired` | any | any | [`Kms`](ErrorClass::Kms) | fix the stream's KMS key |
-//! | `InvalidArgumentException`, `ValidationException`, `SerializationException`, requests the SDK cannot build | any | any | [`InvalidRequest`](ErrorClass::InvalidRequest) | fix the request |
-//! | an answer the caller cannot use | | | [`Malformed`](ErrorClass::Malformed) | report it |
-//! | anything else | | | [`Unexpected`](ErrorClass::Unexpected) | report it |
-//!
-//! Transient and throttled failures are retried by the callers within their own bounds (a
-//! record's TTL, `build()`'s `list_shards_timeout`); everything else is reported at once.
+//! table is on [`classify_error`].
 
 use std::fmt;
 use std::time::Duration;
@@ -113,9 +95,28 @@ pub fn classify_code(code: &str) -> Option<ErrorClass> {
     })
 }
 
-/// Classifies a failed call of `operation` from its error code and message (the
-/// [module table](self)): the rows that depend on the operation or the message first, then
-/// [`classify_code`]. `None` for a code this crate does not know.
+/// Classifies a failed call of `operation` from its error code and message: the rows that
+/// depend on the operation or the message first, then [`classify_code`]. `None` for a code
+/// this crate does not know. The one table of the workspace, first matching row wins:
+///
+/// | code | operation | message | class | why |
+/// |---|---|---|---|---|
+/// | `ExpiredTokenException`, `RequestExpired`, `RequestTimeTooSkewed` | any | any | [`Transient`](ErrorClass::Transient) | the SDK's credential provider refreshes the token (or corrects the clock) before a later attempt: a fleet meets it at every token rotation, a Lambda function after a thaw |
+/// | `InvalidSignatureException` | any | `Signature expired`, `Signature not yet current` | [`Transient`](ErrorClass::Transient) | the request was signed long before it was sent (a clock jump, a frozen process): signed again, it passes |
+/// | `ResourceInUseException` | `CreateStream` | any | [`InvalidRequest`](ErrorClass::InvalidRequest) | the stream exists: retrying cannot create it (elsewhere it is a stream being updated, a consumer being registered by another worker, a subscription still open: wait and retry) |
+/// | `ProvisionedThroughputExceededException`, `KMSThrottlingException`, `ThrottlingException`, `LimitExceededException`, `RequestLimitExceeded`, `TooManyRequestsException`, HTTP 429 | any | any | [`Throttled`](ErrorClass::Throttled) | slow down, retry |
+/// | `InternalFailure`, `ServiceUnavailable`, `ResourceInUseException`, `ExpiredNextTokenException`, HTTP 5xx, timeouts, connection failures, unreadable responses | any | any | [`Transient`](ErrorClass::Transient) | retry after a backoff (`ResourceInUse`: a stream being updated, a subscription still open) |
+/// | `ExpiredIteratorException` | any | any | [`ExpiredIterator`](ErrorClass::ExpiredIterator) | get a new shard iterator |
+/// | `ResourceNotFoundException` | any | any | [`NotFound`](ErrorClass::NotFound) | the stream or shard is gone |
+/// | `AccessDeniedException`, `KMSAccessDeniedException`, `UnrecognizedClientException`, `InvalidSignatureException` (other messages), `MissingAuthenticationToken`, `IncompleteSignature` | any | any | [`AccessDenied`](ErrorClass::AccessDenied) | fix the credentials or policy |
+/// | `KMSDisabledException`, `KMSInvalidStateException`, `KMSNotFoundException`, `KMSOptInRequired` | any | any | [`Kms`](ErrorClass::Kms) | fix the stream's KMS key |
+/// | `InvalidArgumentException`, `ValidationException`, `SerializationException`, requests the SDK cannot build | any | any | [`InvalidRequest`](ErrorClass::InvalidRequest) | fix the request |
+/// | an answer the caller cannot use | | | [`Malformed`](ErrorClass::Malformed) | report it |
+/// | anything else | | | [`Unexpected`](ErrorClass::Unexpected) | report it |
+///
+///
+/// Transient and throttled failures are retried by the callers within their own bounds (a
+/// record's TTL, `build()`'s `list_shards_timeout`); everything else is reported at once.
 ///
 /// ```
 /// use kinesis_common::{ErrorClass, classify_error};
