@@ -705,8 +705,14 @@ async fn a_graceful_handoff_keeps_the_holder_then_gives_the_lease_to_the_taker()
     assert_eq!(released.checkpoint_owner, None);
     let raw = raw_item(&client, &table, "shardId-000000000000").await;
     assert!(!raw.contains_key("checkpointOwner"));
-    assert_java_readable(&raw, &[]);
+    // The request's id stays until the taker takes (our attribute: the Java KCL reads leases by
+    // the attributes it knows and ignores it).
+    assert!(raw.contains_key("handoffRequestId"));
+    assert_java_readable(&raw, &["handoffRequestId"]);
     let taken = table.take(&released, "taker").await.expect("take");
+    let raw = raw_item(&client, &table, "shardId-000000000000").await;
+    assert!(!raw.contains_key("handoffRequestId"), "a take removes it");
+    assert_java_readable(&raw, &[]);
     assert_eq!(taken.checkpoint, Checkpoint::sequence(SEQ, 4));
     drop_table(&client, &table).await;
 }
