@@ -319,24 +319,13 @@ impl ProducerBuilder {
         config: &crate::config::ProducerConfig,
         jitter_seed: Option<u64>,
     ) -> Result<FirstMap, BuildError> {
-        use backon::BackoffBuilder;
-        use rand::{Rng, SeedableRng};
-
         let limit = config.list_shards_timeout;
         let deadline = kinesis_common::later(tokio::time::Instant::now(), limit);
         // One attempt may not take all the time: a dead pooled connection (no reset after an
         // idle NAT timeout) hangs one call, the next one answers at once.
         let attempt_limit = (limit / 3).max(limit.min(Duration::from_secs(1)));
-        let mut delays = backon::ExponentialBuilder::default()
-            .with_min_delay(config.min_backoff)
-            .with_max_delay(config.max_backoff)
-            .with_factor(2.0)
-            .without_max_times()
-            .build();
-        let mut rng = match jitter_seed {
-            Some(seed) => rand::rngs::StdRng::seed_from_u64(seed),
-            None => rand::rngs::StdRng::from_rng(&mut rand::rng()),
-        };
+        let mut backoff =
+            crate::backoff::RetryBackoff::new(config.min_backoff, config.max_backoff, jitter_seed);
         let failed = |source| BuildError::ListShards {
             stream: stream.to_string(),
             source,
@@ -365,8 +354,7 @@ impl ProducerBuilder {
                 Err(error) if !error.is_retryable() => return Err(failed(error)),
                 Err(error) => error,
             };
-            let envelope = delays.next().unwrap_or(config.max_backoff);
-            let wake = tokio::time::Instant::now() + envelope.mul_f64(rng.random::<f64>());
+            let wake = tokio::time::Instant::now() + backoff.delay(attempts);
             if wake >= deadline {
                 return Err(failed(error));
             }

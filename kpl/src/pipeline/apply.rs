@@ -54,9 +54,9 @@ impl Pipeline {
             ttl: self.config.ttl(),
             fail_if_throttled: self.config.fail_if_throttled,
         };
-        let (backoff, max, rng) = (&self.backoff, self.config.max_backoff, &mut self.rng);
+        let backoff = &mut self.backoff;
         let settlement = settle(call.batch, &outcome, rules, &mut |attempts| {
-            Self::backoff_delay(backoff, max, rng, attempts)
+            backoff.delay(attempts)
         });
         self.apply(index, settlement, outcome.started, now);
     }
@@ -208,11 +208,7 @@ impl Pipeline {
             self.arm_sweep(arrived);
         }
         let stream = &mut self.streams[index];
-        // Without a map nothing is aggregated (the records of an aggregate must share a shard).
-        let aggregation = self
-            .router_config
-            .aggregation
-            .filter(|_| !stream.router.is_unmapped());
+        let aggregation = stream.router.aggregation();
         let outgoings = if repack {
             let due = outgoing.due;
             pack_in_order(outgoing.members, aggregation, &target, due)

@@ -23,10 +23,10 @@ impl Pipeline {
             self.next_sweep = None;
             return;
         };
-        let aggregation = self.router_config.aggregation;
         let mut oldest: Option<Instant> = None;
         let mut expired: Vec<(usize, PendingRecord)> = Vec::new();
         for (index, stream) in self.streams.iter_mut().enumerate() {
+            let aggregation = stream.router.aggregation();
             let mut gone = Vec::new();
             let mut keep = |member: &PendingRecord| {
                 let live = !member.expired(Some(ttl), now);

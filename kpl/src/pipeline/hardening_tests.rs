@@ -11,6 +11,7 @@ use std::time::Duration;
 
 use kinesis_common::classify_error;
 
+use super::tests::{assert_in_order, distinct, read_back, results, send_all};
 use crate::testing::{CallFault, FakeKinesis};
 use crate::{ErrorClass, FailureReason, Producer, ProducerBuilder, RecordResult, UserRecord};
 
@@ -55,32 +56,7 @@ where
 }
 
 async fn send_and_wait(producer: &Producer, count: usize, keys: usize) -> Vec<RecordResult> {
-    let mut receipts = Vec::with_capacity(count);
-    for i in 0..count {
-        let record = UserRecord::new(format!("key-{}", i % keys), format!("{i}"));
-        receipts.push(producer.send(record).await.expect("accepted"));
-    }
-    let mut results = Vec::with_capacity(count);
-    for receipt in receipts {
-        results.push(receipt.await);
-    }
-    results
-}
-
-/// The indexes stored per key, in the order a consumer reads them (first occurrences).
-fn stored_order(fake: &FakeKinesis) -> std::collections::HashMap<String, Vec<usize>> {
-    let mut per_key: std::collections::HashMap<String, Vec<usize>> = Default::default();
-    let mut seen = std::collections::HashSet::new();
-    for (_, _, key, data) in fake.user_records(STREAM) {
-        let index: usize = std::str::from_utf8(&data)
-            .expect("utf-8")
-            .parse()
-            .expect("an index");
-        if seen.insert(index) {
-            per_key.entry(key).or_default().push(index);
-        }
-    }
-    per_key
+    results(send_all(producer, count, keys).await).await
 }
 
 fn zero_linger(ordered: bool) {
@@ -103,15 +79,10 @@ fn zero_linger(ordered: bool) {
             "{:?}",
             started.elapsed()
         );
-        let per_key = stored_order(&fake);
-        assert_eq!(per_key.values().map(Vec::len).sum::<usize>(), 200);
+        let (per_key, _) = read_back(&fake, STREAM);
+        assert_eq!(distinct(&per_key), 200);
         if ordered {
-            for (key, indexes) in &per_key {
-                assert!(
-                    indexes.windows(2).all(|w| w[0] < w[1]),
-                    "{key}: {indexes:?}"
-                );
-            }
+            assert_in_order(&per_key);
         }
         producer.shutdown().await;
     });
@@ -286,12 +257,7 @@ async fn a_denied_listing_sends_unaggregated_until_a_map_comes() {
         200,
         "counted"
     );
-    for (key, indexes) in stored_order(&fake) {
-        assert!(
-            indexes.windows(2).all(|w| w[0] < w[1]),
-            "{key}: {indexes:?}"
-        );
-    }
+    assert_in_order(&read_back(&fake, STREAM).0);
     // The refreshes go on with backoff; once one succeeds, records aggregate again.
     tokio::time::sleep(Duration::from_secs(120)).await;
     assert!(
@@ -694,4 +660,39 @@ async fn a_dropped_stream_handle_lets_its_state_go() {
     let records: Vec<_> = fake.user_records("audit");
     assert_eq!(records.len(), 2);
     producer.shutdown().await;
+}
+
+/// A sender waiting for its stream's share when the pipeline fails is refused with the cause,
+/// not left waiting.
+#[tokio::test(start_paused = true)]
+async fn a_sender_waiting_for_its_share_is_refused_when_the_pipeline_fails() {
+    let fake = FakeKinesis::new();
+    fake.create_stream(STREAM, 1);
+    fake.create_stream("other", 1);
+    fake.script(std::iter::repeat_n(CallFault::Hang, 1_000));
+    let producer = builder(&fake)
+        .max_outstanding_records(4)
+        .stream_share_percent(50)
+        .build()
+        .await
+        .expect("built");
+    let _other = producer.for_stream("other");
+    for i in 0..2 {
+        let _receipt = producer
+            .send(UserRecord::new(format!("k{i}"), "x"))
+            .await
+            .expect("within the share");
+    }
+    let waiting = tokio::spawn({
+        let producer = producer.clone();
+        async move { producer.send(UserRecord::new("k", "over")).await }
+    });
+    tokio::time::sleep(Duration::from_millis(50)).await;
+    assert!(!waiting.is_finished(), "the share is full: it waits");
+    assert!(producer.shared_inbox_crash());
+    let refused = waiting.await.expect("joined");
+    assert!(
+        matches!(refused, Err(crate::SendError::Stopped { .. })),
+        "{refused:?}"
+    );
 }

@@ -150,6 +150,12 @@ impl Router {
         !self.map.shards.is_empty() && !self.unmapped
     }
 
+    /// How Kinesis records of this stream are packed now: `None` (each user record alone)
+    /// without aggregation, or without a map (an aggregate's records must share a shard).
+    pub(crate) fn aggregation(&self) -> Option<AggregatorConfig> {
+        self.config.aggregation.filter(|_| !self.unmapped)
+    }
+
     /// Whether records go without a map (see [`install_unmapped`](Self::install_unmapped)).
     pub(crate) fn is_unmapped(&self) -> bool {
         self.unmapped
@@ -261,7 +267,7 @@ impl Router {
         };
         let lane_index = lane_of(pending.hash_key, self.config.lanes);
         let due = later(pending.arrived, self.config.linger);
-        let aggregating = self.config.aggregation.is_some() && !self.unmapped;
+        let aggregating = self.aggregation().is_some();
         // The target (an `Arc` clone) is made only when a Kinesis record is: not per record.
         let epoch = self.epoch;
         let state = &mut self.shards[shard];
@@ -335,7 +341,7 @@ impl Router {
                 None => by_lane.push((target, vec![member])),
             }
         }
-        let aggregation = self.config.aggregation.filter(|_| !self.unmapped);
+        let aggregation = self.aggregation();
         for (target, list) in by_lane {
             let packed = pack_in_order(list, aggregation, &target, now);
             let lane = &mut self.shards[target.shard].lanes[target.lane];
@@ -516,7 +522,7 @@ impl Router {
         mut keep: impl FnMut(&PendingRecord) -> bool,
         expired: &mut Vec<PendingRecord>,
     ) {
-        let aggregation = self.config.aggregation.filter(|_| !self.unmapped);
+        let aggregation = self.aggregation();
         for shard in 0..self.shards.len() {
             for lane_index in 0..self.shards[shard].lanes.len() {
                 let target = self.lane_target(shard, lane_index);

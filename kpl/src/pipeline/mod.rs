@@ -45,9 +45,6 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use aggregation_proto::AggregatorConfig;
-use backon::{BackoffBuilder, ExponentialBuilder};
-use rand::rngs::StdRng;
-use rand::{Rng, SeedableRng};
 use tokio::sync::oneshot;
 use tokio::task::JoinSet;
 use tokio::time::Instant;
@@ -61,6 +58,7 @@ pub(crate) use self::record::Incoming;
 use self::record::PendingRecord;
 pub(crate) use self::shard_map::ShardMap;
 use self::stream::StreamState;
+use crate::backoff::RetryBackoff;
 use crate::budget::Budget;
 use crate::client::{KinesisApi, KinesisError};
 use crate::config::ProducerConfig;
@@ -134,8 +132,7 @@ pub(crate) struct Pipeline {
     next_sweep: Option<Instant>,
     /// Dispatch starts from a different stream each pass (fairness).
     next_stream: usize,
-    backoff: ExponentialBuilder,
-    rng: StdRng,
+    backoff: RetryBackoff,
 }
 
 impl Pipeline {
@@ -161,20 +158,12 @@ impl Pipeline {
             linger: config.linger,
             rate_limit_percent: config.rate_limit_percent,
         };
-        let backoff = ExponentialBuilder::default()
-            .with_min_delay(config.min_backoff)
-            .with_max_delay(config.max_backoff)
-            .with_factor(2.0)
-            .without_max_times();
+        let backoff = RetryBackoff::new(config.min_backoff, config.max_backoff, jitter_seed);
         let congestion = Congestion::new(
             config.max_concurrent_requests,
             config.request_timeout,
             config.adaptive_concurrency,
         );
-        let rng = match jitter_seed {
-            Some(seed) => StdRng::seed_from_u64(seed),
-            None => StdRng::from_rng(&mut rand::rng()),
-        };
         Self {
             config,
             router_config,
@@ -197,7 +186,6 @@ impl Pipeline {
             next_sweep: None,
             next_stream: 0,
             backoff,
-            rng,
         }
     }
 
@@ -674,20 +662,6 @@ impl Pipeline {
             epoch: stream.router.epoch,
         };
         self.calls.spawn(&self.api, call, batch, ticket, now);
-    }
-
-    /// Full jitter over a capped exponential envelope: uniform in [0, envelope].
-    fn backoff_delay(
-        backoff: &ExponentialBuilder,
-        max: Duration,
-        rng: &mut StdRng,
-        attempts: u32,
-    ) -> Duration {
-        let envelope = backoff
-            .build()
-            .nth((attempts as usize).saturating_sub(1))
-            .unwrap_or(max);
-        envelope.mul_f64(rng.random::<f64>())
     }
 
     fn next_wake(&self) -> Option<Instant> {

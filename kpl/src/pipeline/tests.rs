@@ -30,7 +30,11 @@ fn record(i: usize, keys: usize) -> UserRecord {
     UserRecord::new(format!("key-{}", i % keys), format!("{i}"))
 }
 
-async fn send_all(producer: &Producer, count: usize, keys: usize) -> Vec<crate::Receipt> {
+pub(super) async fn send_all(
+    producer: &Producer,
+    count: usize,
+    keys: usize,
+) -> Vec<crate::Receipt> {
     let mut receipts = Vec::with_capacity(count);
     for i in 0..count {
         receipts.push(producer.send(record(i, keys)).await.expect("accepted"));
@@ -38,7 +42,7 @@ async fn send_all(producer: &Producer, count: usize, keys: usize) -> Vec<crate::
     receipts
 }
 
-async fn results(receipts: Vec<crate::Receipt>) -> Vec<RecordResult> {
+pub(super) async fn results(receipts: Vec<crate::Receipt>) -> Vec<RecordResult> {
     let mut out = Vec::with_capacity(receipts.len());
     for receipt in receipts {
         out.push(receipt.await);
@@ -48,7 +52,7 @@ async fn results(receipts: Vec<crate::Receipt>) -> Vec<RecordResult> {
 
 /// The indexes a filtering consumer reads, per key, first occurrences only, in read order;
 /// and how many user records it reads in all.
-fn read_back(fake: &FakeKinesis, stream: &str) -> (HashMap<String, Vec<usize>>, usize) {
+pub(super) fn read_back(fake: &FakeKinesis, stream: &str) -> (HashMap<String, Vec<usize>>, usize) {
     let mut per_key: HashMap<String, Vec<usize>> = HashMap::new();
     let mut seen = std::collections::HashSet::new();
     let mut total = 0;
@@ -62,7 +66,7 @@ fn read_back(fake: &FakeKinesis, stream: &str) -> (HashMap<String, Vec<usize>>, 
     (per_key, total)
 }
 
-fn assert_in_order(per_key: &HashMap<String, Vec<usize>>) {
+pub(super) fn assert_in_order(per_key: &HashMap<String, Vec<usize>>) {
     for (key, indexes) in per_key {
         assert!(
             indexes.windows(2).all(|w| w[0] < w[1]),
@@ -71,7 +75,7 @@ fn assert_in_order(per_key: &HashMap<String, Vec<usize>>) {
     }
 }
 
-fn distinct(per_key: &HashMap<String, Vec<usize>>) -> usize {
+pub(super) fn distinct(per_key: &HashMap<String, Vec<usize>>) -> usize {
     per_key.values().map(Vec::len).sum()
 }
 
