@@ -718,6 +718,45 @@ async fn a_graceful_handoff_keeps_the_holder_then_gives_the_lease_to_the_taker()
 }
 
 #[tokio::test]
+async fn a_latest_lease_notes_its_first_read_until_the_first_checkpoint() {
+    let (client, table) = new_table().await;
+    let key = "shardId-000000000000";
+    let lease = Lease::new(key, Checkpoint::Latest);
+    assert!(table.create_if_absent(&lease).await.expect("create"));
+    let held = table.take(&lease, "w1").await.expect("take");
+    let at = std::time::UNIX_EPOCH + std::time::Duration::from_millis(1_765_000_000_123);
+    let noted = table.note_latest_start(&held, at).await.expect("note");
+    assert_eq!(noted.latest_started_at, Some(at));
+    assert_eq!(noted.lease_counter, held.lease_counter + 1);
+    let raw = raw_item(&client, &table, key).await;
+    assert_eq!(
+        raw.get("latestStartedAt"),
+        Some(&AttributeValue::N("1765000000123".into()))
+    );
+    // Ours only: the Java KCL reads leases by the attributes it knows.
+    assert_java_readable(&raw, &["latestStartedAt"]);
+    // Fenced like every holder's write: a stale copy does not write it.
+    assert_lost(table.note_latest_start(&held, at).await, key);
+    // Another worker's take keeps it (a failover reads from it); a checkpoint removes it.
+    let taken = table.take(&noted, "w2").await.expect("take");
+    assert_eq!(taken.latest_started_at, Some(at));
+    let checkpointed = table
+        .checkpoint(&taken, Checkpoint::sequence(SEQ, 0))
+        .await
+        .expect("checkpoint");
+    assert_eq!(checkpointed.latest_started_at, None);
+    let raw = raw_item(&client, &table, key).await;
+    assert!(!raw.contains_key("latestStartedAt"));
+    // Only a lease at LATEST notes a first read.
+    let refused = table.note_latest_start(&checkpointed, at).await;
+    assert!(
+        matches!(refused, Err(LeaseError::InvalidInput { .. })),
+        "{refused:?}"
+    );
+    drop_table(&client, &table).await;
+}
+
+#[tokio::test]
 async fn every_take_clears_checkpoint_owner_as_the_java_kcl_3x_does() {
     let (client, table) = new_table().await;
     let held = owned_lease(&table, "shardId-000000000000", "holder").await;

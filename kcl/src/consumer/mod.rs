@@ -207,7 +207,17 @@ where
         let Some(lease) = self.context.coordinator.holding_lease(&self.holding) else {
             return Ended::LeaseLost;
         };
-        let mut source = self.source(&lease);
+        let Some((lease, position)) = latest::starting_position(
+            &self.context.coordinator,
+            &self.holding,
+            &self.context.latest_starts,
+            lease,
+        )
+        .await
+        else {
+            return Ended::LeaseLost;
+        };
+        let mut source = self.source(&lease, position);
         self.context
             .metrics
             .reading(&self.key, Arc::clone(source.counters()));
@@ -334,13 +344,11 @@ where
         }
     }
 
-    fn source(&self, lease: &Lease) -> ShardSource<A> {
-        if lease.checkpoint != Checkpoint::Latest {
-            self.context.latest_starts.forget(&self.key);
-        }
+    /// A source for `lease`; `latest` is where a lease at `LATEST` starts (see `latest.rs`).
+    fn source(&self, lease: &Lease, latest: StartingPosition) -> ShardSource<A> {
         let position = match &lease.checkpoint {
             Checkpoint::TrimHorizon | Checkpoint::ShardEnd => StartingPosition::TrimHorizon,
-            Checkpoint::Latest => self.context.latest_starts.resolve(&self.key),
+            Checkpoint::Latest => latest,
             Checkpoint::AtTimestamp => match self.context.config.initial {
                 InitialPosition::AtTimestamp(at) => StartingPosition::AtTimestamp(at),
                 _ => StartingPosition::TrimHorizon,

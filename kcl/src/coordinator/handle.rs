@@ -3,6 +3,7 @@
 use std::collections::{BTreeMap, BTreeSet};
 use std::future::Future;
 use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
+use std::time::SystemTime;
 
 use tokio::sync::{Semaphore, watch};
 use tokio::task::{JoinHandle, JoinSet};
@@ -18,7 +19,7 @@ use super::state::{Conflict, DropReason, HeldRef, Shared, Wrote, may_have_applie
 use super::stats::CoordinatorStats;
 use super::{renewer, taker};
 use crate::lease::store::LeaseStore;
-use crate::lease::{Checkpoint, Lease, LeaseError, LeaseTable};
+use crate::lease::{Checkpoint, Lease, LeaseError, LeaseTable, whole_millis};
 
 /// Holds this worker's share of the leases: takes, renews, publishes and releases them.
 ///
@@ -469,6 +470,33 @@ impl LeaseCoordinator {
                 }
             }
         })
+        .await
+    }
+
+    /// Notes when the holding's lease, still at `LATEST`, was first read (see
+    /// [`LeaseTable::note_latest_start`]), fenced to one holding.
+    pub(crate) async fn note_latest_start_holding(
+        &self,
+        held: &HeldRef,
+        at: SystemTime,
+    ) -> Result<Lease, HeldLeaseError> {
+        let at = whole_millis(at);
+        let shared = self.shared().clone();
+        self.write_holding(
+            held,
+            DropReason::Lost,
+            Wrote::LatestStart(at),
+            move |lease| {
+                let shared = shared.clone();
+                async move {
+                    let limit = shared.config.renew_interval();
+                    match timeout(limit, shared.store.note_latest_start(&lease, at)).await {
+                        Ok(result) => result,
+                        Err(_) => Err(timed_out("UpdateItem", shared.store.table_name(), limit)),
+                    }
+                }
+            },
+        )
         .await
     }
 

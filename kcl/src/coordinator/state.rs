@@ -170,6 +170,8 @@ pub(crate) enum Wrote {
     Pending(Checkpoint, Option<Vec<u8>>),
     /// A release (or the end of a handoff).
     Release,
+    /// When a lease at `LATEST` was first read (whole milliseconds).
+    LatestStart(std::time::SystemTime),
 }
 
 impl Wrote {
@@ -183,6 +185,9 @@ impl Wrote {
             Self::Pending(pending, state) => {
                 stored.pending_checkpoint.as_ref() == Some(pending)
                     && stored.pending_checkpoint_state == *state
+            }
+            Self::LatestStart(at) => {
+                stored.checkpoint == Checkpoint::Latest && stored.latest_started_at == Some(*at)
             }
             Self::Release => {
                 stored.checkpoint_owner.is_none()

@@ -7,10 +7,11 @@
 
 use std::collections::{BTreeMap, HashMap};
 use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
-use std::time::Duration;
+use std::time::{Duration, SystemTime};
 
 use tokio::sync::Barrier;
 
+use super::model::whole_millis;
 use super::store::{BoxFuture, LeaseStore};
 use super::{Checkpoint, Lease, LeaseError, LeaseErrorKind};
 
@@ -384,8 +385,33 @@ impl LeaseStore for MemoryStore {
                 stored.owner_switches_since_checkpoint = 0;
                 stored.pending_checkpoint = None;
                 stored.pending_checkpoint_state = None;
+                stored.latest_started_at = None;
             },
         ))
+    }
+
+    fn note_latest_start<'a>(
+        &'a self,
+        lease: &'a Lease,
+        at: SystemTime,
+    ) -> BoxFuture<'a, Result<Lease, LeaseError>> {
+        let at = whole_millis(at);
+        Box::pin(async move {
+            if lease.checkpoint != Checkpoint::Latest {
+                return Err(LeaseError::InvalidInput {
+                    lease_key: lease.lease_key.clone(),
+                    reason: "only a lease at the LATEST checkpoint notes when it was first read",
+                });
+            }
+            self.write(
+                "note_latest_start",
+                lease,
+                COUNTER_AND_OWNER,
+                true,
+                move |stored| stored.latest_started_at = Some(at),
+            )
+            .await
+        })
     }
 
     fn prepare_checkpoint<'a>(

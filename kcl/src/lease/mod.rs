@@ -69,6 +69,7 @@ mod update;
 
 pub use create::{BillingMode, TableOptions};
 pub use error::{LeaseError, LeaseErrorKind};
+pub(crate) use model::whole_millis;
 pub use model::{Checkpoint, InvalidCheckpoint, Lease, MalformedKind, MalformedLease};
 pub use scan::{SkipReason, SkippedRow, TableScan};
 pub use table::LeaseTable;

@@ -7,6 +7,7 @@
 
 use std::collections::{BTreeSet, HashMap};
 use std::fmt;
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use aws_sdk_dynamodb::primitives::Blob;
 use aws_sdk_dynamodb::types::AttributeValue;
@@ -183,6 +184,11 @@ pub struct Lease {
     /// go, removed by every take and by
     /// [`cancel_handoff`](super::LeaseTable::cancel_handoff).
     pub handoff_request_id: Option<String>,
+    /// When the lease, still at [`Checkpoint::Latest`], was first read (this crate's
+    /// [`LATEST_STARTED_AT`](super::schema::LATEST_STARTED_AT), whole milliseconds): where a
+    /// later reader of the lease starts instead of `LATEST`. Only meaningful while the
+    /// checkpoint is `LATEST`; every checkpoint removes it.
+    pub latest_started_at: Option<SystemTime>,
 }
 
 impl Lease {
@@ -201,6 +207,7 @@ impl Lease {
             hash_key_range: None,
             checkpoint_owner: None,
             handoff_request_id: None,
+            latest_started_at: None,
         }
     }
 
@@ -294,6 +301,9 @@ impl Lease {
         if let Some(id) = &self.handoff_request_id {
             item.insert(schema::HANDOFF_REQUEST_ID.to_owned(), s(id));
         }
+        if let Some(at) = self.latest_started_at {
+            item.insert(schema::LATEST_STARTED_AT.to_owned(), n(epoch_millis(at)));
+        }
         item
     }
 
@@ -359,6 +369,9 @@ impl Lease {
             .string(schema::HANDOFF_REQUEST_ID)?
             .filter(|id| !id.is_empty())
             .map(str::to_owned);
+        let latest_started_at = reader
+            .number(schema::LATEST_STARTED_AT)?
+            .map(|millis| UNIX_EPOCH + Duration::from_millis(millis));
 
         Ok(Self {
             lease_key,
@@ -373,6 +386,7 @@ impl Lease {
             hash_key_range,
             checkpoint_owner,
             handoff_request_id,
+            latest_started_at,
         })
     }
 }
@@ -616,6 +630,18 @@ pub(crate) fn s(value: &str) -> AttributeValue {
 
 pub(crate) fn n(value: u64) -> AttributeValue {
     AttributeValue::N(value.to_string())
+}
+
+/// `at` in whole milliseconds since the Unix epoch (0 before it), as lease rows store times.
+pub(crate) fn epoch_millis(at: SystemTime) -> u64 {
+    at.duration_since(UNIX_EPOCH).map_or(0, |since| {
+        u64::try_from(since.as_millis()).unwrap_or(u64::MAX)
+    })
+}
+
+/// `at` cut to whole milliseconds: what a lease row gives back after storing it.
+pub(crate) fn whole_millis(at: SystemTime) -> SystemTime {
+    UNIX_EPOCH + Duration::from_millis(epoch_millis(at))
 }
 
 /// A string set of the distinct `values`, or `None` when empty (DynamoDB has no empty sets).

@@ -80,6 +80,12 @@ pub const CHECKPOINT_OWNER: &str = "checkpointOwner";
 /// its request's id: `leaseOwner` alone cannot tell its request from another process's with the
 /// same worker id.
 pub const HANDOFF_REQUEST_ID: &str = "handoffRequestId";
+/// When a lease still at the `LATEST` checkpoint was first read, in milliseconds since the Unix
+/// epoch (N; this crate only, the Java KCL ignores it). Written by the first worker to read the
+/// lease, before its first read; removed by every checkpoint. A worker that reads the lease
+/// later (a restart, a failover) starts `AT_TIMESTAMP` of this time less a clock-skew margin
+/// instead of `LATEST`, so the records that arrived in between are not skipped.
+pub const LATEST_STARTED_AT: &str = "latestStartedAt";
 /// The kind of a Java KCL 3.x row (S); absent or [`LEASE_ENTITY_TYPE`] for leases.
 pub const ENTITY_TYPE: &str = "entityType";
 /// The [`ENTITY_TYPE`] of a lease row.

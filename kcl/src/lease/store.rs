@@ -5,6 +5,7 @@
 use std::fmt;
 use std::future::Future;
 use std::pin::Pin;
+use std::time::SystemTime;
 
 use super::{Checkpoint, Lease, LeaseError, LeaseTable};
 
@@ -54,6 +55,12 @@ pub(crate) trait LeaseStore: Send + Sync + fmt::Debug + 'static {
         lease: &'a Lease,
         pending: Checkpoint,
         state: Option<Vec<u8>>,
+    ) -> BoxFuture<'a, Result<Lease, LeaseError>>;
+    /// See [`LeaseTable::note_latest_start`].
+    fn note_latest_start<'a>(
+        &'a self,
+        lease: &'a Lease,
+        at: SystemTime,
     ) -> BoxFuture<'a, Result<Lease, LeaseError>>;
     /// See [`LeaseTable::update_child_shards`].
     fn update_child_shards<'a>(
@@ -132,6 +139,14 @@ impl LeaseStore for LeaseTable {
         state: Option<Vec<u8>>,
     ) -> BoxFuture<'a, Result<Lease, LeaseError>> {
         Box::pin(LeaseTable::prepare_checkpoint(self, lease, pending, state))
+    }
+
+    fn note_latest_start<'a>(
+        &'a self,
+        lease: &'a Lease,
+        at: SystemTime,
+    ) -> BoxFuture<'a, Result<Lease, LeaseError>> {
+        Box::pin(LeaseTable::note_latest_start(self, lease, at))
     }
 
     fn update_child_shards<'a>(

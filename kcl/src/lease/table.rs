@@ -7,7 +7,7 @@
 use std::collections::{HashMap, HashSet};
 use std::num::NonZeroU32;
 use std::sync::{Arc, Mutex, PoisonError};
-use std::time::Duration;
+use std::time::{Duration, SystemTime};
 
 use aws_sdk_dynamodb::Client;
 use aws_sdk_dynamodb::operation::delete_item::DeleteItemError;
@@ -17,7 +17,7 @@ use tracing::debug;
 
 use super::create::TableOptions;
 use super::error::{LeaseError, from_sdk};
-use super::model::{Checkpoint, Lease, n, s, string_set};
+use super::model::{Checkpoint, Lease, epoch_millis, n, s, string_set};
 use super::scan::SkipReason;
 use super::schema;
 use super::update::{
@@ -357,7 +357,37 @@ impl LeaseTable {
         update.remove(schema::PENDING_CHECKPOINT);
         update.remove(schema::PENDING_CHECKPOINT_SUB_SEQUENCE_NUMBER);
         update.remove(schema::PENDING_CHECKPOINT_STATE);
+        update.remove(schema::LATEST_STARTED_AT);
         self.apply("checkpoint", &lease.lease_key, update).await
+    }
+
+    /// Notes when a held lease still at the `LATEST` checkpoint was first read: sets this
+    /// crate's `latestStartedAt` to `at` (whole milliseconds since the Unix epoch) and bumps
+    /// `leaseCounter`; expects the copy's counter and owner. A later reader of the lease (a
+    /// restart, another worker after a failover) starts `AT_TIMESTAMP` of that time instead
+    /// of `LATEST`; the next [`checkpoint`](Self::checkpoint) removes it. The Java KCL ignores
+    /// the attribute, and its writes keep it.
+    ///
+    /// # Errors
+    ///
+    /// As for [`renew`](Self::renew); [`LeaseError::InvalidInput`] when the copy's checkpoint
+    /// is not `LATEST`.
+    pub async fn note_latest_start(
+        &self,
+        lease: &Lease,
+        at: SystemTime,
+    ) -> Result<Lease, LeaseError> {
+        if lease.checkpoint != Checkpoint::Latest {
+            return Err(LeaseError::InvalidInput {
+                lease_key: lease.lease_key.clone(),
+                reason: "only a lease at the LATEST checkpoint notes when it was first read",
+            });
+        }
+        let mut update = Update::bump_counter(lease)?;
+        update.expect_owner(lease)?;
+        update.set(schema::LATEST_STARTED_AT, n(epoch_millis(at)));
+        self.apply("note_latest_start", &lease.lease_key, update)
+            .await
     }
 
     /// Prepares a checkpoint (the first phase of a two-phase checkpoint): sets

@@ -18,13 +18,13 @@ pub enum InitialPosition {
     /// KCL then reads such a lease from a fresh `LATEST` iterator every time it starts it, so
     /// a processor restarted, or a lease that moved to another worker, before its first
     /// checkpoint skips every record that arrived since the first read began (those given
-    /// to the failed processor included). This worker remembers when it first read such a
-    /// lease and reads it again from that time (`AT_TIMESTAMP`, less a 5 s clock-skew margin:
-    /// duplicates, never gaps) after a processor restart or when it takes the lease back. The
-    /// time is not stored in the lease table (the Java KCL's rows have no place for it), so a
-    /// lease that moves to another worker, or a worker restarted, before the first
-    /// checkpoint still starts at `LATEST` there, as with the Java KCL: checkpointing the
-    /// first batch closes that window.
+    /// to the failed processor included). Here the first worker to read such a lease notes
+    /// the time in the lease row (`latestStartedAt`, an attribute the Java KCL ignores) before
+    /// its first read, and every later read of the lease while it is still at `LATEST` (a
+    /// processor restart, a worker restart, a failover to another worker of ours) starts
+    /// `AT_TIMESTAMP` of that time, less a 5 s clock-skew margin: duplicates, never gaps. The
+    /// first checkpoint removes the note. A Java worker taking such a lease still starts at
+    /// `LATEST`.
     Latest,
     /// At the oldest record still in the stream.
     TrimHorizon,

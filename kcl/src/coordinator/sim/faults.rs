@@ -282,6 +282,16 @@ impl LeaseStore for FaultyStore {
         })
     }
 
+    fn note_latest_start<'a>(
+        &'a self,
+        lease: &'a Lease,
+        at: std::time::SystemTime,
+    ) -> BoxFuture<'a, Result<Lease, LeaseError>> {
+        self.write("note_latest_start", lease, move |store, lease| {
+            Box::pin(async move { store.note_latest_start(&lease, at).await })
+        })
+    }
+
     fn update_child_shards<'a>(
         &'a self,
         lease_key: &'a str,

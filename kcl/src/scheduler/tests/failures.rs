@@ -163,6 +163,87 @@ async fn a_restart_before_the_first_checkpoint_of_a_latest_lease_skips_nothing()
 }
 
 #[tokio::test(start_paused = true)]
+async fn a_latest_lease_failing_over_before_its_first_checkpoint_skips_nothing() {
+    // w1 reads a lease at LATEST, is given records, and stops without checkpointing; w2 takes
+    // the lease while it is still at LATEST. A fresh LATEST iterator would skip everything
+    // that arrived since w1's first read; w2 starts at that first read instead.
+    let fleet = Fleet::new(1);
+    let s0 = shard_id(0);
+    let config = WorkerConfig {
+        initial: InitialPosition::Latest,
+        ..worker_config()
+    };
+    *fleet.script.no_checkpoints.lock().unwrap() = true;
+    *fleet.script.hang_on_shutdown.lock().unwrap() = true;
+    let w1 = fleet.worker_with("w1", config.clone(), coordinator_config());
+    wait_for("w1 reading at LATEST", Duration::from_secs(30), || {
+        fleet.stream.calls(Operation::GetRecords) > 0
+    })
+    .await;
+    let noted = fleet.lease(&s0).unwrap();
+    assert_eq!(noted.checkpoint, Checkpoint::Latest);
+    assert!(noted.latest_started_at.is_some(), "{noted:?}");
+    fleet.stream.put_n(&s0, "new", 10);
+    fleet.wait_delivered(10, Duration::from_secs(30)).await;
+    // w1 stops without a checkpoint (its processor never answers the shutdown request).
+    let _ = w1.stop().await;
+    assert_eq!(fleet.lease(&s0).unwrap().checkpoint, Checkpoint::Latest);
+    fleet.stream.put_n(&s0, "later", 5);
+    let w2 = fleet.worker_with("w2", config, coordinator_config());
+    wait_for("w2 delivering", Duration::from_secs(60), || {
+        let by_w2: std::collections::HashSet<String> = fleet
+            .deliveries()
+            .into_iter()
+            .filter(|d| d.worker == "w2")
+            .map(|d| d.data)
+            .collect();
+        (0..10).all(|i| by_w2.contains(&format!("new-{i}")))
+            && (0..5).all(|i| by_w2.contains(&format!("later-{i}")))
+    })
+    .await;
+    *fleet.script.hang_on_shutdown.lock().unwrap() = false;
+    w2.stop().await.unwrap();
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_latest_first_read_that_could_not_be_noted_is_kept_and_noted_at_the_next_read() {
+    // The note of the first read fails (DynamoDB hiccup): the worker still reads, keeps the
+    // time in the process, and after a processor restart reads from it and stores it.
+    let fleet = Fleet::new(1);
+    let s0 = shard_id(0);
+    let config = WorkerConfig {
+        initial: InitialPosition::Latest,
+        ..worker_config()
+    };
+    *fleet.script.panic_in.lock().unwrap() = Some(0);
+    let w1 = fleet.worker_with("w1", config, coordinator_config());
+    w1.store.faults().fail_next.insert("note_latest_start", 1);
+    wait_for("reading at LATEST", Duration::from_secs(30), || {
+        fleet.stream.calls(Operation::GetRecords) > 0
+    })
+    .await;
+    assert_eq!(fleet.lease(&s0).unwrap().latest_started_at, None);
+    fleet.stream.put_n(&s0, "new", 10);
+    wait_for("a restart", Duration::from_secs(30), || {
+        w1.handle.metrics().processor_failures == 1
+    })
+    .await;
+    fleet.wait_delivered(10, Duration::from_secs(30)).await;
+    let counts = fleet.counts();
+    assert!(
+        (0..10).all(|i| counts.contains_key(&format!("new-{i}"))),
+        "the restarted processor starts at the first read: {counts:?}"
+    );
+    // Stored at the second read (and removed again by the first checkpoint since).
+    assert_eq!(
+        fleet.store.writes_of("note_latest_start"),
+        std::slice::from_ref(&s0)
+    );
+    assert_eq!(fleet.lease(&s0).unwrap().latest_started_at, None);
+    w1.stop().await.unwrap();
+}
+
+#[tokio::test(start_paused = true)]
 async fn empty_reads_reach_the_processor_only_when_asked() {
     for enabled in [false, true] {
         let fleet = Fleet::new(1);
