@@ -307,7 +307,8 @@ impl LeaseCoordinator {
     /// Replaces the local copy of a held lease after a write made outside the coordinator (a
     /// checkpoint bumps `leaseCounter`). Applied only if this worker holds the lease, `lease`
     /// names this worker as owner and its counter is newer than the local copy's; returns
-    /// whether it was.
+    /// whether it was. The holding's validity is not extended (when the write was sent is
+    /// not known); the next renewal, on the new counter, extends it.
     ///
     /// Writing outside the coordinator races with its renewals (both expect the same counter,
     /// so one fails): prefer [`write_held`](Self::write_held) or

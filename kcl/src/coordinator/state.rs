@@ -708,12 +708,13 @@ impl Shared {
         if !lease.is_held_by(&self.worker_id) {
             return false;
         }
-        let now = self.clock.now();
         let mut state = self.state();
         match state.held.get_mut(&lease.lease_key) {
             Some(h) if lease.lease_counter > h.current.lease_counter => {
+                // The validity stays that of the last write the coordinator saw sent: when
+                // this one was sent is unknown, and counting from now would overstate it by
+                // that write's latency. The next renewal, on the new counter, extends it.
                 h.current = lease;
-                h.renewed_at = now;
                 drop(state);
                 self.changed.notify_waiters();
                 true

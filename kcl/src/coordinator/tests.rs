@@ -484,6 +484,28 @@ async fn update_held_accepts_only_newer_copies_of_held_leases() {
 }
 
 #[tokio::test(start_paused = true)]
+async fn update_held_does_not_extend_the_validity() {
+    let store = MemoryStore::with_leases(unowned(1));
+    let (coordinator, held) = holding_l0(&store).await;
+    let until = || match coordinator.shared_state().validity(&held) {
+        super::state::Validity::Valid(until) => until,
+        other => panic!("not valid: {other:?}"),
+    };
+    let before = until();
+    tokio::time::sleep(RENEW / 2).await;
+    // The application wrote the lease itself: when that write was sent is unknown, so it
+    // cannot count as a renewal.
+    let mut written = coordinator.held("l0").unwrap();
+    written.lease_counter += 1;
+    written.checkpoint = Checkpoint::sequence("7", 0);
+    store.lock().insert("l0".into(), written.clone());
+    assert!(coordinator.update_held(written.clone()));
+    assert_eq!(coordinator.held("l0").unwrap(), written);
+    assert_eq!(until(), before);
+    coordinator.shutdown().await;
+}
+
+#[tokio::test(start_paused = true)]
 async fn a_failed_write_of_a_lost_lease_drops_it() {
     let store = MemoryStore::with_leases(unowned(1));
     let coordinator = coordinator(&store, "w1");
