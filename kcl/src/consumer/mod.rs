@@ -39,9 +39,9 @@ use crate::lease::{Checkpoint, Lease};
 use crate::metrics::ConsumerMetrics;
 use crate::processor::{InitializeInput, ProcessRecordsInput, ShardRecordProcessor};
 use crate::retrieval::{
-    BudgetReader, Charge, ChildShard, Counters, Driver, FanOutApi, FanOutDriver, KinesisApi,
-    MAX_ANSWER_BYTES, MAX_EVENT_BYTES, RecordsBudget, RetrievalError, RetrievalStats, ShardBatch,
-    ShardListing, StartingPosition, StreamId, children_of, estimate,
+    BudgetReader, Charge, ChildShard, Counters, FanOutApi, FanOutReader, KinesisApi,
+    MAX_ANSWER_BYTES, MAX_EVENT_BYTES, PollingReader, RecordsBudget, RetrievalError,
+    RetrievalStats, ShardBatch, ShardListing, StartingPosition, StreamId, children_of, estimate,
 };
 use crate::scheduler::{InitialPosition, ShardPhase, StatusBoard, WorkerConfig};
 use watchdog::Watchdog;
@@ -89,8 +89,8 @@ impl std::fmt::Debug for FanOutPlan {
 /// One shard's source: polling or enhanced fan-out, the application's choice. Everything
 /// after `next_batch` is the same code for both.
 enum ShardSource<A> {
-    Polling(Driver<A>),
-    FanOut(FanOutDriver),
+    Polling(PollingReader<A>),
+    FanOut(FanOutReader),
 }
 
 impl<A: KinesisApi> ShardSource<A> {
@@ -376,7 +376,7 @@ where
             let ceiling = estimate(MAX_EVENT_BYTES, 2_000, 2_000);
             let reader = BudgetReader::new(self.context.budget.clone(), ceiling);
             return ShardSource::FanOut(
-                FanOutDriver::new(
+                FanOutReader::new(
                     plan.api.clone(),
                     self.context.stream.clone(),
                     plan.consumer_arn.clone(),
@@ -395,7 +395,7 @@ where
         let ceiling = estimate(MAX_ANSWER_BYTES, records, records);
         let reader = BudgetReader::new(self.context.budget.clone(), ceiling);
         ShardSource::Polling(
-            Driver::new(
+            PollingReader::new(
                 self.context.api.clone(),
                 self.context.stream.clone(),
                 self.key.clone(),

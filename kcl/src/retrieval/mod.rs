@@ -89,6 +89,6 @@ pub(crate) use error::{CallError, Class};
 pub(crate) use fanout::{
     BoxFuture, ConsumerInfo, ConsumerStatus, EventStream, ShardEvent, SubscribeStart,
 };
-pub(crate) use fanout::{FanOutApi, FanOutDriver, SdkFanOut, register};
+pub(crate) use fanout::{FanOutApi, FanOutReader, SdkFanOut, register};
 pub(crate) use fetcher::{LATEST_CLOCK_SKEW_MARGIN, children_of};
-pub(crate) use polling::Driver;
+pub(crate) use polling::PollingReader;

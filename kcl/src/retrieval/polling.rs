@@ -74,7 +74,7 @@ use super::types::{ShardBatch, StartingPosition, StreamId};
 /// # }
 /// ```
 pub struct PollingSource {
-    driver: Driver<SdkKinesis>,
+    driver: PollingReader<SdkKinesis>,
     stream: StreamId,
     shard_id: String,
 }
@@ -95,7 +95,7 @@ impl PollingSource {
     ) -> Self {
         let span = info_span!("polling", stream = %stream, shard_id = %shard_id);
         let api = SdkKinesis::new(client, config.request_timeout);
-        let driver = Driver::new(
+        let driver = PollingReader::new(
             api,
             stream.clone(),
             shard_id.clone(),
@@ -148,7 +148,7 @@ type BatchResult = Result<Charged, RetrievalError>;
 
 /// Runs a [`Fetcher`] inline or in a prefetch task (generic so unit tests drive it over a
 /// fake API).
-pub(crate) struct Driver<A> {
+pub(crate) struct PollingReader<A> {
     state: State<A>,
     pub(crate) counters: Arc<Counters>,
     span: Span,
@@ -167,7 +167,7 @@ enum State<A> {
     Starting,
 }
 
-impl<A: KinesisApi> Driver<A> {
+impl<A: KinesisApi> PollingReader<A> {
     pub(crate) fn new(
         api: A,
         stream: StreamId,

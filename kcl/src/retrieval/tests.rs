@@ -11,7 +11,7 @@ use tracing::Span;
 use super::api::{IteratorStart, KinesisApi, RecordsPage, ShardListing, ShardSummary};
 use super::error::{CallError, Class, Operation};
 use super::fetcher::LATEST_CLOCK_SKEW_MARGIN;
-use super::polling::Driver;
+use super::polling::PollingReader;
 use super::sequence::compare_sequence_numbers;
 use super::*;
 
@@ -239,7 +239,11 @@ fn config() -> PollingConfig {
         .throttle_backoff(Duration::from_millis(100), Duration::from_secs(2))
 }
 
-fn driver(api: &FakeApi, position: StartingPosition, config: PollingConfig) -> Driver<FakeApi> {
+fn driver(
+    api: &FakeApi,
+    position: StartingPosition,
+    config: PollingConfig,
+) -> PollingReader<FakeApi> {
     driver_in_range(api, position, config, None)
 }
 
@@ -248,8 +252,8 @@ fn driver_in_range(
     position: StartingPosition,
     config: PollingConfig,
     range: Option<HashRange>,
-) -> Driver<FakeApi> {
-    Driver::new(
+) -> PollingReader<FakeApi> {
+    PollingReader::new(
         api.clone(),
         StreamId::from("stream"),
         "shardId-000000000000".into(),
@@ -275,7 +279,7 @@ pub(super) fn summary(batch: &ShardBatch) -> Vec<(String, Option<u64>, String)> 
 }
 
 /// Reads until a caught-up empty batch (or the shard's end), returning everything delivered.
-async fn read_to_tip(driver: &mut Driver<FakeApi>) -> Vec<(String, Option<u64>, String)> {
+async fn read_to_tip(driver: &mut PollingReader<FakeApi>) -> Vec<(String, Option<u64>, String)> {
     let mut delivered = Vec::new();
     loop {
         let batch = driver.next_batch().await.unwrap();

@@ -35,4 +35,4 @@ pub(crate) use api::{
 };
 pub(crate) use registration::register;
 pub(crate) use sdk::SdkFanOut;
-pub(crate) use source::FanOutDriver;
+pub(crate) use source::FanOutReader;

@@ -78,7 +78,7 @@ use crate::retrieval::types::{ShardBatch, StartingPosition, StreamId};
 /// # }
 /// ```
 pub struct FanOutSource {
-    driver: FanOutDriver,
+    driver: FanOutReader,
     stream: StreamId,
     shard_id: String,
 }
@@ -99,7 +99,7 @@ impl FanOutSource {
     ) -> Self {
         let api: Arc<dyn FanOutApi> = Arc::new(SdkFanOut::new(client, config.read_timeout));
         let span = info_span!("fan_out", stream = %stream, shard_id = %shard_id);
-        let driver = FanOutDriver::new(
+        let driver = FanOutReader::new(
             api,
             stream.clone(),
             consumer_arn,
@@ -152,7 +152,7 @@ type BatchResult = Result<Charged, RetrievalError>;
 
 /// Runs a [`Subscriber`] in its reading task (shared by [`FanOutSource`] and the shard
 /// consumer; unit tests drive it over a fake API).
-pub(crate) struct FanOutDriver {
+pub(crate) struct FanOutReader {
     state: State,
     /// The worker's memory budget, moved into the reading task when it starts.
     budget: Option<(Reader, std::time::Duration)>,
@@ -171,7 +171,7 @@ enum State {
     Starting,
 }
 
-impl FanOutDriver {
+impl FanOutReader {
     #[allow(clippy::too_many_arguments)]
     pub(crate) fn new(
         api: Arc<dyn FanOutApi>,

@@ -15,7 +15,7 @@ use super::api::{
 };
 use super::config::FanOutConfig;
 use super::registration::{RegistrationError, register};
-use super::source::FanOutDriver;
+use super::source::FanOutReader;
 use crate::retrieval::compare_sequence_numbers;
 use crate::retrieval::error::{CallError, Class, Operation};
 use crate::retrieval::tests::{
@@ -334,7 +334,7 @@ fn config() -> FanOutConfig {
         .subscribe_backoff(Duration::from_millis(100), Duration::from_secs(2))
 }
 
-fn driver(fake: &Fake, position: StartingPosition, config: FanOutConfig) -> FanOutDriver {
+fn driver(fake: &Fake, position: StartingPosition, config: FanOutConfig) -> FanOutReader {
     driver_in(fake, None, position, config)
 }
 
@@ -343,9 +343,9 @@ fn driver_in(
     hash_range: Option<HashRange>,
     position: StartingPosition,
     config: FanOutConfig,
-) -> FanOutDriver {
+) -> FanOutReader {
     let api: Arc<dyn FanOutApi> = Arc::new(fake.clone());
-    FanOutDriver::new(
+    FanOutReader::new(
         api,
         "s".into(),
         "arn:consumer/c".into(),
@@ -367,7 +367,7 @@ fn child(id: &str) -> ChildShard {
 
 /// Reads until the shard ends; returns what was delivered and the last batch.
 async fn read_to_end(
-    driver: &mut FanOutDriver,
+    driver: &mut FanOutReader,
 ) -> (Vec<(String, Option<u64>, String)>, ShardBatch) {
     let mut delivered = Vec::new();
     for _ in 0..10_000 {
