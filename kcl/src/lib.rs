@@ -16,7 +16,6 @@
 #![forbid(unsafe_code)]
 #![warn(missing_docs, missing_debug_implementations, unreachable_pub)]
 
-mod backoff;
 mod checkpointer;
 mod cleanup;
 mod consumer;

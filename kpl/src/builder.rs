@@ -324,8 +324,12 @@ impl ProducerBuilder {
         // One attempt may not take all the time: a dead pooled connection (no reset after an
         // idle NAT timeout) hangs one call, the next one answers at once.
         let attempt_limit = (limit / 3).max(limit.min(Duration::from_secs(1)));
-        let mut backoff =
-            crate::backoff::RetryBackoff::new(config.min_backoff, config.max_backoff, jitter_seed);
+        let mut backoff = kinesis_common::Backoff::new(
+            config.min_backoff,
+            config.max_backoff,
+            kinesis_common::Jitter::Full,
+        )
+        .with_seed(jitter_seed);
         let failed = |source| BuildError::ListShards {
             stream: stream.to_string(),
             source,

@@ -22,7 +22,6 @@
 #![forbid(unsafe_code)]
 #![warn(missing_docs, missing_debug_implementations, unreachable_pub)]
 
-mod backoff;
 mod budget;
 mod builder;
 mod client;

@@ -27,11 +27,11 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use aggregation_proto::HashRange;
+use kinesis_common::{Backoff, Jitter};
 use tokio::sync::watch;
 use tokio::time::Instant;
 use tracing::{Instrument, debug, error, info, info_span, warn};
 
-use crate::backoff::Backoff;
 use crate::checkpointer::Checkpointer;
 use crate::coordinator::{HeldRef, LeaseCoordinator};
 use crate::lease::store::LeaseStore;
@@ -444,8 +444,11 @@ where
     /// The children of this shard, from ListShards, retried with backoff; none when the
     /// stream itself is gone.
     async fn find_children(&mut self) -> Result<Vec<ChildShard>, Stop> {
-        let mut backoff =
-            Backoff::new(self.context.config.retry_min, self.context.config.retry_max);
+        let mut backoff = Backoff::new(
+            self.context.config.retry_min,
+            self.context.config.retry_max,
+            Jitter::Stretch,
+        );
         loop {
             let listing = ShardListing::After(self.key.clone());
             match self

@@ -74,7 +74,11 @@ where
         .status
         .phase(&consumer.key, ShardPhase::ShardEnding);
     let config = consumer.context.config.clone();
-    let mut backoff = crate::backoff::Backoff::new(config.retry_min, config.retry_max);
+    let mut backoff = kinesis_common::Backoff::new(
+        config.retry_min,
+        config.retry_max,
+        kinesis_common::Jitter::Stretch,
+    );
     let mut processor_faults = 0_u32;
     loop {
         if consumer

@@ -30,6 +30,7 @@ use std::sync::Arc;
 use std::time::{Duration, SystemTime};
 
 use aggregation_proto::HashRange;
+use kinesis_common::later;
 use tokio::time::Instant;
 use tracing::{debug, info};
 
@@ -38,7 +39,7 @@ use super::budget::{Charge, Charged, Reader};
 use super::config::PollingConfig;
 use super::cursor::Cursor;
 use super::error::{CallError, Class, RetrievalError};
-use super::retry::{Retry, after};
+use super::retry::Retry;
 use super::sequence::{Position, is_sequence_number};
 use super::stats::{Counters, add};
 use super::types::{ChildShard, ShardBatch, StartingPosition, StreamId};
@@ -288,9 +289,9 @@ impl<A: KinesisApi> Fetcher<A> {
             millis_behind_latest,
             self.config.caught_up_threshold,
         );
-        let mut next_call_at = after(started, self.config.min_time_between_calls);
+        let mut next_call_at = later(started, self.config.min_time_between_calls);
         if caught_up {
-            next_call_at = next_call_at.max(after(started, self.config.idle_time_between_reads));
+            next_call_at = next_call_at.max(later(started, self.config.idle_time_between_reads));
         }
         self.next_call_at = Some(next_call_at);
         self.iterator = next_iterator;

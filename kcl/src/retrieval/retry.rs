@@ -4,8 +4,7 @@
 use std::time::Duration;
 
 use aws_sdk_kinesis::error::DisplayErrorContext;
-use backon::{BackoffBuilder, ExponentialBackoff, ExponentialBuilder};
-use rand::Rng;
+use kinesis_common::{Backoff, Jitter, later};
 use tokio::time::Instant;
 use tracing::{debug, warn};
 
@@ -25,7 +24,9 @@ pub(crate) struct Retry {
     policy: RetryPolicy,
     pub(crate) failures: u32,
     since: Option<Instant>,
-    backoff: Option<ExponentialBackoff>,
+    /// Equal jitter (the upper half of the envelope), so a fleet of consumers spreads out
+    /// without any of them retrying at once.
+    backoff: Backoff,
 }
 
 impl Retry {
@@ -34,7 +35,7 @@ impl Retry {
             policy,
             failures: 0,
             since: None,
-            backoff: None,
+            backoff: Backoff::new(policy.min_backoff, policy.max_backoff, Jitter::Equal),
         }
     }
 
@@ -42,36 +43,12 @@ impl Retry {
     pub(crate) fn succeeded(&mut self) {
         self.failures = 0;
         self.since = None;
-        self.backoff = None;
+        self.backoff.reset();
     }
 
     /// When the next attempt may start: now, or after the backoff when the last one failed.
     pub(crate) fn not_before(&mut self) -> Option<Instant> {
-        (self.failures > 0).then(|| after(Instant::now(), self.delay()))
-    }
-
-    /// The next backoff: backon's exponential envelope, with the wait drawn uniformly from its
-    /// upper half (so a fleet of consumers spreads out).
-    fn delay(&mut self) -> Duration {
-        let RetryPolicy {
-            min_backoff: min,
-            max_backoff: max,
-            ..
-        } = self.policy;
-        let envelope = self
-            .backoff
-            .get_or_insert_with(|| {
-                ExponentialBuilder::default()
-                    .with_min_delay(min)
-                    .with_max_delay(max)
-                    .with_factor(2.0)
-                    .without_max_times()
-                    .build()
-            })
-            .next()
-            .unwrap_or(max);
-        let half = envelope / 2;
-        half + half.mul_f64(rand::rng().random::<f64>())
+        (self.failures > 0).then(|| later(Instant::now(), self.backoff.next_delay()))
     }
 
     /// Counts a failure: `Ok` to retry it, `Err` to hand it to the caller.
@@ -135,12 +112,4 @@ impl Retry {
         }
         Ok(())
     }
-}
-
-/// `start + by`, or a year later when that overflows (a setting of `Duration::MAX`).
-pub(crate) fn after(start: Instant, by: Duration) -> Instant {
-    start
-        .checked_add(by)
-        .or_else(|| start.checked_add(Duration::from_secs(86_400 * 365)))
-        .unwrap_or(start)
 }

@@ -5,11 +5,11 @@
 
 use std::future::Future;
 
+use kinesis_common::{Backoff, Jitter};
 use tokio_util::sync::CancellationToken;
 use tracing::warn;
 
 use super::config::{SchedulerError, WorkerConfig};
-use crate::backoff::Backoff;
 use crate::lease::store::LeaseStore;
 use crate::retrieval::{KinesisApi, StreamId};
 use crate::shard_sync::sync_shards;
@@ -57,7 +57,7 @@ where
     F: FnMut() -> Fut,
     Fut: Future<Output = Result<T, (SchedulerError, bool)>>,
 {
-    let mut backoff = Backoff::new(config.retry_min, config.retry_max);
+    let mut backoff = Backoff::new(config.retry_min, config.retry_max, Jitter::Stretch);
     loop {
         let outcome = tokio::select! {
             biased;

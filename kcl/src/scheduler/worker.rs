@@ -5,6 +5,7 @@
 use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::sync::Arc;
 
+use kinesis_common::{Backoff, Jitter};
 use tokio::sync::watch;
 use tokio::task::{Id, JoinError, JoinSet};
 use tokio::time::{Instant, MissedTickBehavior, interval, sleep, sleep_until, timeout_at};
@@ -16,7 +17,6 @@ use super::config::{SchedulerError, WorkerConfig};
 use super::handle::SchedulerHandle;
 use super::startup;
 use super::state::ShardPhase;
-use crate::backoff::Backoff;
 use crate::cleanup;
 use crate::consumer::FanOutPlan;
 use crate::consumer::{Ended, ShardContext, Stop, run_consumer};
@@ -367,13 +367,13 @@ where
         let entry = self.failures.entry(key.to_owned()).or_insert_with(|| {
             (
                 holding.epoch,
-                Backoff::new(config.retry_min, config.retry_max),
+                Backoff::new(config.retry_min, config.retry_max, Jitter::Stretch),
             )
         });
         if entry.0 != holding.epoch {
             *entry = (
                 holding.epoch,
-                Backoff::new(config.retry_min, config.retry_max),
+                Backoff::new(config.retry_min, config.retry_max, Jitter::Stretch),
             );
         }
         let wait = entry.1.next_delay();

@@ -45,6 +45,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use aggregation_proto::AggregatorConfig;
+use kinesis_common::{Backoff, Jitter};
 use tokio::sync::oneshot;
 use tokio::task::JoinSet;
 use tokio::time::Instant;
@@ -58,7 +59,6 @@ pub(crate) use self::record::Incoming;
 use self::record::PendingRecord;
 pub(crate) use self::shard_map::ShardMap;
 use self::stream::StreamState;
-use crate::backoff::RetryBackoff;
 use crate::budget::Budget;
 use crate::client::{KinesisApi, KinesisError};
 use crate::config::ProducerConfig;
@@ -132,7 +132,7 @@ pub(crate) struct Pipeline {
     next_sweep: Option<Instant>,
     /// Dispatch starts from a different stream each pass (fairness).
     next_stream: usize,
-    backoff: RetryBackoff,
+    backoff: Backoff,
 }
 
 impl Pipeline {
@@ -158,7 +158,8 @@ impl Pipeline {
             linger: config.linger,
             rate_limit_percent: config.rate_limit_percent,
         };
-        let backoff = RetryBackoff::new(config.min_backoff, config.max_backoff, jitter_seed);
+        let backoff = Backoff::new(config.min_backoff, config.max_backoff, Jitter::Full)
+            .with_seed(jitter_seed);
         let congestion = Congestion::new(
             config.max_concurrent_requests,
             config.request_timeout,

@@ -15,6 +15,7 @@
 use std::sync::Arc;
 use std::time::SystemTime;
 
+use kinesis_common::later;
 use tokio::time::Instant;
 use tracing::{debug, info};
 
@@ -24,7 +25,7 @@ use crate::retrieval::ShardListing;
 use crate::retrieval::cursor::Cursor;
 use crate::retrieval::error::{CallError, Class, Operation, RetrievalError};
 use crate::retrieval::fetcher::{LATEST_CLOCK_SKEW_MARGIN, children_of, starting_floor};
-use crate::retrieval::retry::{Retry, after};
+use crate::retrieval::retry::Retry;
 use crate::retrieval::stats::{Counters, add};
 use crate::retrieval::types::{ChildShard, ShardBatch, StartingPosition, StreamId};
 
@@ -192,7 +193,7 @@ impl Subscriber {
         let renew_at = self
             .config
             .max_subscription_time
-            .map(|limit| after(Instant::now(), limit));
+            .map(|limit| later(Instant::now(), limit));
         self.live = Some(Live {
             events,
             after_close: self.closed.is_some(),
