@@ -1,5 +1,11 @@
 //! What the producer (`kpl`) and the consumer (`kcl`) both need from Kinesis, written once:
 //!
+//! - the Kinesis client layer: one narrow trait per group of calls ([`ListShards`],
+//!   [`PutRecords`], [`ReadShard`], [`StreamConsumers`], [`SubscribeToShard`]), bundled as
+//!   [`ProducerApi`] and [`ConsumerApi`], with their request and answer types; [`SdkKinesis`]
+//!   implements them over the AWS SDK (one attempt per call: retries off), [`Bounded`] bounds
+//!   any implementation by [`Timeouts`], and `testing::FakeKinesis` (feature `test-util`) keeps
+//!   streams in memory;
 //! - [`StreamId`]: a stream by name or by ARN, as every Kinesis operation accepts either;
 //! - [`list_shards`]: every shard of a stream (all pages of ListShards), with lineage, hash-key
 //!   range and whether it is still open;
@@ -11,14 +17,21 @@
 #![forbid(unsafe_code)]
 #![warn(missing_docs, missing_debug_implementations, unreachable_pub)]
 
+mod api;
 mod backoff;
 mod error;
 mod shards;
 mod stream;
 mod time;
 
+pub use api::{
+    BoxFuture, Bounded, ChildShard, ConsumerApi, ConsumerInfo, ConsumerStatus, EventStream,
+    ListShards, ProducerApi, PutEntry, PutRecords, PutResult, ReadShard, RecordsPage,
+    SdkKinesis, Shard, ShardEvent, ShardIteratorStart, ShardListing, StreamConsumers,
+    StreamSummary, SubscribeStart, SubscribeToShard, Timeouts,
+};
 pub use backoff::{Backoff, Jitter};
 pub use error::{BoxError, ErrorClass, KinesisError, classify, classify_code, classify_error};
-pub use shards::{Shard, ShardListing, list_shards, list_shards_as_sent};
+pub use shards::{list_shards, list_shards_as_sent};
 pub use stream::StreamId;
 pub use time::later;

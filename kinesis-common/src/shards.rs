@@ -1,66 +1,17 @@
-//! [`list_shards`]: every shard of a stream, following every page of ListShards.
+//! [`list_shards`]: every shard of a stream, following every page of ListShards: the pager
+//! behind [`SdkKinesis`](crate::SdkKinesis), public for tools that hold a bare SDK client.
 
 use aggregation_proto::HashRange;
 use aws_sdk_kinesis::Client;
 use aws_sdk_kinesis::types::{ShardFilter, ShardFilterType};
 
+use crate::api::{Shard, ShardListing};
 use crate::error::{ErrorClass, KinesisError, classify};
 use crate::stream::StreamId;
 
-/// One shard as ListShards describes it. (Not `#[non_exhaustive]`: the workspace's tests and
-/// fakes build shards field by field.)
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Shard {
-    /// The shard id (`shardId-000000000000`).
-    pub shard_id: String,
-    /// The shard it was split from, or the first of the two it was merged from.
-    pub parent_shard_id: Option<String>,
-    /// The second shard of a merge.
-    pub adjacent_parent_shard_id: Option<String>,
-    /// The hash keys it owns (while open) or owned.
-    pub hash_range: HashRange,
-    /// Whether it still takes records (it has no ending sequence number).
-    pub open: bool,
-}
-
-impl Shard {
-    /// An open shard without parents, for tests and fakes.
-    pub fn new(shard_id: impl Into<String>, hash_range: HashRange) -> Self {
-        Self {
-            shard_id: shard_id.into(),
-            parent_shard_id: None,
-            adjacent_parent_shard_id: None,
-            hash_range,
-            open: true,
-        }
-    }
-
-    /// Its parents: none, one (a split) or two (a merge).
-    pub fn parents(&self) -> impl Iterator<Item = &str> {
-        self.parent_shard_id
-            .as_deref()
-            .into_iter()
-            .chain(self.adjacent_parent_shard_id.as_deref())
-    }
-}
-
-/// Which shards to list. (Not `#[non_exhaustive]`: fakes answer each listing exhaustively.)
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub enum ShardListing {
-    /// Every shard still within the stream's retention, open or closed.
-    All,
-    /// The open shards only (the `AT_LATEST` filter): what a producer routes to, without the
-    /// pages of closed shards a stream that was resharded often keeps for its retention.
-    Open,
-    /// Every shard whose id sorts after this one (the `AFTER_SHARD_ID` filter): where a closed
-    /// shard's children are.
-    After(String),
-    /// The shards open at this time (the `AT_TIMESTAMP` filter).
-    AtTimestamp(std::time::SystemTime),
-}
-
 /// Lists the shards of `stream`, following every page. Not bounded in time: callers wrap it in
-/// their own timeout.
+/// their own timeout. Retries are the client's as given (an [`SdkKinesis`](crate::SdkKinesis)
+/// turned them off).
 ///
 /// # Errors
 /// The classified error of the first page that failed, or [`ErrorClass::Malformed`] for a shard
