@@ -22,6 +22,8 @@ mod backoff;
 mod error;
 mod shards;
 mod stream;
+#[cfg(any(test, feature = "test-util"))]
+pub mod testing;
 mod time;
 
 pub use api::{

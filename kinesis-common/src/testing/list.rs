@@ -1,0 +1,118 @@
+//! ListShards: the shards a [`ShardListing`] selects, with the faults of the call.
+
+use super::faults::service_error;
+use super::{FakeKinesis, ListShardsFault};
+use crate::{BoxFuture, ErrorClass, KinesisError, ListShards, Shard, ShardListing, StreamId};
+
+/// Whether `listing` selects `shard`. The fake keeps no history of when a shard closed, so
+/// [`ShardListing::AtTimestamp`] selects every shard (the trait lets an answer include shards
+/// the filter would leave out, never leave one out).
+fn selects(listing: &ShardListing, shard: &Shard) -> bool {
+    match listing {
+        ShardListing::All | ShardListing::AtTimestamp(_) => true,
+        ShardListing::Open => shard.open,
+        // Shard ids are zero-padded, so their order as strings is their creation order.
+        ShardListing::After(shard_id) => shard.shard_id.as_str() > shard_id.as_str(),
+    }
+}
+
+impl ListShards for FakeKinesis {
+    fn list_shards<'a>(
+        &'a self,
+        stream: &'a StreamId,
+        listing: &'a ShardListing,
+    ) -> BoxFuture<'a, Result<Vec<Shard>, KinesisError>> {
+        Box::pin(async move {
+            match self.next_list_fault(stream) {
+                ListShardsFault::None => {}
+                ListShardsFault::Hang => std::future::pending::<()>().await,
+                ListShardsFault::Error { class, code } => {
+                    return Err(KinesisError::new(
+                        "ListShards",
+                        class,
+                        code,
+                        "injected by the fake",
+                    ));
+                }
+                ListShardsFault::ServiceError { code, message } => {
+                    return Err(service_error("ListShards", &code, &message));
+                }
+                ListShardsFault::Delay(delay) => tokio::time::sleep(delay).await,
+            }
+            let shards = self
+                .state()
+                .streams
+                .get(stream)
+                .filter(|s| !s.deleted)
+                .map(|s| {
+                    s.shards
+                        .iter()
+                        .filter(|f| selects(listing, &f.shard))
+                        .map(|f| f.shard.clone())
+                        .collect::<Vec<_>>()
+                });
+            shards.ok_or_else(|| {
+                KinesisError::new(
+                    "ListShards",
+                    ErrorClass::NotFound,
+                    "ResourceNotFoundException",
+                    format!("Stream {stream} not found"),
+                )
+            })
+        })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn ids(shards: &[Shard]) -> Vec<&str> {
+        shards.iter().map(|s| s.shard_id.as_str()).collect()
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn each_listing_selects_its_shards() {
+        let fake = FakeKinesis::new();
+        fake.create_stream("s", 2);
+        let (low, high) = fake.split_in_half("s", "shardId-000000000000");
+        let stream = StreamId::from("s");
+        let list = |listing: ShardListing| {
+            let fake = fake.clone();
+            let stream = stream.clone();
+            async move { fake.list_shards(&stream, &listing).await.unwrap() }
+        };
+        let all = list(ShardListing::All).await;
+        assert_eq!(all.len(), 4);
+        let open = list(ShardListing::Open).await;
+        assert_eq!(
+            ids(&open),
+            ["shardId-000000000001", low.as_str(), high.as_str()]
+        );
+        assert!(open.iter().all(|s| s.open));
+        let after = list(ShardListing::After("shardId-000000000001".into())).await;
+        assert_eq!(ids(&after), [low.as_str(), high.as_str()]);
+        assert!(
+            after
+                .iter()
+                .all(|s| s.parent_shard_id.as_deref() == Some("shardId-000000000000"))
+        );
+        let at = list(ShardListing::AtTimestamp(std::time::SystemTime::UNIX_EPOCH)).await;
+        assert_eq!(at, all, "no history: every shard");
+        assert_eq!(fake.list_shards_calls(), 4);
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_deleted_or_unknown_stream_is_not_found() {
+        let fake = FakeKinesis::new();
+        fake.create_stream("s", 1);
+        fake.delete_stream("s");
+        for name in ["s", "unknown"] {
+            let error = fake
+                .list_shards(&StreamId::from(name), &ShardListing::Open)
+                .await
+                .unwrap_err();
+            assert_eq!(error.class(), ErrorClass::NotFound, "{name}");
+        }
+    }
+}

@@ -1,0 +1,237 @@
+//! Streams, their shards and lineage, and what each shard stored.
+
+use aggregation_proto::{
+    HashRange, ReceivedRecord, deaggregate, parse_explicit_hash_key, partition_key_hash,
+};
+
+use super::FakeKinesis;
+use crate::{Shard, StreamId};
+
+/// A record as the fake stored it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+#[non_exhaustive]
+pub struct StoredRecord {
+    /// Its sequence number (increasing across the whole fake).
+    pub sequence_number: u64,
+    /// The partition key.
+    pub partition_key: String,
+    /// The explicit hash key it was sent with.
+    pub explicit_hash_key: Option<String>,
+    /// The data (an aggregate or a single user record).
+    pub data: bytes::Bytes,
+}
+
+#[derive(Debug)]
+pub(super) struct FakeShard {
+    pub(super) shard: Shard,
+    /// In sequence order: what a reader of the shard reads.
+    pub(super) records: Vec<StoredRecord>,
+}
+
+#[derive(Debug, Default)]
+pub(super) struct FakeStream {
+    pub(super) shards: Vec<FakeShard>,
+    next_shard: usize,
+    /// Deleted: calls answer `ResourceNotFoundException`; what it stored stays readable.
+    pub(super) deleted: bool,
+}
+
+impl FakeStream {
+    fn add_shard(&mut self, range: HashRange, parents: &[&str]) -> String {
+        let id = format!("shardId-{:012}", self.next_shard);
+        self.next_shard += 1;
+        let mut shard = Shard::new(id.clone(), range);
+        shard.parent_shard_id = parents.first().map(|p| (*p).to_owned());
+        shard.adjacent_parent_shard_id = parents.get(1).map(|p| (*p).to_owned());
+        self.shards.push(FakeShard {
+            shard,
+            records: Vec::new(),
+        });
+        id
+    }
+
+    pub(super) fn open_owner(&mut self, hash_key: u128) -> Option<&mut FakeShard> {
+        self.shards
+            .iter_mut()
+            .find(|s| s.shard.open && s.shard.hash_range.contains(hash_key))
+    }
+
+    fn shard_mut(&mut self, shard_id: &str) -> Option<&mut FakeShard> {
+        self.shards
+            .iter_mut()
+            .find(|s| s.shard.shard_id == shard_id)
+    }
+}
+
+impl FakeKinesis {
+    /// Creates `stream` with `shards` open shards splitting the hash-key space evenly.
+    ///
+    /// # Panics
+    /// When `shards` is 0.
+    pub fn create_stream(&self, stream: impl Into<StreamId>, shards: usize) {
+        assert!(shards > 0, "a stream has at least one shard");
+        let mut fake = FakeStream::default();
+        let width = u128::MAX / shards as u128;
+        for i in 0..shards {
+            let start = width * i as u128;
+            let end = if i + 1 == shards {
+                u128::MAX
+            } else {
+                width * (i as u128 + 1) - 1
+            };
+            let range = HashRange::new(start, end).expect("even ranges are ordered");
+            fake.add_shard(range, &[]);
+        }
+        self.state().streams.insert(stream.into(), fake);
+    }
+
+    /// Splits open shard `shard_id` of `stream` at `at` (the first hash key of the second
+    /// child); returns the two children's ids.
+    ///
+    /// # Panics
+    /// When the shard is not open or `at` is not inside it (a test bug).
+    pub fn split(&self, stream: impl Into<StreamId>, shard_id: &str, at: u128) -> (String, String) {
+        let mut state = self.state();
+        let stream = state
+            .streams
+            .get_mut(&stream.into())
+            .expect("stream exists");
+        let parent = stream.shard_mut(shard_id).expect("shard exists");
+        assert!(parent.shard.open, "only open shards split");
+        let range = parent.shard.hash_range;
+        assert!(
+            range.start() < at && at <= range.end(),
+            "split point inside"
+        );
+        parent.shard.open = false;
+        let low = HashRange::new(range.start(), at - 1).expect("ordered");
+        let high = HashRange::new(at, range.end()).expect("ordered");
+        let a = stream.add_shard(low, &[shard_id]);
+        let b = stream.add_shard(high, &[shard_id]);
+        (a, b)
+    }
+
+    /// Splits open shard `shard_id` in the middle of its range.
+    pub fn split_in_half(&self, stream: impl Into<StreamId>, shard_id: &str) -> (String, String) {
+        let stream = stream.into();
+        let range = self
+            .shards(stream.clone())
+            .into_iter()
+            .find(|s| s.shard_id == shard_id)
+            .expect("shard exists")
+            .hash_range;
+        let middle = range.start() + (range.end() - range.start()) / 2 + 1;
+        self.split(stream, shard_id, middle)
+    }
+
+    /// Merges two open shards of `stream` with adjacent ranges; returns the child's id.
+    ///
+    /// # Panics
+    /// When they are not open and adjacent (a test bug).
+    pub fn merge(&self, stream: impl Into<StreamId>, first: &str, second: &str) -> String {
+        let mut state = self.state();
+        let stream = state
+            .streams
+            .get_mut(&stream.into())
+            .expect("stream exists");
+        let a = stream.shard_mut(first).expect("shard exists").shard.clone();
+        let b = stream
+            .shard_mut(second)
+            .expect("shard exists")
+            .shard
+            .clone();
+        assert!(a.open && b.open, "only open shards merge");
+        let (low, high) = if a.hash_range.start() < b.hash_range.start() {
+            (a.hash_range, b.hash_range)
+        } else {
+            (b.hash_range, a.hash_range)
+        };
+        assert_eq!(
+            low.end().checked_add(1),
+            Some(high.start()),
+            "adjacent ranges"
+        );
+        for id in [first, second] {
+            stream.shard_mut(id).expect("shard exists").shard.open = false;
+        }
+        let range = HashRange::new(low.start(), high.end()).expect("ordered");
+        stream.add_shard(range, &[first, second])
+    }
+
+    /// Deletes `stream`: from now on PutRecords and ListShards calls for it answer
+    /// `ResourceNotFoundException` (calls still crossing the link too), and its shards are
+    /// closed. What it stored stays readable through [`stored`](Self::stored) and
+    /// [`user_records`](Self::user_records), as consumers read it before the deletion.
+    pub fn delete_stream(&self, stream: impl Into<StreamId>) {
+        if let Some(fake) = self.state().streams.get_mut(&stream.into()) {
+            fake.deleted = true;
+            for shard in &mut fake.shards {
+                shard.shard.open = false;
+            }
+        }
+    }
+
+    /// Every shard of `stream`, in creation order.
+    pub fn shards(&self, stream: impl Into<StreamId>) -> Vec<Shard> {
+        self.state()
+            .streams
+            .get(&stream.into())
+            .map(|s| s.shards.iter().map(|f| f.shard.clone()).collect())
+            .unwrap_or_default()
+    }
+
+    /// The open shards of `stream`.
+    pub fn open_shards(&self, stream: impl Into<StreamId>) -> Vec<Shard> {
+        self.shards(stream).into_iter().filter(|s| s.open).collect()
+    }
+
+    /// What each shard of `stream` stored, shards in creation order (parents before children),
+    /// records in sequence order: the order a consumer reads them in.
+    pub fn stored(&self, stream: impl Into<StreamId>) -> Vec<(Shard, Vec<StoredRecord>)> {
+        self.state()
+            .streams
+            .get(&stream.into())
+            .map(|s| {
+                s.shards
+                    .iter()
+                    .map(|f| (f.shard.clone(), f.records.clone()))
+                    .collect()
+            })
+            .unwrap_or_default()
+    }
+
+    /// The user records of `stream` as a consumer that filters each sub-record by its shard's
+    /// hash range would read them: `(shard id, sequence number, partition key, data)`.
+    pub fn user_records(
+        &self,
+        stream: impl Into<StreamId>,
+    ) -> Vec<(String, u64, String, bytes::Bytes)> {
+        let mut out = Vec::new();
+        for (shard, records) in self.stored(stream) {
+            for record in records {
+                let received =
+                    ReceivedRecord::new(record.partition_key.clone(), record.data.clone());
+                for user in deaggregate(&received) {
+                    let hash_key = match user.explicit_hash_key() {
+                        Some(key) => parse_explicit_hash_key(key).ok(),
+                        None => Some(partition_key_hash(user.partition_key())),
+                    };
+                    // A plain record is where Kinesis put it; a sub-record outside the shard's
+                    // range is dropped, as a consumer's per-record filter does.
+                    if user.is_aggregated()
+                        && hash_key.is_some_and(|k| !shard.hash_range.contains(k))
+                    {
+                        continue;
+                    }
+                    out.push((
+                        shard.shard_id.clone(),
+                        record.sequence_number,
+                        user.partition_key().to_owned(),
+                        user.data_bytes(),
+                    ));
+                }
+            }
+        }
+        out
+    }
+}
