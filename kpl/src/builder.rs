@@ -7,7 +7,7 @@ use std::time::Duration;
 use tracing::Instrument;
 
 use crate::budget::Budget;
-use crate::client::{ErrorClass, KinesisApi, KinesisError, SdkKinesis, StreamId};
+use crate::client::{ErrorClass, KinesisApi, KinesisError, SdkKinesis, ShardListing, StreamId};
 use crate::config::{MisroutedRecords, ProducerConfig};
 use crate::error::ConfigError;
 use crate::health::Health;
@@ -339,9 +339,12 @@ impl ProducerBuilder {
             attempts += 1;
             let attempt_deadline =
                 kinesis_common::later(tokio::time::Instant::now(), attempt_limit).min(deadline);
-            let listing = tokio::time::timeout_at(attempt_deadline, api.list_shards(stream))
-                .await
-                .unwrap_or_else(|_| Err(KinesisError::timeout("ListShards", attempt_limit)));
+            let listing = tokio::time::timeout_at(
+                attempt_deadline,
+                api.list_shards(stream, &ShardListing::Open),
+            )
+            .await
+            .unwrap_or_else(|_| Err(KinesisError::timeout("ListShards", attempt_limit)));
             let error = match listing {
                 Ok(shards) => {
                     let map = ShardMap::from_listing(&shards);

@@ -17,8 +17,10 @@
 //! the order sent. One producer writes to any number of streams
 //! ([`Producer::for_stream`]) with one budget and one pipeline.
 //!
-//! The pipeline reaches Kinesis through [`KinesisApi`]: the AWS SDK ([`SdkKinesis`]) or, for
-//! tests, the in-memory `testing::FakeKinesis` (feature `test-util`), with tokio's time.
+//! The pipeline reaches Kinesis through [`KinesisApi`] (`kinesis_common`'s `ProducerApi`: the
+//! [`ListShards`] and [`PutRecords`] traits of the client layer both libraries share): the AWS
+//! SDK ([`SdkKinesis`]) or, for tests, the in-memory `testing::FakeKinesis` (feature
+//! `test-util`), with tokio's time.
 #![forbid(unsafe_code)]
 #![warn(missing_docs, missing_debug_implementations, unreachable_pub)]
 
@@ -40,10 +42,6 @@ pub mod testing;
 
 pub use aggregation_proto::UserRecord;
 pub use builder::{BuildError, ProducerBuilder};
-pub use client::{
-    BoxFuture, ErrorClass, KinesisApi, KinesisError, PutEntry, PutResult, SdkKinesis, Shard,
-    StreamId,
-};
 pub use config::{
     DEFAULT_BATCH_BYTES, MAX_ORDERING_LANES, MisroutedRecords, PUT_RECORDS_MAX_BYTES,
     PUT_RECORDS_MAX_RECORDS, RECORD_OVERHEAD_BYTES, SHARD_BYTES_PER_SEC, SHARD_RECORDS_PER_SEC,
@@ -51,6 +49,15 @@ pub use config::{
 };
 pub use error::{
     ConfigError, FailureReason, FlushError, FlushReport, RecordFailure, SendError, TrySendError,
+};
+/// The Kinesis calls the producer makes: [`ListShards`] and [`PutRecords`], one attempt per
+/// call (the producer bounds each call in time and retries by itself). Every type implementing
+/// both implements it: to put the producer in front of something other than the AWS SDK (a
+/// test fake, a proxy), implement those two; [`SdkKinesis`] is the real one.
+pub use kinesis_common::ProducerApi as KinesisApi;
+pub use kinesis_common::{
+    BoxFuture, ErrorClass, KinesisError, ListShards, PutEntry, PutRecords, PutResult, SdkKinesis,
+    Shard, ShardListing, StreamId,
 };
 pub use metrics::MetricsSnapshot;
 pub use producer::Producer;

@@ -13,7 +13,7 @@ use tracing::Instrument;
 use super::congestion::Ticket;
 use super::record::Outgoing;
 use super::settle::{Answer, CallOutcome};
-use crate::client::{KinesisApi, PutEntry, StreamId};
+use crate::client::{KinesisApi, PutEntry, PutRecords, StreamId};
 
 /// One call in flight.
 pub(crate) struct InFlight {

@@ -501,23 +501,25 @@ async fn a_missing_stream_stops_being_refreshed() {
 #[derive(Debug, Clone)]
 struct OneStreamThrottled {
     fake: FakeKinesis,
-    throttled: crate::client::StreamId,
+    throttled: crate::StreamId,
 }
 
-impl crate::client::KinesisApi for OneStreamThrottled {
+impl crate::ListShards for OneStreamThrottled {
     fn list_shards<'a>(
         &'a self,
-        stream: &'a crate::client::StreamId,
-    ) -> crate::client::BoxFuture<'a, Result<Vec<crate::client::Shard>, crate::KinesisError>> {
-        self.fake.list_shards(stream)
+        stream: &'a crate::StreamId,
+        listing: &'a crate::ShardListing,
+    ) -> crate::BoxFuture<'a, Result<Vec<crate::Shard>, crate::KinesisError>> {
+        crate::ListShards::list_shards(&self.fake, stream, listing)
     }
+}
 
+impl crate::PutRecords for OneStreamThrottled {
     fn put_records<'a>(
         &'a self,
-        stream: &'a crate::client::StreamId,
-        entries: &'a [crate::client::PutEntry],
-    ) -> crate::client::BoxFuture<'a, Result<Vec<crate::client::PutResult>, crate::KinesisError>>
-    {
+        stream: &'a crate::StreamId,
+        entries: &'a [crate::PutEntry],
+    ) -> crate::BoxFuture<'a, Result<Vec<crate::PutResult>, crate::KinesisError>> {
         if *stream == self.throttled {
             return Box::pin(async {
                 Err(crate::KinesisError::new(
@@ -528,7 +530,7 @@ impl crate::client::KinesisApi for OneStreamThrottled {
                 ))
             });
         }
-        self.fake.put_records(stream, entries)
+        crate::PutRecords::put_records(&self.fake, stream, entries)
     }
 }
 

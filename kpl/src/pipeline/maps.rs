@@ -14,7 +14,7 @@ use super::record::{AttemptError, PendingRecord};
 use super::refresh::Finished;
 use super::shard_map::ShardMap;
 use super::stream::Unsettled;
-use crate::client::{ErrorClass, KinesisError};
+use crate::client::{ErrorClass, KinesisError, ListShards, ShardListing};
 use crate::config::MisroutedRecords;
 use crate::error::FailureReason;
 
@@ -31,7 +31,10 @@ impl Pipeline {
             let span = tracing::debug_span!("list_shards", stream = %id);
             let task = self.refreshes.spawn(
                 async move {
-                    let result = match tokio::time::timeout(limit, api.list_shards(&id)).await {
+                    // The producer routes to open shards only: closed ones are pages for
+                    // nothing. `limit` is the only bound: the client layer sets none.
+                    let listing = api.list_shards(&id, &ShardListing::Open);
+                    let result = match tokio::time::timeout(limit, listing).await {
                         Err(_) => Err(KinesisError::timeout("ListShards", limit)),
                         Ok(listing) => listing.and_then(|shards| {
                             let map = ShardMap::from_listing(&shards);

@@ -351,10 +351,8 @@ async fn records_waiting_for_their_rate_limit_expire_at_their_ttl() {
 async fn a_ttl_that_never_ends_keeps_retrying_with_bounded_attempts() {
     let fake = FakeKinesis::new();
     fake.create_stream(STREAM, 1);
-    let faults = RandomFaults {
-        throttle_call: 1.0,
-        ..RandomFaults::none()
-    };
+    let mut faults = RandomFaults::none();
+    faults.throttle_call = 1.0;
     fake.set_random_faults(faults, 1);
     let producer = builder(&fake)
         .record_ttl(Duration::MAX)
@@ -586,15 +584,17 @@ fn faults() -> impl Strategy<Value = RandomFaults> {
         0.0..0.05f64,
         0.0..0.05f64,
     )
-        .prop_map(|(te, ie, tc, ic, lose, hang, store_hang)| RandomFaults {
-            throttle_entry: te,
-            internal_entry: ie,
-            throttle_call: tc,
-            internal_call: ic,
-            lose_answer: lose,
-            hang,
-            store_then_hang: store_hang,
-            ..RandomFaults::none()
+        .prop_map(|(te, ie, tc, ic, lose, hang, store_hang)| {
+            // Built field by field: `RandomFaults` is `#[non_exhaustive]` outside its crate.
+            let mut faults = RandomFaults::none();
+            faults.throttle_entry = te;
+            faults.internal_entry = ie;
+            faults.throttle_call = tc;
+            faults.internal_call = ic;
+            faults.lose_answer = lose;
+            faults.hang = hang;
+            faults.store_then_hang = store_hang;
+            faults
         })
 }
 
