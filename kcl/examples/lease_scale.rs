@@ -38,11 +38,12 @@ use integration_tests::{
     create_stream, delete_stream, delete_table, dynamodb_client, kinesis_client, list_shards,
     unique_name, wait_for_stream_active,
 };
+use kcl::coordinator::{CoordinatorConfig, LeaseCoordinator};
 use kcl::lease::{Checkpoint, Lease, LeaseTable};
 use kcl::retrieval::PollingConfig;
 use kcl::{
-    Checkpointer, CoordinatorConfig, InitialPosition, LeaseCoordinator, ProcessRecordsInput,
-    Scheduler, SchedulerHandle, ShardRecordProcessor,
+    Checkpointer, InitialPosition, ProcessRecordsInput, Scheduler, SchedulerHandle,
+    ShardRecordProcessor,
 };
 use rand::Rng as _;
 
@@ -620,7 +621,7 @@ async fn idle(settings: &Settings) -> Result<(), Error> {
         table.create_if_missing().await?;
         for i in 0..settings.leases {
             table
-                .create_if_absent(&Lease::new(
+                .create_lease(&Lease::new(
                     format!("shardId-{i:012}"),
                     Checkpoint::TrimHorizon,
                 ))

@@ -468,7 +468,7 @@ async fn registration_is_idempotent_across_racing_workers_and_survives_a_deregis
     let stream = unique_name("fo-register");
     create_stream(&kinesis, &stream, 1).await;
     let config = FanOutConfig::default().registration_poll_interval(Duration::from_millis(20));
-    let id: kcl::retrieval::StreamId = stream.as_str().into();
+    let id: kcl::StreamId = stream.as_str().into();
     let mut racers = tokio::task::JoinSet::new();
     for _ in 0..4 {
         let (kinesis, id, config) = (kinesis.clone(), id.clone(), config.clone());
@@ -543,7 +543,7 @@ async fn a_second_subscription_of_a_shard_backs_off_until_the_first_is_closed() 
         .read_timeout(Duration::from_secs(5))
         .subscribe_backoff(Duration::from_millis(50), Duration::from_millis(400))
         .registration_poll_interval(Duration::from_millis(20));
-    let id: kcl::retrieval::StreamId = stream.as_str().into();
+    let id: kcl::StreamId = stream.as_str().into();
     let consumer = kcl::retrieval::register_stream_consumer(&kinesis, &id, "in-use", &config)
         .await
         .expect("registered");

@@ -13,9 +13,9 @@ use aggregation_proto::{Aggregator, AggregatorConfig, DeaggregatedRecord, HashRa
 use aws_sdk_kinesis::Client;
 use aws_sdk_kinesis::primitives::Blob;
 use fault_proxy::{FaultProxy, Faults, Upstream};
+use kcl::StreamId;
 use kcl::retrieval::{
     PollingConfig, PollingSource, RecordSource, RetrievalError, ShardBatch, StartingPosition,
-    StreamId,
 };
 
 const DEADLINE: Duration = Duration::from_secs(30);

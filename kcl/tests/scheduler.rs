@@ -515,7 +515,7 @@ async fn a_restart_resumes_inside_an_aggregate() {
     let mut lease =
         kcl::lease::Lease::new(shard.clone(), Checkpoint::sequence(sequence.clone(), 19));
     lease.hash_key_range = Some(("0".into(), u128::MAX.to_string()));
-    table.create_if_absent(&lease).await.expect("lease");
+    table.create_lease(&lease).await.expect("lease");
     let worker = fleet.worker("w1").await;
     fleet.wait_delivered(30, Duration::from_secs(30)).await;
     worker.handle.graceful_shutdown().await;

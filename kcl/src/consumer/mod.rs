@@ -43,7 +43,8 @@ use crate::retrieval::{
     MAX_ANSWER_BYTES, MAX_EVENT_BYTES, PollingReader, RecordsBudget, RetrievalError,
     RetrievalStats, ShardBatch, ShardListing, StartingPosition, StreamId, children_of, estimate,
 };
-use crate::scheduler::{InitialPosition, ShardPhase, StatusBoard, WorkerConfig};
+use crate::InitialPosition;
+use crate::scheduler::{ShardPhase, StatusBoard, WorkerConfig};
 use watchdog::Watchdog;
 
 /// Why a consumer must stop.

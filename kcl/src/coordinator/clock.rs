@@ -4,14 +4,17 @@
 //! clocks, so tests can move time without sleeping.
 
 use std::fmt;
+#[cfg(test)]
 use std::sync::{Arc, Mutex, PoisonError};
-use std::time::{Duration, Instant};
+#[cfg(test)]
+use std::time::Duration;
+use std::time::Instant;
 
 /// A monotonic clock.
 ///
 /// The coordinator reads it to judge lease expiry and how long ago a lease was last renewed;
 /// its loops still sleep on tokio's timer.
-pub trait Clock: Send + Sync + fmt::Debug {
+pub(crate) trait Clock: Send + Sync + fmt::Debug {
     /// The current instant. Must never go backwards.
     fn now(&self) -> Instant;
 }
@@ -22,7 +25,7 @@ pub trait Clock: Send + Sync + fmt::Debug {
 /// runtime whose time is paused (tokio's `test-util`), where it follows the paused clock: tests
 /// that pause tokio time move this clock and the coordinator's sleeps together.
 #[derive(Debug, Clone, Copy, Default)]
-pub struct SystemClock;
+pub(crate) struct SystemClock;
 
 impl Clock for SystemClock {
     fn now(&self) -> Instant {
@@ -31,38 +34,28 @@ impl Clock for SystemClock {
 }
 
 /// A clock that moves only when told to, for tests. Clones share the same time.
-///
-/// # Examples
-///
-/// ```
-/// use std::time::Duration;
-/// use kcl::coordinator::{Clock, ManualClock};
-///
-/// let clock = ManualClock::new();
-/// let start = clock.now();
-/// clock.advance(Duration::from_secs(10));
-/// assert_eq!(clock.now() - start, Duration::from_secs(10));
-/// ```
+#[cfg(test)]
 #[derive(Debug, Clone)]
-pub struct ManualClock {
+pub(crate) struct ManualClock {
     now: Arc<Mutex<Instant>>,
 }
 
+#[cfg(test)]
 impl ManualClock {
     /// A clock standing at the current instant.
-    pub fn new() -> Self {
+    pub(crate) fn new() -> Self {
         Self::starting_at(Instant::now())
     }
 
     /// A clock standing at `start`.
-    pub fn starting_at(start: Instant) -> Self {
+    pub(crate) fn starting_at(start: Instant) -> Self {
         Self {
             now: Arc::new(Mutex::new(start)),
         }
     }
 
     /// Moves the clock forward by `by` (left unchanged when that would overflow [`Instant`]).
-    pub fn advance(&self, by: Duration) {
+    pub(crate) fn advance(&self, by: Duration) {
         let mut now = self.now.lock().unwrap_or_else(PoisonError::into_inner);
         if let Some(later) = now.checked_add(by) {
             *now = later;
@@ -70,12 +63,14 @@ impl ManualClock {
     }
 }
 
+#[cfg(test)]
 impl Default for ManualClock {
     fn default() -> Self {
         Self::new()
     }
 }
 
+#[cfg(test)]
 impl Clock for ManualClock {
     fn now(&self) -> Instant {
         *self.now.lock().unwrap_or_else(PoisonError::into_inner)
@@ -85,6 +80,15 @@ impl Clock for ManualClock {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// Was the doc example of `ManualClock` while it was public.
+    #[test]
+    fn a_manual_clock_advanced_by_ten_seconds_reads_ten_seconds_later() {
+        let clock = ManualClock::new();
+        let start = clock.now();
+        clock.advance(Duration::from_secs(10));
+        assert_eq!(clock.now() - start, Duration::from_secs(10));
+    }
 
     #[test]
     fn manual_clock_moves_only_when_advanced_and_clones_share_it() {

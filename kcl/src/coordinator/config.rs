@@ -36,7 +36,7 @@ use std::time::Duration;
 ///     .build()?;
 /// assert_eq!(config.renew_interval(), Duration::from_secs(1));
 /// assert_eq!(config.take_interval(), Duration::from_millis(6050));
-/// # Ok::<(), kcl::coordinator::ConfigError>(())
+/// # Ok::<(), kcl::coordinator::CoordinatorConfigError>(())
 /// ```
 #[derive(Debug, Clone, PartialEq, Eq)]
 #[non_exhaustive]
@@ -232,24 +232,24 @@ impl CoordinatorConfigBuilder {
     ///
     /// # Errors
     ///
-    /// [`ConfigError`] naming the first invalid setting: a zero failover time, renew interval,
+    /// [`CoordinatorConfigError`] naming the first invalid setting: a zero failover time, renew interval,
     /// take interval or handoff timeout, one longer than
     /// [`CoordinatorConfig::MAX_DURATION`], or a renew interval not shorter than the failover
     /// time (the worker's leases would expire at other workers between two renewals).
-    pub fn build(self) -> Result<CoordinatorConfig, ConfigError> {
+    pub fn build(self) -> Result<CoordinatorConfig, CoordinatorConfigError> {
         let failover_time = self.failover_time;
         if failover_time.is_zero() {
-            return Err(ConfigError::ZeroFailoverTime);
+            return Err(CoordinatorConfigError::ZeroFailoverTime);
         }
         check_max("failover_time", failover_time)?;
         let renew_interval = self
             .renew_interval
             .unwrap_or_else(|| default_renew_interval(failover_time));
         if renew_interval.is_zero() {
-            return Err(ConfigError::ZeroRenewInterval);
+            return Err(CoordinatorConfigError::ZeroRenewInterval);
         }
         if renew_interval >= failover_time {
-            return Err(ConfigError::RenewIntervalTooLong {
+            return Err(CoordinatorConfigError::RenewIntervalTooLong {
                 renew_interval,
                 failover_time,
             });
@@ -258,11 +258,11 @@ impl CoordinatorConfigBuilder {
             .take_interval
             .unwrap_or_else(|| default_take_interval(failover_time));
         if take_interval.is_zero() {
-            return Err(ConfigError::ZeroTakeInterval);
+            return Err(CoordinatorConfigError::ZeroTakeInterval);
         }
         check_max("take_interval", take_interval)?;
         if self.handoff_timeout.is_zero() {
-            return Err(ConfigError::ZeroHandoffTimeout);
+            return Err(CoordinatorConfigError::ZeroHandoffTimeout);
         }
         check_max("handoff_timeout", self.handoff_timeout)?;
         Ok(CoordinatorConfig {
@@ -277,9 +277,9 @@ impl CoordinatorConfigBuilder {
     }
 }
 
-fn check_max(setting: &'static str, value: Duration) -> Result<(), ConfigError> {
+fn check_max(setting: &'static str, value: Duration) -> Result<(), CoordinatorConfigError> {
     if value > CoordinatorConfig::MAX_DURATION {
-        Err(ConfigError::TooLong {
+        Err(CoordinatorConfigError::TooLong {
             setting,
             value,
             max: CoordinatorConfig::MAX_DURATION,
@@ -289,10 +289,12 @@ fn check_max(setting: &'static str, value: Duration) -> Result<(), ConfigError> 
     }
 }
 
-/// An invalid [`CoordinatorConfig`] or coordinator setting.
+/// An invalid [`CoordinatorConfig`], coordinator or worker setting (the
+/// [`Scheduler`](crate::Scheduler)'s builder reports its own settings with it too, in
+/// [`SchedulerError::Config`](crate::SchedulerError::Config)).
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 #[non_exhaustive]
-pub enum ConfigError {
+pub enum CoordinatorConfigError {
     /// The failover time is zero.
     #[error("the failover time must be positive")]
     ZeroFailoverTime,
@@ -394,26 +396,26 @@ mod tests {
         let build = |b: CoordinatorConfigBuilder| b.build().unwrap_err();
         assert_eq!(
             build(CoordinatorConfig::builder().failover_time(Duration::ZERO)),
-            ConfigError::ZeroFailoverTime
+            CoordinatorConfigError::ZeroFailoverTime
         );
         // 2 ns / 3 rounds down to zero.
         assert_eq!(
             build(CoordinatorConfig::builder().failover_time(Duration::from_nanos(2))),
-            ConfigError::ZeroRenewInterval
+            CoordinatorConfigError::ZeroRenewInterval
         );
         assert_eq!(
             build(CoordinatorConfig::builder().renew_interval(Duration::from_secs(10))),
-            ConfigError::RenewIntervalTooLong {
+            CoordinatorConfigError::RenewIntervalTooLong {
                 renew_interval: Duration::from_secs(10),
                 failover_time: Duration::from_secs(10),
             }
         );
         assert_eq!(
             build(CoordinatorConfig::builder().take_interval(Duration::ZERO)),
-            ConfigError::ZeroTakeInterval
+            CoordinatorConfigError::ZeroTakeInterval
         );
         assert_eq!(
-            ConfigError::RenewIntervalTooLong {
+            CoordinatorConfigError::RenewIntervalTooLong {
                 renew_interval: Duration::from_secs(4),
                 failover_time: Duration::from_secs(3),
             }
@@ -429,7 +431,7 @@ mod tests {
             CoordinatorConfig::builder()
                 .failover_time(Duration::MAX)
                 .build(),
-            Err(ConfigError::TooLong {
+            Err(CoordinatorConfigError::TooLong {
                 setting: "failover_time",
                 value: Duration::MAX,
                 max: day,
@@ -438,7 +440,7 @@ mod tests {
         // The default take interval of a one-day failover is over a day.
         assert!(matches!(
             CoordinatorConfig::builder().failover_time(day).build(),
-            Err(ConfigError::TooLong {
+            Err(CoordinatorConfigError::TooLong {
                 setting: "take_interval",
                 ..
             })
@@ -454,7 +456,7 @@ mod tests {
             CoordinatorConfig::builder()
                 .handoff_timeout(day * 2)
                 .build(),
-            Err(ConfigError::TooLong {
+            Err(CoordinatorConfigError::TooLong {
                 setting: "handoff_timeout",
                 ..
             })
@@ -463,7 +465,7 @@ mod tests {
             CoordinatorConfig::builder()
                 .handoff_timeout(Duration::ZERO)
                 .build(),
-            Err(ConfigError::ZeroHandoffTimeout)
+            Err(CoordinatorConfigError::ZeroHandoffTimeout)
         );
     }
 }

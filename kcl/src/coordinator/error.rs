@@ -1,4 +1,4 @@
-//! Errors of the lease coordinator (besides [`ConfigError`](super::ConfigError)).
+//! Errors of the lease coordinator (besides [`super::CoordinatorConfigError`]).
 
 use std::error::Error;
 use std::fmt;
@@ -21,10 +21,8 @@ pub enum StartError {
     NoRuntime,
 }
 
-/// Why an operation on a held lease failed
-/// ([`write_held`](super::LeaseCoordinator::write_held),
-/// [`checkpoint`](super::LeaseCoordinator::checkpoint),
-/// [`release`](super::LeaseCoordinator::release)).
+/// Why a write to a held lease failed (a checkpoint, a handoff answer: see
+/// [`Checkpointer`](crate::Checkpointer) and [`LeaseCoordinator`](super::LeaseCoordinator)).
 #[derive(Debug, thiserror::Error)]
 #[non_exhaustive]
 pub enum HeldLeaseError {

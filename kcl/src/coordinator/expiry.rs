@@ -13,28 +13,8 @@ use crate::lease::Lease;
 /// clock, so clock skew between workers cannot expire a lease early. A lease first seen by this
 /// worker counts from that scan: a new worker waits a full failover time before judging any
 /// lease expired.
-///
-/// # Examples
-///
-/// ```
-/// use std::collections::BTreeSet;
-/// use std::time::Duration;
-/// use kcl::coordinator::{Clock, ExpiryTracker, ManualClock};
-/// use kcl::lease::{Checkpoint, Lease};
-///
-/// let clock = ManualClock::new();
-/// let mut tracker = ExpiryTracker::new(Duration::from_secs(10));
-/// let mut lease = Lease::new("shardId-000000000000", Checkpoint::TrimHorizon);
-/// lease.lease_owner = Some("worker-2".into());
-///
-/// tracker.observe(std::slice::from_ref(&lease), clock.now());
-/// clock.advance(Duration::from_secs(11));
-/// tracker.observe(std::slice::from_ref(&lease), clock.now());
-/// let expired = tracker.expired(&[lease], "worker-1", &BTreeSet::new(), clock.now());
-/// assert_eq!(expired["shardId-000000000000"], Duration::from_secs(11));
-/// ```
 #[derive(Debug, Clone)]
-pub struct ExpiryTracker {
+pub(crate) struct ExpiryTracker {
     failover_time: Duration,
     seen: HashMap<String, Seen>,
 }
@@ -47,16 +27,11 @@ struct Seen {
 
 impl ExpiryTracker {
     /// A tracker that has seen nothing, judging expiry after `failover_time`.
-    pub fn new(failover_time: Duration) -> Self {
+    pub(crate) fn new(failover_time: Duration) -> Self {
         Self {
             failover_time,
             seen: HashMap::new(),
         }
-    }
-
-    /// The failover time.
-    pub fn failover_time(&self) -> Duration {
-        self.failover_time
     }
 
     /// Forgets every counter seen: the next scan counts from scratch. Called after a failed
@@ -64,14 +39,14 @@ impl ExpiryTracker {
     /// either (during a DynamoDB outage nobody can), so standing still across the gap proves
     /// nothing, and the owners get a full failover time to renew once the table is back
     /// instead of losing their leases to whoever scans first.
-    pub fn reset(&mut self) {
+    pub(crate) fn reset(&mut self) {
         self.seen.clear();
     }
 
     /// Records one scan made at `now`: a lease whose counter differs from the one remembered
     /// (or that was never seen) starts counting from `now`; leases missing from the scan are
     /// forgotten.
-    pub fn observe(&mut self, leases: &[Lease], now: Instant) {
+    pub(crate) fn observe(&mut self, leases: &[Lease], now: Instant) {
         let mut seen = HashMap::with_capacity(leases.len());
         for lease in leases {
             let since = match self.seen.get(&lease.lease_key) {
@@ -91,7 +66,7 @@ impl ExpiryTracker {
 
     /// How long the counter of `lease_key` has stood still as of `now`, or `None` for a lease
     /// the last scan did not include.
-    pub fn idle(&self, lease_key: &str, now: Instant) -> Option<Duration> {
+    pub(crate) fn idle(&self, lease_key: &str, now: Instant) -> Option<Duration> {
         self.seen
             .get(lease_key)
             .map(|seen| now.saturating_duration_since(seen.since))
@@ -109,7 +84,7 @@ impl ExpiryTracker {
     /// "Held by" is [`Lease::holder`]: during a handoff the old holder (`checkpointOwner`),
     /// who still renews the lease. Never listed: unowned leases (takeable anyway) and leases
     /// `worker_id` holds (`held`); a worker never treats its own held leases as expired.
-    pub fn expired(
+    pub(crate) fn expired(
         &self,
         leases: &[Lease],
         worker_id: &str,
@@ -152,6 +127,21 @@ mod tests {
 
     fn keys(map: &BTreeMap<String, Duration>) -> Vec<&str> {
         map.keys().map(String::as_str).collect()
+    }
+
+    /// Was the doc example of `ExpiryTracker` while it was public.
+    #[test]
+    fn another_worker_s_lease_idle_for_eleven_seconds_of_ten_is_expired() {
+        let clock = ManualClock::new();
+        let mut tracker = ExpiryTracker::new(Duration::from_secs(10));
+        let mut lease = Lease::new("shardId-000000000000", Checkpoint::TrimHorizon);
+        lease.lease_owner = Some("worker-2".into());
+
+        tracker.observe(std::slice::from_ref(&lease), clock.now());
+        clock.advance(Duration::from_secs(11));
+        tracker.observe(std::slice::from_ref(&lease), clock.now());
+        let expired = tracker.expired(&[lease], "worker-1", &BTreeSet::new(), clock.now());
+        assert_eq!(expired["shardId-000000000000"], Duration::from_secs(11));
     }
 
     #[test]

@@ -11,8 +11,8 @@ use tokio::time::timeout;
 use tokio_util::sync::CancellationToken;
 use tracing::{Instrument, error, info_span};
 
-use super::clock::{Clock, SystemClock};
-use super::config::{ConfigError, CoordinatorConfig};
+use super::clock::SystemClock;
+use super::config::{CoordinatorConfig, CoordinatorConfigError};
 use super::error::{HeldLeaseError, StartError, timed_out, unresolved};
 use super::snapshot::ScanSnapshot;
 use super::state::{Conflict, DropReason, HeldRef, Shared, Wrote, may_have_applied};
@@ -34,13 +34,24 @@ use crate::lease::{Checkpoint, Lease, LeaseError, LeaseTable, whole_millis};
 /// then [`shutdown`](Self::shutdown). Dropping the last handle cancels the loops without
 /// waiting for them.
 ///
+/// # Writes
+///
+/// Checkpoints and handoff answers are written by the [`Scheduler`](crate::Scheduler) that
+/// runs the coordinator, each fenced to the holding it was given (a lease lost and taken again
+/// is a new holding): nothing public takes a lease key to write to, so no holder of a
+/// coordinator can write into a holding it was not given. Used alone, a coordinator takes,
+/// renews, balances and releases ([`release_all`](Self::release_all)) leases; it writes no
+/// checkpoints.
+///
 /// # Handoffs
 ///
 /// With [`CoordinatorConfig::graceful_handoff`] (the default), other workers balance the fleet
 /// by asking for leases instead of taking them: the keys asked for appear in
-/// [`handoff_requests`](Self::handoff_requests). Stop processing each of them, checkpoint, then
-/// [`release`](Self::release) it (the [`Scheduler`](crate::Scheduler) does all of this). A lease
-/// not let go of is taken anyway after the [handoff timeout](CoordinatorConfig::handoff_timeout).
+/// [`handoff_requests`](Self::handoff_requests). The [`Scheduler`](crate::Scheduler) stops
+/// processing each of them, checkpoints, then lets go. A lease not let go of (a coordinator
+/// used alone does not answer) is taken anyway after the
+/// [handoff timeout](CoordinatorConfig::handoff_timeout): turn graceful handoffs off for a
+/// coordinator used alone, or leave before that with [`release_all`](Self::release_all).
 ///
 /// # Examples
 ///
@@ -101,7 +112,6 @@ pub struct LeaseCoordinatorBuilder {
     store: Arc<dyn LeaseStore>,
     worker_id: String,
     config: CoordinatorConfig,
-    clock: Arc<dyn Clock>,
     parent: Option<CancellationToken>,
 }
 
@@ -111,7 +121,6 @@ impl LeaseCoordinatorBuilder {
             store,
             worker_id: worker_id.into(),
             config: CoordinatorConfig::default(),
-            clock: Arc::new(SystemClock),
             parent: None,
         }
     }
@@ -119,13 +128,6 @@ impl LeaseCoordinatorBuilder {
     /// The timings and limits (default: [`CoordinatorConfig::default`]).
     pub fn config(mut self, config: CoordinatorConfig) -> Self {
         self.config = config;
-        self
-    }
-
-    /// The clock expiry is judged by (default: [`SystemClock`]). The loops still sleep on
-    /// tokio's timer.
-    pub fn clock(mut self, clock: Arc<dyn Clock>) -> Self {
-        self.clock = clock;
         self
     }
 
@@ -140,10 +142,10 @@ impl LeaseCoordinatorBuilder {
     ///
     /// # Errors
     ///
-    /// [`ConfigError::EmptyWorkerId`] for an empty worker id.
-    pub fn build(self) -> Result<LeaseCoordinator, ConfigError> {
+    /// [`CoordinatorConfigError::EmptyWorkerId`] for an empty worker id.
+    pub fn build(self) -> Result<LeaseCoordinator, CoordinatorConfigError> {
         if self.worker_id.is_empty() {
-            return Err(ConfigError::EmptyWorkerId);
+            return Err(CoordinatorConfigError::EmptyWorkerId);
         }
         let cancel = match &self.parent {
             Some(parent) => parent.child_token(),
@@ -156,7 +158,7 @@ impl LeaseCoordinatorBuilder {
                     self.store,
                     self.worker_id,
                     self.config,
-                    self.clock,
+                    Arc::new(SystemClock),
                 )),
                 cancel,
                 taker_cancel,
@@ -192,16 +194,16 @@ impl LeaseCoordinator {
     ///
     /// # Errors
     ///
-    /// [`ConfigError::EmptyWorkerId`] for an empty worker id.
+    /// [`CoordinatorConfigError::EmptyWorkerId`] for an empty worker id.
     pub fn new(
         table: LeaseTable,
         worker_id: impl Into<String>,
         config: CoordinatorConfig,
-    ) -> Result<Self, ConfigError> {
+    ) -> Result<Self, CoordinatorConfigError> {
         Self::builder(table, worker_id).config(config).build()
     }
 
-    /// A builder, to also set the clock or a parent cancellation token.
+    /// A builder, to also set a parent cancellation token.
     pub fn builder(table: LeaseTable, worker_id: impl Into<String>) -> LeaseCoordinatorBuilder {
         LeaseCoordinatorBuilder::from_store(Arc::new(table), worker_id)
     }
@@ -310,57 +312,38 @@ impl LeaseCoordinator {
     /// whether it was. The holding's validity is not extended (when the write was sent is
     /// not known); the next renewal, on the new counter, extends it.
     ///
-    /// Writing outside the coordinator races with its renewals (both expect the same counter,
-    /// so one fails): prefer [`write_held`](Self::write_held) or
-    /// [`checkpoint`](Self::checkpoint), which exclude them.
-    pub fn update_held(&self, lease: Lease) -> bool {
+    /// Only tests write outside the coordinator: every write of the crate's goes through
+    /// [`write_holding`](Self::write_holding).
+    #[cfg(test)]
+    pub(crate) fn update_held(&self, lease: Lease) -> bool {
         self.shared().update_held(lease)
     }
 
-    /// Runs `write` on the latest copy of held lease `lease_key`, with renewals of that lease
-    /// held off, and keeps the stored lease it returns as the new local copy. A write that
-    /// fails its condition ([`LeaseError::LeaseLost`]) re-reads the lease: if another worker
-    /// asked for it (a graceful handoff, this worker is its `checkpointOwner`), the new copy
-    /// is adopted and `write` runs once more with it; otherwise the lease is dropped from the
-    /// held set. A write that leaves the lease to someone else (a release) drops it too.
+    /// Runs `write` on the latest copy of one holding's lease, with renewals of that lease
+    /// held off, and keeps the stored lease it returns as the new local copy. Fenced to the
+    /// holding: fails with [`HeldLeaseError::NotHeld`] once that holding ended, even if the
+    /// lease was taken again since (a checkpointer of an earlier holding never writes into a
+    /// later one).
     ///
-    /// Keep `write` short (one request): the lease is not renewed while it runs.
+    /// A write that fails its condition ([`LeaseError::LeaseLost`]) re-reads the lease: if
+    /// another worker asked for it (a graceful handoff, this worker is its
+    /// `checkpointOwner`), or the counter was moved by an unanswered write of this worker's,
+    /// the new copy is adopted and `write` runs once more with it; otherwise the holding ends
+    /// (a stored lease that is no longer this worker's ends it for `gone`). `wrote` says what
+    /// the write stores, so that a write whose condition failed counts as applied only when
+    /// that is stored (see [`super::state`]). Keep `write` short (one request): the lease is
+    /// not renewed while it runs.
     ///
     /// # Errors
     ///
-    /// [`HeldLeaseError::NotHeld`] when this worker does not hold the lease,
-    /// [`HeldLeaseError::Write`] with the lease table's error.
+    /// [`HeldLeaseError::NotHeld`] when the holding ended, [`HeldLeaseError::Write`] with the
+    /// lease table's error.
     ///
     /// # Cancel safety
     ///
     /// Dropping the future after `write` sent its request leaves the local copy possibly
     /// stale; the next renewal then finds out (and keeps the lease if this worker still owns
     /// it at the next counter, drops it otherwise).
-    pub async fn write_held<F, Fut>(
-        &self,
-        lease_key: &str,
-        write: F,
-    ) -> Result<Lease, HeldLeaseError>
-    where
-        F: Fn(Lease) -> Fut,
-        Fut: Future<Output = Result<Lease, LeaseError>>,
-    {
-        let held = self
-            .shared()
-            .held_ref(lease_key)
-            .ok_or_else(|| HeldLeaseError::NotHeld {
-                lease_key: lease_key.to_owned(),
-            })?;
-        self.write_holding(&held, DropReason::Lost, Wrote::Counter, write)
-            .await
-    }
-
-    /// [`write_held`](Self::write_held) fenced to one holding: fails with
-    /// [`HeldLeaseError::NotHeld`] once that holding ended, even if the lease was taken again
-    /// since (a checkpointer of an earlier holding never writes into a later one). A stored
-    /// lease that is no longer this worker's ends the holding for `gone`. `wrote` says what
-    /// the write stores, so that a write whose condition failed counts as applied only when
-    /// that is stored (see [`super::state`]).
     pub(crate) async fn write_holding<F, Fut>(
         &self,
         held: &HeldRef,
@@ -427,49 +410,71 @@ impl LeaseCoordinator {
         )))
     }
 
-    /// Records `checkpoint` for held lease `lease_key` (see [`LeaseTable::checkpoint`]), with
-    /// renewals held off, and keeps the stored lease as the local copy. The request is bounded
-    /// by the renew interval.
-    ///
-    /// # Errors
-    ///
-    /// As for [`write_held`](Self::write_held).
-    ///
-    /// # Cancel safety
-    ///
-    /// As for [`write_held`](Self::write_held).
-    pub async fn checkpoint(
+    /// [`write_holding`](Self::write_holding) of one UpdateItem, `update`, on the latest copy
+    /// of the holding's lease, bounded by the renew interval (a request that hangs counts as
+    /// failed, as the renewals' do).
+    async fn update_holding<F, Fut>(
+        &self,
+        held: &HeldRef,
+        gone: DropReason,
+        wrote: Wrote,
+        update: F,
+    ) -> Result<Lease, HeldLeaseError>
+    where
+        F: Fn(Arc<Shared>, Lease) -> Fut,
+        Fut: Future<Output = Result<Lease, LeaseError>>,
+    {
+        let shared = self.shared().clone();
+        self.write_holding(held, gone, wrote, |lease| {
+            let shared = shared.clone();
+            let write = update(shared.clone(), lease);
+            async move {
+                let limit = shared.config.renew_interval();
+                match timeout(limit, write).await {
+                    Ok(result) => result,
+                    Err(_) => Err(timed_out("UpdateItem", shared.store.table_name(), limit)),
+                }
+            }
+        })
+        .await
+    }
+
+    /// Records `checkpoint` for the current holding of `lease_key` (tests' shorthand for
+    /// [`checkpoint_holding`](Self::checkpoint_holding)).
+    #[cfg(test)]
+    pub(crate) async fn checkpoint(
         &self,
         lease_key: &str,
         checkpoint: Checkpoint,
     ) -> Result<Lease, HeldLeaseError> {
         let held = self
-            .shared()
-            .held_ref(lease_key)
+            .holding(lease_key)
             .ok_or_else(|| HeldLeaseError::NotHeld {
                 lease_key: lease_key.to_owned(),
             })?;
         self.checkpoint_holding(&held, checkpoint).await
     }
 
-    /// [`checkpoint`](Self::checkpoint) fenced to one holding.
+    /// Records `checkpoint` for the holding's lease (see [`LeaseTable::checkpoint`]), with
+    /// renewals held off, and keeps the stored lease as the local copy. The request is bounded
+    /// by the renew interval.
+    ///
+    /// # Errors
+    ///
+    /// As for [`write_holding`](Self::write_holding).
+    ///
+    /// # Cancel safety
+    ///
+    /// As for [`write_holding`](Self::write_holding).
     pub(crate) async fn checkpoint_holding(
         &self,
         held: &HeldRef,
         checkpoint: Checkpoint,
     ) -> Result<Lease, HeldLeaseError> {
-        let shared = self.shared().clone();
         let wrote = Wrote::Checkpoint(checkpoint.clone());
-        self.write_holding(held, DropReason::Lost, wrote, move |lease| {
-            let shared = shared.clone();
+        self.update_holding(held, DropReason::Lost, wrote, move |shared, lease| {
             let checkpoint = checkpoint.clone();
-            async move {
-                let limit = shared.config.renew_interval();
-                match timeout(limit, shared.store.checkpoint(&lease, checkpoint)).await {
-                    Ok(result) => result,
-                    Err(_) => Err(timed_out("UpdateItem", shared.store.table_name(), limit)),
-                }
-            }
+            async move { shared.store.checkpoint(&lease, checkpoint).await }
         })
         .await
     }
@@ -482,21 +487,12 @@ impl LeaseCoordinator {
         at: SystemTime,
     ) -> Result<Lease, HeldLeaseError> {
         let at = whole_millis(at);
-        let shared = self.shared().clone();
-        self.write_holding(
+        let wrote = Wrote::LatestStart(at);
+        self.update_holding(
             held,
             DropReason::Lost,
-            Wrote::LatestStart(at),
-            move |lease| {
-                let shared = shared.clone();
-                async move {
-                    let limit = shared.config.renew_interval();
-                    match timeout(limit, shared.store.note_latest_start(&lease, at)).await {
-                        Ok(result) => result,
-                        Err(_) => Err(timed_out("UpdateItem", shared.store.table_name(), limit)),
-                    }
-                }
-            },
+            wrote,
+            move |shared, lease| async move { shared.store.note_latest_start(&lease, at).await },
         )
         .await
     }
@@ -508,50 +504,43 @@ impl LeaseCoordinator {
         pending: Checkpoint,
         state: Option<Vec<u8>>,
     ) -> Result<Lease, HeldLeaseError> {
-        let shared = self.shared().clone();
         let wrote = Wrote::Pending(pending.clone(), state.clone());
-        self.write_holding(held, DropReason::Lost, wrote, move |lease| {
-            let shared = shared.clone();
+        self.update_holding(held, DropReason::Lost, wrote, move |shared, lease| {
             let pending = pending.clone();
             let state = state.clone();
             async move {
-                let limit = shared.config.renew_interval();
-                match timeout(
-                    limit,
-                    shared.store.prepare_checkpoint(&lease, pending, state),
-                )
-                .await
-                {
-                    Ok(result) => result,
-                    Err(_) => Err(timed_out("UpdateItem", shared.store.table_name(), limit)),
-                }
+                shared
+                    .store
+                    .prepare_checkpoint(&lease, pending, state)
+                    .await
             }
         })
         .await
     }
 
-    /// Hands held lease `lease_key` back (see [`LeaseTable::release`]): the stored lease loses
-    /// its owner, so any worker takes it in its next taking cycle; during a handoff it goes to
-    /// the worker that asked for it. This worker does not take it back for one failover time.
-    /// The request is bounded by the renew interval.
-    ///
-    /// # Errors
-    ///
-    /// As for [`write_held`](Self::write_held); after a failure other than a lost lease the
-    /// lease is still held.
-    pub async fn release(&self, lease_key: &str) -> Result<(), HeldLeaseError> {
+    /// Hands the current holding of `lease_key` back (tests' shorthand for
+    /// [`release_holding`](Self::release_holding)).
+    #[cfg(test)]
+    pub(crate) async fn release(&self, lease_key: &str) -> Result<(), HeldLeaseError> {
         let held = self
-            .shared()
-            .held_ref(lease_key)
+            .holding(lease_key)
             .ok_or_else(|| HeldLeaseError::NotHeld {
                 lease_key: lease_key.to_owned(),
             })?;
         self.release_holding(&held).await
     }
 
-    /// [`release`](Self::release) fenced to one holding.
+    /// Hands the holding's lease back (see [`LeaseTable::release`]): the stored lease loses
+    /// its owner, so any worker takes it in its next taking cycle; during a handoff it goes to
+    /// the worker that asked for it. This worker does not take it back for one failover time.
+    /// The request is bounded by the renew interval.
+    ///
+    /// # Errors
+    ///
+    /// As for [`write_holding`](Self::write_holding); after a failure other than a lost lease
+    /// the lease is still held.
     pub(crate) async fn release_holding(&self, held: &HeldRef) -> Result<(), HeldLeaseError> {
-        let shared = self.shared().clone();
+        let shared = self.shared();
         let handing_off = shared
             .current(held)
             .is_some_and(|(lease, _)| lease.checkpoint_owner.as_deref() == Some(&shared.worker_id));
@@ -560,15 +549,8 @@ impl LeaseCoordinator {
         } else {
             DropReason::Released
         };
-        self.write_holding(held, gone, Wrote::Release, move |lease| {
-            let shared = shared.clone();
-            async move {
-                let limit = shared.config.renew_interval();
-                match timeout(limit, shared.store.release(&lease)).await {
-                    Ok(result) => result,
-                    Err(_) => Err(timed_out("UpdateItem", shared.store.table_name(), limit)),
-                }
-            }
+        self.update_holding(held, gone, Wrote::Release, |shared, lease| async move {
+            shared.store.release(&lease).await
         })
         .await
         .map(|_| ())
@@ -615,20 +597,14 @@ impl LeaseCoordinator {
         )
     }
 
-    /// Keys of held leases another worker asked for (a graceful handoff): stop processing
-    /// them, checkpoint, then [`release`](Self::release) them.
+    /// Keys of held leases another worker asked for (a graceful handoff; see
+    /// [Handoffs](Self#handoffs)).
     pub fn handoff_requests(&self) -> watch::Receiver<BTreeSet<String>> {
         self.shared().subscribe_handoffs()
     }
 
-    /// The last successful scan of the lease table, as a watch channel (`None` before the
-    /// first).
-    pub fn scans(&self) -> watch::Receiver<Option<Arc<ScanSnapshot>>> {
-        self.shared().subscribe_scans()
-    }
-
-    /// The last successful scan of the lease table.
-    pub fn last_scan(&self) -> Option<Arc<ScanSnapshot>> {
+    /// The last successful scan of the lease table (for lease cleanup).
+    pub(crate) fn last_scan(&self) -> Option<Arc<ScanSnapshot>> {
         self.shared().last_scan()
     }
 

@@ -1,6 +1,13 @@
 //! The lease coordinator: which leases this worker holds, kept renewed and balanced across
 //! the fleet (the Java KCL's `LeaseCoordinator`, `LeaseTaker` and `LeaseRenewer`).
 //!
+//! Part of the crate's lower layer (see [Layers](crate#layers)): the
+//! [`Scheduler`](crate::Scheduler) runs one and does everything else (shard sync, processors,
+//! checkpoints, handoff answers). Used alone, a [`LeaseCoordinator`] tells which leases this
+//! worker holds and keeps them; it writes to them only through its own loops and the
+//! scheduler, never on a lease key given from outside, so nothing public can write into a
+//! holding it was not given.
+//!
 //! # Model
 //!
 //! Every worker of an application runs one [`LeaseCoordinator`] over the shared
@@ -22,7 +29,7 @@
 //!   last write that got through was sent, and a consumer delivers records only while its
 //!   holding is valid, so a worker cut off from DynamoDB stops delivering before any other
 //!   worker may take its leases, and resumes where it stopped if nobody did.
-//! - **Expiry** is judged locally, never from wall clocks ([`ExpiryTracker`]): a lease is
+//! - **Expiry** is judged locally, never from wall clocks (`expiry.rs`): a lease is
 //!   expired when its counter has not changed for more than the failover time across this
 //!   worker's own scans. Unowned leases are takeable at once; held leases never expire for
 //!   their holder; leases stored under this worker's id that it does not hold (left over from
@@ -32,26 +39,28 @@
 //! - **Writes whose answer was lost** are found out by the next write, whose condition fails:
 //!   the re-read counts one as applied only when what it wrote is stored, and otherwise
 //!   retries on the fresh counter (see `coordinator/state.rs`).
-//! - **Taking** is a pure function ([`plan_takes`]): free leases first, then steals from the
+//! - **Taking** is a pure function (`plan.rs`): free leases first, then steals from the
 //!   most loaded workers, as many as needed in one cycle but never across an imbalance of one
-//!   lease, so a fleet converges without trading leases back and forth (see [`plan`] for the
+//!   lease, so a fleet converges without trading leases back and forth (see `plan.rs` for the
 //!   rules and the simulations in its tests: any start converges in one cycle when workers
 //!   take in turn). Finished leases (SHARD_END) are neither taken nor counted.
 //! - **Stealing is a graceful handoff** (the Java KCL 3.x's `checkpointOwner`, see
-//!   `coordinator/handoff.rs`): the taker asks, the holder checkpoints and lets go, the taker starts from
-//!   that checkpoint; a holder that does not answer within the handoff timeout loses the
+//!   `coordinator/handoff.rs`): the taker asks, the holder checkpoints and lets go, the taker
+//!   starts from that checkpoint; a holder that does not answer within the handoff timeout loses the
 //!   lease as in a 2.x steal.
-//! - **Writes to held leases** (checkpoints, releases) go through the coordinator
-//!   ([`LeaseCoordinator::checkpoint`], [`LeaseCoordinator::write_held`]), which keeps them
+//! - **Writes to held leases** (checkpoints, releases) go through the coordinator, fenced to
+//!   one *holding* (a lease lost and taken again is a new holding, so a checkpointer of the
+//!   earlier one never writes into the later; `handle.rs`, `write_holding`), which keeps them
 //!   from racing with renewals of the same lease and keeps the local copy's counter current.
+//!   They are crate-private: the scheduler's checkpointers and handoff answers make them.
 //! - **Leaving**: [`LeaseCoordinator::release_all`] hands the leases back so other workers
 //!   take them in their next cycle instead of after the failover time.
-//! - **Scans** are published ([`LeaseCoordinator::scans`]): lease cleanup and the worker's
-//!   state read them instead of scanning again.
+//! - **Scans** are published (`snapshot.rs`): lease cleanup and the worker's state read them
+//!   instead of scanning again.
 //!
-//! Time is injected ([`Clock`]); [`SystemClock`] follows tokio's clock, so tests with paused
-//! tokio time move expiry and the loops together, and [`ManualClock`] drives
-//! [`ExpiryTracker`] by hand.
+//! Time is injected (`clock.rs`): the system clock follows tokio's clock, so tests with paused
+//! tokio time move expiry and the loops together, and a manual clock drives the expiry
+//! tracker by hand.
 
 mod clock;
 mod config;
@@ -59,23 +68,20 @@ mod error;
 mod expiry;
 mod handle;
 mod handoff;
-pub mod plan;
+mod plan;
 mod renewer;
 mod snapshot;
 mod state;
 mod stats;
 mod taker;
 
-pub use clock::{Clock, ManualClock, SystemClock};
-pub use config::{ConfigError, CoordinatorConfig, CoordinatorConfigBuilder};
+pub use config::{CoordinatorConfig, CoordinatorConfigBuilder, CoordinatorConfigError};
 pub use error::{HeldLeaseError, StartError};
-pub use expiry::ExpiryTracker;
 pub use handle::{LeaseCoordinator, LeaseCoordinatorBuilder, ReleaseSummary};
-pub use plan::{PlannedTake, TakeInput, TakePlan, TakeReason, plan_takes};
-pub use snapshot::ScanSnapshot;
 pub use stats::{CoordinatorStats, TakeCycleStats};
 
 pub(crate) use error::Chain;
+pub(crate) use snapshot::ScanSnapshot;
 pub(crate) use state::HeldRef;
 
 /// The state a coordinator's loops share, for read-only views that must not keep the loops
@@ -86,5 +92,7 @@ use kinesis_common::later;
 
 #[cfg(test)]
 mod sim;
+#[cfg(test)]
+mod table_tests;
 #[cfg(test)]
 mod tests;

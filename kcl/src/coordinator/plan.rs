@@ -53,32 +53,31 @@ use std::time::Duration;
 use crate::lease::Lease;
 
 /// How many failover times a lease must stand still to be taken before all others.
-pub const VERY_OLD_FAILOVER_MULTIPLIER: u32 = 3;
+pub(crate) const VERY_OLD_FAILOVER_MULTIPLIER: u32 = 3;
 
 /// The input of [`plan_takes`]: one scan of the lease table, seen by one worker.
 #[derive(Debug, Clone, Copy)]
-pub struct TakeInput<'a> {
+pub(crate) struct TakeInput<'a> {
     /// This worker's id.
-    pub worker_id: &'a str,
+    pub(crate) worker_id: &'a str,
     /// Every lease in the table.
-    pub leases: &'a [Lease],
+    pub(crate) leases: &'a [Lease],
     /// The owned leases this worker may take as expired, with how long each counter has stood
     /// still (see [`ExpiryTracker::expired`](super::ExpiryTracker::expired)). Keys of unowned
     /// leases are ignored: unowned leases are takeable anyway.
-    pub expired: &'a BTreeMap<String, Duration>,
+    pub(crate) expired: &'a BTreeMap<String, Duration>,
     /// The failover time (leases idle for more than 3 × this are taken first).
-    pub failover_time: Duration,
+    pub(crate) failover_time: Duration,
     /// The most leases this worker may hold.
-    pub max_leases: Option<NonZeroUsize>,
+    pub(crate) max_leases: Option<NonZeroUsize>,
     /// Leases this worker must not take this cycle (those it holds, those it just released).
     /// They still count towards the target and the owners' loads.
-    pub not_takeable: &'a BTreeSet<String>,
+    pub(crate) not_takeable: &'a BTreeSet<String>,
 }
 
 /// Why a lease is in a [`TakePlan`].
 #[derive(Debug, Clone, PartialEq, Eq)]
-#[non_exhaustive]
-pub enum TakeReason {
+pub(crate) enum TakeReason {
     /// Nobody owns it.
     Unowned,
     /// Its owner stopped renewing it.
@@ -97,39 +96,38 @@ pub enum TakeReason {
 
 /// One lease to take.
 #[derive(Debug, Clone, PartialEq, Eq)]
-#[non_exhaustive]
-pub struct PlannedTake {
+pub(crate) struct PlannedTake {
     /// The lease.
-    pub lease_key: String,
+    pub(crate) lease_key: String,
     /// Why.
-    pub reason: TakeReason,
+    pub(crate) reason: TakeReason,
 }
 
 /// What one worker should take in one taking cycle, and the figures behind it.
 #[derive(Debug, Clone, PartialEq, Eq, Default)]
-#[non_exhaustive]
-pub struct TakePlan {
+pub(crate) struct TakePlan {
     /// The leases to take, in order: free leases first, then stolen ones.
-    pub takes: Vec<PlannedTake>,
+    pub(crate) takes: Vec<PlannedTake>,
     /// Leases in the table.
-    pub leases: usize,
+    pub(crate) leases: usize,
     /// Live workers, this one included.
-    pub live_workers: usize,
+    pub(crate) live_workers: usize,
     /// Leases this worker should hold.
-    pub target: usize,
+    pub(crate) target: usize,
     /// Non-expired leases this worker owned in the scan.
-    pub owned: usize,
+    pub(crate) owned: usize,
     /// Leases this worker is short of its target.
-    pub needed: usize,
+    pub(crate) needed: usize,
     /// Owned leases judged expired.
-    pub expired: usize,
+    pub(crate) expired: usize,
     /// Unowned leases.
-    pub unowned: usize,
+    pub(crate) unowned: usize,
 }
 
 impl TakePlan {
     /// How many of [`takes`](Self::takes) are steals.
-    pub fn stolen(&self) -> usize {
+    #[cfg(test)]
+    pub(crate) fn stolen(&self) -> usize {
         self.takes
             .iter()
             .filter(|take| matches!(take.reason, TakeReason::Stolen { .. }))
@@ -138,7 +136,7 @@ impl TakePlan {
 }
 
 /// Decides which leases `input.worker_id` takes this cycle (see the [module docs](self)).
-pub fn plan_takes(input: &TakeInput<'_>) -> TakePlan {
+pub(crate) fn plan_takes(input: &TakeInput<'_>) -> TakePlan {
     let me = input.worker_id;
     let unfinished: Vec<&Lease> = input.leases.iter().filter(|l| !l.is_finished()).collect();
     let is_expired =

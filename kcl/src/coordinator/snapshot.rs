@@ -7,26 +7,15 @@ use crate::lease::Lease;
 
 /// The lease table as this worker's last successful scan saw it.
 #[derive(Debug, Clone)]
-#[non_exhaustive]
-pub struct ScanSnapshot {
+pub(crate) struct ScanSnapshot {
     /// When the scan was made (this worker's clock).
-    pub at: Instant,
+    pub(crate) at: Instant,
     /// Every lease, with how long its counter had stood still in this worker's scans.
-    pub leases: Vec<(Lease, Duration)>,
+    pub(crate) leases: Vec<(Lease, Duration)>,
     /// Leases this worker could take as of the scan, before that cycle's takes: not finished,
     /// and unowned or expired (held by nobody alive), excluding those it held then or had just
     /// given back. Some of them are this worker's own a moment later (see
     /// [`WorkerState::takeable_leases`](crate::WorkerState::takeable_leases), which leaves
     /// those out).
-    pub takeable: Vec<String>,
-}
-
-impl ScanSnapshot {
-    /// The lease `key`, if the scan had it.
-    pub fn get(&self, key: &str) -> Option<&Lease> {
-        self.leases
-            .iter()
-            .map(|(lease, _)| lease)
-            .find(|lease| lease.lease_key == key)
-    }
+    pub(crate) takeable: Vec<String>,
 }

@@ -703,7 +703,8 @@ impl Shared {
     }
 
     /// Replaces the copy of a held lease with a newer one written elsewhere (see
-    /// `LeaseCoordinator::update_held`).
+    /// `LeaseCoordinator::update_held`; tests only).
+    #[cfg(test)]
     pub(crate) fn update_held(&self, lease: Lease) -> bool {
         if !lease.is_held_by(&self.worker_id) {
             return false;

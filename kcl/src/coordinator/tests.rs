@@ -589,7 +589,7 @@ async fn start_and_shutdown_rules() {
         LeaseCoordinatorBuilder::from_store(Arc::new(store), "")
             .build()
             .unwrap_err(),
-        ConfigError::EmptyWorkerId
+        CoordinatorConfigError::EmptyWorkerId
     );
 }
 
@@ -622,12 +622,9 @@ fn public_types_are_send_and_sync() {
     send_sync::<CoordinatorConfig>();
     send_sync::<HeldLeaseError>();
     send_sync::<StartError>();
-    send_sync::<ConfigError>();
+    send_sync::<CoordinatorConfigError>();
     send_sync::<CoordinatorStats>();
     send_sync::<ReleaseSummary>();
-    send_sync::<ManualClock>();
-    send_sync::<ExpiryTracker>();
-    send_sync::<TakePlan>();
 }
 
 /// A holder in these tests: hands over every lease asked of it after checkpointing it at

@@ -29,7 +29,8 @@ use aws_sdk_dynamodb::operation::scan::ScanError;
 use aws_sdk_dynamodb::operation::update_continuous_backups::UpdateContinuousBackupsError;
 use aws_sdk_dynamodb::operation::update_item::UpdateItemError;
 
-use super::model::{InvalidCheckpoint, MalformedLease};
+use super::codec::MalformedLease;
+use super::model::InvalidCheckpoint;
 
 /// What a [`LeaseError`] means for the caller: give up the lease, retry, or stop.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]

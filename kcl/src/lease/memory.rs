@@ -11,7 +11,7 @@ use std::time::{Duration, SystemTime};
 
 use tokio::sync::Barrier;
 
-use super::model::whole_millis;
+use super::codec::whole_millis;
 use super::store::{BoxFuture, LeaseStore};
 use super::{Checkpoint, Lease, LeaseError, LeaseErrorKind};
 

@@ -6,8 +6,9 @@ use std::collections::HashMap;
 use aws_sdk_dynamodb::types::AttributeValue;
 use tracing::{debug, warn};
 
+use super::codec::MalformedLease;
 use super::error::{LeaseError, from_sdk};
-use super::model::{Lease, MalformedLease};
+use super::model::Lease;
 use super::schema;
 use super::table::LeaseTable;
 
@@ -140,7 +141,7 @@ pub(crate) fn is_multi_stream_key(key: &str) -> bool {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::lease::model::{n, s};
+    use crate::lease::codec::{n, s};
 
     fn item(pairs: &[(&str, AttributeValue)]) -> HashMap<String, AttributeValue> {
         pairs

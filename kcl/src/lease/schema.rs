@@ -32,75 +32,70 @@
 //!
 //! Attributes this crate does not model, and leaves untouched (every update names only the
 //! attributes it changes, so they survive our writes):
-//! - [`STREAM_NAME`] and [`SHARD_ID`] (S): written by the Java KCL's multi-stream mode, whose
+//! - `streamName` and `shardId` (S): written by the Java KCL's multi-stream mode, whose
 //!   lease keys look like `account:stream:creationEpoch:shardId`. Such rows are not leases of
 //!   a single-stream application: [`LeaseTable::list`](super::LeaseTable::list) skips them.
-//! - [`THROUGHPUT_KBPS`] (N): written only by the Java KCL 3.x (throughput-based assignment).
+//! - `throughputKBps` (N): written only by the Java KCL 3.x (throughput-based assignment).
 //! - [`ENTITY_TYPE`] (S): 3.x rows of other kinds share the table; anything but `LEASE` is
 //!   skipped.
 //! - anything else: ignored when reading, never rewritten.
 
 /// Hash key of the table (S): the shard id, or `account:stream:creationEpoch:shardId` in the
 /// Java KCL's multi-stream mode.
-pub const LEASE_KEY: &str = "leaseKey";
+pub(crate) const LEASE_KEY: &str = "leaseKey";
 /// Worker id of the lease holder (S); absent when nobody holds the lease.
-pub const LEASE_OWNER: &str = "leaseOwner";
+pub(crate) const LEASE_OWNER: &str = "leaseOwner";
 /// Fencing counter (N), bumped by every renew, take, evict and checkpoint.
-pub const LEASE_COUNTER: &str = "leaseCounter";
+pub(crate) const LEASE_COUNTER: &str = "leaseCounter";
 /// Checkpointed sequence number or sentinel (S).
-pub const CHECKPOINT: &str = "checkpoint";
+pub(crate) const CHECKPOINT: &str = "checkpoint";
 /// Sub-sequence number of the checkpoint inside an aggregated record (N).
-pub const CHECKPOINT_SUB_SEQUENCE_NUMBER: &str = "checkpointSubSequenceNumber";
+pub(crate) const CHECKPOINT_SUB_SEQUENCE_NUMBER: &str = "checkpointSubSequenceNumber";
 /// Prepared (two-phase) checkpoint: sequence number or sentinel (S).
-pub const PENDING_CHECKPOINT: &str = "pendingCheckpoint";
+pub(crate) const PENDING_CHECKPOINT: &str = "pendingCheckpoint";
 /// Sub-sequence number of the prepared checkpoint (N).
-pub const PENDING_CHECKPOINT_SUB_SEQUENCE_NUMBER: &str = "pendingCheckpointSubSequenceNumber";
+pub(crate) const PENDING_CHECKPOINT_SUB_SEQUENCE_NUMBER: &str =
+    "pendingCheckpointSubSequenceNumber";
 /// Application state stored with a prepared checkpoint (B).
-pub const PENDING_CHECKPOINT_STATE: &str = "pendingCheckpointState";
+pub(crate) const PENDING_CHECKPOINT_STATE: &str = "pendingCheckpointState";
 /// Times the lease changed owner since the last checkpoint (N).
-pub const OWNER_SWITCHES_SINCE_CHECKPOINT: &str = "ownerSwitchesSinceCheckpoint";
+pub(crate) const OWNER_SWITCHES_SINCE_CHECKPOINT: &str = "ownerSwitchesSinceCheckpoint";
 /// Parent shard ids (SS). Singular name, plural content.
-pub const PARENT_SHARD_ID: &str = "parentShardId";
+pub(crate) const PARENT_SHARD_ID: &str = "parentShardId";
 /// Child shard ids (SS), written when the shard is closed.
-pub const CHILD_SHARD_IDS: &str = "childShardIds";
+pub(crate) const CHILD_SHARD_IDS: &str = "childShardIds";
 /// First hash key of the shard, decimal (S).
-pub const STARTING_HASH_KEY: &str = "startingHashKey";
+pub(crate) const STARTING_HASH_KEY: &str = "startingHashKey";
 /// Last hash key of the shard, decimal (S).
-pub const ENDING_HASH_KEY: &str = "endingHashKey";
+pub(crate) const ENDING_HASH_KEY: &str = "endingHashKey";
 
-/// Stream identifier of a multi-stream lease (S; Java KCL 2.3+ multi-stream mode). Not modelled.
-pub const STREAM_NAME: &str = "streamName";
-/// Shard id of a multi-stream lease (S; Java KCL 2.3+ multi-stream mode). Not modelled.
-pub const SHARD_ID: &str = "shardId";
 /// The old holder while a lease is handed over (S; Java KCL 3.x graceful handoff).
-pub const CHECKPOINT_OWNER: &str = "checkpointOwner";
+pub(crate) const CHECKPOINT_OWNER: &str = "checkpointOwner";
 /// A handoff request's id (S; this crate only, the Java KCL ignores it): written with
 /// [`CHECKPOINT_OWNER`] by the worker asking, kept by the holder letting go, removed by every
 /// take and withdrawal. The worker that asked takes a let-go lease only when it still carries
 /// its request's id: `leaseOwner` alone cannot tell its request from another process's with the
 /// same worker id.
-pub const HANDOFF_REQUEST_ID: &str = "handoffRequestId";
+pub(crate) const HANDOFF_REQUEST_ID: &str = "handoffRequestId";
 /// When a lease still at the `LATEST` checkpoint was first read, in milliseconds since the Unix
 /// epoch (N; this crate only, the Java KCL ignores it). Written by the first worker to read the
 /// lease, before its first read; removed by every checkpoint. A worker that reads the lease
 /// later (a restart, a failover) starts `AT_TIMESTAMP` of this time less a clock-skew margin
 /// instead of `LATEST`, so the records that arrived in between are not skipped.
-pub const LATEST_STARTED_AT: &str = "latestStartedAt";
+pub(crate) const LATEST_STARTED_AT: &str = "latestStartedAt";
 /// The kind of a Java KCL 3.x row (S); absent or [`LEASE_ENTITY_TYPE`] for leases.
-pub const ENTITY_TYPE: &str = "entityType";
+pub(crate) const ENTITY_TYPE: &str = "entityType";
 /// The [`ENTITY_TYPE`] of a lease row.
-pub const LEASE_ENTITY_TYPE: &str = "LEASE";
-/// Measured throughput of the lease (N; Java KCL 3.x only). Not modelled.
-pub const THROUGHPUT_KBPS: &str = "throughputKBps";
+pub(crate) const LEASE_ENTITY_TYPE: &str = "LEASE";
 
 /// The checkpoint sentinels, as stored in [`CHECKPOINT`] and [`PENDING_CHECKPOINT`].
-pub mod sentinel {
+pub(crate) mod sentinel {
     /// Start from the oldest record in the shard.
-    pub const TRIM_HORIZON: &str = "TRIM_HORIZON";
+    pub(crate) const TRIM_HORIZON: &str = "TRIM_HORIZON";
     /// Start after the newest record in the shard.
-    pub const LATEST: &str = "LATEST";
+    pub(crate) const LATEST: &str = "LATEST";
     /// Start from the configured timestamp.
-    pub const AT_TIMESTAMP: &str = "AT_TIMESTAMP";
+    pub(crate) const AT_TIMESTAMP: &str = "AT_TIMESTAMP";
     /// The shard is closed and fully processed.
-    pub const SHARD_END: &str = "SHARD_END";
+    pub(crate) const SHARD_END: &str = "SHARD_END";
 }

@@ -15,9 +15,10 @@ use aws_sdk_dynamodb::primitives::Blob;
 use aws_sdk_dynamodb::types::{AttributeValue, ReturnValue};
 use tracing::debug;
 
+use super::codec::{epoch_millis, n, s, string_set};
 use super::create::TableOptions;
 use super::error::{LeaseError, from_sdk};
-use super::model::{Checkpoint, Lease, epoch_millis, n, s, string_set};
+use super::model::{Checkpoint, Lease};
 use super::scan::SkipReason;
 use super::schema;
 use super::update::{
@@ -25,18 +26,26 @@ use super::update::{
 };
 
 /// The lease table of one application: a DynamoDB table whose string hash key is `leaseKey`,
-/// laid out like the Java KCL 2.x's (see [`schema`](super::schema)).
+/// laid out like the Java KCL 2.x's (`schema.rs`).
 ///
 /// A cheap handle: clones share the SDK client.
 ///
+/// # What is public
+///
+/// Reading ([`get`](Self::get), [`scan`](Self::scan), [`list`](Self::list)), creating the
+/// table ([`create_if_missing`](Self::create_if_missing)) and creating leases nobody holds
+/// ([`create_lease`](Self::create_lease)). The writes to existing leases are crate-private:
+/// each is conditional on the counter of the caller's copy of the lease, and any copy will
+/// do, so the crate makes them only through its lease coordinator, fenced to the holding they
+/// are for (see [Layers](crate#layers)).
+///
 /// # Fencing
 ///
-/// `leaseCounter` fences every write. [`renew`](Self::renew), [`take`](Self::take),
-/// [`release`](Self::release), [`checkpoint`](Self::checkpoint) and
-/// [`prepare_checkpoint`](Self::prepare_checkpoint) succeed only if the stored counter still
-/// equals the caller's copy (and, except for `take`, the stored owner is the copy's owner), and
-/// each bumps the counter by one, as the Java KCL does. They return the stored lease after the
-/// write: use it in place of the old copy. A failed condition is
+/// `leaseCounter` fences every write to an existing lease. `renew`, `take`, `release`,
+/// `checkpoint` and `prepare_checkpoint` succeed only if the stored counter still equals the
+/// caller's copy (and, except for `take`, the stored owner is the copy's owner), and each
+/// bumps the counter by one, as the Java KCL does. They return the stored lease after the
+/// write: the caller uses it in place of the old copy. A failed condition is
 /// [`LeaseError::LeaseLost`]; it is never retried here.
 ///
 /// # Retries
@@ -55,7 +64,7 @@ use super::update::{
 /// [`scan`](Self::scan) (one request per page) and
 /// [`create_if_missing`](Self::create_if_missing) (polls). Dropping a write's future after
 /// the request left may or may not apply the write; the caller's copy is then of unknown
-/// freshness and should be re-read with [`get`](Self::get). Reads are cancel-safe.
+/// freshness and is re-read with [`get`](Self::get). Reads are cancel-safe.
 #[derive(Debug, Clone)]
 pub struct LeaseTable {
     client: Client,
@@ -171,6 +180,36 @@ impl LeaseTable {
         }
     }
 
+    /// Creates `lease` unless a lease with its key exists, and returns whether it was written:
+    /// a lease nobody holds yet, which the first coordinator to see it takes. To seed a table
+    /// (the scheduler creates its stream's leases itself, from the shards), or to share leases
+    /// that are not Kinesis shards over a fleet of [`LeaseCoordinator`]s.
+    ///
+    /// It cannot change a stored lease (the write is conditional on the key being absent), so
+    /// it cannot write into anyone's holding; and it refuses a lease that names a worker, which
+    /// would look held by a worker that never took it.
+    ///
+    /// [`LeaseCoordinator`]: crate::coordinator::LeaseCoordinator
+    ///
+    /// # Errors
+    ///
+    /// [`LeaseError::InvalidInput`] for a lease with an owner, a checkpoint owner or a handoff
+    /// request id, or one the Java KCL could not read back (an empty key, a hash key range
+    /// that is not two decimal numbers); [`LeaseError::InvalidCheckpoint`] for a bad
+    /// checkpoint; [`LeaseError::Dynamo`] when PutItem fails.
+    pub async fn create_lease(&self, lease: &Lease) -> Result<bool, LeaseError> {
+        if lease.lease_owner.is_some()
+            || lease.checkpoint_owner.is_some()
+            || lease.handoff_request_id.is_some()
+        {
+            return Err(invalid(
+                &lease.lease_key,
+                "a new lease names no worker: the first coordinator to see it takes it",
+            ));
+        }
+        self.create_if_absent(lease).await
+    }
+
     /// Writes `lease` unless a lease with its key exists. Returns whether it was written.
     ///
     /// # Errors
@@ -178,7 +217,7 @@ impl LeaseTable {
     /// [`LeaseError::InvalidInput`] / [`LeaseError::InvalidCheckpoint`] for a lease the Java
     /// KCL could not read back (an empty key or owner, a bad checkpoint, a hash key range that
     /// is not two decimal numbers); [`LeaseError::Dynamo`] when PutItem fails.
-    pub async fn create_if_absent(&self, lease: &Lease) -> Result<bool, LeaseError> {
+    pub(crate) async fn create_if_absent(&self, lease: &Lease) -> Result<bool, LeaseError> {
         validate_new_lease(lease)?;
         let result = self
             .client
@@ -210,7 +249,7 @@ impl LeaseTable {
     /// [`LeaseError::LeaseLost`] when the stored counter or owner differ (the lease was taken,
     /// or the copy is stale); [`LeaseError::InvalidInput`] when the copy has no owner;
     /// [`LeaseError::Dynamo`] when UpdateItem fails.
-    pub async fn renew(&self, lease: &Lease) -> Result<Lease, LeaseError> {
+    pub(crate) async fn renew(&self, lease: &Lease) -> Result<Lease, LeaseError> {
         let mut update = Update::bump_counter(lease)?;
         update.expect_owner(lease)?;
         self.apply("renew", &lease.lease_key, update).await
@@ -228,7 +267,7 @@ impl LeaseTable {
     /// [`LeaseError::LeaseLost`] when the stored counter differs (another worker took or
     /// renewed it first); [`LeaseError::InvalidInput`] for an empty `new_owner`;
     /// [`LeaseError::Dynamo`] when UpdateItem fails.
-    pub async fn take(&self, lease: &Lease, new_owner: &str) -> Result<Lease, LeaseError> {
+    pub(crate) async fn take(&self, lease: &Lease, new_owner: &str) -> Result<Lease, LeaseError> {
         if new_owner.is_empty() {
             return Err(invalid(&lease.lease_key, "the new owner is empty"));
         }
@@ -256,7 +295,7 @@ impl LeaseTable {
     /// [`LeaseError::LeaseLost`] when the stored lease changed or a handoff is already in
     /// progress; [`LeaseError::InvalidInput`] when the copy has no owner or `new_owner` is empty
     /// or the owner itself; [`LeaseError::Dynamo`] when UpdateItem fails.
-    pub async fn request_handoff(
+    pub(crate) async fn request_handoff(
         &self,
         lease: &Lease,
         new_owner: &str,
@@ -297,7 +336,7 @@ impl LeaseTable {
     /// [`LeaseError::LeaseLost`] when the owner fields changed (the holder let go already, or
     /// another worker took the lease); [`LeaseError::InvalidInput`] when the copy is not in a
     /// handoff; [`LeaseError::Dynamo`] when UpdateItem fails.
-    pub async fn cancel_handoff(&self, lease: &Lease) -> Result<Lease, LeaseError> {
+    pub(crate) async fn cancel_handoff(&self, lease: &Lease) -> Result<Lease, LeaseError> {
         let Some(holder) = lease.checkpoint_owner.as_deref() else {
             return Err(invalid(
                 &lease.lease_key,
@@ -321,7 +360,7 @@ impl LeaseTable {
     /// # Errors
     ///
     /// As for [`renew`](Self::renew).
-    pub async fn release(&self, lease: &Lease) -> Result<Lease, LeaseError> {
+    pub(crate) async fn release(&self, lease: &Lease) -> Result<Lease, LeaseError> {
         let mut update = Update::bump_counter(lease)?;
         update.expect_owner(lease)?;
         if lease.checkpoint_owner.is_some() {
@@ -340,7 +379,7 @@ impl LeaseTable {
     /// # Errors
     ///
     /// As for [`renew`](Self::renew), plus [`LeaseError::InvalidCheckpoint`].
-    pub async fn checkpoint(
+    pub(crate) async fn checkpoint(
         &self,
         lease: &Lease,
         checkpoint: Checkpoint,
@@ -372,7 +411,7 @@ impl LeaseTable {
     ///
     /// As for [`renew`](Self::renew); [`LeaseError::InvalidInput`] when the copy's checkpoint
     /// is not `LATEST`.
-    pub async fn note_latest_start(
+    pub(crate) async fn note_latest_start(
         &self,
         lease: &Lease,
         at: SystemTime,
@@ -399,7 +438,7 @@ impl LeaseTable {
     /// # Errors
     ///
     /// As for [`checkpoint`](Self::checkpoint).
-    pub async fn prepare_checkpoint(
+    pub(crate) async fn prepare_checkpoint(
         &self,
         lease: &Lease,
         pending: Checkpoint,
@@ -433,7 +472,7 @@ impl LeaseTable {
     ///
     /// [`LeaseError::LeaseLost`] when the lease does not exist; [`LeaseError::Dynamo`] when
     /// UpdateItem fails.
-    pub async fn update_child_shards(
+    pub(crate) async fn update_child_shards(
         &self,
         lease_key: &str,
         child_shard_ids: &[String],
@@ -457,7 +496,7 @@ impl LeaseTable {
     ///
     /// [`LeaseError::Dynamo`] when DeleteItem fails; [`LeaseError::InvalidInput`] for an empty
     /// key.
-    pub async fn delete_if_unchanged(&self, lease: &Lease) -> Result<bool, LeaseError> {
+    pub(crate) async fn delete_if_unchanged(&self, lease: &Lease) -> Result<bool, LeaseError> {
         validate_key(&lease.lease_key)?;
         let mut update = Update::default();
         update.expect_counter(lease);
@@ -504,7 +543,8 @@ impl LeaseTable {
     /// # Errors
     ///
     /// [`LeaseError::Dynamo`] when DeleteItem fails.
-    pub async fn delete(&self, lease_key: &str) -> Result<(), LeaseError> {
+    #[cfg(test)]
+    pub(crate) async fn delete(&self, lease_key: &str) -> Result<(), LeaseError> {
         self.client
             .delete_item()
             .table_name(&self.table)
@@ -580,5 +620,35 @@ mod tests {
         assert_traits::<LeaseTable>();
         assert_traits::<Lease>();
         assert_send_sync::<LeaseError>();
+    }
+
+    /// A table handle whose client is never reached (no endpoint, no credentials).
+    fn offline_table() -> LeaseTable {
+        let client = Client::from_conf(
+            aws_sdk_dynamodb::Config::builder()
+                .behavior_version(aws_sdk_dynamodb::config::BehaviorVersion::latest())
+                .region(aws_sdk_dynamodb::config::Region::new("us-east-1"))
+                .build(),
+        );
+        LeaseTable::new(client, "offline")
+    }
+
+    #[tokio::test]
+    async fn create_lease_refuses_a_lease_that_names_a_worker_before_any_request() {
+        let table = offline_table();
+        let named: [fn(&mut Lease); 3] = [
+            |lease| lease.lease_owner = Some("worker-1".into()),
+            |lease| lease.checkpoint_owner = Some("worker-1".into()),
+            |lease| lease.handoff_request_id = Some("request-1".into()),
+        ];
+        for name in named {
+            let mut lease = Lease::new("shardId-000000000000", Checkpoint::TrimHorizon);
+            name(&mut lease);
+            let refused = table.create_lease(&lease).await;
+            assert!(
+                matches!(refused, Err(LeaseError::InvalidInput { ref lease_key, .. }) if lease_key == "shardId-000000000000"),
+                "{refused:?}"
+            );
+        }
     }
 }

@@ -5,8 +5,9 @@ use std::collections::HashMap;
 
 use aws_sdk_dynamodb::types::AttributeValue;
 
+use super::codec::{n, s};
 use super::error::LeaseError;
-use super::model::{Checkpoint, Lease, MAX_HASH_KEY_DIGITS, is_decimal, n, s};
+use super::model::{Checkpoint, Lease, MAX_HASH_KEY_DIGITS, is_decimal};
 use super::schema;
 
 /// SET / REMOVE / ADD clauses, conditions, and the placeholders they use (DynamoDB rejects

@@ -32,9 +32,9 @@
 //! # Positions
 //!
 //! Sequence numbers are decimal strings of up to 128 digits, ordered as numbers
-//! ([`compare_sequence_numbers`]). A user record's position is its Kinesis record's sequence
-//! number and its sub-sequence number (0 for a record that was not aggregated), so a
-//! checkpoint inside an aggregate resumes at the next sub-record
+//! ([`aggregation_proto::compare_sequence_numbers`]). A user record's position is its Kinesis
+//! record's sequence number and its sub-sequence number (0 for a record that was not
+//! aggregated), so a checkpoint inside an aggregate resumes at the next sub-record
 //! ([`StartingPosition::AfterSequence`]).
 //!
 //! # Errors
@@ -70,11 +70,10 @@ pub use fanout::{
     FanOutConfig, FanOutSource, RegisteredConsumer, RegistrationError, register_stream_consumer,
 };
 pub use polling::PollingSource;
-pub use sequence::{MAX_SEQUENCE_NUMBER_DIGITS, compare_sequence_numbers, is_sequence_number};
 pub use source::RecordSource;
 pub(crate) use stats::Counters;
 pub use stats::RetrievalStats;
-pub use types::{ChildShard, ShardBatch, StartingPosition, StreamId};
+pub use types::{ChildShard, ShardBatch, StartingPosition};
 
 #[cfg(test)]
 pub(crate) use api::{IteratorStart, RecordsPage};
@@ -92,3 +91,5 @@ pub(crate) use fanout::{
 pub(crate) use fanout::{FanOutApi, FanOutReader, SdkFanOut, register};
 pub(crate) use fetcher::{LATEST_CLOCK_SKEW_MARGIN, children_of};
 pub(crate) use polling::PollingReader;
+pub(crate) use sequence::compare_sequence_numbers;
+pub(crate) use types::StreamId;

@@ -1,9 +1,7 @@
 //! Sequence numbers: decimal strings of up to 128 digits, compared as numbers (the functions
 //! live in `aggregation-proto`, shared with Lambda functions and tools).
 
-pub use aggregation_proto::{
-    MAX_SEQUENCE_NUMBER_DIGITS, compare_sequence_numbers, is_sequence_number,
-};
+pub(crate) use aggregation_proto::{compare_sequence_numbers, is_sequence_number};
 
 /// A position inside a shard: a Kinesis record's sequence number and a sub-record in it
 /// (0 for a record that was not aggregated).

@@ -4,14 +4,8 @@ use std::time::SystemTime;
 
 use aggregation_proto::{DeaggregatedRecord, HashRange};
 
-/// Which stream to read: by name, or by ARN (needed for cross-account access and for IAM
-/// policies written against ARNs). Shared with the producer (`kinesis_common::StreamId`).
-///
-/// ```
-/// use kcl::retrieval::StreamId;
-/// assert_eq!(StreamId::from("orders"), StreamId::Name("orders".into()));
-/// ```
-pub use kinesis_common::StreamId;
+// Public as `kcl::StreamId` (the scheduler's builder takes it too).
+pub(crate) use kinesis_common::StreamId;
 
 /// Where a [`RecordSource`](super::RecordSource) starts reading a shard.
 #[derive(Debug, Clone, PartialEq, Eq)]

@@ -1,36 +1,15 @@
-//! The worker's settings besides the coordinator's: [`InitialPosition`], the validated
-//! [`WorkerConfig`], and [`SchedulerError`].
+//! The worker's settings besides the coordinator's: the validated [`WorkerConfig`], and
+//! [`SchedulerError`] ([`InitialPosition`] is in `position.rs`: shard sync and the consumer
+//! need it too).
 
 use std::num::{NonZeroU32, NonZeroUsize};
-use std::time::{Duration, SystemTime};
+use std::time::Duration;
 
-use crate::coordinator::{ConfigError, CoordinatorConfig};
+use crate::InitialPosition;
+use crate::coordinator::{CoordinatorConfig, CoordinatorConfigError};
 use crate::lease::LeaseError;
 use crate::retrieval::{FanOutConfig, PollingConfig, RegistrationError};
 use crate::shard_sync::ShardSyncError;
-
-/// Where a new application starts reading shards that have no checkpoint yet.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum InitialPosition {
-    /// After the newest record (the reference's default).
-    ///
-    /// A lease keeps the `LATEST` checkpoint until its processor first checkpoints. The Java
-    /// KCL then reads such a lease from a fresh `LATEST` iterator every time it starts it, so
-    /// a processor restarted, or a lease that moved to another worker, before its first
-    /// checkpoint skips every record that arrived since the first read began (those given
-    /// to the failed processor included). Here the first worker to read such a lease notes
-    /// the time in the lease row (`latestStartedAt`, an attribute the Java KCL ignores) before
-    /// its first read, and every later read of the lease while it is still at `LATEST` (a
-    /// processor restart, a worker restart, a failover to another worker of ours) starts
-    /// `AT_TIMESTAMP` of that time, less a 5 s clock-skew margin: duplicates, never gaps. The
-    /// first checkpoint removes the note. A Java worker taking such a lease still starts at
-    /// `LATEST`.
-    Latest,
-    /// At the oldest record still in the stream.
-    TrimHorizon,
-    /// At the first record at or after this time.
-    AtTimestamp(SystemTime),
-}
 
 /// How the application reads its shards: the same for every worker of an application.
 ///
@@ -63,7 +42,7 @@ pub enum SchedulerError {
     MissingClients,
     /// A setting cannot work.
     #[error("invalid configuration: {0}")]
-    Config(#[from] ConfigError),
+    Config(#[from] CoordinatorConfigError),
     /// The lease table could not be created or read (a fatal error: access denied, a
     /// validation error; transient failures are retried).
     #[error("lease table")]
@@ -156,7 +135,7 @@ impl WorkerConfig {
 
     /// Checks every duration: positive and at most [`CoordinatorConfig::MAX_DURATION`], and
     /// the polling settings' upper bounds.
-    pub(crate) fn validate(&self) -> Result<(), ConfigError> {
+    pub(crate) fn validate(&self) -> Result<(), CoordinatorConfigError> {
         let mut durations = vec![
             ("shard_sync_interval", self.shard_sync_interval),
             ("parent_poll_interval", self.parent_poll_interval),
@@ -171,7 +150,7 @@ impl WorkerConfig {
         durations.extend(self.polling.durations());
         if let Retrieval::FanOut { consumer_name } = &self.retrieval {
             if !valid_consumer_name(consumer_name) {
-                return Err(ConfigError::InvalidConsumerName {
+                return Err(CoordinatorConfigError::InvalidConsumerName {
                     name: consumer_name.chars().take(140).collect(),
                 });
             }
@@ -181,7 +160,7 @@ impl WorkerConfig {
             check(setting, value)?;
         }
         if self.retry_max < self.retry_min {
-            return Err(ConfigError::TooLong {
+            return Err(CoordinatorConfigError::TooLong {
                 setting: "retry_backoff_min",
                 value: self.retry_min,
                 max: self.retry_max,
@@ -200,12 +179,12 @@ fn valid_consumer_name(name: &str) -> bool {
 }
 
 /// Positive and at most one day.
-pub(crate) fn check(setting: &'static str, value: Duration) -> Result<(), ConfigError> {
+pub(crate) fn check(setting: &'static str, value: Duration) -> Result<(), CoordinatorConfigError> {
     if value.is_zero() {
-        return Err(ConfigError::Zero { setting });
+        return Err(CoordinatorConfigError::Zero { setting });
     }
     if value > CoordinatorConfig::MAX_DURATION {
-        return Err(ConfigError::TooLong {
+        return Err(CoordinatorConfigError::TooLong {
             setting,
             value,
             max: CoordinatorConfig::MAX_DURATION,

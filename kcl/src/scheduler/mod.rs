@@ -2,7 +2,7 @@
 //! [`LeaseCoordinator`](crate::LeaseCoordinator), and runs one [`ShardRecordProcessor`] per
 //! held shard.
 //!
-//! - `config.rs`: [`InitialPosition`], the validated settings, [`SchedulerError`];
+//! - `config.rs`: the validated settings, [`SchedulerError`];
 //! - `handle.rs`: [`SchedulerHandle`] (shutdown, counters, [`WorkerState`]);
 //! - `state.rs`: what each held shard is doing;
 //! - `startup.rs`: table creation and the first shard sync, retried;
@@ -23,7 +23,7 @@ use std::time::Duration;
 use tokio::sync::watch;
 use tokio_util::sync::CancellationToken;
 
-pub use config::{InitialPosition, Retrieval, SchedulerError};
+pub use config::{Retrieval, SchedulerError};
 pub use handle::SchedulerHandle;
 pub use state::{ShardPhase, ShardState, WorkerState};
 
@@ -31,6 +31,7 @@ pub(crate) use config::WorkerConfig;
 pub(crate) use state::StatusBoard;
 pub(crate) use worker::{WorkerParts, run_worker};
 
+use crate::InitialPosition;
 use crate::coordinator::{CoordinatorConfig, CoordinatorConfigBuilder};
 use crate::lease::{LeaseTable, TableOptions};
 use crate::metrics::ConsumerMetrics;
@@ -343,7 +344,7 @@ where
         self.worker.validate()?;
         let worker_id = match self.worker_id {
             Some(id) if id.is_empty() => {
-                return Err(crate::coordinator::ConfigError::EmptyWorkerId.into());
+                return Err(crate::coordinator::CoordinatorConfigError::EmptyWorkerId.into());
             }
             Some(id) => id,
             None => {

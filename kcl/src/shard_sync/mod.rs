@@ -8,7 +8,7 @@ use tracing::{debug, info};
 use crate::lease::store::LeaseStore;
 use crate::lease::{Checkpoint, Lease, LeaseError};
 use crate::retrieval::{CallError, ChildShard, KinesisApi, ShardListing, StreamId};
-use crate::scheduler::InitialPosition;
+use crate::InitialPosition;
 
 /// ListShards or a lease read or write failed during a sync.
 #[derive(Debug, thiserror::Error)]

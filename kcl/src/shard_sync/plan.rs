@@ -35,7 +35,7 @@ use std::collections::{BTreeMap, BTreeSet, HashMap};
 
 use crate::lease::{Checkpoint, Lease};
 use crate::retrieval::ShardSummary;
-use crate::scheduler::InitialPosition;
+use crate::InitialPosition;
 
 /// The leases shard sync should create (see the [module docs](self)).
 ///

@@ -3,7 +3,7 @@
 use std::num::NonZeroUsize;
 use std::time::Duration;
 
-use crate::coordinator::ConfigError;
+use crate::coordinator::CoordinatorConfigError;
 use crate::retrieval::PollingConfig;
 use crate::{Scheduler, SchedulerBuilder, SchedulerError};
 
@@ -28,7 +28,7 @@ fn builder() -> SchedulerBuilder<impl Fn(&str) -> Recorder + Send + Sync + 'stat
 
 fn refused(
     builder: SchedulerBuilder<impl Fn(&str) -> Recorder + Send + Sync + 'static>,
-) -> ConfigError {
+) -> CoordinatorConfigError {
     match builder.build() {
         Err(SchedulerError::Config(error)) => error,
         Err(other) => panic!("not a config error: {other:?}"),
@@ -42,37 +42,37 @@ fn every_timing_is_validated_zero_and_huge() {
     let huge = Duration::MAX;
     assert_eq!(
         refused(builder().failover_time(Duration::ZERO)),
-        ConfigError::ZeroFailoverTime
+        CoordinatorConfigError::ZeroFailoverTime
     );
     assert!(matches!(
         refused(builder().failover_time(huge)),
-        ConfigError::TooLong {
+        CoordinatorConfigError::TooLong {
             setting: "failover_time",
             ..
         }
     ));
     assert_eq!(
         refused(builder().renew_interval(Duration::ZERO)),
-        ConfigError::ZeroRenewInterval
+        CoordinatorConfigError::ZeroRenewInterval
     );
     assert!(matches!(
         refused(builder().renew_interval(day)),
-        ConfigError::RenewIntervalTooLong { .. }
+        CoordinatorConfigError::RenewIntervalTooLong { .. }
     ));
     assert_eq!(
         refused(builder().take_interval(Duration::ZERO)),
-        ConfigError::ZeroTakeInterval
+        CoordinatorConfigError::ZeroTakeInterval
     );
     assert!(matches!(
         refused(builder().take_interval(huge)),
-        ConfigError::TooLong {
+        CoordinatorConfigError::TooLong {
             setting: "take_interval",
             ..
         }
     ));
     assert_eq!(
         refused(builder().handoff_timeout(Duration::ZERO)),
-        ConfigError::ZeroHandoffTimeout
+        CoordinatorConfigError::ZeroHandoffTimeout
     );
     for (setting, zero, too_long) in [
         (
@@ -106,9 +106,13 @@ fn every_timing_is_validated_zero_and_huge() {
             builder().retry_backoff(huge, huge),
         ),
     ] {
-        assert_eq!(refused(zero), ConfigError::Zero { setting }, "{setting}");
+        assert_eq!(
+            refused(zero),
+            CoordinatorConfigError::Zero { setting },
+            "{setting}"
+        );
         assert!(
-            matches!(refused(too_long), ConfigError::TooLong { setting: s, .. } if s == setting),
+            matches!(refused(too_long), CoordinatorConfigError::TooLong { setting: s, .. } if s == setting),
             "{setting}"
         );
     }
@@ -122,10 +126,13 @@ fn every_timing_is_validated_zero_and_huge() {
     ] {
         assert!(matches!(
             refused(builder().polling(polling)),
-            ConfigError::TooLong { .. }
+            CoordinatorConfigError::TooLong { .. }
         ));
     }
-    assert_eq!(refused(builder().worker_id("")), ConfigError::EmptyWorkerId);
+    assert_eq!(
+        refused(builder().worker_id("")),
+        CoordinatorConfigError::EmptyWorkerId
+    );
     // What is allowed is accepted, up to a day, and max_leases_for_worker is there.
     let scheduler = builder()
         .failover_time(day)
@@ -152,7 +159,7 @@ fn fan_out_needs_a_valid_consumer_name_and_is_off_by_default() {
     for bad in ["", "has space", "slash/name", &"x".repeat(129)] {
         assert_eq!(
             refused(builder().fan_out(bad)),
-            ConfigError::InvalidConsumerName {
+            CoordinatorConfigError::InvalidConsumerName {
                 name: bad.chars().take(140).collect()
             },
             "{bad:?}"
@@ -166,7 +173,7 @@ fn fan_out_needs_a_valid_consumer_name_and_is_off_by_default() {
     assert!(builder().fan_out_config(huge.clone()).build().is_ok());
     assert!(matches!(
         refused(builder().fan_out("app").fan_out_config(huge)),
-        ConfigError::TooLong {
+        CoordinatorConfigError::TooLong {
             setting: "fan_out.read_timeout",
             ..
         }

@@ -1,4 +1,7 @@
-//! The lease coordinator against DynamoDB Local (`./scripts/emulators.sh start`).
+//! The lease coordinator against DynamoDB Local (`./scripts/emulators.sh start`;
+//! `scripts/test.sh` starts it). Here rather than in `kcl/tests/` because the tests seed and
+//! move leases with crate-private writes. Without the emulator they fail at once saying how
+//! to start it: `cargo test -p kcl --lib -- --skip table_tests` runs the unit tests alone.
 //!
 //! Short timings (failover 1.5 s, renew 500 ms, take every 300 ms) keep each test to a few
 //! seconds. Tests poll for the states they expect instead of sleeping fixed guesses, and work
@@ -8,9 +11,9 @@ use std::collections::BTreeMap;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
+use crate::coordinator::{CoordinatorConfig, LeaseCoordinator};
+use crate::lease::{Checkpoint, Lease, LeaseTable};
 use aws_sdk_dynamodb::Client;
-use kcl::coordinator::{CoordinatorConfig, LeaseCoordinator};
-use kcl::lease::{Checkpoint, Lease, LeaseTable};
 
 const FAILOVER: Duration = Duration::from_millis(1500);
 const RENEW: Duration = Duration::from_millis(500);

@@ -1,4 +1,7 @@
-//! The lease table against DynamoDB Local (`./scripts/emulators.sh start`).
+//! The lease table against DynamoDB Local (`./scripts/emulators.sh start`; `scripts/test.sh`
+//! starts it). Here rather than in `kcl/tests/` because most of the writes they test are
+//! crate-private. Without the emulator they fail at once saying how to start it:
+//! `cargo test -p kcl --lib -- --skip table_tests` runs the unit tests alone.
 //!
 //! Every test works in its own table, so the tests run in parallel. Rows "written by the Java
 //! KCL" are built by hand with PutItem, attribute by attribute, as the Java KCL 2.x's
@@ -8,13 +11,13 @@ use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::num::NonZeroU32;
 use std::sync::Arc;
 
-use aws_sdk_dynamodb::Client;
-use aws_sdk_dynamodb::primitives::Blob;
-use aws_sdk_dynamodb::types::AttributeValue;
-use kcl::lease::{
+use crate::lease::{
     BillingMode, Checkpoint, Lease, LeaseError, LeaseErrorKind, LeaseTable, MalformedKind,
     SkipReason, TableOptions,
 };
+use aws_sdk_dynamodb::Client;
+use aws_sdk_dynamodb::primitives::Blob;
+use aws_sdk_dynamodb::types::AttributeValue;
 use tokio::sync::Barrier;
 
 /// A real sequence number (56 digits).
@@ -227,6 +230,20 @@ async fn create_if_absent_does_not_overwrite() {
     other.lease_owner = Some("intruder".into());
     assert!(!table.create_if_absent(&other).await.expect("second"));
     assert_eq!(stored(&table, "shardId-000000000000").await, lease);
+    drop_table(&client, &table).await;
+}
+
+#[tokio::test]
+async fn create_lease_creates_an_unowned_lease_and_never_changes_a_stored_one() {
+    let (client, table) = new_table().await;
+    let lease = Lease::new("shardId-000000000000", Checkpoint::TrimHorizon);
+    assert!(table.create_lease(&lease).await.expect("first"));
+    assert_eq!(stored(&table, "shardId-000000000000").await, lease);
+    // A held lease stays as its holder left it.
+    let held = table.take(&lease, "worker-1").await.expect("take");
+    let again = Lease::new("shardId-000000000000", Checkpoint::Latest);
+    assert!(!table.create_lease(&again).await.expect("second"));
+    assert_eq!(stored(&table, "shardId-000000000000").await, held);
     drop_table(&client, &table).await;
 }
 
@@ -638,7 +655,6 @@ async fn rows_that_are_not_single_stream_leases_are_skipped_by_list_never_fatal(
             let why = match &row.reason {
                 SkipReason::MultiStream => "multi-stream".to_owned(),
                 SkipReason::Malformed(malformed) => malformed.attribute().to_owned(),
-                other => format!("{other:?}"),
             };
             (row.lease_key.clone().unwrap_or_default(), why)
         })
