@@ -304,8 +304,239 @@ impl EventStream for SdkEvents {
 
 #[cfg(test)]
 mod tests {
+    use std::collections::VecDeque;
+    use std::sync::{Arc, Mutex};
+
+    use aws_sdk_kinesis::config::{BehaviorVersion, Credentials, Region};
+    use aws_smithy_runtime_api::client::http::{
+        HttpConnector, HttpConnectorFuture, SharedHttpConnector, http_client_fn,
+    };
+    use aws_smithy_runtime_api::client::orchestrator::{HttpRequest, HttpResponse};
+    use aws_smithy_types::body::SdkBody;
+    use bytes::Bytes;
+
     use super::*;
-    use aws_sdk_kinesis::config::{BehaviorVersion, Region};
+    use crate::ErrorClass;
+
+    /// An HTTP connector that answers from a script (status, JSON body) and records every
+    /// request (its `X-Amz-Target` and body): the SDK client's own HTTP client, replaced.
+    #[derive(Debug, Clone, Default)]
+    struct Scripted {
+        answers: Arc<Mutex<VecDeque<(u16, &'static str)>>>,
+        requests: Arc<Mutex<Vec<(String, String)>>>,
+    }
+
+    impl Scripted {
+        fn new(answers: impl IntoIterator<Item = (u16, &'static str)>) -> Self {
+            let scripted = Self::default();
+            scripted.answers.lock().unwrap().extend(answers);
+            scripted
+        }
+
+        fn requests(&self) -> Vec<(String, String)> {
+            self.requests.lock().unwrap().clone()
+        }
+
+        /// A client over this connector, with the SDK's standard retries (3 attempts).
+        fn client(&self) -> Client {
+            let connector = self.clone();
+            let http_client =
+                http_client_fn(move |_, _| SharedHttpConnector::new(connector.clone()));
+            let config = aws_sdk_kinesis::Config::builder()
+                .behavior_version(BehaviorVersion::latest())
+                .region(Region::new("us-east-1"))
+                .credentials_provider(Credentials::new("AKID", "SECRET", None, None, "test"))
+                .endpoint_url("http://kinesis.test")
+                .http_client(http_client)
+                .retry_config(RetryConfig::standard())
+                .build();
+            Client::from_conf(config)
+        }
+    }
+
+    impl HttpConnector for Scripted {
+        fn call(&self, request: HttpRequest) -> HttpConnectorFuture {
+            let target = request
+                .headers()
+                .get("x-amz-target")
+                .unwrap_or_default()
+                .to_owned();
+            let body = String::from_utf8_lossy(request.body().bytes().unwrap_or_default()).into();
+            self.requests.lock().unwrap().push((target, body));
+            let (status, json) = self
+                .answers
+                .lock()
+                .unwrap()
+                .pop_front()
+                .unwrap_or((500, r#"{"__type":"InternalFailure"}"#));
+            let mut response = HttpResponse::new(
+                status.try_into().unwrap(),
+                SdkBody::from(Bytes::from_static(json.as_bytes())),
+            );
+            response
+                .headers_mut()
+                .insert("content-type", "application/x-amz-json-1.1");
+            HttpConnectorFuture::ready(Ok(response))
+        }
+    }
+
+    const FAILURE: (u16, &str) = (500, r#"{"__type":"InternalFailure","message":"boom"}"#);
+    const STORED: (u16, &str) = (
+        200,
+        r#"{"FailedRecordCount":1,"Records":[{"SequenceNumber":"49","ShardId":"shardId-000000000001"},{"ErrorCode":"ProvisionedThroughputExceededException","ErrorMessage":"Rate exceeded"}]}"#,
+    );
+
+    fn entries() -> Vec<PutEntry> {
+        ["a", "b"]
+            .map(|key| PutEntry::new(key.into(), None, Bytes::from_static(b"data")))
+            .to_vec()
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn one_attempt_per_call_through_the_clients_own_http_client() {
+        let stream = StreamId::from("orders");
+        // The client as given retries a 500 (the SDK's standard mode)...
+        let http = Scripted::new([FAILURE, FAILURE, STORED]);
+        let results = PutRecords::put_records(&SdkKinesis::new(&http.client()), &stream, &[]).await;
+        assert!(results.is_err(), "one attempt: the 500");
+        assert_eq!(http.requests().len(), 1, "no retry by the SDK");
+        let given = http.client();
+        given
+            .put_records()
+            .stream_name("orders")
+            .set_records(Some(Vec::new()))
+            .send()
+            .await
+            .expect("the given client retries the 500");
+        assert_eq!(
+            http.requests().len(),
+            3,
+            "the given client keeps its retries"
+        );
+
+        // ... SdkKinesis makes one attempt, over the same HTTP client.
+        let http = Scripted::new([FAILURE, STORED]);
+        let kinesis = SdkKinesis::new(&http.client());
+        let error = kinesis.put_records(&stream, &entries()).await.unwrap_err();
+        assert_eq!(error.class(), ErrorClass::Transient);
+        assert_eq!(error.code(), "InternalFailure");
+        assert_eq!(http.requests().len(), 1);
+        let results = kinesis.put_records(&stream, &entries()).await.unwrap();
+        assert_eq!(
+            results,
+            [
+                PutResult::Stored {
+                    shard_id: "shardId-000000000001".into(),
+                    sequence_number: "49".into(),
+                },
+                PutResult::Failed {
+                    code: "ProvisionedThroughputExceededException".into(),
+                    message: "Rate exceeded".into(),
+                },
+            ]
+        );
+        let requests = http.requests();
+        assert_eq!(requests.len(), 2);
+        assert_eq!(requests[1].0, "Kinesis_20131202.PutRecords");
+        assert!(
+            requests[1].1.contains(r#""StreamName":"orders""#),
+            "{}",
+            requests[1].1
+        );
+    }
+
+    #[tokio::test]
+    async fn a_listing_follows_every_page_with_its_filter_on_the_first() {
+        let range = r#""HashKeyRange":{"StartingHashKey":"0","EndingHashKey":"340282366920938463463374607431768211455"}"#;
+        let first: &'static str = Box::leak(
+            format!(
+                r#"{{"Shards":[{{"ShardId":"shardId-000000000000",{range},"SequenceNumberRange":{{"StartingSequenceNumber":"1"}}}}],"NextToken":"page-2"}}"#
+            )
+            .into_boxed_str(),
+        );
+        let second: &'static str = Box::leak(
+            format!(
+                r#"{{"Shards":[{{"ShardId":"shardId-000000000001","ParentShardId":"shardId-000000000000",{range},"SequenceNumberRange":{{"StartingSequenceNumber":"2","EndingSequenceNumber":"3"}}}}]}}"#
+            )
+            .into_boxed_str(),
+        );
+        let http = Scripted::new([(200, first), (200, second)]);
+        let kinesis = SdkKinesis::new(&http.client());
+        let shards = kinesis
+            .list_shards(&StreamId::from("orders"), &ShardListing::Open)
+            .await
+            .unwrap();
+        assert_eq!(shards.len(), 2);
+        assert!(shards[0].open);
+        assert!(!shards[1].open, "an ending sequence number: closed");
+        assert_eq!(
+            shards[1].parent_shard_id.as_deref(),
+            Some("shardId-000000000000")
+        );
+        let requests = http.requests();
+        assert_eq!(requests.len(), 2);
+        assert!(requests[0].1.contains("AT_LATEST"), "{}", requests[0].1);
+        assert!(
+            requests[1].1.contains(r#""NextToken":"page-2""#),
+            "{}",
+            requests[1].1
+        );
+        assert!(!requests[1].1.contains("StreamName"), "{}", requests[1].1);
+    }
+
+    #[tokio::test]
+    async fn reads_send_the_arn_they_were_given() {
+        let arn = StreamId::from("arn:aws:kinesis:us-east-1:123456789012:stream/orders");
+        let http = Scripted::new([
+            (200, r#"{"ShardIterator":"it-1"}"#),
+            (
+                200,
+                r#"{"Records":[],"NextShardIterator":"it-2","MillisBehindLatest":0}"#,
+            ),
+            (
+                200,
+                r#"{"StreamDescriptionSummary":{"StreamName":"orders","StreamARN":"arn:aws:kinesis:us-east-1:123456789012:stream/orders","StreamStatus":"ACTIVE","RetentionPeriodHours":24,"StreamCreationTimestamp":0,"EnhancedMonitoring":[],"OpenShardCount":2}}"#,
+            ),
+        ]);
+        let kinesis = SdkKinesis::new(&http.client());
+        let iterator = kinesis
+            .get_shard_iterator(
+                &arn,
+                "shardId-000000000000",
+                &ShardIteratorStart::AtSequence("7".into()),
+            )
+            .await
+            .unwrap();
+        assert_eq!(iterator, "it-1");
+        let page = kinesis.get_records(&arn, &iterator, 100).await.unwrap();
+        assert_eq!(page.next_iterator.as_deref(), Some("it-2"));
+        let name = StreamId::from("orders");
+        assert_eq!(kinesis.stream_arn(&name).await.unwrap(), arn.as_str());
+        assert_eq!(kinesis.stream_arn(&arn).await.unwrap(), arn.as_str());
+        let requests = http.requests();
+        assert_eq!(requests.len(), 3, "an ARN needs no DescribeStreamSummary");
+        assert!(
+            requests[0].1.contains(r#""StreamARN""#),
+            "{}",
+            requests[0].1
+        );
+        assert!(
+            requests[0].1.contains("AT_SEQUENCE_NUMBER"),
+            "{}",
+            requests[0].1
+        );
+        assert!(
+            requests[1].1.contains(r#""StreamARN""#),
+            "{}",
+            requests[1].1
+        );
+        assert!(
+            requests[1].1.contains(r#""Limit":100"#),
+            "{}",
+            requests[1].1
+        );
+        assert_eq!(requests[2].0, "Kinesis_20131202.DescribeStreamSummary");
+    }
 
     fn client() -> Client {
         let config = aws_sdk_kinesis::Config::builder()
