@@ -32,6 +32,7 @@ use tokio::sync::watch;
 use tokio::time::Instant;
 use tracing::{Instrument, debug, error, info, info_span, warn};
 
+use crate::InitialPosition;
 use crate::checkpointer::Checkpointer;
 use crate::coordinator::{HeldRef, LeaseCoordinator};
 use crate::lease::store::LeaseStore;
@@ -43,7 +44,6 @@ use crate::retrieval::{
     MAX_ANSWER_BYTES, MAX_EVENT_BYTES, PollingReader, RecordsBudget, RetrievalError,
     RetrievalStats, ShardBatch, ShardListing, StartingPosition, StreamId, children_of, estimate,
 };
-use crate::InitialPosition;
 use crate::scheduler::{ShardPhase, StatusBoard, WorkerConfig};
 use watchdog::Watchdog;
 

@@ -5,10 +5,10 @@ mod plan;
 
 use tracing::{debug, info};
 
+use crate::InitialPosition;
 use crate::lease::store::LeaseStore;
 use crate::lease::{Checkpoint, Lease, LeaseError};
 use crate::retrieval::{CallError, ChildShard, KinesisApi, ShardListing, StreamId};
-use crate::InitialPosition;
 
 /// ListShards or a lease read or write failed during a sync.
 #[derive(Debug, thiserror::Error)]

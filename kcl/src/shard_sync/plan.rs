@@ -33,9 +33,9 @@
 
 use std::collections::{BTreeMap, BTreeSet, HashMap};
 
+use crate::InitialPosition;
 use crate::lease::{Checkpoint, Lease};
 use crate::retrieval::ShardSummary;
-use crate::InitialPosition;
 
 /// The leases shard sync should create (see the [module docs](self)).
 ///
