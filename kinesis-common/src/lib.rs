@@ -27,10 +27,10 @@ pub mod testing;
 mod time;
 
 pub use api::{
-    BoxFuture, Bounded, ChildShard, ConsumerApi, ConsumerInfo, ConsumerStatus, EventStream,
-    ListShards, ProducerApi, PutEntry, PutRecords, PutResult, ReadShard, RecordsPage,
-    SdkKinesis, Shard, ShardEvent, ShardIteratorStart, ShardListing, StreamConsumers,
-    StreamSummary, SubscribeStart, SubscribeToShard, Timeouts,
+    Bounded, BoxFuture, ChildShard, ConsumerApi, ConsumerInfo, ConsumerStatus, EventStream,
+    ListShards, ProducerApi, PutEntry, PutRecords, PutResult, ReadShard, RecordsPage, SdkKinesis,
+    Shard, ShardEvent, ShardIteratorStart, ShardListing, StreamConsumers, StreamSummary,
+    SubscribeStart, SubscribeToShard, Timeouts,
 };
 pub use backoff::{Backoff, Jitter};
 pub use error::{BoxError, ErrorClass, KinesisError, classify, classify_code, classify_error};
