@@ -13,8 +13,8 @@ use bytestring::ByteString;
 
 use super::operation::{PUT_RECORDS, SUBSCRIBE_TO_SHARD};
 use super::types::{
-    ChildShard, ConsumerStatus, PutEntry, PutResult, RecordsPage, ShardEvent, StreamSummary,
-    SubscribeStart,
+    ChildShard, ConsumerInfo, ConsumerStatus, PutEntry, PutResult, RecordsPage, ShardEvent,
+    StreamSummary, SubscribeStart,
 };
 use crate::error::{ErrorClass, KinesisError, classify_code};
 
@@ -185,6 +185,28 @@ pub(super) fn consumer_status(status: &sdk::ConsumerStatus) -> ConsumerStatus {
         sdk::ConsumerStatus::Deleting => ConsumerStatus::Deleting,
         _ => ConsumerStatus::Creating,
     }
+}
+
+/// A consumer as RegisterStreamConsumer (`Consumer`) or DescribeStreamConsumer
+/// (`ConsumerDescription`) describes it: its state and ARN, or `Malformed` when the answer has
+/// no `field`.
+pub(super) fn consumer_info(
+    operation: &'static str,
+    consumer: Option<(sdk::ConsumerStatus, String)>,
+    field: &'static str,
+) -> Result<ConsumerInfo, KinesisError> {
+    let (status, consumer_arn) = consumer.ok_or_else(|| {
+        KinesisError::new(
+            operation,
+            ErrorClass::Malformed,
+            "MalformedResponse",
+            format!("the response has no {field}"),
+        )
+    })?;
+    Ok(ConsumerInfo {
+        status: consumer_status(&status),
+        consumer_arn,
+    })
 }
 
 /// DescribeStreamSummary's answer.
@@ -488,6 +510,27 @@ mod tests {
             consumer_status(&sdk::ConsumerStatus::from("UPDATING")),
             ConsumerStatus::Creating
         );
+    }
+
+    #[test]
+    fn a_consumer_answer_without_its_consumer_is_malformed() {
+        let info = consumer_info(
+            "RegisterStreamConsumer",
+            Some((sdk::ConsumerStatus::Creating, "arn:c".into())),
+            "Consumer",
+        )
+        .unwrap();
+        assert_eq!(
+            info,
+            ConsumerInfo {
+                consumer_arn: "arn:c".into(),
+                status: ConsumerStatus::Creating,
+            }
+        );
+        let error =
+            consumer_info("DescribeStreamConsumer", None, "ConsumerDescription").unwrap_err();
+        assert_eq!(error.class(), ErrorClass::Malformed);
+        assert_eq!(error.message(), "the response has no ConsumerDescription");
     }
 
     #[test]

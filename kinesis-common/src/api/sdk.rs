@@ -206,13 +206,10 @@ impl StreamConsumers for SdkKinesis {
                 .send()
                 .await
                 .map_err(|error| classify(REGISTER_STREAM_CONSUMER, error))?;
-            let consumer = output.consumer.ok_or_else(|| {
-                convert::malformed(REGISTER_STREAM_CONSUMER, "the response has no Consumer")
-            })?;
-            Ok(ConsumerInfo {
-                status: convert::consumer_status(&consumer.consumer_status),
-                consumer_arn: consumer.consumer_arn,
-            })
+            let consumer = output
+                .consumer
+                .map(|consumer| (consumer.consumer_status, consumer.consumer_arn));
+            convert::consumer_info(REGISTER_STREAM_CONSUMER, consumer, "Consumer")
         })
     }
 
@@ -230,16 +227,10 @@ impl StreamConsumers for SdkKinesis {
                 .send()
                 .await
                 .map_err(|error| classify(DESCRIBE_STREAM_CONSUMER, error))?;
-            let consumer = output.consumer_description.ok_or_else(|| {
-                convert::malformed(
-                    DESCRIBE_STREAM_CONSUMER,
-                    "the response has no ConsumerDescription",
-                )
-            })?;
-            Ok(ConsumerInfo {
-                status: convert::consumer_status(&consumer.consumer_status),
-                consumer_arn: consumer.consumer_arn,
-            })
+            let consumer = output
+                .consumer_description
+                .map(|consumer| (consumer.consumer_status, consumer.consumer_arn));
+            convert::consumer_info(DESCRIBE_STREAM_CONSUMER, consumer, "ConsumerDescription")
         })
     }
 }
@@ -482,6 +473,50 @@ mod tests {
             requests[1].1
         );
         assert!(!requests[1].1.contains("StreamName"), "{}", requests[1].1);
+    }
+
+    #[tokio::test]
+    async fn consumers_are_registered_and_described() {
+        let http = Scripted::new([
+            (
+                200,
+                r#"{"Consumer":{"ConsumerName":"app","ConsumerARN":"arn:c","ConsumerStatus":"CREATING","ConsumerCreationTimestamp":0}}"#,
+            ),
+            (
+                400,
+                r#"{"__type":"ResourceInUseException","message":"Consumer app exists"}"#,
+            ),
+            (
+                200,
+                r#"{"ConsumerDescription":{"ConsumerName":"app","ConsumerARN":"arn:c","ConsumerStatus":"ACTIVE","ConsumerCreationTimestamp":0,"StreamARN":"arn:s"}}"#,
+            ),
+        ]);
+        let kinesis = SdkKinesis::new(&http.client());
+        let registered = kinesis.register_consumer("arn:s", "app").await.unwrap();
+        assert_eq!(
+            registered,
+            ConsumerInfo {
+                consumer_arn: "arn:c".into(),
+                status: crate::ConsumerStatus::Creating,
+            }
+        );
+        let again = kinesis.register_consumer("arn:s", "app").await.unwrap_err();
+        assert_eq!(
+            again.class(),
+            ErrorClass::Transient,
+            "another worker registers it"
+        );
+        assert_eq!(again.operation(), "RegisterStreamConsumer");
+        let described = kinesis.describe_consumer("arn:s", "app").await.unwrap();
+        assert_eq!(described.status, crate::ConsumerStatus::Active);
+        let requests = http.requests();
+        assert_eq!(requests.len(), 3);
+        assert_eq!(requests[2].0, "Kinesis_20131202.DescribeStreamConsumer");
+        assert!(
+            requests[2].1.contains(r#""ConsumerName":"app""#),
+            "{}",
+            requests[2].1
+        );
     }
 
     #[tokio::test]
