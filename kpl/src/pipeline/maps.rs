@@ -1,64 +1,40 @@
-//! Shard maps: starting refreshes, taking their answers, installing a new map (everything held
+//! Shard maps: starting refreshes (the calls are [`super::listings`]), taking their answers, installing a new map (everything held
 //! is routed again, in arrival order), and settling aggregates that landed on another shard
 //! than predicted (by default every record of such an aggregate is sent again to the shard that
 //! owns it; see [`MisroutedRecords`]).
 
 use aggregation_proto::KinesisRecord;
 use tokio::time::Instant;
-use tracing::{Instrument, debug, warn};
+use tracing::{debug, warn};
 
 use super::Pipeline;
-use super::RefreshDone;
 use super::ledger::Resolution;
+use super::listings::Listed;
 use super::record::{AttemptError, PendingRecord};
 use super::refresh::Finished;
 use super::shard_map::ShardMap;
 use super::stream::Unsettled;
-use crate::client::{ErrorClass, KinesisError, ListShards, ShardListing};
+use crate::client::ErrorClass;
 use crate::config::MisroutedRecords;
 use crate::error::FailureReason;
 
 impl Pipeline {
     pub(super) fn start_due_refreshes(&mut self, now: Instant) {
         for (index, stream) in self.streams.iter_mut().enumerate() {
-            if !stream.refresh.due(now) {
-                continue;
+            if stream.refresh.due(now) {
+                let level = stream.refresh.start();
+                self.listings.start(
+                    self.api.clone(),
+                    index,
+                    stream.id.clone(),
+                    level,
+                    self.config.list_shards_timeout,
+                );
             }
-            let level = stream.refresh.start();
-            let api = self.api.clone();
-            let id = stream.id.clone();
-            let limit = self.config.list_shards_timeout;
-            let span = tracing::debug_span!("list_shards", stream = %id);
-            let task = self.refreshes.spawn(
-                async move {
-                    // The producer routes to open shards only: closed ones are pages for
-                    // nothing. `limit` is the only bound: the client layer sets none.
-                    let listing = api.list_shards(&id, &ShardListing::Open);
-                    let result = match tokio::time::timeout(limit, listing).await {
-                        Err(_) => Err(KinesisError::timeout("ListShards", limit)),
-                        Ok(listing) => listing.and_then(|shards| {
-                            let map = ShardMap::from_listing(&shards);
-                            if map.shards.is_empty() {
-                                Err(KinesisError::new(
-                                    "ListShards",
-                                    ErrorClass::Transient,
-                                    "NoOpenShards",
-                                    format!("stream {id} has no open shard"),
-                                ))
-                            } else {
-                                Ok(map)
-                            }
-                        }),
-                    };
-                    (index, level, result)
-                }
-                .instrument(span),
-            );
-            self.refresh_tasks.insert(task.id(), (index, level));
         }
     }
 
-    pub(super) fn on_refresh(&mut self, (index, level, result): RefreshDone) {
+    pub(super) fn on_refresh(&mut self, (index, level, result): Listed) {
         let now = Instant::now();
         let Some(stream) = self.streams.get_mut(index) else {
             return;

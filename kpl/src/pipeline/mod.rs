@@ -10,12 +10,15 @@
 //!   -> Ledger::resolve: the receipt, the flush generation, the budget charge
 //! ```
 //!
-//! Parts, one job each: [`ledger`] (exactly one answer per record, flushes, charges),
-//! [`lanes`] (routing and aggregation per shard and lane), [`ready`] (batches), [`calls`] (tasks
-//! in flight), [`settle`] (what an outcome means), [`refresh`] (the shard-map refresh with
-//! demand levels), [`congestion`] (calls in flight and their timeouts), [`expiry`] (the TTL
-//! wherever a record waits), [`apply`] (carrying out a settlement), [`maps`] (installing a new
-//! map and settling misrouted aggregates). The handles talk to it through a short
+//! Parts with their own state, one job each: [`ledger`] (exactly one answer per record,
+//! flushes, charges), [`lanes`] (routing and aggregation per shard and lane), [`ready`]
+//! (batches), [`calls`] (PutRecords tasks in flight), [`listings`] (ListShards tasks in
+//! flight), [`refresh`] (when a stream's map is listed again: demand levels, backoff),
+//! [`congestion`] (calls in flight and their timeouts), and [`settle`] (pure: what an outcome
+//! means). [`Pipeline`] is the task that owns them all; its handlers are split by the event they
+//! answer: this file (commands from the inbox, the tick, dispatch), [`apply`] (a call's
+//! answer), [`maps`] (a listing's answer: installing a map, settling misrouted aggregates) and
+//! [`expiry`] (the TTL sweep wherever a record waits). The handles talk to it through a short
 //! [`inbox`](crate::inbox); backpressure is the [`Budget`] they charge before queueing.
 //!
 //! Every step runs under `catch_unwind`: should one ever panic, the pipeline answers every
@@ -29,6 +32,7 @@ mod expiry;
 mod hardening_tests;
 mod lanes;
 mod ledger;
+mod listings;
 mod maps;
 mod pack;
 mod ready;
@@ -47,7 +51,6 @@ use std::time::Duration;
 use aggregation_proto::AggregatorConfig;
 use kinesis_common::{Backoff, Jitter};
 use tokio::sync::oneshot;
-use tokio::task::JoinSet;
 use tokio::time::Instant;
 use tracing::{debug, warn};
 
@@ -55,12 +58,13 @@ use self::calls::Calls;
 use self::congestion::Congestion;
 use self::lanes::{RouterConfig, SealScope};
 use self::ledger::{Ledger, Resolution};
+use self::listings::Listings;
 pub(crate) use self::record::Incoming;
 use self::record::PendingRecord;
 pub(crate) use self::shard_map::ShardMap;
 use self::stream::StreamState;
 use crate::budget::Budget;
-use crate::client::{KinesisApi, KinesisError};
+use crate::client::KinesisApi;
 use crate::config::ProducerConfig;
 use crate::error::{FailureReason, FlushReport};
 use crate::health::{Health, panic_text};
@@ -90,8 +94,6 @@ pub(crate) enum Command {
     Crash,
 }
 
-type RefreshDone = (usize, u64, Result<ShardMap, KinesisError>);
-
 /// What the pipeline is built from.
 pub(crate) struct Parts {
     pub(crate) config: ProducerConfig,
@@ -117,9 +119,7 @@ pub(crate) struct Pipeline {
     registry: Arc<StreamRegistry>,
     calls: Calls,
     congestion: Congestion,
-    refreshes: JoinSet<RefreshDone>,
-    /// The stream and demand level of each refresh task.
-    refresh_tasks: std::collections::HashMap<tokio::task::Id, (usize, u64)>,
+    listings: Listings,
     metrics: Arc<Metrics>,
     health: Arc<Health>,
     shutdown_waiters: Vec<oneshot::Sender<()>>,
@@ -177,8 +177,7 @@ impl Pipeline {
             registry,
             calls: Calls::default(),
             congestion,
-            refreshes: JoinSet::new(),
-            refresh_tasks: std::collections::HashMap::new(),
+            listings: Listings::default(),
             metrics,
             health,
             shutdown_waiters: Vec::new(),
@@ -231,26 +230,8 @@ impl Pipeline {
                 (call, outcome) = self.calls.next(), if !self.calls.is_empty() => {
                     if !self.guarded(|p| p.on_call(call, outcome)) { break; }
                 },
-                Some(done) = self.refreshes.join_next_with_id(), if !self.refreshes.is_empty() => {
-                    let done = match done {
-                        Ok((task, done)) => {
-                            self.refresh_tasks.remove(&task);
-                            done
-                        }
-                        Err(error) => {
-                            // A panicked refresh task: a failed refresh of its stream.
-                            let Some((index, level)) = self.refresh_tasks.remove(&error.id()) else {
-                                continue;
-                            };
-                            (index, level, Err(KinesisError::new(
-                                "ListShards",
-                                crate::client::ErrorClass::Transient,
-                                "TaskFailed",
-                                format!("the refresh task failed: {error}"),
-                            )))
-                        }
-                    };
-                    if !self.guarded(|p| p.on_refresh(done)) { break; }
+                Some(listed) = self.listings.next(), if !self.listings.is_empty() => {
+                    if !self.guarded(|p| p.on_refresh(listed)) { break; }
                 },
                 more = self.inbox.recv_batch(&mut self.incoming), if !self.inbox_done => {
                     if !more {
