@@ -1,5 +1,5 @@
 //! The seam between the producer and Kinesis, as the crate uses it internally: the Kinesis
-//! client layer of `kinesis-common` ([`ProducerApi`] = [`ListShards`] + [`PutRecords`], and
+//! client layer of `kinesis-common` ([`ProducerApi`](kinesis_common::ProducerApi) = [`ListShards`] + [`PutRecords`], and
 //! [`SdkKinesis`]). The crate root re-exports it (`ProducerApi` as `kpl::KinesisApi`).
 //!
 //! The pipeline bounds every call with its own timeout and decides every retry itself, so an
