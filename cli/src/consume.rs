@@ -22,6 +22,7 @@ use kcl::{
     Checkpointer, DeaggregatedRecord, InitialPosition, InitializeInput, ProcessRecordsInput,
     Scheduler, SchedulerHandle, ShardRecordProcessor,
 };
+use kinesis_common::ErrorChain;
 use serde::Serialize;
 use tokio::sync::{mpsc, oneshot};
 use tokio_util::sync::CancellationToken;
@@ -401,7 +402,7 @@ async fn consume(args: ConsumeArgs) -> Result<(), CliError> {
         // A reader that stops reading is not a hung processor: wait for it as long as it takes.
         .processor_timeout(None)
         .build()
-        .map_err(|e| CliError::Usage(error_chain(&e)))?;
+        .map_err(|e| CliError::Usage(ErrorChain(&e).to_string()))?;
     let handle = scheduler.handle();
     let stopper = tokio::spawn({
         let output = output.clone();
@@ -418,7 +419,7 @@ async fn consume(args: ConsumeArgs) -> Result<(), CliError> {
     let result = scheduler
         .run()
         .await
-        .map_err(|e| CliError::Usage(error_chain(&e)));
+        .map_err(|e| CliError::Usage(ErrorChain(&e).to_string()));
     stopper.abort();
     // Every processor awaited its writes, so nothing is left to write unless one was
     // abandoned at the shutdown timeout; give the writer a moment for that, not forever.
@@ -427,18 +428,6 @@ async fn consume(args: ConsumeArgs) -> Result<(), CliError> {
     let joined = tokio::task::spawn_blocking(move || writer_thread.join());
     let _ = tokio::time::timeout(Duration::from_secs(5), joined).await;
     result
-}
-
-/// An error and its sources, `": "`-separated: what to act on is often in the source.
-pub(crate) fn error_chain(error: &(dyn std::error::Error + 'static)) -> String {
-    let mut text = error.to_string();
-    let mut source = error.source();
-    while let Some(cause) = source {
-        text.push_str(": ");
-        text.push_str(&cause.to_string());
-        source = cause.source();
-    }
-    text
 }
 
 /// Returns once the worker has had nothing left to read for `idle` (never without `idle`).

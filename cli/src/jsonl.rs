@@ -67,19 +67,3 @@ pub(crate) fn write_line(out: &mut impl Write, value: &impl Serialize) -> Result
     out.write_all(&line)?;
     Ok(())
 }
-
-/// An error with its causes, on one line (`Display` of library errors leaves the cause to
-/// `source()`).
-pub(crate) fn with_causes(error: &dyn std::error::Error) -> String {
-    let mut text = error.to_string();
-    let mut cause = error.source();
-    while let Some(next) = cause {
-        let next_text = next.to_string();
-        if !text.contains(&next_text) {
-            text.push_str(": ");
-            text.push_str(&next_text);
-        }
-        cause = next.source();
-    }
-    text
-}

@@ -7,12 +7,13 @@ use std::time::{Duration, Instant};
 
 use base64::Engine as _;
 use clap::Args;
+use kinesis_common::ErrorChain;
 use kpl::{Producer, Receipt, SendError, UserRecord};
 use rand::distr::{Alphanumeric, SampleString};
 use serde::{Deserialize, Serialize};
 use tokio::sync::mpsc;
 
-use crate::jsonl::{CliError, with_causes};
+use crate::jsonl::CliError;
 
 #[derive(Debug, Args)]
 pub(crate) struct ProduceArgs {
@@ -82,7 +83,7 @@ async fn produce(args: ProduceArgs) -> Result<(), CliError> {
         .ordered(!args.unordered)
         .build()
         .await
-        .map_err(|e| CliError::Usage(with_causes(&e)))?;
+        .map_err(|e| CliError::Usage(ErrorChain(&e).to_string()))?;
     let counts = Arc::new(Counts::default());
 
     // Receipts are awaited in order by one task, so failures print with their line numbers.

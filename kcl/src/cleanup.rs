@@ -16,12 +16,13 @@
 use std::collections::HashMap;
 use std::time::Duration;
 
+use kinesis_common::ErrorChain;
 use tokio::time::sleep;
 use tokio_util::sync::CancellationToken;
 use tracing::{debug, info, warn};
 
 use crate::consumer::ShardContext;
-use crate::coordinator::{Chain, ScanSnapshot};
+use crate::coordinator::ScanSnapshot;
 use crate::lease::{Checkpoint, Lease};
 use crate::retrieval::{KinesisApi, ShardListing, children_of};
 use crate::shard_sync::child_lease;
@@ -89,7 +90,7 @@ pub(crate) async fn pass<A: KinesisApi>(
                     fresh
                 }
                 Err(error) => {
-                    debug!(error = %Chain(&error), "lease cleanup scan failed");
+                    debug!(error = %ErrorChain(&error), "lease cleanup scan failed");
                     return 0;
                 }
             }
@@ -171,7 +172,7 @@ async fn clean<A: KinesisApi>(
                 .store
                 .update_child_shards(key, &children)
                 .await
-                .map_err(|error| Chain(&error).to_string())?;
+                .map_err(|error| ErrorChain(&error).to_string())?;
             info!(lease_key = %key, ?children, "recorded the children of a finished lease");
         }
         listed = Some(shards);
@@ -202,7 +203,7 @@ async fn clean<A: KinesisApi>(
                         .store
                         .create_if_absent(&child_lease(&missing))
                         .await
-                        .map_err(|error| Chain(&error).to_string())?;
+                        .map_err(|error| ErrorChain(&error).to_string())?;
                     if created {
                         warn!(lease_key = %key, %child, "created the missing lease of a finished shard's child");
                     }
@@ -218,7 +219,7 @@ async fn clean<A: KinesisApi>(
         .store
         .delete_if_unchanged(lease)
         .await
-        .map_err(|error| Chain(&error).to_string())?;
+        .map_err(|error| ErrorChain(&error).to_string())?;
     if deleted {
         info!(lease_key = %key, ?children, "finished lease deleted: its children are being processed");
     }

@@ -1,4 +1,5 @@
-//! The one place that decides what a failed Kinesis call means.
+//! The one place that decides what a failed Kinesis call means, and the one way the workspace
+//! writes an error with its causes on a line ([`ErrorChain`]).
 //!
 //! Every failed call, and every per-entry error code of a PutRecords answer, is sorted into an
 //! [`ErrorClass`] by [`classify_error`] (whole calls: the operation, the code and the message)
@@ -151,8 +152,14 @@ fn signature_is_stale(message: &str) -> bool {
 }
 
 /// A failed Kinesis call, classified: the operation, what it means, the error code and the
-/// service's (or the client's) message. The SDK error, when there is one, is the
-/// [`source`](std::error::Error::source); `Display` does not repeat it.
+/// service's (or the client's) message.
+///
+/// The message is where the failure's text lives: the service's message, or the client-side
+/// error with all its causes (`dispatch failure: io error: connection refused`), since callers
+/// hand it on alone (a producer's record fails with it). So the SDK error it was classified
+/// from is kept for inspection ([`sdk_error`](Self::sdk_error)) but is not its
+/// [`source`](std::error::Error::source), which would say the same again; the source is a
+/// cause given with [`with_source`](Self::with_source).
 #[derive(Debug, thiserror::Error)]
 #[error("{operation} failed ({code}): {message}")]
 pub struct KinesisError {
@@ -162,6 +169,7 @@ pub struct KinesisError {
     message: String,
     #[source]
     source: Option<BoxError>,
+    sdk_error: Option<BoxError>,
 }
 
 impl KinesisError {
@@ -178,13 +186,28 @@ impl KinesisError {
             code: code.into(),
             message: message.into(),
             source: None,
+            sdk_error: None,
         }
     }
 
-    /// The same error with `source` as its cause.
+    /// The same error with `source` as its cause: an error whose text the message does not
+    /// already hold.
     pub fn with_source(mut self, source: impl Into<BoxError>) -> Self {
         self.source = Some(source.into());
         self
+    }
+
+    /// The same error keeping `error`, the SDK error it was classified from and whose text the
+    /// message already holds, for [`sdk_error`](Self::sdk_error) (not as its source).
+    pub fn with_sdk_error(mut self, error: impl Into<BoxError>) -> Self {
+        self.sdk_error = Some(error.into());
+        self
+    }
+
+    /// The SDK error this error was classified from, if it was (downcast it to the operation's
+    /// `SdkError` for the raw response).
+    pub fn sdk_error(&self) -> Option<&(dyn std::error::Error + Send + Sync + 'static)> {
+        self.sdk_error.as_deref()
     }
 
     /// The call took longer than `limit`.
@@ -243,48 +266,68 @@ where
             let message = context
                 .err()
                 .message()
-                .map_or_else(|| context_text(&error), str::to_owned);
+                .map_or_else(|| ErrorChain(&error).to_string(), str::to_owned);
             (class, code, message)
         }
         SdkError::TimeoutError(_) => (
             ErrorClass::Transient,
             "Timeout".into(),
-            context_text(&error),
+            ErrorChain(&error).to_string(),
         ),
         SdkError::DispatchFailure(_) => (
             ErrorClass::Transient,
             "DispatchFailure".into(),
-            context_text(&error),
+            ErrorChain(&error).to_string(),
         ),
         SdkError::ResponseError(_) => (
             ErrorClass::Transient,
             "ResponseError".into(),
-            context_text(&error),
+            ErrorChain(&error).to_string(),
         ),
         SdkError::ConstructionFailure(_) => (
             ErrorClass::InvalidRequest,
             "ConstructionFailure".into(),
-            context_text(&error),
+            ErrorChain(&error).to_string(),
         ),
         _ => (
             ErrorClass::Unexpected,
             "Unknown".into(),
-            context_text(&error),
+            ErrorChain(&error).to_string(),
         ),
     };
-    KinesisError::new(operation, class, code, message).with_source(error)
+    KinesisError::new(operation, class, code, message).with_sdk_error(error)
 }
 
-/// The error with its whole chain of causes, on one line.
-fn context_text(error: &(dyn std::error::Error + 'static)) -> String {
-    let mut text = error.to_string();
-    let mut cause = error.source();
-    while let Some(next) = cause {
-        text.push_str(": ");
-        text.push_str(&next.to_string());
-        cause = next.source();
+/// Displays an error and its sources on one line, `": "`-separated (`a: b: c`): what to act on
+/// is often in a source, and `Display` of a library error leaves its source out. A source whose
+/// text the line already holds is left out, so an error that repeats its source's message
+/// shows it once.
+///
+/// ```
+/// use kinesis_common::ErrorChain;
+/// #[derive(Debug, thiserror::Error)]
+/// #[error("reading shard-1 failed")]
+/// struct Read(#[source] std::io::Error);
+/// let error = Read(std::io::Error::other("connection reset"));
+/// assert_eq!(ErrorChain(&error).to_string(), "reading shard-1 failed: connection reset");
+/// ```
+#[derive(Debug, Clone, Copy)]
+pub struct ErrorChain<E>(pub E);
+
+impl<E: std::error::Error> fmt::Display for ErrorChain<E> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let mut line = self.0.to_string();
+        let mut source = self.0.source();
+        while let Some(cause) = source {
+            let text = cause.to_string();
+            if !line.contains(&text) {
+                line.push_str(": ");
+                line.push_str(&text);
+            }
+            source = cause.source();
+        }
+        f.write_str(&line)
     }
-    text
 }
 
 impl fmt::Display for ErrorClass {
@@ -399,5 +442,131 @@ mod tests {
         let timeout = KinesisError::timeout("PutRecords", Duration::from_secs(6));
         assert!(timeout.is_retryable());
         assert_eq!(timeout.code(), "Timeout");
+    }
+
+    /// An error over another, as thiserror writes one: its own text, then `#[source]`.
+    #[derive(Debug, thiserror::Error)]
+    #[error("{text}")]
+    struct Layer {
+        text: String,
+        #[source]
+        source: Option<BoxError>,
+    }
+
+    fn layer(text: &str, source: Option<BoxError>) -> Layer {
+        Layer {
+            text: text.to_owned(),
+            source,
+        }
+    }
+
+    #[test]
+    fn the_chain_joins_each_source_once() {
+        let plain = layer("a", Some(layer("b", Some(layer("c", None).into())).into()));
+        assert_eq!(ErrorChain(&plain).to_string(), "a: b: c");
+        assert_eq!(ErrorChain(layer("alone", None)).to_string(), "alone");
+        // An error that repeats its source's message (`{source}` in its own text) shows it
+        // once; a source with no text adds nothing.
+        let repeating = layer(
+            "sync failed: connection reset",
+            Some(layer("connection reset", Some(layer("", None).into())).into()),
+        );
+        assert_eq!(
+            ErrorChain(&repeating).to_string(),
+            "sync failed: connection reset"
+        );
+        // A cause below a repeated one still shows.
+        let deeper = layer(
+            "sync failed: timed out",
+            Some(layer("timed out", Some(layer("after 5s", None).into())).into()),
+        );
+        assert_eq!(
+            ErrorChain(&deeper).to_string(),
+            "sync failed: timed out: after 5s"
+        );
+        // Through a trait object too (boxed sources, `&dyn Error` callers).
+        let boxed: BoxError = Box::new(plain);
+        assert_eq!(ErrorChain(&*boxed).to_string(), "a: b: c");
+    }
+
+    /// Classified SDK errors, on their own and under a caller's error, print each cause once:
+    /// the text lives in the message, the SDK error is kept but is not the source.
+    #[test]
+    fn a_classified_sdk_error_prints_each_cause_once() {
+        use aws_sdk_kinesis::error::{ConnectorError, ErrorMetadata};
+        use aws_sdk_kinesis::operation::list_shards::ListShardsError;
+        use aws_sdk_kinesis::types::error::ResourceNotFoundException;
+
+        const MISSING: &str = "Stream s under account 1 not found.";
+        let response = |status: u16| {
+            HttpResponse::new(
+                status
+                    .try_into()
+                    .unwrap_or_else(|_| panic!("status {status}")),
+                "".into(),
+            )
+        };
+        let dispatch: SdkError<ListShardsError, HttpResponse> =
+            SdkError::dispatch_failure(ConnectorError::io("connection refused".into()));
+        let not_found: SdkError<ListShardsError, HttpResponse> = SdkError::service_error(
+            ListShardsError::ResourceNotFoundException(
+                ResourceNotFoundException::builder()
+                    .message(MISSING)
+                    .meta(
+                        ErrorMetadata::builder()
+                            .code("ResourceNotFoundException")
+                            .message(MISSING)
+                            .build(),
+                    )
+                    .build(),
+            ),
+            response(400),
+        );
+        let timeout: SdkError<ListShardsError, HttpResponse> =
+            SdkError::timeout_error("read timed out");
+        for (sdk_error, line, once) in [
+            (
+                dispatch,
+                "ListShards failed (DispatchFailure): dispatch failure: io error: connection refused",
+                "connection refused",
+            ),
+            (
+                not_found,
+                "ListShards failed (ResourceNotFoundException): Stream s under account 1 not found.",
+                "not found",
+            ),
+            (
+                timeout,
+                "ListShards failed (Timeout): request has timed out: read timed out",
+                "read timed out",
+            ),
+        ] {
+            let error = classify("ListShards", sdk_error);
+            assert_eq!(ErrorChain(&error).to_string(), line);
+            let wrapped = layer("shard sync failed", Some(error.into()));
+            let text = ErrorChain(&wrapped).to_string();
+            assert_eq!(text, format!("shard sync failed: {line}"));
+            assert_eq!(text.matches(once).count(), 1, "{text}");
+            // The same line whether or not the formatter skips repeats: nothing repeats.
+            let mut plain = wrapped.to_string();
+            let mut source = std::error::Error::source(&wrapped);
+            while let Some(cause) = source {
+                plain = format!("{plain}: {cause}");
+                source = cause.source();
+            }
+            assert_eq!(plain, text);
+        }
+        let error = classify(
+            "ListShards",
+            SdkError::<ListShardsError, HttpResponse>::timeout_error("slow"),
+        );
+        assert!(std::error::Error::source(&error).is_none());
+        assert!(
+            error
+                .sdk_error()
+                .and_then(|e| e.downcast_ref::<SdkError<ListShardsError, HttpResponse>>())
+                .is_some(),
+            "the SDK error is kept for inspection"
+        );
     }
 }

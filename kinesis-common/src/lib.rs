@@ -13,6 +13,7 @@
 //!   means (retry after a backoff, slow down, or give up), for whole calls and for the
 //!   per-entry error codes of PutRecords;
 //! - [`Backoff`]: the one jittered exponential wait between attempts of a retried call;
+//! - [`ErrorChain`]: an error and its causes on one line, each said once;
 //! - [`later`]: a deadline that saturates instead of overflowing (`Duration::MAX` settings).
 #![forbid(unsafe_code)]
 #![warn(missing_docs, missing_debug_implementations, unreachable_pub)]
@@ -33,7 +34,9 @@ pub use api::{
     SubscribeStart, SubscribeToShard, Timeouts,
 };
 pub use backoff::{Backoff, Jitter};
-pub use error::{BoxError, ErrorClass, KinesisError, classify, classify_code, classify_error};
+pub use error::{
+    BoxError, ErrorChain, ErrorClass, KinesisError, classify, classify_code, classify_error,
+};
 pub use shards::{list_shards, list_shards_as_sent};
 pub use stream::StreamId;
 pub use time::later;

@@ -29,6 +29,7 @@ use std::sync::Arc;
 
 use clap::Args;
 use kcl::Scheduler;
+use kinesis_common::ErrorChain;
 use tracing::{info, warn};
 
 use self::args::{DaemonArgs, USAGE};
@@ -168,7 +169,7 @@ async fn daemon(config: DaemonConfig) -> Result<(), CliError> {
     }
     let scheduler = builder
         .build()
-        .map_err(|e| CliError::Usage(crate::consume::error_chain(&e)))?;
+        .map_err(|e| CliError::Usage(ErrorChain(&e).to_string()))?;
     info!(
         application = %config.application_name,
         stream = %config.stream_name,
@@ -187,7 +188,7 @@ async fn daemon(config: DaemonConfig) -> Result<(), CliError> {
     let result = scheduler
         .run()
         .await
-        .map_err(|e| CliError::Usage(crate::consume::error_chain(&e)));
+        .map_err(|e| CliError::Usage(ErrorChain(&e).to_string()));
     stopper.abort();
     info!("MultiLangDaemon stopped");
     result

@@ -27,7 +27,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use aggregation_proto::HashRange;
-use kinesis_common::{Backoff, Jitter};
+use kinesis_common::{Backoff, ErrorChain, Jitter};
 use tokio::sync::watch;
 use tokio::time::Instant;
 use tracing::{Instrument, debug, error, info, info_span, warn};
@@ -277,7 +277,7 @@ where
                 }
                 Err(error) => {
                     // The source backs off before its next call and resumes where it was.
-                    warn!(error = %crate::coordinator::Chain(&error), "reading the shard failed; retrying");
+                    warn!(error = %ErrorChain(&error), "reading the shard failed; retrying");
                     self.context.status.retrieval_failing(&self.key);
                     continue;
                 }

@@ -114,7 +114,7 @@ where
                 warn!(
                     attempt = backoff.attempts(),
                     retry_in = ?wait,
-                    error = %crate::coordinator::Chain(&why),
+                    error = %kinesis_common::ErrorChain(&why),
                     "shard end not durable yet; retrying"
                 );
                 if let Err(stop) = consumer.pause(wait).await {

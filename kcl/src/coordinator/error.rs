@@ -1,7 +1,5 @@
 //! Errors of the lease coordinator (besides [`super::CoordinatorConfigError`]).
 
-use std::error::Error;
-use std::fmt;
 use std::time::Duration;
 
 use crate::lease::{LeaseError, LeaseErrorKind};
@@ -92,21 +90,6 @@ pub(crate) fn unresolved(table: &str, why: &'static str) -> LeaseError {
     }
 }
 
-/// Displays an error and its sources, `": "`-separated, for logs.
-pub(crate) struct Chain<'a>(pub(crate) &'a (dyn Error + 'static));
-
-impl fmt::Display for Chain<'_> {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(f, "{}", self.0)?;
-        let mut source = self.0.source();
-        while let Some(err) = source {
-            write!(f, ": {err}")?;
-            source = err.source();
-        }
-        Ok(())
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -140,7 +123,7 @@ mod tests {
         assert!(!slow.is_lease_lost());
         assert!(slow.is_retryable());
         assert_eq!(
-            Chain(&slow).to_string(),
+            kinesis_common::ErrorChain(&slow).to_string(),
             "write to held lease shard-2 failed: DynamoDB UpdateItem on table leases failed \
              (transient): no answer within 500ms"
         );

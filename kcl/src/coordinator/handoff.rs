@@ -30,10 +30,11 @@
 //! [`handoff_poll_interval`]: super::CoordinatorConfig::handoff_poll_interval
 //! [`handoff_timeout`]: super::CoordinatorConfig::handoff_timeout
 
+use kinesis_common::ErrorChain;
 use tokio::time::timeout;
 use tracing::{debug, info, warn};
 
-use super::error::{Chain, timed_out};
+use super::error::timed_out;
 use super::plan::TakeReason;
 use super::state::Shared;
 use super::taker::take;
@@ -68,7 +69,7 @@ pub(crate) async fn request(shared: &Shared, lease: &Lease) -> bool {
             false
         }
         Err(err) => {
-            warn!(lease_key = %lease.lease_key, error = %Chain(&err), "handoff request failed");
+            warn!(lease_key = %lease.lease_key, error = %ErrorChain(&err), "handoff request failed");
             false
         }
     }
@@ -82,7 +83,7 @@ pub(crate) async fn poll(shared: &Shared) {
         let stored = match timeout(limit, shared.store.get(&key)).await {
             Ok(Ok(stored)) => stored,
             Ok(Err(err)) => {
-                debug!(lease_key = %key, error = %Chain(&err), "reading a handed-over lease failed");
+                debug!(lease_key = %key, error = %ErrorChain(&err), "reading a handed-over lease failed");
                 continue;
             }
             Err(_) => continue,
@@ -188,7 +189,7 @@ pub(crate) async fn cancel_all(shared: &Shared) {
         match result {
             Ok(Ok(_)) => info!(lease_key = %key, "handoff withdrawn"),
             Ok(Err(err)) => {
-                debug!(lease_key = %key, error = %Chain(&err), "withdrawing a handoff failed")
+                debug!(lease_key = %key, error = %ErrorChain(&err), "withdrawing a handoff failed")
             }
             Err(_) => debug!(lease_key = %key, "withdrawing a handoff timed out"),
         }
@@ -206,7 +207,7 @@ pub(crate) async fn withdraw_orphan(shared: &Shared, lease: &Lease) {
             "withdrew a handoff asked for under this worker id that this process was not waiting on, from a holder that stopped renewing"
         ),
         Ok(Err(err)) => {
-            debug!(lease_key = %lease.lease_key, error = %Chain(&err), "withdrawing an orphaned handoff failed")
+            debug!(lease_key = %lease.lease_key, error = %ErrorChain(&err), "withdrawing an orphaned handoff failed")
         }
         Err(_) => debug!(lease_key = %lease.lease_key, "withdrawing an orphaned handoff timed out"),
     }

@@ -80,7 +80,6 @@ pub use error::{HeldLeaseError, StartError};
 pub use handle::{LeaseCoordinator, LeaseCoordinatorBuilder, ReleaseSummary};
 pub use stats::{CoordinatorStats, TakeCycleStats};
 
-pub(crate) use error::Chain;
 pub(crate) use snapshot::ScanSnapshot;
 pub(crate) use state::HeldRef;
 

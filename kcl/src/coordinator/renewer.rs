@@ -20,13 +20,14 @@
 
 use std::sync::Arc;
 
+use kinesis_common::ErrorChain;
 use tokio::sync::Semaphore;
 use tokio::task::JoinSet;
 use tokio::time::{Instant, sleep_until, timeout};
 use tokio_util::sync::CancellationToken;
 use tracing::{Instrument, Span, debug, trace, warn};
 
-use super::error::{Chain, timed_out};
+use super::error::timed_out;
 use super::later;
 use super::state::{Conflict, DropReason, HeldRef, Shared, Wrote, may_have_applied};
 
@@ -136,14 +137,14 @@ async fn renew_one(shared: &Shared, held: HeldRef) {
                 if unrenewed >= shared.validity_span() {
                     warn!(
                         lease_key = %held.key,
-                        error = %Chain(&err),
+                        error = %ErrorChain(&err),
                         unrenewed_for = ?unrenewed,
                         "renewal failed; delivery paused until a renewal gets through"
                     );
                 } else {
                     warn!(
                         lease_key = %held.key,
-                        error = %Chain(&err),
+                        error = %ErrorChain(&err),
                         unrenewed_for = ?unrenewed,
                         "renewal failed; retrying next interval"
                     );

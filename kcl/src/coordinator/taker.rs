@@ -5,13 +5,14 @@
 use std::collections::HashMap;
 use std::sync::Arc;
 
+use kinesis_common::ErrorChain;
 use tokio::sync::Semaphore;
 use tokio::task::JoinSet;
 use tokio::time::{Instant, sleep_until, timeout};
 use tokio_util::sync::CancellationToken;
 use tracing::{Instrument, Span, debug, info, warn};
 
-use super::error::{Chain, timed_out};
+use super::error::timed_out;
 use super::expiry::ExpiryTracker;
 use super::handoff;
 use super::later;
@@ -68,7 +69,7 @@ pub(crate) async fn take_cycle(
     let leases = match scan {
         Ok(leases) => leases,
         Err(err) => {
-            warn!(error = %Chain(&err), "lease table scan failed");
+            warn!(error = %ErrorChain(&err), "lease table scan failed");
             shared.with_stats(|stats| stats.scan_failures += 1);
             // What stood still while the table was unreachable proves nothing.
             tracker.reset();
@@ -277,7 +278,7 @@ pub(crate) async fn take(shared: &Shared, lease: &Lease, reason: &TakeReason) ->
             false
         }
         Err(err) => {
-            warn!(lease_key = %lease.lease_key, error = %Chain(&err), "take failed");
+            warn!(lease_key = %lease.lease_key, error = %ErrorChain(&err), "take failed");
             false
         }
     }

@@ -125,7 +125,7 @@ impl LeaseTable {
             if let Err(error) = self.enable_point_in_time_recovery().await {
                 warn!(
                     table = %self.table_name(),
-                    error = %crate::coordinator::Chain(&error),
+                    error = %kinesis_common::ErrorChain(&error),
                     "point-in-time recovery could not be enabled; enable it on the table by hand"
                 );
             }

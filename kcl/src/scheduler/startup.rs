@@ -5,7 +5,7 @@
 
 use std::future::Future;
 
-use kinesis_common::{Backoff, Jitter};
+use kinesis_common::{Backoff, ErrorChain, Jitter};
 use tokio_util::sync::CancellationToken;
 use tracing::warn;
 
@@ -73,7 +73,7 @@ where
                     step = what,
                     attempt = backoff.attempts(),
                     retry_in = ?wait,
-                    error = %crate::coordinator::Chain(&error),
+                    error = %ErrorChain(&error),
                     "worker start failed; retrying"
                 );
                 tokio::select! {

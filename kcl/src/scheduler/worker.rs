@@ -5,7 +5,7 @@
 use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::sync::Arc;
 
-use kinesis_common::{Backoff, Jitter};
+use kinesis_common::{Backoff, ErrorChain, Jitter};
 use tokio::sync::watch;
 use tokio::task::{Id, JoinError, JoinSet};
 use tokio::time::{Instant, MissedTickBehavior, interval, sleep, sleep_until, timeout_at};
@@ -401,7 +401,7 @@ where
                 self.releases.remove(key);
             }
             Err(error) => {
-                warn!(shard = %key, error = %crate::coordinator::Chain(&error), "handing the lease over failed; retrying");
+                warn!(shard = %key, error = %ErrorChain(&error), "handing the lease over failed; retrying");
                 let at = Instant::now() + self.context.coordinator.config().renew_interval();
                 self.releases.insert(key.to_owned(), (holding, at));
             }
@@ -488,7 +488,7 @@ async fn sync_loop<A: KinesisApi>(context: ShardContext<A>, cancel: Cancellation
             result = sync => match result {
                 Ok(created) if created > 0 => context.coordinator.take_now(),
                 Ok(_) => {}
-                Err(error) => warn!(error = %crate::coordinator::Chain(&error), "shard sync failed; retrying at the next interval"),
+                Err(error) => warn!(error = %ErrorChain(&error), "shard sync failed; retrying at the next interval"),
             },
         }
     }
