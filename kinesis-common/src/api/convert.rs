@@ -249,7 +249,7 @@ where
             DisplayErrorContext(&error).to_string(),
         ),
     };
-    KinesisError::new(SUBSCRIBE_TO_SHARD, class, code, message).with_source(error)
+    KinesisError::new(SUBSCRIBE_TO_SHARD, class, code, message).with_sdk_error(error)
 }
 
 /// The service's error code of an exception received in a subscription's stream.
@@ -590,7 +590,11 @@ mod tests {
         assert_eq!(error.class(), ErrorClass::Transient);
         assert_eq!(error.code(), "StreamInterrupted");
         assert_eq!(error.operation(), "SubscribeToShard");
-        assert!(std::error::Error::source(&error).is_some());
+        assert!(error.sdk_error().is_some());
+        assert!(
+            std::error::Error::source(&error).is_none(),
+            "the message holds the text once"
+        );
         assert!(
             error.message().contains("the connection went quiet"),
             "{error}"
