@@ -241,7 +241,6 @@ impl FakeKinesis {
     /// What the next ListShards call does: the script first, then the random rates.
     pub(super) fn next_list_fault(&self, stream: &StreamId) -> ListShardsFault {
         let mut state = self.state();
-        state.list_calls += 1;
         if state.list_hangs {
             return ListShardsFault::Hang;
         }

@@ -1,7 +1,7 @@
 //! ListShards: the shards a [`ShardListing`] selects, with the faults of the call.
 
 use super::faults::service_error;
-use super::{FakeKinesis, ListShardsFault};
+use super::{FakeKinesis, ListShardsFault, Operation};
 use crate::{BoxFuture, ErrorClass, KinesisError, ListShards, Shard, ShardListing, StreamId};
 
 /// Whether `listing` selects `shard`. The fake keeps no history of when a shard closed, so
@@ -23,6 +23,8 @@ impl ListShards for FakeKinesis {
         listing: &'a ShardListing,
     ) -> BoxFuture<'a, Result<Vec<Shard>, KinesisError>> {
         Box::pin(async move {
+            self.state().list_calls += 1;
+            self.enter(Operation::ListShards).await?;
             match self.next_list_fault(stream) {
                 ListShardsFault::None => {}
                 ListShardsFault::Hang => std::future::pending::<()>().await,
@@ -39,18 +41,13 @@ impl ListShards for FakeKinesis {
                 }
                 ListShardsFault::Delay(delay) => tokio::time::sleep(delay).await,
             }
-            let shards = self
-                .state()
-                .streams
-                .get(stream)
-                .filter(|s| !s.deleted)
-                .map(|s| {
-                    s.shards
-                        .iter()
-                        .filter(|f| selects(listing, &f.shard))
-                        .map(|f| f.shard.clone())
-                        .collect::<Vec<_>>()
-                });
+            let shards = self.state().live_stream(stream).map(|(_, s)| {
+                s.shards
+                    .iter()
+                    .filter(|f| !f.gone && selects(listing, &f.shard))
+                    .map(|f| f.shard.clone())
+                    .collect::<Vec<_>>()
+            });
             shards.ok_or_else(|| {
                 KinesisError::new(
                     "ListShards",

@@ -4,11 +4,12 @@
 use std::time::Duration;
 
 use aggregation_proto::{parse_explicit_hash_key, partition_key_hash};
+use bytestring::ByteString;
 use tokio::time::Instant;
 
 use super::faults::service_error;
 use super::streams::StoredRecord;
-use super::{CallFault, FakeKinesis};
+use super::{CallFault, FakeKinesis, Operation};
 use crate::{BoxFuture, ErrorClass, KinesisError, PutEntry, PutRecords, PutResult, StreamId};
 
 impl FakeKinesis {
@@ -40,7 +41,9 @@ impl FakeKinesis {
     ) -> Result<Vec<PutResult>, KinesisError> {
         let mut state = self.state();
         let mut sequence = state.next_sequence;
-        let Some(fake) = state.streams.get_mut(stream).filter(|s| !s.deleted) else {
+        let arrival = state.arrival_now();
+        let (floor, width) = (state.sequence_floor, state.sequence_width);
+        let Some((_, fake)) = state.live_stream_mut(stream) else {
             return Err(KinesisError::new(
                 "PutRecords",
                 ErrorClass::NotFound,
@@ -77,15 +80,18 @@ impl FakeKinesis {
                 });
                 continue;
             };
+            let text = format!("{:0width$}", floor.saturating_add(sequence));
             shard.records.push(StoredRecord {
                 sequence_number: sequence,
                 partition_key: entry.partition_key.clone(),
                 explicit_hash_key: entry.explicit_hash_key.clone(),
                 data: entry.data.clone(),
+                sequence_number_text: ByteString::from(text.clone()),
+                arrival,
             });
             results.push(PutResult::Stored {
                 shard_id: shard.shard.shard_id.clone(),
-                sequence_number: format!("{sequence:020}"),
+                sequence_number: text,
             });
             sequence += 1;
         }
@@ -151,6 +157,7 @@ impl PutRecords for FakeKinesis {
                 state.calls += 1;
                 state.entries_sent += entries.len() as u64;
             }
+            self.enter(Operation::PutRecords).await?;
             let (fault, per_entry) = self.next_fault(stream, entries.len());
             let bytes = entries.iter().map(PutEntry::size).sum();
             match fault {

@@ -1,11 +1,16 @@
 //! Streams, their shards and lineage, and what each shard stored.
 
+use std::collections::BTreeMap;
+use std::time::SystemTime;
+
 use aggregation_proto::{
     HashRange, ReceivedRecord, deaggregate, parse_explicit_hash_key, partition_key_hash,
 };
+use bytestring::ByteString;
 
-use super::FakeKinesis;
-use crate::{Shard, StreamId};
+use super::consumers::FakeConsumer;
+use super::{FakeKinesis, State};
+use crate::{ChildShard, ErrorClass, KinesisError, Shard, StreamId};
 
 /// A record as the fake stored it.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -19,6 +24,21 @@ pub struct StoredRecord {
     pub explicit_hash_key: Option<String>,
     /// The data (an aggregate or a single user record).
     pub data: bytes::Bytes,
+    /// Its sequence number as PutRecords answered it and readers read it: `sequence_number`
+    /// written as [`FakeKinesis::set_sequence_format`] says (20 digits by default), or the one
+    /// a test gave to [`FakeKinesis::append`].
+    pub sequence_number_text: ByteString,
+    /// When it arrived ([`FakeKinesis::set_arrival_clock`]): what `AT_TIMESTAMP` reads from.
+    pub arrival: SystemTime,
+}
+
+impl StoredRecord {
+    /// The record as GetRecords and subscriptions return it.
+    pub fn received(&self) -> ReceivedRecord {
+        ReceivedRecord::new(self.partition_key.as_str(), self.data.clone())
+            .with_sequence_number(self.sequence_number_text.clone())
+            .with_arrival_time(self.arrival)
+    }
 }
 
 #[derive(Debug)]
@@ -26,6 +46,9 @@ pub(super) struct FakeShard {
     pub(super) shard: Shard,
     /// In sequence order: what a reader of the shard reads.
     pub(super) records: Vec<StoredRecord>,
+    /// Gone from the stream (trimmed past retention): reads of it are `NotFound`, listings
+    /// leave it out.
+    pub(super) gone: bool,
 }
 
 #[derive(Debug, Default)]
@@ -34,6 +57,8 @@ pub(super) struct FakeStream {
     next_shard: usize,
     /// Deleted: calls answer `ResourceNotFoundException`; what it stored stays readable.
     pub(super) deleted: bool,
+    /// Its stream consumers (enhanced fan-out), by name.
+    pub(super) consumers: BTreeMap<String, FakeConsumer>,
 }
 
 impl FakeStream {
@@ -46,6 +71,7 @@ impl FakeStream {
         self.shards.push(FakeShard {
             shard,
             records: Vec::new(),
+            gone: false,
         });
         id
     }
@@ -56,10 +82,92 @@ impl FakeStream {
             .find(|s| s.shard.open && s.shard.hash_range.contains(hash_key))
     }
 
-    fn shard_mut(&mut self, shard_id: &str) -> Option<&mut FakeShard> {
+    pub(super) fn shard_mut(&mut self, shard_id: &str) -> Option<&mut FakeShard> {
         self.shards
             .iter_mut()
             .find(|s| s.shard.shard_id == shard_id)
+    }
+
+    /// The shard `shard_id` as a reader sees it: `None` when unknown or gone.
+    pub(super) fn readable(&self, shard_id: &str) -> Option<&FakeShard> {
+        self.shards
+            .iter()
+            .find(|s| s.shard.shard_id == shard_id && !s.gone)
+    }
+
+    /// The children of `shard_id` (shards naming it as a parent), as a closed shard's last
+    /// answer lists them.
+    pub(super) fn children_of(&self, shard_id: &str) -> Vec<ChildShard> {
+        self.shards
+            .iter()
+            .filter(|s| s.shard.parents().any(|p| p == shard_id))
+            .map(|s| ChildShard {
+                shard_id: s.shard.shard_id.clone(),
+                parent_shard_ids: s.shard.parents().map(str::to_owned).collect(),
+                hash_range: s.shard.hash_range,
+            })
+            .collect()
+    }
+}
+
+/// The name in a stream's (or a consumer's) ARN, or the name given.
+fn stream_name(stream: &StreamId) -> &str {
+    match stream {
+        StreamId::Name(name) => name,
+        StreamId::Arn(arn) => {
+            let after = arn.split_once(":stream/").map_or(arn.as_str(), |(_, n)| n);
+            after.split('/').next().unwrap_or(after)
+        }
+    }
+}
+
+/// A stream's ARN: the one it was created with, or one made up from its name.
+pub(super) fn stream_arn(stream: &StreamId) -> String {
+    match stream {
+        StreamId::Arn(arn) => arn.clone(),
+        StreamId::Name(name) => format!("arn:aws:kinesis:us-east-1:123456789012:stream/{name}"),
+    }
+}
+
+/// `ResourceNotFoundException` for `operation`.
+pub(super) fn not_found(operation: &'static str, what: impl std::fmt::Display) -> KinesisError {
+    KinesisError::new(
+        operation,
+        ErrorClass::NotFound,
+        "ResourceNotFoundException",
+        format!("{what} not found"),
+    )
+}
+
+impl State {
+    /// The key of the stream `stream` names: the same id, or the same stream by ARN for a
+    /// name (and by name for an ARN), as the service accepts either.
+    pub(super) fn stream_key(&self, stream: &StreamId) -> Option<StreamId> {
+        if self.streams.contains_key(stream) {
+            return Some(stream.clone());
+        }
+        let name = stream_name(stream);
+        self.streams
+            .keys()
+            .find(|key| stream_name(key) == name)
+            .cloned()
+    }
+
+    /// The live (not deleted) stream `stream` names, with its key.
+    pub(super) fn live_stream(&self, stream: &StreamId) -> Option<(StreamId, &FakeStream)> {
+        let key = self.stream_key(stream)?;
+        let fake = self.streams.get(&key).filter(|s| !s.deleted)?;
+        Some((key, fake))
+    }
+
+    /// The same, to change.
+    pub(super) fn live_stream_mut(
+        &mut self,
+        stream: &StreamId,
+    ) -> Option<(StreamId, &mut FakeStream)> {
+        let key = self.stream_key(stream)?;
+        let fake = self.streams.get_mut(&key).filter(|s| !s.deleted)?;
+        Some((key, fake))
     }
 }
 
@@ -169,6 +277,72 @@ impl FakeKinesis {
                 shard.shard.open = false;
             }
         }
+    }
+
+    /// Closes open shard `shard_id` of `stream` without children: its readers reach its end
+    /// (no next iterator; a subscription's last event) with no child in the answer, as a
+    /// stream whose children are listed elsewhere ([`add_shard`](Self::add_shard)) or not at
+    /// all.
+    ///
+    /// # Panics
+    /// When the stream or the shard does not exist (a test bug).
+    pub fn close_shard(&self, stream: impl Into<StreamId>, shard_id: &str) {
+        let mut state = self.state();
+        let key = state.stream_key(&stream.into()).expect("stream exists");
+        let fake = state.streams.get_mut(&key).expect("stream exists");
+        fake.shard_mut(shard_id).expect("shard exists").shard.open = false;
+    }
+
+    /// Adds `shard` to `stream` as given (id, parents, range, open or not): a lineage a test
+    /// writes by hand, which the parents' ends and ListShards report. Later shards the fake
+    /// makes get higher ids.
+    ///
+    /// # Panics
+    /// When the stream does not exist or already has a shard with that id (a test bug).
+    pub fn add_shard(&self, stream: impl Into<StreamId>, shard: Shard) {
+        let mut state = self.state();
+        let key = state.stream_key(&stream.into()).expect("stream exists");
+        let fake = state.streams.get_mut(&key).expect("stream exists");
+        assert!(
+            fake.shard_mut(&shard.shard_id).is_none(),
+            "shard {} exists",
+            shard.shard_id
+        );
+        if let Some(n) = shard
+            .shard_id
+            .strip_prefix("shardId-")
+            .and_then(|n| n.parse::<usize>().ok())
+        {
+            fake.next_shard = fake.next_shard.max(n + 1);
+        }
+        fake.shards.push(FakeShard {
+            shard,
+            records: Vec::new(),
+            gone: false,
+        });
+    }
+
+    /// Makes shard `shard_id` of `stream` disappear, as one trimmed past the stream's
+    /// retention: GetShardIterator, GetRecords, SubscribeToShard and the events of open
+    /// subscriptions answer `ResourceNotFoundException`, ListShards leaves it out. (It stays in
+    /// [`shards`](Self::shards) and [`stored`](Self::stored).)
+    pub fn remove_shard(&self, stream: impl Into<StreamId>, shard_id: &str) {
+        let mut state = self.state();
+        let shard = state
+            .stream_key(&stream.into())
+            .and_then(|key| state.streams.get_mut(&key))
+            .and_then(|s| s.shard_mut(shard_id));
+        if let Some(shard) = shard {
+            shard.gone = true;
+        }
+    }
+
+    /// The ARN of `stream` (made up from its name when it was created by name), as
+    /// DescribeStreamSummary answers it.
+    pub fn stream_arn_of(&self, stream: impl Into<StreamId>) -> String {
+        let stream = stream.into();
+        let key = self.state().stream_key(&stream).unwrap_or(stream);
+        stream_arn(&key)
     }
 
     /// Every shard of `stream`, in creation order.
