@@ -128,6 +128,12 @@ impl FakeKinesis {
             .extend(faults.into_iter().map(|fault| (operation, fault)));
     }
 
+    /// Drops the faults still queued for `operation` ([`fail`](Self::fail),
+    /// [`inject`](Self::inject)); the standing ones are switched off by their setters.
+    pub fn clear_faults(&self, operation: Operation) {
+        self.state().faults.retain(|(op, _)| *op != operation);
+    }
+
     /// While set, every call of `operation` never answers.
     pub fn set_hang(&self, operation: Operation, hang: bool) {
         let mut state = self.state();
@@ -269,6 +275,16 @@ mod tests {
         assert_eq!(fake.call_count(Operation::ListShards), 3);
         assert_eq!(fake.list_shards_calls(), 3, "kpl's counter counts them too");
         assert_eq!(fake.call_count(Operation::GetRecords), 0);
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn queued_faults_are_cleared_per_operation() {
+        let fake = fake();
+        fake.fail(Operation::ListShards, ErrorClass::Transient, 5);
+        fake.fail(Operation::GetRecords, ErrorClass::Transient, 1);
+        fake.clear_faults(Operation::ListShards);
+        assert_eq!(list(&fake).await.unwrap(), 1);
+        assert_eq!(fake.state().faults.len(), 1, "GetRecords' stays");
     }
 
     #[tokio::test(start_paused = true)]

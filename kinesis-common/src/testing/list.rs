@@ -1,18 +1,20 @@
 //! ListShards: the shards a [`ShardListing`] selects, with the faults of the call.
 
 use super::faults::service_error;
+use super::streams::FakeShard;
 use super::{FakeKinesis, ListShardsFault, Operation};
 use crate::{BoxFuture, ErrorClass, KinesisError, ListShards, Shard, ShardListing, StreamId};
 
-/// Whether `listing` selects `shard`. The fake keeps no history of when a shard closed, so
-/// [`ShardListing::AtTimestamp`] selects every shard (the trait lets an answer include shards
-/// the filter would leave out, never leave one out).
-fn selects(listing: &ShardListing, shard: &Shard) -> bool {
+/// Whether `listing` selects `shard`. [`ShardListing::AtTimestamp`] selects the shards open at
+/// that time by the [arrival clock](FakeKinesis::set_arrival_clock): made by then (the shards a
+/// stream began with always are), not closed by then.
+fn selects(listing: &ShardListing, shard: &FakeShard) -> bool {
     match listing {
-        ShardListing::All | ShardListing::AtTimestamp(_) => true,
-        ShardListing::Open => shard.open,
+        ShardListing::All => true,
+        ShardListing::AtTimestamp(at) => shard.open_at(*at),
+        ShardListing::Open => shard.shard.open,
         // Shard ids are zero-padded, so their order as strings is their creation order.
-        ShardListing::After(shard_id) => shard.shard_id.as_str() > shard_id.as_str(),
+        ShardListing::After(shard_id) => shard.shard.shard_id.as_str() > shard_id.as_str(),
     }
 }
 
@@ -44,7 +46,7 @@ impl ListShards for FakeKinesis {
             let shards = self.state().live_stream(stream).map(|(_, s)| {
                 s.shards
                     .iter()
-                    .filter(|f| !f.gone && selects(listing, &f.shard))
+                    .filter(|f| !f.gone && selects(listing, f))
                     .map(|f| f.shard.clone())
                     .collect::<Vec<_>>()
             });
@@ -94,9 +96,39 @@ mod tests {
                 .iter()
                 .all(|s| s.parent_shard_id.as_deref() == Some("shardId-000000000000"))
         );
-        let at = list(ShardListing::AtTimestamp(std::time::SystemTime::UNIX_EPOCH)).await;
-        assert_eq!(at, all, "no history: every shard");
+        let before = list(ShardListing::AtTimestamp(std::time::SystemTime::UNIX_EPOCH)).await;
+        assert_eq!(
+            ids(&before),
+            ["shardId-000000000000", "shardId-000000000001"],
+            "before the stream: the shards it began with"
+        );
         assert_eq!(fake.list_shards_calls(), 4);
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn an_at_timestamp_listing_selects_the_shards_open_then() {
+        use std::time::{Duration, SystemTime};
+        let fake = FakeKinesis::new();
+        let t = |secs| SystemTime::UNIX_EPOCH + Duration::from_secs(secs);
+        fake.set_arrival_clock(crate::testing::ArrivalClock::Fixed(t(100)));
+        fake.create_stream("s", 1);
+        fake.advance_arrival_clock(Duration::from_secs(100));
+        let (low, high) = fake.split_in_half("s", "shardId-000000000000");
+        fake.remove_shard("s", &high);
+        let stream = StreamId::from("s");
+        let at = |secs| {
+            let fake = fake.clone();
+            let stream = stream.clone();
+            async move {
+                let listing = ShardListing::AtTimestamp(t(secs));
+                let shards = fake.list_shards(&stream, &listing).await.unwrap();
+                shards.into_iter().map(|s| s.shard_id).collect::<Vec<_>>()
+            }
+        };
+        assert_eq!(at(50).await, ["shardId-000000000000"]);
+        assert_eq!(at(150).await, ["shardId-000000000000"]);
+        assert_eq!(at(200).await, [low.as_str()], "removed shards are left out");
+        assert_eq!(at(300).await, [low.as_str()]);
     }
 
     #[tokio::test(start_paused = true)]

@@ -165,6 +165,10 @@ struct State {
     arrival: append::Clock,
     /// Iterators handed out before this generation are expired.
     generation: u64,
+    /// Iterators older than this are expired (`None`: never, by age).
+    iterator_lifetime: Option<Duration>,
+    /// What iterators count their age from.
+    epoch: Instant,
     millis_behind: MillisBehind,
     child_shards_in_answers: bool,
     silent_end: bool,
@@ -230,6 +234,8 @@ impl FakeKinesis {
                 sequence_width: 20,
                 arrival: append::Clock::default(),
                 generation: 0,
+                iterator_lifetime: None,
+                epoch: Instant::now(),
                 millis_behind: MillisBehind::Fixed(1_000),
                 child_shards_in_answers: true,
                 silent_end: false,

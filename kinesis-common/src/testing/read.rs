@@ -1,13 +1,13 @@
 //! GetShardIterator and GetRecords: iterators into a shard's records, pages of them, the end
 //! of a closed shard with its children, expired iterators.
 
-use std::time::SystemTime;
+use std::time::{Duration, SystemTime};
 
 use aggregation_proto::compare_sequence_numbers;
 use tokio::time::Instant;
 
 use super::streams::{StoredRecord, not_found};
-use super::{FakeKinesis, Operation};
+use super::{FakeKinesis, Operation, State};
 use crate::api::operation::{GET_RECORDS, GET_SHARD_ITERATOR};
 use crate::{
     BoxFuture, ErrorClass, KinesisError, ReadShard, RecordsPage, ShardIteratorStart, StreamId,
@@ -105,18 +105,50 @@ impl Start<'_> {
     }
 }
 
-/// An iterator: `{generation}|{index}|{shard}|{stream}` (the stream last: an ARN has no `|`).
-fn iterator(generation: u64, index: usize, shard_id: &str, stream: &StreamId) -> String {
-    format!("{generation}|{index}|{shard_id}|{}", stream.as_str())
+/// What an iterator says: `{generation}|{issued}|{index}|{shard}|{stream}`, `issued` in
+/// milliseconds of tokio time since the fake was made (the stream last: an ARN has no `|`).
+struct ParsedIterator<'a> {
+    generation: u64,
+    issued_millis: u128,
+    index: usize,
+    shard_id: &'a str,
+    stream: StreamId,
 }
 
-fn parse_iterator(iterator: &str) -> Option<(u64, usize, &str, StreamId)> {
-    let mut parts = iterator.splitn(4, '|');
-    let generation = parts.next()?.parse().ok()?;
-    let index = parts.next()?.parse().ok()?;
-    let shard_id = parts.next()?;
-    let stream = StreamId::from(parts.next()?);
-    Some((generation, index, shard_id, stream))
+impl State {
+    /// A new iterator at `index`.
+    fn iterator(&self, index: usize, shard_id: &str, stream: &StreamId) -> String {
+        let issued = self.epoch.elapsed().as_millis();
+        let generation = self.generation;
+        format!(
+            "{generation}|{issued}|{index}|{shard_id}|{}",
+            stream.as_str()
+        )
+    }
+
+    /// Whether `iterator` expired: older than the lifetime, or of an older generation.
+    fn expired(&self, iterator: &ParsedIterator<'_>) -> bool {
+        let age = self
+            .epoch
+            .elapsed()
+            .as_millis()
+            .saturating_sub(iterator.issued_millis);
+        iterator.generation < self.generation
+            || self
+                .iterator_lifetime
+                .is_some_and(|lifetime| age > lifetime.as_millis())
+    }
+}
+
+fn parse_iterator(iterator: &str) -> Option<ParsedIterator<'_>> {
+    let mut parts = iterator.splitn(5, '|');
+    Some(ParsedIterator {
+        generation: parts.next()?.parse().ok()?,
+        issued_millis: parts.next()?.parse().ok()?,
+        index: parts.next()?.parse().ok()?,
+        shard_id: parts.next()?,
+        stream: StreamId::from(parts.next()?),
+    })
 }
 
 impl FakeKinesis {
@@ -124,6 +156,13 @@ impl FakeKinesis {
     /// `ExpiredIteratorException`.
     pub fn expire_iterators(&self) {
         self.state().generation += 1;
+    }
+
+    /// Iterators expire this long after they were handed out (GetShardIterator's, and each
+    /// next iterator GetRecords answers), as the service's do after 5 minutes; `None`, the
+    /// default: only [`expire_iterators`](Self::expire_iterators) expires them.
+    pub fn set_iterator_lifetime(&self, lifetime: Option<Duration>) {
+        self.state().iterator_lifetime = lifetime;
     }
 
     /// What GetRecords answers (and subscription events say) as `MillisBehindLatest`.
@@ -160,7 +199,6 @@ impl ReadShard for FakeKinesis {
                 shard_id: shard_id.to_owned(),
                 start: start.clone(),
             });
-            let generation = state.generation;
             let (key, fake) = state
                 .live_stream(stream)
                 .ok_or_else(|| not_found(GET_SHARD_ITERATOR, format_args!("Stream {stream}")))?;
@@ -168,7 +206,7 @@ impl ReadShard for FakeKinesis {
                 .readable(shard_id)
                 .ok_or_else(|| not_found(GET_SHARD_ITERATOR, format_args!("Shard {shard_id}")))?;
             let index = Start::from(start).index(&shard.records);
-            Ok(iterator(generation, index, shard_id, &key))
+            Ok(state.iterator(index, shard_id, &key))
         })
     }
 
@@ -188,15 +226,16 @@ impl ReadShard for FakeKinesis {
                     message,
                 )
             };
-            let Some((generation, index, shard_id, stream)) = parse_iterator(iterator_text) else {
+            let Some(iterator) = parse_iterator(iterator_text) else {
                 return Err(invalid("not an iterator of this fake"));
             };
+            let (index, shard_id, stream) = (iterator.index, iterator.shard_id, &iterator.stream);
             let limit = usize::try_from(limit)
                 .ok()
                 .filter(|l| (1..=10_000).contains(l))
                 .ok_or_else(|| invalid("Limit must be between 1 and 10000"))?;
             let state = self.state();
-            if generation < state.generation {
+            if state.expired(&iterator) {
                 return Err(KinesisError::new(
                     GET_RECORDS,
                     ErrorClass::ExpiredIterator,
@@ -205,7 +244,7 @@ impl ReadShard for FakeKinesis {
                 ));
             }
             let (_, fake) = state
-                .live_stream(&stream)
+                .live_stream(stream)
                 .ok_or_else(|| not_found(GET_RECORDS, format_args!("Stream {stream}")))?;
             let shard = fake
                 .readable(shard_id)
@@ -219,7 +258,7 @@ impl ReadShard for FakeKinesis {
                     .iter()
                     .map(StoredRecord::received)
                     .collect(),
-                next_iterator: (!ended).then(|| iterator(generation, end, shard_id, &stream)),
+                next_iterator: (!ended).then(|| state.iterator(end, shard_id, stream)),
                 millis_behind_latest: Some(state.millis_behind.after(len - end)),
                 child_shards: if ended && state.child_shards_in_answers {
                     fake.children_of(shard_id)
@@ -233,8 +272,6 @@ impl ReadShard for FakeKinesis {
 
 #[cfg(test)]
 mod tests {
-    use std::time::Duration;
-
     use super::*;
     use crate::ChildShard;
 
@@ -447,6 +484,24 @@ mod tests {
             .await
             .unwrap_err();
         assert_eq!(error.class(), ErrorClass::NotFound);
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn iterators_expire_by_age_when_a_lifetime_is_set() {
+        let fake = fake();
+        fake.set_iterator_lifetime(Some(Duration::from_secs(300)));
+        let iterator = fake
+            .get_shard_iterator(&stream(), S0, &ShardIteratorStart::TrimHorizon)
+            .await
+            .unwrap();
+        tokio::time::sleep(Duration::from_secs(299)).await;
+        let page = fake.get_records(&stream(), &iterator, 1).await.unwrap();
+        let next = page.next_iterator.unwrap();
+        tokio::time::sleep(Duration::from_secs(2)).await;
+        let error = fake.get_records(&stream(), &iterator, 1).await.unwrap_err();
+        assert_eq!(error.class(), ErrorClass::ExpiredIterator, "5 min 1 s old");
+        let page = fake.get_records(&stream(), &next, 1).await.unwrap();
+        assert_eq!(data(&page), ["b"], "the next iterator is new");
     }
 
     #[tokio::test(start_paused = true)]

@@ -49,6 +49,37 @@ pub(super) struct FakeShard {
     /// Gone from the stream (trimmed past retention): reads of it are `NotFound`, listings
     /// leave it out.
     pub(super) gone: bool,
+    /// When it was made and closed, by the arrival clock: what an `AT_TIMESTAMP` listing
+    /// selects by.
+    pub(super) created: SystemTime,
+    pub(super) closed: Option<SystemTime>,
+}
+
+impl FakeShard {
+    fn new(shard: Shard, now: SystemTime) -> Self {
+        Self {
+            shard,
+            records: Vec::new(),
+            gone: false,
+            created: now,
+            closed: None,
+        }
+    }
+
+    /// Takes no more records from `now` on.
+    pub(super) fn close(&mut self, now: SystemTime) {
+        if self.shard.open {
+            self.shard.open = false;
+            self.closed = Some(now);
+        }
+    }
+
+    /// Whether it was open at `at`: made by then (or a shard the stream began with), not
+    /// closed by then.
+    pub(super) fn open_at(&self, at: SystemTime) -> bool {
+        let made = self.created <= at || self.shard.parent_shard_id.is_none();
+        made && self.closed.is_none_or(|closed| closed > at)
+    }
 }
 
 #[derive(Debug, Default)]
@@ -62,17 +93,13 @@ pub(super) struct FakeStream {
 }
 
 impl FakeStream {
-    fn add_shard(&mut self, range: HashRange, parents: &[&str]) -> String {
+    fn add_shard(&mut self, range: HashRange, parents: &[&str], now: SystemTime) -> String {
         let id = format!("shardId-{:012}", self.next_shard);
         self.next_shard += 1;
         let mut shard = Shard::new(id.clone(), range);
         shard.parent_shard_id = parents.first().map(|p| (*p).to_owned());
         shard.adjacent_parent_shard_id = parents.get(1).map(|p| (*p).to_owned());
-        self.shards.push(FakeShard {
-            shard,
-            records: Vec::new(),
-            gone: false,
-        });
+        self.shards.push(FakeShard::new(shard, now));
         id
     }
 
@@ -178,6 +205,7 @@ impl FakeKinesis {
     /// When `shards` is 0.
     pub fn create_stream(&self, stream: impl Into<StreamId>, shards: usize) {
         assert!(shards > 0, "a stream has at least one shard");
+        let now = self.state().arrival_now();
         let mut fake = FakeStream::default();
         let width = u128::MAX / shards as u128;
         for i in 0..shards {
@@ -188,7 +216,7 @@ impl FakeKinesis {
                 width * (i as u128 + 1) - 1
             };
             let range = HashRange::new(start, end).expect("even ranges are ordered");
-            fake.add_shard(range, &[]);
+            fake.add_shard(range, &[], now);
         }
         self.state().streams.insert(stream.into(), fake);
     }
@@ -200,6 +228,7 @@ impl FakeKinesis {
     /// When the shard is not open or `at` is not inside it (a test bug).
     pub fn split(&self, stream: impl Into<StreamId>, shard_id: &str, at: u128) -> (String, String) {
         let mut state = self.state();
+        let now = state.arrival_now();
         let stream = state
             .streams
             .get_mut(&stream.into())
@@ -211,11 +240,11 @@ impl FakeKinesis {
             range.start() < at && at <= range.end(),
             "split point inside"
         );
-        parent.shard.open = false;
+        parent.close(now);
         let low = HashRange::new(range.start(), at - 1).expect("ordered");
         let high = HashRange::new(at, range.end()).expect("ordered");
-        let a = stream.add_shard(low, &[shard_id]);
-        let b = stream.add_shard(high, &[shard_id]);
+        let a = stream.add_shard(low, &[shard_id], now);
+        let b = stream.add_shard(high, &[shard_id], now);
         (a, b)
     }
 
@@ -238,6 +267,7 @@ impl FakeKinesis {
     /// When they are not open and adjacent (a test bug).
     pub fn merge(&self, stream: impl Into<StreamId>, first: &str, second: &str) -> String {
         let mut state = self.state();
+        let now = state.arrival_now();
         let stream = state
             .streams
             .get_mut(&stream.into())
@@ -260,10 +290,10 @@ impl FakeKinesis {
             "adjacent ranges"
         );
         for id in [first, second] {
-            stream.shard_mut(id).expect("shard exists").shard.open = false;
+            stream.shard_mut(id).expect("shard exists").close(now);
         }
         let range = HashRange::new(low.start(), high.end()).expect("ordered");
-        stream.add_shard(range, &[first, second])
+        stream.add_shard(range, &[first, second], now)
     }
 
     /// Deletes `stream`: from now on PutRecords and ListShards calls for it answer
@@ -271,10 +301,12 @@ impl FakeKinesis {
     /// closed. What it stored stays readable through [`stored`](Self::stored) and
     /// [`user_records`](Self::user_records), as consumers read it before the deletion.
     pub fn delete_stream(&self, stream: impl Into<StreamId>) {
-        if let Some(fake) = self.state().streams.get_mut(&stream.into()) {
+        let mut state = self.state();
+        let now = state.arrival_now();
+        if let Some(fake) = state.streams.get_mut(&stream.into()) {
             fake.deleted = true;
             for shard in &mut fake.shards {
-                shard.shard.open = false;
+                shard.close(now);
             }
         }
     }
@@ -288,9 +320,10 @@ impl FakeKinesis {
     /// When the stream or the shard does not exist (a test bug).
     pub fn close_shard(&self, stream: impl Into<StreamId>, shard_id: &str) {
         let mut state = self.state();
+        let now = state.arrival_now();
         let key = state.stream_key(&stream.into()).expect("stream exists");
         let fake = state.streams.get_mut(&key).expect("stream exists");
-        fake.shard_mut(shard_id).expect("shard exists").shard.open = false;
+        fake.shard_mut(shard_id).expect("shard exists").close(now);
     }
 
     /// Adds `shard` to `stream` as given (id, parents, range, open or not): a lineage a test
@@ -301,6 +334,7 @@ impl FakeKinesis {
     /// When the stream does not exist or already has a shard with that id (a test bug).
     pub fn add_shard(&self, stream: impl Into<StreamId>, shard: Shard) {
         let mut state = self.state();
+        let now = state.arrival_now();
         let key = state.stream_key(&stream.into()).expect("stream exists");
         let fake = state.streams.get_mut(&key).expect("stream exists");
         assert!(
@@ -315,11 +349,10 @@ impl FakeKinesis {
         {
             fake.next_shard = fake.next_shard.max(n + 1);
         }
-        fake.shards.push(FakeShard {
-            shard,
-            records: Vec::new(),
-            gone: false,
-        });
+        let closed = (!shard.open).then_some(now);
+        let mut added = FakeShard::new(shard, now);
+        added.closed = closed;
+        fake.shards.push(added);
     }
 
     /// Makes shard `shard_id` of `stream` disappear, as one trimmed past the stream's
