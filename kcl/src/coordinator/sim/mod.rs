@@ -15,24 +15,33 @@
 //! Worker processes also crash now and then (their requests already sent still land) and
 //! restart with the same id after up to twice the failover time.
 //!
-//! Checked after every step (and at every delivery and every checkpoint reported stored):
+//! Checked at every delivery, at every checkpoint reported stored, after every step (on the
+//! leases written since the last one, from the table's write log) and at the end:
 //!
 //! - never two holdings delivering one shard at overlapping times: per shard, at most one
 //!   delivering consumer whose holding is valid, and no holding delivers again once another
 //!   holding of the shard delivered;
 //! - every checkpoint reported stored is the stored one or superseded by a later one, and the
 //!   stored checkpoint never moves back;
-//! - duplicates only after the last stored checkpoint: a holding starts at or after every
-//!   checkpoint reported stored before its first delivery;
+//! - every record delivered at least once: whenever a checkpoint is stored or reported stored,
+//!   every record up to it was delivered (to some holding), and at the end every record up to
+//!   each shard's last stored checkpoint, all of a finished shard's;
+//! - duplicates only after the last stored checkpoint: no record at or before the stored
+//!   checkpoint is delivered again, nothing is delivered once `SHARD_END` is stored, and a
+//!   holding starts at or after every checkpoint reported stored before its first delivery;
 //! - children only after their parents' end: a child delivers only once every record of its
-//!   parents was delivered and their leases are at `SHARD_END`;
+//!   parents was delivered and their leases are at `SHARD_END` (or deleted);
 //! - once the faults stop, every lease progresses within a bound: each unfinished lease is
-//!   held by a valid holding and its checkpoint moved in the last [`PROGRESS_WINDOW`]; every
-//!   record of a finished shard was delivered.
+//!   held by a valid holding and its checkpoint moved in the last [`PROGRESS_WINDOW`] (a
+//!   child's clock starts when its last parent ended; while a parent's lease is unfinished,
+//!   the parent's progress is checked instead).
 //!
-//! `KCL_SIM_SEEDS=n` runs n seeds (default [`DEFAULT_SEEDS`]); `KCL_SIM_SEED=s` runs seed s
-//! alone. A failing seed prints the command that reruns it, and its last events
-//! (`KCL_SIM_TRACE=n`: the last n, default 400).
+//! `KCL_SIM_SEEDS=n` runs n seeds (default [`DEFAULT_SEEDS`]) on `KCL_SIM_THREADS` threads
+//! (default: one per core; each seed has its own runtime, so its run does not depend on the
+//! others); `KCL_SIM_SEED=s` runs seed s alone. A failing seed (the lowest one) is replayed
+//! with its trace, and prints the command that reruns it and its last events
+//! (`KCL_SIM_TRACE=n`: the last n, default 400). The test prints, per seed, how many crashes,
+//! pauses, splits, merges, handoffs... the runs saw, and in how many seeds.
 //!
 //! Graceful handoffs are on (the default): a 2.x-style steal (`graceful_handoff(false)`) takes a
 //! lease from a live holder at once and overlaps its delivery by design (as the Java KCL 2.x's).
@@ -40,30 +49,45 @@
 mod faults;
 
 use std::collections::{BTreeMap, BTreeSet, VecDeque};
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex, PoisonError};
 use std::time::Duration;
 
-use rand::rngs::StdRng;
 use rand::{Rng, SeedableRng};
 use tokio::time::{Instant, sleep};
 
-use self::faults::{FaultPlan, FaultyStore};
+use self::faults::{FaultPlan, FaultyStore, SimRng};
 use super::{CoordinatorConfig, HeldRef, LeaseCoordinator, LeaseCoordinatorBuilder};
 use crate::checkpointer::{CheckpointError, Checkpointer};
 use crate::lease::memory::MemoryStore;
 use crate::lease::store::LeaseStore;
 use crate::lease::{Checkpoint, Lease};
 
-/// Seeds run by default (about 0.3 s of CPU each in a debug build: well under a minute).
-const DEFAULT_SEEDS: u64 = 120;
+/// Seeds run by default (about 0.1 s of CPU each in a debug build, run on every core).
+const DEFAULT_SEEDS: u64 = 2000;
 /// How often an open shard produces a record.
 const RECORD_EVERY: Duration = Duration::from_millis(100);
 /// The simulation's step: faults, resharding, shard sync and the checks run once a step.
 const STEP: Duration = Duration::from_millis(50);
-/// How long faults last.
-const FAULT_PHASE: Duration = Duration::from_secs(40);
-/// How long the run goes on without faults.
-const CALM_PHASE: Duration = Duration::from_secs(40);
+/// How long faults last. Short runs with dense faults: a seed is cheap, so many seeds run
+/// (each still sees crashes, pauses, splits, merges and handoffs; the test prints how many).
+const FAULT_PHASE: Duration = Duration::from_secs(20);
+/// How long the run goes on without faults: long enough for a process down at the end of
+/// the faults (at most twice the failover time) to lose its leases, for them to be taken and
+/// for every lease to show progress for a [`PROGRESS_WINDOW`].
+const CALM_PHASE: Duration = Duration::from_secs(20);
+/// While faults last, per second: a worker's faults switched on or off, a worker paused, a
+/// worker process crashed, a shard split, two shards merged.
+const TOGGLES_PER_SECOND: f64 = 0.4;
+const PAUSES_PER_SECOND: f64 = 0.08;
+const CRASHES_PER_SECOND: f64 = 0.032;
+const SPLITS_PER_SECOND: f64 = 0.24;
+const MERGES_PER_SECOND: f64 = 0.16;
+
+/// The chance that an event happening `per_second` happens within one step.
+fn per_step(per_second: f64) -> f64 {
+    per_second * STEP.as_secs_f64()
+}
 /// Once faults stopped, every unfinished lease's checkpoint moves within this window, at the
 /// end of the run.
 const PROGRESS_WINDOW: Duration = Duration::from_secs(10);
@@ -115,7 +139,6 @@ impl Shard {
 enum Phase {
     Delivering,
     Leaving,
-    Done,
 }
 
 /// A holding: worker index, lease key, epoch.
@@ -150,10 +173,19 @@ struct World {
     stored: BTreeMap<String, Pos>,
     /// Per shard: when the stored checkpoint last moved.
     moved_at: BTreeMap<String, Instant>,
+    /// Per shard: when `SHARD_END` was stored (its children may start from then on).
+    ended_at: BTreeMap<String, Instant>,
     delivered: BTreeMap<String, BTreeSet<u64>>,
+    /// Per shard: records `1..=n` were all delivered (to some holding).
+    prefix: BTreeMap<String, u64>,
+    /// Leases deleted (by lease cleanup), and when.
+    deleted: BTreeMap<String, Instant>,
     duplicates: u64,
     checkpoints: u64,
     crashes: u64,
+    splits: u64,
+    merges: u64,
+    pauses: u64,
     violations: Vec<String>,
     /// Whether events are kept (a failing seed is replayed with them).
     tracing: bool,
@@ -161,7 +193,7 @@ struct World {
 }
 
 impl World {
-    fn event(&mut self, at: Instant, origin: Instant, what: String) {
+    fn event(&mut self, at: Instant, origin: Instant, what: std::fmt::Arguments<'_>) {
         if !self.tracing {
             return;
         }
@@ -184,7 +216,7 @@ impl World {
 /// One simulated run.
 struct Sim {
     origin: Instant,
-    rng: Arc<Mutex<StdRng>>,
+    rng: Arc<Mutex<SimRng>>,
     table: MemoryStore,
     world: Arc<Mutex<World>>,
     workers: Vec<Worker>,
@@ -197,6 +229,8 @@ struct Worker {
     coordinator: LeaseCoordinator,
     store: Arc<FaultyStore>,
     running: BTreeSet<(String, u64)>,
+    /// The coordinator's held leases, to see when there is a new holding.
+    holdings: tokio::sync::watch::Receiver<BTreeMap<String, Lease>>,
     /// Which run of the process this is (a crashed process restarts with the same id).
     generation: u64,
     /// When a crashed process restarts.
@@ -218,10 +252,16 @@ struct Outcome {
     taken: u64,
     lost: u64,
     duplicate_detections: u64,
+    splits: u64,
+    merges: u64,
+    pauses: u64,
+    handoffs: u64,
+    finished: u64,
+    scans: u64,
 }
 
 impl Sim {
-    fn rng<T>(&self, draw: impl FnOnce(&mut StdRng) -> T) -> T {
+    fn rng<T>(&self, draw: impl FnOnce(&mut SimRng) -> T) -> T {
         draw(&mut lock(&self.rng))
     }
 
@@ -245,7 +285,7 @@ impl Sim {
     }
 
     fn build(seed: u64, tracing: bool) -> Self {
-        let rng = Arc::new(Mutex::new(StdRng::seed_from_u64(seed)));
+        let rng = Arc::new(Mutex::new(SimRng::seed_from_u64(seed)));
         let (workers, shards, twins, failover, take) = {
             let mut rng = lock(&rng);
             (
@@ -253,7 +293,10 @@ impl Sim {
                 rng.random_range(2..=8usize),
                 rng.random_bool(0.25),
                 Duration::from_secs(rng.random_range(2..=5)),
-                Duration::from_millis([250, 500, 1000][rng.random_range(0..3)]),
+                // Each scan costs (a take cycle is most of a run's time): a quarter to a half
+                // of the failover time, not the default's twice it, so leases move within a
+                // short run.
+                Duration::from_millis([500, 1000, 2000][rng.random_range(0..3)]),
             )
         };
         let config = CoordinatorConfig::builder()
@@ -292,11 +335,13 @@ impl Sim {
                 p_throttle: rng.random_range(0.0..0.1),
                 paused_until: None,
             });
+            let holdings = coordinator.subscribe();
             sim.workers.push(Worker {
                 id,
                 coordinator,
                 store,
                 running: BTreeSet::new(),
+                holdings,
                 generation: 0,
                 down_until: None,
                 profile,
@@ -320,7 +365,7 @@ impl Sim {
             let origin = self.origin;
             let who = format!("w{index}({id})");
             Arc::new(move |what: String| {
-                lock(&world).event(Instant::now(), origin, format!("{who} {what}"));
+                lock(&world).event(Instant::now(), origin, format_args!("{who} {what}"));
             }) as faults::Log
         });
         let store = Arc::new(FaultyStore::new(self.table.view(), self.rng.clone(), log));
@@ -349,6 +394,7 @@ impl Sim {
                 }
                 let worker = &mut self.workers[index];
                 worker.store = store;
+                worker.holdings = coordinator.subscribe();
                 worker.coordinator = coordinator;
                 worker.generation += 1;
                 worker.down_until = None;
@@ -360,10 +406,10 @@ impl Sim {
                     world.generation[index] = generation;
                     world.paused[index] = false;
                 }
-                self.event(format!("w{index} restarted"));
+                self.event(format_args!("w{index} restarted"));
                 continue;
             }
-            let crash = !calm && self.rng(|rng| rng.random_bool(0.0008));
+            let crash = !calm && self.rng(|rng| rng.random_bool(per_step(CRASHES_PER_SECOND)));
             if !crash {
                 continue;
             }
@@ -378,12 +424,15 @@ impl Sim {
                 world.down[index] = true;
                 world.crashes += 1;
             }
-            self.event(format!("w{index} crashed"));
+            self.event(format_args!("w{index} crashed"));
         }
     }
 
-    fn event(&self, what: String) {
-        self.world().event(Instant::now(), self.origin, what);
+    /// Keeps an event for the trace (formatted only when tracing: formatting costs).
+    fn event(&self, what: std::fmt::Arguments<'_>) {
+        if self.tracing {
+            self.world().event(Instant::now(), self.origin, what);
+        }
     }
 
     /// Switches faults on and off, pauses and resumes workers.
@@ -402,8 +451,8 @@ impl Sim {
             let (toggle, pause, length) = {
                 let mut rng = lock(&self.rng);
                 (
-                    rng.random_bool(0.02),
-                    rng.random_bool(0.002),
+                    rng.random_bool(per_step(TOGGLES_PER_SECOND)),
+                    rng.random_bool(per_step(PAUSES_PER_SECOND)),
                     Duration::from_millis(rng.random_range(500..12_000)),
                 )
             };
@@ -417,14 +466,18 @@ impl Sim {
                 };
                 plan.paused_until = until;
             }
-            if pause && !paused {
+            let paused_now = pause && !paused;
+            if paused_now {
                 plan.paused_until = Some(now + length);
             }
             let paused = plan.is_paused(now);
             drop(plan);
+            if paused_now {
+                self.world().pauses += 1;
+            }
             let was = std::mem::replace(&mut self.world().paused[index], paused);
             if was != paused {
-                self.event(format!(
+                self.event(format_args!(
                     "w{index} {}",
                     if paused { "paused" } else { "resumed" }
                 ));
@@ -434,7 +487,12 @@ impl Sim {
 
     /// Splits or merges open shards now and then.
     fn reshard(&mut self) {
-        let (split, merge) = self.rng(|rng| (rng.random_bool(0.006), rng.random_bool(0.004)));
+        let (split, merge) = self.rng(|rng| {
+            (
+                rng.random_bool(per_step(SPLITS_PER_SECOND)),
+                rng.random_bool(per_step(MERGES_PER_SECOND)),
+            )
+        });
         if !split && !merge {
             return;
         }
@@ -453,7 +511,8 @@ impl Sim {
             self.close(&parent, now);
             let a = self.new_shard(vec![parent.clone()]);
             let b = self.new_shard(vec![parent.clone()]);
-            self.event(format!("split {parent} into {a}, {b}"));
+            self.world().splits += 1;
+            self.event(format_args!("split {parent} into {a}, {b}"));
         } else if merge && open.len() >= 2 {
             let first = self.rng(|rng| rng.random_range(0..open.len()));
             let second = (first + 1) % open.len();
@@ -462,7 +521,8 @@ impl Sim {
                 self.close(parent, now);
             }
             let child = self.new_shard(parents.clone());
-            self.event(format!("merged {parents:?} into {child}"));
+            self.world().merges += 1;
+            self.event(format_args!("merged {parents:?} into {child}"));
         }
     }
 
@@ -475,23 +535,38 @@ impl Sim {
 
     /// Shard sync: a lease for every open shard that never had one.
     fn shard_sync(&self) {
-        let world = self.world();
+        let now = Instant::now();
+        let mut guard = self.world();
+        let world = &mut *guard;
+        let mut table = self.table.lock();
+        let mut created = Vec::new();
         for (key, shard) in &world.shards {
-            if shard.end.is_none() && self.table.get_now(key).is_none() {
+            if shard.end.is_none() && !table.contains_key(key) {
                 let mut lease = Lease::new(key.clone(), Checkpoint::TrimHorizon);
                 lease.parent_shard_ids = shard.parents.clone();
-                self.table.insert([lease]);
+                table.insert(key.clone(), lease);
+                created.push(key.clone());
             }
+        }
+        drop(table);
+        for key in created {
+            if world.deleted.contains_key(&key) {
+                world.violation(format!("{key}: shard sync created a deleted lease again"));
+            }
+            observe_stored(world, &key, Pos::Start, now);
         }
     }
 
     /// Starts a consumer for every new holding.
     fn spawn_consumers(&mut self) {
         for index in 0..self.workers.len() {
-            if self.workers[index].down_until.is_some() {
+            let worker = &mut self.workers[index];
+            // New holdings are published: look only when there is one.
+            if worker.down_until.is_some() || !worker.holdings.has_changed().unwrap_or(true) {
                 continue;
             }
-            let refs = self.workers[index].coordinator.shared_state().held_refs();
+            worker.holdings.mark_unchanged();
+            let refs = worker.coordinator.shared_state().held_refs();
             for held in refs {
                 let id = (held.key.clone(), held.epoch);
                 if self.workers[index].running.contains(&id) {
@@ -509,75 +584,115 @@ impl Sim {
                     origin: self.origin,
                     generation: self.workers[index].generation,
                     held,
+                    tracing: self.tracing,
+                    parents_ended: AtomicBool::new(false),
                 };
                 tokio::spawn(consumer.run());
             }
         }
     }
 
-    /// The checks made after every step.
+    /// The checks made after every step: they look at the live consumers and the table in
+    /// place (no copies), and write only what changed.
     fn check(&self) {
         let now = Instant::now();
-        let mut world = self.world();
-        // At most one delivering, valid holding per shard.
-        let mut delivering: BTreeMap<&str, Vec<&HoldingId>> = BTreeMap::new();
-        for (id, entry) in &world.consumers {
-            if entry.phase == Phase::Delivering
-                && !world.paused[id.0]
-                && !world.down[id.0]
-                && entry.generation == world.generation[id.0]
-                && self.workers[id.0].coordinator.is_valid(&entry.held)
-            {
-                delivering.entry(id.1.as_str()).or_default().push(id);
-            }
-        }
-        let overlap = delivering
+        let mut guard = self.world();
+        let world = &mut *guard;
+        // At most one delivering, valid holding per shard (consumers that stopped are gone
+        // from the map, so this looks at the live ones only).
+        // Validity is asked only of shards with two delivering consumers or more.
+        let mut delivering: Vec<(&HoldingId, &ConsumerEntry)> = world
+            .consumers
             .iter()
-            .find(|(_, holders)| holders.len() > 1)
-            .map(|(key, holders)| format!("{key} has two valid delivering holdings: {holders:?}"));
+            .filter(|(id, entry)| {
+                entry.phase == Phase::Delivering
+                    && !world.paused[id.0]
+                    && !world.down[id.0]
+                    && entry.generation == world.generation[id.0]
+            })
+            .collect();
+        delivering.sort_unstable_by(|a, b| a.0.1.cmp(&b.0.1));
+        let overlap = delivering
+            .chunk_by(|a, b| a.0.1 == b.0.1)
+            .filter(|shard| shard.len() > 1)
+            .find_map(|shard| {
+                let valid: Vec<&HoldingId> = shard
+                    .iter()
+                    .filter(|(id, entry)| self.workers[id.0].coordinator.is_valid(&entry.held))
+                    .map(|(id, _)| *id)
+                    .collect();
+                (valid.len() > 1).then(|| {
+                    format!(
+                        "{} has two valid delivering holdings: {valid:?}",
+                        valid[0].1
+                    )
+                })
+            });
         if let Some(overlap) = overlap {
             world.violation(overlap);
         }
-        // The stored checkpoint never moves back and is never behind one reported stored.
-        for lease in self.table.all() {
-            let key = lease.lease_key.clone();
-            let stored = Pos::of(&lease.checkpoint);
-            let before = world.stored.insert(key.clone(), stored);
-            if before.is_some_and(|before| before > stored) {
-                world.violation(format!(
-                    "{key}'s stored checkpoint moved back from {before:?} to {stored:?}"
-                ));
+        // The leases written since the last step (the table logs every write; the log is
+        // drained here, so this looks at what changed only).
+        let written = std::mem::take(&mut *lock(&self.table.writes));
+        if written.is_empty() {
+            return;
+        }
+        let table = self.table.lock();
+        let mut keys = BTreeSet::new();
+        for (operation, key) in &written {
+            match *operation {
+                "delete" => {
+                    world.deleted.insert(key.clone(), now);
+                }
+                "create" if world.deleted.contains_key(key) => {
+                    world.violation(format!("{key}: its lease was deleted and created again"))
+                }
+                _ => {}
             }
-            if before != Some(stored) {
-                world.moved_at.insert(key.clone(), now);
+            keys.insert(key.as_str());
+        }
+        for key in keys {
+            let Some(lease) = table.get(key) else {
+                continue;
+            };
+            if world.deleted.contains_key(key) {
+                world.violation(format!("{key}: its lease was deleted and is back"));
             }
-            if let Some(&reported) = world.reported.get(&key)
-                && reported > stored
-            {
-                world.violation(format!(
-                    "{key}: checkpoint {reported:?} was reported stored, the table holds {stored:?}"
-                ));
-            }
+            observe_stored(world, key, Pos::of(&lease.checkpoint), now);
         }
     }
 
-    /// The progress check at the end of a run.
+    /// The checks at the end of a run: every record up to each shard's last stored
+    /// checkpoint (all of a finished shard's) was delivered, and, the faults over, every
+    /// unfinished lease progresses.
     fn check_progress(&self) {
         let now = Instant::now();
-        let mut world = self.world();
+        let mut guard = self.world();
+        let world = &mut *guard;
         let mut problems = Vec::new();
-        for lease in self.table.all() {
-            let key = &lease.lease_key;
+        for key in world.shards.keys() {
+            let stored = if world.deleted.contains_key(key) {
+                Pos::End
+            } else {
+                world.stored.get(key).copied().unwrap_or(Pos::Start)
+            };
+            if let Some(missing) = undelivered(world, key, stored) {
+                problems.push(format!(
+                    "{key}: checkpoint {stored:?} stored, record {missing} was never delivered"
+                ));
+            }
+        }
+        let table = self.table.lock();
+        for (key, lease) in table.iter() {
             if lease.is_finished() {
-                let end = world.shards.get(key).and_then(|shard| shard.end);
-                let delivered = world.delivered.get(key).map_or(0, BTreeSet::len) as u64;
-                if end != Some(delivered) {
-                    problems.push(format!(
-                        "{key} finished with {delivered} distinct records delivered of {end:?}"
-                    ));
-                }
                 continue;
             }
+            // A child waits for its parents' leases to finish: their progress is checked.
+            let waiting = lease.parent_shard_ids.iter().any(|parent| {
+                table
+                    .get(parent.as_str())
+                    .is_some_and(|parent| !parent.is_finished())
+            });
             let held = world.consumers.iter().any(|(id, entry)| {
                 &id.1 == key
                     && entry.phase == Phase::Delivering
@@ -586,21 +701,28 @@ impl Sim {
             });
             if !held {
                 problems.push(format!(
-                    "{key} (owner {:?}, checkpoint owner {:?}, counter {}) has no valid delivering holding",
+                    "no progress after the faults stopped: {key} (owner {:?}, checkpoint owner {:?}, counter {}) has no valid delivering holding",
                     lease.lease_owner, lease.checkpoint_owner, lease.lease_counter
                 ));
             }
-            let moved = world.moved_at.get(key).copied().unwrap_or(self.origin);
-            if now.saturating_duration_since(moved) > PROGRESS_WINDOW {
+            // A child may start once its last parent ended.
+            let moved = lease
+                .parent_shard_ids
+                .iter()
+                .filter_map(|parent| world.ended_at.get(parent).copied())
+                .chain(world.moved_at.get(key).copied())
+                .max()
+                .unwrap_or(self.origin);
+            if !waiting && now.saturating_duration_since(moved) > PROGRESS_WINDOW {
                 problems.push(format!(
-                    "{key}'s checkpoint ({}) has not moved for {:?}",
+                    "no progress after the faults stopped: {key}'s checkpoint ({}) has not moved for {:?}",
                     lease.checkpoint,
                     now.saturating_duration_since(moved)
                 ));
             }
         }
         if let Some(first) = problems.into_iter().next() {
-            world.violation(format!("no progress after the faults stopped: {first}"));
+            world.violation(first);
         }
     }
 
@@ -661,6 +783,9 @@ impl Sim {
             duplicates: world.duplicates,
             checkpoints: world.checkpoints,
             crashes: world.crashes,
+            splits: world.splits,
+            merges: world.merges,
+            pauses: world.pauses,
             ..Outcome::default()
         };
         drop(world);
@@ -669,10 +794,58 @@ impl Sim {
             outcome.taken += stats.taken;
             outcome.lost += stats.lost;
             outcome.duplicate_detections += stats.duplicate_worker_detections;
+            outcome.handoffs += stats.handoffs_completed + stats.handoffs_forced;
+            outcome.finished += stats.finished;
+            outcome.scans += stats.take_cycles;
             worker.coordinator.abort();
         }
         Ok(outcome)
     }
+}
+
+/// Takes note of the stored checkpoint of `key` (after a write): it never moves back, is
+/// never behind one reported stored, and every record up to it was delivered.
+fn observe_stored(world: &mut World, key: &str, stored: Pos, now: Instant) {
+    let before = match world.stored.get_mut(key) {
+        Some(before) if *before == stored => return,
+        Some(before) => Some(std::mem::replace(before, stored)),
+        None => {
+            world.stored.insert(key.to_owned(), stored);
+            None
+        }
+    };
+    world.moved_at.insert(key.to_owned(), now);
+    if stored == Pos::End {
+        world.ended_at.insert(key.to_owned(), now);
+    }
+    if before.is_some_and(|before| before > stored) {
+        world.violation(format!(
+            "{key}'s stored checkpoint moved back from {before:?} to {stored:?}"
+        ));
+    }
+    if let Some(&reported) = world.reported.get(key)
+        && reported > stored
+    {
+        world.violation(format!(
+            "{key}: checkpoint {reported:?} was reported stored, the table holds {stored:?}"
+        ));
+    }
+    if let Some(missing) = undelivered(world, key, stored) {
+        world.violation(format!(
+            "{key}: checkpoint {stored:?} stored, record {missing} was never delivered"
+        ));
+    }
+}
+
+/// The first record up to `pos` in shard `key` that no holding delivered, if any.
+fn undelivered(world: &World, key: &str, pos: Pos) -> Option<u64> {
+    let upto = match pos {
+        Pos::Start => 0,
+        Pos::Seq(seq) => seq,
+        Pos::End => world.shards.get(key).and_then(|shard| shard.end)?,
+    };
+    let prefix = world.prefix.get(key).copied().unwrap_or(0);
+    (prefix < upto).then_some(prefix + 1)
 }
 
 /// One holding's consumer.
@@ -683,11 +856,14 @@ struct Consumer {
     store: Arc<FaultyStore>,
     table: MemoryStore,
     world: Arc<Mutex<World>>,
-    rng: Arc<Mutex<StdRng>>,
+    rng: Arc<Mutex<SimRng>>,
     origin: Instant,
     /// The run of the worker's process this consumer belongs to.
     generation: u64,
     held: HeldRef,
+    tracing: bool,
+    /// Whether this holding's parents were seen ended (they stay so).
+    parents_ended: AtomicBool,
 }
 
 impl Consumer {
@@ -700,6 +876,13 @@ impl Consumer {
         )
     }
 
+    /// Whether the holding is still there (not lost, not ended).
+    fn holds(&self) -> bool {
+        self.coordinator
+            .holding(&self.held.key)
+            .is_some_and(|held| held.epoch == self.held.epoch)
+    }
+
     /// Whether this consumer's process crashed (it delivers nothing more, ever).
     fn crashed(&self) -> bool {
         let world = self.world();
@@ -710,12 +893,15 @@ impl Consumer {
         lock(&self.world)
     }
 
-    fn event(&self, what: String) {
+    fn event(&self, what: std::fmt::Arguments<'_>) {
+        if !self.tracing {
+            return;
+        }
         let mut world = self.world();
         world.event(
             Instant::now(),
             self.origin,
-            format!(
+            format_args!(
                 "w{}({}) {}#{} {what}",
                 self.index, self.worker, self.held.key, self.held.epoch
             ),
@@ -733,7 +919,8 @@ impl Consumer {
         let key = &self.held.key;
         let stored = self
             .table
-            .get_now(key)
+            .lock()
+            .get(key)
             .map(|lease| Pos::of(&lease.checkpoint));
         let mut world = self.world();
         world.checkpoints += 1;
@@ -745,8 +932,14 @@ impl Consumer {
                 self.worker
             ));
         }
+        if let Some(missing) = undelivered(&world, key, pos) {
+            world.violation(format!(
+                "{key}: {} was told checkpoint {pos:?} is stored, record {missing} was never delivered",
+                self.worker
+            ));
+        }
         drop(world);
-        self.event(format!("checkpoint {checkpoint} stored"));
+        self.event(format_args!("checkpoint {checkpoint} stored"));
     }
 
     /// Delivers records `from..=to` if the holding is valid now; returns whether it did.
@@ -756,7 +949,10 @@ impl Consumer {
         }
         let id = self.id();
         let key = self.held.key.clone();
-        let parents_done = {
+        // Once the parents ended they stay ended: checked until it held once.
+        let parents_done = if self.parents_ended.load(Ordering::Relaxed) {
+            None
+        } else {
             let world = self.world();
             let parents = world
                 .shards
@@ -765,16 +961,25 @@ impl Consumer {
                 .unwrap_or_default();
             parents.iter().find_map(|parent| {
                 let end = world.shards.get(parent).and_then(|shard| shard.end);
-                let delivered = world.delivered.get(parent).map_or(0, BTreeSet::len) as u64;
+                let delivered = world.prefix.get(parent).copied().unwrap_or(0);
                 let finished = self
                     .table
-                    .get_now(parent)
+                    .lock()
+                    .get(parent.as_str())
                     .is_none_or(|lease| lease.is_finished());
                 (!finished || end != Some(delivered)).then(|| {
-                    format!("{key} delivered before its parent {parent} ended ({delivered} of {end:?} delivered)")
+                    format!("{key} delivered before its parent {parent} ended (records 1..={delivered} of {end:?} delivered)")
                 })
             })
         };
+        if parents_done.is_none() {
+            self.parents_ended.store(true, Ordering::Relaxed);
+        }
+        let stored = self
+            .table
+            .lock()
+            .get(&key)
+            .map(|lease| Pos::of(&lease.checkpoint));
         let mut world = self.world();
         if let Some(problem) = parents_done {
             world.violation(problem);
@@ -803,14 +1008,40 @@ impl Consumer {
                 ));
             }
         }
+        // Records at or before the stored checkpoint were processed for good: delivering one
+        // again breaks "duplicates only after the last stored checkpoint".
+        match stored {
+            None if world.deleted.contains_key(&key) => world.violation(format!(
+                "{key}: holding {id:?} delivered records of a deleted lease"
+            )),
+            Some(Pos::End) => world.violation(format!(
+                "{key}: holding {id:?} delivered records {from}..={to} after SHARD_END was stored"
+            )),
+            _ => {}
+        }
+        let stored = stored.unwrap_or(Pos::Start);
+        let world = &mut *world;
         let delivered = world.delivered.entry(key.clone()).or_default();
         let mut duplicates = 0;
+        let mut again = None;
         for seq in from..=to {
             if !delivered.insert(seq) {
                 duplicates += 1;
+                if Pos::Seq(seq) <= stored && again.is_none() {
+                    again = Some(seq);
+                }
             }
         }
+        let prefix = world.prefix.entry(key.clone()).or_insert(0);
+        while delivered.contains(&(*prefix + 1)) {
+            *prefix += 1;
+        }
         world.duplicates += duplicates;
+        if let Some(seq) = again {
+            world.violation(format!(
+                "{key}: holding {id:?} delivered record {seq} again, at or before the stored checkpoint {stored:?}"
+            ));
+        }
         true
     }
 
@@ -818,7 +1049,7 @@ impl Consumer {
         self.world().paused[self.index]
     }
 
-    fn draw<T>(&self, draw: impl FnOnce(&mut StdRng) -> T) -> T {
+    fn draw<T>(&self, draw: impl FnOnce(&mut SimRng) -> T) -> T {
         draw(&mut lock(&self.rng))
     }
 
@@ -837,7 +1068,7 @@ impl Consumer {
                 delivered_any: false,
             },
         );
-        self.event(format!(
+        self.event(format_args!(
             "started at {} (counter {}, owner {:?}, checkpoint owner {:?})",
             lease.checkpoint, lease.lease_counter, lease.lease_owner, lease.checkpoint_owner
         ));
@@ -852,13 +1083,17 @@ impl Consumer {
             _ => 0,
         };
         let mut handoffs = self.coordinator.handoff_requests();
+        // The parents' leases finished (or are gone): they stay so.
+        let mut parents_finished = false;
         let why = loop {
-            let pause = self.draw(|rng| rng.random_range(20..200));
+            // On a 10 ms grid: consumers waking at one instant share a turn of the runtime
+            // (each distinct instant costs one).
+            let pause = self.draw(|rng| 10 * rng.random_range(4..=30));
             sleep(Duration::from_millis(pause)).await;
             if self.crashed() {
                 break "process crashed";
             }
-            if self.coordinator.holding_lease(&self.held).is_none() {
+            if !self.holds() {
                 break "lost";
             }
             if handoffs.borrow_and_update().contains(&self.held.key) {
@@ -874,29 +1109,34 @@ impl Consumer {
                 let Some(shard) = world.shards.get(&self.held.key) else {
                     break "unknown shard";
                 };
-                (
-                    shard.produced(Instant::now()),
-                    shard.end,
-                    shard.parents.clone(),
-                )
+                let parents = if parents_finished {
+                    Vec::new()
+                } else {
+                    shard.parents.clone()
+                };
+                (shard.produced(Instant::now()), shard.end, parents)
             };
-            let waiting = parents.iter().any(|parent| {
-                self.table
-                    .get_now(parent)
-                    .is_some_and(|lease| !lease.is_finished())
-            });
-            if waiting {
-                continue;
+            if !parents_finished {
+                let table = self.table.lock();
+                parents_finished = parents.iter().all(|parent| {
+                    table
+                        .get(parent.as_str())
+                        .is_none_or(|lease| lease.is_finished())
+                });
+                drop(table);
+                if !parents_finished {
+                    continue;
+                }
             }
             if position < produced {
-                let to = produced.min(position + self.draw(|rng| rng.random_range(1..=5)));
+                let to = produced.min(position + self.draw(|rng| rng.random_range(1..=8)));
                 if self.deliver(position + 1, to) {
                     checkpointer.delivered(&to.to_string(), 0);
                     position = to;
                 } else {
                     continue;
                 }
-                if self.draw(|rng| rng.random_bool(0.3)) {
+                if self.draw(|rng| rng.random_bool(0.45)) {
                     match checkpointer.checkpoint().await {
                         Ok(()) => self.report(&Checkpoint::sequence(position.to_string(), 0)),
                         Err(CheckpointError::LeaseLost { .. }) => break "lost at a checkpoint",
@@ -911,13 +1151,13 @@ impl Consumer {
                     self.coordinator.take_now();
                     break "shard ended";
                 }
-                if self.coordinator.holding_lease(&self.held).is_none() {
+                if !self.holds() {
                     break "lost at the shard end";
                 }
             }
         };
-        self.set_phase(Phase::Done);
-        self.event(format!("stopped: {why}"));
+        self.world().consumers.remove(&self.id());
+        self.event(format_args!("stopped: {why}"));
     }
 
     /// Checkpoints (maybe), then releases the lease to the worker that asked for it.
@@ -934,7 +1174,7 @@ impl Consumer {
             }
             match self.coordinator.release_holding(&self.held).await {
                 Ok(()) => {
-                    self.event("released".into());
+                    self.event(format_args!("released"));
                     return;
                 }
                 Err(err) if err.is_lease_lost() => return,
@@ -1006,53 +1246,168 @@ fn env_u64(name: &str) -> Option<u64> {
         .and_then(|value| value.parse().ok())
 }
 
+/// Runs `seed`, catching a panic as a failure.
+fn run_caught(seed: u64, tracing: bool) -> Result<Outcome, String> {
+    std::panic::catch_unwind(|| run_seed(seed, tracing)).unwrap_or_else(|panic| {
+        let message = panic
+            .downcast_ref::<&str>()
+            .map(|message| (*message).to_owned())
+            .or_else(|| panic.downcast_ref::<String>().cloned())
+            .unwrap_or_else(|| "a panic".to_owned());
+        Err(format!("panicked: {message}"))
+    })
+}
+
+/// Runs `seeds` on `threads` threads (each seed in its own runtime, so a seed's run does not
+/// depend on the others); returns the outcomes in seed order, or the first failing seed (the
+/// lowest one: seeds above a failure are not started) with its failure.
+fn run_seeds(seeds: &[u64], threads: usize) -> Result<Vec<Outcome>, (u64, String)> {
+    let next = std::sync::atomic::AtomicUsize::new(0);
+    let failed = std::sync::atomic::AtomicUsize::new(usize::MAX);
+    let results: Mutex<Vec<Option<Result<Outcome, String>>>> =
+        Mutex::new((0..seeds.len()).map(|_| None).collect());
+    std::thread::scope(|scope| {
+        for _ in 0..threads.max(1) {
+            scope.spawn(|| {
+                loop {
+                    let index = next.fetch_add(1, Ordering::Relaxed);
+                    if index >= seeds.len() || index > failed.load(Ordering::Relaxed) {
+                        return;
+                    }
+                    let result = run_caught(seeds[index], false);
+                    if result.is_err() {
+                        failed.fetch_min(index, Ordering::Relaxed);
+                    }
+                    lock(&results)[index] = Some(result);
+                }
+            });
+        }
+    });
+    let results = results.into_inner().unwrap_or_else(PoisonError::into_inner);
+    let mut outcomes = Vec::with_capacity(seeds.len());
+    for (&seed, result) in seeds.iter().zip(results) {
+        match result {
+            Some(Ok(outcome)) => outcomes.push(outcome),
+            Some(Err(failure)) => return Err((seed, failure)),
+            // Not started: a lower seed failed (and is reported above).
+            None => break,
+        }
+    }
+    Ok(outcomes)
+}
+
 #[test]
 fn the_lease_protocol_holds_under_faults_for_every_seed() {
     let seeds: Vec<u64> = match env_u64("KCL_SIM_SEED") {
         Some(seed) => vec![seed],
         None => (0..env_u64("KCL_SIM_SEEDS").unwrap_or(DEFAULT_SEEDS)).collect(),
     };
+    let threads = env_u64("KCL_SIM_THREADS").map_or_else(
+        || std::thread::available_parallelism().map_or(1, usize::from),
+        |threads| threads as usize,
+    );
     let started = std::time::Instant::now();
-    let mut total = Outcome::default();
-    for &seed in &seeds {
-        let run = |tracing| {
-            std::panic::catch_unwind(|| run_seed(seed, tracing))
-                .unwrap_or_else(|panic| Err(format!("panicked: {panic:?}")))
-        };
-        // A failing seed is replayed with its trace (the same run: everything is seeded).
-        let result = run(false).map_err(|failure| run(true).err().unwrap_or(failure));
-        match result {
-            Ok(outcome) => {
-                total.workers += outcome.workers;
-                total.twins |= outcome.twins;
-                total.shards += outcome.shards;
-                total.deliveries += outcome.deliveries;
-                total.duplicates += outcome.duplicates;
-                total.checkpoints += outcome.checkpoints;
-                total.crashes += outcome.crashes;
-                total.taken += outcome.taken;
-                total.lost += outcome.lost;
-                total.duplicate_detections += outcome.duplicate_detections;
+    match run_seeds(&seeds, threads) {
+        Ok(outcomes) => {
+            let mut total = Totals::default();
+            for outcome in &outcomes {
+                total.add(outcome);
             }
-            Err(failure) => panic!(
-                "seed {seed} failed: {failure}\n\nrerun it alone with: KCL_SIM_SEED={seed} cargo test -p kcl --lib coordinator::sim"
-            ),
+            eprintln!(
+                "lease simulation: {} seeds in {:.1?} on {threads} threads\n{}",
+                seeds.len(),
+                started.elapsed(),
+                total.report()
+            );
+        }
+        Err((seed, failure)) => {
+            // Replayed alone with its trace (the same run: everything is seeded).
+            let failure = run_caught(seed, true).err().unwrap_or(failure);
+            panic!(
+                "seed {seed} failed: {failure}\n\nrerun it alone with: KCL_SIM_SEED={seed} cargo test -p kcl --lib coordinator::sim (KCL_SIM_TRACE=n for its last n events)"
+            )
         }
     }
-    eprintln!(
-        "lease simulation: {} seeds in {:.1?}: {} workers ({} crashes), {} shards, {} records delivered ({} again), {} checkpoints, {} takes, {} leases lost, {} duplicate-id detections",
-        seeds.len(),
-        started.elapsed(),
-        total.workers,
-        total.crashes,
-        total.shards,
-        total.deliveries,
-        total.duplicates,
-        total.checkpoints,
-        total.taken,
-        total.lost,
-        total.duplicate_detections,
-    );
+}
+
+/// The outcomes of many seeds, summed, and how many seeds saw each kind of event (so a
+/// change of the run's length or rates shows what coverage it costs).
+#[derive(Debug, Default)]
+struct Totals {
+    seeds: u64,
+    sum: Outcome,
+    twins: u64,
+    with_crash: u64,
+    with_split: u64,
+    with_merge: u64,
+    with_pause: u64,
+    with_handoff: u64,
+    with_loss: u64,
+    with_duplicate: u64,
+}
+
+impl Totals {
+    fn add(&mut self, outcome: &Outcome) {
+        let sum = &mut self.sum;
+        self.seeds += 1;
+        sum.workers += outcome.workers;
+        sum.shards += outcome.shards;
+        sum.deliveries += outcome.deliveries;
+        sum.duplicates += outcome.duplicates;
+        sum.checkpoints += outcome.checkpoints;
+        sum.crashes += outcome.crashes;
+        sum.taken += outcome.taken;
+        sum.lost += outcome.lost;
+        sum.duplicate_detections += outcome.duplicate_detections;
+        sum.splits += outcome.splits;
+        sum.merges += outcome.merges;
+        sum.pauses += outcome.pauses;
+        sum.handoffs += outcome.handoffs;
+        sum.finished += outcome.finished;
+        sum.scans += outcome.scans;
+        let count = |on: bool| u64::from(on);
+        self.twins += count(outcome.twins);
+        self.with_crash += count(outcome.crashes > 0);
+        self.with_split += count(outcome.splits > 0);
+        self.with_merge += count(outcome.merges > 0);
+        self.with_pause += count(outcome.pauses > 0);
+        self.with_handoff += count(outcome.handoffs > 0);
+        self.with_loss += count(outcome.lost > 0);
+        self.with_duplicate += count(outcome.duplicates > 0);
+    }
+
+    fn report(&self) -> String {
+        let sum = &self.sum;
+        let per = |n: u64| n as f64 / self.seeds.max(1) as f64;
+        let share = |n: u64| 100.0 * per(n);
+        format!(
+            "per seed: {:.1} workers, {:.2} crashes, {:.2} pauses, {:.1} shards, {:.2} splits, {:.2} merges, {:.1} leases finished, {:.0} records delivered ({:.1} again), {:.0} checkpoints, {:.0} scans, {:.1} takes, {:.2} handoffs, {:.2} leases lost, {:.2} duplicate-id detections\n\
+             seeds with: twins {:.0}%, a crash {:.0}%, a pause {:.0}%, a split {:.0}%, a merge {:.0}%, a handoff {:.0}%, a lost lease {:.0}%, a record delivered again {:.0}%",
+            per(sum.workers as u64),
+            per(sum.crashes),
+            per(sum.pauses),
+            per(sum.shards as u64),
+            per(sum.splits),
+            per(sum.merges),
+            per(sum.finished),
+            per(sum.deliveries),
+            per(sum.duplicates),
+            per(sum.checkpoints),
+            per(sum.scans),
+            per(sum.taken),
+            per(sum.handoffs),
+            per(sum.lost),
+            per(sum.duplicate_detections),
+            share(self.twins),
+            share(self.with_crash),
+            share(self.with_pause),
+            share(self.with_split),
+            share(self.with_merge),
+            share(self.with_handoff),
+            share(self.with_loss),
+            share(self.with_duplicate),
+        )
+    }
 }
 
 #[test]
