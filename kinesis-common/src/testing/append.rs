@@ -68,10 +68,7 @@ impl State {
     fn append_one(&mut self, stream: &StreamId, shard_id: &str, record: ReceivedRecord) -> String {
         let n = self.next_sequence;
         self.next_sequence += 1;
-        let text = match record.sequence_number {
-            Some(given) => given,
-            None => ByteString::from(self.sequence_text(n)),
-        };
+        let next = self.sequence_text(n);
         let arrival = record
             .approximate_arrival_timestamp
             .unwrap_or_else(|| self.arrival_now());
@@ -79,6 +76,18 @@ impl State {
         let fake = self.streams.get_mut(&key).expect("stream exists");
         let shard = fake.shard_mut(shard_id).expect("shard exists");
         assert!(shard.shard.open, "append into closed shard {shard_id}");
+        let text = match record.sequence_number {
+            Some(given) => given,
+            // After a hand-made number above the counter's, the next number up.
+            None => match shard.records.last() {
+                Some(last)
+                    if compare_sequence_numbers(&last.sequence_number_text, &next).is_ge() =>
+                {
+                    ByteString::from(increment(&last.sequence_number_text))
+                }
+                _ => ByteString::from(next),
+            },
+        };
         if let Some(last) = shard.records.last() {
             assert!(
                 compare_sequence_numbers(&last.sequence_number_text, &text).is_lt(),
@@ -98,10 +107,25 @@ impl State {
     }
 }
 
+/// `digits` (decimal) plus one.
+fn increment(digits: &str) -> String {
+    let mut out: Vec<u8> = digits.bytes().collect();
+    for digit in out.iter_mut().rev() {
+        if *digit == b'9' {
+            *digit = b'0';
+        } else {
+            *digit += 1;
+            return String::from_utf8_lossy(&out).into_owned();
+        }
+    }
+    format!("1{}", String::from_utf8_lossy(&out))
+}
+
 impl FakeKinesis {
     /// Appends `records` to open shard `shard_id` of `stream` as given, bypassing routing;
     /// returns their sequence numbers. A record without a sequence number gets the fake's next
-    /// one ([`set_sequence_format`](Self::set_sequence_format)); one without an arrival time
+    /// one ([`set_sequence_format`](Self::set_sequence_format)) or, after a hand-made number
+    /// above that, the hand-made number plus one; one without an arrival time
     /// gets the [arrival clock](Self::set_arrival_clock)'s time.
     ///
     /// # Panics
@@ -256,6 +280,18 @@ mod tests {
             .map(|(_, _, key, _)| key)
             .collect();
         assert_eq!(users, ["a", "b", "c"]);
+    }
+
+    #[test]
+    fn after_a_hand_made_number_the_next_one_up() {
+        assert_eq!(increment("4999"), "5000");
+        assert_eq!(increment("999"), "1000");
+        let fake = FakeKinesis::new();
+        fake.create_stream("s", 1);
+        let record = ReceivedRecord::new("pk", "x").with_sequence_number("49590000000000000000099");
+        fake.append("s", SHARD, [record]);
+        let next = fake.append_data("s", SHARD, "pk", ["y"]);
+        assert_eq!(next, ["49590000000000000000100"]);
     }
 
     #[test]

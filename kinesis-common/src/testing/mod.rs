@@ -123,6 +123,8 @@ mod faults;
 mod list;
 mod put;
 mod read;
+#[cfg(test)]
+mod scenarios;
 mod streams;
 mod subscribe;
 
