@@ -16,7 +16,7 @@
 use std::collections::HashMap;
 use std::time::Duration;
 
-use kinesis_common::ErrorChain;
+use kinesis_common::{ErrorChain, ListShards, Shard, ShardListing};
 use tokio::time::sleep;
 use tokio_util::sync::CancellationToken;
 use tracing::{debug, info, warn};
@@ -24,11 +24,11 @@ use tracing::{debug, info, warn};
 use crate::consumer::ShardContext;
 use crate::coordinator::ScanSnapshot;
 use crate::lease::{Checkpoint, Lease};
-use crate::retrieval::{KinesisApi, ShardListing, children_of};
+use crate::retrieval::{Class, children_of};
 use crate::shard_sync::child_lease;
 
 /// Runs cleanup passes every cleanup interval until `cancel` fires.
-pub(crate) async fn run<A: KinesisApi>(context: ShardContext<A>, cancel: CancellationToken) {
+pub(crate) async fn run<A: ListShards>(context: ShardContext<A>, cancel: CancellationToken) {
     loop {
         tokio::select! {
             biased;
@@ -51,7 +51,7 @@ pub(crate) async fn run<A: KinesisApi>(context: ShardContext<A>, cancel: Cancell
 /// One pass over `snapshot` (the taker's last scan; re-read when older than half the cleanup
 /// interval and a finished lease is in sight, so deletion does not wait for the next take
 /// cycle); returns how many leases this worker deleted.
-pub(crate) async fn pass<A: KinesisApi>(
+pub(crate) async fn pass<A: ListShards>(
     context: &ShardContext<A>,
     snapshot: &ScanSnapshot,
 ) -> usize {
@@ -148,7 +148,7 @@ fn eligible(lease: &Lease, idle: Duration, me: &str, patience: Duration) -> bool
 
 /// Deletes `lease` if the rule allows; `Ok(false)` if another worker deleted or changed it
 /// first; `Err` says why it is kept.
-async fn clean<A: KinesisApi>(
+async fn clean<A: ListShards>(
     context: &ShardContext<A>,
     lease: &Lease,
     by_key: &HashMap<&str, &Lease>,
@@ -226,10 +226,10 @@ async fn clean<A: KinesisApi>(
     Ok(deleted)
 }
 
-async fn list_after<A: KinesisApi>(
+async fn list_after<A: ListShards>(
     context: &ShardContext<A>,
     key: &str,
-) -> Result<Vec<crate::retrieval::ShardSummary>, String> {
+) -> Result<Vec<Shard>, String> {
     match context
         .api
         .list_shards(&context.stream, &ShardListing::After(key.to_owned()))
@@ -237,7 +237,7 @@ async fn list_after<A: KinesisApi>(
     {
         Ok(shards) => Ok(shards),
         // The stream is gone: nothing will ever need this lease.
-        Err(error) if error.class == crate::retrieval::Class::NotFound => Ok(Vec::new()),
-        Err(error) => Err(format!("ListShards failed ({})", error.code)),
+        Err(error) if error.class() == Class::NotFound => Ok(Vec::new()),
+        Err(error) => Err(format!("ListShards failed ({})", error.code())),
     }
 }

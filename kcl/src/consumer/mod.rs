@@ -27,7 +27,9 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use aggregation_proto::HashRange;
-use kinesis_common::{Backoff, ErrorChain, Jitter};
+use kinesis_common::{
+    Backoff, ConsumerApi, ErrorChain, Jitter, ListShards, ReadShard, ShardListing,
+};
 use tokio::sync::watch;
 use tokio::time::Instant;
 use tracing::{Instrument, debug, error, info, info_span, warn};
@@ -40,9 +42,9 @@ use crate::lease::{Checkpoint, Lease};
 use crate::metrics::ConsumerMetrics;
 use crate::processor::{InitializeInput, ProcessRecordsInput, ShardRecordProcessor};
 use crate::retrieval::{
-    BudgetReader, Charge, ChildShard, Counters, FanOutApi, FanOutReader, KinesisApi,
-    MAX_ANSWER_BYTES, MAX_EVENT_BYTES, PollingReader, RecordsBudget, RetrievalError,
-    RetrievalStats, ShardBatch, ShardListing, StartingPosition, StreamId, children_of, estimate,
+    BudgetReader, Charge, ChildShard, Class, Counters, FanOutReader, MAX_ANSWER_BYTES,
+    MAX_EVENT_BYTES, PollingReader, RecordsBudget, RetrievalError, RetrievalStats, ShardBatch,
+    StartingPosition, StreamId, children_of, estimate,
 };
 use crate::scheduler::{ShardPhase, StatusBoard, WorkerConfig};
 use watchdog::Watchdog;
@@ -75,7 +77,7 @@ pub(crate) enum Ended {
 /// How the shards are read by enhanced fan-out: the calls and the registered consumer.
 #[derive(Clone)]
 pub(crate) struct FanOutPlan {
-    pub(crate) api: Arc<dyn FanOutApi>,
+    pub(crate) api: Arc<dyn ConsumerApi>,
     pub(crate) consumer_arn: String,
 }
 
@@ -94,7 +96,7 @@ enum ShardSource<A> {
     FanOut(FanOutReader),
 }
 
-impl<A: KinesisApi> ShardSource<A> {
+impl<A: ListShards + ReadShard> ShardSource<A> {
     /// The next batch and its charge to the worker's memory budget, to keep until the
     /// processor is done with the batch.
     async fn next_batch(&mut self) -> Result<(ShardBatch, Charge), RetrievalError> {
@@ -160,7 +162,7 @@ pub(crate) async fn run_consumer<A, P>(
     stop: watch::Receiver<Option<Stop>>,
 ) -> Ended
 where
-    A: KinesisApi + Clone,
+    A: ListShards + ReadShard + Clone,
     P: ShardRecordProcessor,
 {
     let span = info_span!("shard", shard = %holding.key);
@@ -186,7 +188,7 @@ struct Consumer<A, P> {
 
 impl<A, P> Consumer<A, P>
 where
-    A: KinesisApi + Clone,
+    A: ListShards + ReadShard + Clone,
     P: ShardRecordProcessor,
 {
     async fn run(mut self) -> Ended {
@@ -459,11 +461,14 @@ where
                 .await
             {
                 Ok(shards) => return Ok(children_of(&self.key, shards)),
-                Err(error) if error.class == crate::retrieval::Class::NotFound => {
+                Err(error) if error.class() == Class::NotFound => {
                     return Ok(Vec::new());
                 }
                 Err(error) => {
-                    warn!(code = %error.code, "listing the shard's children failed; retrying");
+                    warn!(
+                        code = error.code(),
+                        "listing the shard's children failed; retrying"
+                    );
                 }
             }
             self.pause(backoff.next_delay()).await?;

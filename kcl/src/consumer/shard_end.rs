@@ -22,6 +22,7 @@
 
 use std::collections::BTreeSet;
 
+use kinesis_common::{ListShards, ReadShard, ShardListing};
 use tracing::{error, info, warn};
 
 use super::watchdog::Watchdog;
@@ -29,7 +30,7 @@ use super::{Consumer, Ended, ShardContext, Stop, bounded, wait_stop};
 use crate::checkpointer::Checkpointer;
 use crate::lease::{Checkpoint, LeaseError};
 use crate::processor::ShardRecordProcessor;
-use crate::retrieval::{ChildShard, KinesisApi, ShardListing};
+use crate::retrieval::ChildShard;
 use crate::scheduler::ShardPhase;
 use crate::shard_sync::child_lease;
 
@@ -65,7 +66,7 @@ pub(super) async fn finish<A, P>(
     children: Vec<ChildShard>,
 ) -> Ended
 where
-    A: KinesisApi + Clone,
+    A: ListShards + ReadShard + Clone,
     P: ShardRecordProcessor,
 {
     checkpointer.shard_end_reached();
@@ -140,7 +141,7 @@ where
 /// is kept, unfinished, until the worker stops it (see the module docs).
 async fn abandon<A, P>(consumer: &mut Consumer<A, P>, attempts: u32, why: &NotYet) -> Ended
 where
-    A: KinesisApi + Clone,
+    A: ListShards + ReadShard + Clone,
     P: ShardRecordProcessor,
 {
     error!(
@@ -172,7 +173,7 @@ async fn attempt<A, P>(
     children: &[ChildShard],
 ) -> Result<(), NotYet>
 where
-    A: KinesisApi + Clone,
+    A: ListShards + ReadShard + Clone,
     P: ShardRecordProcessor,
 {
     create_children(&consumer.context, &consumer.key, children).await?;
@@ -204,7 +205,7 @@ where
     }
 }
 
-async fn create_children<A: KinesisApi>(
+async fn create_children<A: ListShards>(
     context: &ShardContext<A>,
     key: &str,
     children: &[ChildShard],
@@ -226,7 +227,7 @@ async fn create_children<A: KinesisApi>(
                 .api
                 .list_shards(&context.stream, &ShardListing::All)
                 .await
-                .map_err(|error| NotYet::ListShards(error.code.clone()))?
+                .map_err(|error| NotYet::ListShards(error.code().to_owned()))?
                 .into_iter()
                 .map(|shard| shard.shard_id)
                 .collect();

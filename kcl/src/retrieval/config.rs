@@ -175,6 +175,17 @@ impl PollingConfig {
         durations
     }
 
+    /// The bounds of the calls polling makes ([`request_timeout`](Self::request_timeout) for
+    /// ListShards, GetShardIterator and GetRecords), for [`kinesis_common::Bounded`]; the
+    /// enhanced fan-out groups are left to their callers.
+    pub(crate) fn timeouts(&self) -> kinesis_common::Timeouts {
+        let mut timeouts = kinesis_common::Timeouts::none();
+        timeouts.list_shards = Some(self.request_timeout);
+        timeouts.get_shard_iterator = Some(self.request_timeout);
+        timeouts.get_records = Some(self.request_timeout);
+        timeouts
+    }
+
     /// The backoff and retry limit, for the shared retry logic.
     pub(crate) fn retry_policy(&self) -> super::retry::RetryPolicy {
         super::retry::RetryPolicy {

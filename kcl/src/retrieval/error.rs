@@ -1,6 +1,7 @@
-//! [`RetrievalError`], and the one place that decides what a failed Kinesis call means.
+//! [`RetrievalError`]: what is left of a failed Kinesis call once the source has handled it.
 //!
-//! Every failed call goes through [`classify`], which sorts it into a [`Class`]:
+//! Every failed call comes as a [`KinesisError`] already sorted into a [`Class`] by the
+//! workspace's one classifier ([`kinesis_common::classify`]):
 //!
 //! - throttling (`ProvisionedThroughputExceededException`, `KMSThrottlingException`,
 //!   `ThrottlingException`, `LimitExceededException`, HTTP 429) and transient failures (HTTP
@@ -12,8 +13,7 @@
 
 use std::time::Duration;
 
-use aws_sdk_kinesis::config::http::HttpResponse;
-use aws_sdk_kinesis::error::{ProvideErrorMetadata, SdkError};
+use kinesis_common::KinesisError;
 
 /// A boxed error, the source of a [`RetrievalError`].
 pub(crate) type BoxError = Box<dyn std::error::Error + Send + Sync + 'static>;
@@ -30,8 +30,9 @@ pub(crate) type BoxError = Box<dyn std::error::Error + Send + Sync + 'static>;
 /// The source stays usable after an error: calling `next_batch` again tries again from the
 /// same position (after a backoff), never skipping or repeating a record.
 ///
-/// Following the workspace's error style, `Display` does not repeat the source; the SDK error
-/// is reachable through [`source`](std::error::Error::source).
+/// Following the workspace's error style, `Display` does not repeat the source; the failed
+/// call, a [`KinesisError`] (operation, class, code, the service's message), is reachable
+/// through [`source`](std::error::Error::source).
 #[derive(Debug, thiserror::Error)]
 #[non_exhaustive]
 pub enum RetrievalError {
@@ -40,7 +41,7 @@ pub enum RetrievalError {
     NotFound {
         /// The Kinesis operation that failed.
         operation: &'static str,
-        /// The SDK error.
+        /// The failed call ([`KinesisError`]).
         #[source]
         source: BoxError,
     },
@@ -52,7 +53,7 @@ pub enum RetrievalError {
         operation: &'static str,
         /// The service's error code.
         code: String,
-        /// The SDK error.
+        /// The failed call ([`KinesisError`]).
         #[source]
         source: BoxError,
     },
@@ -64,7 +65,7 @@ pub enum RetrievalError {
         operation: &'static str,
         /// The service's error code.
         code: String,
-        /// The SDK error.
+        /// The failed call ([`KinesisError`]).
         #[source]
         source: BoxError,
     },
@@ -77,7 +78,7 @@ pub enum RetrievalError {
         operation: &'static str,
         /// The service's error code.
         code: String,
-        /// The SDK error.
+        /// The failed call ([`KinesisError`]).
         #[source]
         source: BoxError,
     },
@@ -104,7 +105,7 @@ pub enum RetrievalError {
         operation: &'static str,
         /// The service's error code, or a description of the client-side failure.
         code: String,
-        /// The SDK error.
+        /// The failed call ([`KinesisError`]).
         #[source]
         source: BoxError,
     },
@@ -151,110 +152,81 @@ impl RetrievalError {
     }
 }
 
-/// A Kinesis operation the source calls.
+/// The Kinesis operations kcl calls, by name (the fakes of the unit tests script failures by
+/// operation; errors carry the name, [`KinesisError::operation`]).
+#[cfg(test)]
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub(crate) enum Operation {
     GetShardIterator,
     GetRecords,
     ListShards,
-    DescribeStreamSummary,
     RegisterStreamConsumer,
     DescribeStreamConsumer,
     SubscribeToShard,
 }
 
+#[cfg(test)]
 impl Operation {
     pub(crate) fn name(self) -> &'static str {
         match self {
             Self::GetShardIterator => "GetShardIterator",
             Self::GetRecords => "GetRecords",
             Self::ListShards => "ListShards",
-            Self::DescribeStreamSummary => "DescribeStreamSummary",
             Self::RegisterStreamConsumer => "RegisterStreamConsumer",
             Self::DescribeStreamConsumer => "DescribeStreamConsumer",
             Self::SubscribeToShard => "SubscribeToShard",
         }
+    }
+
+    /// A failed call of this operation, as a fake answers it.
+    pub(crate) fn error(
+        self,
+        class: Class,
+        code: impl Into<String>,
+        message: impl Into<String>,
+    ) -> KinesisError {
+        KinesisError::new(self.name(), class, code, message)
     }
 }
 
 /// What a failed call means: the classes every Kinesis caller of the workspace shares.
 pub(crate) use kinesis_common::ErrorClass as Class;
 
-/// A failed call, classified.
-#[derive(Debug)]
-pub(crate) struct CallError {
-    pub(crate) operation: Operation,
-    pub(crate) class: Class,
-    pub(crate) code: String,
-    pub(crate) source: BoxError,
-}
-
-impl CallError {
-    /// A call error from parts (the fakes of the unit tests build them this way too).
-    pub(crate) fn new(
-        operation: Operation,
-        class: Class,
-        code: impl Into<String>,
-        source: impl Into<BoxError>,
-    ) -> Self {
-        Self {
-            operation,
-            class,
-            code: code.into(),
-            source: source.into(),
-        }
-    }
-
-    /// A classified error of the shared classifier, kept as the source.
-    pub(crate) fn from_kinesis(operation: Operation, error: kinesis_common::KinesisError) -> Self {
-        Self::new(operation, error.class(), error.code().to_owned(), error)
-    }
-
-    /// The call took longer than the request timeout.
-    pub(crate) fn timeout(operation: Operation, timeout: Duration) -> Self {
-        Self::new(
-            operation,
-            Class::Transient,
-            "Timeout",
-            format!("{} took longer than {timeout:?}", operation.name()),
-        )
-    }
-
-    /// The caller-facing error for a failure that is not retried.
-    pub(crate) fn into_retrieval_error(self) -> RetrievalError {
-        let operation = self.operation.name();
-        let Self {
-            class,
-            code,
-            source,
-            ..
-        } = self;
-        match class {
-            Class::NotFound => RetrievalError::NotFound { operation, source },
+/// The caller-facing error for a failed call that is not retried; the [`KinesisError`] is
+/// kept as the source.
+impl From<KinesisError> for RetrievalError {
+    fn from(error: KinesisError) -> Self {
+        let operation = error.operation();
+        let code = error.code().to_owned();
+        match error.class() {
+            Class::NotFound => RetrievalError::NotFound {
+                operation,
+                source: Box::new(error),
+            },
             Class::AccessDenied => RetrievalError::AccessDenied {
                 operation,
                 code,
-                source,
+                source: Box::new(error),
             },
             Class::Kms => RetrievalError::Kms {
                 operation,
                 code,
-                source,
+                source: Box::new(error),
             },
             Class::InvalidRequest => RetrievalError::InvalidRequest {
                 operation,
                 code,
-                source,
+                source: Box::new(error),
             },
             Class::Malformed => RetrievalError::MalformedResponse {
                 operation,
-                reason: code,
+                reason: error.message().to_owned(),
             },
             Class::Throttled | Class::Transient | Class::ExpiredIterator | Class::Unexpected => {
                 RetrievalError::Unexpected {
                     operation,
                     code,
-                    source,
+                    source: Box::new(error),
                 }
             }
         }
@@ -265,14 +237,6 @@ impl CallError {
 #[cfg(test)]
 pub(crate) fn classify_code(code: &str) -> Option<Class> {
     kinesis_common::classify_code(code)
-}
-
-/// Classifies a failed SDK call through the workspace's single classifier.
-pub(crate) fn classify<E>(operation: Operation, error: SdkError<E, HttpResponse>) -> CallError
-where
-    E: ProvideErrorMetadata + std::error::Error + Send + Sync + 'static,
-{
-    CallError::from_kinesis(operation, kinesis_common::classify(operation.name(), error))
 }
 
 #[cfg(test)]
@@ -304,23 +268,22 @@ mod tests {
 
     #[test]
     fn caller_errors_keep_operation_and_source() {
-        let error = CallError::new(
-            Operation::GetRecords,
+        let error = RetrievalError::from(Operation::GetRecords.error(
             Class::AccessDenied,
             "AccessDeniedException",
             "no",
-        )
-        .into_retrieval_error();
+        ));
         assert!(error.is_fatal());
         assert_eq!(error.operation(), Some("GetRecords"));
         assert_eq!(
             error.to_string(),
             "GetRecords: access denied (AccessDeniedException)"
         );
-        assert_eq!(
-            std::error::Error::source(&error).map(ToString::to_string),
-            Some("no".to_owned())
-        );
+        // The source is the classified call error, which keeps the service's message.
+        let source = std::error::Error::source(&error)
+            .and_then(|source| source.downcast_ref::<KinesisError>())
+            .map(KinesisError::message);
+        assert_eq!(source, Some("no"));
         let exhausted = RetrievalError::RetriesExhausted {
             operation: "GetRecords",
             attempts: 3,

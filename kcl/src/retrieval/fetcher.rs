@@ -30,15 +30,17 @@ use std::sync::Arc;
 use std::time::{Duration, SystemTime};
 
 use aggregation_proto::HashRange;
-use kinesis_common::later;
+use kinesis_common::{
+    KinesisError, ListShards, ReadShard, RecordsPage, Shard, ShardIteratorStart, ShardListing,
+    later,
+};
 use tokio::time::Instant;
 use tracing::{debug, info};
 
-use super::api::{IteratorStart, KinesisApi, RecordsPage, ShardListing, ShardSummary};
 use super::budget::{Charge, Charged, Reader};
 use super::config::PollingConfig;
 use super::cursor::Cursor;
-use super::error::{CallError, Class, RetrievalError};
+use super::error::{Class, RetrievalError};
 use super::retry::Retry;
 use super::sequence::{Position, is_sequence_number};
 use super::stats::{Counters, add};
@@ -71,7 +73,7 @@ pub(crate) struct Fetcher<A> {
     budget: Option<Reader>,
 }
 
-impl<A: KinesisApi> Fetcher<A> {
+impl<A: ListShards + ReadShard> Fetcher<A> {
     pub(crate) fn new(
         api: A,
         stream: StreamId,
@@ -168,7 +170,7 @@ impl<A: KinesisApi> Fetcher<A> {
                     }
                     return Ok(Charged { batch, charge });
                 }
-                Err(error) if error.class == Class::ExpiredIterator => {
+                Err(error) if error.class() == Class::ExpiredIterator => {
                     add(&self.counters.expired_iterators, 1);
                     self.iterator = None;
                     self.expired_in_a_row += 1;
@@ -182,7 +184,7 @@ impl<A: KinesisApi> Fetcher<A> {
                     }
                 }
                 Err(error) => {
-                    if !error.class.is_retryable() {
+                    if !error.is_retryable() {
                         // Start over from the last position with a fresh iterator.
                         self.iterator = None;
                     }
@@ -193,27 +195,27 @@ impl<A: KinesisApi> Fetcher<A> {
     }
 
     /// Where a new iterator starts (see the module docs).
-    fn iterator_start(&self) -> IteratorStart {
+    fn iterator_start(&self) -> ShardIteratorStart {
         if let Some(sequence_number) = self.cursor.restart_at() {
-            return IteratorStart::AtSequence(sequence_number.to_owned());
+            return ShardIteratorStart::AtSequence(sequence_number.to_owned());
         }
         match &self.start {
-            StartingPosition::TrimHorizon => IteratorStart::TrimHorizon,
+            StartingPosition::TrimHorizon => ShardIteratorStart::TrimHorizon,
             StartingPosition::Latest => match self.latest_requested_at {
-                None => IteratorStart::Latest,
-                Some(at) => IteratorStart::AtTimestamp(
+                None => ShardIteratorStart::Latest,
+                Some(at) => ShardIteratorStart::AtTimestamp(
                     at.checked_sub(LATEST_CLOCK_SKEW_MARGIN)
                         .unwrap_or(SystemTime::UNIX_EPOCH),
                 ),
             },
-            StartingPosition::AtTimestamp(at) => IteratorStart::AtTimestamp(*at),
+            StartingPosition::AtTimestamp(at) => ShardIteratorStart::AtTimestamp(*at),
             StartingPosition::AfterSequence {
                 sequence_number, ..
-            } => IteratorStart::AtSequence(sequence_number.clone()),
+            } => ShardIteratorStart::AtSequence(sequence_number.clone()),
         }
     }
 
-    async fn new_iterator(&mut self) -> Result<String, CallError> {
+    async fn new_iterator(&mut self) -> Result<String, KinesisError> {
         let start = self.iterator_start();
         let requested_at = SystemTime::now();
         add(&self.counters.get_shard_iterator_calls, 1);
@@ -221,7 +223,7 @@ impl<A: KinesisApi> Fetcher<A> {
             .api
             .get_shard_iterator(&self.stream, &self.shard_id, &start)
             .await?;
-        if start == IteratorStart::Latest {
+        if start == ShardIteratorStart::Latest {
             self.latest_requested_at = Some(requested_at);
         }
         debug!(?start, "new shard iterator");
@@ -257,7 +259,7 @@ impl<A: KinesisApi> Fetcher<A> {
     }
 
     /// Counts a failure: `Ok` to retry it, `Err` to hand it to the caller.
-    fn failed(&mut self, error: CallError) -> Result<(), RetrievalError> {
+    fn failed(&mut self, error: KinesisError) -> Result<(), RetrievalError> {
         self.retry.failed(error, &self.counters)
     }
 
@@ -345,7 +347,7 @@ pub(crate) fn caught_up(
 }
 
 /// The shards in `shards` that name `parent` as a parent, as [`ChildShard`]s.
-pub(crate) fn children_of(parent: &str, shards: Vec<ShardSummary>) -> Vec<ChildShard> {
+pub(crate) fn children_of(parent: &str, shards: Vec<Shard>) -> Vec<ChildShard> {
     shards
         .into_iter()
         .filter(|shard| {

@@ -45,7 +45,6 @@
 //! problems (stream or shard gone, access denied, unusable KMS key, invalid request), or
 //! [`RetrievalError::RetriesExhausted`] when a retry limit is configured.
 
-mod api;
 mod budget;
 mod config;
 mod cursor;
@@ -75,20 +74,13 @@ pub(crate) use stats::Counters;
 pub use stats::RetrievalStats;
 pub use types::{ChildShard, ShardBatch, StartingPosition};
 
-#[cfg(test)]
-pub(crate) use api::{IteratorStart, RecordsPage};
-pub(crate) use api::{KinesisApi, SdkKinesis, ShardListing, ShardSummary};
 pub(crate) use budget::{
     Charge, MAX_ANSWER_BYTES, MAX_EVENT_BYTES, Reader as BudgetReader, RecordsBudget, estimate,
 };
+pub(crate) use error::Class;
 #[cfg(test)]
 pub(crate) use error::Operation;
-pub(crate) use error::{CallError, Class};
-#[cfg(test)]
-pub(crate) use fanout::{
-    BoxFuture, ConsumerInfo, ConsumerStatus, EventStream, ShardEvent, SubscribeStart,
-};
-pub(crate) use fanout::{FanOutApi, FanOutReader, SdkFanOut, register};
+pub(crate) use fanout::{FanOutReader, register};
 pub(crate) use fetcher::{LATEST_CLOCK_SKEW_MARGIN, children_of};
 pub(crate) use polling::PollingReader;
 pub(crate) use sequence::compare_sequence_numbers;

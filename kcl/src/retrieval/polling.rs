@@ -4,11 +4,11 @@ use std::fmt;
 use std::sync::Arc;
 
 use aggregation_proto::HashRange;
+use kinesis_common::{Bounded, ListShards, ReadShard, SdkKinesis};
 use tokio::sync::mpsc;
 use tokio::task::JoinHandle;
 use tracing::{Instrument, Span, info_span};
 
-use super::api::{KinesisApi, SdkKinesis};
 use super::budget::{Charged, Reader};
 use super::config::PollingConfig;
 use super::error::RetrievalError;
@@ -74,7 +74,7 @@ use super::types::{ShardBatch, StartingPosition, StreamId};
 /// # }
 /// ```
 pub struct PollingSource {
-    driver: PollingReader<SdkKinesis>,
+    driver: PollingReader<Bounded<SdkKinesis>>,
     stream: StreamId,
     shard_id: String,
 }
@@ -94,7 +94,7 @@ impl PollingSource {
         config: PollingConfig,
     ) -> Self {
         let span = info_span!("polling", stream = %stream, shard_id = %shard_id);
-        let api = SdkKinesis::new(client, config.request_timeout);
+        let api = SdkKinesis::new(&client).with_timeouts(config.timeouts());
         let driver = PollingReader::new(
             api,
             stream.clone(),
@@ -167,7 +167,7 @@ enum State<A> {
     Starting,
 }
 
-impl<A: KinesisApi> PollingReader<A> {
+impl<A: ListShards + ReadShard> PollingReader<A> {
     pub(crate) fn new(
         api: A,
         stream: StreamId,
@@ -253,7 +253,10 @@ impl<A: KinesisApi> PollingReader<A> {
 /// The prefetch task: fetches the next batch as soon as the channel has room for it, so one
 /// batch waits while the caller works on another. It reserves the slot before fetching, so it
 /// never holds a second finished batch.
-async fn prefetch<A: KinesisApi>(mut fetcher: Fetcher<A>, tx: mpsc::Sender<BatchResult>) {
+async fn prefetch<A: ListShards + ReadShard>(
+    mut fetcher: Fetcher<A>,
+    tx: mpsc::Sender<BatchResult>,
+) {
     while let Ok(permit) = tx.reserve().await {
         permit.send(fetcher.fetch().await);
     }

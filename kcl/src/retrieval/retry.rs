@@ -3,12 +3,11 @@
 
 use std::time::Duration;
 
-use aws_sdk_kinesis::error::DisplayErrorContext;
-use kinesis_common::{Backoff, Jitter, later};
+use kinesis_common::{Backoff, ErrorChain, Jitter, KinesisError, later};
 use tokio::time::Instant;
 use tracing::{debug, warn};
 
-use super::error::{CallError, Class, RetrievalError};
+use super::error::{Class, RetrievalError};
 use super::stats::{Counters, add};
 
 /// The backoff envelope and the retry limit.
@@ -54,19 +53,19 @@ impl Retry {
     /// Counts a failure: `Ok` to retry it, `Err` to hand it to the caller.
     pub(crate) fn failed(
         &mut self,
-        error: CallError,
+        error: KinesisError,
         counters: &Counters,
     ) -> Result<(), RetrievalError> {
         let now = Instant::now();
         self.failures = self.failures.saturating_add(1);
         let since = *self.since.get_or_insert(now);
-        let operation = error.operation.name();
-        match error.class {
+        let operation = error.operation();
+        match error.class() {
             Class::Throttled => {
                 add(&counters.throttled, 1);
                 debug!(
                     operation,
-                    code = %error.code,
+                    code = error.code(),
                     failures = self.failures,
                     "throttled; backing off"
                 );
@@ -75,9 +74,9 @@ impl Retry {
                 add(&counters.transient_errors, 1);
                 warn!(
                     operation,
-                    code = %error.code,
+                    code = error.code(),
                     failures = self.failures,
-                    error = %DisplayErrorContext(&*error.source),
+                    error = %ErrorChain(&error),
                     "call failed; retrying"
                 );
             }
@@ -90,11 +89,11 @@ impl Retry {
             | Class::Unexpected => {
                 warn!(
                     operation,
-                    code = %error.code,
-                    error = %DisplayErrorContext(&*error.source),
+                    code = error.code(),
+                    error = %ErrorChain(&error),
                     "call failed; not retrying"
                 );
-                return Err(error.into_retrieval_error());
+                return Err(error.into());
             }
         }
         let elapsed = now.saturating_duration_since(since);
@@ -107,7 +106,7 @@ impl Retry {
                 operation,
                 attempts: self.failures,
                 elapsed,
-                source: error.source,
+                source: Box::new(error),
             });
         }
         Ok(())

@@ -5,11 +5,14 @@ use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::{Duration, SystemTime};
 
 use aggregation_proto::{Aggregator, AggregatorConfig, HashRange, ReceivedRecord, UserRecord};
+use kinesis_common::{
+    BoxFuture, KinesisError, ListShards, ReadShard, RecordsPage, Shard as ShardSummary,
+    ShardIteratorStart as IteratorStart, ShardListing,
+};
 use tokio::time::Instant;
 use tracing::Span;
 
-use super::api::{IteratorStart, KinesisApi, RecordsPage, ShardListing, ShardSummary};
-use super::error::{CallError, Class, Operation};
+use super::error::{Class, Operation};
 use super::fetcher::LATEST_CLOCK_SKEW_MARGIN;
 use super::polling::PollingReader;
 use super::sequence::compare_sequence_numbers;
@@ -67,7 +70,7 @@ pub(super) fn standard_delivery() -> Vec<(String, Option<u64>, String)> {
     ]
 }
 
-#[derive(Default)]
+#[derive(Debug, Default)]
 struct FakeShard {
     records: Vec<ReceivedRecord>,
     /// Whether the shard is closed (its end has no next iterator).
@@ -91,7 +94,7 @@ struct FakeShard {
     starts: Vec<IteratorStart>,
 }
 
-#[derive(Clone, Default)]
+#[derive(Debug, Clone, Default)]
 struct FakeApi(Arc<Mutex<FakeShard>>);
 
 impl FakeApi {
@@ -127,7 +130,7 @@ impl FakeApi {
     }
 
     /// Records the call; returns the injected failure, if any.
-    fn enter(&self, operation: Operation) -> Result<(), CallError> {
+    fn enter(&self, operation: Operation) -> Result<(), KinesisError> {
         let mut state = self.state();
         state.calls.push((operation, Instant::now()));
         if state.panic_on.contains(&operation) {
@@ -139,95 +142,100 @@ impl FakeApi {
             .position(|(op, _)| *op == operation)
             .and_then(|index| state.failures.remove(index));
         match injected {
-            Some((_, class)) => Err(CallError::new(
-                operation,
-                class,
-                format!("{class:?}"),
-                "injected",
-            )),
+            Some((_, class)) => Err(operation.error(class, format!("{class:?}"), "injected")),
             None => Ok(()),
         }
     }
 }
 
-impl KinesisApi for FakeApi {
-    async fn get_shard_iterator(
-        &self,
-        _stream: &StreamId,
-        _shard_id: &str,
-        start: &IteratorStart,
-    ) -> Result<String, CallError> {
-        self.enter(Operation::GetShardIterator)?;
-        let mut state = self.state();
-        state.starts.push(start.clone());
-        let index = match start {
-            IteratorStart::TrimHorizon => 0,
-            IteratorStart::Latest => state.records.len(),
-            IteratorStart::AtTimestamp(at) => state
-                .records
-                .iter()
-                .position(|r| r.approximate_arrival_timestamp.is_some_and(|t| t >= *at))
-                .unwrap_or(state.records.len()),
-            IteratorStart::AtSequence(sequence_number) => state
-                .records
-                .iter()
-                .position(|r| {
-                    compare_sequence_numbers(r.sequence_number.as_deref().unwrap(), sequence_number)
+impl ReadShard for FakeApi {
+    fn get_shard_iterator<'a>(
+        &'a self,
+        _stream: &'a StreamId,
+        _shard_id: &'a str,
+        start: &'a IteratorStart,
+    ) -> BoxFuture<'a, Result<String, KinesisError>> {
+        Box::pin(async move {
+            self.enter(Operation::GetShardIterator)?;
+            let mut state = self.state();
+            state.starts.push(start.clone());
+            let index = match start {
+                IteratorStart::TrimHorizon => 0,
+                IteratorStart::Latest => state.records.len(),
+                IteratorStart::AtTimestamp(at) => state
+                    .records
+                    .iter()
+                    .position(|r| r.approximate_arrival_timestamp.is_some_and(|t| t >= *at))
+                    .unwrap_or(state.records.len()),
+                IteratorStart::AtSequence(sequence_number) => state
+                    .records
+                    .iter()
+                    .position(|r| {
+                        compare_sequence_numbers(
+                            r.sequence_number.as_deref().unwrap(),
+                            sequence_number,
+                        )
                         .is_ge()
-                })
-                .unwrap_or(state.records.len()),
-        };
-        Ok(format!("{}:{index}", state.generation))
-    }
-
-    async fn get_records(
-        &self,
-        _stream: &StreamId,
-        iterator: &str,
-        limit: i32,
-    ) -> Result<RecordsPage, CallError> {
-        self.enter(Operation::GetRecords)?;
-        let delay = self.state().get_records_delay;
-        if !delay.is_zero() {
-            tokio::time::sleep(delay).await;
-        }
-        let state = self.state();
-        let (generation, index) = iterator.split_once(':').unwrap();
-        let (generation, index): (u64, usize) =
-            (generation.parse().unwrap(), index.parse().unwrap());
-        if generation < state.generation {
-            return Err(CallError::new(
-                Operation::GetRecords,
-                Class::ExpiredIterator,
-                "ExpiredIteratorException",
-                "expired",
-            ));
-        }
-        let end = (index + usize::try_from(limit).unwrap()).min(state.records.len());
-        let at_end = end == state.records.len();
-        Ok(RecordsPage {
-            records: state.records[index..end].to_vec(),
-            next_iterator: (!(state.closed && at_end)).then(|| format!("{generation}:{end}")),
-            millis_behind_latest: Some(if at_end {
-                0
-            } else {
-                state.behind_millis.unwrap_or(1_000)
-            }),
-            child_shards: if state.closed && at_end {
-                state.children.clone()
-            } else {
-                Vec::new()
-            },
+                    })
+                    .unwrap_or(state.records.len()),
+            };
+            Ok(format!("{}:{index}", state.generation))
         })
     }
 
-    async fn list_shards(
-        &self,
-        _stream: &StreamId,
-        _listing: &ShardListing,
-    ) -> Result<Vec<ShardSummary>, CallError> {
-        self.enter(Operation::ListShards)?;
-        Ok(self.state().listed.clone())
+    fn get_records<'a>(
+        &'a self,
+        _stream: &'a StreamId,
+        iterator: &'a str,
+        limit: i32,
+    ) -> BoxFuture<'a, Result<RecordsPage, KinesisError>> {
+        Box::pin(async move {
+            self.enter(Operation::GetRecords)?;
+            let delay = self.state().get_records_delay;
+            if !delay.is_zero() {
+                tokio::time::sleep(delay).await;
+            }
+            let state = self.state();
+            let (generation, index) = iterator.split_once(':').unwrap();
+            let (generation, index): (u64, usize) =
+                (generation.parse().unwrap(), index.parse().unwrap());
+            if generation < state.generation {
+                return Err(Operation::GetRecords.error(
+                    Class::ExpiredIterator,
+                    "ExpiredIteratorException",
+                    "expired",
+                ));
+            }
+            let end = (index + usize::try_from(limit).unwrap()).min(state.records.len());
+            let at_end = end == state.records.len();
+            Ok(RecordsPage {
+                records: state.records[index..end].to_vec(),
+                next_iterator: (!(state.closed && at_end)).then(|| format!("{generation}:{end}")),
+                millis_behind_latest: Some(if at_end {
+                    0
+                } else {
+                    state.behind_millis.unwrap_or(1_000)
+                }),
+                child_shards: if state.closed && at_end {
+                    state.children.clone()
+                } else {
+                    Vec::new()
+                },
+            })
+        })
+    }
+}
+
+impl ListShards for FakeApi {
+    fn list_shards<'a>(
+        &'a self,
+        _stream: &'a StreamId,
+        _listing: &'a ShardListing,
+    ) -> BoxFuture<'a, Result<Vec<ShardSummary>, KinesisError>> {
+        Box::pin(async move {
+            self.enter(Operation::ListShards)?;
+            Ok(self.state().listed.clone())
+        })
     }
 }
 

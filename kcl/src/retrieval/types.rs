@@ -2,7 +2,7 @@
 
 use std::time::SystemTime;
 
-use aggregation_proto::{DeaggregatedRecord, HashRange};
+use aggregation_proto::DeaggregatedRecord;
 
 // Public as `kcl::StreamId` (the scheduler's builder takes it too).
 pub(crate) use kinesis_common::StreamId;
@@ -32,17 +32,9 @@ pub enum StartingPosition {
     },
 }
 
-/// A shard that a closed shard split or merged into, as GetRecords' `ChildShards` (or
-/// ListShards) describes it.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct ChildShard {
-    /// The child's shard id.
-    pub shard_id: String,
-    /// Every parent of the child: one after a split, two after a merge.
-    pub parent_shard_ids: Vec<String>,
-    /// The child's hash-key range.
-    pub hash_range: HashRange,
-}
+/// A shard that a closed shard split or merged into: the client layer's type (GetRecords'
+/// or a subscription event's `ChildShards`, or ListShards).
+pub use kinesis_common::ChildShard;
 
 /// One GetRecords answer (polling) or one subscription event (fan-out) worth of a shard, ready
 /// for the record processor.

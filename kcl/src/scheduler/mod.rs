@@ -20,6 +20,7 @@ use std::num::{NonZeroU32, NonZeroUsize};
 use std::sync::Arc;
 use std::time::Duration;
 
+use kinesis_common::{ConsumerApi, SdkKinesis};
 use tokio::sync::watch;
 use tokio_util::sync::CancellationToken;
 
@@ -36,7 +37,7 @@ use crate::coordinator::{CoordinatorConfig, CoordinatorConfigBuilder};
 use crate::lease::{LeaseTable, TableOptions};
 use crate::metrics::ConsumerMetrics;
 use crate::processor::ShardRecordProcessor;
-use crate::retrieval::{FanOutApi, FanOutConfig, PollingConfig, SdkFanOut, SdkKinesis, StreamId};
+use crate::retrieval::{FanOutConfig, PollingConfig, StreamId};
 
 /// Configures a [`Scheduler`]. Timings default to the Java KCL's.
 #[must_use]
@@ -487,12 +488,12 @@ where
     /// [`SchedulerError`] when the lease table or the stream cannot be used at start for a
     /// reason retrying cannot fix (access denied, no such stream, an invalid request).
     pub async fn run(self) -> Result<(), SchedulerError> {
-        let api = SdkKinesis::new(self.kinesis.clone(), self.worker.polling.request_timeout);
-        let fan_out: Option<Arc<dyn FanOutApi>> = match self.worker.retrieval {
-            Retrieval::FanOut { .. } => Some(Arc::new(SdkFanOut::new(
-                self.kinesis.clone(),
-                self.worker.polling.request_timeout,
-            ))),
+        // One client for every call of the worker: polling, shard sync, cleanup and enhanced
+        // fan-out. SubscribeToShard is bounded by the subscriber (its read timeout).
+        let api =
+            Arc::new(SdkKinesis::new(&self.kinesis).with_timeouts(self.worker.polling.timeouts()));
+        let fan_out: Option<Arc<dyn ConsumerApi>> = match self.worker.retrieval {
+            Retrieval::FanOut { .. } => Some(api.clone()),
             Retrieval::Polling => None,
         };
         let parts = WorkerParts {

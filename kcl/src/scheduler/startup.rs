@@ -5,18 +5,18 @@
 
 use std::future::Future;
 
-use kinesis_common::{Backoff, ErrorChain, Jitter};
+use kinesis_common::{Backoff, ErrorChain, Jitter, ListShards};
 use tokio_util::sync::CancellationToken;
 use tracing::warn;
 
 use super::config::{SchedulerError, WorkerConfig};
 use crate::lease::store::LeaseStore;
-use crate::retrieval::{KinesisApi, StreamId};
+use crate::retrieval::StreamId;
 use crate::shard_sync::sync_shards;
 
 /// Creates the table (if missing) and runs the first shard sync. `Ok(false)` when `shutdown`
 /// fired first.
-pub(crate) async fn start<A: KinesisApi>(
+pub(crate) async fn start<A: ListShards + ?Sized>(
     api: &A,
     stream: &StreamId,
     store: &dyn LeaseStore,

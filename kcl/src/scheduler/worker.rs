@@ -5,7 +5,7 @@
 use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::sync::Arc;
 
-use kinesis_common::{Backoff, ErrorChain, Jitter};
+use kinesis_common::{Backoff, ConsumerApi, ErrorChain, Jitter, ListShards, ReadShard};
 use tokio::sync::watch;
 use tokio::task::{Id, JoinError, JoinSet};
 use tokio::time::{Instant, MissedTickBehavior, interval, sleep, sleep_until, timeout_at};
@@ -24,14 +24,14 @@ use crate::coordinator::{CoordinatorConfig, HeldRef, LeaseCoordinatorBuilder};
 use crate::lease::store::LeaseStore;
 use crate::metrics::READ_AGE_INTERVAL;
 use crate::processor::ShardRecordProcessor;
-use crate::retrieval::{FanOutApi, KinesisApi, RecordsBudget, StreamId};
+use crate::retrieval::{RecordsBudget, StreamId};
 use crate::shard_sync::sync_shards;
 
 /// Everything a worker runs on (the SDK in production, fakes in the unit tests).
 pub(crate) struct WorkerParts<A> {
     pub(crate) api: A,
     /// The fan-out calls, when the application reads by enhanced fan-out.
-    pub(crate) fan_out: Option<Arc<dyn FanOutApi>>,
+    pub(crate) fan_out: Option<Arc<dyn ConsumerApi>>,
     pub(crate) stream: StreamId,
     pub(crate) store: Arc<dyn LeaseStore>,
     pub(crate) worker_id: String,
@@ -47,7 +47,7 @@ pub(crate) async fn run_worker<A, F, P>(
     factory: F,
 ) -> Result<(), SchedulerError>
 where
-    A: KinesisApi + Clone,
+    A: ListShards + ReadShard + Clone,
     F: Fn(&str) -> P + Send + Sync + 'static,
     P: ShardRecordProcessor,
 {
@@ -197,7 +197,7 @@ struct Worker<A, F> {
 
 impl<A, F, P> Worker<A, F>
 where
-    A: KinesisApi + Clone,
+    A: ListShards + ReadShard + Clone,
     F: Fn(&str) -> P + Send + Sync + 'static,
     P: ShardRecordProcessor,
 {
@@ -469,7 +469,7 @@ where
 }
 
 /// Shard sync on a timer, in its own task so a slow ListShards never holds up the worker.
-async fn sync_loop<A: KinesisApi>(context: ShardContext<A>, cancel: CancellationToken) {
+async fn sync_loop<A: ListShards>(context: ShardContext<A>, cancel: CancellationToken) {
     loop {
         tokio::select! {
             biased;

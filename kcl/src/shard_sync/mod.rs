@@ -3,12 +3,13 @@
 
 mod plan;
 
+use kinesis_common::{KinesisError, ListShards, ShardListing};
 use tracing::{debug, info};
 
 use crate::InitialPosition;
 use crate::lease::store::LeaseStore;
 use crate::lease::{Checkpoint, Lease, LeaseError};
-use crate::retrieval::{CallError, ChildShard, KinesisApi, ShardListing, StreamId};
+use crate::retrieval::{ChildShard, StreamId};
 
 /// ListShards or a lease read or write failed during a sync.
 #[derive(Debug, thiserror::Error)]
@@ -23,9 +24,9 @@ pub enum ShardSyncError {
         code: String,
         /// Whether retrying can help (throttling, a server or network error).
         retryable: bool,
-        /// The SDK error.
+        /// The failed call, classified (boxed: it is large, and rare).
         #[source]
-        source: Box<dyn std::error::Error + Send + Sync + 'static>,
+        source: Box<KinesisError>,
     },
     /// The lease table could not be read or written.
     #[error(transparent)]
@@ -33,12 +34,12 @@ pub enum ShardSyncError {
 }
 
 impl ShardSyncError {
-    pub(crate) fn list_shards(stream: &StreamId, error: CallError) -> Self {
+    pub(crate) fn list_shards(stream: &StreamId, error: KinesisError) -> Self {
         Self::ListShards {
             stream: stream.to_string(),
-            code: error.code,
-            retryable: error.class.is_retryable(),
-            source: error.source,
+            code: error.code().to_owned(),
+            retryable: error.is_retryable(),
+            source: Box::new(error),
         }
     }
 
@@ -52,7 +53,7 @@ impl ShardSyncError {
 }
 
 /// Creates the leases the Java KCL's rules call for (see [`plan`]); returns how many.
-pub(crate) async fn sync_shards<A: KinesisApi>(
+pub(crate) async fn sync_shards<A: ListShards + ?Sized>(
     api: &A,
     stream: &StreamId,
     store: &dyn LeaseStore,

@@ -33,9 +33,10 @@
 
 use std::collections::{BTreeMap, BTreeSet, HashMap};
 
+use kinesis_common::Shard as ShardSummary;
+
 use crate::InitialPosition;
 use crate::lease::{Checkpoint, Lease};
-use crate::retrieval::ShardSummary;
 
 /// The leases shard sync should create (see the [module docs](self)).
 ///

@@ -127,6 +127,15 @@ impl FanOutConfig {
         self
     }
 
+    /// The bounds of a [`FanOutSource`](super::FanOutSource)'s own client: its ListShards
+    /// calls by the read timeout (SubscribeToShard and its events are bounded by the
+    /// subscriber itself).
+    pub(crate) fn timeouts(&self) -> kinesis_common::Timeouts {
+        let mut timeouts = kinesis_common::Timeouts::none();
+        timeouts.list_shards = Some(self.read_timeout);
+        timeouts
+    }
+
     pub(crate) fn retry_policy(&self) -> RetryPolicy {
         RetryPolicy {
             min_backoff: self.min_backoff,

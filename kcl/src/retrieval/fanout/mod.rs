@@ -12,13 +12,13 @@
 //! - `registration.rs`: [`register_stream_consumer`] (idempotent, waits for ACTIVE);
 //! - `subscriber.rs`: one shard's state machine (position, resubscription, backoff, shard end);
 //! - `source.rs`: [`FanOutSource`] and the reading task (flow control);
-//! - `api.rs`: the seam over the SDK (`sdk.rs`) and the unit tests' fake;
 //! - `config.rs`: [`FanOutConfig`].
+//!
+//! The calls go through kinesis-common's client layer (an `Arc<dyn ConsumerApi>`: the AWS SDK
+//! in production, a fake in the unit tests).
 
-mod api;
 mod config;
 mod registration;
-mod sdk;
 mod source;
 mod subscriber;
 #[cfg(test)]
@@ -28,11 +28,5 @@ pub use config::FanOutConfig;
 pub use registration::{RegisteredConsumer, RegistrationError, register_stream_consumer};
 pub use source::FanOutSource;
 
-pub(crate) use api::FanOutApi;
-#[cfg(test)]
-pub(crate) use api::{
-    BoxFuture, ConsumerInfo, ConsumerStatus, EventStream, ShardEvent, SubscribeStart,
-};
 pub(crate) use registration::register;
-pub(crate) use sdk::SdkFanOut;
 pub(crate) use source::FanOutReader;

@@ -12,13 +12,12 @@
 
 use std::time::Duration;
 
+use kinesis_common::{ConsumerStatus, KinesisError, SdkKinesis, StreamConsumers, Timeouts};
 use tokio::time::Instant;
 use tracing::{debug, info, warn};
 
-use super::api::{ConsumerStatus, FanOutApi};
 use super::config::FanOutConfig;
-use super::sdk::SdkFanOut;
-use crate::retrieval::error::{CallError, Class, RetrievalError};
+use crate::retrieval::error::{Class, RetrievalError};
 use crate::retrieval::types::StreamId;
 
 /// An ACTIVE stream consumer, ready for [`FanOutSource`](super::FanOutSource)s.
@@ -76,22 +75,22 @@ pub async fn register_stream_consumer(
     consumer_name: &str,
     config: &FanOutConfig,
 ) -> Result<RegisteredConsumer, RegistrationError> {
-    let api = SdkFanOut::new(client.clone(), config.read_timeout);
+    let api = SdkKinesis::new(client).with_timeouts(Timeouts::none());
     register(&api, stream, consumer_name, config).await
 }
 
-/// [`register_stream_consumer`] over any [`FanOutApi`].
-pub(crate) async fn register(
-    api: &dyn FanOutApi,
+/// [`register_stream_consumer`] over any implementation of the calls.
+pub(crate) async fn register<A: StreamConsumers + ?Sized>(
+    api: &A,
     stream: &StreamId,
     consumer_name: &str,
     config: &FanOutConfig,
 ) -> Result<RegisteredConsumer, RegistrationError> {
     let started = Instant::now();
     let deadline = started + config.registration_timeout;
-    let fatal = |error: CallError| RegistrationError::Failed {
+    let fatal = |error: KinesisError| RegistrationError::Failed {
         consumer_name: consumer_name.to_owned(),
-        source: error.into_retrieval_error(),
+        source: error.into(),
     };
     let mut stream_arn = None;
     loop {
@@ -101,7 +100,7 @@ pub(crate) async fn register(
                 None => stream_arn.insert(api.stream_arn(stream).await?),
             };
             match api.describe_consumer(arn, consumer_name).await {
-                Err(error) if error.class == Class::NotFound => {
+                Err(error) if error.class() == Class::NotFound => {
                     info!(consumer_name, stream_arn = %arn, "registering the stream consumer");
                     api.register_consumer(arn, consumer_name).await
                 }
@@ -122,9 +121,13 @@ pub(crate) async fn register(
                 format!("{:?}", consumer.status).to_uppercase()
             }
             // ResourceInUse: another worker registered it meanwhile, or it is being deleted.
-            Err(error) if error.class.is_retryable() => {
-                warn!(consumer_name, code = %error.code, "stream consumer registration: retrying");
-                error.code
+            Err(error) if error.is_retryable() => {
+                warn!(
+                    consumer_name,
+                    code = error.code(),
+                    "stream consumer registration: retrying"
+                );
+                error.code().to_owned()
             }
             Err(error) => return Err(fatal(error)),
         };

@@ -4,13 +4,12 @@ use std::fmt;
 use std::sync::Arc;
 
 use aggregation_proto::HashRange;
+use kinesis_common::{ConsumerApi, SdkKinesis};
 use tokio::sync::mpsc;
 use tokio::task::JoinHandle;
 use tracing::{Instrument, Span, info_span};
 
-use super::api::FanOutApi;
 use super::config::FanOutConfig;
-use super::sdk::SdkFanOut;
 use super::subscriber::Subscriber;
 use crate::retrieval::budget::{Charge, Charged, Reader};
 use crate::retrieval::error::RetrievalError;
@@ -97,7 +96,8 @@ impl FanOutSource {
         position: StartingPosition,
         config: FanOutConfig,
     ) -> Self {
-        let api: Arc<dyn FanOutApi> = Arc::new(SdkFanOut::new(client, config.read_timeout));
+        let api: Arc<dyn ConsumerApi> =
+            Arc::new(SdkKinesis::new(&client).with_timeouts(config.timeouts()));
         let span = info_span!("fan_out", stream = %stream, shard_id = %shard_id);
         let driver = FanOutReader::new(
             api,
@@ -174,7 +174,7 @@ enum State {
 impl FanOutReader {
     #[allow(clippy::too_many_arguments)]
     pub(crate) fn new(
-        api: Arc<dyn FanOutApi>,
+        api: Arc<dyn ConsumerApi>,
         stream: StreamId,
         consumer_arn: String,
         shard_id: String,

@@ -15,19 +15,23 @@
 use std::sync::Arc;
 use std::time::SystemTime;
 
-use kinesis_common::later;
+use kinesis_common::{
+    ConsumerApi, EventStream, KinesisError, ShardEvent, ShardListing, SubscribeStart, later,
+};
 use tokio::time::Instant;
 use tracing::{debug, info};
 
-use super::api::{EventStream, FanOutApi, ShardEvent, SubscribeStart};
 use super::config::FanOutConfig;
-use crate::retrieval::ShardListing;
 use crate::retrieval::cursor::Cursor;
-use crate::retrieval::error::{CallError, Class, Operation, RetrievalError};
+use crate::retrieval::error::{Class, RetrievalError};
 use crate::retrieval::fetcher::{LATEST_CLOCK_SKEW_MARGIN, children_of, starting_floor};
 use crate::retrieval::retry::Retry;
 use crate::retrieval::stats::{Counters, add};
 use crate::retrieval::types::{ChildShard, ShardBatch, StartingPosition, StreamId};
+
+/// The operation a subscription's own failures (its read timeout, an early end) are named
+/// after.
+const SUBSCRIBE_TO_SHARD: &str = "SubscribeToShard";
 
 /// An open subscription.
 struct Live {
@@ -42,7 +46,7 @@ struct Live {
 
 /// One shard's fan-out state (see the module docs).
 pub(crate) struct Subscriber {
-    api: Arc<dyn FanOutApi>,
+    api: Arc<dyn ConsumerApi>,
     stream: StreamId,
     consumer_arn: String,
     shard_id: String,
@@ -67,13 +71,13 @@ enum Next {
     Event(ShardEvent),
     /// The service ended the subscription, or it reached its maximum time.
     Ended,
-    Failed(CallError),
+    Failed(KinesisError),
 }
 
 impl Subscriber {
     #[allow(clippy::too_many_arguments)]
     pub(crate) fn new(
-        api: Arc<dyn FanOutApi>,
+        api: Arc<dyn ConsumerApi>,
         stream: StreamId,
         consumer_arn: String,
         shard_id: String,
@@ -171,7 +175,7 @@ impl Subscriber {
     }
 
     /// Waits out the backoff, then opens a subscription (bounded by the read timeout).
-    async fn subscribe(&mut self) -> Result<(), CallError> {
+    async fn subscribe(&mut self) -> Result<(), KinesisError> {
         if let Some(at) = self.retry.not_before() {
             tokio::time::sleep_until(at).await;
         }
@@ -184,7 +188,7 @@ impl Subscriber {
             .subscribe(&self.consumer_arn, &self.shard_id, &start);
         let events = match tokio::time::timeout(limit, call).await {
             Ok(result) => result?,
-            Err(_) => return Err(CallError::timeout(Operation::SubscribeToShard, limit)),
+            Err(_) => return Err(KinesisError::timeout(SUBSCRIBE_TO_SHARD, limit)),
         };
         if start == SubscribeStart::Latest {
             self.latest_requested_at = Some(requested_at);
@@ -226,15 +230,15 @@ impl Subscriber {
                 }
                 // Ended before a single event: not the 5-minute end, a refusal in disguise; back
                 // off rather than subscribe again in a tight loop.
-                Ok(Ok(None)) if live.received == 0 => Next::Failed(CallError::new(
-                    Operation::SubscribeToShard,
+                Ok(Ok(None)) if live.received == 0 => Next::Failed(KinesisError::new(
+                    SUBSCRIBE_TO_SHARD,
                     Class::Transient,
                     "SubscriptionEndedEarly",
                     "the subscription ended before its first event",
                 )),
                 Ok(Ok(None)) => Next::Ended,
                 Ok(Err(error)) => Next::Failed(error),
-                Err(_) => Next::Failed(CallError::timeout(Operation::SubscribeToShard, limit)),
+                Err(_) => Next::Failed(KinesisError::timeout(SUBSCRIBE_TO_SHARD, limit)),
             },
             () = renew => Next::Ended,
         }
@@ -347,7 +351,10 @@ impl Subscriber {
                 }
             }
             Err(error) => {
-                debug!(code = %error.code, "closed-shard check failed; trying again later")
+                debug!(
+                    code = error.code(),
+                    "closed-shard check failed; trying again later"
+                )
             }
         }
         None
@@ -366,7 +373,7 @@ impl Subscriber {
                     self.retry.succeeded();
                     return Ok(children_of(&self.shard_id, shards));
                 }
-                Err(error) if error.class == Class::NotFound => return Ok(Vec::new()),
+                Err(error) if error.class() == Class::NotFound => return Ok(Vec::new()),
                 Err(error) => self.retry.failed(error, &self.counters)?,
             }
         }

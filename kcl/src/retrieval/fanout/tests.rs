@@ -6,24 +6,24 @@ use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::Duration;
 
 use aggregation_proto::{HashRange, ReceivedRecord};
+use kinesis_common::{
+    BoxFuture, ConsumerInfo, ConsumerStatus, EventStream, KinesisError, ListShards, ReadShard,
+    RecordsPage, Shard as ShardSummary, ShardEvent, ShardIteratorStart, ShardListing,
+    StreamConsumers, StreamSummary, SubscribeStart, SubscribeToShard,
+};
 use proptest::prelude::*;
 use tokio::time::Instant;
 use tracing::Span;
 
-use super::api::{
-    BoxFuture, ConsumerInfo, ConsumerStatus, EventStream, FanOutApi, ShardEvent, SubscribeStart,
-};
 use super::config::FanOutConfig;
 use super::registration::{RegistrationError, register};
 use super::source::FanOutReader;
 use crate::retrieval::compare_sequence_numbers;
-use crate::retrieval::error::{CallError, Class, Operation};
+use crate::retrieval::error::{Class, Operation};
 use crate::retrieval::tests::{
     aggregate, plain, seq, standard_delivery, standard_records, summary,
 };
-use crate::retrieval::{
-    ChildShard, RetrievalError, ShardBatch, ShardListing, ShardSummary, StartingPosition, StreamId,
-};
+use crate::retrieval::{ChildShard, RetrievalError, ShardBatch, StartingPosition, StreamId};
 
 /// A delivered user record: sequence number, sub-sequence number, data.
 type Delivered = (String, Option<u64>, String);
@@ -76,7 +76,7 @@ impl Plan {
     }
 }
 
-#[derive(Default)]
+#[derive(Debug, Default)]
 struct Shard {
     records: Vec<ReceivedRecord>,
     closed: bool,
@@ -100,7 +100,7 @@ struct Shard {
     register_error: Option<(Class, &'static str)>,
 }
 
-#[derive(Clone, Default)]
+#[derive(Debug, Clone, Default)]
 struct Fake(Arc<Mutex<Shard>>);
 
 impl Fake {
@@ -130,8 +130,8 @@ impl Fake {
     }
 }
 
-fn call_error(operation: Operation, class: Class, code: &'static str) -> CallError {
-    CallError::new(operation, class, code, code)
+fn call_error(operation: Operation, class: Class, code: &'static str) -> KinesisError {
+    operation.error(class, code, code)
 }
 
 /// The index of the first record a subscription at `start` reads.
@@ -156,8 +156,23 @@ fn start_index(records: &[ReceivedRecord], start: &SubscribeStart) -> usize {
     }
 }
 
-impl FanOutApi for Fake {
-    fn stream_arn<'a>(&'a self, stream: &'a StreamId) -> BoxFuture<'a, Result<String, CallError>> {
+impl StreamConsumers for Fake {
+    fn describe_stream_summary<'a>(
+        &'a self,
+        stream: &'a StreamId,
+    ) -> BoxFuture<'a, Result<StreamSummary, KinesisError>> {
+        Box::pin(async move {
+            Ok(StreamSummary::new(
+                stream.as_str(),
+                format!("arn:aws:kinesis:us-east-1:1:stream/{}", stream.as_str()),
+            ))
+        })
+    }
+
+    fn stream_arn<'a>(
+        &'a self,
+        stream: &'a StreamId,
+    ) -> BoxFuture<'a, Result<String, KinesisError>> {
         Box::pin(async move {
             Ok(format!(
                 "arn:aws:kinesis:us-east-1:1:stream/{}",
@@ -170,7 +185,7 @@ impl FanOutApi for Fake {
         &'a self,
         _stream_arn: &'a str,
         consumer_name: &'a str,
-    ) -> BoxFuture<'a, Result<ConsumerInfo, CallError>> {
+    ) -> BoxFuture<'a, Result<ConsumerInfo, KinesisError>> {
         Box::pin(async move {
             let mut state = self.state();
             state.register_calls += 1;
@@ -190,7 +205,7 @@ impl FanOutApi for Fake {
         &'a self,
         _stream_arn: &'a str,
         consumer_name: &'a str,
-    ) -> BoxFuture<'a, Result<ConsumerInfo, CallError>> {
+    ) -> BoxFuture<'a, Result<ConsumerInfo, KinesisError>> {
         Box::pin(async move {
             let mut state = self.state();
             let current = if state.consumer_states.len() > 1 {
@@ -211,13 +226,15 @@ impl FanOutApi for Fake {
             }
         })
     }
+}
 
+impl SubscribeToShard for Fake {
     fn subscribe<'a>(
         &'a self,
         _consumer_arn: &'a str,
         _shard_id: &'a str,
         start: &'a SubscribeStart,
-    ) -> BoxFuture<'a, Result<Box<dyn EventStream>, CallError>> {
+    ) -> BoxFuture<'a, Result<Box<dyn EventStream>, KinesisError>> {
         Box::pin(async move {
             let mut state = self.state();
             state.subscribes.push((Instant::now(), start.clone()));
@@ -246,16 +263,51 @@ impl FanOutApi for Fake {
             Ok(events)
         })
     }
+}
 
+impl ListShards for Fake {
     fn list_shards<'a>(
         &'a self,
         _stream: &'a StreamId,
         _listing: &'a ShardListing,
-    ) -> BoxFuture<'a, Result<Vec<ShardSummary>, CallError>> {
+    ) -> BoxFuture<'a, Result<Vec<ShardSummary>, KinesisError>> {
         Box::pin(async move {
             let mut state = self.state();
             state.list_shards_calls += 1;
             Ok(state.listed.clone())
+        })
+    }
+}
+
+/// Enhanced fan-out never polls: the fake refuses it.
+impl ReadShard for Fake {
+    fn get_shard_iterator<'a>(
+        &'a self,
+        _stream: &'a StreamId,
+        _shard_id: &'a str,
+        _start: &'a ShardIteratorStart,
+    ) -> BoxFuture<'a, Result<String, KinesisError>> {
+        Box::pin(async {
+            Err(call_error(
+                Operation::GetShardIterator,
+                Class::Unexpected,
+                "NotPolled",
+            ))
+        })
+    }
+
+    fn get_records<'a>(
+        &'a self,
+        _stream: &'a StreamId,
+        _iterator: &'a str,
+        _limit: i32,
+    ) -> BoxFuture<'a, Result<RecordsPage, KinesisError>> {
+        Box::pin(async {
+            Err(call_error(
+                Operation::GetRecords,
+                Class::Unexpected,
+                "NotPolled",
+            ))
         })
     }
 }
@@ -276,7 +328,7 @@ impl Drop for FakeEvents {
 }
 
 impl EventStream for FakeEvents {
-    fn next_event(&mut self) -> BoxFuture<'_, Result<Option<ShardEvent>, CallError>> {
+    fn next_event(&mut self) -> BoxFuture<'_, Result<Option<ShardEvent>, KinesisError>> {
         Box::pin(async move {
             if self.closed || self.left == Some(0) {
                 return match self.end {
@@ -344,7 +396,7 @@ fn driver_in(
     position: StartingPosition,
     config: FanOutConfig,
 ) -> FanOutReader {
-    let api: Arc<dyn FanOutApi> = Arc::new(fake.clone());
+    let api: Arc<dyn kinesis_common::ConsumerApi> = Arc::new(fake.clone());
     FanOutReader::new(
         api,
         "s".into(),

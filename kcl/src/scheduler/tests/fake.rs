@@ -9,10 +9,13 @@ use aggregation_proto::{HashRange, ReceivedRecord};
 use bytes::Bytes;
 use bytestring::ByteString;
 
-use crate::retrieval::{
-    BoxFuture, CallError, ChildShard, Class, ConsumerInfo, ConsumerStatus, EventStream, FanOutApi,
-    KinesisApi, Operation, ShardEvent, ShardListing, ShardSummary, StreamId, SubscribeStart,
+use kinesis_common::{
+    BoxFuture, ConsumerInfo, ConsumerStatus, EventStream, KinesisError, ListShards, ReadShard,
+    RecordsPage, Shard as ShardSummary, ShardEvent, ShardIteratorStart as IteratorStart,
+    ShardListing, StreamConsumers, StreamSummary, SubscribeStart, SubscribeToShard,
 };
+
+use crate::retrieval::{ChildShard, Class, Operation, StreamId};
 
 #[derive(Debug)]
 struct Shard {
@@ -206,7 +209,7 @@ impl FakeStream {
             .count()
     }
 
-    fn enter(&self, operation: Operation) -> Result<(), CallError> {
+    fn enter(&self, operation: Operation) -> Result<(), KinesisError> {
         let mut state = self.state();
         state.calls.push(operation);
         let injected = state
@@ -215,20 +218,14 @@ impl FakeStream {
             .position(|(op, _)| *op == operation)
             .and_then(|index| state.failures.remove(index));
         match injected {
-            Some((_, class)) => Err(CallError::new(
-                operation,
-                class,
-                format!("{class:?}"),
-                "injected",
-            )),
+            Some((_, class)) => Err(operation.error(class, format!("{class:?}"), "injected")),
             None => Ok(()),
         }
     }
 }
 
-fn not_found(operation: Operation) -> CallError {
-    CallError::new(
-        operation,
+fn not_found(operation: Operation) -> KinesisError {
+    operation.error(
         Class::NotFound,
         "ResourceNotFoundException",
         "no such shard",
@@ -245,128 +242,148 @@ fn summary(id: &str, shard: &Shard) -> ShardSummary {
     }
 }
 
-impl KinesisApi for FakeStream {
-    async fn get_shard_iterator(
-        &self,
-        _stream: &StreamId,
-        shard_id: &str,
-        start: &crate::retrieval::IteratorStart,
-    ) -> Result<String, CallError> {
-        use crate::retrieval::IteratorStart;
-        self.enter(Operation::GetShardIterator)?;
-        let state = self.state();
-        let shard = state
-            .shards
-            .get(shard_id)
-            .filter(|shard| !shard.gone)
-            .ok_or_else(|| not_found(Operation::GetShardIterator))?;
-        let index = match start {
-            IteratorStart::TrimHorizon => 0,
-            IteratorStart::Latest => shard.records.len(),
-            IteratorStart::AtTimestamp(at) => shard
-                .records
-                .iter()
-                .position(|r| r.approximate_arrival_timestamp.is_some_and(|t| t >= *at))
-                .unwrap_or(shard.records.len()),
-            IteratorStart::AtSequence(sequence) => shard
-                .records
-                .iter()
-                .position(|r| {
-                    crate::retrieval::compare_sequence_numbers(
-                        r.sequence_number.as_deref().unwrap_or("0"),
-                        sequence,
-                    )
-                    .is_ge()
-                })
-                .unwrap_or(shard.records.len()),
-        };
-        Ok(format!("{shard_id}|{}|{index}", state.generation))
-    }
-
-    async fn get_records(
-        &self,
-        _stream: &StreamId,
-        iterator: &str,
-        limit: i32,
-    ) -> Result<crate::retrieval::RecordsPage, CallError> {
-        self.enter(Operation::GetRecords)?;
-        let state = self.state();
-        let mut parts = iterator.split('|');
-        let (Some(shard_id), Some(generation), Some(index)) =
-            (parts.next(), parts.next(), parts.next())
-        else {
-            return Err(CallError::new(
-                Operation::GetRecords,
-                Class::InvalidRequest,
-                "InvalidArgumentException",
-                "bad iterator",
-            ));
-        };
-        let generation: u64 = generation.parse().unwrap();
-        let index: usize = index.parse().unwrap();
-        if generation < state.generation {
-            return Err(CallError::new(
-                Operation::GetRecords,
-                Class::ExpiredIterator,
-                "ExpiredIteratorException",
-                "expired",
-            ));
-        }
-        let shard = state
-            .shards
-            .get(shard_id)
-            .filter(|shard| !shard.gone)
-            .ok_or_else(|| not_found(Operation::GetRecords))?;
-        let end = (index + usize::try_from(limit).unwrap()).min(shard.records.len());
-        let at_end = end == shard.records.len();
-        let ended = shard.closed && at_end;
-        let child_shards = if ended {
-            state
+impl ReadShard for FakeStream {
+    fn get_shard_iterator<'a>(
+        &'a self,
+        _stream: &'a StreamId,
+        shard_id: &'a str,
+        start: &'a IteratorStart,
+    ) -> BoxFuture<'a, Result<String, KinesisError>> {
+        Box::pin(async move {
+            self.enter(Operation::GetShardIterator)?;
+            let state = self.state();
+            let shard = state
                 .shards
-                .iter()
-                .filter(|(_, child)| child.parents.iter().any(|p| p == shard_id))
-                .map(|(id, child)| ChildShard {
-                    shard_id: id.clone(),
-                    parent_shard_ids: child.parents.clone(),
-                    hash_range: child.range,
-                })
-                .collect()
-        } else {
-            Vec::new()
-        };
-        Ok(crate::retrieval::RecordsPage {
-            records: shard.records[index..end].to_vec(),
-            next_iterator: (!ended).then(|| format!("{shard_id}|{generation}|{end}")),
-            millis_behind_latest: Some(if at_end { 0 } else { 1_000 }),
-            child_shards,
+                .get(shard_id)
+                .filter(|shard| !shard.gone)
+                .ok_or_else(|| not_found(Operation::GetShardIterator))?;
+            let index = match start {
+                IteratorStart::TrimHorizon => 0,
+                IteratorStart::Latest => shard.records.len(),
+                IteratorStart::AtTimestamp(at) => shard
+                    .records
+                    .iter()
+                    .position(|r| r.approximate_arrival_timestamp.is_some_and(|t| t >= *at))
+                    .unwrap_or(shard.records.len()),
+                IteratorStart::AtSequence(sequence) => shard
+                    .records
+                    .iter()
+                    .position(|r| {
+                        crate::retrieval::compare_sequence_numbers(
+                            r.sequence_number.as_deref().unwrap_or("0"),
+                            sequence,
+                        )
+                        .is_ge()
+                    })
+                    .unwrap_or(shard.records.len()),
+            };
+            Ok(format!("{shard_id}|{}|{index}", state.generation))
         })
     }
 
-    async fn list_shards(
-        &self,
-        _stream: &StreamId,
-        listing: &ShardListing,
-    ) -> Result<Vec<ShardSummary>, CallError> {
-        self.enter(Operation::ListShards)?;
-        let state = self.state();
-        Ok(state
-            .shards
-            .iter()
-            .filter(|(_, shard)| !shard.gone)
-            .filter(|(id, shard)| match listing {
-                ShardListing::All => true,
-                ShardListing::After(after) => id.as_str() > after.as_str(),
-                ShardListing::AtTimestamp(_) | ShardListing::Open => !shard.closed,
+    fn get_records<'a>(
+        &'a self,
+        _stream: &'a StreamId,
+        iterator: &'a str,
+        limit: i32,
+    ) -> BoxFuture<'a, Result<RecordsPage, KinesisError>> {
+        Box::pin(async move {
+            self.enter(Operation::GetRecords)?;
+            let state = self.state();
+            let mut parts = iterator.split('|');
+            let (Some(shard_id), Some(generation), Some(index)) =
+                (parts.next(), parts.next(), parts.next())
+            else {
+                return Err(Operation::GetRecords.error(
+                    Class::InvalidRequest,
+                    "InvalidArgumentException",
+                    "bad iterator",
+                ));
+            };
+            let generation: u64 = generation.parse().unwrap();
+            let index: usize = index.parse().unwrap();
+            if generation < state.generation {
+                return Err(Operation::GetRecords.error(
+                    Class::ExpiredIterator,
+                    "ExpiredIteratorException",
+                    "expired",
+                ));
+            }
+            let shard = state
+                .shards
+                .get(shard_id)
+                .filter(|shard| !shard.gone)
+                .ok_or_else(|| not_found(Operation::GetRecords))?;
+            let end = (index + usize::try_from(limit).unwrap()).min(shard.records.len());
+            let at_end = end == shard.records.len();
+            let ended = shard.closed && at_end;
+            let child_shards = if ended {
+                state
+                    .shards
+                    .iter()
+                    .filter(|(_, child)| child.parents.iter().any(|p| p == shard_id))
+                    .map(|(id, child)| ChildShard {
+                        shard_id: id.clone(),
+                        parent_shard_ids: child.parents.clone(),
+                        hash_range: child.range,
+                    })
+                    .collect()
+            } else {
+                Vec::new()
+            };
+            Ok(RecordsPage {
+                records: shard.records[index..end].to_vec(),
+                next_iterator: (!ended).then(|| format!("{shard_id}|{generation}|{end}")),
+                millis_behind_latest: Some(if at_end { 0 } else { 1_000 }),
+                child_shards,
             })
-            .map(|(id, shard)| summary(id, shard))
-            .collect())
+        })
+    }
+}
+
+impl ListShards for FakeStream {
+    fn list_shards<'a>(
+        &'a self,
+        _stream: &'a StreamId,
+        listing: &'a ShardListing,
+    ) -> BoxFuture<'a, Result<Vec<ShardSummary>, KinesisError>> {
+        Box::pin(async move {
+            self.enter(Operation::ListShards)?;
+            let state = self.state();
+            Ok(state
+                .shards
+                .iter()
+                .filter(|(_, shard)| !shard.gone)
+                .filter(|(id, shard)| match listing {
+                    ShardListing::All => true,
+                    ShardListing::After(after) => id.as_str() > after.as_str(),
+                    ShardListing::AtTimestamp(_) | ShardListing::Open => !shard.closed,
+                })
+                .map(|(id, shard)| summary(id, shard))
+                .collect())
+        })
     }
 }
 
 /// Enhanced fan-out over the same shards: every subscription reads like GetRecords does, ten
 /// records an event, and ends (as the service's do every 5 minutes) after 20 events.
-impl FanOutApi for FakeStream {
-    fn stream_arn<'a>(&'a self, stream: &'a StreamId) -> BoxFuture<'a, Result<String, CallError>> {
+impl StreamConsumers for FakeStream {
+    fn describe_stream_summary<'a>(
+        &'a self,
+        stream: &'a StreamId,
+    ) -> BoxFuture<'a, Result<StreamSummary, KinesisError>> {
+        Box::pin(async move {
+            Ok(StreamSummary::new(
+                stream.as_str(),
+                format!("arn:stream/{}", stream.as_str()),
+            ))
+        })
+    }
+
+    fn stream_arn<'a>(
+        &'a self,
+        stream: &'a StreamId,
+    ) -> BoxFuture<'a, Result<String, KinesisError>> {
         Box::pin(async move { Ok(format!("arn:stream/{}", stream.as_str())) })
     }
 
@@ -374,7 +391,7 @@ impl FanOutApi for FakeStream {
         &'a self,
         _stream_arn: &'a str,
         consumer_name: &'a str,
-    ) -> BoxFuture<'a, Result<ConsumerInfo, CallError>> {
+    ) -> BoxFuture<'a, Result<ConsumerInfo, KinesisError>> {
         Box::pin(async move {
             Ok(ConsumerInfo {
                 consumer_arn: format!("arn:consumer/{consumer_name}"),
@@ -387,16 +404,18 @@ impl FanOutApi for FakeStream {
         &'a self,
         stream_arn: &'a str,
         consumer_name: &'a str,
-    ) -> BoxFuture<'a, Result<ConsumerInfo, CallError>> {
+    ) -> BoxFuture<'a, Result<ConsumerInfo, KinesisError>> {
         self.register_consumer(stream_arn, consumer_name)
     }
+}
 
+impl SubscribeToShard for FakeStream {
     fn subscribe<'a>(
         &'a self,
         _consumer_arn: &'a str,
         shard_id: &'a str,
         start: &'a SubscribeStart,
-    ) -> BoxFuture<'a, Result<Box<dyn EventStream>, CallError>> {
+    ) -> BoxFuture<'a, Result<Box<dyn EventStream>, KinesisError>> {
         Box::pin(async move {
             self.enter(Operation::SubscribeToShard)?;
             let state = self.state();
@@ -446,14 +465,6 @@ impl FanOutApi for FakeStream {
             Ok(events)
         })
     }
-
-    fn list_shards<'a>(
-        &'a self,
-        stream: &'a StreamId,
-        listing: &'a ShardListing,
-    ) -> BoxFuture<'a, Result<Vec<ShardSummary>, CallError>> {
-        Box::pin(KinesisApi::list_shards(self, stream, listing))
-    }
 }
 
 struct FakeEvents {
@@ -465,7 +476,7 @@ struct FakeEvents {
 }
 
 impl EventStream for FakeEvents {
-    fn next_event(&mut self) -> BoxFuture<'_, Result<Option<ShardEvent>, CallError>> {
+    fn next_event(&mut self) -> BoxFuture<'_, Result<Option<ShardEvent>, KinesisError>> {
         Box::pin(async move {
             if self.left == 0 {
                 return Ok(None);

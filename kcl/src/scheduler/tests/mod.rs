@@ -372,7 +372,7 @@ impl Fleet {
         let parts = WorkerParts {
             api: self.stream.clone(),
             fan_out: fan_out.then(|| {
-                let api: Arc<dyn crate::retrieval::FanOutApi> = Arc::new(self.stream.clone());
+                let api: Arc<dyn kinesis_common::ConsumerApi> = Arc::new(self.stream.clone());
                 api
             }),
             stream: StreamId::from(self.name.clone()),
