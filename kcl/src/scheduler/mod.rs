@@ -489,9 +489,11 @@ where
     /// reason retrying cannot fix (access denied, no such stream, an invalid request).
     pub async fn run(self) -> Result<(), SchedulerError> {
         // One client for every call of the worker: polling, shard sync, cleanup and enhanced
-        // fan-out. SubscribeToShard is bounded by the subscriber (its read timeout).
-        let api =
-            Arc::new(SdkKinesis::new(&self.kinesis).with_timeouts(self.worker.polling.timeouts()));
+        // fan-out; the registration calls are bounded by the fan-out read timeout, and
+        // SubscribeToShard by the subscriber (its read timeout).
+        let mut timeouts = self.worker.polling.timeouts();
+        timeouts.control = self.worker.fan_out.timeouts().control;
+        let api = Arc::new(SdkKinesis::new(&self.kinesis).with_timeouts(timeouts));
         let fan_out: Option<Arc<dyn ConsumerApi>> = match self.worker.retrieval {
             Retrieval::FanOut { .. } => Some(api.clone()),
             Retrieval::Polling => None,

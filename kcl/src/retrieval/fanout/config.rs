@@ -61,7 +61,9 @@ impl Default for FanOutConfig {
 impl FanOutConfig {
     /// How long to wait for the SubscribeToShard answer, and then for each event, before the
     /// subscription is given up as dead (a stalled connection) and a new one is opened from the
-    /// last position after a backoff. At least 1 ms (clamped). Default 35 s.
+    /// last position after a backoff. Each call of [registration](super::register_stream_consumer)
+    /// (DescribeStreamSummary, DescribeStreamConsumer, RegisterStreamConsumer) is abandoned and
+    /// retried after it too. At least 1 ms (clamped). Default 35 s.
     pub fn read_timeout(mut self, timeout: Duration) -> Self {
         self.read_timeout = timeout.max(ONE_MILLISECOND);
         self
@@ -105,8 +107,8 @@ impl FanOutConfig {
     }
 
     /// How long registration waits for the consumer to become ACTIVE (including waiting out
-    /// a consumer of the same name that is being deleted, and transient failures) before it
-    /// fails. At least 1 ms (clamped). Default 5 minutes.
+    /// a consumer of the same name that is being deleted, transient failures, and a call
+    /// without an answer) before it fails. At least 1 ms (clamped). Default 5 minutes.
     pub fn registration_timeout(mut self, timeout: Duration) -> Self {
         self.registration_timeout = timeout.max(ONE_MILLISECOND);
         self
@@ -127,12 +129,13 @@ impl FanOutConfig {
         self
     }
 
-    /// The bounds of a [`FanOutSource`](super::FanOutSource)'s own client: its ListShards
-    /// calls by the read timeout (SubscribeToShard and its events are bounded by the
-    /// subscriber itself).
+    /// The bounds of enhanced fan-out's own client: its ListShards calls and the
+    /// registration calls (the `control` group) by the read timeout. SubscribeToShard and its
+    /// events are bounded by the subscriber itself.
     pub(crate) fn timeouts(&self) -> kinesis_common::Timeouts {
         let mut timeouts = kinesis_common::Timeouts::none();
         timeouts.list_shards = Some(self.read_timeout);
+        timeouts.control = Some(self.read_timeout);
         timeouts
     }
 

@@ -12,7 +12,7 @@
 
 use std::time::Duration;
 
-use kinesis_common::{ConsumerStatus, KinesisError, SdkKinesis, StreamConsumers, Timeouts};
+use kinesis_common::{ConsumerStatus, KinesisError, SdkKinesis, StreamConsumers};
 use tokio::time::Instant;
 use tracing::{debug, info, warn};
 
@@ -75,7 +75,7 @@ pub async fn register_stream_consumer(
     consumer_name: &str,
     config: &FanOutConfig,
 ) -> Result<RegisteredConsumer, RegistrationError> {
-    let api = SdkKinesis::new(client).with_timeouts(Timeouts::none());
+    let api = SdkKinesis::new(client).with_timeouts(config.timeouts());
     register(&api, stream, consumer_name, config).await
 }
 
@@ -107,7 +107,17 @@ pub(crate) async fn register<A: StreamConsumers + ?Sized>(
                 other => other,
             }
         };
-        let last_problem = match step.await {
+        // Each call is bounded by the client (the read timeout, in production); this bounds
+        // them by the registration timeout whatever the client, so a call that never answers
+        // cannot outlive it.
+        let Ok(result) = tokio::time::timeout_at(deadline, step).await else {
+            return Err(RegistrationError::NotActive {
+                consumer_name: consumer_name.to_owned(),
+                waited: Instant::now() - started,
+                last_problem: "Timeout".to_owned(),
+            });
+        };
+        let last_problem = match result {
             Ok(consumer) if consumer.status == ConsumerStatus::Active => {
                 info!(consumer_name, consumer_arn = %consumer.consumer_arn, "stream consumer is ACTIVE");
                 return Ok(RegisteredConsumer {

@@ -7,9 +7,9 @@ use std::time::Duration;
 
 use aggregation_proto::{HashRange, ReceivedRecord};
 use kinesis_common::{
-    BoxFuture, ConsumerInfo, ConsumerStatus, EventStream, KinesisError, ListShards, ReadShard,
-    RecordsPage, Shard as ShardSummary, ShardEvent, ShardIteratorStart, ShardListing,
-    StreamConsumers, StreamSummary, SubscribeStart, SubscribeToShard,
+    Bounded, BoxFuture, ConsumerInfo, ConsumerStatus, EventStream, KinesisError, ListShards,
+    ReadShard, RecordsPage, Shard as ShardSummary, ShardEvent, ShardIteratorStart, ShardListing,
+    StreamConsumers, StreamSummary, SubscribeStart, SubscribeToShard, Timeouts,
 };
 use proptest::prelude::*;
 use tokio::time::Instant;
@@ -811,6 +811,68 @@ async fn registration_fails_typed() {
         .await
         .unwrap_err();
     assert!(matches!(error, RegistrationError::Failed { .. }), "{error}");
+}
+
+/// Registration calls that never answer (a connection the service stopped reading).
+#[derive(Debug)]
+struct Hung;
+
+impl StreamConsumers for Hung {
+    fn describe_stream_summary<'a>(
+        &'a self,
+        _stream: &'a StreamId,
+    ) -> BoxFuture<'a, Result<StreamSummary, KinesisError>> {
+        Box::pin(std::future::pending())
+    }
+
+    fn register_consumer<'a>(
+        &'a self,
+        _stream_arn: &'a str,
+        _consumer_name: &'a str,
+    ) -> BoxFuture<'a, Result<ConsumerInfo, KinesisError>> {
+        Box::pin(std::future::pending())
+    }
+
+    fn describe_consumer<'a>(
+        &'a self,
+        _stream_arn: &'a str,
+        _consumer_name: &'a str,
+    ) -> BoxFuture<'a, Result<ConsumerInfo, KinesisError>> {
+        Box::pin(std::future::pending())
+    }
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_hung_registration_call_ends_within_the_registration_timeout() {
+    let config = registration_config();
+    let started = Instant::now();
+    let stream = StreamId::from("s");
+    let registration = register(&Hung, &stream, "app", &config);
+    let error = tokio::time::timeout(config.registration_timeout * 2, registration)
+        .await
+        .expect("registration outlived its timeout")
+        .unwrap_err();
+    assert!(
+        matches!(&error, RegistrationError::NotActive { .. }),
+        "{error}"
+    );
+    assert!(started.elapsed() <= config.registration_timeout);
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_hung_registration_call_is_abandoned_at_the_control_bound_and_retried() {
+    let config = registration_config();
+    let mut timeouts = Timeouts::none();
+    timeouts.control = Some(Duration::from_secs(1));
+    let api = Bounded::new(Hung, timeouts);
+    let error = register(&api, &"s".into(), "app", &config)
+        .await
+        .unwrap_err();
+    // Each attempt ended after 1 s as a retryable timeout, until the registration timeout.
+    assert!(
+        matches!(&error, RegistrationError::NotActive { last_problem, .. } if last_problem == "Timeout"),
+        "{error}"
+    );
 }
 
 // Every record once, in order, whatever the faults.
