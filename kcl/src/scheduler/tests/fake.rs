@@ -1,5 +1,6 @@
 //! A fake Kinesis stream for worker tests: shards with records, splits and merges, shards
-//! that disappear, injected failures. Implements [`KinesisApi`] like the SDK does.
+//! that disappear, injected failures. Implements kinesis-common's consumer traits, as the SDK
+//! implementation does.
 
 use std::collections::{BTreeMap, VecDeque};
 use std::sync::{Arc, Mutex, MutexGuard};
