@@ -93,6 +93,8 @@ pub(crate) async fn register<A: StreamConsumers + ?Sized>(
         source: error.into(),
     };
     let mut stream_arn = None;
+    // What the calls said last: a call cut at the deadline has nothing to say.
+    let mut last_seen: Option<String> = None;
     loop {
         let step = async {
             let arn = match &stream_arn {
@@ -114,7 +116,7 @@ pub(crate) async fn register<A: StreamConsumers + ?Sized>(
             return Err(RegistrationError::NotActive {
                 consumer_name: consumer_name.to_owned(),
                 waited: Instant::now() - started,
-                last_problem: "Timeout".to_owned(),
+                last_problem: last_seen.unwrap_or_else(|| "Timeout".to_owned()),
             });
         };
         let last_problem = match result {
@@ -149,6 +151,7 @@ pub(crate) async fn register<A: StreamConsumers + ?Sized>(
                 last_problem,
             });
         }
+        last_seen = Some(last_problem);
         tokio::time::sleep(config.registration_poll_interval.min(deadline - now)).await;
     }
 }

@@ -875,6 +875,67 @@ async fn a_hung_registration_call_is_abandoned_at_the_control_bound_and_retried(
     );
 }
 
+/// The fake's registration calls, each answering after `0`.
+#[derive(Debug)]
+struct Slow(Duration, Fake);
+
+impl StreamConsumers for Slow {
+    fn describe_stream_summary<'a>(
+        &'a self,
+        stream: &'a StreamId,
+    ) -> BoxFuture<'a, Result<StreamSummary, KinesisError>> {
+        Box::pin(async move {
+            tokio::time::sleep(self.0).await;
+            self.1.describe_stream_summary(stream).await
+        })
+    }
+
+    fn register_consumer<'a>(
+        &'a self,
+        stream_arn: &'a str,
+        consumer_name: &'a str,
+    ) -> BoxFuture<'a, Result<ConsumerInfo, KinesisError>> {
+        Box::pin(async move {
+            tokio::time::sleep(self.0).await;
+            self.1.register_consumer(stream_arn, consumer_name).await
+        })
+    }
+
+    fn describe_consumer<'a>(
+        &'a self,
+        stream_arn: &'a str,
+        consumer_name: &'a str,
+    ) -> BoxFuture<'a, Result<ConsumerInfo, KinesisError>> {
+        Box::pin(async move {
+            tokio::time::sleep(self.0).await;
+            self.1.describe_consumer(stream_arn, consumer_name).await
+        })
+    }
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_registration_cut_at_its_deadline_names_the_last_state_seen() {
+    let fake = Fake::default();
+    fake.state().consumer_states = VecDeque::from([Some(ConsumerStatus::Deleting)]);
+    let config = registration_config();
+    let started = Instant::now();
+    // Every call takes 300 ms: the call in flight at the deadline is cut, and the error
+    // names the state the calls before it saw.
+    let error = register(
+        &Slow(Duration::from_millis(300), fake),
+        &"s".into(),
+        "app",
+        &config,
+    )
+    .await
+    .unwrap_err();
+    assert!(
+        matches!(&error, RegistrationError::NotActive { last_problem, .. } if last_problem == "DELETING"),
+        "{error}"
+    );
+    assert!(started.elapsed() <= config.registration_timeout);
+}
+
 // Every record once, in order, whatever the faults.
 
 fn plan_strategy() -> impl Strategy<Value = Plan> {
