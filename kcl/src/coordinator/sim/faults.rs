@@ -233,8 +233,18 @@ impl LeaseStore for FaultyStore {
 
     fn create_if_absent<'a>(&'a self, lease: &'a Lease) -> BoxFuture<'a, Result<bool, LeaseError>> {
         let lease = lease.clone();
+        let log = self.log.clone();
         self.call("PutItem", move |store| {
-            Box::pin(async move { store.create_if_absent(&lease).await })
+            Box::pin(async move {
+                let result = store.create_if_absent(&lease).await;
+                if let Some(log) = log {
+                    log(format!(
+                        "create {} at {}: {result:?}",
+                        lease.lease_key, lease.checkpoint
+                    ));
+                }
+                result
+            })
         })
     }
 
@@ -325,8 +335,18 @@ impl LeaseStore for FaultyStore {
         lease: &'a Lease,
     ) -> BoxFuture<'a, Result<bool, LeaseError>> {
         let lease = lease.clone();
+        let log = self.log.clone();
         self.call("DeleteItem", move |store| {
-            Box::pin(async move { store.delete_if_unchanged(&lease).await })
+            Box::pin(async move {
+                let result = store.delete_if_unchanged(&lease).await;
+                if let Some(log) = log {
+                    log(format!(
+                        "delete {} at {}: {result:?}",
+                        lease.lease_key, lease.lease_counter
+                    ));
+                }
+                result
+            })
         })
     }
 }
