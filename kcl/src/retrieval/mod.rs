@@ -78,8 +78,6 @@ pub(crate) use budget::{
     Charge, MAX_ANSWER_BYTES, MAX_EVENT_BYTES, Reader as BudgetReader, RecordsBudget, estimate,
 };
 pub(crate) use error::Class;
-#[cfg(test)]
-pub(crate) use error::Operation;
 pub(crate) use fanout::{FanOutReader, register};
 pub(crate) use fetcher::{LATEST_CLOCK_SKEW_MARGIN, children_of};
 pub(crate) use polling::PollingReader;

@@ -4,7 +4,8 @@
 use std::time::Duration;
 
 use super::*;
-use crate::retrieval::{Class, Operation};
+use kinesis_common::ErrorClass as Class;
+use kinesis_common::testing::Operation;
 
 #[tokio::test(start_paused = true)]
 async fn read_errors_on_a_kept_lease_never_redeliver_or_skip() {
@@ -133,7 +134,7 @@ async fn a_restart_before_the_first_checkpoint_of_a_latest_lease_skips_nothing()
     *fleet.script.panic_in.lock().unwrap() = Some(0);
     let w1 = fleet.worker_with("w1", config, coordinator_config());
     wait_for("reading at LATEST", Duration::from_secs(30), || {
-        fleet.stream.calls(Operation::GetRecords) > 0
+        fleet.stream.call_count(Operation::GetRecords) > 0
     })
     .await;
     fleet.stream.put_n(&s0, "new", 10);
@@ -177,7 +178,7 @@ async fn a_latest_lease_failing_over_before_its_first_checkpoint_skips_nothing()
     *fleet.script.hang_on_shutdown.lock().unwrap() = true;
     let w1 = fleet.worker_with("w1", config.clone(), coordinator_config());
     wait_for("w1 reading at LATEST", Duration::from_secs(30), || {
-        fleet.stream.calls(Operation::GetRecords) > 0
+        fleet.stream.call_count(Operation::GetRecords) > 0
     })
     .await;
     let noted = fleet.lease(&s0).unwrap();
@@ -219,7 +220,7 @@ async fn a_latest_first_read_that_could_not_be_noted_is_kept_and_noted_at_the_ne
     let w1 = fleet.worker_with("w1", config, coordinator_config());
     w1.store.faults().fail_next.insert("note_latest_start", 1);
     wait_for("reading at LATEST", Duration::from_secs(30), || {
-        fleet.stream.calls(Operation::GetRecords) > 0
+        fleet.stream.call_count(Operation::GetRecords) > 0
     })
     .await;
     assert_eq!(fleet.lease(&s0).unwrap().latest_started_at, None);
@@ -427,7 +428,7 @@ async fn startup_retries_transient_dynamodb_and_kinesis_failures() {
     w1.store.faults().fail_next.insert("CreateTable", 2);
     w1.store.faults().fail_next.insert("Scan", 2);
     fleet.wait_delivered(3, Duration::from_secs(60)).await;
-    assert!(fleet.stream.calls(Operation::ListShards) >= 6);
+    assert!(fleet.stream.call_count(Operation::ListShards) >= 6);
     w1.stop().await.unwrap();
 }
 

@@ -5,12 +5,13 @@
 use std::time::Duration;
 
 use super::*;
-use crate::retrieval::{Class, Operation};
+use kinesis_common::ErrorClass as Class;
+use kinesis_common::testing::Operation;
 
 fn assert_no_polling(fleet: &Fleet) {
-    assert!(fleet.stream.calls(Operation::SubscribeToShard) > 0);
-    assert_eq!(fleet.stream.calls(Operation::GetRecords), 0);
-    assert_eq!(fleet.stream.calls(Operation::GetShardIterator), 0);
+    assert!(fleet.stream.call_count(Operation::SubscribeToShard) > 0);
+    assert_eq!(fleet.stream.call_count(Operation::GetRecords), 0);
+    assert_eq!(fleet.stream.call_count(Operation::GetShardIterator), 0);
 }
 
 /// First and last delivery instants of `shard`.

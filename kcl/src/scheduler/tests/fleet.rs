@@ -245,8 +245,8 @@ async fn each_shard_reports_the_time_since_its_last_successful_read() {
     assert!(w1.handle.metrics().time_since_last_read[&s0] < Duration::from_millis(500));
     // Reads fail for a while (retried with backoff inside the source): the age grows.
     fleet.stream.fail(
-        crate::retrieval::Operation::GetRecords,
-        crate::retrieval::Class::Transient,
+        kinesis_common::testing::Operation::GetRecords,
+        kinesis_common::ErrorClass::Transient,
         30,
     );
     wait_for("an age of 5 s", Duration::from_secs(30), || {
@@ -284,8 +284,8 @@ async fn metrics_have_the_java_kcl_names() {
     assert_eq!(recorder.gauge(&key("MillisBehindLatest", &s0)), Some(0.0));
     // Throttled reads and expired iterators are counted per shard.
     fleet.stream.fail(
-        crate::retrieval::Operation::GetRecords,
-        crate::retrieval::Class::Throttled,
+        kinesis_common::testing::Operation::GetRecords,
+        kinesis_common::ErrorClass::Throttled,
         2,
     );
     fleet.stream.expire_iterators();

@@ -6,8 +6,8 @@
 use std::time::Duration;
 
 use super::*;
-use crate::retrieval::Operation;
 use crate::scheduler::ShardPhase;
+use kinesis_common::testing::Operation;
 
 /// First and last delivery instants of `shard`.
 fn span_of(fleet: &Fleet, shard: &str) -> Option<(Instant, Instant)> {
@@ -355,7 +355,7 @@ async fn the_worker_state_tells_waiting_children_tip_and_takeable_leases_apart()
     let state = w1.handle.refreshed_state(Duration::from_secs(5)).await;
     assert_eq!(state.takeable_leases, 0);
     assert!(state.shards.values().all(|s| s.at_tip_since.is_some()));
-    assert!(fleet.stream.calls(Operation::GetRecords) > 0);
+    assert!(fleet.stream.call_count(Operation::GetRecords) > 0);
     w1.stop().await.unwrap();
 }
 

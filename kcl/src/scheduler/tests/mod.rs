@@ -1,19 +1,22 @@
-//! Whole workers over the in-memory lease store and a fake Kinesis stream, in paused tokio
-//! time: every failure the emulators cannot produce, made to happen, deterministically.
+//! Whole workers over the in-memory lease store and kinesis-common's `FakeKinesis`, in paused
+//! tokio time: every failure the emulators cannot produce, made to happen, deterministically.
 
 mod config;
 mod failures;
-mod fake;
 mod fan_out;
 mod fleet;
 mod lifecycle;
 mod limits;
 
 use std::collections::{BTreeMap, HashMap};
+use std::ops::Deref;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
+use bytes::Bytes;
+use kinesis_common::ConsumerStatus;
+use kinesis_common::testing::FakeKinesis;
 use tokio::sync::watch;
 use tokio::task::JoinHandle;
 use tokio::time::Instant;
@@ -31,7 +34,79 @@ use crate::metrics::ConsumerMetrics;
 use crate::processor::{InitializeInput, ProcessRecordsInput, ShardRecordProcessor};
 use crate::retrieval::{PollingConfig, StreamId};
 
-pub(crate) use fake::{FakeStream, shard_id};
+pub(crate) fn shard_id(n: u32) -> String {
+    format!("shardId-{n:012}")
+}
+
+/// A fleet's stream on the shared fake, in the words the tests use (the shard written to,
+/// split, merged, trimmed); every other knob (faults, expired iterators, the call log) is the
+/// fake's own, through `Deref`.
+#[derive(Debug, Clone)]
+pub(crate) struct FleetStream {
+    kinesis: FakeKinesis,
+    name: String,
+}
+
+impl FleetStream {
+    /// A stream of `shards` shards splitting the key space evenly, read as the old scheduler
+    /// fake read: sequence numbers `100001`, `100002`..., consumers ACTIVE at once,
+    /// subscriptions of 10 records an event ending (as the service's do every 5 minutes)
+    /// after 20 events, an idle event every 100 ms.
+    fn new(name: &str, shards: u32) -> Self {
+        let kinesis = FakeKinesis::new();
+        kinesis.set_sequence_format(100_000, 0);
+        kinesis.set_registration_states([ConsumerStatus::Active]);
+        kinesis.set_records_per_event(10);
+        kinesis.set_events_per_subscription(Some(20));
+        kinesis.set_idle_event_interval(Duration::from_millis(100));
+        kinesis.create_stream(name, shards as usize);
+        Self {
+            kinesis,
+            name: name.to_owned(),
+        }
+    }
+
+    /// Appends `count` records named `{prefix}-{i}` (partition key `key`) to `shard`; returns
+    /// their sequence numbers.
+    pub(crate) fn put_n(&self, shard: &str, prefix: &str, count: usize) -> Vec<String> {
+        self.kinesis.append_data(
+            self.name.as_str(),
+            shard,
+            "key",
+            (0..count).map(|i| format!("{prefix}-{i}")),
+        )
+    }
+
+    /// Appends `count` records sharing `data` (no copy) to `shard`.
+    pub(crate) fn put_shared(&self, shard: &str, data: &Bytes, count: usize) -> Vec<String> {
+        let data = std::iter::repeat_n(data.clone(), count);
+        self.kinesis
+            .append_data(self.name.as_str(), shard, "key", data)
+    }
+
+    /// Splits `shard` in half; returns the children.
+    pub(crate) fn split(&self, shard: &str) -> (String, String) {
+        self.kinesis.split_in_half(self.name.as_str(), shard)
+    }
+
+    /// Merges two adjacent shards; returns the child.
+    pub(crate) fn merge(&self, a: &str, b: &str) -> String {
+        self.kinesis.merge(self.name.as_str(), a, b)
+    }
+
+    /// Makes `shard` disappear (trimmed past retention): NotFound from then on.
+    pub(crate) fn remove(&self, shard: &str) {
+        self.kinesis.remove_shard(self.name.as_str(), shard);
+    }
+}
+
+impl Deref for FleetStream {
+    type Target = FakeKinesis;
+
+    fn deref(&self) -> &FakeKinesis {
+        &self.kinesis
+    }
+}
 
 const FAILOVER: Duration = Duration::from_secs(3);
 const RENEW: Duration = Duration::from_secs(1);
@@ -271,7 +346,7 @@ impl ShardRecordProcessor for Recorder {
 pub(crate) struct Fleet {
     /// The stream's name, unique per fleet so metrics of parallel tests stay apart.
     pub(crate) name: String,
-    pub(crate) stream: FakeStream,
+    pub(crate) stream: FleetStream,
     pub(crate) store: MemoryStore,
     pub(crate) log: SharedLog,
     pub(crate) script: Arc<Script>,
@@ -315,9 +390,10 @@ pub(crate) fn coordinator_config() -> CoordinatorConfig {
 impl Fleet {
     pub(crate) fn new(shards: u32) -> Self {
         static FLEETS: AtomicUsize = AtomicUsize::new(0);
+        let name = format!("stream-{}", FLEETS.fetch_add(1, Ordering::Relaxed));
         Self {
-            name: format!("stream-{}", FLEETS.fetch_add(1, Ordering::Relaxed)),
-            stream: FakeStream::with_shards(shards),
+            stream: FleetStream::new(&name, shards),
+            name,
             store: MemoryStore::default(),
             log: SharedLog::default(),
             script: Arc::default(),
@@ -370,9 +446,10 @@ impl Fleet {
             coordinator: coordinator_rx,
         };
         let parts = WorkerParts {
-            api: self.stream.clone(),
+            api: self.stream.kinesis.clone(),
             fan_out: fan_out.then(|| {
-                let api: Arc<dyn kinesis_common::ConsumerApi> = Arc::new(self.stream.clone());
+                let api: Arc<dyn kinesis_common::ConsumerApi> =
+                    Arc::new(self.stream.kinesis.clone());
                 api
             }),
             stream: StreamId::from(self.name.clone()),
