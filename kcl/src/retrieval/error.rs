@@ -159,7 +159,6 @@ impl RetrievalError {
 pub(crate) enum Operation {
     GetShardIterator,
     GetRecords,
-    ListShards,
     RegisterStreamConsumer,
     DescribeStreamConsumer,
     SubscribeToShard,
@@ -171,7 +170,6 @@ impl Operation {
         match self {
             Self::GetShardIterator => "GetShardIterator",
             Self::GetRecords => "GetRecords",
-            Self::ListShards => "ListShards",
             Self::RegisterStreamConsumer => "RegisterStreamConsumer",
             Self::DescribeStreamConsumer => "DescribeStreamConsumer",
             Self::SubscribeToShard => "SubscribeToShard",

@@ -1,21 +1,16 @@
-//! Unit tests of polling retrieval over a scripted fake Kinesis (paused tokio time).
+//! Unit tests of polling retrieval over kinesis-common's `FakeKinesis` (paused tokio time).
 
-use std::collections::VecDeque;
-use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::{Duration, SystemTime};
 
 use aggregation_proto::{Aggregator, AggregatorConfig, HashRange, ReceivedRecord, UserRecord};
-use kinesis_common::{
-    BoxFuture, KinesisError, ListShards, ReadShard, RecordsPage, Shard as ShardSummary,
-    ShardIteratorStart as IteratorStart, ShardListing,
-};
+use kinesis_common::testing::{FakeKinesis, MillisBehind, Operation};
+use kinesis_common::{Shard as ShardSummary, ShardIteratorStart as IteratorStart};
 use tokio::time::Instant;
 use tracing::Span;
 
-use super::error::{Class, Operation};
+use super::error::Class;
 use super::fetcher::LATEST_CLOCK_SKEW_MARGIN;
 use super::polling::PollingReader;
-use super::sequence::compare_sequence_numbers;
 use super::*;
 
 /// A 56-digit sequence number, like the service's.
@@ -70,173 +65,23 @@ pub(super) fn standard_delivery() -> Vec<(String, Option<u64>, String)> {
     ]
 }
 
-#[derive(Debug, Default)]
-struct FakeShard {
-    records: Vec<ReceivedRecord>,
-    /// Whether the shard is closed (its end has no next iterator).
-    closed: bool,
-    /// `ChildShards` of the response at a closed shard's end.
-    children: Vec<ChildShard>,
-    /// What ListShards returns.
-    listed: Vec<ShardSummary>,
-    /// Iterators of older generations are expired.
-    generation: u64,
-    /// Failures to inject, in order: the first one whose operation matches is used.
-    failures: VecDeque<(Operation, Class)>,
-    /// Time each GetRecords call takes.
-    get_records_delay: Duration,
-    /// `MillisBehindLatest` of an answer that did not reach the last record (default 1,000).
-    behind_millis: Option<i64>,
-    /// Operations that panic (a bug in the SDK, say).
-    panic_on: Vec<Operation>,
-    /// Every call: operation and (tokio) time.
-    calls: Vec<(Operation, Instant)>,
-    starts: Vec<IteratorStart>,
+/// The one shard these tests read.
+const SHARD: &str = "shardId-000000000000";
+
+/// A one-shard stream `stream` holding `records` (hand-made sequence numbers kept).
+fn shard_with(records: Vec<ReceivedRecord>) -> FakeKinesis {
+    let api = FakeKinesis::new();
+    api.create_stream("stream", 1);
+    api.append("stream", SHARD, records);
+    api
 }
 
-#[derive(Debug, Clone, Default)]
-struct FakeApi(Arc<Mutex<FakeShard>>);
-
-impl FakeApi {
-    fn with_records(records: Vec<ReceivedRecord>) -> Self {
-        let fake = Self::default();
-        fake.state().records = records;
-        fake
-    }
-
-    fn state(&self) -> MutexGuard<'_, FakeShard> {
-        self.0.lock().unwrap()
-    }
-
-    fn fail(&self, operation: Operation, class: Class, times: usize) {
-        let mut state = self.state();
-        for _ in 0..times {
-            state.failures.push_back((operation, class));
-        }
-    }
-
-    fn calls(&self, operation: Operation) -> Vec<Instant> {
-        self.state()
-            .calls
-            .iter()
-            .filter(|(op, _)| *op == operation)
-            .map(|(_, at)| *at)
-            .collect()
-    }
-
-    /// Expires every iterator handed out so far.
-    fn expire_iterators(&self) {
-        self.state().generation += 1;
-    }
-
-    /// Records the call; returns the injected failure, if any.
-    fn enter(&self, operation: Operation) -> Result<(), KinesisError> {
-        let mut state = self.state();
-        state.calls.push((operation, Instant::now()));
-        if state.panic_on.contains(&operation) {
-            panic!("the fake panics on {operation:?}");
-        }
-        let injected = state
-            .failures
-            .iter()
-            .position(|(op, _)| *op == operation)
-            .and_then(|index| state.failures.remove(index));
-        match injected {
-            Some((_, class)) => Err(operation.error(class, format!("{class:?}"), "injected")),
-            None => Ok(()),
-        }
-    }
-}
-
-impl ReadShard for FakeApi {
-    fn get_shard_iterator<'a>(
-        &'a self,
-        _stream: &'a StreamId,
-        _shard_id: &'a str,
-        start: &'a IteratorStart,
-    ) -> BoxFuture<'a, Result<String, KinesisError>> {
-        Box::pin(async move {
-            self.enter(Operation::GetShardIterator)?;
-            let mut state = self.state();
-            state.starts.push(start.clone());
-            let index = match start {
-                IteratorStart::TrimHorizon => 0,
-                IteratorStart::Latest => state.records.len(),
-                IteratorStart::AtTimestamp(at) => state
-                    .records
-                    .iter()
-                    .position(|r| r.approximate_arrival_timestamp.is_some_and(|t| t >= *at))
-                    .unwrap_or(state.records.len()),
-                IteratorStart::AtSequence(sequence_number) => state
-                    .records
-                    .iter()
-                    .position(|r| {
-                        compare_sequence_numbers(
-                            r.sequence_number.as_deref().unwrap(),
-                            sequence_number,
-                        )
-                        .is_ge()
-                    })
-                    .unwrap_or(state.records.len()),
-            };
-            Ok(format!("{}:{index}", state.generation))
-        })
-    }
-
-    fn get_records<'a>(
-        &'a self,
-        _stream: &'a StreamId,
-        iterator: &'a str,
-        limit: i32,
-    ) -> BoxFuture<'a, Result<RecordsPage, KinesisError>> {
-        Box::pin(async move {
-            self.enter(Operation::GetRecords)?;
-            let delay = self.state().get_records_delay;
-            if !delay.is_zero() {
-                tokio::time::sleep(delay).await;
-            }
-            let state = self.state();
-            let (generation, index) = iterator.split_once(':').unwrap();
-            let (generation, index): (u64, usize) =
-                (generation.parse().unwrap(), index.parse().unwrap());
-            if generation < state.generation {
-                return Err(Operation::GetRecords.error(
-                    Class::ExpiredIterator,
-                    "ExpiredIteratorException",
-                    "expired",
-                ));
-            }
-            let end = (index + usize::try_from(limit).unwrap()).min(state.records.len());
-            let at_end = end == state.records.len();
-            Ok(RecordsPage {
-                records: state.records[index..end].to_vec(),
-                next_iterator: (!(state.closed && at_end)).then(|| format!("{generation}:{end}")),
-                millis_behind_latest: Some(if at_end {
-                    0
-                } else {
-                    state.behind_millis.unwrap_or(1_000)
-                }),
-                child_shards: if state.closed && at_end {
-                    state.children.clone()
-                } else {
-                    Vec::new()
-                },
-            })
-        })
-    }
-}
-
-impl ListShards for FakeApi {
-    fn list_shards<'a>(
-        &'a self,
-        _stream: &'a StreamId,
-        _listing: &'a ShardListing,
-    ) -> BoxFuture<'a, Result<Vec<ShardSummary>, KinesisError>> {
-        Box::pin(async move {
-            self.enter(Operation::ListShards)?;
-            Ok(self.state().listed.clone())
-        })
-    }
+/// Where each GetShardIterator call asked to start, in order.
+fn starts(api: &FakeKinesis) -> Vec<IteratorStart> {
+    api.iterator_requests()
+        .into_iter()
+        .map(|request| request.start)
+        .collect()
 }
 
 fn config() -> PollingConfig {
@@ -248,23 +93,23 @@ fn config() -> PollingConfig {
 }
 
 fn driver(
-    api: &FakeApi,
+    api: &FakeKinesis,
     position: StartingPosition,
     config: PollingConfig,
-) -> PollingReader<FakeApi> {
+) -> PollingReader<FakeKinesis> {
     driver_in_range(api, position, config, None)
 }
 
 fn driver_in_range(
-    api: &FakeApi,
+    api: &FakeKinesis,
     position: StartingPosition,
     config: PollingConfig,
     range: Option<HashRange>,
-) -> PollingReader<FakeApi> {
+) -> PollingReader<FakeKinesis> {
     PollingReader::new(
         api.clone(),
         StreamId::from("stream"),
-        "shardId-000000000000".into(),
+        SHARD.into(),
         range,
         position,
         config,
@@ -287,7 +132,9 @@ pub(super) fn summary(batch: &ShardBatch) -> Vec<(String, Option<u64>, String)> 
 }
 
 /// Reads until a caught-up empty batch (or the shard's end), returning everything delivered.
-async fn read_to_tip(driver: &mut PollingReader<FakeApi>) -> Vec<(String, Option<u64>, String)> {
+async fn read_to_tip(
+    driver: &mut PollingReader<FakeKinesis>,
+) -> Vec<(String, Option<u64>, String)> {
     let mut delivered = Vec::new();
     loop {
         let batch = driver.next_batch().await.unwrap();
@@ -302,7 +149,7 @@ async fn read_to_tip(driver: &mut PollingReader<FakeApi>) -> Vec<(String, Option
 
 #[tokio::test(start_paused = true)]
 async fn delivers_every_record_in_order_across_pages() {
-    let api = FakeApi::with_records(standard_records());
+    let api = shard_with(standard_records());
     let mut source = driver(&api, StartingPosition::TrimHorizon, config().max_records(2));
     let first = source.next_batch().await.unwrap();
     assert_eq!(first.kinesis_records, 2);
@@ -332,7 +179,7 @@ async fn delivers_every_record_in_order_across_pages() {
 
 #[tokio::test(start_paused = true)]
 async fn after_sequence_resumes_inside_an_aggregate_or_after_a_plain_record() {
-    let api = FakeApi::with_records(standard_records());
+    let api = shard_with(standard_records());
     let inside = StartingPosition::AfterSequence {
         sequence_number: seq(2),
         sub_sequence_number: 0,
@@ -340,7 +187,7 @@ async fn after_sequence_resumes_inside_an_aggregate_or_after_a_plain_record() {
     let mut source = driver(&api, inside, config());
     assert_eq!(read_to_tip(&mut source).await, standard_delivery()[2..]);
     assert_eq!(source.counters.snapshot().records_skipped, 1);
-    assert_eq!(api.state().starts, vec![IteratorStart::AtSequence(seq(2))]);
+    assert_eq!(starts(&api), vec![IteratorStart::AtSequence(seq(2))]);
 
     let last_of_aggregate = StartingPosition::AfterSequence {
         sequence_number: seq(2),
@@ -367,7 +214,7 @@ async fn after_sequence_resumes_inside_an_aggregate_or_after_a_plain_record() {
 
 #[tokio::test(start_paused = true)]
 async fn invalid_after_sequence_is_a_fatal_error() {
-    let api = FakeApi::with_records(standard_records());
+    let api = shard_with(standard_records());
     let position = StartingPosition::AfterSequence {
         sequence_number: "SHARD_END".into(),
         sub_sequence_number: 0,
@@ -379,12 +226,12 @@ async fn invalid_after_sequence_is_a_fatal_error() {
         "{error:?}"
     );
     assert!(error.is_fatal());
-    assert!(api.state().calls.is_empty());
+    assert!(api.call_log().is_empty());
 }
 
 #[tokio::test(start_paused = true)]
 async fn expired_iterator_resumes_after_the_last_delivered_record() {
-    let api = FakeApi::with_records(standard_records());
+    let api = shard_with(standard_records());
     let mut source = driver(&api, StartingPosition::TrimHorizon, config().max_records(2));
     // p1 and the aggregate a, b, c.
     let first = source.next_batch().await.unwrap();
@@ -394,7 +241,7 @@ async fn expired_iterator_resumes_after_the_last_delivered_record() {
     assert_eq!(rest, standard_delivery()[4..]);
     // The new iterator re-reads the aggregate and skips what was delivered.
     assert_eq!(
-        api.state().starts,
+        starts(&api),
         vec![
             IteratorStart::TrimHorizon,
             IteratorStart::AtSequence(seq(2))
@@ -408,7 +255,7 @@ async fn expired_iterator_resumes_after_the_last_delivered_record() {
 
 #[tokio::test(start_paused = true)]
 async fn expired_iterator_inside_a_checkpointed_aggregate_never_redelivers() {
-    let api = FakeApi::with_records(standard_records());
+    let api = shard_with(standard_records());
     let position = StartingPosition::AfterSequence {
         sequence_number: seq(4),
         sub_sequence_number: 0,
@@ -419,7 +266,7 @@ async fn expired_iterator_inside_a_checkpointed_aggregate_never_redelivers() {
     let mut source = driver(&api, position, config());
     assert_eq!(read_to_tip(&mut source).await, standard_delivery()[6..]);
     assert_eq!(
-        api.state().starts,
+        starts(&api),
         vec![
             IteratorStart::AtSequence(seq(4)),
             IteratorStart::AtSequence(seq(4))
@@ -437,23 +284,23 @@ async fn expired_iterator_before_any_record_reuses_the_starting_position() {
             IteratorStart::AtTimestamp(SystemTime::UNIX_EPOCH + Duration::from_secs(1_003)),
         ),
     ] {
-        let api = FakeApi::default();
+        let api = shard_with(Vec::new());
         api.fail(Operation::GetRecords, Class::ExpiredIterator, 1);
         let mut source = driver(&api, position, config());
         let batch = source.next_batch().await.unwrap();
         assert!(batch.is_empty());
-        assert_eq!(api.state().starts, vec![expected.clone(), expected]);
+        assert_eq!(starts(&api), vec![expected.clone(), expected]);
     }
 
     // LATEST becomes AT_TIMESTAMP of the first request, minus the clock-skew margin, so the
     // records put in between are not skipped.
-    let api = FakeApi::default();
+    let api = shard_with(Vec::new());
     api.fail(Operation::GetRecords, Class::ExpiredIterator, 1);
     let before = SystemTime::now();
     let mut source = driver(&api, StartingPosition::Latest, config());
     source.next_batch().await.unwrap();
     let after = SystemTime::now();
-    let starts = api.state().starts.clone();
+    let starts = starts(&api);
     assert_eq!(starts[0], IteratorStart::Latest);
     let IteratorStart::AtTimestamp(at) = starts[1] else {
         panic!("{starts:?}");
@@ -463,7 +310,7 @@ async fn expired_iterator_before_any_record_reuses_the_starting_position() {
 
 #[tokio::test(start_paused = true)]
 async fn iterators_that_keep_expiring_are_retried_with_backoff() {
-    let api = FakeApi::with_records(standard_records());
+    let api = shard_with(standard_records());
     api.fail(Operation::GetRecords, Class::ExpiredIterator, 4);
     let mut source = driver(&api, StartingPosition::TrimHorizon, config());
     let started = Instant::now();
@@ -479,7 +326,7 @@ async fn iterators_that_keep_expiring_are_retried_with_backoff() {
 
 #[tokio::test(start_paused = true)]
 async fn throttling_and_transient_failures_are_retried_invisibly() {
-    let api = FakeApi::with_records(standard_records());
+    let api = shard_with(standard_records());
     api.fail(Operation::GetShardIterator, Class::Throttled, 1);
     api.fail(Operation::GetRecords, Class::Throttled, 3);
     api.fail(Operation::GetRecords, Class::Transient, 2);
@@ -504,7 +351,7 @@ async fn throttling_and_transient_failures_are_retried_invisibly() {
 
 #[tokio::test(start_paused = true)]
 async fn backoff_is_capped_by_the_maximum() {
-    let api = FakeApi::with_records(standard_records());
+    let api = shard_with(standard_records());
     api.fail(Operation::GetRecords, Class::Throttled, 10);
     let mut source = driver(&api, StartingPosition::TrimHorizon, config());
     read_to_tip(&mut source).await;
@@ -522,7 +369,7 @@ async fn backoff_is_capped_by_the_maximum() {
 
 #[tokio::test(start_paused = true)]
 async fn fatal_errors_are_returned_and_the_source_resumes_where_it_was() {
-    let api = FakeApi::with_records(standard_records());
+    let api = shard_with(standard_records());
     let mut source = driver(&api, StartingPosition::TrimHorizon, config().max_records(2));
     let first = source.next_batch().await.unwrap();
     api.fail(Operation::GetRecords, Class::AccessDenied, 1);
@@ -546,7 +393,7 @@ async fn fatal_errors_are_returned_and_the_source_resumes_where_it_was() {
 
 #[tokio::test(start_paused = true)]
 async fn give_up_after_returns_retries_exhausted_and_can_go_on() {
-    let api = FakeApi::with_records(standard_records());
+    let api = shard_with(standard_records());
     api.fail(Operation::GetRecords, Class::Throttled, 100);
     let mut source = driver(
         &api,
@@ -568,14 +415,14 @@ async fn give_up_after_returns_retries_exhausted_and_can_go_on() {
     assert!(!error.is_fatal());
     assert!(started.elapsed() >= Duration::from_secs(3));
     assert!(started.elapsed() < Duration::from_secs(6));
-    api.state().failures.clear();
+    api.clear_faults(Operation::GetRecords);
     assert_eq!(read_to_tip(&mut source).await, standard_delivery());
 }
 
 #[tokio::test(start_paused = true)]
 async fn caught_up_source_makes_one_call_per_idle_time_and_answers_at_once() {
     for prefetch in [false, true] {
-        let api = FakeApi::default();
+        let api = shard_with(Vec::new());
         let mut source = driver(&api, StartingPosition::Latest, config().prefetch(prefetch));
         let started = Instant::now();
         let first = source.next_batch().await.unwrap();
@@ -606,7 +453,7 @@ async fn caught_up_source_makes_one_call_per_idle_time_and_answers_at_once() {
 #[tokio::test(start_paused = true)]
 async fn a_source_that_is_behind_reads_without_the_idle_wait() {
     let records: Vec<_> = (1..=20).map(|n| plain(n, "x")).collect();
-    let api = FakeApi::with_records(records);
+    let api = shard_with(records);
     let mut source = driver(&api, StartingPosition::TrimHorizon, config().max_records(5));
     let started = Instant::now();
     let delivered = read_to_tip(&mut source).await;
@@ -625,12 +472,12 @@ async fn a_source_that_is_behind_reads_without_the_idle_wait() {
 }
 
 /// Appends a record to the fake shard every `every`, until aborted.
-fn trickle(api: &FakeApi, every: Duration) -> tokio::task::JoinHandle<()> {
+fn trickle(api: &FakeKinesis, every: Duration) -> tokio::task::JoinHandle<()> {
     let api = api.clone();
     tokio::spawn(async move {
         for n in 1.. {
             tokio::time::sleep(every).await;
-            api.state().records.push(plain(n, "x"));
+            api.append("stream", SHARD, [plain(n, "x")]);
         }
     })
 }
@@ -641,7 +488,7 @@ async fn at_the_tip_a_trickle_of_records_gets_one_call_per_idle_interval() {
     // must not spend them on answers of one or two records (issue 15: 2 calls/s at
     // 2 records/s, 5 calls/s at 6 records/s, with a 1 s idle interval).
     for (per_second, prefetch) in [(2, false), (6, false), (6, true)] {
-        let api = FakeApi::default();
+        let api = shard_with(Vec::new());
         let writer = trickle(&api, Duration::from_secs(1) / per_second);
         let mut source = driver(
             &api,
@@ -678,8 +525,8 @@ async fn at_the_tip_a_trickle_of_records_gets_one_call_per_idle_interval() {
 #[tokio::test(start_paused = true)]
 async fn behind_the_threshold_calls_follow_at_full_speed_even_with_records() {
     let records: Vec<_> = (1..=100).map(|n| plain(n, "x")).collect();
-    let api = FakeApi::with_records(records);
-    api.state().behind_millis = Some(5_000);
+    let api = shard_with(records);
+    api.set_millis_behind(MillisBehind::Fixed(5_000));
     let mut source = driver(
         &api,
         StartingPosition::TrimHorizon,
@@ -704,8 +551,8 @@ async fn a_page_under_the_threshold_waits_the_idle_interval() {
     // Pages cut short by max_records but under the threshold (300 ms < 1 s): at the tip for
     // pacing purposes, so one call per idle interval.
     let records: Vec<_> = (1..=20).map(|n| plain(n, "x")).collect();
-    let api = FakeApi::with_records(records);
-    api.state().behind_millis = Some(300);
+    let api = shard_with(records);
+    api.set_millis_behind(MillisBehind::Fixed(300));
     let mut source = driver(&api, StartingPosition::TrimHorizon, config().max_records(5));
     assert_eq!(read_to_tip(&mut source).await.len(), 20);
     let calls = api.calls(Operation::GetRecords);
@@ -715,8 +562,8 @@ async fn a_page_under_the_threshold_waits_the_idle_interval() {
         "{gaps:?}"
     );
     // A zero threshold turns the rule off: only an empty answer at the tip waits.
-    let api = FakeApi::with_records((1..=20).map(|n| plain(n, "x")).collect());
-    api.state().behind_millis = Some(300);
+    let api = shard_with((1..=20).map(|n| plain(n, "x")).collect());
+    api.set_millis_behind(MillisBehind::Fixed(300));
     let mut source = driver(
         &api,
         StartingPosition::TrimHorizon,
@@ -735,7 +582,7 @@ async fn a_page_under_the_threshold_waits_the_idle_interval() {
 
 #[tokio::test(start_paused = true)]
 async fn shard_end_carries_the_response_children_and_repeats() {
-    let api = FakeApi::with_records(standard_records());
+    let api = shard_with(standard_records());
     let low = HashRange::new(0, u128::MAX / 2).unwrap();
     let high = HashRange::new(u128::MAX / 2 + 1, u128::MAX).unwrap();
     let children = vec![
@@ -750,53 +597,52 @@ async fn shard_end_carries_the_response_children_and_repeats() {
             hash_range: high,
         },
     ];
-    {
-        let mut state = api.state();
-        state.closed = true;
-        state.children = children.clone();
-    }
+    // Split in half: the fake's answer at the end names these two children.
+    api.split_in_half("stream", SHARD);
     let mut source = driver(&api, StartingPosition::TrimHorizon, config().max_records(3));
     let first = source.next_batch().await.unwrap();
     assert_eq!(first.shard_end, None);
     let last = source.next_batch().await.unwrap();
     assert_eq!(summary(&last), standard_delivery()[5..]);
     assert_eq!(last.shard_end.as_ref(), Some(&children));
-    let calls = api.state().calls.len();
+    let calls = api.call_log().len();
     for _ in 0..3 {
         let again = source.next_batch().await.unwrap();
         assert!(again.is_empty());
         assert_eq!(again.shard_end.as_ref(), Some(&children));
     }
-    assert_eq!(api.state().calls.len(), calls, "no call after the end");
+    assert_eq!(api.call_log().len(), calls, "no call after the end");
     assert_eq!(source.counters.snapshot().list_shards_calls, 0);
 }
 
 #[tokio::test(start_paused = true)]
 async fn shard_end_without_children_in_the_response_asks_list_shards() {
-    let api = FakeApi::with_records(vec![plain(1, "only")]);
+    let api = shard_with(vec![plain(1, "only")]);
     let range = |start, end| HashRange::new(start, end).unwrap();
-    {
-        let mut state = api.state();
-        state.closed = true;
-        state.listed = vec![
-            // Not a child: another shard's child.
-            ShardSummary {
-                shard_id: "shardId-000000000003".into(),
-                parent_shard_id: Some("shardId-000000000001".into()),
-                adjacent_parent_shard_id: None,
-                hash_range: range(0, 10),
-                open: true,
-            },
-            // A merge of this shard with its neighbour.
-            ShardSummary {
-                shard_id: "shardId-000000000004".into(),
-                parent_shard_id: Some("shardId-000000000002".into()),
-                adjacent_parent_shard_id: Some("shardId-000000000000".into()),
-                hash_range: range(0, u128::MAX),
-                open: true,
-            },
-        ];
+    // Answers at the end name no child; ListShards lists these (a lineage written by hand).
+    api.set_child_shards_in_answers(false);
+    let listed = [
+        // Not a child: another shard's child.
+        ShardSummary {
+            shard_id: "shardId-000000000003".into(),
+            parent_shard_id: Some("shardId-000000000001".into()),
+            adjacent_parent_shard_id: None,
+            hash_range: range(0, 10),
+            open: true,
+        },
+        // A merge of this shard with its neighbour.
+        ShardSummary {
+            shard_id: "shardId-000000000004".into(),
+            parent_shard_id: Some("shardId-000000000002".into()),
+            adjacent_parent_shard_id: Some("shardId-000000000000".into()),
+            hash_range: range(0, u128::MAX),
+            open: true,
+        },
+    ];
+    for shard in listed {
+        api.add_shard("stream", shard);
     }
+    api.close_shard("stream", SHARD);
     api.fail(Operation::ListShards, Class::Throttled, 2);
     let mut source = driver(&api, StartingPosition::TrimHorizon, config());
     let batch = source.next_batch().await.unwrap();
@@ -830,7 +676,7 @@ async fn hash_range_filters_each_sub_record() {
         // Plain records are never filtered: Kinesis routed them here.
         plain(2, "plain"),
     ];
-    let api = FakeApi::with_records(records);
+    let api = shard_with(records);
     let mut source = driver_in_range(&api, StartingPosition::TrimHorizon, config(), Some(lower));
     let delivered = read_to_tip(&mut source).await;
     assert_eq!(
@@ -847,7 +693,7 @@ async fn hash_range_filters_each_sub_record() {
 #[tokio::test(start_paused = true)]
 async fn prefetch_runs_at_most_one_batch_ahead_and_stops_when_dropped() {
     let records: Vec<_> = (1..=50).map(|n| plain(n, "x")).collect();
-    let api = FakeApi::with_records(records);
+    let api = shard_with(records);
     let mut source = driver(
         &api,
         StartingPosition::TrimHorizon,
@@ -865,15 +711,15 @@ async fn prefetch_runs_at_most_one_batch_ahead_and_stops_when_dropped() {
     // Dropping the source aborts the task, which releases its API handle.
     drop(source);
     tokio::time::sleep(Duration::from_secs(1)).await;
-    assert_eq!(Arc::strong_count(&api.0), 1);
+    assert_eq!(api.handles(), 1);
     assert_eq!(api.calls(Operation::GetRecords).len(), 3);
 }
 
 #[tokio::test(start_paused = true)]
 async fn prefetch_overlaps_the_next_call_with_processing() {
     let records: Vec<_> = (1..=4).map(|n| plain(n, "x")).collect();
-    let api = FakeApi::with_records(records);
-    api.state().get_records_delay = Duration::from_millis(500);
+    let api = shard_with(records);
+    api.set_delay(Operation::GetRecords, Duration::from_millis(500));
     let mut source = driver(
         &api,
         StartingPosition::TrimHorizon,
@@ -893,8 +739,8 @@ async fn prefetch_overlaps_the_next_call_with_processing() {
 
 #[tokio::test(start_paused = true)]
 async fn a_cancelled_next_batch_loses_and_repeats_nothing() {
-    let api = FakeApi::with_records(standard_records());
-    api.state().get_records_delay = Duration::from_millis(500);
+    let api = shard_with(standard_records());
+    api.set_delay(Operation::GetRecords, Duration::from_millis(500));
     let mut source = driver(&api, StartingPosition::TrimHorizon, config().max_records(2));
     let mut delivered = Vec::new();
     for _ in 0..3 {
@@ -921,8 +767,8 @@ fn public_types_are_send_and_sync() {
 
 #[tokio::test(start_paused = true)]
 async fn a_dead_prefetch_task_is_reported_not_hung_on() {
-    let api = FakeApi::with_records(standard_records());
-    api.state().panic_on.push(Operation::GetRecords);
+    let api = shard_with(standard_records());
+    api.set_panic(Operation::GetRecords, true);
     let mut source = driver(&api, StartingPosition::TrimHorizon, config().prefetch(true));
     let error = source.next_batch().await.unwrap_err();
     assert!(

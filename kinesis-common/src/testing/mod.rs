@@ -273,4 +273,26 @@ impl FakeKinesis {
     pub fn list_shards_calls(&self) -> u64 {
         self.state().list_calls
     }
+
+    /// How many handles to this fake exist, this one included (clones share one state): for
+    /// tests that a component let go of the clones it held, e.g. a task stopped when its owner
+    /// was dropped.
+    pub fn handles(&self) -> usize {
+        Arc::strong_count(&self.state)
+    }
+}
+
+#[cfg(test)]
+mod handle_tests {
+    use super::FakeKinesis;
+
+    #[test]
+    fn handles_count_the_live_clones() {
+        let fake = FakeKinesis::new();
+        assert_eq!(fake.handles(), 1);
+        let held = fake.clone();
+        assert_eq!(fake.handles(), 2);
+        drop(held);
+        assert_eq!(fake.handles(), 1);
+    }
 }
