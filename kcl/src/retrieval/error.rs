@@ -152,41 +152,6 @@ impl RetrievalError {
     }
 }
 
-/// The Kinesis operations kcl calls, by name (the fakes of the unit tests script failures by
-/// operation; errors carry the name, [`KinesisError::operation`]).
-#[cfg(test)]
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub(crate) enum Operation {
-    GetShardIterator,
-    GetRecords,
-    RegisterStreamConsumer,
-    DescribeStreamConsumer,
-    SubscribeToShard,
-}
-
-#[cfg(test)]
-impl Operation {
-    pub(crate) fn name(self) -> &'static str {
-        match self {
-            Self::GetShardIterator => "GetShardIterator",
-            Self::GetRecords => "GetRecords",
-            Self::RegisterStreamConsumer => "RegisterStreamConsumer",
-            Self::DescribeStreamConsumer => "DescribeStreamConsumer",
-            Self::SubscribeToShard => "SubscribeToShard",
-        }
-    }
-
-    /// A failed call of this operation, as a fake answers it.
-    pub(crate) fn error(
-        self,
-        class: Class,
-        code: impl Into<String>,
-        message: impl Into<String>,
-    ) -> KinesisError {
-        KinesisError::new(self.name(), class, code, message)
-    }
-}
-
 /// What a failed call means: the classes every Kinesis caller of the workspace shares.
 pub(crate) use kinesis_common::ErrorClass as Class;
 
@@ -266,7 +231,8 @@ mod tests {
 
     #[test]
     fn caller_errors_keep_operation_and_source() {
-        let error = RetrievalError::from(Operation::GetRecords.error(
+        let error = RetrievalError::from(KinesisError::new(
+            "GetRecords",
             Class::AccessDenied,
             "AccessDeniedException",
             "no",
