@@ -124,113 +124,64 @@ fn bounded<'a, T: 'a>(
     }
 }
 
-impl<A: ListShards> ListShards for Bounded<A> {
-    fn list_shards<'a>(
-        &'a self,
-        stream: &'a StreamId,
-        listing: &'a ShardListing,
-    ) -> BoxFuture<'a, Result<Vec<Shard>, KinesisError>> {
-        bounded(
-            LIST_SHARDS,
-            self.timeouts.list_shards,
-            self.inner.list_shards(stream, listing),
-        )
-    }
-}
-
-impl<A: PutRecords> PutRecords for Bounded<A> {
-    fn put_records<'a>(
-        &'a self,
-        stream: &'a StreamId,
-        entries: &'a [PutEntry],
-    ) -> BoxFuture<'a, Result<Vec<PutResult>, KinesisError>> {
-        bounded(
-            PUT_RECORDS,
-            self.timeouts.put_records,
-            self.inner.put_records(stream, entries),
-        )
-    }
-}
-
-impl<A: ReadShard> ReadShard for Bounded<A> {
-    fn get_shard_iterator<'a>(
-        &'a self,
-        stream: &'a StreamId,
-        shard_id: &'a str,
-        start: &'a ShardIteratorStart,
-    ) -> BoxFuture<'a, Result<String, KinesisError>> {
-        bounded(
-            GET_SHARD_ITERATOR,
-            self.timeouts.get_shard_iterator,
-            self.inner.get_shard_iterator(stream, shard_id, start),
-        )
+impl_calls! {
+    impl[A: ListShards] ListShards for Bounded<A> {
+        fn list_shards(&self, stream: &'a StreamId, listing: &'a ShardListing) -> Vec<Shard> {
+            let call = self.inner.list_shards(stream, listing);
+            bounded(LIST_SHARDS, self.timeouts.list_shards, call)
+        }
     }
 
-    fn get_records<'a>(
-        &'a self,
-        stream: &'a StreamId,
-        iterator: &'a str,
-        limit: i32,
-    ) -> BoxFuture<'a, Result<RecordsPage, KinesisError>> {
-        bounded(
-            GET_RECORDS,
-            self.timeouts.get_records,
-            self.inner.get_records(stream, iterator, limit),
-        )
-    }
-}
-
-// `stream_arn` is not forwarded: the trait's default goes through the bounded
-// `describe_stream_summary`.
-impl<A: StreamConsumers> StreamConsumers for Bounded<A> {
-    fn describe_stream_summary<'a>(
-        &'a self,
-        stream: &'a StreamId,
-    ) -> BoxFuture<'a, Result<StreamSummary, KinesisError>> {
-        bounded(
-            DESCRIBE_STREAM_SUMMARY,
-            self.timeouts.control,
-            self.inner.describe_stream_summary(stream),
-        )
+    impl[A: PutRecords] PutRecords for Bounded<A> {
+        fn put_records(&self, stream: &'a StreamId, entries: &'a [PutEntry]) -> Vec<PutResult> {
+            let call = self.inner.put_records(stream, entries);
+            bounded(PUT_RECORDS, self.timeouts.put_records, call)
+        }
     }
 
-    fn register_consumer<'a>(
-        &'a self,
-        stream_arn: &'a str,
-        consumer_name: &'a str,
-    ) -> BoxFuture<'a, Result<ConsumerInfo, KinesisError>> {
-        bounded(
-            REGISTER_STREAM_CONSUMER,
-            self.timeouts.control,
-            self.inner.register_consumer(stream_arn, consumer_name),
-        )
+    impl[A: ReadShard] ReadShard for Bounded<A> {
+        fn get_shard_iterator(
+            &self,
+            stream: &'a StreamId,
+            shard_id: &'a str,
+            start: &'a ShardIteratorStart,
+        ) -> String {
+            let call = self.inner.get_shard_iterator(stream, shard_id, start);
+            bounded(GET_SHARD_ITERATOR, self.timeouts.get_shard_iterator, call)
+        }
+        fn get_records(&self, stream: &'a StreamId, iterator: &'a str, limit: i32) -> RecordsPage {
+            let call = self.inner.get_records(stream, iterator, limit);
+            bounded(GET_RECORDS, self.timeouts.get_records, call)
+        }
     }
 
-    fn describe_consumer<'a>(
-        &'a self,
-        stream_arn: &'a str,
-        consumer_name: &'a str,
-    ) -> BoxFuture<'a, Result<ConsumerInfo, KinesisError>> {
-        bounded(
-            DESCRIBE_STREAM_CONSUMER,
-            self.timeouts.control,
-            self.inner.describe_consumer(stream_arn, consumer_name),
-        )
+    // `stream_arn` is not forwarded: the trait's default goes through the bounded
+    // `describe_stream_summary`.
+    impl[A: StreamConsumers] StreamConsumers for Bounded<A> {
+        fn describe_stream_summary(&self, stream: &'a StreamId) -> StreamSummary {
+            let call = self.inner.describe_stream_summary(stream);
+            bounded(DESCRIBE_STREAM_SUMMARY, self.timeouts.control, call)
+        }
+        fn register_consumer(&self, stream_arn: &'a str, consumer_name: &'a str) -> ConsumerInfo {
+            let call = self.inner.register_consumer(stream_arn, consumer_name);
+            bounded(REGISTER_STREAM_CONSUMER, self.timeouts.control, call)
+        }
+        fn describe_consumer(&self, stream_arn: &'a str, consumer_name: &'a str) -> ConsumerInfo {
+            let call = self.inner.describe_consumer(stream_arn, consumer_name);
+            bounded(DESCRIBE_STREAM_CONSUMER, self.timeouts.control, call)
+        }
     }
-}
 
-impl<A: SubscribeToShard> SubscribeToShard for Bounded<A> {
-    fn subscribe<'a>(
-        &'a self,
-        consumer_arn: &'a str,
-        shard_id: &'a str,
-        start: &'a SubscribeStart,
-    ) -> BoxFuture<'a, Result<Box<dyn EventStream>, KinesisError>> {
-        bounded(
-            SUBSCRIBE_TO_SHARD,
-            self.timeouts.subscribe,
-            self.inner.subscribe(consumer_arn, shard_id, start),
-        )
+    impl[A: SubscribeToShard] SubscribeToShard for Bounded<A> {
+        fn subscribe(
+            &self,
+            consumer_arn: &'a str,
+            shard_id: &'a str,
+            start: &'a SubscribeStart,
+        ) -> Box<dyn EventStream> {
+            let call = self.inner.subscribe(consumer_arn, shard_id, start);
+            bounded(SUBSCRIBE_TO_SHARD, self.timeouts.subscribe, call)
+        }
     }
 }
 

@@ -28,6 +28,24 @@ use std::sync::Arc;
 use crate::error::KinesisError;
 use crate::stream::StreamId;
 
+/// Implements methods of the trait family written short: `fn name(&self, arg: Type, ...) -> T
+/// { body }` becomes `fn name<'a>(&'a self, arg: Type, ...) -> BoxFuture<'a, Result<T,
+/// KinesisError>> { body }` (borrowed argument types name `'a` themselves). For the wrappers
+/// whose every method is one forwarding expression (`Arc<T>`, [`Bounded`]), so each method is
+/// the one line that differs, not the signature written again.
+macro_rules! impl_calls {
+    ($(impl[$($generics:tt)*] $Trait:ident for $Type:ty {
+        $(fn $name:ident(&$this:ident $(, $arg:ident: $arg_type:ty)* $(,)?) -> $answer:ty $body:block)*
+    })*) => {
+        $(impl<$($generics)*> $Trait for $Type {
+            $(fn $name<'a>(
+                &'a $this
+                $(, $arg: $arg_type)*
+            ) -> BoxFuture<'a, Result<$answer, KinesisError>> $body)*
+        })*
+    };
+}
+
 mod bounded;
 mod convert;
 mod sdk;
@@ -172,85 +190,56 @@ pub trait ConsumerApi: ListShards + ReadShard + StreamConsumers + SubscribeToSha
 
 impl<T: ListShards + ReadShard + StreamConsumers + SubscribeToShard + ?Sized> ConsumerApi for T {}
 
-impl<T: ListShards + ?Sized> ListShards for Arc<T> {
-    fn list_shards<'a>(
-        &'a self,
-        stream: &'a StreamId,
-        listing: &'a ShardListing,
-    ) -> BoxFuture<'a, Result<Vec<Shard>, KinesisError>> {
-        (**self).list_shards(stream, listing)
-    }
-}
-
-impl<T: PutRecords + ?Sized> PutRecords for Arc<T> {
-    fn put_records<'a>(
-        &'a self,
-        stream: &'a StreamId,
-        entries: &'a [PutEntry],
-    ) -> BoxFuture<'a, Result<Vec<PutResult>, KinesisError>> {
-        (**self).put_records(stream, entries)
-    }
-}
-
-impl<T: ReadShard + ?Sized> ReadShard for Arc<T> {
-    fn get_shard_iterator<'a>(
-        &'a self,
-        stream: &'a StreamId,
-        shard_id: &'a str,
-        start: &'a ShardIteratorStart,
-    ) -> BoxFuture<'a, Result<String, KinesisError>> {
-        (**self).get_shard_iterator(stream, shard_id, start)
+impl_calls! {
+    impl[T: ListShards + ?Sized] ListShards for Arc<T> {
+        fn list_shards(&self, stream: &'a StreamId, listing: &'a ShardListing) -> Vec<Shard> {
+            (**self).list_shards(stream, listing)
+        }
     }
 
-    fn get_records<'a>(
-        &'a self,
-        stream: &'a StreamId,
-        iterator: &'a str,
-        limit: i32,
-    ) -> BoxFuture<'a, Result<RecordsPage, KinesisError>> {
-        (**self).get_records(stream, iterator, limit)
-    }
-}
-
-impl<T: StreamConsumers + ?Sized> StreamConsumers for Arc<T> {
-    fn describe_stream_summary<'a>(
-        &'a self,
-        stream: &'a StreamId,
-    ) -> BoxFuture<'a, Result<StreamSummary, KinesisError>> {
-        (**self).describe_stream_summary(stream)
+    impl[T: PutRecords + ?Sized] PutRecords for Arc<T> {
+        fn put_records(&self, stream: &'a StreamId, entries: &'a [PutEntry]) -> Vec<PutResult> {
+            (**self).put_records(stream, entries)
+        }
     }
 
-    fn register_consumer<'a>(
-        &'a self,
-        stream_arn: &'a str,
-        consumer_name: &'a str,
-    ) -> BoxFuture<'a, Result<ConsumerInfo, KinesisError>> {
-        (**self).register_consumer(stream_arn, consumer_name)
+    impl[T: ReadShard + ?Sized] ReadShard for Arc<T> {
+        fn get_shard_iterator(
+            &self,
+            stream: &'a StreamId,
+            shard_id: &'a str,
+            start: &'a ShardIteratorStart,
+        ) -> String {
+            (**self).get_shard_iterator(stream, shard_id, start)
+        }
+        fn get_records(&self, stream: &'a StreamId, iterator: &'a str, limit: i32) -> RecordsPage {
+            (**self).get_records(stream, iterator, limit)
+        }
     }
 
-    fn describe_consumer<'a>(
-        &'a self,
-        stream_arn: &'a str,
-        consumer_name: &'a str,
-    ) -> BoxFuture<'a, Result<ConsumerInfo, KinesisError>> {
-        (**self).describe_consumer(stream_arn, consumer_name)
+    impl[T: StreamConsumers + ?Sized] StreamConsumers for Arc<T> {
+        fn describe_stream_summary(&self, stream: &'a StreamId) -> StreamSummary {
+            (**self).describe_stream_summary(stream)
+        }
+        fn register_consumer(&self, stream_arn: &'a str, consumer_name: &'a str) -> ConsumerInfo {
+            (**self).register_consumer(stream_arn, consumer_name)
+        }
+        fn describe_consumer(&self, stream_arn: &'a str, consumer_name: &'a str) -> ConsumerInfo {
+            (**self).describe_consumer(stream_arn, consumer_name)
+        }
+        fn stream_arn(&self, stream: &'a StreamId) -> String {
+            (**self).stream_arn(stream)
+        }
     }
 
-    fn stream_arn<'a>(
-        &'a self,
-        stream: &'a StreamId,
-    ) -> BoxFuture<'a, Result<String, KinesisError>> {
-        (**self).stream_arn(stream)
-    }
-}
-
-impl<T: SubscribeToShard + ?Sized> SubscribeToShard for Arc<T> {
-    fn subscribe<'a>(
-        &'a self,
-        consumer_arn: &'a str,
-        shard_id: &'a str,
-        start: &'a SubscribeStart,
-    ) -> BoxFuture<'a, Result<Box<dyn EventStream>, KinesisError>> {
-        (**self).subscribe(consumer_arn, shard_id, start)
+    impl[T: SubscribeToShard + ?Sized] SubscribeToShard for Arc<T> {
+        fn subscribe(
+            &self,
+            consumer_arn: &'a str,
+            shard_id: &'a str,
+            start: &'a SubscribeStart,
+        ) -> Box<dyn EventStream> {
+            (**self).subscribe(consumer_arn, shard_id, start)
+        }
     }
 }
