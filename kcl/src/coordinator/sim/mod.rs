@@ -78,9 +78,11 @@ const FAULT_PHASE: Duration = Duration::from_secs(20);
 /// for every lease to show progress for a [`PROGRESS_WINDOW`].
 const CALM_PHASE: Duration = Duration::from_secs(20);
 /// While faults last, per second: a worker's faults switched on or off, a worker paused, a
-/// worker process crashed, a shard split, two shards merged.
+/// worker process crashed, a shard split, two shards merged. Twice the rates of the 40 s
+/// fault phase runs once had (pauses: three times, since the shorter phase cuts them short),
+/// so a seed sees as many events.
 const TOGGLES_PER_SECOND: f64 = 0.4;
-const PAUSES_PER_SECOND: f64 = 0.08;
+const PAUSES_PER_SECOND: f64 = 0.16;
 const CRASHES_PER_SECOND: f64 = 0.032;
 const SPLITS_PER_SECOND: f64 = 0.24;
 const MERGES_PER_SECOND: f64 = 0.16;
@@ -89,6 +91,7 @@ const MERGES_PER_SECOND: f64 = 0.16;
 fn per_step(per_second: f64) -> f64 {
     per_second * STEP.as_secs_f64()
 }
+
 /// Once faults stopped, every unfinished lease's checkpoint moves within this window, at the
 /// end of the run.
 const PROGRESS_WINDOW: Duration = Duration::from_secs(10);
