@@ -5,7 +5,6 @@
 use aggregation_proto::KinesisRecord;
 use tokio::time::Instant;
 
-use super::Pipeline;
 use super::calls::InFlight;
 use super::congestion::CallEnd;
 use super::lanes::UNMAPPED_SHARD;
@@ -13,6 +12,7 @@ use super::ledger::Resolution;
 use super::pack::pack_in_order;
 use super::record::{Outgoing, PendingRecord};
 use super::settle::{Answer, CallOutcome, Decision, SettleRules, Settlement, settle};
+use super::task::Pipeline;
 use std::sync::Arc;
 
 impl Pipeline {

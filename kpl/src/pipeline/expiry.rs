@@ -11,10 +11,10 @@ use std::time::Duration;
 
 use tokio::time::Instant;
 
-use super::Pipeline;
 use super::lanes::{later, retain_outgoing};
 use super::ledger::Resolution;
 use super::record::PendingRecord;
+use super::task::Pipeline;
 use crate::error::FailureReason;
 
 impl Pipeline {

@@ -7,13 +7,13 @@ use aggregation_proto::KinesisRecord;
 use tokio::time::Instant;
 use tracing::{debug, warn};
 
-use super::Pipeline;
 use super::ledger::Resolution;
 use super::listings::Listed;
 use super::record::{AttemptError, PendingRecord};
 use super::refresh::Finished;
 use super::shard_map::ShardMap;
 use super::stream::Unsettled;
+use super::task::Pipeline;
 use crate::client::ErrorClass;
 use crate::config::MisroutedRecords;
 use crate::error::FailureReason;

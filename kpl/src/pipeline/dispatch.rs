@@ -1,0 +1,214 @@
+//! The tick and dispatch: refreshes due, retries released, aggregates sealed, the expiry
+//! sweep when due, then batches sent while calls are allowed (streams taken in turn).
+
+use std::time::Duration;
+
+use tokio::time::Instant;
+
+use super::lanes::SealScope;
+use super::record::PendingRecord;
+use super::task::Pipeline;
+
+/// Calls kept going while the budget is pressed, batches full or not.
+const PRESSED_CALLS: usize = 2;
+
+/// The shortest timeout a call gets when its records' TTL is nearly over (a call timed out
+/// before it could be answered only adds a possible duplicate).
+const MIN_CALL_TIMEOUT: Duration = Duration::from_millis(50);
+
+impl Pipeline {
+    /// Makes sure the expiry sweep runs by the time a record that arrived at `arrived` expires.
+    pub(super) fn arm_sweep(&mut self, arrived: Instant) {
+        if let Some(ttl) = self.config.ttl() {
+            let deadline = super::lanes::later(arrived, ttl);
+            if self.next_sweep.is_none_or(|at| deadline < at) {
+                self.next_sweep = Some(deadline);
+            }
+        }
+    }
+
+    /// Routes a record into its stream's lanes, or keeps it until a map covers it.
+    pub(super) fn route(&mut self, index: usize, member: PendingRecord, now: Instant) {
+        self.arm_sweep(member.arrived);
+        let stream = &mut self.streams[index];
+        if let Some(member) = stream.router.route(member) {
+            if stream.router.has_map() || stream.refresh.is_parked() {
+                // The open shards do not cover it: the map is stale (a reshard); or the stream
+                // was missing and no refresh is due: look again.
+                stream.refresh.demand(now, false);
+            }
+            stream.waiting_for_map.push(member);
+        }
+    }
+
+    pub(super) fn draining(&self) -> bool {
+        self.input_closed || self.ledger.flushing()
+    }
+
+    pub(super) fn tick(&mut self, now: Instant) {
+        self.start_due_refreshes(now);
+        // Before sealing: a retry routed again under a newer map joins an open aggregate,
+        // which a draining tick must then seal (after it, nothing would wake the pipeline for
+        // it until its linger, never with `Duration::MAX`).
+        self.release_retries(now);
+        let scope = if self.input_closed {
+            SealScope::All
+        } else {
+            self.ledger
+                .flush_horizon()
+                .map_or(SealScope::Due, SealScope::UpTo)
+        };
+        for stream in &mut self.streams {
+            stream.router.seal_due(now, scope);
+        }
+        if self.next_sweep.is_some_and(|at| at <= now) {
+            self.sweep(now);
+        }
+        self.dispatch(now);
+        self.end_pass();
+        self.ledger.notify_flushes();
+    }
+
+    /// Unordered retries whose backoff is over go back to the front of their lane (or are
+    /// routed again under a newer map).
+    pub(super) fn release_retries(&mut self, now: Instant) {
+        for index in 0..self.streams.len() {
+            let due = self.streams[index].due_retries(now);
+            for mut outgoing in due {
+                for member in &mut outgoing.members {
+                    member.ready_since = now;
+                }
+                let stream = &mut self.streams[index];
+                let target = outgoing.target.clone();
+                if let Some(lane) = stream.router.lane_mut(&target) {
+                    lane.queue.push_front(outgoing);
+                    stream.router.list_target(&target);
+                } else {
+                    for member in outgoing.members {
+                        self.route(index, member, now);
+                    }
+                }
+            }
+        }
+    }
+
+    /// Moves records to the ready queues and sends batches while calls are allowed.
+    pub(super) fn dispatch(&mut self, now: Instant) {
+        for stream in &mut self.streams {
+            stream.wake = None;
+            if !stream.held() {
+                stream.wake = stream.router.move_to_ready(now, &mut stream.ready);
+            }
+        }
+        // At the budget, lingering cannot bring more records (the senders wait for these to
+        // resolve): keep a call or two going with whatever is ready instead.
+        let pressed = self.budget.pressed();
+        if pressed && self.calls.is_empty() && self.streams.iter().all(|s| s.ready.is_empty()) {
+            for stream in &mut self.streams {
+                if !stream.held() {
+                    stream.router.seal_idle();
+                    stream.wake = stream.router.move_to_ready(now, &mut stream.ready);
+                }
+            }
+        }
+        // A stream at its share of the budget is pressed on its own: its senders wait.
+        let share_limit = self.share_limit();
+        if let Some(limit) = share_limit {
+            for stream in &mut self.streams {
+                if stream.share.pressed(limit)
+                    && stream.calls_in_flight == 0
+                    && stream.ready.is_empty()
+                    && !stream.held()
+                {
+                    stream.router.seal_idle();
+                    stream.wake = stream.router.move_to_ready(now, &mut stream.ready);
+                }
+            }
+        }
+        let draining = self.draining();
+        let count = self.streams.len();
+        let mut idle_streams = 0;
+        while self.calls.len() < self.congestion.allowed() && count > 0 && idle_streams < count {
+            let index = self.next_stream % count;
+            self.next_stream = self.next_stream.wrapping_add(1);
+            let stream = &mut self.streams[index];
+            let stream_pressed = pressed || share_limit.is_some_and(|l| stream.share.pressed(l));
+            let starved = stream_pressed && self.calls.len() < PRESSED_CALLS;
+            let sendable = !stream.ready.is_empty()
+                && !stream.held()
+                && (starved
+                    || draining
+                    || stream
+                        .ready
+                        .full(self.config.max_batch_records, self.config.max_batch_bytes)
+                    || stream.ready.next_due().is_some_and(|due| due <= now));
+            if !sendable {
+                idle_streams += 1;
+                continue;
+            }
+            idle_streams = 0;
+            self.send_batch(index, now);
+        }
+    }
+
+    /// One stream's most of the budget, while the producer has several streams.
+    pub(super) fn share_limit(&self) -> Option<crate::streams::ShareLimit> {
+        self.config
+            .share_limit()
+            .filter(|_| self.registry.len() > 1)
+    }
+
+    pub(super) fn send_batch(&mut self, index: usize, now: Instant) {
+        let stream = &mut self.streams[index];
+        let batch = stream
+            .ready
+            .take_batch(self.config.max_batch_records, self.config.max_batch_bytes);
+        let bytes: usize = batch.iter().map(|o| o.size()).sum();
+        for outgoing in &batch {
+            if let Some(first) = outgoing.members.first() {
+                self.metrics.buffered(
+                    &stream.metrics,
+                    now.saturating_duration_since(first.ready_since),
+                );
+            }
+        }
+        let mut ticket = self.congestion.start(bytes);
+        // Never wait for an answer past the TTL of every record in the call: they are expired
+        // by then, and their receipts would wait for the timeout instead. Not with order kept:
+        // a call given up early may still be carried out, and the next record of its keys,
+        // sent once the lane is free, would land before it.
+        let ttl = if self.config.ordered {
+            None
+        } else {
+            self.config.ttl()
+        };
+        let last_deadline = batch
+            .iter()
+            .flat_map(|o| &o.members)
+            .map(|m| m.deadline(ttl))
+            .try_fold(now, |latest, deadline| deadline.map(|d| latest.max(d)));
+        if let Some(deadline) = last_deadline {
+            ticket.timeout = ticket
+                .timeout
+                .min(deadline.saturating_duration_since(now))
+                .max(MIN_CALL_TIMEOUT);
+        }
+        stream.calls_in_flight += 1;
+        let call = super::calls::CallStream {
+            id: stream.id.clone(),
+            index,
+            epoch: stream.router.epoch,
+        };
+        self.calls.spawn(&self.api, call, batch, ticket, now);
+    }
+
+    pub(super) fn next_wake(&self) -> Option<Instant> {
+        let draining = self.draining();
+        let room = self.calls.len() < self.congestion.allowed();
+        self.streams
+            .iter()
+            .filter_map(|s| s.next_wake(draining, room))
+            .chain(self.next_sweep)
+            .min()
+    }
+}
