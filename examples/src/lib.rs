@@ -93,3 +93,10 @@ pub fn now_millis() -> u128 {
         .duration_since(std::time::UNIX_EPOCH)
         .map_or(0, |d| d.as_millis())
 }
+
+/// The README's Rust snippets, compiled (and run, unless marked `no_run`) by `cargo test --doc`
+/// so the code users copy from it stays right. This crate depends on every library the README
+/// shows.
+#[doc = include_str!("../../README.md")]
+#[cfg(doctest)]
+pub struct ReadmeDoctests;
