@@ -28,23 +28,41 @@ use std::sync::Arc;
 use crate::error::KinesisError;
 use crate::stream::StreamId;
 
-/// Implements methods of the trait family written short: `fn name(&self, arg: Type, ...) -> T
-/// { body }` becomes `fn name<'a>(&'a self, arg: Type, ...) -> BoxFuture<'a, Result<T,
-/// KinesisError>> { body }` (borrowed argument types name `'a` themselves). For the wrappers
-/// whose every method is one forwarding expression (`Arc<T>`, [`Bounded`]), so each method is
-/// the one line that differs, not the signature written again.
+/// Implements methods of the trait family with their signatures written short:
+/// `fn name(&self, arg: Type, ...) -> T { body }` becomes
+/// `fn name<'a>(&'a self, arg: Type, ...) -> BoxFuture<'a, Result<T, KinesisError>> { body }`
+/// (borrowed argument types name `'a` themselves), and `async fn` the same with the body
+/// boxed as `Box::pin(async move { body })`. Every implementation of the family (the SDK's,
+/// the fake's, `Arc<T>`'s, [`Bounded`]'s) states each method's arguments and answer once,
+/// not the whole boxed-future signature again.
 macro_rules! impl_calls {
-    ($(impl[$($generics:tt)*] $Trait:ident for $Type:ty {
-        $(fn $name:ident(&$this:ident $(, $arg:ident: $arg_type:ty)* $(,)?) -> $answer:ty $body:block)*
-    })*) => {
+    ($(impl[$($generics:tt)*] $Trait:ident for $Type:ty { $($methods:tt)* })*) => {
         $(impl<$($generics)*> $Trait for $Type {
-            $(fn $name<'a>(
-                &'a $this
-                $(, $arg: $arg_type)*
-            ) -> BoxFuture<'a, Result<$answer, KinesisError>> $body)*
+            $crate::api::impl_calls!(@methods $($methods)*);
         })*
     };
+    (@methods) => {};
+    (@methods async fn $name:ident(&$this:ident $(, $arg:ident: $arg_type:ty)* $(,)?)
+        -> $answer:ty $body:block $($rest:tt)*) => {
+        $crate::api::impl_calls!(@method $name(&$this $(, $arg: $arg_type)*) -> $answer {
+            Box::pin(async move $body)
+        });
+        $crate::api::impl_calls!(@methods $($rest)*);
+    };
+    (@methods fn $name:ident(&$this:ident $(, $arg:ident: $arg_type:ty)* $(,)?)
+        -> $answer:ty $body:block $($rest:tt)*) => {
+        $crate::api::impl_calls!(@method $name(&$this $(, $arg: $arg_type)*) -> $answer $body);
+        $crate::api::impl_calls!(@methods $($rest)*);
+    };
+    (@method $name:ident(&$this:ident $(, $arg:ident: $arg_type:ty)*)
+        -> $answer:ty $body:block) => {
+        fn $name<'a>(
+            &'a $this
+            $(, $arg: $arg_type)*
+        ) -> $crate::BoxFuture<'a, Result<$answer, $crate::KinesisError>> $body
+    };
 }
+pub(crate) use impl_calls;
 
 mod bounded;
 mod convert;

@@ -68,23 +68,19 @@ impl SdkKinesis {
     }
 }
 
-impl ListShards for SdkKinesis {
-    fn list_shards<'a>(
-        &'a self,
-        stream: &'a StreamId,
-        listing: &'a ShardListing,
-    ) -> BoxFuture<'a, Result<Vec<Shard>, KinesisError>> {
-        Box::pin(crate::shards::list_shards(&self.client, stream, listing))
+impl_calls! {
+    impl[] ListShards for SdkKinesis {
+        async fn list_shards(&self, stream: &'a StreamId, listing: &'a ShardListing) -> Vec<Shard> {
+            crate::shards::list_shards(&self.client, stream, listing).await
+        }
     }
-}
 
-impl PutRecords for SdkKinesis {
-    fn put_records<'a>(
-        &'a self,
-        stream: &'a StreamId,
-        entries: &'a [PutEntry],
-    ) -> BoxFuture<'a, Result<Vec<PutResult>, KinesisError>> {
-        Box::pin(async move {
+    impl[] PutRecords for SdkKinesis {
+        async fn put_records(
+            &self,
+            stream: &'a StreamId,
+            entries: &'a [PutEntry],
+        ) -> Vec<PutResult> {
             let records = convert::put_request_entries(entries)?;
             let response = stream
                 .apply(
@@ -97,18 +93,16 @@ impl PutRecords for SdkKinesis {
                 .await
                 .map_err(|error| classify(PUT_RECORDS, error))?;
             Ok(convert::put_results(response.records()))
-        })
+        }
     }
-}
 
-impl ReadShard for SdkKinesis {
-    fn get_shard_iterator<'a>(
-        &'a self,
-        stream: &'a StreamId,
-        shard_id: &'a str,
-        start: &'a ShardIteratorStart,
-    ) -> BoxFuture<'a, Result<String, KinesisError>> {
-        Box::pin(async move {
+    impl[] ReadShard for SdkKinesis {
+        async fn get_shard_iterator(
+            &self,
+            stream: &'a StreamId,
+            shard_id: &'a str,
+            start: &'a ShardIteratorStart,
+        ) -> String {
             let request = stream
                 .apply(
                     self.client.get_shard_iterator(),
@@ -137,16 +131,14 @@ impl ReadShard for SdkKinesis {
             output.shard_iterator.ok_or_else(|| {
                 convert::malformed(GET_SHARD_ITERATOR, "the response has no ShardIterator")
             })
-        })
-    }
+        }
 
-    fn get_records<'a>(
-        &'a self,
-        stream: &'a StreamId,
-        iterator: &'a str,
-        limit: i32,
-    ) -> BoxFuture<'a, Result<RecordsPage, KinesisError>> {
-        Box::pin(async move {
+        async fn get_records(
+            &self,
+            stream: &'a StreamId,
+            iterator: &'a str,
+            limit: i32,
+        ) -> RecordsPage {
             let mut request = self
                 .client
                 .get_records()
@@ -161,16 +153,11 @@ impl ReadShard for SdkKinesis {
                 .await
                 .map_err(|error| classify(GET_RECORDS, error))?;
             convert::records_page(GET_RECORDS, output)
-        })
+        }
     }
-}
 
-impl StreamConsumers for SdkKinesis {
-    fn describe_stream_summary<'a>(
-        &'a self,
-        stream: &'a StreamId,
-    ) -> BoxFuture<'a, Result<StreamSummary, KinesisError>> {
-        Box::pin(async move {
+    impl[] StreamConsumers for SdkKinesis {
+        async fn describe_stream_summary(&self, stream: &'a StreamId) -> StreamSummary {
             let output = stream
                 .apply(
                     self.client.describe_stream_summary(),
@@ -189,15 +176,13 @@ impl StreamConsumers for SdkKinesis {
                         "the response has no StreamDescriptionSummary",
                     )
                 })
-        })
-    }
+        }
 
-    fn register_consumer<'a>(
-        &'a self,
-        stream_arn: &'a str,
-        consumer_name: &'a str,
-    ) -> BoxFuture<'a, Result<ConsumerInfo, KinesisError>> {
-        Box::pin(async move {
+        async fn register_consumer(
+            &self,
+            stream_arn: &'a str,
+            consumer_name: &'a str,
+        ) -> ConsumerInfo {
             let output = self
                 .client
                 .register_stream_consumer()
@@ -210,15 +195,13 @@ impl StreamConsumers for SdkKinesis {
                 .consumer
                 .map(|consumer| (consumer.consumer_status, consumer.consumer_arn));
             convert::consumer_info(REGISTER_STREAM_CONSUMER, consumer, "Consumer")
-        })
-    }
+        }
 
-    fn describe_consumer<'a>(
-        &'a self,
-        stream_arn: &'a str,
-        consumer_name: &'a str,
-    ) -> BoxFuture<'a, Result<ConsumerInfo, KinesisError>> {
-        Box::pin(async move {
+        async fn describe_consumer(
+            &self,
+            stream_arn: &'a str,
+            consumer_name: &'a str,
+        ) -> ConsumerInfo {
             let output = self
                 .client
                 .describe_stream_consumer()
@@ -231,18 +214,16 @@ impl StreamConsumers for SdkKinesis {
                 .consumer_description
                 .map(|consumer| (consumer.consumer_status, consumer.consumer_arn));
             convert::consumer_info(DESCRIBE_STREAM_CONSUMER, consumer, "ConsumerDescription")
-        })
+        }
     }
-}
 
-impl SubscribeToShard for SdkKinesis {
-    fn subscribe<'a>(
-        &'a self,
-        consumer_arn: &'a str,
-        shard_id: &'a str,
-        start: &'a SubscribeStart,
-    ) -> BoxFuture<'a, Result<Box<dyn EventStream>, KinesisError>> {
-        Box::pin(async move {
+    impl[] SubscribeToShard for SdkKinesis {
+        async fn subscribe(
+            &self,
+            consumer_arn: &'a str,
+            shard_id: &'a str,
+            start: &'a SubscribeStart,
+        ) -> Box<dyn EventStream> {
             let position = convert::starting_position(start)?;
             let output = self
                 .client
@@ -259,7 +240,7 @@ impl SubscribeToShard for SdkKinesis {
                 receiver: output.event_stream,
             });
             Ok(events)
-        })
+        }
     }
 }
 

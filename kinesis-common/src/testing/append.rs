@@ -72,8 +72,7 @@ impl State {
         let arrival = record
             .approximate_arrival_timestamp
             .unwrap_or_else(|| self.arrival_now());
-        let key = self.stream_key(stream).expect("stream exists");
-        let fake = self.streams.get_mut(&key).expect("stream exists");
+        let fake = self.stream_mut(stream);
         let shard = fake.shard_mut(shard_id).expect("shard exists");
         assert!(shard.shard.open, "append into closed shard {shard_id}");
         let text = match record.sequence_number {

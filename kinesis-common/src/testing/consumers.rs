@@ -7,12 +7,11 @@ use std::time::Duration;
 use super::faults::service_error;
 use super::streams::{not_found, stream_arn};
 use super::{FakeKinesis, Operation, State};
+use crate::api::impl_calls;
 use crate::api::operation::{
     DESCRIBE_STREAM_CONSUMER, DESCRIBE_STREAM_SUMMARY, REGISTER_STREAM_CONSUMER,
 };
-use crate::{
-    BoxFuture, ConsumerInfo, ConsumerStatus, KinesisError, StreamConsumers, StreamId, StreamSummary,
-};
+use crate::{ConsumerInfo, ConsumerStatus, StreamConsumers, StreamId, StreamSummary};
 
 /// A consumer of a stream: its ARN and the states DescribeStreamConsumer reports, one per
 /// call, the last one staying (`None`: not registered).
@@ -116,12 +115,9 @@ impl FakeKinesis {
     }
 }
 
-impl StreamConsumers for FakeKinesis {
-    fn describe_stream_summary<'a>(
-        &'a self,
-        stream: &'a StreamId,
-    ) -> BoxFuture<'a, Result<StreamSummary, KinesisError>> {
-        Box::pin(async move {
+impl_calls! {
+    impl[] StreamConsumers for FakeKinesis {
+        async fn describe_stream_summary(&self, stream: &'a StreamId) -> StreamSummary {
             self.enter(Operation::DescribeStreamSummary).await?;
             let state = self.state();
             let (key, fake) = state.live_stream(stream).ok_or_else(|| {
@@ -138,15 +134,13 @@ impl StreamConsumers for FakeKinesis {
             summary.open_shard_count = u32::try_from(open).ok();
             summary.retention = Some(Duration::from_secs(24 * 3600));
             Ok(summary)
-        })
-    }
+        }
 
-    fn register_consumer<'a>(
-        &'a self,
-        stream_arn: &'a str,
-        consumer_name: &'a str,
-    ) -> BoxFuture<'a, Result<ConsumerInfo, KinesisError>> {
-        Box::pin(async move {
+        async fn register_consumer(
+            &self,
+            stream_arn: &'a str,
+            consumer_name: &'a str,
+        ) -> ConsumerInfo {
             self.enter(Operation::RegisterStreamConsumer).await?;
             let mut state = self.state();
             let stream = StreamId::from(stream_arn);
@@ -170,15 +164,13 @@ impl StreamConsumers for FakeKinesis {
                 consumer_arn: consumer.arn.clone(),
                 status: consumer.current().unwrap_or(ConsumerStatus::Active),
             })
-        })
-    }
+        }
 
-    fn describe_consumer<'a>(
-        &'a self,
-        stream_arn: &'a str,
-        consumer_name: &'a str,
-    ) -> BoxFuture<'a, Result<ConsumerInfo, KinesisError>> {
-        Box::pin(async move {
+        async fn describe_consumer(
+            &self,
+            stream_arn: &'a str,
+            consumer_name: &'a str,
+        ) -> ConsumerInfo {
             self.enter(Operation::DescribeStreamConsumer).await?;
             let mut state = self.state();
             let stream = StreamId::from(stream_arn);
@@ -201,7 +193,7 @@ impl StreamConsumers for FakeKinesis {
                 consumer_arn: consumer.arn.clone(),
                 status,
             })
-        })
+        }
     }
 }
 

@@ -3,7 +3,8 @@
 use super::faults::service_error;
 use super::streams::FakeShard;
 use super::{FakeKinesis, ListShardsFault, Operation};
-use crate::{BoxFuture, ErrorClass, KinesisError, ListShards, Shard, ShardListing, StreamId};
+use crate::api::impl_calls;
+use crate::{ErrorClass, KinesisError, ListShards, Shard, ShardListing, StreamId};
 
 /// Whether `listing` selects `shard`. [`ShardListing::AtTimestamp`] selects the shards open at
 /// that time by the [arrival clock](FakeKinesis::set_arrival_clock): made by then (the shards a
@@ -18,13 +19,9 @@ fn selects(listing: &ShardListing, shard: &FakeShard) -> bool {
     }
 }
 
-impl ListShards for FakeKinesis {
-    fn list_shards<'a>(
-        &'a self,
-        stream: &'a StreamId,
-        listing: &'a ShardListing,
-    ) -> BoxFuture<'a, Result<Vec<Shard>, KinesisError>> {
-        Box::pin(async move {
+impl_calls! {
+    impl[] ListShards for FakeKinesis {
+        async fn list_shards(&self, stream: &'a StreamId, listing: &'a ShardListing) -> Vec<Shard> {
             self.state().list_calls += 1;
             self.enter(Operation::ListShards).await?;
             match self.next_list_fault(stream) {
@@ -58,7 +55,7 @@ impl ListShards for FakeKinesis {
                     format!("Stream {stream} not found"),
                 )
             })
-        })
+        }
     }
 }
 

@@ -10,7 +10,8 @@ use tokio::time::Instant;
 use super::faults::service_error;
 use super::streams::StoredRecord;
 use super::{CallFault, FakeKinesis, Operation};
-use crate::{BoxFuture, ErrorClass, KinesisError, PutEntry, PutRecords, PutResult, StreamId};
+use crate::api::impl_calls;
+use crate::{ErrorClass, KinesisError, PutEntry, PutRecords, PutResult, StreamId};
 
 impl FakeKinesis {
     /// Waits for the link to carry `bytes`, then for the latency.
@@ -145,13 +146,13 @@ impl FakeKinesis {
     }
 }
 
-impl PutRecords for FakeKinesis {
-    fn put_records<'a>(
-        &'a self,
-        stream: &'a StreamId,
-        entries: &'a [PutEntry],
-    ) -> BoxFuture<'a, Result<Vec<PutResult>, KinesisError>> {
-        Box::pin(async move {
+impl_calls! {
+    impl[] PutRecords for FakeKinesis {
+        async fn put_records(
+            &self,
+            stream: &'a StreamId,
+            entries: &'a [PutEntry],
+        ) -> Vec<PutResult> {
             {
                 let mut state = self.state();
                 state.calls += 1;
@@ -178,7 +179,7 @@ impl PutRecords for FakeKinesis {
                 Ok(result) => result,
                 Err(_) => std::future::pending().await,
             }
-        })
+        }
     }
 }
 

@@ -8,10 +8,10 @@ use tokio::time::Instant;
 
 use super::streams::{StoredRecord, not_found};
 use super::{FakeKinesis, Operation, State};
+use crate::api::impl_calls;
 use crate::api::operation::{GET_RECORDS, GET_SHARD_ITERATOR};
 use crate::{
-    BoxFuture, ErrorClass, KinesisError, ReadShard, RecordsPage, ShardIteratorStart, StreamId,
-    SubscribeStart,
+    ErrorClass, KinesisError, ReadShard, RecordsPage, ShardIteratorStart, StreamId, SubscribeStart,
 };
 
 /// How far behind the shard's tip an answer says it is (`MillisBehindLatest`); an answer that
@@ -183,14 +183,14 @@ impl FakeKinesis {
     }
 }
 
-impl ReadShard for FakeKinesis {
-    fn get_shard_iterator<'a>(
-        &'a self,
-        stream: &'a StreamId,
-        shard_id: &'a str,
-        start: &'a ShardIteratorStart,
-    ) -> BoxFuture<'a, Result<String, KinesisError>> {
-        Box::pin(async move {
+impl_calls! {
+    impl[] ReadShard for FakeKinesis {
+        async fn get_shard_iterator(
+            &self,
+            stream: &'a StreamId,
+            shard_id: &'a str,
+            start: &'a ShardIteratorStart,
+        ) -> String {
             self.enter(Operation::GetShardIterator).await?;
             let mut state = self.state();
             state.iterator_requests.push(IteratorRequest {
@@ -207,16 +207,14 @@ impl ReadShard for FakeKinesis {
                 .ok_or_else(|| not_found(GET_SHARD_ITERATOR, format_args!("Shard {shard_id}")))?;
             let index = Start::from(start).index(&shard.records);
             Ok(state.iterator(index, shard_id, &key))
-        })
-    }
+        }
 
-    fn get_records<'a>(
-        &'a self,
-        _stream: &'a StreamId,
-        iterator_text: &'a str,
-        limit: i32,
-    ) -> BoxFuture<'a, Result<RecordsPage, KinesisError>> {
-        Box::pin(async move {
+        async fn get_records(
+            &self,
+            _stream: &'a StreamId,
+            iterator_text: &'a str,
+            limit: i32,
+        ) -> RecordsPage {
             self.enter(Operation::GetRecords).await?;
             let invalid = |message: &str| {
                 KinesisError::new(
@@ -266,7 +264,7 @@ impl ReadShard for FakeKinesis {
                     Vec::new()
                 },
             })
-        })
+        }
     }
 }
 

@@ -180,6 +180,15 @@ impl State {
             .cloned()
     }
 
+    /// The stream `stream` names (by name or ARN, deleted or not), to change.
+    ///
+    /// # Panics
+    /// When there is none (a test bug: the helpers that change a stream take one that exists).
+    pub(super) fn stream_mut(&mut self, stream: &StreamId) -> &mut FakeStream {
+        let key = self.stream_key(stream).expect("stream exists");
+        self.streams.get_mut(&key).expect("stream exists")
+    }
+
     /// The live (not deleted) stream `stream` names, with its key.
     pub(super) fn live_stream(&self, stream: &StreamId) -> Option<(StreamId, &FakeStream)> {
         let key = self.stream_key(stream)?;
@@ -229,10 +238,7 @@ impl FakeKinesis {
     pub fn split(&self, stream: impl Into<StreamId>, shard_id: &str, at: u128) -> (String, String) {
         let mut state = self.state();
         let now = state.arrival_now();
-        let stream = state
-            .streams
-            .get_mut(&stream.into())
-            .expect("stream exists");
+        let stream = state.stream_mut(&stream.into());
         let parent = stream.shard_mut(shard_id).expect("shard exists");
         assert!(parent.shard.open, "only open shards split");
         let range = parent.shard.hash_range;
@@ -268,10 +274,7 @@ impl FakeKinesis {
     pub fn merge(&self, stream: impl Into<StreamId>, first: &str, second: &str) -> String {
         let mut state = self.state();
         let now = state.arrival_now();
-        let stream = state
-            .streams
-            .get_mut(&stream.into())
-            .expect("stream exists");
+        let stream = state.stream_mut(&stream.into());
         let a = stream.shard_mut(first).expect("shard exists").shard.clone();
         let b = stream
             .shard_mut(second)
@@ -321,8 +324,7 @@ impl FakeKinesis {
     pub fn close_shard(&self, stream: impl Into<StreamId>, shard_id: &str) {
         let mut state = self.state();
         let now = state.arrival_now();
-        let key = state.stream_key(&stream.into()).expect("stream exists");
-        let fake = state.streams.get_mut(&key).expect("stream exists");
+        let fake = state.stream_mut(&stream.into());
         fake.shard_mut(shard_id).expect("shard exists").close(now);
     }
 
@@ -335,8 +337,7 @@ impl FakeKinesis {
     pub fn add_shard(&self, stream: impl Into<StreamId>, shard: Shard) {
         let mut state = self.state();
         let now = state.arrival_now();
-        let key = state.stream_key(&stream.into()).expect("stream exists");
-        let fake = state.streams.get_mut(&key).expect("stream exists");
+        let fake = state.stream_mut(&stream.into());
         assert!(
             fake.shard_mut(&shard.shard_id).is_none(),
             "shard {} exists",

@@ -10,6 +10,7 @@ use tokio::time::Instant;
 use super::read::Start;
 use super::streams::{StoredRecord, not_found};
 use super::{FakeKinesis, Operation};
+use crate::api::impl_calls;
 use crate::api::operation::SUBSCRIBE_TO_SHARD;
 use crate::{
     BoxFuture, ErrorClass, EventStream, KinesisError, ShardEvent, StreamId, SubscribeStart,
@@ -154,14 +155,14 @@ impl FakeKinesis {
     }
 }
 
-impl SubscribeToShard for FakeKinesis {
-    fn subscribe<'a>(
-        &'a self,
-        consumer_arn: &'a str,
-        shard_id: &'a str,
-        start: &'a SubscribeStart,
-    ) -> BoxFuture<'a, Result<Box<dyn EventStream>, KinesisError>> {
-        Box::pin(async move {
+impl_calls! {
+    impl[] SubscribeToShard for FakeKinesis {
+        async fn subscribe(
+            &self,
+            consumer_arn: &'a str,
+            shard_id: &'a str,
+            start: &'a SubscribeStart,
+        ) -> Box<dyn EventStream> {
             self.enter(Operation::SubscribeToShard).await?;
             let mut state = self.state();
             state.subscriptions.push(SubscriptionRequest {
@@ -220,7 +221,7 @@ impl SubscribeToShard for FakeKinesis {
                 continuation,
                 finished: false,
             }) as Box<dyn EventStream>)
-        })
+        }
     }
 }
 
