@@ -9,7 +9,6 @@ use super::calls::InFlight;
 use super::congestion::CallEnd;
 use super::lanes::UNMAPPED_SHARD;
 use super::ledger::Resolution;
-use super::pack::pack_in_order;
 use super::record::{Outgoing, PendingRecord};
 use super::settle::{Answer, CallOutcome, Decision, SettleRules, Settlement, settle};
 use super::task::Pipeline;
@@ -37,10 +36,7 @@ impl Pipeline {
         let Some(stream) = self.streams.get_mut(index) else {
             return;
         };
-        stream.calls_in_flight = stream.calls_in_flight.saturating_sub(1);
-        if call.epoch < stream.router.epoch {
-            stream.barrier = stream.barrier.saturating_sub(1);
-        }
+        stream.call_ended(call.epoch);
         self.metrics.put_call(
             &stream.metrics,
             outcome.duration,
@@ -80,23 +76,7 @@ impl Pipeline {
         if retried > 0 {
             self.metrics.retried(&stream.metrics, retried, unknown_fate);
         }
-        for shard_id in &throttled_shards {
-            if let Some(position) = stream.router.map.position(shard_id) {
-                stream.router.shards[position].limiter.throttled(sent, now);
-            }
-        }
-        // Without a map every record lands "elsewhere" (Kinesis routes it): nothing is stale.
-        if !stream.router.is_unmapped()
-            && elsewhere
-                .iter()
-                .any(|shard_id| stream.router.map.position(shard_id).is_none())
-        {
-            // Stored on a shard the map does not know: it is stale (a reshard). Nothing more
-            // leaves the lanes until a refresh that started after this: every aggregate built
-            // for a closed parent would land whole in one child.
-            let level = stream.refresh.demand(now, true);
-            stream.hold = Some(stream.hold.map_or(level, |held| held.max(level)));
-        }
+        stream.answer_seen(&throttled_shards, &elsewhere, sent, now);
         for decision in decisions {
             match decision {
                 Decision::Stored {
@@ -122,13 +102,7 @@ impl Pipeline {
             }
         }
         // After the retries went back to the front of their lanes: only then may a lane move.
-        let router = &mut self.streams[index].router;
-        for target in &targets {
-            if let Some(lane) = router.lane_mut(target) {
-                lane.in_flight = lane.in_flight.saturating_sub(1);
-            }
-            router.list_target(target);
-        }
+        self.streams[index].router.calls_ended(&targets);
     }
 
     /// Every member of `outgoing` is stored in `shard_id` at `sequence_number`.
@@ -153,13 +127,8 @@ impl Pipeline {
                 .sent_without_shard_map(&stream.metrics, outgoing.members.len());
         }
         let stream = &mut self.streams[index];
-        stream.outstanding = stream.outstanding.saturating_sub(outgoing.members.len());
-        stream.pass.released_records += outgoing.members.len();
-        stream.pass.released_bytes += outgoing
-            .members
-            .iter()
-            .map(|m| m.charge as usize)
-            .sum::<usize>();
+        let charge = outgoing.members.iter().map(|m| m.charge as usize).sum();
+        stream.answered(outgoing.members.len(), charge, 0, 0);
         let mut members = std::mem::take(&mut outgoing.members);
         self.ledger.resolve_stored(
             &mut members,
@@ -193,7 +162,9 @@ impl Pipeline {
         }
     }
 
-    /// Puts a failed Kinesis record back to be sent at `at`.
+    /// Puts a failed Kinesis record back to be sent at `at` (see
+    /// [`StreamState::place_retry`](super::stream::StreamState::place_retry)).
+    // On the pipeline: it arms the expiry sweep.
     fn place_retry(
         &mut self,
         index: usize,
@@ -202,39 +173,10 @@ impl Pipeline {
         repack: bool,
         now: Instant,
     ) {
-        let ordered = self.config.ordered;
-        let target = outgoing.target.clone();
         if let Some(arrived) = outgoing.members.iter().map(|m| m.arrived).min() {
             self.arm_sweep(arrived);
         }
-        let stream = &mut self.streams[index];
-        let aggregation = stream.router.aggregation();
-        let outgoings = if repack {
-            let due = outgoing.due;
-            pack_in_order(outgoing.members, aggregation, &target, due)
-        } else {
-            vec![outgoing]
-        };
-        if !ordered {
-            for outgoing in outgoings {
-                stream.schedule_retry(at, outgoing);
-            }
-            return;
-        }
-        if let Some(lane) = stream.router.lane_mut(&target) {
-            // Before anything queued after it, and nothing of the lane moves before `at`.
-            for outgoing in outgoings.into_iter().rev() {
-                lane.queue.push_front(outgoing);
-            }
-            lane.not_before = Some(lane.not_before.map_or(at, |t| t.max(at)));
-            return;
-        }
-        // Routed under an older map: to the fronts of the lanes that own its keys now.
-        let members: Vec<PendingRecord> = outgoings.into_iter().flat_map(|o| o.members).collect();
-        let unowned = stream.router.route_first(members, Some(at), now);
-        if !unowned.is_empty() {
-            stream.refresh.demand(now, false);
-            stream.waiting_for_map.extend(unowned);
-        }
+        let ordered = self.config.ordered;
+        self.streams[index].place_retry(outgoing, at, repack, ordered, now);
     }
 }

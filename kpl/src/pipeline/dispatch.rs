@@ -5,9 +5,11 @@ use std::time::Duration;
 
 use tokio::time::Instant;
 
-use super::lanes::SealScope;
+use super::lanes::{SealScope, later};
+use super::ledger::Resolution;
 use super::record::PendingRecord;
 use super::task::Pipeline;
+use crate::error::FailureReason;
 
 /// Calls kept going while the budget is pressed, batches full or not.
 const PRESSED_CALLS: usize = 2;
@@ -20,24 +22,25 @@ impl Pipeline {
     /// Makes sure the expiry sweep runs by the time a record that arrived at `arrived` expires.
     pub(super) fn arm_sweep(&mut self, arrived: Instant) {
         if let Some(ttl) = self.config.ttl() {
-            let deadline = super::lanes::later(arrived, ttl);
+            let deadline = later(arrived, ttl);
             if self.next_sweep.is_none_or(|at| deadline < at) {
                 self.next_sweep = Some(deadline);
             }
         }
     }
 
-    /// Routes a record into its stream's lanes, or keeps it until a map covers it.
+    /// Routes a record into its stream's lanes, or keeps it until a map covers it (see
+    /// [`StreamState::route`](super::stream::StreamState::route)).
+    // On the pipeline: it arms the expiry sweep.
     pub(super) fn route(&mut self, index: usize, member: PendingRecord, now: Instant) {
         self.arm_sweep(member.arrived);
-        let stream = &mut self.streams[index];
-        if let Some(member) = stream.router.route(member) {
-            if stream.router.has_map() || stream.refresh.is_parked() {
-                // The open shards do not cover it: the map is stale (a reshard); or the stream
-                // was missing and no refresh is due: look again.
-                stream.refresh.demand(now, false);
-            }
-            stream.waiting_for_map.push(member);
+        self.streams[index].route(member, now);
+    }
+
+    /// Routes `members` of stream `index`, in order.
+    pub(super) fn route_all(&mut self, index: usize, members: Vec<PendingRecord>, now: Instant) {
+        for member in members {
+            self.route(index, member, now);
         }
     }
 
@@ -71,6 +74,8 @@ impl Pipeline {
 
     /// Unordered retries whose backoff is over go back to the front of their lane (or are
     /// routed again under a newer map).
+    // On the pipeline: routing arms the expiry sweep, between the pushes to the lanes (whose
+    // order is the order lanes are listed for dispatch).
     pub(super) fn release_retries(&mut self, now: Instant) {
         for index in 0..self.streams.len() {
             let due = self.streams[index].due_retries(now);
@@ -84,9 +89,7 @@ impl Pipeline {
                     lane.queue.push_front(outgoing);
                     stream.router.list_target(&target);
                 } else {
-                    for member in outgoing.members {
-                        self.route(index, member, now);
-                    }
+                    self.route_all(index, outgoing.members, now);
                 }
             }
         }
@@ -210,5 +213,30 @@ impl Pipeline {
             .filter_map(|s| s.next_wake(draining, room))
             .chain(self.next_sweep)
             .min()
+    }
+
+    /// The expiry sweep: runs when the oldest waiting record's TTL runs out, and at most every
+    /// 1/20 of the TTL (between 1 ms and 1 s), so a record fails at most that long after its
+    /// TTL while a stream keeps failing.
+    pub(super) fn sweep(&mut self, now: Instant) {
+        let Some(ttl) = self.config.ttl() else {
+            self.next_sweep = None;
+            return;
+        };
+        let mut oldest: Option<Instant> = None;
+        let mut expired: Vec<(usize, PendingRecord)> = Vec::new();
+        for (index, stream) in self.streams.iter_mut().enumerate() {
+            let gone = stream.take_expired(ttl, now, &mut oldest);
+            expired.extend(gone.into_iter().map(|m| (index, m)));
+        }
+        for (index, member) in expired {
+            self.resolve(
+                Some(index),
+                member,
+                Resolution::Failed(FailureReason::Expired),
+            );
+        }
+        let spacing = (ttl / 20).clamp(Duration::from_millis(1), Duration::from_secs(1));
+        self.next_sweep = oldest.map(|arrived| later(arrived, ttl).max(now + spacing));
     }
 }

@@ -252,6 +252,17 @@ impl Router {
         }
     }
 
+    /// The calls that carried a Kinesis record of each of `targets` have ended: their lanes
+    /// may move again (a lane of an older map is gone).
+    pub(crate) fn calls_ended(&mut self, targets: &[Target]) {
+        for target in targets {
+            if let Some(lane) = self.lane_mut(target) {
+                lane.in_flight = lane.in_flight.saturating_sub(1);
+            }
+            self.list_target(target);
+        }
+    }
+
     /// Lists the lane of `target` for dispatch (something was queued there).
     pub(crate) fn list_target(&mut self, target: &Target) {
         if self.is_current(target) && target.shard < self.shards.len() {

@@ -1,21 +1,19 @@
 //! Shard maps: starting refreshes (the calls are [`super::listings`]), taking their answers, installing a new map (everything held
 //! is routed again, in arrival order), and settling aggregates that landed on another shard
 //! than predicted (by default every record of such an aggregate is sent again to the shard that
-//! owns it; see [`MisroutedRecords`]).
+//! owns it; see [`MisroutedRecords`](crate::config::MisroutedRecords)).
 
-use aggregation_proto::KinesisRecord;
 use tokio::time::Instant;
 use tracing::{debug, warn};
 
 use super::ledger::Resolution;
 use super::listings::Listed;
-use super::record::{AttemptError, PendingRecord};
+
 use super::refresh::Finished;
 use super::shard_map::ShardMap;
 use super::stream::Unsettled;
 use super::task::Pipeline;
 use crate::client::ErrorClass;
-use crate::config::MisroutedRecords;
 use crate::error::FailureReason;
 
 impl Pipeline {
@@ -47,18 +45,10 @@ impl Pipeline {
                     self.install(index, map, now);
                 } else if !self.streams[index].waiting_for_map.is_empty() {
                     let waiting = std::mem::take(&mut self.streams[index].waiting_for_map);
-                    for member in waiting {
-                        self.route(index, member, now);
-                    }
+                    self.route_all(index, waiting, now);
                 }
                 self.settle_unsettled(index, finished == Finished::Current, now);
-                let stream = &mut self.streams[index];
-                if stream
-                    .hold
-                    .is_some_and(|held| stream.refresh.satisfies(held))
-                {
-                    stream.hold = None;
-                }
+                self.streams[index].listed();
             }
             Err(error) => {
                 stream.refresh.finish(level, false, now);
@@ -78,10 +68,7 @@ impl Pipeline {
                 }
                 let stream = &mut self.streams[index];
                 if error.class() == ErrorClass::NotFound {
-                    // No such stream: no map will come, and no put could store these. Listed
-                    // again only when a record for it needs a map.
-                    stream.refresh.park(now);
-                    let waiting = std::mem::take(&mut stream.waiting_for_map);
+                    let waiting = stream.not_found(now);
                     let reason = FailureReason::Rejected {
                         code: error.code().into(),
                         message: error.message().into(),
@@ -106,145 +93,44 @@ impl Pipeline {
         }
     }
 
-    /// Replaces stream `index`'s map: everything not in flight is routed again against it, in
-    /// arrival order. With order kept, nothing is sent until the calls made under the old map
-    /// have settled.
+    /// Replaces stream `index`'s map and routes again what it gives back (see
+    /// [`StreamState::install`](super::stream::StreamState::install)).
+    // On the pipeline: routing arms the expiry sweep.
     pub(super) fn install(&mut self, index: usize, map: ShardMap, now: Instant) {
-        let displaced = self.streams[index].router.install(map, now);
-        self.route_again(index, displaced, now);
+        let again = self.streams[index].install(map, self.config.ordered, now);
+        self.route_all(index, again, now);
     }
 
-    /// Sends stream `index` without a map (see `Router::install_unmapped`), everything held
-    /// routed again as by [`install`](Self::install).
+    /// Sends stream `index` without a map, everything held routed again as by
+    /// [`install`](Self::install).
     pub(super) fn install_unmapped(&mut self, index: usize, now: Instant) {
-        let displaced = self.streams[index].router.install_unmapped(now);
-        self.route_again(index, displaced, now);
+        let again = self.streams[index].install_unmapped(self.config.ordered, now);
+        self.route_all(index, again, now);
     }
 
-    /// Routes `displaced` (what the old map held), the ready queue and the records waiting for
-    /// a map again, in arrival order, behind a barrier when order is kept.
-    fn route_again(&mut self, index: usize, mut displaced: Vec<PendingRecord>, now: Instant) {
-        let ordered = self.config.ordered;
-        let stream = &mut self.streams[index];
-        stream.ready.drain_members(&mut displaced);
-        displaced.append(&mut stream.waiting_for_map);
-        if ordered {
-            stream.barrier = stream.calls_in_flight;
-        }
-        displaced.sort_by_key(|m| m.sequence);
-        for member in displaced {
-            self.route(index, member, now);
-        }
-    }
-
-    /// Settles the aggregates waiting for a map that knows where they landed. With a current
-    /// map that still does not know the shard (it closed meanwhile), every record goes again.
+    /// Settles the aggregates of stream `index` that a map now places (see
+    /// [`StreamState::take_settleable`](super::stream::StreamState::take_settleable)).
     fn settle_unsettled(&mut self, index: usize, current: bool, now: Instant) {
-        let unsettled = std::mem::take(&mut self.streams[index].unsettled);
-        for entry in unsettled {
-            let known = self.streams[index]
-                .router
-                .map
-                .position(&entry.shard_id)
-                .is_some();
-            if known || current {
-                self.settle_landed(index, entry, now);
-            } else {
-                self.streams[index].unsettled.push(entry);
-            }
+        for entry in self.streams[index].take_settleable(current) {
+            self.settle_landed(index, entry, now);
         }
     }
 
-    /// Settles an aggregate stored whole on `shard_id`: when that shard owns every record of
-    /// it, all of them count as stored there; otherwise a record that shard owns counts as
-    /// stored there under [`MisroutedRecords::ResendOutOfRange`], and every other record
-    /// (every record, by default) is sent again to the shard that owns it.
+    /// Settles an aggregate that landed on another shard than predicted (see
+    /// [`StreamState::settle_landed`](super::stream::StreamState::settle_landed)).
+    // On the pipeline: the stored records are answered through the ledger, the others routed
+    // again (arming the expiry sweep).
     pub(super) fn settle_landed(&mut self, index: usize, landed: Unsettled, now: Instant) {
-        let Unsettled {
-            outgoing,
-            shard_id,
-            sequence_number,
-            positions,
-            expired_hash_keys,
-        } = landed;
-        let (shard_id, sequence_number) = (&shard_id, &sequence_number);
-        let policy = self.config.misrouted_records;
-        let ordered = self.config.ordered;
-        let range = {
-            let router = &self.streams[index].router;
-            router
-                .map
-                .position(shard_id)
-                .map(|i| router.map.shards[i].range)
-        };
-        let error = AttemptError::new(
-            "Misrouted",
-            format!(
-                "stored on {shard_id} after a reshard, outside the hash range of some of its records; sent again to the shards that own them"
-            ),
+        let settled = self.streams[index].settle_landed(
+            landed,
+            self.config.misrouted_records,
+            self.config.ordered,
+            &self.metrics,
+            now,
         );
-        // An aggregate whose every record the landing shard owns (built for a child just
-        // merged into it, say) is where it belongs: every consumer reads it once as it is.
-        let all_owned = range.is_some_and(|r| {
-            outgoing
-                .members
-                .iter()
-                .map(|member| member.hash_key)
-                .chain(expired_hash_keys.iter().copied())
-                .all(|hash_key| r.contains(hash_key))
-        });
-        let mut resend: Vec<PendingRecord> = Vec::new();
-        let kinesis_bytes = KinesisRecord::size(&outgoing.record);
-        let (mut stored, mut stored_bytes) = (0, 0);
-        for (position, mut member) in positions.into_iter().zip(outgoing.members) {
-            let owned = range.is_some_and(|r| r.contains(member.hash_key));
-            if owned && (all_owned || policy == MisroutedRecords::ResendOutOfRange) {
-                stored += 1;
-                stored_bytes += member.size();
-                self.resolve(
-                    Some(index),
-                    member,
-                    Resolution::Stored {
-                        shard_id: shard_id.clone(),
-                        sequence_number: sequence_number.clone(),
-                        sub_sequence_number: Some(position),
-                    },
-                );
-                continue;
-            }
-            if let Some(last) = member.attempts.last_mut() {
-                last.error_code = Some(error.code.clone());
-                last.error_message = Some(error.message.clone());
-            }
-            member.possibly_duplicated = true;
-            member.ready_since = now;
-            resend.push(member);
+        for (member, resolution) in settled.stored {
+            self.resolve(Some(index), member, resolution);
         }
-        if stored > 0 {
-            // The Kinesis record is stored, whoever of its records it counts for.
-            self.metrics.kinesis_record_put(
-                &self.streams[index].metrics,
-                stored,
-                stored_bytes,
-                kinesis_bytes,
-            );
-        }
-        if resend.is_empty() {
-            return;
-        }
-        let stream = &mut self.streams[index];
-        self.metrics
-            .error(&stream.metrics, "Misrouted", resend.len());
-        self.metrics
-            .possibly_duplicated(&stream.metrics, resend.len());
-        if ordered {
-            // Older than anything their lanes hold now.
-            let unowned = stream.router.route_first(resend, None, now);
-            stream.waiting_for_map.extend(unowned);
-        } else {
-            for member in resend {
-                self.route(index, member, now);
-            }
-        }
+        self.route_all(index, settled.route_again, now);
     }
 }

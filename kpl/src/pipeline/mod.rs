@@ -11,17 +11,21 @@
 //! ```
 //!
 //! Parts with their own state, one job each: [`ledger`] (exactly one answer per record,
-//! flushes, charges), [`stream`] (everything kept for one stream), [`lanes`] (routing and
-//! aggregation per shard and lane), [`ready`] (batches), [`calls`] (PutRecords tasks in
+//! flushes, charges), [`stream`] (everything kept for one stream, and what installing a map,
+//! settling a misrouted aggregate, placing a retry or the TTL does to it), [`lanes`] (routing
+//! and aggregation per shard and lane), [`ready`] (batches), [`calls`] (PutRecords tasks in
 //! flight), [`listings`] (ListShards tasks in flight), [`refresh`] (when a stream's map is
 //! listed again: demand levels, backoff), [`congestion`] (calls in flight and their timeouts),
-//! and [`settle`] (pure: what an outcome means). [`Pipeline`] ([`task`]) is the task that owns
-//! them all: its state, construction, loop and record bookkeeping; its handlers are split by
-//! the event they answer: [`dispatch`] (the tick: sealing, retries, sending batches), [`apply`]
-//! (a call's answer), [`maps`] (a listing's answer: installing a map, settling misrouted
-//! aggregates) and [`expiry`] (the TTL sweep wherever a record waits). The handles talk to it
-//! through a short [`inbox`](crate::inbox); backpressure is the [`Budget`](crate::budget::Budget)
-//! they charge before queueing.
+//! and [`settle`] (pure: what an outcome means). Values they share: [`record`] (a record
+//! pending, a Kinesis record going out), [`shard_map`] (a stream's shards and hash ranges),
+//! [`pack`] (members packed into Kinesis records, in order).
+//!
+//! [`Pipeline`] ([`task`]) is the task that owns them all: its state, construction, loop and
+//! record bookkeeping. Its handlers keep only the glue that needs several parts at once, split
+//! by the event they answer: [`dispatch`] (the tick: retries, sealing, the expiry sweep,
+//! sending batches), [`apply`] (a call's answer) and [`maps`] (a listing's answer). The
+//! handles talk to it through a short [`inbox`](crate::inbox); backpressure is the
+//! [`Budget`](crate::budget::Budget) they charge before queueing.
 //!
 //! Every step runs under `catch_unwind`: should one ever panic, the pipeline answers every
 //! record it holds with the cause, and `send`, `flush` and receipts report it.
@@ -30,7 +34,6 @@ mod apply;
 mod calls;
 mod congestion;
 mod dispatch;
-mod expiry;
 #[cfg(test)]
 mod hardening_tests;
 mod lanes;

@@ -381,10 +381,7 @@ impl Pipeline {
         now: Instant,
     ) -> PendingRecord {
         match index.and_then(|i| self.streams.get_mut(i)) {
-            Some(stream) => {
-                stream.pass.received += 1;
-                stream.outstanding += 1;
-            }
+            Some(stream) => stream.admitted(),
             None => self.metrics.received(None, 1),
         }
         self.ledger.admit(incoming, now)
@@ -402,13 +399,7 @@ impl Pipeline {
             Resolution::Failed(reason) => (1, u64::from(*reason == FailureReason::Expired)),
         };
         match index.and_then(|i| self.streams.get_mut(i)) {
-            Some(stream) => {
-                stream.outstanding = stream.outstanding.saturating_sub(1);
-                stream.pass.failed += failed;
-                stream.pass.expired += expired;
-                stream.pass.released_records += 1;
-                stream.pass.released_bytes += member.charge as usize;
-            }
+            Some(stream) => stream.answered(1, member.charge as usize, failed, expired),
             None => {
                 self.metrics.failed(None, failed, expired);
                 // A stream the pipeline never started (a record racing the shutdown): its
