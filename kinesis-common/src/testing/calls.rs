@@ -56,10 +56,13 @@ impl fmt::Display for Operation {
 
 /// What one call of an operation does instead of (or before) answering, when injected with
 /// [`FakeKinesis::inject`]. Works for every operation, before the operation's own faults
-/// (PutRecords' [`CallFault`](super::CallFault)s, ListShards' [`ListShardsFault`](super::ListShardsFault)s).
+/// (PutRecords' [`CallFault`](super::CallFault)s, ListShards' script, whose
+/// [`ListShardsFault`](super::ListShardsFault) is this type).
 #[derive(Debug, Clone, PartialEq, Eq)]
 #[non_exhaustive]
 pub enum Fault {
+    /// Answers normally (a call a script lets through).
+    None,
     /// Fails with this class and code, as given.
     Error {
         /// What the failure means.
@@ -216,28 +219,36 @@ impl FakeKinesis {
         if hangs {
             std::future::pending::<()>().await;
         }
-        match fault {
-            None => {}
-            Some(Fault::Error { class, code }) => {
-                return Err(KinesisError::new(
-                    operation.as_str(),
-                    class,
-                    code,
-                    "injected by the fake",
-                ));
-            }
-            Some(Fault::ServiceError { code, message }) => {
-                return Err(service_error(operation.as_str(), &code, &message));
-            }
-            Some(Fault::Hang) => std::future::pending::<()>().await,
-            Some(Fault::Delay(delay)) => tokio::time::sleep(delay).await,
-            Some(Fault::Panic) => panic!("FakeKinesis: injected panic in {operation}"),
+        if let Some(fault) = fault {
+            carry_out(operation, fault).await?;
         }
         if let Some(delay) = delay {
             tokio::time::sleep(delay).await;
         }
         Ok(())
     }
+}
+
+/// Does what `fault` says a call of `operation` does: fail, hang, wait, panic, or nothing.
+pub(super) async fn carry_out(operation: Operation, fault: Fault) -> Result<(), KinesisError> {
+    match fault {
+        Fault::None => {}
+        Fault::Error { class, code } => {
+            return Err(KinesisError::new(
+                operation.as_str(),
+                class,
+                code,
+                "injected by the fake",
+            ));
+        }
+        Fault::ServiceError { code, message } => {
+            return Err(service_error(operation.as_str(), &code, &message));
+        }
+        Fault::Hang => std::future::pending::<()>().await,
+        Fault::Delay(delay) => tokio::time::sleep(delay).await,
+        Fault::Panic => panic!("FakeKinesis: injected panic in {operation}"),
+    }
+    Ok(())
 }
 
 #[cfg(test)]

@@ -5,7 +5,7 @@ use std::time::Duration;
 use rand::rngs::StdRng;
 use rand::{Rng, SeedableRng};
 
-use super::FakeKinesis;
+use super::{FakeKinesis, Fault, Operation};
 use crate::{ErrorClass, KinesisError, StreamId};
 
 /// What one PutRecords call does, when scripted.
@@ -50,32 +50,12 @@ pub enum CallFault {
     Panic,
 }
 
-/// What one ListShards call does, when scripted.
-#[derive(Debug, Clone, PartialEq, Eq)]
-#[non_exhaustive]
-pub enum ListShardsFault {
-    /// Answers normally.
-    None,
-    /// Fails with this class and code.
-    Error {
-        /// What the failure means.
-        class: ErrorClass,
-        /// Its code.
-        code: String,
-    },
-    /// Fails with the service error `code` and `message`, classified as in
-    /// [`CallFault::ServiceError`] (e.g. `LimitExceededException`: throttled).
-    ServiceError {
-        /// The error code.
-        code: String,
-        /// The service's message.
-        message: String,
-    },
-    /// Never answers.
-    Hang,
-    /// Answers normally after this long (the shards as they are when it answers).
-    Delay(Duration),
-}
+/// What one ListShards call does, when scripted
+/// ([`script_list_shards_faults`](FakeKinesis::script_list_shards_faults)): the [`Fault`] every
+/// operation takes, carried out the same way (`None`: answers normally; `Delay`: answers after
+/// it, with the shards as they are then; `ServiceError`: classified as in
+/// [`CallFault::ServiceError`], e.g. `LimitExceededException`: throttled).
+pub type ListShardsFault = Fault;
 
 /// Random faults: each rate is a probability per call (or per entry for the entry faults).
 /// Fields are public; outside this crate start from [`RandomFaults::none`] and set them.
@@ -150,9 +130,10 @@ impl FakeKinesis {
         self.state().list_script.extend(faults);
     }
 
-    /// While set, every ListShards call never answers.
+    /// While set, every ListShards call never answers (as
+    /// [`set_hang`](Self::set_hang)`(Operation::ListShards, hang)`).
     pub fn set_list_shards_hang(&self, hang: bool) {
-        self.state().list_hangs = hang;
+        self.set_hang(Operation::ListShards, hang);
     }
 
     /// Random faults from now on, drawn from a generator seeded with `seed`.
@@ -241,9 +222,6 @@ impl FakeKinesis {
     /// What the next ListShards call does: the script first, then the random rates.
     pub(super) fn next_list_fault(&self, stream: &StreamId) -> ListShardsFault {
         let mut state = self.state();
-        if state.list_hangs {
-            return ListShardsFault::Hang;
-        }
         if let Some(fault) = state.list_script.pop_front() {
             return fault;
         }

@@ -1,8 +1,8 @@
 //! ListShards: the shards a [`ShardListing`] selects, with the faults of the call.
 
-use super::faults::service_error;
+use super::calls::carry_out;
 use super::streams::FakeShard;
-use super::{FakeKinesis, ListShardsFault, Operation};
+use super::{FakeKinesis, Operation};
 use crate::api::impl_calls;
 use crate::{ErrorClass, KinesisError, ListShards, Shard, ShardListing, StreamId};
 
@@ -24,22 +24,8 @@ impl_calls! {
         async fn list_shards(&self, stream: &'a StreamId, listing: &'a ShardListing) -> Vec<Shard> {
             self.state().list_calls += 1;
             self.enter(Operation::ListShards).await?;
-            match self.next_list_fault(stream) {
-                ListShardsFault::None => {}
-                ListShardsFault::Hang => std::future::pending::<()>().await,
-                ListShardsFault::Error { class, code } => {
-                    return Err(KinesisError::new(
-                        "ListShards",
-                        class,
-                        code,
-                        "injected by the fake",
-                    ));
-                }
-                ListShardsFault::ServiceError { code, message } => {
-                    return Err(service_error("ListShards", &code, &message));
-                }
-                ListShardsFault::Delay(delay) => tokio::time::sleep(delay).await,
-            }
+            let fault = self.next_list_fault(stream);
+            carry_out(Operation::ListShards, fault).await?;
             let shards = self.state().live_stream(stream).map(|(_, s)| {
                 s.shards
                     .iter()

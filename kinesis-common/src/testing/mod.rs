@@ -142,7 +142,6 @@ struct State {
     next_sequence: u64,
     script: VecDeque<CallFault>,
     list_script: VecDeque<ListShardsFault>,
-    list_hangs: bool,
     random: RandomFaults,
     /// Streams whose calls draw from these rates instead of `random`.
     stream_random: BTreeMap<StreamId, RandomFaults>,
@@ -217,7 +216,6 @@ impl FakeKinesis {
                 next_sequence: 1,
                 script: VecDeque::new(),
                 list_script: VecDeque::new(),
-                list_hangs: false,
                 random: RandomFaults::none(),
                 stream_random: BTreeMap::new(),
                 rng: StdRng::seed_from_u64(0),
