@@ -1,5 +1,6 @@
 //! Faults for every operation (fail N times, hang, wait, panic) and the log of calls.
 
+use std::collections::BTreeSet;
 use std::fmt;
 use std::time::Duration;
 
@@ -139,22 +140,12 @@ impl FakeKinesis {
 
     /// While set, every call of `operation` never answers.
     pub fn set_hang(&self, operation: Operation, hang: bool) {
-        let mut state = self.state();
-        if hang {
-            state.hangs.insert(operation);
-        } else {
-            state.hangs.remove(&operation);
-        }
+        switch(&mut self.state().hangs, operation, hang);
     }
 
     /// While set, every call of `operation` panics.
     pub fn set_panic(&self, operation: Operation, panic: bool) {
-        let mut state = self.state();
-        if panic {
-            state.panics.insert(operation);
-        } else {
-            state.panics.remove(&operation);
-        }
+        switch(&mut self.state().panics, operation, panic);
     }
 
     /// Every call of `operation` waits `delay` (tokio time) before it is carried out (zero:
@@ -181,11 +172,7 @@ impl FakeKinesis {
 
     /// How many calls of `operation` came.
     pub fn call_count(&self, operation: Operation) -> usize {
-        self.state()
-            .call_log
-            .iter()
-            .filter(|(op, _)| *op == operation)
-            .count()
+        self.calls(operation).len()
     }
 
     /// Every call of every operation, in order, with when it came.
@@ -226,6 +213,15 @@ impl FakeKinesis {
             tokio::time::sleep(delay).await;
         }
         Ok(())
+    }
+}
+
+/// Puts `operation` in `set` (`on`) or takes it out: a standing fault switched.
+fn switch(set: &mut BTreeSet<Operation>, operation: Operation, on: bool) {
+    if on {
+        set.insert(operation);
+    } else {
+        set.remove(&operation);
     }
 }
 
