@@ -15,6 +15,7 @@ use super::task::Pipeline;
 use std::sync::Arc;
 
 impl Pipeline {
+    // On the pipeline: congestion, metrics, the backoff and the stream.
     pub(super) fn on_call(&mut self, call: InFlight, outcome: CallOutcome) {
         let now = Instant::now();
         let end = match &outcome.answer {
@@ -58,6 +59,7 @@ impl Pipeline {
     }
 
     /// Carries out what the answer of a call sent at `sent` decided.
+    // On the pipeline: answers go through the ledger, retries arm the sweep.
     fn apply(&mut self, index: usize, settlement: Settlement, sent: Instant, now: Instant) {
         let Settlement {
             decisions,
@@ -106,6 +108,7 @@ impl Pipeline {
     }
 
     /// Every member of `outgoing` is stored in `shard_id` at `sequence_number`.
+    // On the pipeline: the ledger answers, the stream counts and recycles.
     pub(super) fn stored(
         &mut self,
         index: usize,
@@ -142,6 +145,7 @@ impl Pipeline {
 
     /// An aggregate stored on another shard than predicted: settled now if the map knows that
     /// shard, else once a refresh brings it.
+    // On the pipeline: it arms the sweep and may answer through the ledger.
     fn landed(
         &mut self,
         index: usize,

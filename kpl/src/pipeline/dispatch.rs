@@ -20,6 +20,7 @@ const MIN_CALL_TIMEOUT: Duration = Duration::from_millis(50);
 
 impl Pipeline {
     /// Makes sure the expiry sweep runs by the time a record that arrived at `arrived` expires.
+    // On the pipeline: the sweep is one for all streams.
     pub(super) fn arm_sweep(&mut self, arrived: Instant) {
         if let Some(ttl) = self.config.ttl() {
             let deadline = later(arrived, ttl);
@@ -38,16 +39,19 @@ impl Pipeline {
     }
 
     /// Routes `members` of stream `index`, in order.
+    // On the pipeline: see `route`.
     pub(super) fn route_all(&mut self, index: usize, members: Vec<PendingRecord>, now: Instant) {
         for member in members {
             self.route(index, member, now);
         }
     }
 
+    // On the pipeline: input closed (the task) or a flush waiting (the ledger).
     pub(super) fn draining(&self) -> bool {
         self.input_closed || self.ledger.flushing()
     }
 
+    // On the pipeline: every part, in order.
     pub(super) fn tick(&mut self, now: Instant) {
         self.start_due_refreshes(now);
         // Before sealing: a retry routed again under a newer map joins an open aggregate,
@@ -96,22 +100,17 @@ impl Pipeline {
     }
 
     /// Moves records to the ready queues and sends batches while calls are allowed.
+    // On the pipeline: the budget, the calls and congestion decide across streams.
     pub(super) fn dispatch(&mut self, now: Instant) {
         for stream in &mut self.streams {
-            stream.wake = None;
-            if !stream.held() {
-                stream.wake = stream.router.move_to_ready(now, &mut stream.ready);
-            }
+            stream.move_to_ready(now);
         }
         // At the budget, lingering cannot bring more records (the senders wait for these to
         // resolve): keep a call or two going with whatever is ready instead.
         let pressed = self.budget.pressed();
         if pressed && self.calls.is_empty() && self.streams.iter().all(|s| s.ready.is_empty()) {
             for stream in &mut self.streams {
-                if !stream.held() {
-                    stream.router.seal_idle();
-                    stream.wake = stream.router.move_to_ready(now, &mut stream.ready);
-                }
+                stream.send_idle(now);
             }
         }
         // A stream at its share of the budget is pressed on its own: its senders wait.
@@ -121,10 +120,8 @@ impl Pipeline {
                 if stream.share.pressed(limit)
                     && stream.calls_in_flight == 0
                     && stream.ready.is_empty()
-                    && !stream.held()
                 {
-                    stream.router.seal_idle();
-                    stream.wake = stream.router.move_to_ready(now, &mut stream.ready);
+                    stream.send_idle(now);
                 }
             }
         }
@@ -155,12 +152,14 @@ impl Pipeline {
     }
 
     /// One stream's most of the budget, while the producer has several streams.
+    // On the pipeline: config and registry.
     pub(super) fn share_limit(&self) -> Option<crate::streams::ShareLimit> {
         self.config
             .share_limit()
             .filter(|_| self.registry.len() > 1)
     }
 
+    // On the pipeline: congestion sets the timeout, the calls set spawns the task.
     pub(super) fn send_batch(&mut self, index: usize, now: Instant) {
         let stream = &mut self.streams[index];
         let batch = stream
@@ -205,6 +204,7 @@ impl Pipeline {
         self.calls.spawn(&self.api, call, batch, ticket, now);
     }
 
+    // On the pipeline: calls, congestion, streams and the sweep.
     pub(super) fn next_wake(&self) -> Option<Instant> {
         let draining = self.draining();
         let room = self.calls.len() < self.congestion.allowed();
@@ -218,6 +218,7 @@ impl Pipeline {
     /// The expiry sweep: runs when the oldest waiting record's TTL runs out, and at most every
     /// 1/20 of the TTL (between 1 ms and 1 s), so a record fails at most that long after its
     /// TTL while a stream keeps failing.
+    // On the pipeline: the expired records are answered through the ledger.
     pub(super) fn sweep(&mut self, now: Instant) {
         let Some(ttl) = self.config.ttl() else {
             self.next_sweep = None;

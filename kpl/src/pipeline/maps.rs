@@ -17,6 +17,7 @@ use crate::client::ErrorClass;
 use crate::error::FailureReason;
 
 impl Pipeline {
+    // On the pipeline: a listing task needs the API client and the listings set.
     pub(super) fn start_due_refreshes(&mut self, now: Instant) {
         for (index, stream) in self.streams.iter_mut().enumerate() {
             if stream.refresh.due(now) {
@@ -32,6 +33,7 @@ impl Pipeline {
         }
     }
 
+    // On the pipeline: routing arms the sweep; a missing stream is answered through the ledger.
     pub(super) fn on_refresh(&mut self, (index, level, result): Listed) {
         let now = Instant::now();
         let Some(stream) = self.streams.get_mut(index) else {
@@ -103,6 +105,7 @@ impl Pipeline {
 
     /// Sends stream `index` without a map, everything held routed again as by
     /// [`install`](Self::install).
+    // On the pipeline: routing arms the expiry sweep.
     pub(super) fn install_unmapped(&mut self, index: usize, now: Instant) {
         let again = self.streams[index].install_unmapped(self.config.ordered, now);
         self.route_all(index, again, now);
@@ -110,6 +113,7 @@ impl Pipeline {
 
     /// Settles the aggregates of stream `index` that a map now places (see
     /// [`StreamState::take_settleable`](super::stream::StreamState::take_settleable)).
+    // On the pipeline: it settles through the ledger (see `settle_landed`).
     fn settle_unsettled(&mut self, index: usize, current: bool, now: Instant) {
         for entry in self.streams[index].take_settleable(current) {
             self.settle_landed(index, entry, now);

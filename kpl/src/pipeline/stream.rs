@@ -8,6 +8,7 @@ use std::sync::Arc;
 
 use aggregation_proto::KinesisRecord;
 use tokio::time::Instant;
+use tracing::debug;
 
 use super::lanes::{Router, RouterConfig, retain_outgoing};
 use super::ledger::Resolution;
@@ -190,6 +191,39 @@ impl StreamState {
         self.refresh.park(now);
         self.retired = true;
         self.idle_since = None;
+    }
+
+    /// Moves what its lanes let go to the ready queue, unless dispatch is held; notes when a
+    /// lane can move next.
+    pub(crate) fn move_to_ready(&mut self, now: Instant) {
+        self.wake = None;
+        if !self.held() {
+            self.wake = self.router.move_to_ready(now, &mut self.ready);
+        }
+    }
+
+    /// Seals every open aggregate and moves what its lanes let go to the ready queue, unless
+    /// dispatch is held (lingering cannot bring more records: its senders wait).
+    pub(crate) fn send_idle(&mut self, now: Instant) {
+        if !self.held() {
+            self.router.seal_idle();
+            self.wake = self.router.move_to_ready(now, &mut self.ready);
+        }
+    }
+
+    /// Ends a pass: gives back its share of what was answered, publishes its counts, and
+    /// retires the stream when it is due.
+    pub(crate) fn end_pass(&mut self, metrics: &Metrics, now: Instant) {
+        let pass = std::mem::take(&mut self.pass);
+        self.share
+            .release(pass.released_records, pass.released_bytes);
+        if self.should_retire(now) {
+            debug!(stream = %self.id, "no handle writes to the stream any more: its state is dropped");
+            self.retire(now);
+        }
+        metrics.received(Some(&self.metrics), pass.received);
+        metrics.failed(Some(&self.metrics), pass.failed, pass.expired);
+        metrics.pending(&self.metrics, self.outstanding);
     }
 
     /// Whether dispatch is held (a stale map, or calls of an older map still out).

@@ -329,6 +329,7 @@ impl Pipeline {
     }
 
     /// Makes sure stream `index` has a state; false if the registry does not know it.
+    // On the pipeline: the registry and the streams.
     pub(super) fn ensure_stream(&mut self, index: usize, now: Instant) -> bool {
         while self.streams.len() <= index {
             let Some((id, share)) = self.registry.entry(self.streams.len()) else {
@@ -346,22 +347,12 @@ impl Pipeline {
     }
 
     /// Budget, metrics and logs of everything resolved in this pass, at once.
+    // On the pipeline: the ledger, the budget and every stream.
     pub(super) fn end_pass(&mut self) {
         self.ledger.release_to(&self.budget);
         let now = Instant::now();
         for stream in &mut self.streams {
-            let pass = std::mem::take(&mut stream.pass);
-            stream
-                .share
-                .release(pass.released_records, pass.released_bytes);
-            if stream.should_retire(now) {
-                debug!(stream = %stream.id, "no handle writes to the stream any more: its state is dropped");
-                stream.retire(now);
-            }
-            self.metrics.received(Some(&stream.metrics), pass.received);
-            self.metrics
-                .failed(Some(&stream.metrics), pass.failed, pass.expired);
-            self.metrics.pending(&stream.metrics, stream.outstanding);
+            stream.end_pass(&self.metrics, now);
         }
         let detached = self.ledger.take_detached_failures();
         if detached.records > 0 {
@@ -374,6 +365,7 @@ impl Pipeline {
     }
 
     /// Takes a record of stream `index` in (see [`Ledger::admit`]).
+    // On the pipeline: the ledger, the stream and the metrics.
     pub(super) fn admit(
         &mut self,
         index: Option<usize>,
@@ -388,6 +380,7 @@ impl Pipeline {
     }
 
     /// Answers a record of stream `index` (see [`Ledger::resolve`]).
+    // On the pipeline: the ledger, the stream (or registry share) and the metrics.
     pub(super) fn resolve(
         &mut self,
         index: Option<usize>,
