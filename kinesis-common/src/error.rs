@@ -269,31 +269,19 @@ where
                 .map_or_else(|| ErrorChain(&error).to_string(), str::to_owned);
             (class, code, message)
         }
-        SdkError::TimeoutError(_) => (
-            ErrorClass::Transient,
-            "Timeout".into(),
-            ErrorChain(&error).to_string(),
-        ),
-        SdkError::DispatchFailure(_) => (
-            ErrorClass::Transient,
-            "DispatchFailure".into(),
-            ErrorChain(&error).to_string(),
-        ),
-        SdkError::ResponseError(_) => (
-            ErrorClass::Transient,
-            "ResponseError".into(),
-            ErrorChain(&error).to_string(),
-        ),
-        SdkError::ConstructionFailure(_) => (
-            ErrorClass::InvalidRequest,
-            "ConstructionFailure".into(),
-            ErrorChain(&error).to_string(),
-        ),
-        _ => (
-            ErrorClass::Unexpected,
-            "Unknown".into(),
-            ErrorChain(&error).to_string(),
-        ),
+        // A client-side failure: named by its kind, described by its error chain.
+        client_side => {
+            let (class, code) = match client_side {
+                SdkError::TimeoutError(_) => (ErrorClass::Transient, "Timeout"),
+                SdkError::DispatchFailure(_) => (ErrorClass::Transient, "DispatchFailure"),
+                SdkError::ResponseError(_) => (ErrorClass::Transient, "ResponseError"),
+                SdkError::ConstructionFailure(_) => {
+                    (ErrorClass::InvalidRequest, "ConstructionFailure")
+                }
+                _ => (ErrorClass::Unexpected, "Unknown"),
+            };
+            (class, code.to_owned(), ErrorChain(&error).to_string())
+        }
     };
     KinesisError::new(operation, class, code, message).with_sdk_error(error)
 }
