@@ -7,6 +7,24 @@ use tokio::sync::watch;
 use crate::coordinator::{HeldLeaseError, HeldRef, LeaseCoordinator};
 use crate::lease::Checkpoint;
 use crate::retrieval::compare_sequence_numbers;
+#[cfg(any(test, feature = "test-util"))]
+use crate::testing::{CheckpointCall, MemoryLog};
+
+/// Runs one fallible checkpoint call; with a test's in-memory backend, the call is logged
+/// first (and may fail there, as the test asked) and its result after. Without `test-util`
+/// this is the body alone.
+macro_rules! logged {
+    ($self:ident, $call:expr, $body:expr) => {{
+        #[cfg(any(test, feature = "test-util"))]
+        if let Some(error) = $self.log_call(|| $call) {
+            return Err(error);
+        }
+        let result = $body;
+        #[cfg(any(test, feature = "test-util"))]
+        $self.log_result(&result);
+        result
+    }};
+}
 
 /// Why a checkpoint was not written.
 #[derive(Debug, thiserror::Error)]
@@ -70,8 +88,7 @@ fn cmp_position(a: (&str, u64), b: (&str, u64)) -> Ordering {
 #[derive(Debug)]
 pub struct Checkpointer {
     lease_key: String,
-    coordinator: LeaseCoordinator,
-    holding: HeldRef,
+    backend: Backend,
     last_checkpoint: Checkpoint,
     /// The largest (sequence, sub-sequence) handed to the processor.
     delivered: Option<(String, u64)>,
@@ -86,6 +103,19 @@ pub struct Checkpointer {
     progress: Option<watch::Sender<()>>,
 }
 
+/// Where a checkpointer's writes go.
+#[derive(Debug)]
+enum Backend {
+    /// The production path: the coordinator, fenced to one holding.
+    Lease {
+        coordinator: LeaseCoordinator,
+        holding: HeldRef,
+    },
+    /// A test's in-memory log (`kcl::testing`): no lease table, every call recorded.
+    #[cfg(any(test, feature = "test-util"))]
+    Memory(MemoryLog),
+}
+
 impl Checkpointer {
     pub(crate) fn new(
         coordinator: LeaseCoordinator,
@@ -95,8 +125,10 @@ impl Checkpointer {
     ) -> Self {
         Self {
             lease_key: holding.key.clone(),
-            coordinator,
-            holding,
+            backend: Backend::Lease {
+                coordinator,
+                holding,
+            },
             last_checkpoint,
             delivered: None,
             shard_end_reached: false,
@@ -104,6 +136,69 @@ impl Checkpointer {
             prepared: pending,
             restart: None,
             progress: None,
+        }
+    }
+
+    /// A checkpointer without a lease table, for `kcl::testing`: the same checks, writes
+    /// recorded in `log` instead of stored.
+    #[cfg(any(test, feature = "test-util"))]
+    pub(crate) fn in_memory(
+        shard_id: String,
+        last_checkpoint: Checkpoint,
+        pending: Option<Checkpoint>,
+        log: MemoryLog,
+    ) -> Self {
+        Self {
+            lease_key: shard_id,
+            backend: Backend::Memory(log),
+            last_checkpoint,
+            delivered: None,
+            shard_end_reached: false,
+            pending_stored: pending.is_some(),
+            prepared: pending,
+            restart: None,
+            progress: None,
+        }
+    }
+
+    /// The in-memory log, for a checkpointer made by [`in_memory`](Self::in_memory).
+    #[cfg(any(test, feature = "test-util"))]
+    pub(crate) fn memory_log(&self) -> Option<&MemoryLog> {
+        match &self.backend {
+            Backend::Memory(log) => Some(log),
+            Backend::Lease { .. } => None,
+        }
+    }
+
+    /// As [`memory_log`](Self::memory_log), to change it (inject failures).
+    #[cfg(any(test, feature = "test-util"))]
+    pub(crate) fn memory_log_mut(&mut self) -> Option<&mut MemoryLog> {
+        match &mut self.backend {
+            Backend::Memory(log) => Some(log),
+            Backend::Lease { .. } => None,
+        }
+    }
+
+    /// The restart the processor asked for, if any (not taken).
+    #[cfg(any(test, feature = "test-util"))]
+    pub(crate) fn restart_requested(&self) -> Option<&str> {
+        self.restart.as_deref()
+    }
+
+    /// Logs a call with the in-memory backend; the failure the test queued for it, if any.
+    #[cfg(any(test, feature = "test-util"))]
+    fn log_call(&mut self, call: impl FnOnce() -> CheckpointCall) -> Option<CheckpointError> {
+        let lease_key = &self.lease_key;
+        match &mut self.backend {
+            Backend::Memory(log) => log.call(call(), lease_key),
+            Backend::Lease { .. } => None,
+        }
+    }
+
+    #[cfg(any(test, feature = "test-util"))]
+    fn log_result(&mut self, result: &Result<(), CheckpointError>) {
+        if let Backend::Memory(log) = &mut self.backend {
+            log.result(result);
         }
     }
 
@@ -144,7 +239,12 @@ impl Checkpointer {
     /// the middle of a batch. (In `shard_ended` there is no need: a shard end without
     /// SHARD_END stored is retried with the same processor after a backoff.)
     pub fn request_restart(&mut self, reason: impl Into<String>) {
-        self.restart = Some(reason.into());
+        let reason = reason.into();
+        #[cfg(any(test, feature = "test-util"))]
+        if let Backend::Memory(log) = &mut self.backend {
+            log.restart_requested(&reason);
+        }
+        self.restart = Some(reason);
     }
 
     /// The last checkpoint written (or the one processing started from).
@@ -161,6 +261,14 @@ impl Checkpointer {
     /// [`CheckpointError::LeaseLost`] after the lease was taken; [`CheckpointError::Write`] on
     /// a transient DynamoDB failure.
     pub async fn checkpoint(&mut self) -> Result<(), CheckpointError> {
+        logged!(
+            self,
+            CheckpointCall::Checkpoint,
+            self.checkpoint_last().await
+        )
+    }
+
+    async fn checkpoint_last(&mut self) -> Result<(), CheckpointError> {
         if self.shard_end_reached {
             return self.write(Checkpoint::ShardEnd).await;
         }
@@ -182,6 +290,22 @@ impl Checkpointer {
         sequence_number: &str,
         sub_sequence_number: u64,
     ) -> Result<(), CheckpointError> {
+        logged!(
+            self,
+            CheckpointCall::CheckpointAt {
+                sequence_number: sequence_number.to_owned(),
+                sub_sequence_number,
+            },
+            self.checkpoint_at_position(sequence_number, sub_sequence_number)
+                .await
+        )
+    }
+
+    async fn checkpoint_at_position(
+        &mut self,
+        sequence_number: &str,
+        sub_sequence_number: u64,
+    ) -> Result<(), CheckpointError> {
         self.check_position(sequence_number, sub_sequence_number)?;
         let at_last = self.delivered.as_ref().is_some_and(|(seq, sub)| {
             cmp_position((sequence_number, sub_sequence_number), (seq, *sub)) == Ordering::Equal
@@ -199,10 +323,13 @@ impl Checkpointer {
     /// # Errors
     /// [`CheckpointError::ShardNotEnded`], or as for [`checkpoint`](Self::checkpoint).
     pub async fn checkpoint_shard_end(&mut self) -> Result<(), CheckpointError> {
-        if !self.shard_end_reached {
-            return Err(CheckpointError::ShardNotEnded);
-        }
-        self.write(Checkpoint::ShardEnd).await
+        logged!(self, CheckpointCall::CheckpointShardEnd, {
+            if self.shard_end_reached {
+                self.write(Checkpoint::ShardEnd).await
+            } else {
+                Err(CheckpointError::ShardNotEnded)
+            }
+        })
     }
 
     /// First phase of a two-phase checkpoint: records the intended position (and optional
@@ -216,12 +343,39 @@ impl Checkpointer {
         sub_sequence_number: u64,
         state: Option<Vec<u8>>,
     ) -> Result<(), CheckpointError> {
+        logged!(
+            self,
+            CheckpointCall::PrepareCheckpoint {
+                sequence_number: sequence_number.to_owned(),
+                sub_sequence_number,
+                state: state.clone(),
+            },
+            self.prepare(sequence_number, sub_sequence_number, state)
+                .await
+        )
+    }
+
+    async fn prepare(
+        &mut self,
+        sequence_number: &str,
+        sub_sequence_number: u64,
+        state: Option<Vec<u8>>,
+    ) -> Result<(), CheckpointError> {
         self.progressed();
         self.check_position(sequence_number, sub_sequence_number)?;
         let pending = Checkpoint::sequence(sequence_number, sub_sequence_number);
-        self.coordinator
-            .prepare_checkpoint_holding(&self.holding, pending.clone(), state)
-            .await?;
+        match &mut self.backend {
+            Backend::Lease {
+                coordinator,
+                holding,
+            } => {
+                coordinator
+                    .prepare_checkpoint_holding(holding, pending.clone(), state)
+                    .await?;
+            }
+            #[cfg(any(test, feature = "test-util"))]
+            Backend::Memory(log) => log.prepared(pending.clone(), state),
+        }
         self.prepared = Some(pending);
         self.pending_stored = true;
         Ok(())
@@ -239,6 +393,10 @@ impl Checkpointer {
     /// [`CheckpointError::NothingPrepared`], [`CheckpointError::InvalidPosition`] (the
     /// prepared checkpoint stays prepared), or as for [`checkpoint`](Self::checkpoint).
     pub async fn commit_prepared(&mut self) -> Result<(), CheckpointError> {
+        logged!(self, CheckpointCall::CommitPrepared, self.commit().await)
+    }
+
+    async fn commit(&mut self) -> Result<(), CheckpointError> {
         let prepared = self
             .prepared
             .clone()
@@ -294,16 +452,30 @@ impl Checkpointer {
         self.progressed();
         if checkpoint == self.last_checkpoint && !self.pending_stored {
             // Already stored: nothing to write; still say so if the holding ended.
-            if self.coordinator.holding_lease(&self.holding).is_none() {
+            if let Backend::Lease {
+                coordinator,
+                holding,
+            } = &self.backend
+                && coordinator.holding_lease(holding).is_none()
+            {
                 return Err(CheckpointError::LeaseLost {
                     lease_key: self.lease_key.clone(),
                 });
             }
             return Ok(());
         }
-        self.coordinator
-            .checkpoint_holding(&self.holding, checkpoint.clone())
-            .await?;
+        match &mut self.backend {
+            Backend::Lease {
+                coordinator,
+                holding,
+            } => {
+                coordinator
+                    .checkpoint_holding(holding, checkpoint.clone())
+                    .await?;
+            }
+            #[cfg(any(test, feature = "test-util"))]
+            Backend::Memory(log) => log.wrote(checkpoint.clone()),
+        }
         self.last_checkpoint = checkpoint;
         self.pending_stored = false;
         Ok(())

@@ -41,6 +41,9 @@
 //! taken again is a new holding), for the scheduler's checkpointers. Nothing public takes a
 //! lease key to write to, so no code outside the crate can write into a holding it was not
 //! given. The planner, expiry tracking and clocks behind the coordinator are private.
+//!
+//! **Testing a processor**: the `testing` module (feature `test-util`) builds the inputs and a
+//! [`Checkpointer`] without a lease table that records what the processor checkpointed.
 #![forbid(unsafe_code)]
 #![warn(missing_docs, missing_debug_implementations, unreachable_pub)]
 
@@ -55,6 +58,8 @@ mod processor;
 pub mod retrieval;
 mod scheduler;
 mod shard_sync;
+#[cfg(any(test, feature = "test-util"))]
+pub mod testing;
 
 pub use aggregation_proto::DeaggregatedRecord;
 pub use checkpointer::{CheckpointError, Checkpointer};
