@@ -7,9 +7,9 @@ use tokio::time::Instant;
 
 use super::calls::InFlight;
 use super::congestion::CallEnd;
-use super::lanes::UNMAPPED_SHARD;
 use super::ledger::Resolution;
 use super::record::{Outgoing, PendingRecord};
+use super::router::UNMAPPED_SHARD;
 use super::settle::{Answer, CallOutcome, Decision, SettleRules, Settlement, settle};
 use super::task::Pipeline;
 use std::sync::Arc;

@@ -5,9 +5,10 @@ use std::time::Duration;
 
 use tokio::time::Instant;
 
-use super::lanes::{SealScope, later};
+use super::lanes::later;
 use super::ledger::Resolution;
 use super::record::PendingRecord;
+use super::router::SealScope;
 use super::task::Pipeline;
 use crate::error::FailureReason;
 

@@ -12,8 +12,9 @@
 //!
 //! Parts with their own state, one job each: [`ledger`] (exactly one answer per record,
 //! flushes, charges), [`stream`] (everything kept for one stream, and what installing a map,
-//! settling a misrouted aggregate, placing a retry or the TTL does to it), [`lanes`] (routing
-//! and aggregation per shard and lane), [`ready`] (batches), [`calls`] (PutRecords tasks in
+//! settling a misrouted aggregate, placing a retry or the TTL does to it), [`router`] (which
+//! shard and lane a record goes to under one map, or without one), [`lanes`] (a lane's open
+//! aggregate and queue of sealed records), [`ready`] (batches), [`calls`] (PutRecords tasks in
 //! flight), [`listings`] (ListShards tasks in flight), [`refresh`] (when a stream's map is
 //! listed again: demand levels, backoff), [`congestion`] (calls in flight and their timeouts),
 //! and [`settle`] (pure: what an outcome means). Values they share: [`record`] (a record
@@ -44,6 +45,7 @@ mod pack;
 mod ready;
 mod record;
 mod refresh;
+mod router;
 mod settle;
 mod shard_map;
 mod stream;

@@ -10,12 +10,13 @@ use aggregation_proto::KinesisRecord;
 use tokio::time::Instant;
 use tracing::debug;
 
-use super::lanes::{Router, RouterConfig, retain_outgoing};
+use super::lanes::retain_outgoing;
 use super::ledger::Resolution;
 use super::pack::pack_in_order;
 use super::ready::ReadyQueue;
 use super::record::{AttemptError, Outgoing, PendingRecord};
 use super::refresh::Refresh;
+use super::router::{Router, RouterConfig};
 use super::shard_map::ShardMap;
 use crate::client::StreamId;
 use crate::config::MisroutedRecords;

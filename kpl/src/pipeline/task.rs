@@ -13,11 +13,11 @@ use tracing::{debug, warn};
 
 use super::calls::Calls;
 use super::congestion::Congestion;
-use super::lanes::RouterConfig;
 use super::ledger::{Ledger, Resolution};
 use super::listings::Listings;
 use super::record::Incoming;
 use super::record::PendingRecord;
+use super::router::RouterConfig;
 use super::shard_map::ShardMap;
 use super::stream::StreamState;
 use crate::budget::Budget;
