@@ -4,13 +4,12 @@
 //! owns it; see [`MisroutedRecords`](crate::config::MisroutedRecords)).
 
 use tokio::time::Instant;
-use tracing::{debug, warn};
+use tracing::warn;
 
 use super::ledger::Resolution;
 use super::listings::Listed;
 
 use super::refresh::Finished;
-use super::shard_map::ShardMap;
 use super::stream::Unsettled;
 use super::task::Pipeline;
 use crate::client::ErrorClass;
@@ -41,27 +40,13 @@ impl Pipeline {
         };
         match result {
             Ok(map) => {
-                let finished = stream.refresh.finish(level, true, now);
-                if !stream.router.has_map() || !map.same_shards(&stream.router.map) {
-                    debug!(stream = %stream.id, shards = map.shards.len(), "shard map changed");
-                    self.install(index, map, now);
-                } else if !self.streams[index].waiting_for_map.is_empty() {
-                    let waiting = std::mem::take(&mut self.streams[index].waiting_for_map);
-                    self.route_all(index, waiting, now);
-                }
+                let (again, finished) = stream.map_listed(level, map, self.config.ordered, now);
+                self.route_all(index, again, now);
                 self.settle_unsettled(index, finished == Finished::Current, now);
                 self.streams[index].listed();
             }
             Err(error) => {
-                stream.refresh.finish(level, false, now);
-                warn!(
-                    stream = %stream.id,
-                    %error,
-                    failures = stream.refresh.failures(),
-                    "shard map refresh failed; retrying with backoff"
-                );
-                // Sending with a stale map beats stalling until every record expires.
-                stream.hold = None;
+                stream.listing_failed(level, &error, now);
                 if self.config.ordered && !stream.unsettled.is_empty() {
                     // Aggregates that landed on a shard this map does not know: with the hold
                     // lifted, later records of their keys would go first. Their records go
@@ -95,16 +80,8 @@ impl Pipeline {
         }
     }
 
-    /// Replaces stream `index`'s map and routes again what it gives back (see
-    /// [`StreamState::install`](super::stream::StreamState::install)).
-    // On the pipeline: routing arms the expiry sweep.
-    pub(super) fn install(&mut self, index: usize, map: ShardMap, now: Instant) {
-        let again = self.streams[index].install(map, self.config.ordered, now);
-        self.route_all(index, again, now);
-    }
-
-    /// Sends stream `index` without a map, everything held routed again as by
-    /// [`install`](Self::install).
+    /// Sends stream `index` without a map, everything held routed again (see
+    /// [`StreamState::install_unmapped`](super::stream::StreamState::install_unmapped)).
     // On the pipeline: routing arms the expiry sweep.
     pub(super) fn install_unmapped(&mut self, index: usize, now: Instant) {
         let again = self.streams[index].install_unmapped(self.config.ordered, now);

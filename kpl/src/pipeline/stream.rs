@@ -8,17 +8,17 @@ use std::sync::Arc;
 
 use aggregation_proto::KinesisRecord;
 use tokio::time::Instant;
-use tracing::debug;
+use tracing::{debug, warn};
 
 use super::lanes::retain_outgoing;
 use super::ledger::Resolution;
 use super::pack::pack_in_order;
 use super::ready::ReadyQueue;
 use super::record::{AttemptError, Outgoing, PendingRecord};
-use super::refresh::Refresh;
+use super::refresh::{Finished, Refresh};
 use super::router::{Router, RouterConfig};
 use super::shard_map::ShardMap;
-use crate::client::StreamId;
+use crate::client::{KinesisError, StreamId};
 use crate::config::MisroutedRecords;
 use crate::metrics::{Metrics, StreamMetrics};
 use crate::streams::StreamShare;
@@ -349,6 +349,39 @@ impl StreamState {
         }
         displaced.sort_by_key(|m| m.sequence);
         displaced
+    }
+
+    /// A listing (refresh `level`) brought `map`: installed if its shards differ (see
+    /// [`install`](Self::install)). Gives back what must be routed again (everything held
+    /// then, else the records waiting for a map) and how the refresh ended.
+    pub(crate) fn map_listed(
+        &mut self,
+        level: u64,
+        map: ShardMap,
+        ordered: bool,
+        now: Instant,
+    ) -> (Vec<PendingRecord>, Finished) {
+        let finished = self.refresh.finish(level, true, now);
+        let again = if !self.router.has_map() || !map.same_shards(&self.router.map) {
+            debug!(stream = %self.id, shards = map.shards.len(), "shard map changed");
+            self.install(map, ordered, now)
+        } else {
+            std::mem::take(&mut self.waiting_for_map)
+        };
+        (again, finished)
+    }
+
+    /// A listing (refresh `level`) failed: retried with backoff, and the hold is lifted
+    /// (sending with a stale map beats stalling until every record expires).
+    pub(crate) fn listing_failed(&mut self, level: u64, error: &KinesisError, now: Instant) {
+        self.refresh.finish(level, false, now);
+        warn!(
+            stream = %self.id,
+            %error,
+            failures = self.refresh.failures(),
+            "shard map refresh failed; retrying with backoff"
+        );
+        self.hold = None;
     }
 
     /// A listing ended: the hold is lifted once a refresh that started after it has ended.
