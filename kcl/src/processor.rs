@@ -78,6 +78,9 @@ pub struct ProcessRecordsInput {
 ///     }
 /// }
 /// ```
+///
+/// To unit-test a processor without DynamoDB or Kinesis, the `kcl::testing` module (feature
+/// `test-util`) builds its inputs and a `Checkpointer` that records what it checkpointed.
 pub trait ShardRecordProcessor: Send + 'static {
     /// Called once before the first batch.
     fn initialize(&mut self, input: InitializeInput) -> impl Future<Output = ()> + Send {
