@@ -42,6 +42,55 @@ impl Lane {
         }
     }
 
+    /// Drops the records `keep` refuses (into `expired`) from the open aggregate and the queue,
+    /// packing again what they leave for `target` (the aggregate's config is `aggregation`).
+    pub(crate) fn retain_records(
+        &mut self,
+        keep: &mut impl FnMut(&PendingRecord) -> bool,
+        aggregation: Option<AggregatorConfig>,
+        target: &Target,
+        expired: &mut Vec<PendingRecord>,
+    ) {
+        if self.members.iter().any(|m| !keep(m)) {
+            let (kept, gone): (Vec<_>, Vec<_>) = std::mem::take(&mut self.members)
+                .into_iter()
+                .partition(|m| keep(m));
+            expired.extend(gone);
+            self.aggregator = Aggregator::new(*self.aggregator.config());
+            // Everything kept fitted together before, so it fits again.
+            let mut refill = Vec::new();
+            for member in kept {
+                if self.aggregator.try_add(&member.record).is_ok() {
+                    self.members.push(member);
+                } else {
+                    refill.push(member);
+                }
+            }
+            if self.members.is_empty() {
+                self.due = None;
+            }
+            for outgoing in pack_in_order(
+                refill,
+                aggregation,
+                target,
+                self.due.unwrap_or_else(Instant::now),
+            ) {
+                self.queue.push_back(outgoing);
+            }
+        }
+        if self
+            .queue
+            .iter()
+            .any(|o| o.members.iter().any(|m| !keep(m)))
+        {
+            let mut rebuilt = VecDeque::new();
+            for outgoing in self.queue.drain(..) {
+                rebuilt.extend(retain_outgoing(outgoing, &mut *keep, aggregation, expired));
+            }
+            self.queue = rebuilt;
+        }
+    }
+
     /// Every record the lane holds (open aggregate and queue), leaving it empty.
     pub(crate) fn drain(&mut self, into: &mut Vec<PendingRecord>) {
         into.append(&mut self.members);

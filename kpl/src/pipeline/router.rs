@@ -9,12 +9,12 @@
 //! failed aggregate of one lane can never be overtaken by a later record of any of its keys.
 
 use std::cmp::Reverse;
-use std::collections::{BinaryHeap, VecDeque};
+use std::collections::BinaryHeap;
 
-use aggregation_proto::{AddError, Aggregator, AggregatorConfig};
+use aggregation_proto::{AddError, AggregatorConfig};
 use tokio::time::Instant;
 
-use super::lanes::{Lane, ShardLanes, later, retain_outgoing, seal};
+use super::lanes::{Lane, ShardLanes, later, seal};
 use super::pack::{alone, pack_in_order};
 use super::record::{PendingRecord, Target};
 use super::shard_map::ShardMap;
@@ -489,45 +489,12 @@ impl Router {
         for shard in 0..self.shards.len() {
             for lane_index in 0..self.shards[shard].lanes.len() {
                 let target = self.lane_target(shard, lane_index);
-                let lane = &mut self.shards[shard].lanes[lane_index];
-                if lane.members.iter().any(|m| !keep(m)) {
-                    let (kept, gone): (Vec<_>, Vec<_>) = std::mem::take(&mut lane.members)
-                        .into_iter()
-                        .partition(|m| keep(m));
-                    expired.extend(gone);
-                    lane.aggregator = Aggregator::new(*lane.aggregator.config());
-                    // Everything kept fitted together before, so it fits again.
-                    let mut refill = Vec::new();
-                    for member in kept {
-                        if lane.aggregator.try_add(&member.record).is_ok() {
-                            lane.members.push(member);
-                        } else {
-                            refill.push(member);
-                        }
-                    }
-                    if lane.members.is_empty() {
-                        lane.due = None;
-                    }
-                    for outgoing in pack_in_order(
-                        refill,
-                        aggregation,
-                        &target,
-                        lane.due.unwrap_or_else(Instant::now),
-                    ) {
-                        lane.queue.push_back(outgoing);
-                    }
-                }
-                if lane
-                    .queue
-                    .iter()
-                    .any(|o| o.members.iter().any(|m| !keep(m)))
-                {
-                    let mut rebuilt = VecDeque::new();
-                    for outgoing in lane.queue.drain(..) {
-                        rebuilt.extend(retain_outgoing(outgoing, &mut keep, aggregation, expired));
-                    }
-                    lane.queue = rebuilt;
-                }
+                self.shards[shard].lanes[lane_index].retain_records(
+                    &mut keep,
+                    aggregation,
+                    &target,
+                    expired,
+                );
             }
         }
     }
