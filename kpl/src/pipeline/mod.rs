@@ -28,6 +28,11 @@
 //! handles talk to it through a short [`inbox`](crate::inbox); backpressure is the
 //! [`Budget`](crate::budget::Budget) they charge before queueing.
 //!
+//! Tests, through the public API and the in-memory fake with paused time: `tests` (failure
+//! paths, and the property test of order and completeness under random faults and reshards),
+//! `hardening_tests` (failure paths a read against the C++ KPL found) and `metrics_tests`
+//! (the metric names).
+//!
 //! Every step runs under `catch_unwind`: should one ever panic, the pipeline answers every
 //! record it holds with the cause, and `send`, `flush` and receipts report it.
 
@@ -41,6 +46,8 @@ mod lanes;
 mod ledger;
 mod listings;
 mod maps;
+#[cfg(test)]
+mod metrics_tests;
 mod pack;
 mod ready;
 mod record;
