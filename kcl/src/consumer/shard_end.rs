@@ -9,6 +9,15 @@
 //!    reads it);
 //! 3. the processor's `shard_ended` must checkpoint SHARD_END.
 //!
+//! Children are created only by a holder whose holding is valid and whose parent lease is still
+//! stored, held by this worker and not finished: a stale holder (a paused process, or one whose
+//! lease moved without it noticing yet) would otherwise create, after the parent was finished
+//! and cleaned up, a child lease that was already processed to its end and deleted, sending it
+//! back to TRIM_HORIZON. Each child is created by one transaction that also
+//! checks the parent's lease (stored, unfinished, this worker's), so a late request creates
+//! nothing; a table policy without `dynamodb:ConditionCheckItem` falls back to the Java KCL's
+//! unfenced create, with a warning.
+//!
 //! If any step fails, or `shard_ended` returns without SHARD_END stored, the whole sequence is
 //! tried again after a backoff, until it is durable or the lease is lost: the children never
 //! wait on a parent that nobody will finish. Failures of the services (DynamoDB, ListShards, a
@@ -28,6 +37,7 @@ use tracing::{error, info, warn};
 use super::watchdog::Watchdog;
 use super::{Consumer, Ended, ShardContext, Stop, bounded, wait_stop};
 use crate::checkpointer::Checkpointer;
+use crate::coordinator::HeldRef;
 use crate::lease::{Checkpoint, LeaseError};
 use crate::processor::ShardRecordProcessor;
 use crate::retrieval::ChildShard;
@@ -49,6 +59,10 @@ enum NotYet {
     NotStored,
     #[error("shard_ended made no progress within the processor timeout")]
     TimedOut,
+    #[error("the holding is not valid now (renewals are not getting through)")]
+    NotValid,
+    #[error("the lease is no longer this worker's (moved, or deleted once finished)")]
+    NotHeld,
 }
 
 impl NotYet {
@@ -176,7 +190,10 @@ where
     A: ListShards + ReadShard + Clone,
     P: ShardRecordProcessor,
 {
-    create_children(&consumer.context, &consumer.key, children).await?;
+    let (context, holding) = (&consumer.context, &consumer.holding);
+    if parent_unfinished(context, holding).await? {
+        create_children(context, holding, children).await?;
+    }
     if !children.is_empty() {
         let ids: Vec<String> = children.iter().map(|c| c.shard_id.clone()).collect();
         consumer
@@ -205,11 +222,39 @@ where
     }
 }
 
+/// Whether the lease table refused a request for want of a permission.
+fn access_denied(error: &LeaseError) -> bool {
+    kinesis_common::ErrorChain(error)
+        .to_string()
+        .contains("AccessDenied")
+}
+
+/// Whether the children may still need creating: the stored parent lease is this worker's and
+/// not finished (a finished one had its children created before SHARD_END could be stored).
+/// Fails when the holding is not valid or the lease is no longer this worker's (see the module
+/// docs: a stale holder creates nothing).
+async fn parent_unfinished<A>(
+    context: &ShardContext<A>,
+    holding: &HeldRef,
+) -> Result<bool, NotYet> {
+    let coordinator = &context.coordinator;
+    if !coordinator.is_valid(holding) {
+        return Err(NotYet::NotValid);
+    }
+    match context.store.get(&holding.key).await? {
+        Some(stored) if stored.is_held_by(coordinator.worker_id()) => {
+            Ok(stored.checkpoint != Checkpoint::ShardEnd)
+        }
+        _ => Err(NotYet::NotHeld),
+    }
+}
+
 async fn create_children<A: ListShards>(
     context: &ShardContext<A>,
-    key: &str,
+    holding: &HeldRef,
     children: &[ChildShard],
 ) -> Result<(), NotYet> {
+    let key = holding.key.as_str();
     let store = &context.store;
     if let [child] = children {
         let others: Vec<&String> = child
@@ -240,7 +285,27 @@ async fn create_children<A: ListShards>(
         }
     }
     for child in children {
-        if store.create_if_absent(&child_lease(child)).await? {
+        // Checked again right before each create: the checks above took requests.
+        if !context.coordinator.is_valid(holding) {
+            return Err(NotYet::NotValid);
+        }
+        let lease = child_lease(child);
+        let worker = context.coordinator.worker_id();
+        let created = match store.create_child_lease(key, worker, &lease).await {
+            Err(LeaseError::LeaseLost { .. }) => return Err(NotYet::NotHeld),
+            Err(error) if access_denied(&error) => {
+                // Policies written for the Java KCL allow PutItem but not ConditionCheckItem:
+                // the child is created unfenced, as the Java KCL creates it.
+                warn!(
+                    child = %child.shard_id,
+                    error = %kinesis_common::ErrorChain(&error),
+                    "the fenced child creation (a transaction) is not allowed: creating it unfenced; allow dynamodb:ConditionCheckItem on the lease table"
+                );
+                store.create_if_absent(&lease).await?
+            }
+            other => other?,
+        };
+        if created {
             info!(child = %child.shard_id, "child lease created");
         }
     }

@@ -26,6 +26,7 @@ use aws_sdk_dynamodb::operation::describe_table::DescribeTableError;
 use aws_sdk_dynamodb::operation::get_item::GetItemError;
 use aws_sdk_dynamodb::operation::put_item::PutItemError;
 use aws_sdk_dynamodb::operation::scan::ScanError;
+use aws_sdk_dynamodb::operation::transact_write_items::TransactWriteItemsError;
 use aws_sdk_dynamodb::operation::update_continuous_backups::UpdateContinuousBackupsError;
 use aws_sdk_dynamodb::operation::update_item::UpdateItemError;
 
@@ -185,6 +186,7 @@ impl DynamoServiceError for DeleteItemError {
 }
 
 impl DynamoServiceError for GetItemError {}
+impl DynamoServiceError for TransactWriteItemsError {}
 impl DynamoServiceError for ScanError {}
 impl DynamoServiceError for CreateTableError {}
 impl DynamoServiceError for DescribeTableError {}
@@ -226,6 +228,8 @@ pub(crate) fn classify_service_error(code: Option<&str>, status: Option<u16>) ->
             | "ServiceUnavailable"
             | "ServiceUnavailableException"
             | "TransactionConflictException"
+            | "TransactionCanceledException"
+            | "TransactionInProgressException"
             | "ReplicatedWriteConflictException"
             | "RequestTimeout"
             | "RequestTimeoutException",

@@ -264,6 +264,31 @@ impl LeaseStore for MemoryStore {
         })
     }
 
+    fn create_child_lease<'a>(
+        &'a self,
+        parent_key: &'a str,
+        holder: &'a str,
+        child: &'a Lease,
+    ) -> BoxFuture<'a, Result<bool, LeaseError>> {
+        Box::pin(async move {
+            self.fault("TransactWriteItems")?;
+            let mut leases = self.lock();
+            let parent_held = leases
+                .get(parent_key)
+                .is_some_and(|parent| !parent.is_finished() && parent.is_held_by(holder));
+            if !parent_held {
+                return Err(lost(parent_key));
+            }
+            if leases.contains_key(&child.lease_key) {
+                return Ok(false);
+            }
+            leases.insert(child.lease_key.clone(), child.clone());
+            drop(leases);
+            self.record("create", &child.lease_key);
+            Ok(true)
+        })
+    }
+
     fn renew<'a>(&'a self, lease: &'a Lease) -> BoxFuture<'a, Result<Lease, LeaseError>> {
         Box::pin(async move {
             let (transient_fault, applied_fault) = {

@@ -25,6 +25,13 @@ pub(crate) trait LeaseStore: Send + Sync + fmt::Debug + 'static {
     fn get<'a>(&'a self, lease_key: &'a str) -> BoxFuture<'a, Result<Option<Lease>, LeaseError>>;
     /// See [`LeaseTable::create_if_absent`].
     fn create_if_absent<'a>(&'a self, lease: &'a Lease) -> BoxFuture<'a, Result<bool, LeaseError>>;
+    /// See [`LeaseTable::create_child_lease`].
+    fn create_child_lease<'a>(
+        &'a self,
+        parent_key: &'a str,
+        holder: &'a str,
+        child: &'a Lease,
+    ) -> BoxFuture<'a, Result<bool, LeaseError>>;
     /// See [`LeaseTable::renew`].
     fn renew<'a>(&'a self, lease: &'a Lease) -> BoxFuture<'a, Result<Lease, LeaseError>>;
     /// See [`LeaseTable::take`].
@@ -94,6 +101,17 @@ impl LeaseStore for LeaseTable {
 
     fn create_if_absent<'a>(&'a self, lease: &'a Lease) -> BoxFuture<'a, Result<bool, LeaseError>> {
         Box::pin(LeaseTable::create_if_absent(self, lease))
+    }
+
+    fn create_child_lease<'a>(
+        &'a self,
+        parent_key: &'a str,
+        holder: &'a str,
+        child: &'a Lease,
+    ) -> BoxFuture<'a, Result<bool, LeaseError>> {
+        Box::pin(LeaseTable::create_child_lease(
+            self, parent_key, holder, child,
+        ))
     }
 
     fn renew<'a>(&'a self, lease: &'a Lease) -> BoxFuture<'a, Result<Lease, LeaseError>> {

@@ -11,8 +11,11 @@ use std::time::{Duration, SystemTime};
 
 use aws_sdk_dynamodb::Client;
 use aws_sdk_dynamodb::operation::delete_item::DeleteItemError;
+use aws_sdk_dynamodb::operation::transact_write_items::TransactWriteItemsError;
 use aws_sdk_dynamodb::primitives::Blob;
-use aws_sdk_dynamodb::types::{AttributeValue, ReturnValue};
+use aws_sdk_dynamodb::types::{
+    AttributeValue, ConditionCheck, Put, ReturnValue, TransactWriteItem,
+};
 use tracing::debug;
 
 use super::codec::{epoch_millis, n, s, string_set};
@@ -238,6 +241,92 @@ impl LeaseTable {
                 Ok(false)
             }
             Err(err) => Err(err),
+        }
+    }
+
+    /// Creates the lease of a child shard, absent yet, only while the parent's lease is stored,
+    /// not finished (`SHARD_END`) and held by `holder` (its `leaseOwner` outside a handoff, its
+    /// `checkpointOwner` during one): one DynamoDB transaction (a condition check on the parent
+    /// and a conditional put), so a request from a stale holder of the parent that lands late
+    /// (after the parent was finished and deleted, and the child processed and deleted too)
+    /// creates nothing. Returns whether the child was created (`false`: it exists already). The
+    /// row is the one the Java KCL writes; the transaction needs `dynamodb:ConditionCheckItem`
+    /// besides `PutItem`.
+    ///
+    /// # Errors
+    ///
+    /// [`LeaseError::LeaseLost`] (for the parent) when the parent is gone, finished or held by
+    /// another worker; [`LeaseError::Dynamo`] when the transaction fails otherwise.
+    pub(crate) async fn create_child_lease(
+        &self,
+        parent_key: &str,
+        holder: &str,
+        child: &Lease,
+    ) -> Result<bool, LeaseError> {
+        validate_new_lease(child)?;
+        validate_key(parent_key)?;
+        let invalid = |reason: &'static str| LeaseError::InvalidInput {
+            lease_key: child.lease_key.clone(),
+            reason,
+        };
+        let check = ConditionCheck::builder()
+            .table_name(&self.table)
+            .key(schema::LEASE_KEY, s(parent_key))
+            .condition_expression(
+                "attribute_exists(#leaseKey) AND #checkpoint <> :shardEnd AND \
+                 ((#leaseOwner = :holder AND attribute_not_exists(#checkpointOwner)) OR #checkpointOwner = :holder)",
+            )
+            .expression_attribute_names("#leaseKey", schema::LEASE_KEY)
+            .expression_attribute_names("#checkpoint", schema::CHECKPOINT)
+            .expression_attribute_names("#leaseOwner", schema::LEASE_OWNER)
+            .expression_attribute_names("#checkpointOwner", schema::CHECKPOINT_OWNER)
+            .expression_attribute_values(":shardEnd", s(schema::sentinel::SHARD_END))
+            .expression_attribute_values(":holder", s(holder))
+            .build()
+            .map_err(|_| invalid("the parent's condition check could not be built"))?;
+        let put = Put::builder()
+            .table_name(&self.table)
+            .set_item(Some(child.to_item()))
+            .condition_expression("attribute_not_exists(#leaseKey)")
+            .expression_attribute_names("#leaseKey", schema::LEASE_KEY)
+            .build()
+            .map_err(|_| invalid("the child's put could not be built"))?;
+        let result = self
+            .client
+            .transact_write_items()
+            .transact_items(TransactWriteItem::builder().condition_check(check).build())
+            .transact_items(TransactWriteItem::builder().put(put).build())
+            .send()
+            .await;
+        match result {
+            Ok(_) => {
+                debug!(table = %self.table, lease_key = %child.lease_key, parent = parent_key, "created child lease");
+                Ok(true)
+            }
+            Err(err) => {
+                if let Some(TransactWriteItemsError::TransactionCanceledException(canceled)) =
+                    err.as_service_error()
+                {
+                    // One reason per item, in order: the parent's check, then the put.
+                    let failed = |index: usize| {
+                        canceled
+                            .cancellation_reasons()
+                            .get(index)
+                            .and_then(|reason| reason.code())
+                            == Some("ConditionalCheckFailed")
+                    };
+                    if failed(0) {
+                        return Err(LeaseError::LeaseLost {
+                            lease_key: parent_key.to_owned(),
+                        });
+                    }
+                    if failed(1) {
+                        debug!(table = %self.table, lease_key = %child.lease_key, "child lease already exists");
+                        return Ok(false);
+                    }
+                }
+                Err(from_sdk("TransactWriteItems", &self.table, None, err))
+            }
         }
     }
 

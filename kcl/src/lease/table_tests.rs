@@ -1086,3 +1086,77 @@ impl aws_sdk_dynamodb::config::Intercept for RecordBodies {
         Ok(())
     }
 }
+
+#[tokio::test]
+async fn a_child_lease_is_created_only_while_its_parent_is_held_and_unfinished() {
+    let (client, table) = new_table().await;
+    let parent = owned_lease(&table, "shardId-000000000000", "w1").await;
+    let child = |n: u32| {
+        let mut lease = Lease::new(format!("shardId-00000000000{n}"), Checkpoint::TrimHorizon);
+        lease.parent_shard_ids = vec![parent.lease_key.clone()];
+        lease
+    };
+    // The holder creates it, once.
+    assert!(
+        table
+            .create_child_lease(&parent.lease_key, "w1", &child(1))
+            .await
+            .expect("create")
+    );
+    assert!(
+        !table
+            .create_child_lease(&parent.lease_key, "w1", &child(1))
+            .await
+            .expect("exists")
+    );
+    let raw = raw_item(&client, &table, "shardId-000000000001").await;
+    assert_java_readable(&raw, &[]);
+    // Another worker (a stale holder) creates nothing.
+    assert_lost(
+        table
+            .create_child_lease(&parent.lease_key, "w2", &child(2))
+            .await,
+        &parent.lease_key,
+    );
+    // During a handoff the holder is the checkpoint owner.
+    let asked = table.request_handoff(&parent, "w2").await.expect("handoff");
+    assert!(
+        table
+            .create_child_lease(&parent.lease_key, "w1", &child(2))
+            .await
+            .expect("the holder in a handoff")
+    );
+    assert_lost(
+        table
+            .create_child_lease(&parent.lease_key, "w2", &child(3))
+            .await,
+        &parent.lease_key,
+    );
+    // A finished parent, or one deleted by cleanup, creates nothing: a late request from a
+    // stale holder cannot bring back a child that was processed and deleted.
+    let ended = table
+        .checkpoint(&asked, Checkpoint::ShardEnd)
+        .await
+        .expect("SHARD_END");
+    assert_lost(
+        table
+            .create_child_lease(&parent.lease_key, "w1", &child(3))
+            .await,
+        &parent.lease_key,
+    );
+    assert!(table.delete_if_unchanged(&ended).await.expect("delete"));
+    assert_lost(
+        table
+            .create_child_lease(&parent.lease_key, "w1", &child(3))
+            .await,
+        &parent.lease_key,
+    );
+    assert!(
+        table
+            .get("shardId-000000000003")
+            .await
+            .expect("get")
+            .is_none()
+    );
+    drop_table(&client, &table).await;
+}

@@ -231,6 +231,18 @@ impl LeaseStore for FaultyStore {
         })
     }
 
+    fn create_child_lease<'a>(
+        &'a self,
+        parent_key: &'a str,
+        holder: &'a str,
+        child: &'a Lease,
+    ) -> BoxFuture<'a, Result<bool, LeaseError>> {
+        let (parent, holder, child) = (parent_key.to_owned(), holder.to_owned(), child.clone());
+        self.call("create_child_lease", move |store| {
+            Box::pin(async move { store.create_child_lease(&parent, &holder, &child).await })
+        })
+    }
+
     fn create_if_absent<'a>(&'a self, lease: &'a Lease) -> BoxFuture<'a, Result<bool, LeaseError>> {
         let lease = lease.clone();
         let log = self.log.clone();

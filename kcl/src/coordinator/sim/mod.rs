@@ -15,8 +15,8 @@
 //! Worker processes also crash now and then (their requests already sent still land) and
 //! restart with the same id after up to twice the failover time.
 //!
-//! With `KCL_SIM_CLEANUP=1` every worker process also runs the library's lease cleanup
-//! ([`cleanup`]); it is off by default while a deleted lease can still come back (see
+//! Every worker process also runs the library's lease cleanup ([`cleanup`]; `KCL_SIM_CLEANUP=0`
+//! turns it off), which is how a deleted lease coming back was found (see
 //! [`CLEANUP_BY_DEFAULT`]).
 //!
 //! Checked at every delivery, at every checkpoint reported stored, after every step (on the
@@ -1223,13 +1223,18 @@ impl Consumer {
     async fn shard_end(&self, checkpointer: &mut Checkpointer) -> bool {
         let key = &self.held.key;
         if !unguarded_shard_end() {
-            // An earlier attempt's SHARD_END may have been stored with its answer lost, and the
-            // lease cleaned up since, children included: creating them again would bring a
-            // deleted lease back at TRIM_HORIZON. The library's consumer (`shard_end.rs`)
-            // does not look (yet); `KCL_SIM_UNGUARDED_SHARD_END=1` plays it as it is.
+            // As the library's consumer (`consumer/shard_end.rs`): children are created only by
+            // a valid holding whose stored parent lease is still its own and unfinished. A
+            // stale holder (paused, or its lease moved on) would otherwise bring back a child
+            // that was processed to its end and cleaned up, at TRIM_HORIZON.
+            // `KCL_SIM_UNGUARDED_SHARD_END=1` plays the library as it was before.
+            if !self.coordinator.is_valid(&self.held) {
+                return false;
+            }
             match self.store.get(key).await {
                 Ok(None) => return true,
                 Ok(Some(lease)) if lease.is_finished() => return true,
+                Ok(Some(lease)) if !lease.is_held_by(self.coordinator.worker_id()) => return false,
                 Ok(Some(_)) => {}
                 Err(_) => return false,
             }
@@ -1247,9 +1252,19 @@ impl Consumer {
             if self.crashed() {
                 return false;
             }
+            if !unguarded_shard_end() && !self.coordinator.is_valid(&self.held) {
+                return false;
+            }
             let mut lease = Lease::new(child.clone(), Checkpoint::TrimHorizon);
             lease.parent_shard_ids = parents.clone();
-            if self.store.create_if_absent(&lease).await.is_err() {
+            // Fenced by the parent's lease, as the library creates children (one transaction).
+            let created = if unguarded_shard_end() {
+                self.store.create_if_absent(&lease).await
+            } else {
+                let worker = self.coordinator.worker_id();
+                self.store.create_child_lease(key, worker, &lease).await
+            };
+            if created.is_err() {
                 return false;
             }
         }
@@ -1283,14 +1298,13 @@ fn run_seed(seed: u64, tracing: bool, cleanup: bool) -> Result<Outcome, String> 
     runtime.block_on(async move { Sim::build(seed, tracing, cleanup).run().await })
 }
 
-/// Whether the workers run lease cleanup by default. Off for now: with it, 3 seeds in 2000
-/// bring a deleted lease back (4 with the library's unguarded shard end). A holder of the parent that is stale (paused, or
-/// its lease moved on without it noticing yet) sends the children's creation at the shard
-/// end; the request lands after another holder finished the parent, and the child was
-/// processed to its own end and deleted: the child's lease is back at TRIM_HORIZON (and a
-/// take planned before the pause takes it, its counter being 0 again). Creating a child is
-/// fenced by nothing (`KCL_SIM_CLEANUP=1 KCL_SIM_SEED=339`). On once the library fences it.
-const CLEANUP_BY_DEFAULT: bool = false;
+/// Whether the workers run lease cleanup by default. It found that a stale holder of a parent
+/// (paused, or its lease moved on without it noticing yet) could create a child's lease after
+/// the parent was finished and the child processed to its end and deleted: the child came
+/// back at TRIM_HORIZON (3 seeds in 2000; 4 without the shard end's checks). The library now
+/// creates children in a transaction fenced by the parent's lease;
+/// `KCL_SIM_UNGUARDED_SHARD_END=1` plays the old, unfenced creation (seed 7 fails).
+const CLEANUP_BY_DEFAULT: bool = true;
 
 /// Whether the workers run lease cleanup (`KCL_SIM_CLEANUP=1` or `0`; default
 /// [`CLEANUP_BY_DEFAULT`]).
@@ -1298,8 +1312,9 @@ fn cleanup_on() -> bool {
     env_u64("KCL_SIM_CLEANUP").map_or(CLEANUP_BY_DEFAULT, |on| on != 0)
 }
 
-/// Whether the simulated consumer retries a shard end as the library's does today, without
-/// looking whether SHARD_END is stored already (`KCL_SIM_UNGUARDED_SHARD_END=1`).
+/// Whether the simulated consumer ends a shard as the library did before children were fenced:
+/// no check of the holding or the stored parent, an unfenced create
+/// (`KCL_SIM_UNGUARDED_SHARD_END=1`).
 fn unguarded_shard_end() -> bool {
     env_u64("KCL_SIM_UNGUARDED_SHARD_END").is_some_and(|on| on != 0)
 }
