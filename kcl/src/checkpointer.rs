@@ -123,12 +123,28 @@ impl Checkpointer {
         last_checkpoint: Checkpoint,
         pending: Option<Checkpoint>,
     ) -> Self {
-        Self {
-            lease_key: holding.key.clone(),
-            backend: Backend::Lease {
+        let lease_key = holding.key.clone();
+        Self::with_backend(
+            lease_key,
+            Backend::Lease {
                 coordinator,
                 holding,
             },
+            last_checkpoint,
+            pending,
+        )
+    }
+
+    /// The state both backends start from: nothing delivered, prepared or asked for yet.
+    fn with_backend(
+        lease_key: String,
+        backend: Backend,
+        last_checkpoint: Checkpoint,
+        pending: Option<Checkpoint>,
+    ) -> Self {
+        Self {
+            lease_key,
+            backend,
             last_checkpoint,
             delivered: None,
             shard_end_reached: false,
@@ -148,17 +164,7 @@ impl Checkpointer {
         pending: Option<Checkpoint>,
         log: MemoryLog,
     ) -> Self {
-        Self {
-            lease_key: shard_id,
-            backend: Backend::Memory(log),
-            last_checkpoint,
-            delivered: None,
-            shard_end_reached: false,
-            pending_stored: pending.is_some(),
-            prepared: pending,
-            restart: None,
-            progress: None,
-        }
+        Self::with_backend(shard_id, Backend::Memory(log), last_checkpoint, pending)
     }
 
     /// The in-memory log, for a checkpointer made by [`in_memory`](Self::in_memory).
