@@ -339,9 +339,7 @@ impl LeaseTable {
     /// or the copy is stale); [`LeaseError::InvalidInput`] when the copy has no owner;
     /// [`LeaseError::Dynamo`] when UpdateItem fails.
     pub(crate) async fn renew(&self, lease: &Lease) -> Result<Lease, LeaseError> {
-        let mut update = Update::bump_counter(lease)?;
-        update.expect_owner(lease)?;
-        self.apply("renew", &lease.lease_key, update).await
+        self.apply_held("renew", lease, |_| {}).await
     }
 
     /// Takes a lease for `new_owner` (an expired or stolen lease, or one nobody holds):
@@ -450,14 +448,14 @@ impl LeaseTable {
     ///
     /// As for [`renew`](Self::renew).
     pub(crate) async fn release(&self, lease: &Lease) -> Result<Lease, LeaseError> {
-        let mut update = Update::bump_counter(lease)?;
-        update.expect_owner(lease)?;
-        if lease.checkpoint_owner.is_some() {
-            update.remove(schema::CHECKPOINT_OWNER);
-        } else {
-            update.remove(schema::LEASE_OWNER);
-        }
-        self.apply("release", &lease.lease_key, update).await
+        self.apply_held("release", lease, |update| {
+            if lease.checkpoint_owner.is_some() {
+                update.remove(schema::CHECKPOINT_OWNER);
+            } else {
+                update.remove(schema::LEASE_OWNER);
+            }
+        })
+        .await
     }
 
     /// Records `checkpoint` for a held lease: sets `checkpoint` and
@@ -474,19 +472,20 @@ impl LeaseTable {
         checkpoint: Checkpoint,
     ) -> Result<Lease, LeaseError> {
         validate_checkpoint(&lease.lease_key, &checkpoint)?;
-        let mut update = Update::bump_counter(lease)?;
-        update.expect_owner(lease)?;
-        update.set(schema::CHECKPOINT, s(checkpoint.stored_value()));
-        update.set(
-            schema::CHECKPOINT_SUB_SEQUENCE_NUMBER,
-            n(checkpoint.stored_sub_sequence_number()),
-        );
-        update.set(schema::OWNER_SWITCHES_SINCE_CHECKPOINT, n(0));
-        update.remove(schema::PENDING_CHECKPOINT);
-        update.remove(schema::PENDING_CHECKPOINT_SUB_SEQUENCE_NUMBER);
-        update.remove(schema::PENDING_CHECKPOINT_STATE);
-        update.remove(schema::LATEST_STARTED_AT);
-        self.apply("checkpoint", &lease.lease_key, update).await
+        self.apply_held("checkpoint", lease, |update| {
+            set_checkpoint(
+                update,
+                schema::CHECKPOINT,
+                schema::CHECKPOINT_SUB_SEQUENCE_NUMBER,
+                &checkpoint,
+            );
+            update.set(schema::OWNER_SWITCHES_SINCE_CHECKPOINT, n(0));
+            update.remove(schema::PENDING_CHECKPOINT);
+            update.remove(schema::PENDING_CHECKPOINT_SUB_SEQUENCE_NUMBER);
+            update.remove(schema::PENDING_CHECKPOINT_STATE);
+            update.remove(schema::LATEST_STARTED_AT);
+        })
+        .await
     }
 
     /// Notes when a held lease still at the `LATEST` checkpoint was first read: sets this
@@ -511,11 +510,10 @@ impl LeaseTable {
                 reason: "only a lease at the LATEST checkpoint notes when it was first read",
             });
         }
-        let mut update = Update::bump_counter(lease)?;
-        update.expect_owner(lease)?;
-        update.set(schema::LATEST_STARTED_AT, n(epoch_millis(at)));
-        self.apply("note_latest_start", &lease.lease_key, update)
-            .await
+        self.apply_held("note_latest_start", lease, |update| {
+            update.set(schema::LATEST_STARTED_AT, n(epoch_millis(at)));
+        })
+        .await
     }
 
     /// Prepares a checkpoint (the first phase of a two-phase checkpoint): sets
@@ -534,22 +532,22 @@ impl LeaseTable {
         state: Option<Vec<u8>>,
     ) -> Result<Lease, LeaseError> {
         validate_checkpoint(&lease.lease_key, &pending)?;
-        let mut update = Update::bump_counter(lease)?;
-        update.expect_owner(lease)?;
-        update.set(schema::PENDING_CHECKPOINT, s(pending.stored_value()));
-        update.set(
-            schema::PENDING_CHECKPOINT_SUB_SEQUENCE_NUMBER,
-            n(pending.stored_sub_sequence_number()),
-        );
-        match state {
-            Some(state) => update.set(
-                schema::PENDING_CHECKPOINT_STATE,
-                AttributeValue::B(Blob::new(state)),
-            ),
-            None => update.remove(schema::PENDING_CHECKPOINT_STATE),
-        }
-        self.apply("prepare_checkpoint", &lease.lease_key, update)
-            .await
+        self.apply_held("prepare_checkpoint", lease, |update| {
+            set_checkpoint(
+                update,
+                schema::PENDING_CHECKPOINT,
+                schema::PENDING_CHECKPOINT_SUB_SEQUENCE_NUMBER,
+                &pending,
+            );
+            match state {
+                Some(state) => update.set(
+                    schema::PENDING_CHECKPOINT_STATE,
+                    AttributeValue::B(Blob::new(state)),
+                ),
+                None => update.remove(schema::PENDING_CHECKPOINT_STATE),
+            }
+        })
+        .await
     }
 
     /// Records the child shards of a closed shard in `childShardIds` (removes the attribute
@@ -646,6 +644,20 @@ impl LeaseTable {
     }
 
     /// Sends `update` as a conditional UpdateItem and reads back the stored lease.
+    /// Applies a write to a lease this worker holds: `build`'s changes plus a `leaseCounter`
+    /// bump, expecting the copy's counter and owner fields.
+    async fn apply_held(
+        &self,
+        operation: &'static str,
+        lease: &Lease,
+        build: impl FnOnce(&mut Update),
+    ) -> Result<Lease, LeaseError> {
+        let mut update = Update::bump_counter(lease)?;
+        update.expect_owner(lease)?;
+        build(&mut update);
+        self.apply(operation, &lease.lease_key, update).await
+    }
+
     async fn apply(
         &self,
         operation: &'static str,
@@ -696,6 +708,20 @@ impl LeaseTable {
             source,
         })
     }
+}
+
+/// Sets a checkpoint's two stored attributes (the committed or the pending pair).
+fn set_checkpoint(
+    update: &mut Update,
+    value_attribute: &'static str,
+    sub_sequence_attribute: &'static str,
+    checkpoint: &Checkpoint,
+) {
+    update.set(value_attribute, s(checkpoint.stored_value()));
+    update.set(
+        sub_sequence_attribute,
+        n(checkpoint.stored_sub_sequence_number()),
+    );
 }
 
 #[cfg(test)]
