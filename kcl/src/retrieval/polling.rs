@@ -13,8 +13,8 @@ use super::budget::{Charged, Reader};
 use super::config::PollingConfig;
 use super::error::RetrievalError;
 use super::fetcher::Fetcher;
-use super::source::RecordSource;
-use super::stats::{Counters, RetrievalStats};
+use super::source::{RecordSource, source_accessors};
+use super::stats::Counters;
 use super::types::{ShardBatch, StartingPosition, StreamId};
 
 /// Reads one shard with GetShardIterator and GetRecords: the Java KCL's
@@ -110,22 +110,9 @@ impl PollingSource {
             shard_id,
         }
     }
-
-    /// A snapshot of the source's counters.
-    pub fn stats(&self) -> RetrievalStats {
-        self.driver.counters.snapshot()
-    }
-
-    /// The shard this source reads.
-    pub fn shard_id(&self) -> &str {
-        &self.shard_id
-    }
-
-    /// The stream this source reads.
-    pub fn stream(&self) -> &StreamId {
-        &self.stream
-    }
 }
+
+source_accessors!(PollingSource);
 
 impl fmt::Debug for PollingSource {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {

@@ -29,3 +29,28 @@ pub trait RecordSource: Send {
     /// record and delivers none twice (so it can sit in a `tokio::select!`).
     fn next_batch(&mut self) -> impl Future<Output = Result<ShardBatch, RetrievalError>> + Send;
 }
+
+/// The accessors every source has alike, for a struct with a `driver` (whose `counters` are
+/// the source's [`Counters`](super::stats::Counters)), a `stream` and a `shard_id`. A macro
+/// rather than a trait so that they stay inherent methods, callable without an import.
+macro_rules! source_accessors {
+    ($source:ty) => {
+        impl $source {
+            /// A snapshot of the source's counters.
+            pub fn stats(&self) -> $crate::retrieval::RetrievalStats {
+                self.driver.counters.snapshot()
+            }
+
+            /// The shard this source reads.
+            pub fn shard_id(&self) -> &str {
+                &self.shard_id
+            }
+
+            /// The stream this source reads.
+            pub fn stream(&self) -> &$crate::retrieval::types::StreamId {
+                &self.stream
+            }
+        }
+    };
+}
+pub(crate) use source_accessors;

@@ -14,8 +14,8 @@ use super::subscriber::Subscriber;
 use crate::retrieval::budget::{Charge, Charged, Reader};
 use crate::retrieval::error::RetrievalError;
 use crate::retrieval::fetcher::caught_up;
-use crate::retrieval::source::RecordSource;
-use crate::retrieval::stats::{Counters, RetrievalStats};
+use crate::retrieval::source::{RecordSource, source_accessors};
+use crate::retrieval::stats::Counters;
 use crate::retrieval::types::{ShardBatch, StartingPosition, StreamId};
 
 /// Reads one shard through an enhanced fan-out consumer (SubscribeToShard): the Java KCL's
@@ -115,22 +115,9 @@ impl FanOutSource {
             shard_id,
         }
     }
-
-    /// A snapshot of the source's counters.
-    pub fn stats(&self) -> RetrievalStats {
-        self.driver.counters.snapshot()
-    }
-
-    /// The shard this source reads.
-    pub fn shard_id(&self) -> &str {
-        &self.shard_id
-    }
-
-    /// The stream this source reads.
-    pub fn stream(&self) -> &StreamId {
-        &self.stream
-    }
 }
+
+source_accessors!(FanOutSource);
 
 impl fmt::Debug for FanOutSource {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
