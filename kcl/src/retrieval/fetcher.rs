@@ -56,14 +56,9 @@ pub(crate) struct Fetcher<A> {
     api: A,
     stream: StreamId,
     shard_id: String,
-    cursor: Cursor,
+    position: ReadPosition,
     config: PollingConfig,
     counters: Arc<Counters>,
-    start: StartingPosition,
-    /// Why `start` cannot be used, if it cannot.
-    invalid_start: Option<String>,
-    /// When the first `LATEST` iterator was asked for.
-    latest_requested_at: Option<SystemTime>,
     iterator: Option<String>,
     ended: Option<Vec<ChildShard>>,
     next_call_at: Option<Instant>,
@@ -83,18 +78,14 @@ impl<A: ListShards + ReadShard> Fetcher<A> {
         config: PollingConfig,
         counters: Arc<Counters>,
     ) -> Self {
-        let (floor, invalid_start) = starting_floor(&start);
         let retry = Retry::new(config.retry_policy());
         Self {
             api,
             stream,
             shard_id,
-            cursor: Cursor::new(hash_range, floor),
+            position: ReadPosition::new(hash_range, start),
             config,
             counters,
-            start,
-            invalid_start,
-            latest_requested_at: None,
             iterator: None,
             ended: None,
             next_call_at: None,
@@ -117,11 +108,7 @@ impl<A: ListShards + ReadShard> Fetcher<A> {
     /// With a budget, each GetRecords call waits for its reservation first (while behind),
     /// and the batch comes with its charge.
     pub(crate) async fn fetch(&mut self) -> Result<Charged, RetrievalError> {
-        if let Some(reason) = &self.invalid_start {
-            return Err(RetrievalError::InvalidStartingPosition {
-                reason: reason.clone(),
-            });
-        }
+        self.position.check_start()?;
         loop {
             if let Some(children) = &self.ended {
                 return Ok(Charged::free(ShardBatch {
@@ -175,7 +162,7 @@ impl<A: ListShards + ReadShard> Fetcher<A> {
                     self.iterator = None;
                     self.expired_in_a_row += 1;
                     info!(
-                        resume_at = self.cursor.resume_at.as_deref(),
+                        resume_at = self.position.cursor.resume_at.as_deref(),
                         "shard iterator expired; getting a new one at the last position"
                     );
                     // A fresh iterator that expires at once: back off instead of looping.
@@ -196,22 +183,11 @@ impl<A: ListShards + ReadShard> Fetcher<A> {
 
     /// Where a new iterator starts (see the module docs).
     fn iterator_start(&self) -> ShardIteratorStart {
-        if let Some(sequence_number) = self.cursor.restart_at() {
-            return ShardIteratorStart::AtSequence(sequence_number.to_owned());
-        }
-        match &self.start {
-            StartingPosition::TrimHorizon => ShardIteratorStart::TrimHorizon,
-            StartingPosition::Latest => match self.latest_requested_at {
-                None => ShardIteratorStart::Latest,
-                Some(at) => ShardIteratorStart::AtTimestamp(
-                    at.checked_sub(LATEST_CLOCK_SKEW_MARGIN)
-                        .unwrap_or(SystemTime::UNIX_EPOCH),
-                ),
-            },
-            StartingPosition::AtTimestamp(at) => ShardIteratorStart::AtTimestamp(*at),
-            StartingPosition::AfterSequence {
-                sequence_number, ..
-            } => ShardIteratorStart::AtSequence(sequence_number.clone()),
+        match self.position.resume_at() {
+            ResumeAt::Sequence(sequence_number) => ShardIteratorStart::AtSequence(sequence_number),
+            ResumeAt::TrimHorizon => ShardIteratorStart::TrimHorizon,
+            ResumeAt::Latest => ShardIteratorStart::Latest,
+            ResumeAt::Timestamp(at) => ShardIteratorStart::AtTimestamp(at),
         }
     }
 
@@ -224,7 +200,7 @@ impl<A: ListShards + ReadShard> Fetcher<A> {
             .get_shard_iterator(&self.stream, &self.shard_id, &start)
             .await?;
         if start == ShardIteratorStart::Latest {
-            self.latest_requested_at = Some(requested_at);
+            self.position.latest_requested(requested_at);
         }
         debug!(?start, "new shard iterator");
         self.iterator = Some(iterator.clone());
@@ -284,7 +260,7 @@ impl<A: ListShards + ReadShard> Fetcher<A> {
         } = page;
         let kinesis_records = records.len();
         let bytes: usize = records.iter().map(|record| record.data.len()).sum();
-        let taken = self.cursor.take(records);
+        let taken = self.position.cursor.take(records);
         let (out, skipped, filtered) = (taken.records, taken.skipped, taken.filtered);
         let caught_up = caught_up(
             kinesis_records,
@@ -364,6 +340,74 @@ pub(crate) fn children_of(parent: &str, shards: Vec<Shard>) -> Vec<ChildShard> {
             hash_range: shard.hash_range,
         })
         .collect()
+}
+
+/// Where a reader (polling or fan-out) started and where it has got to.
+pub(crate) struct ReadPosition {
+    pub(crate) cursor: Cursor,
+    start: StartingPosition,
+    /// Why `start` cannot be used, if it cannot.
+    invalid_start: Option<String>,
+    /// When the first `LATEST` position was asked for.
+    latest_requested_at: Option<SystemTime>,
+}
+
+/// Where the next read (a new iterator or subscription) starts.
+pub(crate) enum ResumeAt {
+    Sequence(String),
+    TrimHorizon,
+    Latest,
+    Timestamp(SystemTime),
+}
+
+impl ReadPosition {
+    pub(crate) fn new(hash_range: Option<HashRange>, start: StartingPosition) -> Self {
+        let (floor, invalid_start) = starting_floor(&start);
+        Self {
+            cursor: Cursor::new(hash_range, floor),
+            start,
+            invalid_start,
+            latest_requested_at: None,
+        }
+    }
+
+    /// Fails when the starting position cannot be used at all.
+    pub(crate) fn check_start(&self) -> Result<(), RetrievalError> {
+        match &self.invalid_start {
+            Some(reason) => Err(RetrievalError::InvalidStartingPosition {
+                reason: reason.clone(),
+            }),
+            None => Ok(()),
+        }
+    }
+
+    /// Where the next read starts (see the module docs): after what was delivered, else the
+    /// starting position, with `LATEST` pinned to the time it was first asked for so that a
+    /// retry does not skip what arrived in between.
+    pub(crate) fn resume_at(&self) -> ResumeAt {
+        if let Some(sequence_number) = self.cursor.restart_at() {
+            return ResumeAt::Sequence(sequence_number.to_owned());
+        }
+        match &self.start {
+            StartingPosition::TrimHorizon => ResumeAt::TrimHorizon,
+            StartingPosition::Latest => match self.latest_requested_at {
+                None => ResumeAt::Latest,
+                Some(at) => ResumeAt::Timestamp(
+                    at.checked_sub(LATEST_CLOCK_SKEW_MARGIN)
+                        .unwrap_or(SystemTime::UNIX_EPOCH),
+                ),
+            },
+            StartingPosition::AtTimestamp(at) => ResumeAt::Timestamp(*at),
+            StartingPosition::AfterSequence {
+                sequence_number, ..
+            } => ResumeAt::Sequence(sequence_number.clone()),
+        }
+    }
+
+    /// Notes when the read at `LATEST` was asked for: later reads resume at that time.
+    pub(crate) fn latest_requested(&mut self, at: SystemTime) {
+        self.latest_requested_at = Some(at);
+    }
 }
 
 /// The floor a starting position implies, or why it cannot be used.

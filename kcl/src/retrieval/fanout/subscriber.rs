@@ -22,9 +22,8 @@ use tokio::time::Instant;
 use tracing::{debug, info};
 
 use super::config::FanOutConfig;
-use crate::retrieval::cursor::Cursor;
 use crate::retrieval::error::{Class, RetrievalError};
-use crate::retrieval::fetcher::{LATEST_CLOCK_SKEW_MARGIN, children_of, starting_floor};
+use crate::retrieval::fetcher::{ReadPosition, ResumeAt, children_of};
 use crate::retrieval::retry::Retry;
 use crate::retrieval::stats::{Counters, add};
 use crate::retrieval::types::{ChildShard, ShardBatch, StartingPosition, StreamId};
@@ -50,12 +49,9 @@ pub(crate) struct Subscriber {
     stream: StreamId,
     consumer_arn: String,
     shard_id: String,
-    cursor: Cursor,
+    position: ReadPosition,
     config: FanOutConfig,
     counters: Arc<Counters>,
-    start: StartingPosition,
-    invalid_start: Option<String>,
-    latest_requested_at: Option<SystemTime>,
     continuation: Option<String>,
     live: Option<Live>,
     ended: Option<Vec<ChildShard>>,
@@ -86,19 +82,15 @@ impl Subscriber {
         config: FanOutConfig,
         counters: Arc<Counters>,
     ) -> Self {
-        let (floor, invalid_start) = starting_floor(&start);
         let retry = Retry::new(config.retry_policy());
         Self {
             api,
             stream,
             consumer_arn,
             shard_id,
-            cursor: Cursor::new(hash_range, floor),
+            position: ReadPosition::new(hash_range, start),
             config,
             counters,
-            start,
-            invalid_start,
-            latest_requested_at: None,
             continuation: None,
             live: None,
             ended: None,
@@ -111,11 +103,7 @@ impl Subscriber {
     /// The next batch: one event of the open subscription, subscribing (again) first when
     /// there is none. Failures are retried after a backoff; a normal end is renewed at once.
     pub(crate) async fn next(&mut self) -> Result<ShardBatch, RetrievalError> {
-        if let Some(reason) = &self.invalid_start {
-            return Err(RetrievalError::InvalidStartingPosition {
-                reason: reason.clone(),
-            });
-        }
+        self.position.check_start()?;
         loop {
             if let Some(children) = &self.ended {
                 return Ok(ShardBatch {
@@ -155,22 +143,11 @@ impl Subscriber {
         if let Some(continuation) = &self.continuation {
             return SubscribeStart::AfterSequence(continuation.clone());
         }
-        if let Some(sequence_number) = self.cursor.restart_at() {
-            return SubscribeStart::AtSequence(sequence_number.to_owned());
-        }
-        match &self.start {
-            StartingPosition::TrimHorizon => SubscribeStart::TrimHorizon,
-            StartingPosition::Latest => match self.latest_requested_at {
-                None => SubscribeStart::Latest,
-                Some(at) => SubscribeStart::AtTimestamp(
-                    at.checked_sub(LATEST_CLOCK_SKEW_MARGIN)
-                        .unwrap_or(SystemTime::UNIX_EPOCH),
-                ),
-            },
-            StartingPosition::AtTimestamp(at) => SubscribeStart::AtTimestamp(*at),
-            StartingPosition::AfterSequence {
-                sequence_number, ..
-            } => SubscribeStart::AtSequence(sequence_number.clone()),
+        match self.position.resume_at() {
+            ResumeAt::Sequence(sequence_number) => SubscribeStart::AtSequence(sequence_number),
+            ResumeAt::TrimHorizon => SubscribeStart::TrimHorizon,
+            ResumeAt::Latest => SubscribeStart::Latest,
+            ResumeAt::Timestamp(at) => SubscribeStart::AtTimestamp(at),
         }
     }
 
@@ -191,7 +168,7 @@ impl Subscriber {
             Err(_) => return Err(KinesisError::timeout(SUBSCRIBE_TO_SHARD, limit)),
         };
         if start == SubscribeStart::Latest {
-            self.latest_requested_at = Some(requested_at);
+            self.position.latest_requested(requested_at);
         }
         debug!(?start, "subscribed");
         let renew_at = self
@@ -271,7 +248,7 @@ impl Subscriber {
         };
         let kinesis_records = records.len();
         let bytes: usize = records.iter().map(|record| record.data.len()).sum();
-        let taken = self.cursor.take(records);
+        let taken = self.position.cursor.take(records);
         if continuation.is_some() {
             self.continuation = continuation;
         }
