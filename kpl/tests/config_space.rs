@@ -2131,3 +2131,46 @@ async fn a_healthy_stream_goes_on_next_to_one_throttled_for_long() {
     case.steps = vec![send(1, 6), send(0, 5)];
     replay(case).await;
 }
+
+/// Finding 14 (CI, after the client layer moved): a stream deleted right after a split while
+/// records are sent, with ListShards throttled and failing, `fail_if_throttled` on and an
+/// endless TTL: two of eleven records were never answered.
+#[tokio::test(start_paused = true)]
+async fn finding_14_as_the_property_shrank_it() {
+    let mut case = base_case();
+    let s = &mut case.settings;
+    s.max_outstanding_records = 10;
+    s.max_outstanding_bytes = 2_097_664;
+    s.ttl = Duration::MAX;
+    s.list_shards_at_build = true;
+    s.fail_if_throttled = true;
+    let w = &mut case.world;
+    w.shards = vec![4];
+    w.faults.throttle_entry = 0.118_488_989_795_046_38;
+    w.faults.internal_call = 0.048_890_693_911_302_33;
+    w.faults.lose_answer = 0.097_895_695_802_387_88;
+    w.faults.store_then_hang = 0.027_344_392_433_142_413;
+    w.faults.expired_token_call = 0.007_516_035_400_257_813;
+    w.faults.delay_call = 0.173_805_986_357_335_1;
+    w.faults.list_shards_throttle = 0.396_498_659_910_013_76;
+    w.faults.list_shards_internal = 0.198_627_959_514_862_3;
+    w.fault_window = Duration::from_millis(2_553);
+    w.link = Some((None, Duration::from_millis(3)));
+    w.seed = 11_511_413_098_073_073_599;
+    case.steps = vec![
+        Step::Split {
+            stream: 0,
+            pick: 15_370_792_236_803_310_133,
+        },
+        Step::Send {
+            stream: 0,
+            count: 11,
+            keys: 9,
+            by_hash_key: false,
+            size: Size::Tiny,
+            try_send: false,
+        },
+        Step::Delete { stream: 0 },
+    ];
+    replay(case).await;
+}

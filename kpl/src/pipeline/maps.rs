@@ -55,11 +55,18 @@ impl Pipeline {
                 }
                 let stream = &mut self.streams[index];
                 if error.class() == ErrorClass::NotFound {
-                    let waiting = stream.not_found(now);
+                    // Aggregates that landed on a shard the map did not know wait for a map
+                    // that no listing of a deleted stream will give: they are stored where
+                    // they landed, and nothing can be sent again.
                     let reason = FailureReason::Rejected {
                         code: error.code().into(),
                         message: error.message().into(),
                     };
+                    for landed in stream.take_settleable(true) {
+                        self.settle_landing(index, landed, Some(&reason), now);
+                    }
+                    let stream = &mut self.streams[index];
+                    let waiting = stream.not_found(now);
                     for member in waiting {
                         self.resolve(Some(index), member, Resolution::Failed(reason.clone()));
                     }
@@ -102,13 +109,32 @@ impl Pipeline {
     // On the pipeline: the stored records are answered through the ledger, the others routed
     // again (arming the expiry sweep).
     pub(super) fn settle_landed(&mut self, index: usize, landed: Unsettled, now: Instant) {
-        let settled = self.streams[index].settle_landed(
+        self.settle_landing(index, landed, None, now);
+    }
+
+    /// [`settle_landed`](Self::settle_landed); with the stream `gone` (the reason), a record
+    /// the landing shard owns counts as stored there and every other one fails with that
+    /// reason, possibly stored (nothing can be sent again).
+    fn settle_landing(
+        &mut self,
+        index: usize,
+        landed: Unsettled,
+        gone: Option<&FailureReason>,
+        now: Instant,
+    ) {
+        let mut settled = self.streams[index].settle_landed(
             landed,
             self.config.misrouted_records,
             self.config.ordered,
+            gone.is_some(),
             &self.metrics,
             now,
         );
+        if let Some(reason) = gone {
+            for member in std::mem::take(&mut settled.route_again) {
+                self.resolve(Some(index), member, Resolution::Failed(reason.clone()));
+            }
+        }
         for (member, resolution) in settled.stored {
             self.resolve(Some(index), member, resolution);
         }

@@ -413,11 +413,16 @@ impl StreamState {
     /// stored there under [`MisroutedRecords::ResendOutOfRange`], and every other record
     /// (every record, by default) is sent again to the shard that owns it: with order kept,
     /// at the fronts of its lanes here; else given back to be routed again.
+    ///
+    /// With the stream `gone` (deleted: nothing can be sent again), a record the landing shard
+    /// owns counts as stored there and every other one is given back (possibly duplicated, as
+    /// it is stored) for the caller to fail.
     pub(crate) fn settle_landed(
         &mut self,
         landed: Unsettled,
         policy: MisroutedRecords,
         ordered: bool,
+        gone: bool,
         metrics: &Metrics,
         now: Instant,
     ) -> SettledLanding {
@@ -442,6 +447,11 @@ impl StreamState {
         );
         // An aggregate whose every record the landing shard owns (built for a child just
         // merged into it, say) is where it belongs: every consumer reads it once as it is.
+        let policy = if gone {
+            MisroutedRecords::ResendOutOfRange
+        } else {
+            policy
+        };
         let all_owned = range.is_some_and(|r| {
             outgoing
                 .members
@@ -486,7 +496,7 @@ impl StreamState {
         let resend = settled.route_again.len();
         metrics.error(&self.metrics, "Misrouted", resend);
         metrics.possibly_duplicated(&self.metrics, resend);
-        if ordered {
+        if ordered && !gone {
             // Older than anything their lanes hold now.
             let members = std::mem::take(&mut settled.route_again);
             let unowned = self.router.route_first(members, None, now);
