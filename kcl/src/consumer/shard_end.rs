@@ -222,13 +222,6 @@ where
     }
 }
 
-/// Whether the lease table refused a request for want of a permission.
-fn access_denied(error: &LeaseError) -> bool {
-    kinesis_common::ErrorChain(error)
-        .to_string()
-        .contains("AccessDenied")
-}
-
 /// Whether the children may still need creating: the stored parent lease is this worker's and
 /// not finished (a finished one had its children created before SHARD_END could be stored).
 /// Fails when the holding is not valid or the lease is no longer this worker's (see the module
@@ -293,16 +286,6 @@ async fn create_children<A: ListShards>(
         let worker = context.coordinator.worker_id();
         let created = match store.create_child_lease(key, worker, &lease).await {
             Err(LeaseError::LeaseLost { .. }) => return Err(NotYet::NotHeld),
-            Err(error) if access_denied(&error) => {
-                // Policies written for the Java KCL allow PutItem but not ConditionCheckItem:
-                // the child is created unfenced, as the Java KCL creates it.
-                warn!(
-                    child = %child.shard_id,
-                    error = %kinesis_common::ErrorChain(&error),
-                    "the fenced child creation (a transaction) is not allowed: creating it unfenced; allow dynamodb:ConditionCheckItem on the lease table"
-                );
-                store.create_if_absent(&lease).await?
-            }
             other => other?,
         };
         if created {

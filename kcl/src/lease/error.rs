@@ -211,6 +211,11 @@ pub(crate) fn classify<E: DynamoServiceError>(err: &SdkError<E, HttpResponse>) -
     }
 }
 
+/// Whether DynamoDB refused the request for want of a permission (`AccessDeniedException`).
+pub(crate) fn is_access_denied<E: ProvideErrorMetadata>(err: &SdkError<E, HttpResponse>) -> bool {
+    matches!(err, SdkError::ServiceError(service) if service.err().code() == Some("AccessDeniedException"))
+}
+
 /// Classifies a DynamoDB error response by its error code, falling back on the HTTP status.
 pub(crate) fn classify_service_error(code: Option<&str>, status: Option<u16>) -> LeaseErrorKind {
     match code {
@@ -315,6 +320,23 @@ mod tests {
                 "{code}"
             );
         }
+    }
+
+    #[test]
+    fn a_refused_permission_is_told_from_other_failures() {
+        use aws_sdk_dynamodb::error::ErrorMetadata;
+        use aws_sdk_dynamodb::operation::transact_write_items::TransactWriteItemsError;
+        let answer = |code: &str| {
+            let error =
+                TransactWriteItemsError::generic(ErrorMetadata::builder().code(code).build());
+            SdkError::service_error(error, aws_smithy_runtime_api_shim::response(400))
+        };
+        assert!(is_access_denied(&answer("AccessDeniedException")));
+        assert!(!is_access_denied(&answer("TransactionCanceledException")));
+        assert!(!is_access_denied(&answer("ValidationException")));
+        let timeout: SdkError<TransactWriteItemsError, HttpResponse> =
+            SdkError::timeout_error("no answer");
+        assert!(!is_access_denied(&timeout));
     }
 
     #[test]

@@ -151,6 +151,22 @@ impl MemoryStore {
         }
     }
 
+    /// Creates `lease` unless its key is taken, under the lock the caller checked with;
+    /// whether it did.
+    fn insert_if_absent(
+        &self,
+        mut leases: MutexGuard<'_, BTreeMap<String, Lease>>,
+        lease: &Lease,
+    ) -> bool {
+        if leases.contains_key(&lease.lease_key) {
+            return false;
+        }
+        leases.insert(lease.lease_key.clone(), lease.clone());
+        drop(leases);
+        self.record("create", &lease.lease_key);
+        true
+    }
+
     /// The injected failure for this call, if any.
     fn fault(&self, operation: &'static str) -> Result<(), LeaseError> {
         let mut faults = self.faults();
@@ -253,14 +269,7 @@ impl LeaseStore for MemoryStore {
     fn create_if_absent<'a>(&'a self, lease: &'a Lease) -> BoxFuture<'a, Result<bool, LeaseError>> {
         Box::pin(async move {
             self.fault("PutItem")?;
-            let mut leases = self.lock();
-            if leases.contains_key(&lease.lease_key) {
-                return Ok(false);
-            }
-            leases.insert(lease.lease_key.clone(), lease.clone());
-            drop(leases);
-            self.record("create", &lease.lease_key);
-            Ok(true)
+            Ok(self.insert_if_absent(self.lock(), lease))
         })
     }
 
@@ -272,20 +281,14 @@ impl LeaseStore for MemoryStore {
     ) -> BoxFuture<'a, Result<bool, LeaseError>> {
         Box::pin(async move {
             self.fault("TransactWriteItems")?;
-            let mut leases = self.lock();
+            let leases = self.lock();
             let parent_held = leases
                 .get(parent_key)
                 .is_some_and(|parent| !parent.is_finished() && parent.is_held_by(holder));
             if !parent_held {
                 return Err(lost(parent_key));
             }
-            if leases.contains_key(&child.lease_key) {
-                return Ok(false);
-            }
-            leases.insert(child.lease_key.clone(), child.clone());
-            drop(leases);
-            self.record("create", &child.lease_key);
-            Ok(true)
+            Ok(self.insert_if_absent(leases, child))
         })
     }
 

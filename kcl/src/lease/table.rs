@@ -16,11 +16,11 @@ use aws_sdk_dynamodb::primitives::Blob;
 use aws_sdk_dynamodb::types::{
     AttributeValue, ConditionCheck, Put, ReturnValue, TransactWriteItem,
 };
-use tracing::debug;
+use tracing::{debug, warn};
 
 use super::codec::{epoch_millis, n, s, string_set};
 use super::create::TableOptions;
-use super::error::{LeaseError, from_sdk};
+use super::error::{LeaseError, from_sdk, is_access_denied};
 use super::model::{Checkpoint, Lease};
 use super::scan::SkipReason;
 use super::schema;
@@ -251,7 +251,8 @@ impl LeaseTable {
     /// (after the parent was finished and deleted, and the child processed and deleted too)
     /// creates nothing. Returns whether the child was created (`false`: it exists already). The
     /// row is the one the Java KCL writes; the transaction needs `dynamodb:ConditionCheckItem`
-    /// besides `PutItem`.
+    /// besides `PutItem`, and without it the child is created unfenced (with a warning), as
+    /// [`create_if_absent`](Self::create_if_absent) does.
     ///
     /// # Errors
     ///
@@ -324,6 +325,16 @@ impl LeaseTable {
                         debug!(table = %self.table, lease_key = %child.lease_key, "child lease already exists");
                         return Ok(false);
                     }
+                }
+                if is_access_denied(&err) {
+                    // Policies written for the Java KCL allow PutItem but not
+                    // ConditionCheckItem: the child is created unfenced, as the Java KCL does.
+                    warn!(
+                        table = %self.table,
+                        child = %child.lease_key,
+                        "the fenced child creation (a transaction) is not allowed: creating it unfenced; allow dynamodb:ConditionCheckItem on the lease table"
+                    );
+                    return self.create_if_absent(child).await;
                 }
                 Err(from_sdk("TransactWriteItems", &self.table, None, err))
             }
