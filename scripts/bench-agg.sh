@@ -13,15 +13,11 @@
 #      SKIP_BUILD=1 (use the existing binary), CARGO_TARGET_DIR.
 # Record counts aim at >= ~2 s per timed phase for each implementation.
 set -euo pipefail
+# shellcheck source=scripts/bench-common.sh
+source "$(dirname "${BASH_SOURCE[0]}")/bench-common.sh"
 
-HERE="$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)"
-REPO="$(cd "$HERE/.." && pwd)"
-OFFICIAL="$HERE/bench-official"
-TARGET_DIR="${CARGO_TARGET_DIR:-$REPO/target}"
-BIN="$TARGET_DIR/release/kinesis-cat"
 CPU="${BENCH_CPU:-1}"
 RUNS="${RUNS:-5}"
-SCALE="${SCALE:-1}"
 ONLY="${ONLY:-ours,python,node}"
 KEYS=1000
 SIZES=(100 1024 10240)
@@ -31,17 +27,14 @@ OURS_RECORDS=(10000000 1000000 100000)
 PY_RECORDS=(1000000 500000 100000)
 NODE_RECORDS=(3000000 600000 100000)
 
-want() { [[ ",$ONLY," == *",$1,"* ]]; }
-scaled() { awk -v n="$1" -v s="$SCALE" 'BEGIN { n = int(n * s); print (n < 1 ? 1 : n) }'; }
-
 PIN=()
 if command -v taskset >/dev/null 2>&1; then
   PIN=(taskset -c "$CPU")
 else
-  echo "bench-agg: taskset not found; running unpinned" >&2
+  log "taskset not found; running unpinned"
 fi
 
-echo "bench-agg: load before: $(cut -d' ' -f1-3 /proc/loadavg) on $(nproc) cores; pinned to core $CPU" >&2
+log "load before: $(loadavg) on $(nproc) cores; pinned to core $CPU"
 
 if want python || want node; then
   bash "$OFFICIAL/setup.sh"
@@ -52,8 +45,8 @@ if want ours; then
   if [ -z "${SKIP_BUILD:-}" ]; then
     (cd "$REPO" && cargo build --release -p kinesis-cat >&2) || ours_ok=0
   fi
-  if [ "$ours_ok" = 1 ] && ! "$BIN" perf agg --help >/dev/null 2>&1; then
-    echo "bench-agg: $BIN has no working 'perf agg' subcommand; skipping ours" >&2
+  if [ "$ours_ok" = 1 ] && ! "$CAT" perf agg --help >/dev/null 2>&1; then
+    log "$CAT has no working 'perf agg' subcommand; skipping ours"
     ours_ok=0
   fi
 fi
@@ -66,11 +59,11 @@ failed=0
 run() {
   local name="$1"; shift
   local out
-  echo "bench-agg: $name: ${*}" >&2
+  log "$name: ${*}"
   if out="$("${PIN[@]}" "$@")"; then
     tail -n 1 <<<"$out" >>"$RESULTS"
   else
-    echo "bench-agg: $name failed" >&2
+    log "$name failed"
     failed=1
   fi
 }
@@ -78,7 +71,7 @@ run() {
 for i in "${!SIZES[@]}"; do
   size="${SIZES[$i]}"
   if want ours && [ "$ours_ok" = 1 ]; then
-    run "ours $size B" "$BIN" perf agg --record-size "$size" --keys "$KEYS" \
+    run "ours $size B" "$CAT" perf agg --record-size "$size" --keys "$KEYS" \
       --records "$(scaled "${OURS_RECORDS[$i]}")" --runs "$RUNS"
   fi
   if want python; then
@@ -91,7 +84,7 @@ for i in "${!SIZES[@]}"; do
   fi
 done
 
-echo "bench-agg: load after: $(cut -d' ' -f1-3 /proc/loadavg)" >&2
+log "load after: $(loadavg)"
 
 PY="$REPO/.cache/venv/bin/python"
 [ -x "$PY" ] || PY=python3
@@ -123,7 +116,7 @@ if ours:
 EOF
 
 if want ours && [ "$ours_ok" = 0 ]; then
-  echo "bench-agg: ours was not measured (build failed or no 'perf agg')" >&2
+  log "ours was not measured (build failed or no 'perf agg')"
   exit 1
 fi
 exit "$failed"

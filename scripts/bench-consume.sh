@@ -32,12 +32,9 @@
 # The 1-minute load average is printed with each row: figures are only
 # comparable at similar loads.
 set -euo pipefail
+# shellcheck source=scripts/bench-common.sh
+source "$(dirname "${BASH_SOURCE[0]}")/bench-common.sh"
 
-HERE="$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)"
-REPO="$(cd "$HERE/.." && pwd)"
-TARGET_DIR="${CARGO_TARGET_DIR:-$REPO/target}"
-CAT="$TARGET_DIR/release/kinesis-cat"
-SCALE="${SCALE:-1}"
 ONLY="${ONLY:-consume,rebalance}"
 SHARDS="${SHARDS:-4}"
 RECORD_SIZE="${RECORD_SIZE:-100}"
@@ -49,22 +46,20 @@ REPEATS="${REPEATS:-5}"
 TAKE_INTERVAL="${TAKE_INTERVAL:-half}"
 JOBS="${CARGO_BUILD_JOBS:-1}"
 
-want() { [[ ",$ONLY," == *",$1,"* ]]; }
-scaled() { awk -v n="$1" -v s="$SCALE" 'BEGIN { n = int(n * s); print (n < 1 ? 1 : n) }'; }
 RECORDS_PER_SHARD="$(scaled "${RECORDS_PER_SHARD:-1000000}")"
 AGG_RECORDS_PER_SHARD="$(scaled "${AGG_RECORDS_PER_SHARD:-4000000}")"
 
-echo "bench-consume: load before: $(cut -d' ' -f1-3 /proc/loadavg) on $(nproc) cores" >&2
+log "load before: $(loadavg) on $(nproc) cores"
 
 if [ -z "${SKIP_BUILD:-}" ]; then
   (cd "$REPO" && cargo build --release -j "$JOBS" -p kinesis-cat >&2) ||
-    { echo "bench-consume: cargo build failed" >&2; exit 1; }
+    { log "cargo build failed"; exit 1; }
   if want rebalance; then
     (cd "$REPO" && cargo build --release -j "$JOBS" -p kcl --example rebalance_bench >&2) ||
-      { echo "bench-consume: cargo build of the example failed" >&2; exit 1; }
+      { log "cargo build of the example failed"; exit 1; }
   fi
 fi
-[ -x "$CAT" ] || { echo "bench-consume: $CAT is missing (unset SKIP_BUILD)" >&2; exit 1; }
+need_bins "$CAT"
 
 # Both parts need the emulators (scheduler mode: DynamoDB Local; rebalance: both).
 "$REPO/scripts/emulators.sh" start >&2
@@ -95,7 +90,7 @@ if want consume; then
           '. + {workload: $workload, name: $name}' >>"$RESULTS"
         tail -n 1 "$WORK/err" >&2
       else
-        echo "bench-consume: $workload / $mode failed:" >&2
+        log "$workload / $mode failed:"
         cat "$WORK/err" >&2
         failed=1
       fi
@@ -126,12 +121,12 @@ if want rebalance; then
       echo
       grep -m1 'shards,' "$WORK/rebalance.err" >&2 || true
     else
-      echo "bench-consume: rebalance_bench ($take) failed:" >&2
+      log "rebalance_bench ($take) failed:"
       cat "$WORK/rebalance.err" >&2
       failed=1
     fi
   done
 fi
 
-echo "bench-consume: load after: $(cut -d' ' -f1-3 /proc/loadavg)" >&2
+log "load after: $(loadavg)"
 exit "$failed"

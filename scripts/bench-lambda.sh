@@ -10,50 +10,31 @@
 #   scripts/bench-lambda.sh            # RUNS=9 per endpoint and mode
 #   SKIP_BUILD=1 RUNS=5 scripts/bench-lambda.sh
 set -euo pipefail
+# shellcheck source=scripts/bench-common.sh
+source "$(dirname "${BASH_SOURCE[0]}")/bench-common.sh"
 
-HERE="$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)"
-REPO="$(cd "$HERE/.." && pwd)"
-TARGET_DIR="${CARGO_TARGET_DIR:-$REPO/target}"
 BIN="$TARGET_DIR/release/examples/cold_start"
-PROXY="$TARGET_DIR/release/fault-proxy"
 RUNS="${RUNS:-9}"
 
 if [ -z "${SKIP_BUILD:-}" ]; then
   (cd "$REPO" && cargo build --release -j "${CARGO_BUILD_JOBS:-1}" -p kpl --example cold_start -p fault-proxy --bin fault-proxy >&2)
 fi
-for bin in "$BIN" "$PROXY"; do
-  [ -x "$bin" ] || { echo "bench-lambda: $bin is missing (build it, or unset SKIP_BUILD)" >&2; exit 1; }
-done
+need_bins "$BIN" "$PROXY"
 : "${AWS_ACCESS_KEY_ID:=testingAccessKey}" "${AWS_SECRET_ACCESS_KEY:=testing-secret}" "${AWS_REGION:=us-east-1}"
 export AWS_ACCESS_KEY_ID AWS_SECRET_ACCESS_KEY AWS_REGION
 
 WORK="$(mktemp -d)"
-SINK_PID=""
-cleanup() {
-  if [ -n "$SINK_PID" ]; then kill -TERM "$SINK_PID" 2>/dev/null || true; wait "$SINK_PID" 2>/dev/null || true; fi
-  rm -rf "$WORK"
-}
-trap cleanup EXIT
+trap 'stop_sink; rm -rf "$WORK"' EXIT
 trap 'exit 130' INT TERM
 
-"$PROXY" --sink --shards 4 >"$WORK/sink.out" 2>"$WORK/sink.err" &
-SINK_PID=$!
-SINK=""
-for _ in $(seq 100); do
-  SINK="$(head -n 1 "$WORK/sink.out")"
-  [ -n "$SINK" ] && break
-  kill -0 "$SINK_PID" 2>/dev/null || break
-  sleep 0.05
-done
-[ -n "$SINK" ] || { echo "bench-lambda: fault-proxy did not print its endpoint:" >&2; cat "$WORK/sink.err" >&2; exit 1; }
-
-ENDPOINTS=("sink $SINK")
+start_sink
+ENDPOINTS=("sink $ENDPOINT")
 if [ -n "${AWS_ENDPOINT_URL_KINESIS:-}" ]; then
   STREAM="lambda-cold-start-$$-$(date +%s)"
   "$BIN" --endpoint "$AWS_ENDPOINT_URL_KINESIS" --stream "$STREAM" --create 4
   ENDPOINTS+=("kinesis-mock $AWS_ENDPOINT_URL_KINESIS")
 else
-  echo "bench-lambda: AWS_ENDPOINT_URL_KINESIS is not set: measuring the sink only" >&2
+  log "AWS_ENDPOINT_URL_KINESIS is not set: measuring the sink only"
 fi
 
 field() { tr ' ' '\n' | sed -n "s/^$1=//p"; }
@@ -79,4 +60,4 @@ for entry in "${ENDPOINTS[@]}"; do
     echo "| $name | $mode | $build | $ack | $init | ${threads% } |"
   done
 done
-echo "bench-lambda: $RUNS runs per row, medians; load $(cut -d' ' -f1-3 /proc/loadavg) on $(nproc) cores" >&2
+log "$RUNS runs per row, medians; load $(loadavg) on $(nproc) cores"

@@ -24,10 +24,9 @@
 #      LEASES (1000), WORKERS (10),
 #      SHARDS (200), FAILOVER_MS (10000), SKIP_BUILD=1, CARGO_TARGET_DIR.
 set -euo pipefail
+# shellcheck source=scripts/bench-common.sh
+source "$(dirname "${BASH_SOURCE[0]}")/bench-common.sh"
 
-HERE="$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)"
-REPO="$(cd "$HERE/.." && pwd)"
-TARGET_DIR="${CARGO_TARGET_DIR:-$REPO/target}"
 BIN="$TARGET_DIR/release/examples/lease_scale"
 ONLY="${ONLY:-children,idle,fleet}"
 IMPLS="${IMPLS:-ours,java}"
@@ -39,7 +38,6 @@ SHARDS="${SHARDS:-200}"
 FAILOVER_MS="${FAILOVER_MS:-10000}"
 VENV="$REPO/.cache/venv"
 
-wants() { [[ ",$ONLY," == *",$1,"* ]]; }
 impls() { tr ',' ' ' <<<"$IMPLS"; }
 
 if [[ ",$IMPLS," == *",java,"* ]] &&
@@ -75,7 +73,7 @@ run() { # <title> <bench> <impl...> -- <args...>
   done
   shift
   printf '\n### %s\n\n' "$title"
-  printf '%s\n\n' "load before: $(cut -d' ' -f1-3 /proc/loadavg); failover ${FAILOVER_MS} ms"
+  printf '%s\n\n' "load before: $(loadavg); failover ${FAILOVER_MS} ms"
   local header_done="" impl out
   for impl in "${impls[@]}"; do
     out="$(mktemp)"
@@ -91,19 +89,19 @@ run() { # <title> <bench> <impl...> -- <args...>
   done
 }
 
-if wants children; then
+if want children; then
   # shellcheck disable=SC2046
   run "Children start after a split (1 worker, records flowing, idle between reads 500 ms)" \
     children $(impls) -- --repeats "$CHILDREN_REPEATS"
 fi
-if wants idle; then
+if want idle; then
   idle_impls=()
   for impl in $(impls); do idle_impls+=("$impl"); done
   if [[ ",$IMPLS," == *",ours,"* ]]; then idle_impls+=(coordinator); fi
   run "One worker, $LEASES idle leases on DynamoDB Local (reads every 30 s)" \
     idle "${idle_impls[@]}" -- --leases "$LEASES"
 fi
-if wants fleet; then
+if want fleet; then
   # shellcheck disable=SC2046
   run "$WORKERS workers over $SHARDS shards (a record per shard and a read every 2 s)" \
     fleet $(impls) -- --workers "$WORKERS" --shards "$SHARDS" --repeats "$REPEATS"

@@ -32,15 +32,10 @@
 #      CARGO_BUILD_JOBS (default 1), CARGO_TARGET_DIR.
 # Record counts aim at >= 5 s per run on a 2-core machine.
 set -euo pipefail
+# shellcheck source=scripts/bench-common.sh
+source "$(dirname "${BASH_SOURCE[0]}")/bench-common.sh"
 
-HERE="$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)"
-REPO="$(cd "$HERE/.." && pwd)"
-OFFICIAL="$HERE/bench-official"
-TARGET_DIR="${CARGO_TARGET_DIR:-$REPO/target}"
-CAT="$TARGET_DIR/release/kinesis-cat"
-PROXY="$TARGET_DIR/release/fault-proxy"
 PY="$REPO/.cache/venv/bin/python"
-SCALE="${SCALE:-1}"
 ONLY="${ONLY:-ours,receipts,aiokpl,sdk,mem}"
 RECORD_SIZE="${RECORD_SIZE:-100}"
 KEYS="${KEYS:-1000}"
@@ -49,59 +44,28 @@ MEM_MIB="${MEM_MIB:-4 16 64}"
 MEM_CONSTANT_MIB="${MEM_CONSTANT_MIB:-32}"
 SDK_SECONDS="${SDK_SECONDS:-10}"
 
-want() { [[ ",$ONLY," == *",$1,"* ]]; }
-scaled() { awk -v n="$1" -v s="$SCALE" 'BEGIN { n = int(n * s); print (n < 1 ? 1 : n) }'; }
 OURS_RECORDS="$(scaled "${OURS_RECORDS:-6000000}")"
 AIOKPL_RECORDS="$(scaled "${AIOKPL_RECORDS:-100000}")"
 SDK_RECORDS="$(scaled "${SDK_RECORDS:-1000000}")"
 MEM_RECORDS="${MEM_RECORDS:-$OURS_RECORDS}"
 
 load() { cut -d' ' -f1 /proc/loadavg; }
-echo "bench-produce: load before: $(cut -d' ' -f1-3 /proc/loadavg) on $(nproc) cores" >&2
+log "load before: $(loadavg) on $(nproc) cores"
 
 if [ -z "${SKIP_BUILD:-}" ]; then
   if ! (cd "$REPO" && cargo build --release -j "${CARGO_BUILD_JOBS:-1}" -p kinesis-cat -p fault-proxy >&2); then
-    echo "bench-produce: cargo build failed (SKIP_BUILD=1 runs the binaries already built)" >&2
+    log "cargo build failed (SKIP_BUILD=1 runs the binaries already built)"
     exit 1
   fi
 fi
-for bin in "$CAT" "$PROXY"; do
-  [ -x "$bin" ] || { echo "bench-produce: $bin is missing (build it, or unset SKIP_BUILD)" >&2; exit 1; }
-done
+need_bins "$CAT" "$PROXY"
 if { want aiokpl || want sdk; } && [ -z "${SKIP_SETUP:-}" ]; then
   bash "$OFFICIAL/setup.sh"
 fi
 
 WORK="$(mktemp -d)"
-SINK_PID=""
-stop_sink() {
-  if [ -n "$SINK_PID" ]; then
-    kill -TERM "$SINK_PID" 2>/dev/null || true
-    wait "$SINK_PID" 2>/dev/null || true
-    SINK_PID=""
-  fi
-}
 trap 'stop_sink; rm -rf "$WORK"' EXIT
 trap 'exit 130' INT TERM
-
-# start_sink: a fresh `fault-proxy --sink --shards 4`; sets SINK_PID and ENDPOINT.
-start_sink() {
-  : >"$WORK/sink.out"
-  "$PROXY" --sink --shards 4 >"$WORK/sink.out" 2>"$WORK/sink.err" &
-  SINK_PID=$!
-  ENDPOINT=""
-  for _ in $(seq 100); do
-    ENDPOINT="$(head -n 1 "$WORK/sink.out")"
-    [ -n "$ENDPOINT" ] && break
-    kill -0 "$SINK_PID" 2>/dev/null || break
-    sleep 0.05
-  done
-  if [ -z "$ENDPOINT" ]; then
-    echo "bench-produce: fault-proxy did not print its endpoint:" >&2
-    cat "$WORK/sink.err" >&2
-    exit 1
-  fi
-}
 
 # cpu_seconds PID: user + system CPU time of a live process.
 cpu_seconds() {
@@ -119,7 +83,7 @@ run() {
   start_sink
   local load0 out rc=0
   load0="$(load)"
-  echo "bench-produce: $name (load $load0): $*" >&2
+  log "$name (load $load0): $*"
   out="$(AWS_ENDPOINT_URL_KINESIS="$ENDPOINT" AWS_REGION=us-east-1 \
     AWS_ACCESS_KEY_ID=testingAccessKey AWS_SECRET_ACCESS_KEY=x \
     /usr/bin/time -f '%U %S' -o "$WORK/time" "$@")" || rc=$?
@@ -130,7 +94,7 @@ run() {
   stats="$(grep '^{' "$WORK/sink.err" | tail -n 1)"
   [ -n "$stats" ] || stats='{}'
   if [ "$rc" -ne 0 ] || ! tail -n 1 <<<"$out" | jq -e . >/dev/null 2>&1; then
-    echo "bench-produce: $name failed (exit $rc)" >&2
+    log "$name failed (exit $rc)"
     failed=1
     return
   fi
@@ -168,7 +132,7 @@ if want mem; then
   run "ours, 1 record (baseline)" "$CAT" "${PRODUCE[@]}" --records 1
 fi
 
-[ -s "$RESULTS" ] || { echo "bench-produce: no results" >&2; exit 1; }
+[ -s "$RESULTS" ] || { log "no results"; exit 1; }
 jq -rs --argjson constant "$MEM_CONSTANT_MIB" '
   def f(d): if . == null then "-" else (. * pow(10; d) | round / pow(10; d) | tostring) end;
   def ncalls: (.sink.requests.PutRecords // 0) + (.sink.requests.PutRecord // 0);
@@ -188,5 +152,5 @@ jq -rs --argjson constant "$MEM_CONSTANT_MIB" '
     | map(select(.name | startswith("ours, --max-outstanding-mib")))[]
     | "\(.name): peak RSS \(.peak_rss_mib | f(1)) MiB; 2 x limit + \($constant) MiB = \(2 * .max_outstanding_mib + $constant) MiB: \(if .peak_rss_mib <= 2 * .max_outstanding_mib + $constant then "within" else "OVER, by \(.peak_rss_mib - 2 * .max_outstanding_mib - $constant | f(1)) MiB" end) (a producer that sent one record peaks at \($base | f(1)) MiB)" )
 ' "$RESULTS"
-echo "bench-produce: load after: $(cut -d' ' -f1-3 /proc/loadavg)" >&2
+log "load after: $(loadavg)"
 exit "$failed"

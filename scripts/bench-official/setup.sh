@@ -49,10 +49,15 @@ fi
 # compare with - and _ folded and case ignored.
 norm() { tr 'A-Z_' 'a-z-'; }
 frozen="$("$VENV/bin/python" -m pip freeze --disable-pip-version-check 2>/dev/null | norm)"
-missing=()
-for pin in "${PY_PINS[@]}"; do
-  grep -qxF "$(printf '%s' "$pin" | norm)" <<<"$frozen" || missing+=("$pin")
-done
+# missing_pins PIN...: sets missing to the pins that pip freeze ($frozen) does not list.
+missing_pins() {
+  missing=()
+  local pin
+  for pin in "$@"; do
+    grep -qxF "$(printf '%s' "$pin" | norm)" <<<"$frozen" || missing+=("$pin")
+  done
+}
+missing_pins "${PY_PINS[@]}"
 if [ "${#missing[@]}" -gt 0 ]; then
   echo "setup: pip installing ${missing[*]}" >&2
   "$VENV/bin/python" -m pip install --disable-pip-version-check -q "${PY_PINS[@]}"
@@ -63,10 +68,7 @@ fi
 
 # The producers for scripts/bench-produce.sh. PY_PINS go on the same command
 # line so that pip keeps them as they are.
-missing=()
-for pin in "${PRODUCER_PINS[@]}"; do
-  grep -qxF "$(printf '%s' "$pin" | norm)" <<<"$frozen" || missing+=("$pin")
-done
+missing_pins "${PRODUCER_PINS[@]}"
 if [ "${#missing[@]}" -gt 0 ]; then
   echo "setup: pip installing ${missing[*]}" >&2
   "$VENV/bin/python" -m pip install --disable-pip-version-check -q "${PRODUCER_PINS[@]}" "${PY_PINS[@]}"
