@@ -9,8 +9,6 @@
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 
-use aws_config::{BehaviorVersion, Region};
-use aws_sdk_kinesis::config::Credentials;
 use aws_smithy_runtime_api::client::http::{
     HttpConnector, HttpConnectorFuture, SharedHttpConnector, http_client_fn,
 };
@@ -20,8 +18,6 @@ use aws_smithy_types::body::SdkBody;
 use hyper_util::client::legacy::Client;
 use hyper_util::client::legacy::connect::HttpConnector as TcpConnector;
 use hyper_util::rt::TokioExecutor;
-
-use crate::{ACCESS_KEY_ID, REGION, SECRET_ACCESS_KEY};
 
 /// Responses received, by HTTP version.
 #[derive(Debug, Default)]
@@ -73,16 +69,7 @@ pub async fn kinesis_client_h2c(endpoint: &str) -> (aws_sdk_kinesis::Client, Arc
         versions: versions.clone(),
     };
     let http_client = http_client_fn(move |_, _| SharedHttpConnector::new(connector.clone()));
-    let config = aws_config::defaults(BehaviorVersion::latest())
-        .region(Region::new(REGION))
-        .credentials_provider(Credentials::new(
-            ACCESS_KEY_ID,
-            SECRET_ACCESS_KEY,
-            None,
-            None,
-            "integration-tests",
-        ))
-        .endpoint_url(endpoint)
+    let config = crate::config_loader(endpoint)
         .http_client(http_client)
         .load()
         .await;

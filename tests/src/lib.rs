@@ -20,10 +20,12 @@ use std::time::{Duration, Instant};
 
 use aws_config::BehaviorVersion;
 use aws_config::Region;
+use aws_sdk_dynamodb::operation::describe_table::DescribeTableError;
 use aws_sdk_dynamodb::types::{
     AttributeDefinition, BillingMode, KeySchemaElement, KeyType, ScalarAttributeType, TableStatus,
 };
 use aws_sdk_kinesis::config::Credentials;
+use aws_sdk_kinesis::operation::describe_stream_summary::DescribeStreamSummaryError;
 use aws_sdk_kinesis::types::{Record, ShardIteratorType, StreamStatus};
 
 pub mod chaos;
@@ -199,6 +201,12 @@ async fn ensure_reachable(var: &str, url: &str) {
 async fn sdk_config(var: &str) -> aws_config::SdkConfig {
     let url = endpoint_url(var);
     ensure_reachable(var, &url).await;
+    config_loader(&url).load().await
+}
+
+/// The SDK configuration every test client starts from: the test region, the dummy
+/// credentials, and `endpoint`.
+pub(crate) fn config_loader(endpoint: &str) -> aws_config::ConfigLoader {
     aws_config::defaults(BehaviorVersion::latest())
         .region(Region::new(REGION))
         .credentials_provider(Credentials::new(
@@ -208,9 +216,7 @@ async fn sdk_config(var: &str) -> aws_config::SdkConfig {
             None,
             "integration-tests",
         ))
-        .endpoint_url(url)
-        .load()
-        .await
+        .endpoint_url(endpoint)
 }
 
 /// A Kinesis client for the local emulator (kinesis-mock).
@@ -228,19 +234,7 @@ pub async fn kinesis_client() -> aws_sdk_kinesis::Client {
 /// The endpoint is set in code, so it wins over `$AWS_ENDPOINT_URL_KINESIS`. Nothing is
 /// checked: the first call fails if nothing listens there.
 pub async fn kinesis_client_at(endpoint: &str) -> aws_sdk_kinesis::Client {
-    let config = aws_config::defaults(BehaviorVersion::latest())
-        .region(Region::new(REGION))
-        .credentials_provider(Credentials::new(
-            ACCESS_KEY_ID,
-            SECRET_ACCESS_KEY,
-            None,
-            None,
-            "integration-tests",
-        ))
-        .endpoint_url(endpoint)
-        .load()
-        .await;
-    aws_sdk_kinesis::Client::new(&config)
+    aws_sdk_kinesis::Client::new(&config_loader(endpoint).load().await)
 }
 
 /// A DynamoDB client for the local emulator (DynamoDB Local).
@@ -284,33 +278,72 @@ pub async fn create_stream(client: &aws_sdk_kinesis::Client, name: &str, shards:
 ///
 /// When the stream is not ACTIVE within [`ACTIVE_TIMEOUT`] or DescribeStreamSummary fails.
 pub async fn wait_for_stream_active(client: &aws_sdk_kinesis::Client, name: &str) {
-    let deadline = Instant::now() + ACTIVE_TIMEOUT;
-    let mut last_status = None;
-    loop {
-        match client
+    let describe = || async move {
+        let out = client
             .describe_stream_summary()
             .stream_name(name)
             .send()
-            .await
-        {
-            Ok(out) => {
-                let status = out
-                    .stream_description_summary()
-                    .map(|summary| summary.stream_status().clone());
-                if status == Some(StreamStatus::Active) {
+            .await?;
+        Ok(out
+            .stream_description_summary()
+            .map(|summary| summary.stream_status().clone()))
+    };
+    let not_found = |err: &aws_sdk_kinesis::error::SdkError<_>| {
+        err.as_service_error()
+            .is_some_and(|e: &DescribeStreamSummaryError| e.is_resource_not_found_exception())
+    };
+    wait_until_active(
+        Resource::Stream(name),
+        StreamStatus::Active,
+        describe,
+        not_found,
+    )
+    .await;
+}
+
+/// A stream or a table being created, as [`wait_until_active`] names it.
+enum Resource<'a> {
+    Stream(&'a str),
+    Table(&'a str),
+}
+
+/// Polls `describe` (the resource's status, `None` when it has none yet) until it says `active`;
+/// an error for which `not_found` holds counts as not yet created.
+///
+/// # Panics
+///
+/// When the status is not `active` within [`ACTIVE_TIMEOUT`] or `describe` fails otherwise.
+async fn wait_until_active<S, E, F, Fut>(
+    resource: Resource<'_>,
+    active: S,
+    mut describe: F,
+    not_found: impl Fn(&E) -> bool,
+) where
+    S: PartialEq + std::fmt::Debug,
+    E: std::fmt::Debug,
+    F: FnMut() -> Fut,
+    Fut: Future<Output = Result<Option<S>, E>>,
+{
+    let (kind, call, name) = match resource {
+        Resource::Stream(name) => ("stream", "DescribeStreamSummary", name),
+        Resource::Table(name) => ("table", "DescribeTable", name),
+    };
+    let deadline = Instant::now() + ACTIVE_TIMEOUT;
+    let mut last_status = None;
+    loop {
+        match describe().await {
+            Ok(status) => {
+                if status.as_ref() == Some(&active) {
                     return;
                 }
                 last_status = status;
             }
-            Err(err)
-                if err
-                    .as_service_error()
-                    .is_some_and(|e| e.is_resource_not_found_exception()) => {}
-            Err(err) => panic!("DescribeStreamSummary {name} failed: {err:?}"),
+            Err(err) if not_found(&err) => {}
+            Err(err) => panic!("{call} {name} failed: {err:?}"),
         }
         assert!(
             Instant::now() < deadline,
-            "stream {name} not ACTIVE after {ACTIVE_TIMEOUT:?} (last status: {last_status:?})"
+            "{kind} {name} not ACTIVE after {ACTIVE_TIMEOUT:?} (last status: {last_status:?})"
         );
         tokio::time::sleep(POLL_INTERVAL).await;
     }
@@ -353,29 +386,21 @@ pub async fn create_table(client: &aws_sdk_dynamodb::Client, name: &str) {
         .await
         .unwrap_or_else(|err| panic!("CreateTable {name} failed: {err:?}"));
 
-    let deadline = Instant::now() + ACTIVE_TIMEOUT;
-    let mut last_status = None;
-    loop {
-        match client.describe_table().table_name(name).send().await {
-            Ok(out) => {
-                let status = out.table().and_then(|table| table.table_status().cloned());
-                if status == Some(TableStatus::Active) {
-                    return;
-                }
-                last_status = status;
-            }
-            Err(err)
-                if err
-                    .as_service_error()
-                    .is_some_and(|e| e.is_resource_not_found_exception()) => {}
-            Err(err) => panic!("DescribeTable {name} failed: {err:?}"),
-        }
-        assert!(
-            Instant::now() < deadline,
-            "table {name} not ACTIVE after {ACTIVE_TIMEOUT:?} (last status: {last_status:?})"
-        );
-        tokio::time::sleep(POLL_INTERVAL).await;
-    }
+    let describe = || async move {
+        let out = client.describe_table().table_name(name).send().await?;
+        Ok(out.table().and_then(|table| table.table_status().cloned()))
+    };
+    let not_found = |err: &aws_sdk_dynamodb::error::SdkError<_>| {
+        err.as_service_error()
+            .is_some_and(|e: &DescribeTableError| e.is_resource_not_found_exception())
+    };
+    wait_until_active(
+        Resource::Table(name),
+        TableStatus::Active,
+        describe,
+        not_found,
+    )
+    .await;
 }
 
 /// Deletes table `name`, ignoring every error: for test cleanup.
