@@ -418,12 +418,7 @@ async fn startup_retries_transient_dynamodb_and_kinesis_failures() {
     let fleet = Fleet::new(1);
     let s0 = shard_id(0);
     fleet.stream.put_n(&s0, "r", 3);
-    fleet
-        .stream
-        .fail(Operation::ListShards, Class::Transient, 3);
-    fleet
-        .stream
-        .fail(Operation::ListShards, Class::Throttled, 2);
+    fleet.stream.refuse_a_few_times(Operation::ListShards);
     let w1 = fleet.worker("w1");
     w1.store.faults().fail_next.insert("CreateTable", 2);
     w1.store.faults().fail_next.insert("Scan", 2);

@@ -67,69 +67,16 @@ async fn rebalancing_by_graceful_handoff_delivers_nothing_twice() {
 #[tokio::test(start_paused = true)]
 async fn a_worker_cut_off_from_dynamodb_stops_delivering_before_another_takes_over() {
     let fleet = Fleet::new(2);
-    let (s0, s1) = (shard_id(0), shard_id(1));
-    let w1 = fleet.worker("w1");
-    // A steady trickle of records: 10 per shard per second.
-    let producer = {
-        let stream = fleet.stream.clone();
-        let (s0, s1) = (s0.clone(), s1.clone());
-        tokio::spawn(async move {
-            for tick in 0.. {
-                stream.put_n(&s0, &format!("a{tick}"), 1);
-                stream.put_n(&s1, &format!("b{tick}"), 1);
-                tokio::time::sleep(Duration::from_millis(100)).await;
-            }
-        })
-    };
-    fleet.wait_delivered(40, Duration::from_secs(30)).await;
-    let w2 = fleet.worker("w2");
-    // 2 shards over 2 workers: w2 asks for one by handoff.
-    wait_for("1/1", Duration::from_secs(30), || {
-        let owners: Vec<Option<String>> = fleet.owners().into_values().collect();
-        owners.contains(&Some("w1".into())) && owners.contains(&Some("w2".into()))
-    })
-    .await;
-    tokio::time::sleep(Duration::from_secs(2)).await;
-    let w1_shard = fleet
-        .owners()
-        .into_iter()
-        .find(|(_, owner)| owner.as_deref() == Some("w1"))
-        .map(|(key, _)| key)
-        .unwrap();
-    let before = fleet.deliveries().len();
-    let duplicates_before = fleet.duplicates();
-    // w1 cannot reach DynamoDB any more; w2 can.
-    w1.store.faults().unreachable = true;
-    let cut_off = Instant::now();
-    wait_for("w2 took over", Duration::from_secs(30), || {
-        fleet.lease(&w1_shard).unwrap().lease_owner.as_deref() == Some("w2")
-    })
-    .await;
-    let taken = Instant::now();
-    tokio::time::sleep(Duration::from_secs(3)).await;
-    let deliveries = fleet.deliveries();
-    let last_w1 = deliveries
-        .iter()
-        .filter(|d| d.worker == "w1" && d.shard == w1_shard)
-        .map(|d| d.at)
-        .max()
-        .unwrap();
-    assert!(last_w1 < taken, "w1 delivered after w2 took the lease");
-    assert!(last_w1 - cut_off < FAILOVER, "{:?}", last_w1 - cut_off);
-    let duplicates = fleet.duplicates() - duplicates_before;
+    let partition = Partition::run(&fleet, |name| fleet.worker(name)).await;
+    let duplicates = partition.duplicates;
     println!(
         "partition: w1 stopped delivering {:?} after the cut, w2 took over {:?} after it; {duplicates} records delivered twice ({} delivered in all)",
-        last_w1 - cut_off,
-        taken - cut_off,
-        deliveries.len() - before
+        partition.stopped_after, partition.taken_after, partition.delivered
     );
     // What w1 delivered after its last checkpoint write got through is read again by w2: at
     // most what arrives in one validity period.
     assert!(duplicates <= 30, "{duplicates}");
-    producer.abort();
-    w1.store.faults().unreachable = false;
-    w2.stop().await.unwrap();
-    w1.stop().await.unwrap();
+    partition.end().await;
 }
 
 #[tokio::test(start_paused = true)]

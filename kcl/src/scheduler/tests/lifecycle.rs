@@ -9,43 +9,10 @@ use super::*;
 use crate::scheduler::ShardPhase;
 use kinesis_common::testing::Operation;
 
-/// First and last delivery instants of `shard`.
-fn span_of(fleet: &Fleet, shard: &str) -> Option<(Instant, Instant)> {
-    let times: Vec<Instant> = fleet
-        .deliveries()
-        .iter()
-        .filter(|d| d.shard == shard)
-        .map(|d| d.at)
-        .collect();
-    Some((*times.iter().min()?, *times.iter().max()?))
-}
-
 #[tokio::test(start_paused = true)]
 async fn a_split_and_a_merge_read_parents_first_clean_up_once_and_never_recreate_a_lease() {
     let fleet = Fleet::new(2);
-    let (s0, s1) = (shard_id(0), shard_id(1));
-    fleet.stream.put_n(&s0, "s0", 50);
-    fleet.stream.put_n(&s1, "s1", 50);
-    let w1 = fleet.worker("w1");
-    fleet.wait_delivered(100, Duration::from_secs(30)).await;
-
-    let (c2, c3) = fleet.stream.split(&s0);
-    fleet.stream.put_n(&c2, "c2", 20);
-    fleet.stream.put_n(&c3, "c3", 20);
-    fleet.wait_delivered(140, Duration::from_secs(30)).await;
-    let m4 = fleet.stream.merge(&c2, &c3);
-    fleet.stream.put_n(&m4, "m4", 10);
-    fleet.wait_delivered(150, Duration::from_secs(30)).await;
-
-    // Parents before children.
-    let (_, s0_last) = span_of(&fleet, &s0).unwrap();
-    for child in [&c2, &c3] {
-        let (first, last) = span_of(&fleet, child).unwrap();
-        assert!(first > s0_last, "{child} started before {s0} ended");
-        let (m4_first, _) = span_of(&fleet, &m4).unwrap();
-        assert!(m4_first > last, "{m4} started before {child} ended");
-    }
-    assert_eq!(fleet.duplicates(), 0);
+    let (w1, [s0, c2, c3]) = split_and_merge(&fleet, || fleet.worker("w1")).await;
 
     // Finished parents are cleaned up (children past TRIM_HORIZON, parents first), once.
     wait_for("parents deleted", Duration::from_secs(30), || {
@@ -121,8 +88,8 @@ async fn a_shard_end_is_retried_until_shard_end_is_stored_and_only_then_do_child
     assert_eq!(ended, 3, "called again until SHARD_END was stored");
     assert_eq!(checkpoint(&fleet, &s0), Some(Checkpoint::ShardEnd));
     assert_eq!(fleet.lease(&s0).unwrap().child_shard_ids.len(), 2);
-    let (_, s0_last) = span_of(&fleet, &s0).unwrap();
-    let (c1_first, _) = span_of(&fleet, &c1).unwrap();
+    let (_, s0_last) = fleet.delivery_span(&s0).unwrap();
+    let (c1_first, _) = fleet.delivery_span(&c1).unwrap();
     assert!(c1_first > s0_last);
     assert_eq!(fleet.duplicates(), 0);
     w1.stop().await.unwrap();
@@ -168,7 +135,7 @@ async fn a_processor_that_never_stores_shard_end_is_given_up_on_after_a_bounded_
     assert_ne!(checkpoint(&fleet, &s0), Some(Checkpoint::ShardEnd));
     assert_eq!(fleet.owners()[&s0].as_deref(), Some("w1"));
     assert!(
-        span_of(&fleet, &c1).is_none(),
+        fleet.delivery_span(&c1).is_none(),
         "children wait for SHARD_END"
     );
     // A graceful shutdown still hands the lease back: the next worker tries again.
@@ -236,8 +203,8 @@ async fn the_children_start_at_once_on_the_worker_that_finished_their_parent() {
         .unwrap();
     let w1 = fleet.worker_with("w1", worker_config(), coordinator);
     fleet.wait_delivered(12, Duration::from_secs(30)).await;
-    let (_, parent_last) = span_of(&fleet, &s0).unwrap();
-    let (child_first, _) = span_of(&fleet, &c1).unwrap();
+    let (_, parent_last) = fleet.delivery_span(&s0).unwrap();
+    let (child_first, _) = fleet.delivery_span(&c1).unwrap();
     let latency = child_first - parent_last;
     println!("parent's last record to child's first record: {latency:?}");
     assert!(latency < Duration::from_secs(1), "{latency:?}");
@@ -308,8 +275,8 @@ async fn a_merge_child_is_created_only_once_its_other_parent_has_a_lease() {
     .await;
     assert!(fleet.lease(&m4).is_none());
     fleet.wait_delivered(50, Duration::from_secs(60)).await;
-    let (_, c3_last) = span_of(&fleet, &c3).unwrap();
-    let (m4_first, _) = span_of(&fleet, &m4).unwrap();
+    let (_, c3_last) = fleet.delivery_span(&c3).unwrap();
+    let (m4_first, _) = fleet.delivery_span(&m4).unwrap();
     assert!(m4_first > c3_last, "m4 before c3 ended");
     assert_eq!(fleet.duplicates(), 0);
     w1.stop().await.unwrap();
@@ -383,8 +350,8 @@ async fn failed_writes_at_a_shard_end_are_retried_until_shard_end_is_stored() {
         ended >= 3,
         "shard_ended called again after each failed write: {ended}"
     );
-    let (_, s0_last) = span_of(&fleet, &s0).unwrap();
-    assert!(span_of(&fleet, &c1).unwrap().0 > s0_last);
+    let (_, s0_last) = fleet.delivery_span(&s0).unwrap();
+    assert!(fleet.delivery_span(&c1).unwrap().0 > s0_last);
     assert_eq!(fleet.duplicates(), 0);
     w1.stop().await.unwrap();
 }

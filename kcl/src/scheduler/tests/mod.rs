@@ -15,8 +15,8 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use bytes::Bytes;
-use kinesis_common::ConsumerStatus;
-use kinesis_common::testing::FakeKinesis;
+use kinesis_common::testing::{FakeKinesis, Operation};
+use kinesis_common::{ConsumerStatus, ErrorClass};
 use tokio::sync::watch;
 use tokio::task::JoinHandle;
 use tokio::time::Instant;
@@ -92,6 +92,13 @@ impl FleetStream {
     /// Merges two adjacent shards; returns the child.
     pub(crate) fn merge(&self, a: &str, b: &str) -> String {
         self.kinesis.merge(self.name.as_str(), a, b)
+    }
+
+    /// `operation` refused a few times first, as a worker retries: 3 transient failures,
+    /// then 2 throttled.
+    pub(crate) fn refuse_a_few_times(&self, operation: Operation) {
+        self.kinesis.fail(operation, ErrorClass::Transient, 3);
+        self.kinesis.fail(operation, ErrorClass::Throttled, 2);
     }
 
     /// Makes `shard` disappear (trimmed past retention): NotFound from then on.
@@ -520,6 +527,137 @@ impl Fleet {
 
     pub(crate) fn owners(&self) -> BTreeMap<String, Option<String>> {
         self.store.owners()
+    }
+
+    /// First and last delivery instants of `shard`; `None` before its first delivery.
+    pub(crate) fn delivery_span(&self, shard: &str) -> Option<(Instant, Instant)> {
+        let times: Vec<Instant> = self
+            .deliveries()
+            .iter()
+            .filter(|d| d.shard == shard)
+            .map(|d| d.at)
+            .collect();
+        Some((*times.iter().min()?, *times.iter().max()?))
+    }
+}
+
+/// On a 2-shard fleet read by the worker `start` starts (50 records a shard): shard 0 split,
+/// 20 records on each child, the children merged, 10 records on the merge. Checks parents
+/// were read before children and nothing twice; returns the worker and the three parents
+/// (shard 0 and its children).
+pub(crate) async fn split_and_merge(
+    fleet: &Fleet,
+    start: impl FnOnce() -> TestWorker,
+) -> (TestWorker, [String; 3]) {
+    let (s0, s1) = (shard_id(0), shard_id(1));
+    fleet.stream.put_n(&s0, "s0", 50);
+    fleet.stream.put_n(&s1, "s1", 50);
+    let w1 = start();
+    fleet.wait_delivered(100, Duration::from_secs(30)).await;
+
+    let (c2, c3) = fleet.stream.split(&s0);
+    fleet.stream.put_n(&c2, "c2", 20);
+    fleet.stream.put_n(&c3, "c3", 20);
+    fleet.wait_delivered(140, Duration::from_secs(30)).await;
+    let m4 = fleet.stream.merge(&c2, &c3);
+    fleet.stream.put_n(&m4, "m4", 10);
+    fleet.wait_delivered(150, Duration::from_secs(30)).await;
+
+    // Parents before children.
+    let (_, s0_last) = fleet.delivery_span(&s0).unwrap();
+    for child in [&c2, &c3] {
+        let (first, last) = fleet.delivery_span(child).unwrap();
+        assert!(first > s0_last, "{child} started before {s0} ended");
+        let (m4_first, _) = fleet.delivery_span(&m4).unwrap();
+        assert!(m4_first > last, "{m4} started before {child} ended");
+    }
+    assert_eq!(fleet.duplicates(), 0);
+    (w1, [s0, c2, c3])
+}
+
+/// Two workers (`start` starts them by name) on a 2-shard fleet fed a steady trickle of
+/// records, one shard each; then `w1` is cut off from DynamoDB until `w2` holds its lease.
+pub(crate) struct Partition {
+    w1: TestWorker,
+    w2: TestWorker,
+    producer: JoinHandle<()>,
+    /// From the cut: `w1`'s last delivery from its lease, and `w2`'s take of it.
+    stopped_after: Duration,
+    taken_after: Duration,
+    /// From the cut to 3 s past the take: records delivered, and delivered twice.
+    delivered: usize,
+    duplicates: usize,
+}
+
+impl Partition {
+    /// Runs the partition and checks `w1` stopped delivering before `w2` took over, within
+    /// the failover time.
+    pub(crate) async fn run(fleet: &Fleet, start: impl Fn(&str) -> TestWorker) -> Self {
+        let (s0, s1) = (shard_id(0), shard_id(1));
+        let w1 = start("w1");
+        // A steady trickle of records: 10 per shard per second.
+        let producer = {
+            let stream = fleet.stream.clone();
+            tokio::spawn(async move {
+                for tick in 0.. {
+                    stream.put_n(&s0, &format!("a{tick}"), 1);
+                    stream.put_n(&s1, &format!("b{tick}"), 1);
+                    tokio::time::sleep(Duration::from_millis(100)).await;
+                }
+            })
+        };
+        fleet.wait_delivered(40, Duration::from_secs(30)).await;
+        let w2 = start("w2");
+        // 2 shards over 2 workers: w2 asks for one by handoff.
+        wait_for("1/1", Duration::from_secs(30), || {
+            let owners: Vec<Option<String>> = fleet.owners().into_values().collect();
+            owners.contains(&Some("w1".into())) && owners.contains(&Some("w2".into()))
+        })
+        .await;
+        tokio::time::sleep(Duration::from_secs(2)).await;
+        let w1_shard = fleet
+            .owners()
+            .into_iter()
+            .find(|(_, owner)| owner.as_deref() == Some("w1"))
+            .map(|(key, _)| key)
+            .unwrap();
+        let before = fleet.deliveries().len();
+        let duplicates_before = fleet.duplicates();
+        // w1 cannot reach DynamoDB any more; w2 can.
+        w1.store.faults().unreachable = true;
+        let cut_off = Instant::now();
+        wait_for("w2 took over", Duration::from_secs(30), || {
+            fleet.lease(&w1_shard).unwrap().lease_owner.as_deref() == Some("w2")
+        })
+        .await;
+        let taken = Instant::now();
+        tokio::time::sleep(Duration::from_secs(3)).await;
+        let deliveries = fleet.deliveries();
+        let last_w1 = deliveries
+            .iter()
+            .filter(|d| d.worker == "w1" && d.shard == w1_shard)
+            .map(|d| d.at)
+            .max()
+            .unwrap();
+        assert!(last_w1 < taken, "w1 delivered after w2 took the lease");
+        assert!(last_w1 - cut_off < FAILOVER, "{:?}", last_w1 - cut_off);
+        Self {
+            w1,
+            w2,
+            producer,
+            stopped_after: last_w1 - cut_off,
+            taken_after: taken - cut_off,
+            delivered: deliveries.len() - before,
+            duplicates: fleet.duplicates() - duplicates_before,
+        }
+    }
+
+    /// Stops the records, heals the partition and stops both workers.
+    pub(crate) async fn end(self) {
+        self.producer.abort();
+        self.w1.store.faults().unreachable = false;
+        self.w2.stop().await.unwrap();
+        self.w1.stop().await.unwrap();
     }
 }
 
