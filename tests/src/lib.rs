@@ -20,12 +20,11 @@ use std::time::{Duration, Instant};
 
 use aws_config::BehaviorVersion;
 use aws_config::Region;
-use aws_sdk_dynamodb::operation::describe_table::DescribeTableError;
 use aws_sdk_dynamodb::types::{
     AttributeDefinition, BillingMode, KeySchemaElement, KeyType, ScalarAttributeType, TableStatus,
 };
 use aws_sdk_kinesis::config::Credentials;
-use aws_sdk_kinesis::operation::describe_stream_summary::DescribeStreamSummaryError;
+use aws_sdk_kinesis::error::ProvideErrorMetadata;
 use aws_sdk_kinesis::types::{Record, ShardIteratorType, StreamStatus};
 
 pub mod chaos;
@@ -278,27 +277,18 @@ pub async fn create_stream(client: &aws_sdk_kinesis::Client, name: &str, shards:
 ///
 /// When the stream is not ACTIVE within [`ACTIVE_TIMEOUT`] or DescribeStreamSummary fails.
 pub async fn wait_for_stream_active(client: &aws_sdk_kinesis::Client, name: &str) {
-    let describe = || async move {
+    let status = || async move {
         let out = client
             .describe_stream_summary()
             .stream_name(name)
             .send()
-            .await?;
-        Ok(out
-            .stream_description_summary()
-            .map(|summary| summary.stream_status().clone()))
+            .await;
+        out.map(|out| {
+            out.stream_description_summary
+                .map(|summary| summary.stream_status)
+        })
     };
-    let not_found = |err: &aws_sdk_kinesis::error::SdkError<_>| {
-        err.as_service_error()
-            .is_some_and(|e: &DescribeStreamSummaryError| e.is_resource_not_found_exception())
-    };
-    wait_until_active(
-        Resource::Stream(name),
-        StreamStatus::Active,
-        describe,
-        not_found,
-    )
-    .await;
+    wait_until_active(Resource::Stream(name), StreamStatus::Active, status).await;
 }
 
 /// A stream or a table being created, as [`wait_until_active`] names it.
@@ -308,19 +298,15 @@ enum Resource<'a> {
 }
 
 /// Polls `describe` (the resource's status, `None` when it has none yet) until it says `active`;
-/// an error for which `not_found` holds counts as not yet created.
+/// a ResourceNotFoundException counts as not yet created.
 ///
 /// # Panics
 ///
 /// When the status is not `active` within [`ACTIVE_TIMEOUT`] or `describe` fails otherwise.
-async fn wait_until_active<S, E, F, Fut>(
-    resource: Resource<'_>,
-    active: S,
-    mut describe: F,
-    not_found: impl Fn(&E) -> bool,
-) where
+async fn wait_until_active<S, E, F, Fut>(resource: Resource<'_>, active: S, mut describe: F)
+where
     S: PartialEq + std::fmt::Debug,
-    E: std::fmt::Debug,
+    E: ProvideErrorMetadata + std::fmt::Debug,
     F: FnMut() -> Fut,
     Fut: Future<Output = Result<Option<S>, E>>,
 {
@@ -338,7 +324,7 @@ async fn wait_until_active<S, E, F, Fut>(
                 }
                 last_status = status;
             }
-            Err(err) if not_found(&err) => {}
+            Err(err) if err.code() == Some("ResourceNotFoundException") => {}
             Err(err) => panic!("{call} {name} failed: {err:?}"),
         }
         assert!(
@@ -386,21 +372,11 @@ pub async fn create_table(client: &aws_sdk_dynamodb::Client, name: &str) {
         .await
         .unwrap_or_else(|err| panic!("CreateTable {name} failed: {err:?}"));
 
-    let describe = || async move {
-        let out = client.describe_table().table_name(name).send().await?;
-        Ok(out.table().and_then(|table| table.table_status().cloned()))
+    let status = || async move {
+        let out = client.describe_table().table_name(name).send().await;
+        out.map(|out| out.table.and_then(|table| table.table_status))
     };
-    let not_found = |err: &aws_sdk_dynamodb::error::SdkError<_>| {
-        err.as_service_error()
-            .is_some_and(|e: &DescribeTableError| e.is_resource_not_found_exception())
-    };
-    wait_until_active(
-        Resource::Table(name),
-        TableStatus::Active,
-        describe,
-        not_found,
-    )
-    .await;
+    wait_until_active(Resource::Table(name), TableStatus::Active, status).await;
 }
 
 /// Deletes table `name`, ignoring every error: for test cleanup.
