@@ -75,6 +75,8 @@ pub(crate) struct ConsumeArgs {
     /// the same.
     #[arg(long, value_name = "CONSUMER_NAME")]
     fan_out: Option<String>,
+    #[command(flatten)]
+    metrics: crate::metrics_export::MetricsArgs,
 }
 
 #[derive(Debug, Args)]
@@ -346,7 +348,11 @@ fn initial_position(from: &str) -> Result<InitialPosition, CliError> {
 }
 
 pub(crate) fn run(args: ConsumeArgs) -> Result<(), CliError> {
-    tokio::runtime::Runtime::new()?.block_on(consume(args))
+    let runtime = tokio::runtime::Runtime::new()?;
+    let metrics = crate::metrics_export::start(&runtime, &args.metrics)?;
+    let result = runtime.block_on(consume(args));
+    metrics.finish();
+    result
 }
 
 fn positive_seconds(flag: &str, seconds: f64) -> Result<Duration, CliError> {

@@ -6,6 +6,7 @@
 mod agg;
 mod consume;
 mod jsonl;
+mod metrics_export;
 mod multilang;
 mod perf;
 mod perf_consume;

@@ -35,6 +35,8 @@ pub(crate) struct ProduceArgs {
     /// per shard (by default each key's records are stored in the order of the lines).
     #[arg(long)]
     unordered: bool,
+    #[command(flatten)]
+    metrics: crate::metrics_export::MetricsArgs,
 }
 
 #[derive(Debug, Deserialize)]
@@ -72,7 +74,10 @@ struct Counts {
 
 pub(crate) fn run(args: ProduceArgs) -> Result<(), CliError> {
     let runtime = tokio::runtime::Runtime::new()?;
-    runtime.block_on(produce(args))
+    let metrics = crate::metrics_export::start(&runtime, &args.metrics)?;
+    let result = runtime.block_on(produce(args));
+    metrics.finish();
+    result
 }
 
 async fn produce(args: ProduceArgs) -> Result<(), CliError> {

@@ -20,6 +20,8 @@
 
 mod api;
 mod backoff;
+#[cfg(feature = "cloudwatch")]
+pub mod cloudwatch;
 mod error;
 mod shards;
 mod stream;
