@@ -305,12 +305,8 @@ where
                     records: batch.records,
                     millis_behind_latest: behind,
                 };
-                let call = self.processor.process_records(input, &mut checkpointer);
-                if watchdog.watch(call).await.is_err() {
-                    return self.processor_timed_out("process_records");
-                }
-                if let Some(reason) = checkpointer.take_restart_request() {
-                    return self.processor_gave_up(&reason);
+                if let Err(ended) = self.process(input, &mut checkpointer, &mut watchdog).await {
+                    return ended;
                 }
                 self.context.metrics.processed(
                     &self.key,
@@ -330,12 +326,9 @@ where
                         records: Vec::new(),
                         millis_behind_latest: behind,
                     };
-                    let call = self.processor.process_records(input, &mut checkpointer);
-                    if watchdog.watch(call).await.is_err() {
-                        return self.processor_timed_out("process_records");
-                    }
-                    if let Some(reason) = checkpointer.take_restart_request() {
-                        return self.processor_gave_up(&reason);
+                    if let Err(ended) = self.process(input, &mut checkpointer, &mut watchdog).await
+                    {
+                        return ended;
                     }
                 }
             }
@@ -518,6 +511,24 @@ where
                 info!(checkpoint = %checkpointer.last_checkpoint(), "checkpointed for the handoff");
                 Ended::HandedOff
             }
+        }
+    }
+
+    /// One `process_records` call under the watchdog; `Err` ends the consumer: the call
+    /// made no progress in time, or the processor asked to be replaced.
+    async fn process(
+        &mut self,
+        input: ProcessRecordsInput,
+        checkpointer: &mut Checkpointer,
+        watchdog: &mut Watchdog,
+    ) -> Result<(), Ended> {
+        let call = self.processor.process_records(input, checkpointer);
+        if watchdog.watch(call).await.is_err() {
+            return Err(self.processor_timed_out("process_records"));
+        }
+        match checkpointer.take_restart_request() {
+            Some(reason) => Err(self.processor_gave_up(&reason)),
+            None => Ok(()),
         }
     }
 

@@ -18,6 +18,17 @@ pub(super) fn seq(n: u64) -> String {
     format!("4959033827149025660855969253836157109592157598{n:010}")
 }
 
+/// The position just after (`sequence_number`, `sub_sequence_number`).
+pub(super) fn after(
+    sequence_number: impl Into<String>,
+    sub_sequence_number: u64,
+) -> StartingPosition {
+    StartingPosition::AfterSequence {
+        sequence_number: sequence_number.into(),
+        sub_sequence_number,
+    }
+}
+
 pub(super) fn plain(n: u64, data: &str) -> ReceivedRecord {
     ReceivedRecord::new(format!("pk-{n}"), data.to_owned())
         .with_sequence_number(seq(n))
@@ -180,34 +191,22 @@ async fn delivers_every_record_in_order_across_pages() {
 #[tokio::test(start_paused = true)]
 async fn after_sequence_resumes_inside_an_aggregate_or_after_a_plain_record() {
     let api = shard_with(standard_records());
-    let inside = StartingPosition::AfterSequence {
-        sequence_number: seq(2),
-        sub_sequence_number: 0,
-    };
+    let inside = after(seq(2), 0);
     let mut source = driver(&api, inside, config());
     assert_eq!(read_to_tip(&mut source).await, standard_delivery()[2..]);
     assert_eq!(source.counters.snapshot().records_skipped, 1);
     assert_eq!(starts(&api), vec![IteratorStart::AtSequence(seq(2))]);
 
-    let last_of_aggregate = StartingPosition::AfterSequence {
-        sequence_number: seq(2),
-        sub_sequence_number: 2,
-    };
+    let last_of_aggregate = after(seq(2), 2);
     let mut source = driver(&api, last_of_aggregate, config());
     assert_eq!(read_to_tip(&mut source).await, standard_delivery()[4..]);
 
-    let after_plain = StartingPosition::AfterSequence {
-        sequence_number: seq(3),
-        sub_sequence_number: 0,
-    };
+    let after_plain = after(seq(3), 0);
     let mut source = driver(&api, after_plain, config());
     assert_eq!(read_to_tip(&mut source).await, standard_delivery()[5..]);
 
     // Leading zeros do not change the position.
-    let padded = StartingPosition::AfterSequence {
-        sequence_number: format!("000{}", seq(4)),
-        sub_sequence_number: 1,
-    };
+    let padded = after(format!("000{}", seq(4)), 1);
     let mut source = driver(&api, padded, config());
     assert_eq!(read_to_tip(&mut source).await, standard_delivery()[7..]);
 }
@@ -215,10 +214,7 @@ async fn after_sequence_resumes_inside_an_aggregate_or_after_a_plain_record() {
 #[tokio::test(start_paused = true)]
 async fn invalid_after_sequence_is_a_fatal_error() {
     let api = shard_with(standard_records());
-    let position = StartingPosition::AfterSequence {
-        sequence_number: "SHARD_END".into(),
-        sub_sequence_number: 0,
-    };
+    let position = after("SHARD_END", 0);
     let mut source = driver(&api, position, config());
     let error = source.next_batch().await.unwrap_err();
     assert!(
@@ -256,10 +252,7 @@ async fn expired_iterator_resumes_after_the_last_delivered_record() {
 #[tokio::test(start_paused = true)]
 async fn expired_iterator_inside_a_checkpointed_aggregate_never_redelivers() {
     let api = shard_with(standard_records());
-    let position = StartingPosition::AfterSequence {
-        sequence_number: seq(4),
-        sub_sequence_number: 0,
-    };
+    let position = after(seq(4), 0);
     // The very first iterator expires: the replacement starts at the checkpoint again, and
     // the skip still drops the checkpointed sub-record.
     api.fail(Operation::GetRecords, Class::ExpiredIterator, 1);

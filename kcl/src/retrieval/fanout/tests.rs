@@ -19,7 +19,7 @@ use super::registration::{RegistrationError, register};
 use super::source::FanOutReader;
 use crate::retrieval::error::Class;
 use crate::retrieval::tests::{
-    aggregate, plain, seq, standard_delivery, standard_records, summary,
+    after, aggregate, plain, seq, standard_delivery, standard_records, summary,
 };
 use crate::retrieval::{ChildShard, RetrievalError, ShardBatch, StartingPosition, StreamId};
 
@@ -302,10 +302,7 @@ async fn records_sent_again_by_a_new_subscription_are_not_delivered_twice() {
 async fn a_checkpoint_inside_an_aggregate_resumes_at_the_next_sub_record() {
     let fake = with_records(standard_records());
     close(&fake, Vec::new());
-    let position = StartingPosition::AfterSequence {
-        sequence_number: seq(2),
-        sub_sequence_number: 1,
-    };
+    let position = after(seq(2), 1);
     let mut source = driver(&fake, position, config());
     let (delivered, _) = read_to_end(&mut source).await;
     assert_eq!(delivered, standard_delivery()[3..]);
@@ -378,10 +375,7 @@ async fn fatal_errors_are_returned_and_give_up_after_exhausts() {
 #[tokio::test(start_paused = true)]
 async fn invalid_starting_position_is_fatal() {
     let fake = with_records(standard_records());
-    let position = StartingPosition::AfterSequence {
-        sequence_number: "SHARD_END".into(),
-        sub_sequence_number: 0,
-    };
+    let position = after("SHARD_END", 0);
     let mut source = driver(&fake, position, config());
     let error = source.next_batch().await.unwrap_err();
     assert!(matches!(
@@ -648,10 +642,7 @@ proptest! {
         // Resume from a checkpoint at some delivered position (or from the start).
         let (position, expected) = match skip.checked_sub(1).and_then(|i| expected.get(i)) {
             Some((sequence_number, sub, _)) => (
-                StartingPosition::AfterSequence {
-                    sequence_number: sequence_number.clone(),
-                    sub_sequence_number: sub.unwrap_or(0),
-                },
+                after(sequence_number.clone(), sub.unwrap_or(0)),
                 expected[skip..].to_vec(),
             ),
             None => (StartingPosition::TrimHorizon, expected),

@@ -387,17 +387,7 @@ async fn a_graceful_shutdown_hands_a_hung_processors_lease_back_after_the_timeou
     fleet.wait_delivered(10, Duration::from_secs(30)).await;
     // One processor hangs in process_records (no processor timeout), every one in
     // shutdown_requested.
-    *fleet.script.hang_in.lock().unwrap() = Some(0);
-    *fleet.script.hang_on_shutdown.lock().unwrap() = true;
-    fleet.stream.put_n(&s0, "c", 1);
-    wait_for("hung", Duration::from_secs(10), || {
-        w1.handle
-            .state()
-            .shards
-            .values()
-            .any(|s| s.processing_since.is_some())
-    })
-    .await;
+    hang_processors(&fleet, &w1, &s0).await;
     let started = Instant::now();
     w1.stop().await.unwrap();
     let took = started.elapsed();

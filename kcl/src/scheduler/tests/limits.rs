@@ -9,7 +9,7 @@ use std::time::Duration;
 use bytes::Bytes;
 use tokio::time::Instant;
 
-use super::{Fleet, HeldBytes, coordinator_config, shard_id, wait_for, worker_config};
+use super::{Fleet, HeldBytes, coordinator_config, hang_processors, shard_id, worker_config};
 use crate::coordinator::CoordinatorConfig;
 use crate::scheduler::WorkerConfig;
 
@@ -110,17 +110,7 @@ async fn a_graceful_shutdown_with_default_timeouts_hands_every_lease_back_within
     fleet
         .wait_delivered(SHARDS as usize, Duration::from_secs(120))
         .await;
-    *fleet.script.hang_in.lock().unwrap() = Some(0);
-    *fleet.script.hang_on_shutdown.lock().unwrap() = true;
-    fleet.stream.put_n(&shard_id(0), "late", 1);
-    wait_for("a hung process_records", Duration::from_secs(10), || {
-        w1.handle
-            .state()
-            .shards
-            .values()
-            .any(|shard| shard.processing_since.is_some())
-    })
-    .await;
+    hang_processors(&fleet, &w1, &shard_id(0)).await;
     w1.store.faults().write_delay = Some(Duration::from_millis(50));
     let started = Instant::now();
     w1.stop().await.unwrap();

@@ -668,6 +668,23 @@ impl TestWorker {
     }
 }
 
+/// Makes every processor of `fleet` hang in `shutdown_requested`, and the next one given a
+/// record (a record put on `shard`) hang in `process_records`; returns once it hangs.
+pub(crate) async fn hang_processors(fleet: &Fleet, worker: &TestWorker, shard: &str) {
+    *fleet.script.hang_in.lock().unwrap() = Some(0);
+    *fleet.script.hang_on_shutdown.lock().unwrap() = true;
+    fleet.stream.put_n(shard, "hung", 1);
+    wait_for("a hung process_records", Duration::from_secs(10), || {
+        worker
+            .handle
+            .state()
+            .shards
+            .values()
+            .any(|s| s.processing_since.is_some())
+    })
+    .await;
+}
+
 /// Polls `condition` every 10 ms; returns how long it took. Panics after `limit`.
 pub(crate) async fn wait_for(
     what: &str,
