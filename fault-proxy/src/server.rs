@@ -23,6 +23,7 @@ use hyper_util::client::legacy::connect::HttpConnector;
 use hyper_util::rt::{TokioExecutor, TokioIo};
 use rand::rngs::StdRng;
 use rand::{Rng, SeedableRng};
+use serde::Deserialize;
 use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::{Notify, oneshot, watch};
 use tokio::task::JoinSet;
@@ -462,35 +463,35 @@ async fn sink_request(
             .await
         }
         "GetShardIterator" => {
-            let input: GetShardIteratorInput<'_> = match serde_json::from_slice(body) {
-                Ok(input) => input,
-                Err(err) => return refuse(shared, sink::Refusal::serialization(&err)),
-            };
-            let decision = decide_if(shared, applies, 0);
-            with_faults(shared, kill, decision, |_| {
-                std::future::ready(
-                    sink.get_shard_iterator(&input)
-                        .unwrap_or_else(|refusal| refuse(shared, refusal)),
-                )
-            })
-            .await
+            let answer = |input: &GetShardIteratorInput<'_>| sink.get_shard_iterator(input);
+            sink_read(shared, kill, applies, body, answer).await
         }
         "GetRecords" => {
-            let input: GetRecordsInput<'_> = match serde_json::from_slice(body) {
-                Ok(input) => input,
-                Err(err) => return refuse(shared, sink::Refusal::serialization(&err)),
-            };
-            let decision = decide_if(shared, applies, 0);
-            with_faults(shared, kill, decision, |_| {
-                std::future::ready(
-                    sink.get_records(&input, counters)
-                        .unwrap_or_else(|refusal| refuse(shared, refusal)),
-                )
-            })
-            .await
+            let answer = |input: &GetRecordsInput<'_>| sink.get_records(input, counters);
+            sink_read(shared, kill, applies, body, answer).await
         }
         other => refuse(shared, sink::Refusal::unknown_operation(other)),
     }
+}
+
+/// A read from the sink (GetShardIterator, GetRecords): the request parsed, the faults decided,
+/// then the sink's answer, or its refusal.
+async fn sink_read<'b, T: Deserialize<'b>>(
+    shared: &Shared,
+    kill: &Notify,
+    applies: bool,
+    body: &'b [u8],
+    answer: impl FnOnce(&T) -> Result<Response<Body>, sink::Refusal>,
+) -> Response<Body> {
+    let input: T = match serde_json::from_slice(body) {
+        Ok(input) => input,
+        Err(err) => return refuse(shared, sink::Refusal::serialization(&err)),
+    };
+    let decision = decide_if(shared, applies, 0);
+    with_faults(shared, kill, decision, |_| {
+        std::future::ready(answer(&input).unwrap_or_else(|refusal| refuse(shared, refusal)))
+    })
+    .await
 }
 
 async fn forward_request(

@@ -159,16 +159,8 @@ pub(crate) struct EntryInput<'a> {
     pub(crate) explicit_hash_key: Option<Cow<'a, str>>,
 }
 
-/// A PutRecord request (the stream is not needed), borrowing from the body.
-#[derive(Debug, Deserialize)]
-pub(crate) struct PutRecordInput<'a> {
-    #[serde(rename = "Data", borrow)]
-    pub(crate) data: Cow<'a, str>,
-    #[serde(rename = "PartitionKey", borrow)]
-    pub(crate) partition_key: Cow<'a, str>,
-    #[serde(rename = "ExplicitHashKey", borrow, default)]
-    pub(crate) explicit_hash_key: Option<Cow<'a, str>>,
-}
+/// A PutRecord request, borrowing from the body: an entry's fields (the stream is not needed).
+pub(crate) type PutRecordInput<'a> = EntryInput<'a>;
 
 /// The stream a request names (ListShards, DescribeStreamSummary, ...), borrowing from the body.
 #[derive(Debug, Default, Deserialize)]
