@@ -72,7 +72,11 @@ impl ProducerBuilder {
     }
 
     /// Builds the Kinesis client from an SDK config (region, credentials, endpoint override).
-    pub fn sdk_config(self, config: &aws_config::SdkConfig) -> Self {
+    ///
+    /// The config must carry a behavior version, as
+    /// `aws_config::load_defaults(BehaviorVersion::latest())` sets: this crate does not choose one
+    /// for its users, and the SDK's client panics without one.
+    pub fn sdk_config(self, config: &aws_types::SdkConfig) -> Self {
         self.client(aws_sdk_kinesis::Client::new(config))
     }
 

@@ -77,7 +77,11 @@ where
     P: ShardRecordProcessor,
 {
     /// Builds the Kinesis and DynamoDB clients from an SDK config.
-    pub fn sdk_config(mut self, config: &aws_config::SdkConfig) -> Self {
+    ///
+    /// The config must carry a behavior version, as
+    /// `aws_config::load_defaults(BehaviorVersion::latest())` sets: this crate does not choose one
+    /// for its users, and the SDK's clients panic without one.
+    pub fn sdk_config(mut self, config: &aws_types::SdkConfig) -> Self {
         self.kinesis = Some(aws_sdk_kinesis::Client::new(config));
         self.dynamodb = Some(aws_sdk_dynamodb::Client::new(config));
         self
