@@ -7,8 +7,9 @@
 #   1b. the MultiLangDaemon's client libraries: the amazon-kclpy sdist (unpacked, not installed)
 #      and aws-kcl from npm, into .cache/multilang
 #   2. the local emulators (kinesis-mock, DynamoDB Local), stopped again on exit
-#   3. cargo fmt --check, clippy -D warnings, all tests (unit, integration, doc), and every
-#      example against the emulators (the demo's included)
+#   3. cargo fmt --check, clippy -D warnings, cargo doc, cargo package (scripts/package-check.sh),
+#      all tests (unit, integration, doc), and every example against the emulators (the
+#      demo's included)
 #
 # Honours CARGO_TARGET_DIR. Extra arguments are passed to the `cargo test` runs
 # (e.g. `scripts/test.sh -- --nocapture`).
@@ -90,6 +91,9 @@ cargo clippy --workspace --all-targets -- -D warnings
 
 section "cargo doc --workspace --no-deps (warnings are errors: broken links, missing docs)"
 RUSTDOCFLAGS="-D warnings" cargo doc --workspace --no-deps --quiet
+
+section "cargo package: every publishable crate packs and builds alone (scripts/package-check.sh)"
+scripts/package-check.sh
 
 test_log="$(mktemp)"
 section "cargo test --workspace --all-targets"
