@@ -149,15 +149,7 @@ impl Producer {
         record: UserRecord,
         reply: Option<oneshot::Sender<RecordResult>>,
     ) -> Result<(), SendError> {
-        let (hash_key, charge) = match self.check(&record) {
-            Ok(checked) => checked,
-            Err(error) => {
-                return Err(SendError::Invalid {
-                    error,
-                    record: Box::new(record),
-                });
-            }
-        };
+        let (record, hash_key, charge) = self.check(record)?;
         // With several streams, this stream's share first: a stuck stream's senders wait here
         // without taking the others' room in the budget.
         if let Some(limit) = self
@@ -222,16 +214,7 @@ impl Producer {
     /// # Errors
     /// See [`TrySendError`]; the record is returned.
     pub fn try_send(&self, record: UserRecord) -> Result<Receipt, TrySendError> {
-        let (hash_key, charge) = match self.check(&record) {
-            Ok(checked) => checked,
-            Err(error) => {
-                return Err(SendError::Invalid {
-                    error,
-                    record: Box::new(record),
-                }
-                .into());
-            }
-        };
+        let (record, hash_key, charge) = self.check(record)?;
         if self.shared.share_limit.is_some_and(|limit| {
             self.shared.registry.len() > 1 && self.share.over(limit, charge as usize)
         }) {
@@ -354,8 +337,20 @@ impl Producer {
         self.shared.inbox.send_control(Command::Crash)
     }
 
-    /// Validates the record and returns its hash key and charge.
-    fn check(&self, record: &UserRecord) -> Result<(u128, u32), RecordError> {
+    /// Validates the record and returns it with its hash key and charge; an invalid record comes
+    /// back in [`SendError::Invalid`].
+    fn check(&self, record: UserRecord) -> Result<(UserRecord, u128, u32), SendError> {
+        match self.validate(&record) {
+            Ok((hash_key, charge)) => Ok((record, hash_key, charge)),
+            Err(error) => Err(SendError::Invalid {
+                error,
+                record: Box::new(record),
+            }),
+        }
+    }
+
+    /// The record's hash key and charge, or why it cannot be sent.
+    fn validate(&self, record: &UserRecord) -> Result<(u128, u32), RecordError> {
         let hash_key = record.validate()?;
         let size = record.partition_key.len() + record.data.len();
         if size > self.shared.max_record_size {
