@@ -85,6 +85,17 @@ impl ChildProcessor {
         result
     }
 
+    /// Tells the child its lease is gone (leaseLost; no checkpoints then), and ends it.
+    async fn lose_lease(&mut self) {
+        if let Err(error) = self
+            .perform(&DaemonMessage::LeaseLost, &mut NoCheckpoints)
+            .await
+        {
+            warn!(shard = %self.shard_id, %error, "the record processor failed on leaseLost");
+        }
+        self.finish().await;
+    }
+
     /// After the last action: stdin closed, the child's exit awaited.
     async fn finish(&mut self) {
         if let Some(child) = self.child.take() {
@@ -188,13 +199,7 @@ impl ShardRecordProcessor for ChildProcessor {
         if self.child.is_none() {
             return;
         }
-        if let Err(error) = self
-            .perform(&DaemonMessage::LeaseLost, &mut NoCheckpoints)
-            .await
-        {
-            warn!(shard = %self.shard_id, %error, "the record processor failed on leaseLost");
-        }
-        self.finish().await;
+        self.lose_lease().await;
     }
 
     async fn shard_ended(&mut self, checkpointer: &mut Checkpointer) {
@@ -232,13 +237,7 @@ impl ShardRecordProcessor for ChildProcessor {
             return;
         }
         // The lease is handed back next: the child hears that as leaseLost, as from Java.
-        if let Err(error) = self
-            .perform(&DaemonMessage::LeaseLost, &mut NoCheckpoints)
-            .await
-        {
-            warn!(shard = %self.shard_id, %error, "the record processor failed on leaseLost");
-        }
-        self.finish().await;
+        self.lose_lease().await;
     }
 }
 
