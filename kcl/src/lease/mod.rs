@@ -20,6 +20,8 @@
 //! the table, creates it, and creates leases nobody holds yet. Every write to an existing
 //! lease (renew, take, hand over, release, checkpoint, delete) is crate-private: the
 //! [coordinator](crate::coordinator) makes them, each fenced to the holding it writes for.
+//! The one exception is the operator's [`LeaseTable::reset_checkpoint`] (`reset.rs`), which
+//! moves a checkpoint only on an unowned lease, or takes a held one from its holder when forced.
 //!
 //! - [`Lease`] and [`Checkpoint`]: the row (its DynamoDB item form is in `codec.rs`).
 //! - [`LeaseTable`]: create the table ([`TableOptions`]), get / scan / list leases, create
@@ -59,6 +61,7 @@ mod error;
 #[cfg(test)]
 pub(crate) mod memory;
 mod model;
+mod reset;
 mod scan;
 mod schema;
 pub(crate) mod store;
@@ -72,5 +75,6 @@ pub use codec::{MalformedKind, MalformedLease};
 pub use create::{BillingMode, TableOptions};
 pub use error::{LeaseError, LeaseErrorKind};
 pub use model::{Checkpoint, InvalidCheckpoint, Lease};
+pub use reset::ResetOutcome;
 pub use scan::{SkipReason, SkippedRow, TableScan};
 pub use table::LeaseTable;
