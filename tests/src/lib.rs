@@ -28,6 +28,7 @@ use aws_sdk_kinesis::error::ProvideErrorMetadata;
 use aws_sdk_kinesis::types::{Record, ShardIteratorType, StreamStatus};
 
 pub mod chaos;
+pub mod cloudwatch;
 pub mod h2c;
 pub mod java_kcl;
 pub mod relay;

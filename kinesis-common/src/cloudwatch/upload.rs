@@ -123,13 +123,13 @@ pub(crate) struct Uploader {
 fn datum(series: &Series, minute: i64, stats: Stats) -> MetricDatum {
     MetricDatum::builder()
         .metric_name(series.name.clone())
-        .set_dimensions(Some(
+        .set_dimensions((!series.dimensions.is_empty()).then(|| {
             series
                 .dimensions
                 .iter()
                 .map(|(name, value)| Dimension::builder().name(name).value(value).build())
-                .collect(),
-        ))
+                .collect()
+        }))
         .timestamp(DateTime::from_millis(minute * 60_000))
         .unit(series.unit.clone())
         .statistic_values(
