@@ -8,10 +8,12 @@ mod consume;
 mod jsonl;
 mod metrics_export;
 mod multilang;
+mod ops;
 mod perf;
 mod perf_consume;
 mod perf_produce;
 mod produce;
+mod produce_settings;
 
 use std::process::ExitCode;
 
@@ -37,8 +39,21 @@ enum Command {
     Produce(produce::ProduceArgs),
     /// Run one worker of a consumer application and print its records.
     Consume(consume::ConsumeArgs),
-    /// Show an application's leases.
-    Leases(consume::LeasesArgs),
+    /// Show an application's leases (`--application APP`), or move their checkpoints
+    /// (`leases reset`).
+    #[command(after_help = ops::EXIT_CODES)]
+    Leases(ops::reset::Leases),
+    /// Show a stream: settings, shards (hash ranges, open or closed, parents), enhanced
+    /// fan-out consumers.
+    #[command(after_help = ops::EXIT_CODES)]
+    Describe(ops::describe::DescribeArgs),
+    /// Print a stream's records without leases (deaggregated, following reshards: parents
+    /// before children), like `kcat -C`. Stops on Ctrl-C, --count or --exit-at-end.
+    #[command(after_help = ops::EXIT_CODES)]
+    Tail(ops::tail::TailArgs),
+    /// Show how far behind the tip each of an application's shards is, and its worst lag.
+    #[command(after_help = ops::EXIT_CODES)]
+    Lag(ops::lag::LagArgs),
     /// Measure throughput.
     #[command(subcommand)]
     Perf(perf::PerfCommand),
@@ -93,7 +108,19 @@ fn main() -> ExitCode {
         Command::Perf(command) => perf::run(command),
         Command::Produce(args) => produce::run(args),
         Command::Consume(args) => consume::run(args),
-        Command::Leases(args) => consume::leases(args),
+        Command::Leases(ops::reset::Leases {
+            command: Some(ops::reset::LeasesCommand::Reset(args)),
+            ..
+        }) => return ops::exit(ops::reset::run(args)),
+        Command::Leases(ops::reset::Leases {
+            list: Some(args), ..
+        }) => consume::leases(args),
+        Command::Leases(_) => Err(jsonl::CliError::Usage(
+            "leases: --application APP, or a subcommand (leases reset)".into(),
+        )),
+        Command::Describe(args) => return ops::exit(ops::describe::run(args)),
+        Command::Tail(args) => return ops::exit(ops::tail::run(args)),
+        Command::Lag(args) => return ops::exit(ops::lag::run(args)),
         Command::Multilang(args) => multilang::run(args),
     };
     exit(result, "kinesis-cat")

@@ -36,6 +36,8 @@ pub(crate) struct ProduceArgs {
     #[arg(long)]
     unordered: bool,
     #[command(flatten)]
+    settings: crate::produce_settings::ProducerSettings,
+    #[command(flatten)]
     metrics: crate::metrics_export::MetricsArgs,
 }
 
@@ -82,7 +84,9 @@ pub(crate) fn run(args: ProduceArgs) -> Result<(), CliError> {
 
 async fn produce(args: ProduceArgs) -> Result<(), CliError> {
     let config = aws_config::load_from_env().await;
-    let producer = Producer::builder(args.stream.as_str())
+    let producer = args
+        .settings
+        .apply(Producer::builder(args.stream.as_str()))
         .sdk_config(&config)
         .aggregation(!args.no_aggregate)
         .ordered(!args.unordered)
