@@ -115,13 +115,18 @@ impl ShardLimiter {
 mod tests {
     use super::*;
 
+    /// How many of 2,000 takes of `bytes` each succeed at `at`.
+    fn takes(limiter: &mut ShardLimiter, bytes: usize, at: Instant) -> usize {
+        (0..2_000)
+            .filter(|_| limiter.try_take(bytes, at).is_ok())
+            .count()
+    }
+
     #[test]
     fn allows_the_configured_rate_then_waits() {
         let start = Instant::now();
         let mut limiter = ShardLimiter::new(100, start);
-        let taken = (0..2_000)
-            .filter(|_| limiter.try_take(10, start).is_ok())
-            .count();
+        let taken = takes(&mut limiter, 10, start);
         assert_eq!(taken, 1_000, "one second of burst at 1,000 records/s");
         let wait = limiter.try_take(10, start).expect_err("empty");
         assert!(wait <= Duration::from_millis(2), "{wait:?}");
@@ -158,17 +163,13 @@ mod tests {
         let next = start + Duration::from_nanos(1);
         limiter.throttled(next, next);
         let one_second = start + Duration::from_secs(1);
-        let taken = (0..2_000)
-            .filter(|_| limiter.try_take(1, one_second).is_ok())
-            .count();
+        let taken = takes(&mut limiter, 1, one_second);
         assert!(
             (300..=400).contains(&taken),
             "about 35 % of 1,000 after recovering 1 s: {taken}"
         );
         let later = start + Duration::from_secs(30);
-        let taken = (0..2_000)
-            .filter(|_| limiter.try_take(1, later).is_ok())
-            .count();
+        let taken = takes(&mut limiter, 1, later);
         assert_eq!(taken, 1_000, "fully recovered");
     }
 
@@ -183,9 +184,7 @@ mod tests {
             limiter.throttled(start, answered + Duration::from_millis(call));
         }
         let one_second = answered + Duration::from_secs(1);
-        let taken = (0..2_000)
-            .filter(|_| limiter.try_take(1, one_second).is_ok())
-            .count();
+        let taken = takes(&mut limiter, 1, one_second);
         assert!(
             (550..=650).contains(&taken),
             "one halving (50 %), recovering 10 % a second: {taken}"

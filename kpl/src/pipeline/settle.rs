@@ -358,6 +358,14 @@ mod tests {
         }
     }
 
+    /// Plain records for these shards, in order: one member each, sequences 0, 1, ...
+    fn singles(now: Instant, shards: &[&str]) -> Vec<Outgoing> {
+        (0..)
+            .zip(shards)
+            .map(|(sequence, shard)| outgoing(shard, vec![member(sequence, now)]))
+            .collect()
+    }
+
     fn rules(now: Instant) -> SettleRules {
         SettleRules {
             now,
@@ -377,6 +385,15 @@ mod tests {
         PutResult::Failed {
             code: code.into(),
             message: "m".into(),
+        }
+    }
+
+    /// A call started at `now` and answered 5 ms later with these entries.
+    fn answered(now: Instant, entries: Vec<PutResult>) -> CallOutcome {
+        CallOutcome {
+            started: now,
+            duration: Duration::from_millis(5),
+            answer: Answer::Entries(entries),
         }
     }
 
@@ -403,17 +420,16 @@ mod tests {
             outgoing("b", vec![member(4, now), member(5, now)]),
             outgoing("b", vec![member(6, now)]),
         ];
-        let outcome = CallOutcome {
-            started: now,
-            duration: Duration::from_millis(5),
-            answer: Answer::Entries(vec![
+        let outcome = answered(
+            now,
+            vec![
                 stored("a", "1"),
                 failed("ProvisionedThroughputExceededException"),
                 failed("ProvisionedThroughputExceededException"),
                 stored("c", "2"),
                 failed("AccessDeniedException"),
-            ]),
-        };
+            ],
+        );
         let settlement = settle(batch, &outcome, rules(now), &mut |_| {
             Duration::from_millis(50)
         });
@@ -451,10 +467,7 @@ mod tests {
     #[tokio::test(start_paused = true)]
     async fn a_timeout_retries_everything_and_marks_it_possibly_duplicated() {
         let now = Instant::now();
-        let batch = vec![
-            outgoing("a", vec![member(0, now)]),
-            outgoing("b", vec![member(1, now)]),
-        ];
+        let batch = singles(now, &["a", "b"]);
         let outcome = CallOutcome {
             started: now,
             duration: Duration::from_secs(6),
@@ -483,11 +496,7 @@ mod tests {
         let young = member(1, now);
         let mut batch = vec![outgoing("a", vec![old, young])];
         batch[0].aggregated = true;
-        let outcome = CallOutcome {
-            started: now,
-            duration: Duration::from_millis(5),
-            answer: Answer::Entries(vec![failed("InternalFailure")]),
-        };
+        let outcome = answered(now, vec![failed("InternalFailure")]);
         let settlement = settle(batch, &outcome, rules(now), &mut |_| Duration::from_secs(2));
         assert_eq!(kinds(&settlement), ["failed", "retry"]);
         match &settlement.decisions[1] {
@@ -504,15 +513,8 @@ mod tests {
     #[tokio::test(start_paused = true)]
     async fn missing_answers_are_retried_as_unknown_and_fail_fast_fails_throttling() {
         let now = Instant::now();
-        let batch = vec![
-            outgoing("a", vec![member(0, now)]),
-            outgoing("a", vec![member(1, now)]),
-        ];
-        let outcome = CallOutcome {
-            started: now,
-            duration: Duration::from_millis(5),
-            answer: Answer::Entries(vec![failed("ProvisionedThroughputExceededException")]),
-        };
+        let batch = singles(now, &["a", "a"]);
+        let outcome = answered(now, vec![failed("ProvisionedThroughputExceededException")]);
         let mut fast = rules(now);
         fast.fail_if_throttled = true;
         let settlement = settle(batch, &outcome, fast, &mut |_| Duration::from_millis(50));
@@ -531,11 +533,7 @@ mod tests {
     async fn a_plain_record_stored_elsewhere_is_stored() {
         let now = Instant::now();
         let batch = vec![outgoing("a", vec![member(0, now)])];
-        let outcome = CallOutcome {
-            started: now,
-            duration: Duration::from_millis(5),
-            answer: Answer::Entries(vec![stored("child", "9")]),
-        };
+        let outcome = answered(now, vec![stored("child", "9")]);
         let settlement = settle(batch, &outcome, rules(now), &mut |_| Duration::ZERO);
         assert_eq!(kinds(&settlement), ["stored"]);
         assert_eq!(settlement.elsewhere.len(), 1, "yet the map may be stale");
