@@ -27,6 +27,13 @@
 //! `idle_timeout`; CloudWatch exporters publish only what was recorded in each period). The
 //! [`ConsumerSnapshot`] of [`SchedulerHandle::metrics`](crate::SchedulerHandle::metrics)
 //! removes the shard outright.
+//!
+//! With the feature `cloudwatch`, `kcl::cloudwatch` publishes them to CloudWatch as the
+//! Java KCL does, under the application's namespace: each metric with its KCL `Operation`
+//! (`ProcessTask`, `ShutdownTask`, `RenewAllLeases`, `TakeLeases`), `ShardId` from the label
+//! `shard`, `StreamId` from `stream` (when enabled), and `WorkerIdentifier` on the lease
+//! metrics from the publisher's worker id (these metrics carry the lease table, not the
+//! worker: one worker per publisher).
 
 use std::collections::BTreeMap;
 use std::sync::atomic::{AtomicU64, Ordering::Relaxed};

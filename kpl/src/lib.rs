@@ -60,5 +60,9 @@ pub use kinesis_common::{
     Shard, ShardListing, StreamId,
 };
 pub use metrics::MetricsSnapshot;
+/// The CloudWatch publisher, with the KPL's table in [`cloudwatch::Builder::producer`]
+/// (feature `cloudwatch`).
+#[cfg(feature = "cloudwatch")]
+pub use kinesis_common::cloudwatch;
 pub use producer::Producer;
 pub use receipt::{Attempt, MAX_KEPT_ATTEMPTS, Receipt, RecordResult, RecordSuccess};

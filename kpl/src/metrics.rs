@@ -11,6 +11,14 @@
 //! unaggregated). Every one
 //! carries the label `stream`. Handles are registered when a stream is first used: install the
 //! recorder before building the producer.
+//!
+//! With the feature `cloudwatch`, `kpl::cloudwatch` publishes them to CloudWatch as the KPL
+//! does: its levels (`UserRecordsPut`, `KinesisRecordsPut`, `ErrorsByCode`, `AllErrors`,
+//! `UserRecordExpired`, `BufferingTime` and our `UserRecordsFailed`,
+//! `UserRecordsPossiblyDuplicated` are summary, the rest detailed) and its dimensions
+//! (`StreamName` from the label `stream`, `ErrorCode` from `error_code`, `ShardId` from a
+//! `shard` label, which these metrics do not carry yet: shard granularity publishes per stream
+//! and overall).
 
 use std::collections::HashMap;
 use std::sync::Mutex;
