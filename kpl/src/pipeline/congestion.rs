@@ -245,10 +245,7 @@ mod tests {
     fn a_fast_endpoint_climbs_to_the_maximum() {
         let mut congestion = Congestion::new(24, Duration::from_secs(6), true);
         assert_eq!(congestion.allowed(), 1);
-        for _ in 0..200 {
-            let ticket = congestion.start(100_000);
-            congestion.finish(ticket, Duration::from_millis(10), CallEnd::Answered);
-        }
+        answer_calls(&mut congestion, 200, 100_000, Duration::from_millis(10));
         assert_eq!(congestion.allowed(), 24);
         assert_eq!(congestion.cuts(), 0);
         // 10 MB/s observed: 5 MiB should take about half a second.
@@ -258,10 +255,7 @@ mod tests {
     #[test]
     fn timeouts_halve_the_limit_once_per_round() {
         let mut congestion = Congestion::new(24, Duration::from_secs(6), true);
-        for _ in 0..100 {
-            let ticket = congestion.start(1_000);
-            congestion.finish(ticket, Duration::from_millis(10), CallEnd::Answered);
-        }
+        answer_calls(&mut congestion, 100, 1_000, Duration::from_millis(10));
         assert_eq!(congestion.allowed(), 24);
         let round: Vec<Ticket> = (0..24).map(|_| congestion.start(1_000)).collect();
         for ticket in round {
@@ -271,6 +265,14 @@ mod tests {
         let ticket = congestion.start(1_000);
         congestion.finish(ticket, Duration::from_secs(6), CallEnd::TimedOut);
         assert_eq!(congestion.allowed(), 6);
+    }
+
+    /// `calls` calls of `bytes` each, one after the other, each answered after `took`.
+    fn answer_calls(congestion: &mut Congestion, calls: usize, bytes: usize, took: Duration) {
+        for _ in 0..calls {
+            let ticket = congestion.start(bytes);
+            congestion.finish(ticket, took, CallEnd::Answered);
+        }
     }
 
     /// One link shared by every call in flight: each call takes its share of the link.
@@ -325,10 +327,7 @@ mod tests {
     #[test]
     fn small_calls_on_a_quiet_stream_do_not_stretch_a_large_calls_timeout() {
         let mut congestion = Congestion::new(24, Duration::from_secs(6), true);
-        for _ in 0..100 {
-            let ticket = congestion.start(1_000);
-            congestion.finish(ticket, Duration::from_millis(50), CallEnd::Answered);
-        }
+        answer_calls(&mut congestion, 100, 1_000, Duration::from_millis(50));
         let timeout = congestion.timeout_for(5 * MIB);
         assert!(timeout < Duration::from_secs(30), "{timeout:?}");
         // A small call keeps a timeout near the base.
