@@ -1,6 +1,10 @@
 //! The checkpointer refuses positions that were not delivered, SHARD_END before the end, a
 //! commit without a prepare, and any write after the lease was taken away.
 
+// Only `put_flushed` of the shared test support is used here.
+#[allow(dead_code)]
+mod support;
+
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
@@ -13,6 +17,7 @@ use kcl::{
     ShardRecordProcessor,
 };
 use kpl::{Producer, UserRecord};
+use support::put_flushed;
 
 #[derive(Debug, Default)]
 struct Findings {
@@ -135,19 +140,11 @@ async fn checkpoints_are_validated_and_fenced() {
         .build()
         .await
         .expect("producer");
-    let mut receipts = Vec::new();
-    for i in 0..20 {
-        receipts.push(
-            producer
-                .send(UserRecord::new("k", format!("r{i}")))
-                .await
-                .expect("accepted"),
-        );
-    }
-    producer.flush().await.expect("flushed");
-    for receipt in receipts {
-        receipt.await.expect("stored");
-    }
+    put_flushed(
+        &producer,
+        (0..20).map(|i| UserRecord::new("k", format!("r{i}"))),
+    )
+    .await;
     let dynamodb = dynamodb_client().await;
     let table = LeaseTable::new(dynamodb.clone(), application.as_str());
     let findings: Arc<Mutex<Findings>> = Arc::default();

@@ -7,280 +7,31 @@
 //! the final event without a continuation (GetRecords does end the shard there), so closed
 //! shards end through [`FanOutConfig::closed_shard_check`] in these tests, with a 2 s interval.
 //!
-//! Every worker reads through a [`TcpRelay`] in front of kinesis-mock, which counts the
+//! Every worker reads through a [`TcpRelay`](integration_tests::relay::TcpRelay) in front of kinesis-mock, which counts the
 //! operations (so each test also proves the records came by SubscribeToShard, not GetRecords)
 //! and can reset the connections that carry subscriptions.
 
-use std::collections::{HashMap, HashSet};
+// Each test file uses part of the shared fleet.
+#[allow(dead_code)]
+mod support;
+
+use std::collections::HashSet;
 use std::sync::atomic::Ordering;
-use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use integration_tests::h2c::kinesis_client_h2c;
-use integration_tests::relay::TcpRelay;
 use integration_tests::{
-    KINESIS_ENDPOINT_VAR, create_stream, dynamodb_client, endpoint_url, kinesis_client,
-    kinesis_client_at, list_shards, unique_name,
+    KINESIS_ENDPOINT_VAR, create_stream, endpoint_url, kinesis_client, list_shards, unique_name,
 };
 use kcl::retrieval::FanOutConfig;
-use kcl::{
-    Checkpointer, InitialPosition, ProcessRecordsInput, Scheduler, SchedulerHandle,
-    ShardRecordProcessor,
-};
-use kpl::{Producer, UserRecord};
-
-#[derive(Debug, Clone)]
-struct Delivery {
-    worker: String,
-    shard: String,
-    key: String,
-    data: String,
-    /// (sequence number, sub-sequence number): tells a record read twice from a record
-    /// stored twice.
-    position: (String, Option<u64>),
-}
-
-#[derive(Debug, Default)]
-struct Log {
-    deliveries: Vec<Delivery>,
-    /// (shard, "start" | "end", when).
-    lifecycle: Vec<(String, &'static str, Instant)>,
-}
-
-type SharedLog = Arc<Mutex<Log>>;
-
-struct Recorder {
-    worker: String,
-    shard: String,
-    log: SharedLog,
-}
-
-impl ShardRecordProcessor for Recorder {
-    async fn initialize(&mut self, _input: kcl::InitializeInput) {
-        let mut log = self.log.lock().expect("log");
-        log.lifecycle
-            .push((self.shard.clone(), "start", Instant::now()));
-    }
-
-    async fn process_records(
-        &mut self,
-        input: ProcessRecordsInput,
-        checkpointer: &mut Checkpointer,
-    ) {
-        {
-            let mut log = self.log.lock().expect("log");
-            for record in &input.records {
-                log.deliveries.push(Delivery {
-                    worker: self.worker.clone(),
-                    shard: self.shard.clone(),
-                    key: record.partition_key().to_owned(),
-                    data: String::from_utf8_lossy(record.data()).into_owned(),
-                    position: (
-                        record.sequence_number().unwrap_or_default().to_owned(),
-                        record.sub_sequence_number(),
-                    ),
-                });
-            }
-        }
-        let _ = checkpointer.checkpoint().await;
-    }
-
-    async fn shard_ended(&mut self, checkpointer: &mut Checkpointer) {
-        checkpointer
-            .checkpoint_shard_end()
-            .await
-            .expect("SHARD_END checkpoint");
-        let mut log = self.log.lock().expect("log");
-        log.lifecycle
-            .push((self.shard.clone(), "end", Instant::now()));
-    }
-
-    async fn shutdown_requested(&mut self, checkpointer: &mut Checkpointer) {
-        let _ = checkpointer.checkpoint().await;
-    }
-}
-
-struct Fleet {
-    application: String,
-    stream: String,
-    log: SharedLog,
-    relay: TcpRelay,
-    fan_out: FanOutConfig,
-}
-
-struct Worker {
-    handle: SchedulerHandle,
-    task: tokio::task::JoinHandle<()>,
-}
-
-impl Fleet {
-    async fn new(prefix: &str, shards: i32) -> Self {
-        let stream = unique_name(prefix);
-        create_stream(&kinesis_client().await, &stream, shards).await;
-        Self {
-            application: unique_name(&format!("{prefix}-app")),
-            stream,
-            log: SharedLog::default(),
-            relay: TcpRelay::start(&endpoint_url(KINESIS_ENDPOINT_VAR)).await,
-            fan_out: FanOutConfig::default()
-                .read_timeout(Duration::from_secs(5))
-                .subscribe_backoff(Duration::from_millis(50), Duration::from_millis(500))
-                .registration_poll_interval(Duration::from_millis(50))
-                // kinesis-mock 0.6.2 never ends a closed shard's subscription (the service
-                // does, with an event without a continuation): the listing check ends it.
-                .closed_shard_check(Some(Duration::from_secs(2))),
-        }
-    }
-
-    async fn worker(&self, name: &str) -> Worker {
-        let kinesis = kinesis_client_at(&self.relay.endpoint_url()).await;
-        self.worker_reading_through(name, kinesis).await
-    }
-
-    async fn worker_reading_through(&self, name: &str, kinesis: aws_sdk_kinesis::Client) -> Worker {
-        let log = self.log.clone();
-        let worker = name.to_owned();
-        let scheduler = Scheduler::builder(
-            self.application.as_str(),
-            self.stream.as_str(),
-            move |shard: &str| Recorder {
-                worker: worker.clone(),
-                shard: shard.to_owned(),
-                log: log.clone(),
-            },
-        )
-        .clients(kinesis, dynamodb_client().await)
-        .worker_id(name)
-        .fan_out(self.application.as_str())
-        .fan_out_config(self.fan_out.clone())
-        .initial_position(InitialPosition::TrimHorizon)
-        .failover_time(Duration::from_millis(1_500))
-        .renew_interval(Duration::from_millis(400))
-        .take_interval(Duration::from_millis(300))
-        .shard_sync_interval(Duration::from_millis(500))
-        .parent_poll_interval(Duration::from_millis(100))
-        .build()
-        .expect("scheduler");
-        let handle = scheduler.handle();
-        let task = tokio::spawn(async move { scheduler.run().await.expect("worker runs") });
-        Worker { handle, task }
-    }
-
-    async fn producer(&self) -> Producer {
-        Producer::builder(self.stream.as_str())
-            .client(kinesis_client().await)
-            .linger(Duration::from_millis(10))
-            .ordered(true)
-            .build()
-            .await
-            .expect("producer")
-    }
-
-    fn distinct(&self) -> usize {
-        let log = self.log.lock().expect("log");
-        log.deliveries
-            .iter()
-            .map(|d| d.data.as_str())
-            .collect::<HashSet<_>>()
-            .len()
-    }
-
-    async fn wait_delivered(&self, count: usize, within: Duration) {
-        let deadline = Instant::now() + within;
-        while self.distinct() < count {
-            assert!(
-                Instant::now() < deadline,
-                "only {} of {count} records delivered (SubscribeToShard calls: {})",
-                self.distinct(),
-                self.relay.requests("SubscribeToShard")
-            );
-            tokio::time::sleep(Duration::from_millis(50)).await;
-        }
-    }
-
-    /// Every stored user record delivered exactly once (by its position in the shard), all
-    /// `count` payloads among them, per-key order kept; the records came by fan-out only.
-    ///
-    /// A payload may be stored twice: after a reshard the producer sends the user records of
-    /// an aggregate that landed on another shard than it predicted to their owners again. Those
-    /// copies have their own positions and are delivered like any record; they are counted and
-    /// shown, not hidden.
-    fn assert_exactly_once(&self, count: usize) {
-        self.assert_delivered_once(count);
-        assert!(self.relay.requests("SubscribeToShard") > 0);
-        assert_eq!(
-            self.relay.requests("GetRecords"),
-            0,
-            "fan-out workers never poll"
-        );
-    }
-
-    /// [`assert_exactly_once`](Self::assert_exactly_once) without the relay's counts.
-    fn assert_delivered_once(&self, count: usize) {
-        let log = self.log.lock().expect("log");
-        let mut positions: HashMap<(&str, &(String, Option<u64>)), usize> = HashMap::new();
-        for d in &log.deliveries {
-            *positions
-                .entry((d.shard.as_str(), &d.position))
-                .or_default() += 1;
-        }
-        let twice: Vec<_> = positions.iter().filter(|(_, n)| **n > 1).take(5).collect();
-        assert!(twice.is_empty(), "read more than once: {twice:?}");
-        let mut copies: HashMap<&str, usize> = HashMap::new();
-        for d in &log.deliveries {
-            *copies.entry(d.data.as_str()).or_default() += 1;
-        }
-        assert_eq!(copies.len(), count, "nothing lost");
-        let stored_twice = copies.values().filter(|n| **n > 1).count();
-        if stored_twice > 0 {
-            println!("{stored_twice} payloads were stored twice by the producer (a reshard)");
-        }
-        // Per-key order over each payload's first delivery.
-        let mut first = HashSet::new();
-        let mut last: HashMap<&str, usize> = HashMap::new();
-        for d in &log.deliveries {
-            if !first.insert(d.data.as_str()) {
-                continue;
-            }
-            let n: usize = d
-                .data
-                .trim_start_matches("record-")
-                .parse()
-                .expect("number");
-            if let Some(previous) = last.insert(d.key.as_str(), n) {
-                assert!(
-                    previous < n,
-                    "{}: record-{n} after record-{previous} ({})",
-                    d.key,
-                    d.shard
-                );
-            }
-        }
-    }
-}
-
-async fn produce(producer: &Producer, range: std::ops::Range<usize>, keys: usize) {
-    let mut receipts = Vec::new();
-    for i in range {
-        let record = UserRecord::new(format!("key-{}", i % keys), format!("record-{i}"));
-        receipts.push(producer.send(record).await.expect("accepted"));
-    }
-    for receipt in receipts {
-        receipt.await.expect("stored");
-    }
-}
+use kpl::Producer;
+use support::{Fleet, parent_links, produce};
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn fan_out_delivers_everything_once() {
-    let fleet = Fleet::new("fo-once", 2).await;
+    let fleet = Fleet::fan_out("fo-once", 2).await;
     produce(&fleet.producer().await, 0..500, 50).await;
-    let plain = Producer::builder(fleet.stream.as_str())
-        .client(kinesis_client().await)
-        .aggregation(false)
-        .build()
-        .await
-        .expect("producer");
-    produce(&plain, 500..600, 50).await;
+    produce(&fleet.plain_producer().await, 500..600, 50).await;
     let worker = fleet.worker("w1").await;
     fleet.wait_delivered(600, Duration::from_secs(60)).await;
     worker.handle.graceful_shutdown().await;
@@ -313,7 +64,7 @@ async fn fan_out_delivers_everything_once() {
 /// subscription is one HTTP/2 stream.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn fan_out_over_http2_delivers_everything_once() {
-    let mut fleet = Fleet::new("fo-h2", 2).await;
+    let mut fleet = Fleet::fan_out("fo-h2", 2).await;
     fleet.fan_out = fleet
         .fan_out
         .clone()
@@ -340,7 +91,7 @@ async fn fan_out_over_http2_delivers_everything_once() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn fan_out_resumes_every_new_subscription_from_the_continuation() {
-    let mut fleet = Fleet::new("fo-resub", 2).await;
+    let mut fleet = Fleet::fan_out("fo-resub", 2).await;
     fleet.fan_out = fleet
         .fan_out
         .clone()
@@ -355,7 +106,7 @@ async fn fan_out_resumes_every_new_subscription_from_the_continuation() {
     fleet.wait_delivered(600, Duration::from_secs(60)).await;
     worker.handle.graceful_shutdown().await;
     fleet.assert_exactly_once(600);
-    let subscribes = fleet.relay.requests("SubscribeToShard");
+    let subscribes = fleet.relay().requests("SubscribeToShard");
     assert!(
         subscribes >= 6,
         "only {subscribes} subscriptions: none was renewed"
@@ -365,14 +116,14 @@ async fn fan_out_resumes_every_new_subscription_from_the_continuation() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn fan_out_survives_subscription_connections_reset_mid_stream() {
-    let fleet = Fleet::new("fo-drop", 2).await;
+    let fleet = Fleet::fan_out("fo-drop", 2).await;
     let producer = fleet.producer().await;
     let worker = fleet.worker("w1").await;
     let mut dropped = 0;
     for wave in 0..6 {
         produce(&producer, wave * 100..(wave + 1) * 100, 40).await;
         tokio::time::sleep(Duration::from_millis(600)).await;
-        dropped += fleet.relay.drop_subscriptions();
+        dropped += fleet.relay().drop_subscriptions();
     }
     fleet.wait_delivered(600, Duration::from_secs(60)).await;
     worker.handle.graceful_shutdown().await;
@@ -386,7 +137,7 @@ async fn fan_out_survives_subscription_connections_reset_mid_stream() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn two_fan_out_workers_share_the_shards() {
-    let fleet = Fleet::new("fo-two", 4).await;
+    let fleet = Fleet::fan_out("fo-two", 4).await;
     let producer = fleet.producer().await;
     let workers = [fleet.worker("w1").await, fleet.worker("w2").await];
     let deadline = Instant::now() + Duration::from_secs(30);
@@ -414,51 +165,19 @@ async fn two_fan_out_workers_share_the_shards() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn fan_out_across_a_split_and_a_merge() {
-    let fleet = Fleet::new("fo-reshard", 2).await;
-    let kinesis = kinesis_client().await;
-    let producer = fleet.producer().await;
-    let worker = fleet.worker("w1").await;
-    produce(&producer, 0..300, 60).await;
-    let shards = list_shards(&kinesis, &fleet.stream).await;
-    let parent = &shards[0];
-    integration_tests::split_in_half(&kinesis, &fleet.stream, parent).await;
-    produce(&producer, 300..600, 60).await;
-    let children = integration_tests::children_of(&kinesis, &fleet.stream, parent.shard_id()).await;
-    integration_tests::merge_shards(
-        &kinesis,
-        &fleet.stream,
-        children[0].shard_id(),
-        children[1].shard_id(),
-    )
-    .await;
-    produce(&producer, 600..900, 60).await;
-    fleet.wait_delivered(900, Duration::from_secs(90)).await;
-    worker.handle.graceful_shutdown().await;
+    let fleet = Fleet::fan_out("fo-reshard", 2).await;
+    let all = fleet.split_and_merge(Duration::from_secs(90)).await;
     fleet.assert_exactly_once(900);
     // Each closed shard ended (SHARD_END from the subscription's last event) before any child
     // started.
-    let all = list_shards(&kinesis, &fleet.stream).await;
     let log = fleet.log.lock().expect("log");
-    let at = |shard: &str, event: &str| {
-        log.lifecycle
-            .iter()
-            .find(|(s, e, _)| s == shard && *e == event)
-            .map(|(_, _, t)| *t)
-    };
-    for shard in &all {
-        for parent in shard
-            .parent_shard_id()
-            .into_iter()
-            .chain(shard.adjacent_parent_shard_id())
-        {
-            let child_start = at(shard.shard_id(), "start").expect("every child started");
-            let parent_end = at(parent, "end").expect("every parent ended");
-            assert!(
-                child_start >= parent_end,
-                "{} started before {parent} ended",
-                shard.shard_id()
-            );
-        }
+    for (child, parent) in parent_links(&all) {
+        let child_start = log.at(child, "start").expect("every child started");
+        let parent_end = log.at(parent, "end").expect("every parent ended");
+        assert!(
+            child_start >= parent_end,
+            "{child} started before {parent} ended"
+        );
     }
 }
 

@@ -2,299 +2,24 @@
 //! splitting shards between workers, failover, graceful hand-back, resharding, restarts inside
 //! an aggregate, and no two workers delivering one shard at once.
 
+// Each test file uses part of the shared fleet.
+#[allow(dead_code)]
+mod support;
+
 use std::collections::{BTreeMap, HashMap, HashSet};
-use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use integration_tests::{create_stream, dynamodb_client, kinesis_client, list_shards, unique_name};
-use kcl::lease::{Checkpoint, LeaseTable};
-use kcl::retrieval::PollingConfig;
-use kcl::{
-    Checkpointer, InitialPosition, ProcessRecordsInput, Scheduler, SchedulerHandle,
-    ShardRecordProcessor,
-};
-use kpl::{MisroutedRecords, Producer, UserRecord};
-
-/// One delivered user record.
-#[derive(Debug, Clone)]
-struct Delivery {
-    worker: String,
-    shard: String,
-    key: String,
-    data: String,
-    sequence: String,
-    sub: Option<u64>,
-}
-
-/// What every processor of a test writes to.
-#[derive(Debug, Default)]
-struct Log {
-    deliveries: Vec<Delivery>,
-    /// (worker, shard, start, end) of every process_records call.
-    calls: Vec<(String, String, Instant, Instant)>,
-    /// (shard, event) in order: "start", "end".
-    lifecycle: Vec<(String, &'static str, Instant)>,
-}
-
-type SharedLog = Arc<Mutex<Log>>;
-
-struct Recorder {
-    worker: String,
-    shard: String,
-    log: SharedLog,
-}
-
-impl ShardRecordProcessor for Recorder {
-    async fn initialize(&mut self, _input: kcl::InitializeInput) {
-        self.log
-            .lock()
-            .expect("log")
-            .lifecycle
-            .push((self.shard.clone(), "start", Instant::now()));
-    }
-
-    async fn process_records(
-        &mut self,
-        input: ProcessRecordsInput,
-        checkpointer: &mut Checkpointer,
-    ) {
-        let start = Instant::now();
-        {
-            let mut log = self.log.lock().expect("log");
-            for record in &input.records {
-                log.deliveries.push(Delivery {
-                    worker: self.worker.clone(),
-                    shard: self.shard.clone(),
-                    key: record.partition_key().to_owned(),
-                    data: String::from_utf8_lossy(record.data()).into_owned(),
-                    sequence: record.sequence_number().unwrap_or_default().to_owned(),
-                    sub: record.sub_sequence_number(),
-                });
-            }
-        }
-        // Long enough that overlapping deliveries would show.
-        tokio::time::sleep(Duration::from_millis(5)).await;
-        let _ = checkpointer.checkpoint().await;
-        self.log.lock().expect("log").calls.push((
-            self.worker.clone(),
-            self.shard.clone(),
-            start,
-            Instant::now(),
-        ));
-    }
-
-    async fn shard_ended(&mut self, checkpointer: &mut Checkpointer) {
-        checkpointer
-            .checkpoint_shard_end()
-            .await
-            .expect("SHARD_END checkpoint");
-        self.log
-            .lock()
-            .expect("log")
-            .lifecycle
-            .push((self.shard.clone(), "end", Instant::now()));
-    }
-
-    async fn shutdown_requested(&mut self, checkpointer: &mut Checkpointer) {
-        let _ = checkpointer.checkpoint().await;
-    }
-}
-
-struct Fleet {
-    application: String,
-    stream: String,
-    log: SharedLog,
-    failover: Duration,
-    max_records: i32,
-}
-
-struct Worker {
-    handle: SchedulerHandle,
-    task: tokio::task::JoinHandle<()>,
-}
-
-impl Fleet {
-    async fn new(prefix: &str, shards: i32) -> Self {
-        let stream = unique_name(prefix);
-        create_stream(&kinesis_client().await, &stream, shards).await;
-        Self {
-            application: unique_name(&format!("{prefix}-app")),
-            stream,
-            log: SharedLog::default(),
-            failover: Duration::from_millis(1_500),
-            max_records: kcl::retrieval::MAX_RECORDS_LIMIT,
-        }
-    }
-
-    async fn worker(&self, name: &str) -> Worker {
-        self.worker_reading_through(name, kinesis_client().await)
-            .await
-    }
-
-    async fn worker_reading_through(&self, name: &str, kinesis: aws_sdk_kinesis::Client) -> Worker {
-        let log = self.log.clone();
-        let worker = name.to_owned();
-        let scheduler = Scheduler::builder(
-            self.application.as_str(),
-            self.stream.as_str(),
-            move |shard: &str| Recorder {
-                worker: worker.clone(),
-                shard: shard.to_owned(),
-                log: log.clone(),
-            },
-        )
-        .clients(kinesis, dynamodb_client().await)
-        .worker_id(name)
-        .initial_position(InitialPosition::TrimHorizon)
-        .failover_time(self.failover)
-        .renew_interval(Duration::from_millis(400))
-        .take_interval(Duration::from_millis(300))
-        .polling(
-            PollingConfig::default()
-                .idle_time_between_reads(Duration::from_millis(100))
-                .max_records(self.max_records),
-        )
-        .shard_sync_interval(Duration::from_millis(500))
-        .parent_poll_interval(Duration::from_millis(100))
-        .build()
-        .expect("scheduler");
-        let handle = scheduler.handle();
-        let task = tokio::spawn(async move { scheduler.run().await.expect("worker runs") });
-        Worker { handle, task }
-    }
-
-    async fn producer(&self) -> Producer {
-        Producer::builder(self.stream.as_str())
-            .client(kinesis_client().await)
-            .linger(Duration::from_millis(10))
-            .ordered(true)
-            // Aggregates built for a parent land whole in one child after a reshard. This
-            // consumer filters each sub-record by its shard's range, so only the records the
-            // landing shard does not own need sending again; the default (resend all, for the
-            // Java KCL and Lambda) would store the others twice and the test counts exactly.
-            .misrouted_records(MisroutedRecords::ResendOutOfRange)
-            .build()
-            .await
-            .expect("producer")
-    }
-
-    fn table(&self, client: aws_sdk_dynamodb::Client) -> LeaseTable {
-        LeaseTable::new(client, self.application.as_str())
-    }
-
-    /// Waits until `count` distinct payloads were delivered.
-    async fn wait_delivered(&self, count: usize, within: Duration) {
-        let deadline = Instant::now() + within;
-        loop {
-            let distinct = self.distinct_payloads().len();
-            if distinct >= count {
-                return;
-            }
-            if Instant::now() >= deadline {
-                let leases = self
-                    .table(dynamodb_client().await)
-                    .list()
-                    .await
-                    .expect("leases");
-                let summary: Vec<String> = leases
-                    .iter()
-                    .map(|l| {
-                        format!(
-                            "{} owner={:?} cp={} parents={:?}",
-                            l.lease_key, l.lease_owner, l.checkpoint, l.parent_shard_ids
-                        )
-                    })
-                    .collect();
-                panic!("only {distinct} of {count} records delivered; leases: {summary:#?}");
-            }
-            tokio::time::sleep(Duration::from_millis(50)).await;
-        }
-    }
-
-    fn distinct_payloads(&self) -> HashSet<String> {
-        self.log
-            .lock()
-            .expect("log")
-            .deliveries
-            .iter()
-            .map(|d| d.data.clone())
-            .collect()
-    }
-
-    /// Leases per owner, from the table (waiting for the workers to have created it).
-    async fn owners(&self) -> BTreeMap<String, usize> {
-        let table = self.table(dynamodb_client().await);
-        let deadline = Instant::now() + Duration::from_secs(30);
-        let leases = loop {
-            match table.list().await {
-                Ok(leases) => break leases,
-                Err(error) if Instant::now() < deadline => {
-                    tracing::debug!(%error, "lease table not readable yet");
-                    tokio::time::sleep(Duration::from_millis(100)).await;
-                }
-                Err(error) => panic!("leases: {error:?}"),
-            }
-        };
-        let mut owners = BTreeMap::new();
-        for lease in leases {
-            *owners
-                .entry(lease.lease_owner.unwrap_or_else(|| "-".into()))
-                .or_default() += 1;
-        }
-        owners
-    }
-}
-
-async fn produce(producer: &Producer, range: std::ops::Range<usize>, keys: usize) {
-    let mut receipts = Vec::new();
-    for i in range {
-        receipts.push(
-            producer
-                .send(UserRecord::new(
-                    format!("key-{}", i % keys),
-                    format!("record-{i}"),
-                ))
-                .await
-                .expect("accepted"),
-        );
-    }
-    for receipt in receipts {
-        receipt.await.expect("stored");
-    }
-}
-
-/// Per-key order: each key's payload numbers never go backwards within one delivery run.
-fn assert_per_key_order(deliveries: &[Delivery]) {
-    let mut last: HashMap<(&str, &str), usize> = HashMap::new();
-    for d in deliveries {
-        let n: usize = d
-            .data
-            .trim_start_matches("record-")
-            .parse()
-            .expect("number");
-        if let Some(previous) = last.insert((d.worker.as_str(), d.key.as_str()), n) {
-            assert!(
-                previous < n,
-                "{}: record-{n} after record-{previous} ({})",
-                d.key,
-                d.shard
-            );
-        }
-    }
-}
+use integration_tests::{dynamodb_client, kinesis_client, list_shards};
+use kcl::lease::Checkpoint;
+use kpl::{Producer, UserRecord};
+use support::{Fleet, assert_per_key_order, parent_links, produce, put_flushed};
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn one_worker_reads_everything_aggregated_and_plain() {
-    let fleet = Fleet::new("kcl-one", 2).await;
+    let fleet = Fleet::polling("kcl-one", 2).await;
     let aggregated = fleet.producer().await;
     produce(&aggregated, 0..600, 50).await;
-    let plain = Producer::builder(fleet.stream.as_str())
-        .client(kinesis_client().await)
-        .aggregation(false)
-        .build()
-        .await
-        .expect("producer");
-    produce(&plain, 600..700, 50).await;
+    produce(&fleet.plain_producer().await, 600..700, 50).await;
     let worker = fleet.worker("w1").await;
     fleet.wait_delivered(700, Duration::from_secs(30)).await;
     worker.handle.graceful_shutdown().await;
@@ -305,12 +30,12 @@ async fn one_worker_reads_everything_aggregated_and_plain() {
         log.deliveries.iter().any(|d| d.sub.is_some())
             && log.deliveries.iter().any(|d| d.sub.is_none())
     );
-    assert_per_key_order(&log.deliveries);
+    assert_per_key_order(&log.deliveries, |d| d.worker.as_str());
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn three_workers_split_eight_shards_and_survive_a_death() {
-    let fleet = Fleet::new("kcl-three", 8).await;
+    let fleet = Fleet::polling("kcl-three", 8).await;
     let producer = fleet.producer().await;
     let workers = [
         fleet.worker("w1").await,
@@ -385,7 +110,7 @@ async fn three_workers_split_eight_shards_and_survive_a_death() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn graceful_shutdown_hands_shards_over_fast_and_without_duplicates() {
-    let mut fleet = Fleet::new("kcl-graceful", 4).await;
+    let mut fleet = Fleet::polling("kcl-graceful", 4).await;
     fleet.failover = Duration::from_secs(10);
     let producer = fleet.producer().await;
     produce(&producer, 0..400, 100).await;
@@ -426,62 +151,29 @@ async fn graceful_shutdown_hands_shards_over_fast_and_without_duplicates() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn split_and_merge_while_producing_keeps_order_and_loses_nothing() {
-    let fleet = Fleet::new("kcl-reshard", 2).await;
-    let kinesis = kinesis_client().await;
-    let producer = fleet.producer().await;
-    let worker = fleet.worker("w1").await;
-    produce(&producer, 0..300, 60).await;
-    let shards = list_shards(&kinesis, &fleet.stream).await;
-    let parent = &shards[0];
-    integration_tests::split_in_half(&kinesis, &fleet.stream, parent).await;
-    produce(&producer, 300..600, 60).await;
-    // Merge the two children back.
-    let open = integration_tests::children_of(&kinesis, &fleet.stream, parent.shard_id()).await;
-    integration_tests::merge_shards(
-        &kinesis,
-        &fleet.stream,
-        open[0].shard_id(),
-        open[1].shard_id(),
-    )
-    .await;
-    produce(&producer, 600..900, 60).await;
-    fleet.wait_delivered(900, Duration::from_secs(60)).await;
-    worker.handle.graceful_shutdown().await;
-    let all = list_shards(&kinesis, &fleet.stream).await;
+    let fleet = Fleet::polling("kcl-reshard", 2).await;
+    let all = fleet.split_and_merge(Duration::from_secs(60)).await;
     let log = fleet.log.lock().expect("log");
     assert_eq!(log.deliveries.len(), 900, "nothing lost, nothing twice");
-    assert_per_key_order(&log.deliveries);
+    assert_per_key_order(&log.deliveries, |d| d.worker.as_str());
     // Children start only after their parents ended.
-    let at = |shard: &str, event: &str| {
-        log.lifecycle
-            .iter()
-            .find(|(s, e, _)| s == shard && *e == event)
-            .map(|(_, _, t)| *t)
-    };
-    for shard in &all {
-        for parent in shard
-            .parent_shard_id()
-            .into_iter()
-            .chain(shard.adjacent_parent_shard_id())
+    for (child, parent) in parent_links(&all) {
+        if let (Some(child_start), Some(parent_end)) =
+            (log.at(child, "start"), log.at(parent, "end"))
         {
-            if let (Some(child_start), Some(parent_end)) =
-                (at(shard.shard_id(), "start"), at(parent, "end"))
-            {
-                assert!(
-                    child_start >= parent_end,
-                    "{} started before {parent} ended",
-                    shard.shard_id()
-                );
-            } else if at(shard.shard_id(), "start").is_some() {
-                panic!("{} started but {parent} never ended", shard.shard_id());
-            }
+            assert!(
+                child_start >= parent_end,
+                "{child} started before {parent} ended"
+            );
+        } else if log.at(child, "start").is_some() {
+            panic!("{child} started but {parent} never ended");
         }
     }
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_restart_resumes_inside_an_aggregate() {
-    let fleet = Fleet::new("kcl-restart", 1).await;
+    let fleet = Fleet::polling("kcl-restart", 1).await;
     // One aggregate of 50 records.
     let producer = Producer::builder(fleet.stream.as_str())
         .client(kinesis_client().await)
@@ -489,23 +181,12 @@ async fn a_restart_resumes_inside_an_aggregate() {
         .build()
         .await
         .expect("producer");
-    let receipts: Vec<_> = {
-        let mut receipts = Vec::new();
-        for i in 0..50 {
-            receipts.push(
-                producer
-                    .send(UserRecord::new("k", format!("record-{i}")))
-                    .await
-                    .expect("accepted"),
-            );
-        }
-        producer.flush().await.expect("flushed");
-        receipts
-    };
-    let mut sequence = String::new();
-    for receipt in receipts {
-        sequence = receipt.await.expect("stored").sequence_number.to_string();
-    }
+    let stored = put_flushed(
+        &producer,
+        (0..50).map(|i| UserRecord::new("k", format!("record-{i}"))),
+    )
+    .await;
+    let sequence = stored.last().expect("stored").sequence_number.to_string();
     // A checkpoint left by an earlier run at sub-record 19 of that aggregate.
     let table = fleet.table(dynamodb_client().await);
     table.create_if_missing().await.expect("table");
@@ -533,7 +214,7 @@ async fn a_restart_resumes_inside_an_aggregate() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn racing_workers_never_deliver_one_shard_at_once() {
-    let fleet = Fleet::new("kcl-race", 1).await;
+    let fleet = Fleet::polling("kcl-race", 1).await;
     let producer = fleet.producer().await;
     let w1 = fleet.worker("w1").await;
     let w2 = fleet.worker("w2").await;
@@ -568,15 +249,10 @@ async fn racing_workers_never_deliver_one_shard_at_once() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn kinesis_connection_faults_never_redeliver_what_was_delivered() {
     use fault_proxy::{FaultProxy, Faults, Upstream};
-    let mut fleet = Fleet::new("kcl-faults", 2).await;
+    let mut fleet = Fleet::polling("kcl-faults", 2).await;
     // Plain records, small reads: many calls, many faults.
     fleet.max_records = 20;
-    let producer = Producer::builder(fleet.stream.as_str())
-        .client(kinesis_client().await)
-        .aggregation(false)
-        .build()
-        .await
-        .expect("producer");
+    let producer = fleet.plain_producer().await;
     let upstream = integration_tests::endpoint_url(integration_tests::KINESIS_ENDPOINT_VAR);
     // Connections dropped before the request reaches kinesis-mock, and answers lost after it
     // did, on every read call.
@@ -635,5 +311,5 @@ async fn kinesis_connection_faults_never_redeliver_what_was_delivered() {
     // Rebalancing between the two workers is by handoff: nothing may repeat, faults or not.
     assert!(twice.is_empty(), "delivered twice: {twice:?}");
     assert_eq!(counts.len(), 1_000);
-    assert_per_key_order(&log.deliveries);
+    assert_per_key_order(&log.deliveries, |d| d.worker.as_str());
 }
