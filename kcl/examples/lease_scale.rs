@@ -26,6 +26,8 @@
 //! take every 2 x (failover + 25 ms)) unless given. Prints a markdown table (min / median /
 //! max) and a JSON line with every sample.
 
+mod common;
+
 use std::collections::{BTreeMap, BTreeSet};
 use std::num::NonZeroUsize;
 use std::sync::{Arc, Mutex};
@@ -33,6 +35,7 @@ use std::time::{Duration, Instant, SystemTime};
 
 use aws_sdk_kinesis::primitives::Blob;
 use aws_sdk_kinesis::types::PutRecordsRequestEntry;
+use common::{json_samples, one_record_at_each, put_entries, shard_starts};
 use integration_tests::java_kcl::{JavaEventKind, JavaWorker, LeaseRow, scan_leases};
 use integration_tests::{
     create_stream, delete_stream, delete_table, dynamodb_client, kinesis_client, list_shards,
@@ -229,6 +232,36 @@ fn start_java(
     builder.start()
 }
 
+/// The one worker of `settings.implementation`: "java-1" (`light`: its processor does no
+/// work), or "rust-1" starting at `initial` and logging its batches to `log`.
+async fn start_one(
+    application: &str,
+    stream: &str,
+    settings: &Settings,
+    idle: Duration,
+    initial: InitialPosition,
+    light: bool,
+    log: &BatchLog,
+) -> Result<(Option<JavaWorker>, Option<OurWorker>), Error> {
+    Ok(match settings.implementation {
+        Impl::Java => (
+            Some(start_java(
+                application,
+                stream,
+                "java-1",
+                settings,
+                idle,
+                light,
+            )),
+            None,
+        ),
+        _ => (
+            None,
+            Some(start_ours(application, stream, "rust-1", settings, idle, initial, log).await?),
+        ),
+    })
+}
+
 /// Samples per measure, in the order first seen.
 #[derive(Debug, Default)]
 struct Samples(Vec<(String, Vec<Option<f64>>)>);
@@ -267,21 +300,14 @@ impl Samples {
                 fmt(ok.last()),
             );
         }
-        let fields: Vec<String> = self
-            .0
-            .iter()
-            .map(|(name, values)| {
-                let values: Vec<String> = values
-                    .iter()
-                    .map(|v| v.map_or_else(|| "null".to_owned(), |v| format!("{v:.3}")))
-                    .collect();
-                format!("\"{name}\":[{}]", values.join(","))
-            })
-            .collect();
         println!(
-            "{{\"impl\":\"{}\",{context},\"samples\":{{{}}}}}",
+            "{{\"impl\":\"{}\",{context},\"samples\":{}}}",
             implementation.name(),
-            fields.join(",")
+            json_samples(
+                self.0
+                    .iter()
+                    .map(|(name, values)| (name.as_str(), &values[..]))
+            )
         );
     }
 }
@@ -318,50 +344,19 @@ async fn produce_random(stream: String, per_tick: usize, every: Duration) {
                     .ok()
             })
             .collect();
-        if let Err(error) = kinesis
-            .put_records()
-            .stream_name(&stream)
-            .set_records(Some(entries))
-            .send()
-            .await
-        {
-            eprintln!("producer: {error}");
-        }
+        put_entries(&kinesis, &stream, entries).await;
     }
 }
 
 /// Puts one record on every open shard (at the start of its hash range) every `every`.
 async fn produce_per_shard(stream: String, every: Duration) {
     let kinesis = kinesis_client().await;
-    let starts: Vec<String> = list_shards(&kinesis, &stream)
-        .await
-        .iter()
-        .filter_map(|s| s.hash_key_range().map(|r| r.starting_hash_key().to_owned()))
-        .collect();
+    let starts = shard_starts(&kinesis, &stream).await;
     let mut tick = tokio::time::interval(every);
     loop {
         tick.tick().await;
         for chunk in starts.chunks(500) {
-            let entries: Vec<PutRecordsRequestEntry> = chunk
-                .iter()
-                .filter_map(|start| {
-                    PutRecordsRequestEntry::builder()
-                        .partition_key("k")
-                        .explicit_hash_key(start)
-                        .data(Blob::new(b"x".to_vec()))
-                        .build()
-                        .ok()
-                })
-                .collect();
-            if let Err(error) = kinesis
-                .put_records()
-                .stream_name(&stream)
-                .set_records(Some(entries))
-                .send()
-                .await
-            {
-                eprintln!("producer: {error}");
-            }
+            put_entries(&kinesis, &stream, one_record_at_each(chunk)).await;
         }
     }
 }
@@ -408,34 +403,16 @@ async fn children(settings: &Settings) -> Result<(), Error> {
     ));
     let idle = settings.idle.unwrap_or(Duration::from_millis(500));
     let log = BatchLog::default();
-    let mut java = None;
-    let mut ours = None;
-    match settings.implementation {
-        Impl::Java => {
-            java = Some(start_java(
-                &application,
-                &stream,
-                "java-1",
-                settings,
-                idle,
-                false,
-            ))
-        }
-        _ => {
-            ours = Some(
-                start_ours(
-                    &application,
-                    &stream,
-                    "rust-1",
-                    settings,
-                    idle,
-                    InitialPosition::TrimHorizon,
-                    &log,
-                )
-                .await?,
-            )
-        }
-    }
+    let (java, ours) = start_one(
+        &application,
+        &stream,
+        settings,
+        idle,
+        InitialPosition::TrimHorizon,
+        false,
+        &log,
+    )
+    .await?;
     let started = Instant::now();
     while delivery_span(settings.implementation, java.as_ref(), &log).is_empty() {
         if started.elapsed() > Duration::from_secs(120) {
@@ -638,29 +615,16 @@ async fn idle(settings: &Settings) -> Result<(), Error> {
     } else {
         create_stream(&kinesis, &stream, i32::try_from(settings.leases)?).await;
         started = Instant::now();
-        if settings.implementation == Impl::Java {
-            java = Some(start_java(
-                &application,
-                &stream,
-                "java-1",
-                settings,
-                idle,
-                true,
-            ));
-        } else {
-            ours = Some(
-                start_ours(
-                    &application,
-                    &stream,
-                    "rust-1",
-                    settings,
-                    idle,
-                    InitialPosition::Latest,
-                    &BatchLog::default(),
-                )
-                .await?,
-            );
-        }
+        (java, ours) = start_one(
+            &application,
+            &stream,
+            settings,
+            idle,
+            InitialPosition::Latest,
+            true,
+            &BatchLog::default(),
+        )
+        .await?;
     }
     // Until the worker holds every lease.
     let held_all = loop {
@@ -755,15 +719,16 @@ async fn idle(settings: &Settings) -> Result<(), Error> {
 
 /// RSS in MiB of this process (our worker; the bench's own bookkeeping is small).
 fn self_rss_mib() -> f64 {
-    std::fs::read_to_string("/proc/self/status")
-        .ok()
-        .and_then(|status| {
-            status
-                .lines()
-                .find(|l| l.starts_with("VmRSS:"))
-                .and_then(|l| l.split_whitespace().nth(1)?.parse::<f64>().ok())
-        })
-        .map_or(f64::NAN, |kib| kib / 1024.0)
+    vm_rss_kib("/proc/self/status").map_or(f64::NAN, |kib| kib as f64 / 1024.0)
+}
+
+/// The resident set size in KiB (`VmRSS`) from a `/proc/<pid>/status` file.
+fn vm_rss_kib(status: impl AsRef<std::path::Path>) -> Option<u64> {
+    std::fs::read_to_string(status)
+        .ok()?
+        .lines()
+        .find(|l| l.starts_with("VmRSS:"))
+        .and_then(|l| l.split_whitespace().nth(1)?.parse().ok())
 }
 
 /// RSS in MiB of a Java worker's JVM and of the rest of its process group.
@@ -788,15 +753,7 @@ fn group_rss_mib(java: &JavaWorker) -> (f64, f64) {
             if pgrp != Some(pid) {
                 continue;
             }
-            let rss_kib = std::fs::read_to_string(entry.path().join("status"))
-                .ok()
-                .and_then(|status| {
-                    status
-                        .lines()
-                        .find(|l| l.starts_with("VmRSS:"))
-                        .and_then(|l| l.split_whitespace().nth(1)?.parse::<u64>().ok())
-                })
-                .unwrap_or(0);
+            let rss_kib = vm_rss_kib(entry.path().join("status")).unwrap_or(0);
             if proc_pid == pid {
                 jvm += rss_kib;
             } else {

@@ -25,15 +25,15 @@
 //! default, 2 × (failover + 25 ms). Prints a markdown table (min / median / max) and, last, a
 //! JSON line with every sample.
 
+mod common;
+
 use std::collections::{BTreeMap, BTreeSet};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use aws_sdk_kinesis::primitives::Blob;
-use aws_sdk_kinesis::types::PutRecordsRequestEntry;
+use common::{json_samples, one_record_at_each, put_entries, shard_starts};
 use integration_tests::{
-    create_stream, delete_stream, delete_table, dynamodb_client, kinesis_client, list_shards,
-    unique_name,
+    create_stream, delete_stream, delete_table, dynamodb_client, kinesis_client, unique_name,
 };
 use kcl::lease::LeaseTable;
 use kcl::retrieval::PollingConfig;
@@ -153,6 +153,13 @@ struct Fleet {
     workers: Vec<Worker>,
 }
 
+/// A worker leaving a fleet: when, who, and the shards it held.
+struct Departure {
+    since: Instant,
+    worker: String,
+    shards: BTreeSet<String>,
+}
+
 impl Fleet {
     async fn start(stream: &str, settings: &Settings) -> Result<Self, Error> {
         let application = unique_name("rebalance");
@@ -224,13 +231,14 @@ impl Fleet {
         table_even && owners.len() == live.len()
     }
 
-    /// Time from `since` until the table shows none of `shards` owned by `gone` or unowned.
-    async fn wait_taken(
-        &self,
-        since: Instant,
-        gone: &str,
-        shards: &BTreeSet<String>,
-    ) -> Option<Duration> {
+    /// Time from the departure until the table shows none of its shards owned by the worker
+    /// that left or unowned.
+    async fn wait_taken(&self, departure: &Departure) -> Option<Duration> {
+        let (since, gone, shards) = (
+            departure.since,
+            departure.worker.as_str(),
+            &departure.shards,
+        );
         while since.elapsed() < WAIT_LIMIT {
             let owners = self.owners().await;
             let stuck = [gone, "-"].iter().any(|owner| {
@@ -246,14 +254,14 @@ impl Fleet {
         None
     }
 
-    /// Time from `since` until every one of `shards` delivered a batch on a worker other than
-    /// `gone`, after `since`.
-    async fn wait_processing(
-        &self,
-        since: Instant,
-        gone: &str,
-        shards: &BTreeSet<String>,
-    ) -> Option<Duration> {
+    /// Time from the departure until every one of its shards delivered a batch on another
+    /// worker than the one that left, after the departure.
+    async fn wait_processing(&self, departure: &Departure) -> Option<Duration> {
+        let (since, gone, shards) = (
+            departure.since,
+            departure.worker.as_str(),
+            &departure.shards,
+        );
         while since.elapsed() < WAIT_LIMIT {
             let latest = self.log.lock().ok().and_then(|log| {
                 let mut first: BTreeMap<&str, Instant> = BTreeMap::new();
@@ -296,36 +304,79 @@ impl Fleet {
     }
 }
 
+/// How the last worker of a fleet leaves.
+#[derive(Debug, Clone, Copy)]
+enum Leave {
+    /// Its task is aborted: no renewals, no release.
+    Failover,
+    /// It calls `graceful_shutdown`.
+    Graceful,
+}
+
+/// One fleet: the even split, then its last worker leaves (after a random part of a take
+/// interval), and the time until its shards are taken and processing elsewhere.
+async fn split_then_leave(
+    stream: &str,
+    settings: &Settings,
+    leave: Leave,
+    repeat: usize,
+    samples: &mut Samples,
+) -> Result<(), Error> {
+    let started = Instant::now();
+    let fleet = Fleet::start(stream, settings).await?;
+    let split = fleet.wait_split(started).await;
+    samples.add("split", split);
+    if split.is_some() {
+        random_phase(settings).await;
+        let leaving = &fleet.workers[WORKERS - 1];
+        let shards = fleet
+            .owners()
+            .await
+            .remove(&leaving.name)
+            .unwrap_or_default();
+        let departure = Departure {
+            since: Instant::now(),
+            worker: leaving.name.clone(),
+            shards,
+        };
+        let (measure, what, returned) = match leave {
+            Leave::Failover => {
+                leaving.task.abort();
+                ("failover", "failover", String::new())
+            }
+            Leave::Graceful => {
+                leaving.handle.graceful_shutdown().await;
+                let returned = departure.since.elapsed();
+                samples.add("graceful_shutdown() returned", Some(returned));
+                (
+                    "graceful",
+                    "graceful hand-back",
+                    format!("returned {returned:.2?}, "),
+                )
+            }
+        };
+        let taken = fleet.wait_taken(&departure).await;
+        let processing = fleet.wait_processing(&departure).await;
+        samples.add(&format!("{measure} taken"), taken);
+        samples.add(&format!("{measure} processing"), processing);
+        eprintln!(
+            "repeat {repeat}: split {split:.2?}, {what} of {} shards: {returned}taken {taken:.2?}, processing {processing:.2?}",
+            departure.shards.len()
+        );
+    }
+    fleet.stop().await;
+    Ok(())
+}
+
 /// Puts one record on every shard (explicit hash key at the start of its range) every 100 ms.
 async fn produce(client: aws_sdk_kinesis::Client, stream: String, starts: Vec<String>) {
     let mut tick = tokio::time::interval(Duration::from_millis(100));
     loop {
         tick.tick().await;
-        let entries: Vec<PutRecordsRequestEntry> = starts
-            .iter()
-            .filter_map(|start| {
-                PutRecordsRequestEntry::builder()
-                    .partition_key("k")
-                    .explicit_hash_key(start)
-                    .data(Blob::new(b"x".to_vec()))
-                    .build()
-                    .ok()
-            })
-            .collect();
-        if let Err(error) = client
-            .put_records()
-            .stream_name(&stream)
-            .set_records(Some(entries))
-            .send()
-            .await
-        {
-            eprintln!("producer: {error}");
-        }
+        put_entries(&client, &stream, one_record_at_each(&starts)).await;
     }
 }
 
-/// Waits a random part of a take interval, so the event does not always fall at the same
-/// point of the (fleet-aligned) take cycles: the split is usually seen just after one.
 async fn random_phase(settings: &Settings) {
     let interval = settings.effective_take_interval().as_millis().max(1) as u64;
     let wait = rand::rng().random_range(0..interval);
@@ -333,12 +384,12 @@ async fn random_phase(settings: &Settings) {
 }
 
 #[derive(Debug, Default)]
-struct Samples(BTreeMap<&'static str, Vec<Option<f64>>>);
+struct Samples(BTreeMap<String, Vec<Option<f64>>>);
 
 impl Samples {
-    fn add(&mut self, name: &'static str, value: Option<Duration>) {
+    fn add(&mut self, name: &str, value: Option<Duration>) {
         self.0
-            .entry(name)
+            .entry(name.to_owned())
             .or_default()
             .push(value.map(|d| d.as_secs_f64()));
     }
@@ -350,11 +401,7 @@ async fn main() -> Result<(), Error> {
     let kinesis = kinesis_client().await;
     let stream = unique_name("rebalance");
     create_stream(&kinesis, &stream, SHARDS as i32).await;
-    let starts: Vec<String> = list_shards(&kinesis, &stream)
-        .await
-        .iter()
-        .filter_map(|s| s.hash_key_range().map(|r| r.starting_hash_key().to_owned()))
-        .collect();
+    let starts = shard_starts(&kinesis, &stream).await;
     let producer = tokio::spawn(produce(kinesis.clone(), stream.clone(), starts));
     let build = if cfg!(debug_assertions) {
         "debug"
@@ -377,59 +424,10 @@ async fn main() -> Result<(), Error> {
 
     let mut samples = Samples::default();
     for repeat in 1..=settings.repeats {
-        // Fleet 1: split, then one worker dies.
-        let started = Instant::now();
-        let fleet = Fleet::start(&stream, &settings).await?;
-        let split = fleet.wait_split(started).await;
-        samples.add("split", split);
-        if split.is_some() {
-            random_phase(&settings).await;
-            let victim = &fleet.workers[WORKERS - 1];
-            let shards = fleet
-                .owners()
-                .await
-                .remove(&victim.name)
-                .unwrap_or_default();
-            let died = Instant::now();
-            victim.task.abort();
-            let taken = fleet.wait_taken(died, &victim.name, &shards).await;
-            let processing = fleet.wait_processing(died, &victim.name, &shards).await;
-            samples.add("failover taken", taken);
-            samples.add("failover processing", processing);
-            eprintln!(
-                "repeat {repeat}: split {split:.2?}, failover of {} shards: taken {taken:.2?}, processing {processing:.2?}",
-                shards.len()
-            );
+        // Fleet 1: split, then one worker dies; fleet 2: split, then one leaves gracefully.
+        for leave in [Leave::Failover, Leave::Graceful] {
+            split_then_leave(&stream, &settings, leave, repeat, &mut samples).await?;
         }
-        fleet.stop().await;
-
-        // Fleet 2: split, then one worker leaves gracefully.
-        let started = Instant::now();
-        let fleet = Fleet::start(&stream, &settings).await?;
-        let split = fleet.wait_split(started).await;
-        samples.add("split", split);
-        if split.is_some() {
-            random_phase(&settings).await;
-            let leaving = &fleet.workers[WORKERS - 1];
-            let shards = fleet
-                .owners()
-                .await
-                .remove(&leaving.name)
-                .unwrap_or_default();
-            let asked = Instant::now();
-            leaving.handle.graceful_shutdown().await;
-            let returned = asked.elapsed();
-            let taken = fleet.wait_taken(asked, &leaving.name, &shards).await;
-            let processing = fleet.wait_processing(asked, &leaving.name, &shards).await;
-            samples.add("graceful_shutdown() returned", Some(returned));
-            samples.add("graceful taken", taken);
-            samples.add("graceful processing", processing);
-            eprintln!(
-                "repeat {repeat}: split {split:.2?}, graceful hand-back of {} shards: returned {returned:.2?}, taken {taken:.2?}, processing {processing:.2?}",
-                shards.len()
-            );
-        }
-        fleet.stop().await;
     }
     producer.abort();
     delete_stream(&kinesis, &stream).await;
@@ -463,28 +461,17 @@ async fn main() -> Result<(), Error> {
             ok.last().copied().unwrap_or(f64::NAN),
         );
     }
-    let json: BTreeMap<&str, &Vec<Option<f64>>> = samples.0.iter().map(|(k, v)| (*k, v)).collect();
     println!(
         "{{\"failover_s\":{},\"take_interval_s\":{},\"idle_s\":{},\"build\":\"{build}\",\"samples\":{}}}",
         settings.failover.as_secs_f64(),
         settings.effective_take_interval().as_secs_f64(),
         settings.idle.as_secs_f64(),
-        serde_json_like(&json)
+        json_samples(
+            samples
+                .0
+                .iter()
+                .map(|(name, values)| (name.as_str(), &values[..]))
+        )
     );
     Ok(())
-}
-
-/// `{"name":[1.23,null,...],...}` without a JSON dependency.
-fn serde_json_like(samples: &BTreeMap<&str, &Vec<Option<f64>>>) -> String {
-    let fields: Vec<String> = samples
-        .iter()
-        .map(|(name, values)| {
-            let values: Vec<String> = values
-                .iter()
-                .map(|v| v.map_or_else(|| "null".to_owned(), |v| format!("{v:.3}")))
-                .collect();
-            format!("\"{name}\":[{}]", values.join(","))
-        })
-        .collect();
-    format!("{{{}}}", fields.join(","))
 }
