@@ -59,7 +59,8 @@ enum Command {
     Perf(perf::PerfCommand),
     /// A MultiLangDaemon without a JVM: run Python/Node/... KCL record processors from the
     /// Java daemon's properties file (`kinesis-cat multilang app.properties`; also installed
-    /// as `kcl-multilang`, which takes `java`'s place in existing command lines).
+    /// as `kcl-multilang`, which takes `java`'s place in existing command lines). Metrics:
+    /// KCL_MULTILANG_METRICS_LISTEN=ADDR (Prometheus), KCL_MULTILANG_OTLP_ENDPOINT=URL.
     Multilang(multilang::MultilangArgs),
 }
 
@@ -98,7 +99,9 @@ fn main() -> ExitCode {
     if started_as_daemon() {
         // The Java daemon logs what it does at INFO; so does this one (RUST_LOG overrides).
         init_logging(1);
-        let result = multilang::run_daemon(std::env::args().skip(1).collect());
+        let result = metrics_export::with_daemon_metrics(|| {
+            multilang::run_daemon(std::env::args().skip(1).collect())
+        });
         return exit(result, "kcl-multilang");
     }
     let cli = Cli::parse();
@@ -121,7 +124,7 @@ fn main() -> ExitCode {
         Command::Describe(args) => return ops::exit(ops::describe::run(args)),
         Command::Tail(args) => return ops::exit(ops::tail::run(args)),
         Command::Lag(args) => return ops::exit(ops::lag::run(args)),
-        Command::Multilang(args) => multilang::run(args),
+        Command::Multilang(args) => metrics_export::with_daemon_metrics(|| multilang::run(args)),
     };
     exit(result, "kinesis-cat")
 }

@@ -60,7 +60,18 @@ pub(crate) struct MetricsExport {
 /// the endpoint on `runtime`. Call before building the producer or the consumer: their
 /// handles are registered with the recorder present at that time.
 pub(crate) fn start(runtime: &Runtime, args: &MetricsArgs) -> Result<MetricsExport, CliError> {
+    start_with(runtime, args, None)
+}
+
+/// [`start`], with one more recorder fed alongside the flags' (`--cloudwatch-metrics`).
+pub(crate) fn start_with(
+    runtime: &Runtime,
+    args: &MetricsArgs,
+    extra: Option<Box<dyn metrics::Recorder + Send + Sync>>,
+) -> Result<MetricsExport, CliError> {
     let mut recorders: Vec<Box<dyn metrics::Recorder + Send + Sync>> = Vec::new();
+    recorders.extend(extra);
+    #[cfg_attr(not(feature = "otlp"), allow(unused_mut))]
     let mut export = MetricsExport::default();
     if let Some(addr) = args.metrics_listen {
         let recorder = PrometheusBuilder::new().build_recorder();
@@ -109,6 +120,51 @@ pub(crate) fn start(runtime: &Runtime, args: &MetricsArgs) -> Result<MetricsExpo
         warn!("a metrics recorder was already installed; the metrics flags are ignored");
     }
     Ok(export)
+}
+
+/// The multilang daemon's `--metrics-listen`: its command line is the Java daemon's, so the
+/// setting comes from the environment.
+pub(crate) const DAEMON_METRICS_LISTEN: &str = "KCL_MULTILANG_METRICS_LISTEN";
+/// The multilang daemon's `--otlp-endpoint` (the interval: `OTEL_METRIC_EXPORT_INTERVAL`).
+#[cfg(feature = "otlp")]
+pub(crate) const DAEMON_OTLP_ENDPOINT: &str = "KCL_MULTILANG_OTLP_ENDPOINT";
+
+/// Runs the multilang daemon (`run`) with the metrics endpoints its environment asks for,
+/// served from a runtime thread of their own (the daemon builds its runtime inside `run`).
+pub(crate) fn with_daemon_metrics(
+    run: impl FnOnce() -> Result<(), CliError>,
+) -> Result<(), CliError> {
+    let setting = |name: &str| std::env::var(name).ok().filter(|v| !v.trim().is_empty());
+    let metrics_listen = setting(DAEMON_METRICS_LISTEN)
+        .map(|addr| {
+            addr.trim()
+                .parse::<SocketAddr>()
+                .map_err(|e| CliError::Usage(format!("{DAEMON_METRICS_LISTEN}={addr}: {e}")))
+        })
+        .transpose()?;
+    let args = MetricsArgs {
+        metrics_listen,
+        #[cfg(feature = "otlp")]
+        otlp_endpoint: setting(DAEMON_OTLP_ENDPOINT),
+        #[cfg(feature = "otlp")]
+        otlp_interval_ms: None,
+    };
+    #[cfg(feature = "otlp")]
+    let wanted = args.metrics_listen.is_some() || args.otlp_endpoint.is_some();
+    #[cfg(not(feature = "otlp"))]
+    let wanted = args.metrics_listen.is_some();
+    if !wanted {
+        return run();
+    }
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(1)
+        .thread_name("metrics")
+        .enable_all()
+        .build()?;
+    let export = start(&runtime, &args)?;
+    let result = run();
+    export.finish();
+    result
 }
 
 impl MetricsExport {

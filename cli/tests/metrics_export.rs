@@ -453,3 +453,70 @@ async fn produce_sends_its_metrics_to_an_otlp_endpoint_and_prometheus_at_once() 
         resource.attributes
     );
 }
+
+/// `kinesis-cat multilang` takes the Java daemon's command line, so its Prometheus endpoint is
+/// set in the environment: `KCL_MULTILANG_METRICS_LISTEN`.
+#[tokio::test]
+async fn the_multilang_daemon_serves_its_metrics_to_prometheus() {
+    let client = kinesis_client().await;
+    let stream = unique_name("cat-metrics-ml");
+    create_stream(&client, &stream, 2).await;
+    for i in 0..40 {
+        client
+            .put_record()
+            .stream_name(&stream)
+            .partition_key(format!("key-{i}"))
+            .data(aws_sdk_kinesis::primitives::Blob::new(format!("data-{i}")))
+            .send()
+            .await
+            .expect("PutRecord");
+    }
+    let application = unique_name("cat-metrics-ml-app");
+    let dir = std::env::temp_dir().join(&application);
+    std::fs::create_dir_all(&dir).expect("a work dir");
+    // The multilang tests' processor: it speaks the protocol and checkpoints every batch.
+    let recorder = std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("tests/multilang/children/recorder.py");
+    let properties = format!(
+        "executableName = {} {}\n\
+         streamName = {stream}\n\
+         applicationName = {application}\n\
+         AwsCredentialsProvider = DefaultCredentialsProvider\n\
+         regionName = {}\n\
+         kinesisEndpoint = {}\n\
+         dynamoDBEndpoint = {}\n\
+         initialPositionInStream = TRIM_HORIZON\n\
+         idleTimeBetweenReadsInMillis = 100\n\
+         failoverTimeMillis = 3000\n",
+        integration_tests::python().display(),
+        recorder.display(),
+        integration_tests::REGION,
+        endpoint_url(KINESIS_ENDPOINT_VAR),
+        endpoint_url(DYNAMODB_ENDPOINT_VAR),
+    );
+    std::fs::write(dir.join("app.properties"), properties).expect("properties written");
+    let mut child = kinesis_cat(&["multilang", "app.properties"])
+        .current_dir(&dir)
+        .env("EVENTS", dir.join("events.jsonl"))
+        .env("KCL_MULTILANG_METRICS_LISTEN", "127.0.0.1:0")
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .spawn()
+        .expect("kinesis-cat starts");
+    let (addr, log) = metrics_address(&mut child);
+
+    let label = format!("stream=\"{stream}\"");
+    let text = scrape_until(addr, "RecordsProcessed", &label, 40.0, &log);
+    assert!(
+        text.contains("CurrentLeases{"),
+        "the worker's leases gauge: {text}"
+    );
+    // SIGTERM: the daemon's graceful shutdown, which ends its record processors too.
+    let terminated = Command::new("kill")
+        .args(["-TERM", &child.id().to_string()])
+        .status()
+        .expect("kill runs");
+    assert!(terminated.success());
+    let _ = child.wait();
+    let _ = std::fs::remove_dir_all(&dir);
+}
