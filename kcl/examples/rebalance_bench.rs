@@ -234,63 +234,49 @@ impl Fleet {
     /// Time from the departure until the table shows none of its shards owned by the worker
     /// that left or unowned.
     async fn wait_taken(&self, departure: &Departure) -> Option<Duration> {
-        let (since, gone, shards) = (
-            departure.since,
-            departure.worker.as_str(),
-            &departure.shards,
-        );
-        while since.elapsed() < WAIT_LIMIT {
+        let since = departure.since;
+        poll(since, async || {
             let owners = self.owners().await;
-            let stuck = [gone, "-"].iter().any(|owner| {
+            let stuck = [departure.worker.as_str(), "-"].iter().any(|owner| {
                 owners
                     .get(*owner)
-                    .is_some_and(|held| held.iter().any(|s| shards.contains(s)))
+                    .is_some_and(|held| held.iter().any(|s| departure.shards.contains(s)))
             });
-            if !stuck && !owners.is_empty() {
-                return Some(since.elapsed());
-            }
-            tokio::time::sleep(POLL).await;
-        }
-        None
+            (!stuck && !owners.is_empty()).then(|| since.elapsed())
+        })
+        .await
     }
 
     /// Time from the departure until every one of its shards delivered a batch on another
     /// worker than the one that left, after the departure.
     async fn wait_processing(&self, departure: &Departure) -> Option<Duration> {
-        let (since, gone, shards) = (
-            departure.since,
-            departure.worker.as_str(),
-            &departure.shards,
-        );
-        while since.elapsed() < WAIT_LIMIT {
-            let latest = self.log.lock().ok().and_then(|log| {
-                let mut first: BTreeMap<&str, Instant> = BTreeMap::new();
-                for (at, worker, shard) in log.iter() {
-                    if *at > since && worker != gone && shards.contains(shard) {
-                        first.entry(shard.as_str()).or_insert(*at);
-                    }
+        let since = departure.since;
+        poll(since, async || {
+            let log = self.log.lock().ok()?;
+            let mut first: BTreeMap<&str, Instant> = BTreeMap::new();
+            for (at, worker, shard) in log.iter() {
+                if *at > since && *worker != departure.worker && departure.shards.contains(shard) {
+                    first.entry(shard.as_str()).or_insert(*at);
                 }
-                (first.len() == shards.len()).then(|| first.values().max().copied())?
-            });
-            if let Some(at) = latest {
-                return Some(at.duration_since(since));
             }
-            tokio::time::sleep(POLL).await;
-        }
-        None
+            let latest = (first.len() == departure.shards.len())
+                .then(|| first.values().max().copied())??;
+            Some(latest.duration_since(since))
+        })
+        .await
     }
 
     /// Waits for the even split; the time since `started`.
     async fn wait_split(&self, started: Instant) -> Option<Duration> {
         let live: Vec<&Worker> = self.workers.iter().collect();
-        while started.elapsed() < WAIT_LIMIT {
-            if self.evenly_split(&live).await {
-                return Some(started.elapsed());
-            }
-            tokio::time::sleep(POLL).await;
+        let split = poll(started, async || {
+            self.evenly_split(&live).await.then(|| started.elapsed())
+        })
+        .await;
+        if split.is_none() {
+            eprintln!("no even split: {:?}", self.owners().await);
         }
-        eprintln!("no even split: {:?}", self.owners().await);
-        None
+        split
     }
 
     /// Stops the workers still running and deletes the lease table.
@@ -302,6 +288,20 @@ impl Fleet {
         }
         delete_table(&dynamodb_client().await, &self.application).await;
     }
+}
+
+/// Asks `check` every [`POLL`] until it answers, for at most [`WAIT_LIMIT`] from `since`.
+async fn poll(
+    since: Instant,
+    mut check: impl AsyncFnMut() -> Option<Duration>,
+) -> Option<Duration> {
+    while since.elapsed() < WAIT_LIMIT {
+        if let Some(answer) = check().await {
+            return Some(answer);
+        }
+        tokio::time::sleep(POLL).await;
+    }
+    None
 }
 
 /// How the last worker of a fleet leaves.
