@@ -291,7 +291,7 @@ fn print_readable(report: &Report) -> Result<(), OpsError> {
     let mut out = std::io::stdout().lock();
     writeln!(
         out,
-        "{:<24} {:<32} {:<62} {:>12} {:>12}",
+        "{:<24} {:<40} {:<62} {:>12} {:>12}",
         "SHARD", "OWNER", "CHECKPOINT", "BEHIND_MS", "RECORDS"
     )?;
     for s in &report.shards {
@@ -302,7 +302,7 @@ fn print_readable(report: &Report) -> Result<(), OpsError> {
         };
         writeln!(
             out,
-            "{:<24} {:<32} {:<62} {:>12} {:>12}{}",
+            "{:<24} {:<40} {:<62} {:>12} {:>12}{}",
             s.shard_id,
             s.owner.as_deref().unwrap_or("-"),
             s.checkpoint,
