@@ -140,7 +140,7 @@ async fn perf_produce(args: PerfProduceArgs) -> Result<(), CliError> {
             keys[rng.random_range(0..keys.len())].clone(),
             pool.slice(offset..offset + args.record_size),
         );
-        if i as u64 % args.receipt_sample == 0 {
+        if (i as u64).is_multiple_of(args.receipt_sample) {
             let sent = Instant::now();
             let receipt = producer
                 .send(record)

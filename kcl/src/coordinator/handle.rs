@@ -666,12 +666,11 @@ impl LeaseCoordinator {
     pub async fn stop_taking(&self) {
         self.inner.taker_cancel.cancel();
         let taker = self.tasks().taker.take();
-        if let Some(taker) = taker {
-            if let Err(err) = taker.await {
-                if err.is_panic() {
-                    error!(worker = self.worker_id(), "lease taker panicked");
-                }
-            }
+        if let Some(taker) = taker
+            && let Err(err) = taker.await
+            && err.is_panic()
+        {
+            error!(worker = self.worker_id(), "lease taker panicked");
         }
         // Handoffs asked for and not completed would leave their leases to nobody.
         super::handoff::cancel_all(self.shared()).await;
@@ -696,10 +695,10 @@ impl LeaseCoordinator {
             (tasks.renewer.take(), tasks.taker.take())
         };
         for task in [renewer, taker].into_iter().flatten() {
-            if let Err(err) = task.await {
-                if err.is_panic() {
-                    error!(worker = self.worker_id(), "lease coordinator task panicked");
-                }
+            if let Err(err) = task.await
+                && err.is_panic()
+            {
+                error!(worker = self.worker_id(), "lease coordinator task panicked");
             }
         }
     }

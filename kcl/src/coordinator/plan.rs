@@ -153,10 +153,10 @@ pub(crate) fn plan_takes(input: &TakeInput<'_>) -> TakePlan {
     // Loads of live workers: non-expired leases per owner (the new owner during a handoff).
     let mut loads: BTreeMap<&str, usize> = BTreeMap::from([(me, 0)]);
     for lease in &unfinished {
-        if let Some(owner) = lease.lease_owner.as_deref().or(lease.holder()) {
-            if !is_expired(lease) {
-                *loads.entry(owner).or_default() += 1;
-            }
+        if let Some(owner) = lease.lease_owner.as_deref().or(lease.holder())
+            && !is_expired(lease)
+        {
+            *loads.entry(owner).or_default() += 1;
         }
     }
     let live_workers = loads.len();

@@ -169,13 +169,13 @@ pub(super) fn validate_new_lease(lease: &Lease) -> Result<(), LeaseError> {
     if let Some(pending) = &lease.pending_checkpoint {
         validate_checkpoint(key, pending)?;
     }
-    if let Some((start, end)) = &lease.hash_key_range {
-        if !is_decimal(start, MAX_HASH_KEY_DIGITS) || !is_decimal(end, MAX_HASH_KEY_DIGITS) {
-            return Err(invalid(
-                key,
-                "the hash key range is not two decimal numbers",
-            ));
-        }
+    if let Some((start, end)) = &lease.hash_key_range
+        && (!is_decimal(start, MAX_HASH_KEY_DIGITS) || !is_decimal(end, MAX_HASH_KEY_DIGITS))
+    {
+        return Err(invalid(
+            key,
+            "the hash key range is not two decimal numbers",
+        ));
     }
     Ok(())
 }

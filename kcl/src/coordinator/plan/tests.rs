@@ -423,12 +423,12 @@ fn concurrent_cycle(leases: &mut [Lease], workers: &[String], rng: &mut Rng) -> 
     rng.shuffle(&mut writes);
     let mut taken = 0;
     for (worker, key, expected) in writes {
-        if let Some(lease) = leases.iter_mut().find(|l| l.lease_key == key) {
-            if lease.lease_counter == expected {
-                lease.lease_owner = Some(worker);
-                lease.lease_counter += 1;
-                taken += 1;
-            }
+        if let Some(lease) = leases.iter_mut().find(|l| l.lease_key == key)
+            && lease.lease_counter == expected
+        {
+            lease.lease_owner = Some(worker);
+            lease.lease_counter += 1;
+            taken += 1;
         }
     }
     taken
@@ -638,10 +638,10 @@ impl Fleet {
         self.clock.advance(tick);
         for lease in &mut self.leases {
             let owner = lease.lease_owner.as_deref();
-            if let Some(i) = self.workers.iter().position(|w| Some(w.as_str()) == owner) {
-                if self.alive[i] {
-                    lease.lease_counter += 1;
-                }
+            if let Some(i) = self.workers.iter().position(|w| Some(w.as_str()) == owner)
+                && self.alive[i]
+            {
+                lease.lease_counter += 1;
             }
         }
         let mut moves = Vec::new();
