@@ -77,6 +77,8 @@ pub(crate) struct ConsumeArgs {
     fan_out: Option<String>,
     #[command(flatten)]
     metrics: crate::metrics_export::MetricsArgs,
+    #[command(flatten)]
+    cloudwatch: crate::cloudwatch_metrics::CloudWatchArgs,
 }
 
 #[derive(Debug, Args)]
@@ -347,11 +349,29 @@ fn initial_position(from: &str) -> Result<InitialPosition, CliError> {
     }
 }
 
-pub(crate) fn run(args: ConsumeArgs) -> Result<(), CliError> {
+pub(crate) fn run(mut args: ConsumeArgs) -> Result<(), CliError> {
     let runtime = tokio::runtime::Runtime::new()?;
-    let metrics = crate::metrics_export::start(&runtime, &args.metrics)?;
+    if args.cloudwatch.enabled() && args.worker_id.is_none() {
+        // The metrics' WorkerIdentifier is the lease owner's name: choose it here.
+        args.worker_id = Some(format!(
+            "kinesis-cat-{}-{:016x}",
+            std::process::id(),
+            rand::random::<u64>()
+        ));
+    }
+    let cloudwatch = crate::cloudwatch_metrics::start(
+        &runtime,
+        &args.cloudwatch,
+        kcl::cloudwatch::Builder::consumer(
+            args.application.as_str(),
+            args.worker_id.as_deref().unwrap_or_default(),
+        ),
+    );
+    let recorder = cloudwatch.as_ref().map(|p| Box::new(p.recorder()) as _);
+    let metrics = crate::metrics_export::start_with(&runtime, &args.metrics, recorder)?;
     let result = runtime.block_on(consume(args));
     metrics.finish();
+    crate::cloudwatch_metrics::finish(&runtime, cloudwatch);
     result
 }
 

@@ -4,6 +4,7 @@
 //! `produce` (stdin lines into a stream) and `perf agg` / `perf produce` (throughput).
 
 mod agg;
+mod cloudwatch_metrics;
 mod consume;
 mod jsonl;
 mod metrics_export;

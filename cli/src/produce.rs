@@ -39,6 +39,8 @@ pub(crate) struct ProduceArgs {
     settings: crate::produce_settings::ProducerSettings,
     #[command(flatten)]
     metrics: crate::metrics_export::MetricsArgs,
+    #[command(flatten)]
+    cloudwatch: crate::cloudwatch_metrics::CloudWatchArgs,
 }
 
 #[derive(Debug, Deserialize)]
@@ -76,9 +78,16 @@ struct Counts {
 
 pub(crate) fn run(args: ProduceArgs) -> Result<(), CliError> {
     let runtime = tokio::runtime::Runtime::new()?;
-    let metrics = crate::metrics_export::start(&runtime, &args.metrics)?;
+    let cloudwatch = crate::cloudwatch_metrics::start(
+        &runtime,
+        &args.cloudwatch,
+        kpl::cloudwatch::Builder::producer(),
+    );
+    let recorder = cloudwatch.as_ref().map(|p| Box::new(p.recorder()) as _);
+    let metrics = crate::metrics_export::start_with(&runtime, &args.metrics, recorder)?;
     let result = runtime.block_on(produce(args));
     metrics.finish();
+    crate::cloudwatch_metrics::finish(&runtime, cloudwatch);
     result
 }
 

@@ -1,0 +1,82 @@
+//! `kinesis-cat produce --cloudwatch-metrics LEVEL` publishes to the CloudWatch endpoint of the
+//! standard AWS settings (`AWS_ENDPOINT_URL_CLOUDWATCH`), decoded as the service does; the
+//! Kinesis side is the fault proxy's local sink (no emulator).
+
+use std::io::Write;
+use std::process::{Command, Stdio};
+
+use fault_proxy::{FaultProxy, Faults, Upstream};
+use integration_tests::cloudwatch::CloudWatchEndpoint;
+
+const RECORDS: usize = 500;
+
+async fn produce(level: &str, kinesis: &str, cloudwatch: &str) -> std::process::Output {
+    let mut child = Command::new(env!("CARGO_BIN_EXE_kinesis-cat"))
+        .args(["produce", "cw-stream", "--cloudwatch-metrics", level])
+        .env_remove("AWS_ENDPOINT_URL")
+        .env("AWS_ENDPOINT_URL_KINESIS", kinesis)
+        .env("AWS_ENDPOINT_URL_CLOUDWATCH", cloudwatch)
+        .env("AWS_REGION", integration_tests::REGION)
+        .env("AWS_ACCESS_KEY_ID", integration_tests::ACCESS_KEY_ID)
+        .env(
+            "AWS_SECRET_ACCESS_KEY",
+            integration_tests::SECRET_ACCESS_KEY,
+        )
+        .env("AWS_EC2_METADATA_DISABLED", "true")
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("run kinesis-cat");
+    let mut stdin = child.stdin.take().expect("stdin");
+    let lines: String = (0..RECORDS).map(|i| format!("record {i}\n")).collect();
+    stdin.write_all(lines.as_bytes()).expect("write lines");
+    drop(stdin);
+    tokio::task::spawn_blocking(move || child.wait_with_output())
+        .await
+        .expect("join")
+        .expect("kinesis-cat ran")
+}
+
+#[tokio::test]
+async fn produce_publishes_the_kpl_metrics_to_cloudwatch_at_its_level() {
+    let sink = FaultProxy::start(Upstream::Sink { shards: 4 }, Faults::default())
+        .await
+        .expect("sink");
+    let endpoint = CloudWatchEndpoint::start().await;
+    for (level, detailed) in [("summary", false), ("detailed", true)] {
+        let before = endpoint.calls().len();
+        let output = produce(level, &sink.endpoint_url(), &endpoint.url()).await;
+        assert!(
+            output.status.success(),
+            "{}",
+            String::from_utf8_lossy(&output.stderr)
+        );
+        let calls: Vec<_> = endpoint.calls().into_iter().skip(before).collect();
+        assert!(!calls.is_empty(), "no PutMetricData call at {level}");
+        assert!(calls.iter().all(|c| c.status == 200), "{calls:?}");
+        assert!(
+            calls
+                .iter()
+                .all(|c| c.namespace == "KinesisProducerLibrary")
+        );
+        let data: Vec<_> = calls.into_iter().flat_map(|c| c.data).collect();
+        let overall_put: f64 = data
+            .iter()
+            .filter(|d| d.name == "UserRecordsPut" && d.dimensions.is_empty())
+            .filter_map(|d| d.statistics.map(|s| s.sum))
+            .sum();
+        assert_eq!(overall_put, RECORDS as f64, "{data:?}");
+        assert!(data.iter().any(|d| d.name == "UserRecordsPut"
+            && d.dimensions == vec![("StreamName".to_owned(), "cw-stream".to_owned())]));
+        assert_eq!(
+            data.iter().any(|d| d.name == "UserRecordsReceived"),
+            detailed,
+            "UserRecordsReceived is detailed"
+        );
+    }
+    let before = endpoint.calls().len();
+    let output = produce("none", &sink.endpoint_url(), &endpoint.url()).await;
+    assert!(output.status.success());
+    assert_eq!(endpoint.calls().len(), before, "level none makes no call");
+}
