@@ -187,16 +187,15 @@ impl Sink {
                 self.max_record_data
             )));
         }
-        if let Some(key) = explicit_hash_key {
-            if key.is_empty()
+        if let Some(key) = explicit_hash_key
+            && (key.is_empty()
                 || !key.bytes().all(|b| b.is_ascii_digit())
-                || key.parse::<u128>().is_err()
-            {
-                return Err(Refusal::invalid_argument(format!(
-                    "Invalid ExplicitHashKey. ExplicitHashKey must be in the range: [0, 2^128-1]. \
-                     Specified value was {key}"
-                )));
-            }
+                || key.parse::<u128>().is_err())
+        {
+            return Err(Refusal::invalid_argument(format!(
+                "Invalid ExplicitHashKey. ExplicitHashKey must be in the range: [0, 2^128-1]. \
+                 Specified value was {key}"
+            )));
         }
         Ok(data_len + partition_key.len())
     }

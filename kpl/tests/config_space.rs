@@ -997,7 +997,7 @@ async fn run_case(case: Case) -> Result<(), String> {
                         more_healthy.notify_one();
                         // Every record while the budget is small; with a large one, polling
                         // thousands of receipts per send would cost more than the case.
-                        if s.max_outstanding_records <= 64 || id % 16 == 0 {
+                        if s.max_outstanding_records <= 64 || id.is_multiple_of(16) {
                             let unanswered = lock(&ledger).unanswered();
                             check_budget(&case, &unanswered)
                                 .map_err(|e| format!("after record {id}: {e}"))?;

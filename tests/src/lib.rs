@@ -133,10 +133,10 @@ fn service_of(var: &str) -> &'static str {
 ///
 /// When neither has it: the emulators are not running.
 pub fn endpoint_url(var: &str) -> String {
-    if let Ok(url) = std::env::var(var) {
-        if !url.trim().is_empty() {
-            return url.trim().to_owned();
-        }
+    if let Ok(url) = std::env::var(var)
+        && !url.trim().is_empty()
+    {
+        return url.trim().to_owned();
     }
     let file = emulator_env_file();
     let text = std::fs::read_to_string(&file).unwrap_or_else(|err| {
