@@ -39,7 +39,9 @@ pub(crate) struct MetricsArgs {
     /// Send the metrics to an OpenTelemetry collector over OTLP/HTTP (protobuf): its base
     /// address, as in OTEL_EXPORTER_OTLP_ENDPOINT (e.g. http://localhost:4318; /v1/metrics is
     /// appended unless the path already ends with it). Plain HTTP only. Sent every
-    /// --otlp-interval-ms and once more when the command ends.
+    /// --otlp-interval-ms and once more when the command ends (a collector that does not
+    /// answer delays the end by at most 5 s); failed exports are logged, and records never
+    /// wait for an export.
     #[cfg(feature = "otlp")]
     #[arg(long, value_name = "URL")]
     otlp_endpoint: Option<String>,
