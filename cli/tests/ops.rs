@@ -662,3 +662,129 @@ async fn produce_takes_the_producers_settings() {
     );
     assert!(!refused.status.success());
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_forced_reset_under_a_running_worker_makes_it_lose_the_lease_and_replay() {
+    let client = kinesis_client().await;
+    let stream = unique_name("cat-force");
+    let application = unique_name("cat-force-app");
+    create_stream(&client, &stream, 1).await;
+    produce(&stream, 0..50).await;
+    let shard = list_shards(&client, &stream).await.remove(0);
+    let shard_id = shard.shard_id().to_owned();
+    let worker = Command::new(env!("CARGO_BIN_EXE_kinesis-cat"))
+        .args([
+            "consume",
+            &stream,
+            "--application",
+            &application,
+            "--from",
+            "trim-horizon",
+            "--json",
+            "--events",
+            "--idle-millis",
+            "100",
+            "--failover-seconds",
+            "2",
+            "--idle-exit",
+            "4",
+        ])
+        .env(KINESIS_ENDPOINT_VAR, endpoint_url(KINESIS_ENDPOINT_VAR))
+        .env(DYNAMODB_ENDPOINT_VAR, endpoint_url(DYNAMODB_ENDPOINT_VAR))
+        .env("AWS_REGION", integration_tests::REGION)
+        .env("AWS_ACCESS_KEY_ID", integration_tests::ACCESS_KEY_ID)
+        .env(
+            "AWS_SECRET_ACCESS_KEY",
+            integration_tests::SECRET_ACCESS_KEY,
+        )
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("kinesis-cat consume starts");
+    // Wait until the worker holds the lease and checkpointed every record.
+    let table = LeaseTable::new(dynamodb_client().await, application.as_str());
+    let deadline = std::time::Instant::now() + Duration::from_secs(30);
+    loop {
+        if let Ok(Some(lease)) = table.get(&shard_id).await
+            && lease.lease_owner.is_some()
+            && matches!(lease.checkpoint, Checkpoint::Sequence { .. })
+        {
+            break;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the worker never checkpointed"
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    // Without --force the held lease is refused (exit 4); with it, it is taken.
+    let refused = kinesis_cat(&[
+        "leases",
+        "reset",
+        "--application",
+        &application,
+        "--to",
+        "trim-horizon",
+    ]);
+    assert_exit(&refused, 4);
+    let forced = kinesis_cat(&[
+        "leases",
+        "reset",
+        "--application",
+        &application,
+        "--to",
+        "trim-horizon",
+        "--force",
+    ]);
+    assert_exit(&forced, 0);
+    assert!(stdout(&forced).contains("moved"), "{}", stdout(&forced));
+
+    // The worker loses the lease, takes it again, and reads from the oldest record: every line
+    // twice, the second holding starting at TRIM_HORIZON; nothing of the first holding's
+    // checkpoints overwrote the reset.
+    let output = worker.wait_with_output().expect("the worker ends");
+    assert_exit(&output, 0);
+    let lines: Vec<Value> = stdout(&output)
+        .lines()
+        .map(|l| serde_json::from_str(l).expect("JSON line"))
+        .collect();
+    let events: Vec<(&str, u64, Option<&str>)> = lines
+        .iter()
+        .filter_map(|l| {
+            Some((
+                l["event"].as_str()?,
+                l["holding"].as_u64()?,
+                l["checkpoint"].as_str(),
+            ))
+        })
+        .collect();
+    assert!(
+        events.contains(&("lease_lost", 1, None)),
+        "the first holding lost the lease: {events:?}"
+    );
+    assert!(
+        events.contains(&("initialize", 2, Some("TRIM_HORIZON"))),
+        "the next holding starts at the reset: {events:?}"
+    );
+    let records = lines.iter().filter(|l| l.get("event").is_none()).count();
+    assert_eq!(records, 100, "every record twice");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn tail_from_latest_prints_only_new_records_and_help_lists_the_exit_codes() {
+    let client = kinesis_client().await;
+    let stream = unique_name("cat-latest");
+    create_stream(&client, &stream, 2).await;
+    produce(&stream, 0..20).await;
+    let output = kinesis_cat(&["tail", &stream, "--exit-at-end"]);
+    assert_exit(&output, 0);
+    assert_eq!(stdout(&output), "", "--from latest skips what was there");
+    for command in ["describe", "tail", "lag"] {
+        let help = kinesis_cat(&[command, "--help"]);
+        assert_exit(&help, 0);
+        assert!(stdout(&help).contains("Exit codes: 0 done;"), "{command}");
+    }
+    let help = kinesis_cat(&["leases", "reset", "--help"]);
+    assert!(stdout(&help).contains("Exit code 4"));
+}
