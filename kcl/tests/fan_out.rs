@@ -25,7 +25,7 @@ use integration_tests::{
 };
 use kcl::retrieval::FanOutConfig;
 use kpl::Producer;
-use support::{Fleet, parent_links, produce};
+use support::{Fleet, parent_links, produce, stream_arn};
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn fan_out_delivers_everything_once() {
@@ -39,15 +39,7 @@ async fn fan_out_delivers_everything_once() {
     fleet.assert_exactly_once(600);
     // The consumer was registered once, and is ACTIVE; a second worker finds it.
     let kinesis = kinesis_client().await;
-    let arn = kinesis
-        .describe_stream_summary()
-        .stream_name(&fleet.stream)
-        .send()
-        .await
-        .expect("summary")
-        .stream_description_summary
-        .expect("summary")
-        .stream_arn;
+    let arn = stream_arn(&kinesis, &fleet.stream).await;
     let consumers = kinesis
         .list_stream_consumers()
         .stream_arn(&arn)

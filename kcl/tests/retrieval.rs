@@ -7,6 +7,10 @@
 //! the proxy cannot fake one), so re-positioning is covered by the unit tests in
 //! `src/retrieval/tests.rs`.
 
+// Only `stream_arn` of the shared test support is used here.
+#[allow(dead_code)]
+mod support;
+
 use std::time::{Duration, Instant, SystemTime};
 
 use aggregation_proto::{Aggregator, AggregatorConfig, DeaggregatedRecord, HashRange, UserRecord};
@@ -17,6 +21,7 @@ use kcl::StreamId;
 use kcl::retrieval::{
     PollingConfig, PollingSource, RecordSource, RetrievalError, ShardBatch, StartingPosition,
 };
+use support::stream_arn;
 
 const DEADLINE: Duration = Duration::from_secs(30);
 const HALF: u128 = 1 << 127;
@@ -42,6 +47,26 @@ async fn first_shard(client: &Client, stream: &str) -> String {
         .to_owned()
 }
 
+/// Puts one Kinesis record; returns its sequence number.
+async fn put(
+    client: &Client,
+    stream: &str,
+    key: &str,
+    hash_key: Option<String>,
+    data: Vec<u8>,
+) -> String {
+    client
+        .put_record()
+        .stream_name(stream)
+        .partition_key(key)
+        .set_explicit_hash_key(hash_key)
+        .data(Blob::new(data))
+        .send()
+        .await
+        .unwrap_or_else(|err| panic!("PutRecord failed: {err:?}"))
+        .sequence_number
+}
+
 /// Puts a plain record; returns its sequence number.
 async fn put_plain(
     client: &Client,
@@ -50,16 +75,8 @@ async fn put_plain(
     data: &str,
     hash_key: Option<u128>,
 ) -> String {
-    client
-        .put_record()
-        .stream_name(stream)
-        .partition_key(key)
-        .set_explicit_hash_key(hash_key.map(|k| k.to_string()))
-        .data(Blob::new(data.as_bytes().to_vec()))
-        .send()
-        .await
-        .unwrap_or_else(|err| panic!("PutRecord failed: {err:?}"))
-        .sequence_number
+    let hash_key = hash_key.map(|k| k.to_string());
+    put(client, stream, key, hash_key, data.as_bytes().to_vec()).await
 }
 
 /// Puts an aggregate of `users` (key, data, explicit hash key); returns its sequence number.
@@ -77,16 +94,33 @@ async fn put_aggregate(
         aggregator.try_add(&user).unwrap();
     }
     let record = aggregator.finish().unwrap();
-    client
-        .put_record()
-        .stream_name(stream)
-        .partition_key(record.partition_key)
-        .set_explicit_hash_key(record.explicit_hash_key)
-        .data(Blob::new(record.data.to_vec()))
-        .send()
-        .await
-        .unwrap_or_else(|err| panic!("PutRecord failed: {err:?}"))
-        .sequence_number
+    let data = record.data.to_vec();
+    put(
+        client,
+        stream,
+        &record.partition_key,
+        record.explicit_hash_key,
+        data,
+    )
+    .await
+}
+
+/// Puts "plain-1" (key "k1"), an aggregate of "agg-a", "agg-b", "agg-c" (keys "a", "b", "c")
+/// and "plain-3" (key "k3"); returns their sequence numbers.
+async fn put_plain_aggregate_plain(client: &Client, stream: &str) -> (String, String, String) {
+    let s1 = put_plain(client, stream, "k1", "plain-1", None).await;
+    let s2 = put_aggregate(
+        client,
+        stream,
+        &[
+            ("a", "agg-a", None),
+            ("b", "agg-b", None),
+            ("c", "agg-c", None),
+        ],
+    )
+    .await;
+    let s3 = put_plain(client, stream, "k3", "plain-3", None).await;
+    (s1, s2, s3)
 }
 
 type Seen = (String, Option<u64>, String, String);
@@ -153,18 +187,7 @@ fn source(
 async fn trim_horizon_reads_plain_and_aggregated_records_in_order() {
     let (client, stream) = new_stream("kcl-retrieval-order", 1).await;
     let shard = first_shard(&client, &stream).await;
-    let s1 = put_plain(&client, &stream, "k1", "plain-1", None).await;
-    let s2 = put_aggregate(
-        &client,
-        &stream,
-        &[
-            ("a", "agg-a", None),
-            ("b", "agg-b", None),
-            ("c", "agg-c", None),
-        ],
-    )
-    .await;
-    let s3 = put_plain(&client, &stream, "k3", "plain-3", None).await;
+    let (s1, s2, s3) = put_plain_aggregate_plain(&client, &stream).await;
     let s4 = put_aggregate(
         &client,
         &stream,
@@ -212,18 +235,7 @@ async fn trim_horizon_reads_plain_and_aggregated_records_in_order() {
 async fn after_sequence_resumes_inside_an_aggregate_and_after_a_plain_record() {
     let (client, stream) = new_stream("kcl-retrieval-resume", 1).await;
     let shard = first_shard(&client, &stream).await;
-    let s1 = put_plain(&client, &stream, "k1", "plain-1", None).await;
-    let s2 = put_aggregate(
-        &client,
-        &stream,
-        &[
-            ("a", "agg-a", None),
-            ("b", "agg-b", None),
-            ("c", "agg-c", None),
-        ],
-    )
-    .await;
-    let s3 = put_plain(&client, &stream, "k3", "plain-3", None).await;
+    let (s1, s2, s3) = put_plain_aggregate_plain(&client, &stream).await;
 
     let after = |sequence_number: &str, sub_sequence_number| StartingPosition::AfterSequence {
         sequence_number: sequence_number.to_owned(),
@@ -578,15 +590,7 @@ async fn a_stream_arn_works_and_missing_streams_are_fatal() {
     let (client, stream) = new_stream("kcl-retrieval-arn", 1).await;
     let shard = first_shard(&client, &stream).await;
     let sequence = put_plain(&client, &stream, "k", "by-arn", None).await;
-    let arn = client
-        .describe_stream_summary()
-        .stream_name(&stream)
-        .send()
-        .await
-        .expect("DescribeStreamSummary")
-        .stream_description_summary
-        .expect("summary")
-        .stream_arn;
+    let arn = stream_arn(&client, &stream).await;
     let id = StreamId::from(arn.clone());
     assert!(matches!(id, StreamId::Arn(_)));
     let mut by_arn = PollingSource::new(

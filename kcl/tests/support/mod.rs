@@ -1,7 +1,7 @@
 //! The fleet of whole workers that `scheduler.rs` (reading by polling) and `fan_out.rs`
 //! (reading by enhanced fan-out, through a [`TcpRelay`]) run against kinesis-mock and DynamoDB
 //! Local: one stream, one application, one log every processor writes to; and the ways these
-//! tests (`checkpointer.rs` too) put records.
+//! tests (`checkpointer.rs` and `retrieval.rs` too) put records and look streams up.
 
 use std::collections::{BTreeMap, HashMap, HashSet};
 use std::hash::Hash;
@@ -424,6 +424,16 @@ impl Fleet {
             |_| (),
         );
     }
+}
+
+/// The ARN of `stream` (DescribeStreamSummary).
+pub async fn stream_arn(kinesis: &aws_sdk_kinesis::Client, stream: &str) -> String {
+    let summary = kinesis.describe_stream_summary().stream_name(stream).send();
+    let summary = summary.await.expect("DescribeStreamSummary");
+    summary
+        .stream_description_summary
+        .expect("summary")
+        .stream_arn
 }
 
 /// Puts `record-{i}` for each `i` of `range`, over `keys` partition keys, and waits until
