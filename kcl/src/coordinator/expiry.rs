@@ -125,8 +125,44 @@ mod tests {
         lease
     }
 
-    fn keys(map: &BTreeMap<String, Duration>) -> Vec<&str> {
-        map.keys().map(String::as_str).collect()
+    /// A tracker of [`FAILOVER`] on a manual clock, judging for worker "w1".
+    struct Judge {
+        clock: ManualClock,
+        tracker: ExpiryTracker,
+    }
+
+    impl Judge {
+        fn new() -> Self {
+            Self {
+                clock: ManualClock::new(),
+                tracker: ExpiryTracker::new(FAILOVER),
+            }
+        }
+
+        /// A scan that found `leases`.
+        fn observe(&mut self, leases: &[Lease]) {
+            self.tracker.observe(leases, self.clock.now());
+        }
+
+        fn idle(&self, key: &str) -> Option<Duration> {
+            self.tracker.idle(key, self.clock.now())
+        }
+
+        /// Asserts lease "a" of `leases` is not expired now, and is once the failover time and
+        /// a millisecond passed without a change.
+        fn assert_expires_after_failover(&mut self, leases: &[Lease]) {
+            assert!(self.expired(leases, &[]).is_empty());
+            self.clock.advance(FAILOVER + Duration::from_millis(1));
+            self.observe(leases);
+            assert_eq!(self.expired(leases, &[]), ["a"]);
+        }
+
+        /// The keys of `leases` w1, holding `held`, counts as expired now, in order.
+        fn expired(&self, leases: &[Lease], held: &[&str]) -> Vec<String> {
+            let held: BTreeSet<String> = held.iter().map(|key| (*key).to_owned()).collect();
+            let expired = self.tracker.expired(leases, "w1", &held, self.clock.now());
+            expired.into_keys().collect()
+        }
     }
 
     /// Was the doc example of `ExpiryTracker` while it was public.
@@ -146,174 +182,115 @@ mod tests {
 
     #[test]
     fn a_counter_standing_still_longer_than_failover_expires() {
-        let clock = ManualClock::new();
-        let mut tracker = ExpiryTracker::new(FAILOVER);
-        let none = BTreeSet::new();
+        let mut judge = Judge::new();
         let leases = [lease("a", Some("w2"), 5)];
 
-        tracker.observe(&leases, clock.now());
-        clock.advance(FAILOVER);
-        tracker.observe(&leases, clock.now());
+        judge.observe(&leases);
+        judge.clock.advance(FAILOVER);
+        judge.observe(&leases);
         // Exactly the failover time is not "more than".
-        assert!(
-            tracker
-                .expired(&leases, "w1", &none, clock.now())
-                .is_empty()
-        );
+        assert!(judge.expired(&leases, &[]).is_empty());
 
-        clock.advance(Duration::from_millis(1));
-        tracker.observe(&leases, clock.now());
-        let expired = tracker.expired(&leases, "w1", &none, clock.now());
+        judge.clock.advance(Duration::from_millis(1));
+        judge.observe(&leases);
+        let expired = judge
+            .tracker
+            .expired(&leases, "w1", &BTreeSet::new(), judge.clock.now());
         assert_eq!(expired["a"], FAILOVER + Duration::from_millis(1));
     }
 
     #[test]
     fn a_moving_counter_never_expires() {
-        let clock = ManualClock::new();
-        let mut tracker = ExpiryTracker::new(FAILOVER);
-        let none = BTreeSet::new();
+        let mut judge = Judge::new();
         for counter in 0..100 {
             let leases = [lease("a", Some("w2"), counter)];
-            tracker.observe(&leases, clock.now());
-            assert!(
-                tracker
-                    .expired(&leases, "w1", &none, clock.now())
-                    .is_empty()
-            );
+            judge.observe(&leases);
+            assert!(judge.expired(&leases, &[]).is_empty());
             // Renewed every 9 s: slower than the renew interval, still under the failover time.
-            clock.advance(Duration::from_secs(9));
+            judge.clock.advance(Duration::from_secs(9));
         }
     }
 
     #[test]
     fn expiry_counts_from_the_first_scan_that_saw_the_counter() {
-        let clock = ManualClock::new();
-        let mut tracker = ExpiryTracker::new(FAILOVER);
-        let none = BTreeSet::new();
+        let mut judge = Judge::new();
         // The lease last moved long ago, but this worker sees it for the first time now: it
         // does not trust anyone's clock, so it waits a full failover time.
         let leases = [lease("a", Some("w2"), 7)];
-        tracker.observe(&leases, clock.now());
-        assert_eq!(tracker.idle("a", clock.now()), Some(Duration::ZERO));
-        clock.advance(Duration::from_secs(6));
-        tracker.observe(&leases, clock.now());
-        assert!(
-            tracker
-                .expired(&leases, "w1", &none, clock.now())
-                .is_empty()
-        );
+        judge.observe(&leases);
+        assert_eq!(judge.idle("a"), Some(Duration::ZERO));
+        judge.clock.advance(Duration::from_secs(6));
+        judge.observe(&leases);
+        assert!(judge.expired(&leases, &[]).is_empty());
         // A change resets the count.
         let moved = [lease("a", Some("w2"), 8)];
-        clock.advance(Duration::from_secs(6));
-        tracker.observe(&moved, clock.now());
-        assert_eq!(tracker.idle("a", clock.now()), Some(Duration::ZERO));
-        clock.advance(Duration::from_secs(11));
-        assert_eq!(
-            keys(&tracker.expired(&moved, "w1", &none, clock.now())),
-            ["a"]
-        );
+        judge.clock.advance(Duration::from_secs(6));
+        judge.observe(&moved);
+        assert_eq!(judge.idle("a"), Some(Duration::ZERO));
+        judge.clock.advance(Duration::from_secs(11));
+        assert_eq!(judge.expired(&moved, &[]), ["a"]);
     }
 
     #[test]
     fn missing_leases_are_forgotten_and_recreated_ones_start_over() {
-        let clock = ManualClock::new();
-        let mut tracker = ExpiryTracker::new(FAILOVER);
-        tracker.observe(&[lease("a", Some("w2"), 0)], clock.now());
-        clock.advance(Duration::from_secs(20));
-        tracker.observe(&[], clock.now());
-        assert_eq!(tracker.idle("a", clock.now()), None);
+        let mut judge = Judge::new();
+        judge.observe(&[lease("a", Some("w2"), 0)]);
+        judge.clock.advance(Duration::from_secs(20));
+        judge.observe(&[]);
+        assert_eq!(judge.idle("a"), None);
         // Deleted and created again with the same counter: a new lease to this worker.
-        let leases = [lease("a", Some("w2"), 0)];
-        tracker.observe(&leases, clock.now());
-        assert_eq!(tracker.idle("a", clock.now()), Some(Duration::ZERO));
+        judge.observe(&[lease("a", Some("w2"), 0)]);
+        assert_eq!(judge.idle("a"), Some(Duration::ZERO));
     }
 
     #[test]
     fn own_held_leases_never_expire_and_own_unheld_ones_expire_as_any_others() {
-        let clock = ManualClock::new();
-        let mut tracker = ExpiryTracker::new(FAILOVER);
+        let mut judge = Judge::new();
         let leases = [
             lease("held", Some("w1"), 3),
             lease("stale", Some("w1"), 4),
             lease("free", None, 9),
             lease("other", Some("w2"), 1),
         ];
-        let held: BTreeSet<String> = ["held".to_owned()].into();
-        tracker.observe(&leases, clock.now());
-        assert!(
-            tracker
-                .expired(&leases, "w1", &held, clock.now())
-                .is_empty()
-        );
-        clock.advance(Duration::from_secs(60));
-        tracker.observe(&leases, clock.now());
+        judge.observe(&leases);
+        assert!(judge.expired(&leases, &["held"]).is_empty());
+        judge.clock.advance(Duration::from_secs(60));
+        judge.observe(&leases);
         // Unowned leases are not "expired" (they are takeable anyway); the held one never is.
-        assert_eq!(
-            keys(&tracker.expired(&leases, "w1", &held, clock.now())),
-            ["other", "stale"]
-        );
+        assert_eq!(judge.expired(&leases, &["held"]), ["other", "stale"]);
     }
 
     #[test]
     fn a_reset_gives_every_owner_a_full_failover_time_again() {
-        let clock = ManualClock::new();
-        let mut tracker = ExpiryTracker::new(FAILOVER);
-        let none = BTreeSet::new();
+        let mut judge = Judge::new();
         let leases = [lease("a", Some("w2"), 5)];
-        tracker.observe(&leases, clock.now());
+        judge.observe(&leases);
         // The table was unreachable for a while (failed scans): the counter did not move, but
         // nobody could have moved it.
-        clock.advance(FAILOVER * 3);
-        tracker.reset();
-        tracker.observe(&leases, clock.now());
-        assert!(
-            tracker
-                .expired(&leases, "w1", &none, clock.now())
-                .is_empty()
-        );
-        clock.advance(FAILOVER + Duration::from_millis(1));
-        tracker.observe(&leases, clock.now());
-        assert_eq!(
-            keys(&tracker.expired(&leases, "w1", &none, clock.now())),
-            ["a"]
-        );
+        judge.clock.advance(FAILOVER * 3);
+        judge.tracker.reset();
+        judge.observe(&leases);
+        judge.assert_expires_after_failover(&leases);
     }
 
     #[test]
     fn during_a_handoff_the_old_holder_is_judged() {
-        let clock = ManualClock::new();
-        let mut tracker = ExpiryTracker::new(FAILOVER);
-        let none = BTreeSet::new();
+        let mut judge = Judge::new();
         // w1 asked w2 for the lease: w1 is its owner, w2 still holds it.
         let mut asked = lease("a", Some("w1"), 5);
         asked.checkpoint_owner = Some("w2".into());
         let leases = [asked];
-        tracker.observe(&leases, clock.now());
-        // Not "w1's own lease that nobody renews".
-        assert!(
-            tracker
-                .expired(&leases, "w1", &none, clock.now())
-                .is_empty()
-        );
-        clock.advance(FAILOVER + Duration::from_millis(1));
-        tracker.observe(&leases, clock.now());
-        // The holder stopped renewing: expired like any other worker's lease.
-        assert_eq!(
-            keys(&tracker.expired(&leases, "w1", &none, clock.now())),
-            ["a"]
-        );
+        judge.observe(&leases);
+        // Not "w1's own lease that nobody renews" now; once the holder stopped renewing for
+        // the failover time, expired like any other worker's lease.
+        judge.assert_expires_after_failover(&leases);
     }
 
     #[test]
     fn leases_missing_from_the_last_scan_are_not_judged() {
-        let clock = ManualClock::new();
-        let tracker = ExpiryTracker::new(FAILOVER);
+        let judge = Judge::new();
         let leases = [lease("a", Some("w2"), 0)];
-        clock.advance(Duration::from_secs(60));
-        assert!(
-            tracker
-                .expired(&leases, "w1", &BTreeSet::new(), clock.now())
-                .is_empty()
-        );
+        judge.clock.advance(Duration::from_secs(60));
+        assert!(judge.expired(&leases, &[]).is_empty());
     }
 }
