@@ -520,3 +520,56 @@ async fn the_multilang_daemon_serves_its_metrics_to_prometheus() {
     let _ = child.wait();
     let _ = std::fs::remove_dir_all(&dir);
 }
+
+/// A collector that accepts connections and never answers: every record is still stored, and
+/// the command ends soon after its input does (the last export gives up after 5 s).
+#[tokio::test]
+async fn a_silent_otlp_endpoint_neither_loses_records_nor_holds_the_exit() {
+    let client = kinesis_client().await;
+    let stream = unique_name("cat-metrics-silent");
+    create_stream(&client, &stream, 2).await;
+    let silent = std::net::TcpListener::bind("127.0.0.1:0").expect("bound");
+    let addr = silent.local_addr().expect("address");
+    std::thread::spawn(move || {
+        let mut held = Vec::new();
+        for stream in silent.incoming().flatten() {
+            held.push(stream);
+        }
+    });
+    let endpoint = format!("http://{addr}");
+    let started = Instant::now();
+    let mut child = kinesis_cat(&[
+        "produce",
+        &stream,
+        "--otlp-endpoint",
+        &endpoint,
+        "--otlp-interval-ms",
+        "100",
+    ])
+    .stdin(Stdio::piped())
+    .spawn()
+    .expect("kinesis-cat starts");
+    let mut stdin = child.stdin.take().expect("stdin");
+    stdin.write_all(lines(200).as_bytes()).expect("written");
+    drop(stdin);
+    let output = child.wait_with_output().expect("kinesis-cat ends");
+    let elapsed = started.elapsed();
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert!(output.status.success(), "{stderr}");
+    let summary: serde_json::Value = serde_json::from_str(
+        String::from_utf8_lossy(&output.stdout)
+            .lines()
+            .last()
+            .expect("a summary line"),
+    )
+    .expect("JSON summary");
+    assert_eq!(summary["succeeded"], 200, "{summary}");
+    assert!(
+        elapsed < Duration::from_secs(20),
+        "took {elapsed:?}: {stderr}"
+    );
+    assert!(
+        stderr.contains("the last OTLP metrics export failed"),
+        "{stderr}"
+    );
+}
