@@ -227,14 +227,16 @@ impl CloudWatchRecorder {
             let mut series = shared.series.lock().ok()?;
             let missing = wanted.iter().filter(|s| !series.contains_key(*s)).count();
             if series.len() + missing > shared.max_series {
-                // Not cached: the key is tried again once series are freed... they never
-                // are, but a refused key is counted at each try, which an operator sees.
-                Counters::add(&shared.counters.series_refused, 1);
-                tracing::warn!(
-                    metric = key.name(),
-                    max_series = shared.max_series,
-                    "CloudWatch publisher holds its maximum of series: this metric is not published"
-                );
+                // Not cached: the key is tried again at its next registration (the consumer
+                // registers at every update), counted each time; logged once.
+                let refused = shared.counters.series_refused.fetch_add(1, Relaxed);
+                if refused == 0 {
+                    tracing::warn!(
+                        metric = key.name(),
+                        max_series = shared.max_series,
+                        "CloudWatch publisher holds its maximum of series: further series are not published"
+                    );
+                }
                 return None;
             }
             let cells = wanted
@@ -259,8 +261,9 @@ impl CloudWatchRecorder {
             }))
         };
         if let Ok(mut targets) = shared.targets.lock() {
-            // Unknown names are remembered as such too, within a bound of their own.
-            if target.is_some() || targets.len() < shared.max_series {
+            // Keys are remembered (unknown names as such) within a bound of their own: keys
+            // that differ by a label no dimension uses share series.
+            if targets.len() < shared.max_series.saturating_mul(4) {
                 targets.insert(key.clone(), target.clone());
             }
         }

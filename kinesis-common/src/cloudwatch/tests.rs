@@ -486,3 +486,30 @@ fn levels_and_granularities_parse_as_the_kpl_and_the_kcl_write_them() {
     assert!("all".parse::<Level>().is_err());
     assert_eq!("shard".parse(), Ok(Granularity::Shard));
 }
+
+#[tokio::test(start_paused = true)]
+async fn a_key_registered_at_every_update_feeds_one_series() {
+    let double = Double::default();
+    let publisher = Builder::consumer("app", "w").spawn_with(double.clone());
+    let recorder = publisher.recorder();
+    // As the consumer's facade calls do: the handle is looked up again at every update, and
+    // the lease metrics' `table` label is no dimension.
+    for table in ["a", "b"] {
+        for _ in 0..10_000 {
+            recorder
+                .register_counter(
+                    &metrics::Key::from_parts(
+                        "TakenLeases",
+                        vec![metrics::Label::new("table", table)],
+                    ),
+                    &META,
+                )
+                .increment(1);
+        }
+    }
+    publisher.flush().await;
+    assert_eq!(publisher.stats().series, 1);
+    let datums = double.datums();
+    assert_eq!(datums.len(), 1);
+    assert_eq!(stats(&datums[0]), (20_000.0, 20_000.0, 1.0, 1.0));
+}
