@@ -183,10 +183,12 @@ async fn reset(args: ResetArgs) -> Result<(), OpsError> {
         }
         _ => None,
     };
-    let mut rows = Vec::with_capacity(leases.len());
+    // Every target first: a shard whose time cannot be resolved stops the command before
+    // anything is written.
+    let mut plan = Vec::with_capacity(leases.len());
     for lease in leases {
         if lease.is_finished() && args.shard.is_empty() {
-            rows.push(row(&lease, "finished", None));
+            plan.push((lease, None));
             continue;
         }
         let to = match (&target, &resolver) {
@@ -194,7 +196,14 @@ async fn reset(args: ResetArgs) -> Result<(), OpsError> {
             (Target::At(_), Some(resolver)) => resolver.checkpoint(&lease.lease_key).await?,
             (Target::At(_), None) => unreachable_usage()?,
         };
-        rows.push(reset_one(&table, lease, &to, args.force, args.dry_run).await?);
+        plan.push((lease, Some(to)));
+    }
+    let mut rows = Vec::with_capacity(plan.len());
+    for (lease, to) in plan {
+        match to {
+            None => rows.push(row(&lease, "finished", None)),
+            Some(to) => rows.push(reset_one(&table, lease, &to, args.force, args.dry_run).await?),
+        }
     }
     let report = Report {
         application: args.application.clone(),
@@ -253,7 +262,9 @@ async fn reset_one(
     for _ in 0..ATTEMPTS {
         if dry_run {
             let held = lease.holder().is_some();
-            return Ok(if lease.checkpoint == *to {
+            let equal = lease.checkpoint == *to
+                && !(*to == Checkpoint::Latest && lease.latest_started_at.is_some());
+            return Ok(if equal {
                 row(&lease, "unchanged", None)
             } else if held && !force {
                 row(&lease, "held", None)

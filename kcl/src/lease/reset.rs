@@ -47,7 +47,8 @@ impl LeaseTable {
     /// [`Checkpointer`](crate::Checkpointer)).
     ///
     /// - When the stored checkpoint already equals `to`: nothing is written
-    ///   ([`ResetOutcome::Unchanged`]).
+    ///   ([`ResetOutcome::Unchanged`]). (A lease at `LATEST` carrying this crate's
+    ///   `latestStartedAt` is not equal to `LATEST`: it resumes where a worker first read it.)
     /// - An unowned lease (no `leaseOwner`, no `checkpointOwner`): one UpdateItem sets the
     ///   checkpoint, expecting the copy's `leaseCounter` and the owner fields still absent, and
     ///   bumps the counter, so a worker about to take the lease from its older copy fails its
@@ -78,7 +79,11 @@ impl LeaseTable {
         force: bool,
     ) -> Result<ResetOutcome, LeaseError> {
         validate_checkpoint(&lease.lease_key, to)?;
-        if lease.checkpoint == *to {
+        // A lease at LATEST that a worker already started reading resumes at that start
+        // (`latestStartedAt`), not at the tip: a reset to LATEST removes it, so it is a change.
+        let equal = lease.checkpoint == *to
+            && !(*to == Checkpoint::Latest && lease.latest_started_at.is_some());
+        if equal {
             return Ok(ResetOutcome::Unchanged(lease.clone()));
         }
         let held = lease.lease_owner.is_some() || lease.checkpoint_owner.is_some();
@@ -258,6 +263,29 @@ mod tests {
             assert_eq!(outcome, ResetOutcome::Unchanged(copy.clone()));
             assert_eq!(stored(&table, &copy.lease_key).await, *copy);
         }
+        integration_tests::delete_table(&client, table.table_name()).await;
+    }
+
+    #[tokio::test]
+    async fn reset_to_latest_forgets_when_a_worker_first_read_the_lease() {
+        let (client, table) = new_table().await;
+        let lease = Lease::new("shardId-000000000000", Checkpoint::Latest);
+        assert!(table.create_lease(&lease).await.expect("create"));
+        let held = table.take(&lease, "worker-1").await.expect("take");
+        let started = table
+            .note_latest_start(&held, std::time::SystemTime::now())
+            .await
+            .expect("note");
+        assert!(started.latest_started_at.is_some());
+        let outcome = table
+            .reset_checkpoint(&started, &Checkpoint::Latest, true)
+            .await
+            .expect("reset");
+        let ResetOutcome::Moved(after) = outcome else {
+            panic!("not moved: {outcome:?}");
+        };
+        assert_eq!(after.latest_started_at, None);
+        assert_eq!(after.checkpoint, Checkpoint::Latest);
         integration_tests::delete_table(&client, table.table_name()).await;
     }
 
