@@ -15,6 +15,7 @@
 //! single-stream application does not name its stream).
 
 use std::io::Write;
+use std::sync::Arc;
 use std::time::Duration;
 
 use clap::Args;
@@ -24,8 +25,13 @@ use kinesis_common::{
     ErrorChain, ReadShard, SdkKinesis, ShardIteratorStart, ShardListing, StreamId, Timeouts,
 };
 use serde::Serialize;
+use tokio::sync::Semaphore;
+use tokio::task::JoinSet;
 
 use super::{OpsError, print_json, retried, runtime, sdk_config};
+
+/// Shards measured at once.
+const PARALLEL_SHARDS: usize = 8;
 
 #[derive(Debug, Args)]
 pub(crate) struct LagArgs {
@@ -107,9 +113,27 @@ async fn lag(args: LagArgs) -> Result<(), OpsError> {
                 .map_err(|e| OpsError::kinesis(&format!("listing the shards of {stream}"), &e))?;
             let api =
                 SdkKinesis::new(&client).with_timeouts(Timeouts::uniform(Duration::from_secs(10)));
-            for lease in &leases {
-                shards.push(measure(&client, &api, &stream, lease, args.count_limit).await?);
+            // A few shards at a time: each costs a few calls, and GetRecords allows 5 calls
+            // per second per shard, so shards in parallel do not throttle each other.
+            let permits = Arc::new(Semaphore::new(PARALLEL_SHARDS));
+            let mut tasks = JoinSet::new();
+            for (index, lease) in leases.iter().cloned().enumerate() {
+                let (client, api, stream) = (client.clone(), api.clone(), stream.clone());
+                let permits = permits.clone();
+                let limit = args.count_limit;
+                tasks.spawn(async move {
+                    let _permit = permits.acquire_owned().await;
+                    (index, measure(&client, &api, &stream, &lease, limit).await)
+                });
             }
+            let mut measured = Vec::with_capacity(leases.len());
+            while let Some(joined) = tasks.join_next().await {
+                let (index, row) =
+                    joined.map_err(|e| OpsError::Failed(format!("a measuring task: {e}")))?;
+                measured.push((index, row?));
+            }
+            measured.sort_by_key(|(index, _)| *index);
+            shards.extend(measured.into_iter().map(|(_, row)| row));
         }
         None => {
             for lease in &leases {
