@@ -442,11 +442,7 @@ async fn consume(args: ConsumeArgs) -> Result<(), CliError> {
             handle.graceful_shutdown().await;
         }
     });
-    let result = scheduler
-        .run()
-        .await
-        .map_err(|e| CliError::Usage(ErrorChain(&e).to_string()));
-    stopper.abort();
+    let result = run_scheduler(scheduler, stopper).await;
     // Every processor awaited its writes, so nothing is left to write unless one was
     // abandoned at the shutdown timeout; give the writer a moment for that, not forever.
     drop(output);
@@ -462,6 +458,23 @@ async fn wait_idle(handle: &SchedulerHandle, idle: Option<Duration>) {
         Some(idle) => handle.wait_idle(idle).await,
         None => std::future::pending().await,
     }
+}
+
+/// Runs `scheduler` to its end, then ends `stopper`, the task that would have stopped it.
+pub(crate) async fn run_scheduler<F, P>(
+    scheduler: Scheduler<F>,
+    stopper: tokio::task::JoinHandle<()>,
+) -> Result<(), CliError>
+where
+    F: Fn(&str) -> P + Send + Sync + 'static,
+    P: ShardRecordProcessor,
+{
+    let result = scheduler
+        .run()
+        .await
+        .map_err(|e| CliError::Usage(ErrorChain(&e).to_string()));
+    stopper.abort();
+    result
 }
 
 /// SIGINT or SIGTERM.

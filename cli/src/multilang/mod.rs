@@ -185,11 +185,7 @@ async fn daemon(config: DaemonConfig) -> Result<(), CliError> {
         );
         handle.graceful_shutdown().await;
     });
-    let result = scheduler
-        .run()
-        .await
-        .map_err(|e| CliError::Usage(ErrorChain(&e).to_string()));
-    stopper.abort();
+    let result = crate::consume::run_scheduler(scheduler, stopper).await;
     info!("MultiLangDaemon stopped");
     result
 }
