@@ -1,7 +1,9 @@
 //! `kinesis-cat`: the kcat of Kinesis.
 //!
 //! Subcommands so far: `agg encode` / `agg decode` (the KPL aggregation format on JSON lines),
-//! `produce` (stdin lines into a stream) and `perf agg` / `perf produce` (throughput).
+//! `produce` (stdin lines into a stream), `consume` and `multilang` (workers), `perf`
+//! (throughput), and the operator's `describe`, `tail`, `lag`, `leases` and `leases reset`
+//! (`ops/`, with their own exit codes).
 
 mod agg;
 mod cloudwatch_metrics;
