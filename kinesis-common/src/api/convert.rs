@@ -424,23 +424,22 @@ mod tests {
         }
     }
 
+    /// An event without records, as the service sends it.
+    fn empty_event(continuation: &str, millis_behind_latest: i64) -> sdk::SubscribeToShardEvent {
+        sdk::SubscribeToShardEvent::builder()
+            .set_records(Some(Vec::new()))
+            .continuation_sequence_number(continuation)
+            .millis_behind_latest(millis_behind_latest)
+            .build()
+            .unwrap()
+    }
+
     #[test]
     fn a_shard_event_ends_the_shard_on_an_empty_continuation() {
-        let event = sdk::SubscribeToShardEvent::builder()
-            .set_records(Some(Vec::new()))
-            .continuation_sequence_number("")
-            .millis_behind_latest(5)
-            .build()
-            .unwrap();
-        let event = shard_event(event).unwrap();
+        let event = shard_event(empty_event("", 5)).unwrap();
         assert_eq!(event.continuation_sequence_number, None);
         assert_eq!(event.millis_behind_latest, Some(5));
-        let event = sdk::SubscribeToShardEvent::builder()
-            .set_records(Some(Vec::new()))
-            .continuation_sequence_number("42")
-            .millis_behind_latest(0)
-            .build()
-            .unwrap();
+        let event = empty_event("42", 0);
         assert_eq!(
             shard_event(event)
                 .unwrap()
