@@ -653,6 +653,12 @@ impl Shared {
         self.with_stats(|stats| stats.duplicate_worker_detections += 1);
     }
 
+    /// Counts a lease lost, in the stats and in the `LostLeases` metric.
+    fn count_lost(&self, stats: &mut CoordinatorStats) {
+        stats.lost += 1;
+        metrics::counter!("LostLeases", "table" => self.store.table_name().to_owned()).increment(1);
+    }
+
     /// Removes the holding (if it is still the same one) and publishes the change.
     pub(crate) fn remove(&self, held: &HeldRef, reason: DropReason) -> bool {
         let now = self.clock.now();
@@ -667,9 +673,7 @@ impl Shared {
         };
         match reason {
             DropReason::Lost => {
-                state.stats.lost += 1;
-                metrics::counter!("LostLeases", "table" => self.store.table_name().to_owned())
-                    .increment(1);
+                self.count_lost(&mut state.stats);
                 info!(lease_key = %held.key, counter = removed.current.lease_counter, "lease lost");
             }
             DropReason::Released => {
@@ -685,9 +689,7 @@ impl Shared {
                 info!(lease_key = %held.key, to = ?removed.current.lease_owner, "lease handed over");
             }
             DropReason::Duplicate => {
-                state.stats.lost += 1;
-                metrics::counter!("LostLeases", "table" => self.store.table_name().to_owned())
-                    .increment(1);
+                self.count_lost(&mut state.stats);
                 info!(lease_key = %held.key, counter = removed.current.lease_counter, "lease left to the other process with this worker id");
             }
             DropReason::Finished => {
