@@ -153,19 +153,38 @@ async fn describe_after_a_split_shows_the_parent_closed_and_the_children_open() 
     let parent = list_shards(&client, &stream).await.remove(0);
     split_in_half(&client, &stream, &parent).await;
 
+    let arn = client
+        .describe_stream_summary()
+        .stream_name(&stream)
+        .send()
+        .await
+        .expect("DescribeStreamSummary")
+        .stream_description_summary
+        .expect("summary")
+        .stream_arn;
+    client
+        .register_stream_consumer()
+        .stream_arn(&arn)
+        .consumer_name("fan-out-app")
+        .send()
+        .await
+        .expect("RegisterStreamConsumer");
+
     let output = kinesis_cat(&["describe", &stream, "--json"]);
     assert_exit(&output, 0);
     let description = json(&output);
     assert_eq!(description["stream_name"], stream.as_str());
+    assert_eq!(description["stream_arn"], arn.as_str());
     assert_eq!(description["status"], "ACTIVE");
     assert_eq!(description["retention_hours"], 24);
     assert_eq!(description["open_shards"], 2);
     assert!(
-        description["consumers"]
-            .as_array()
-            .expect("consumers")
-            .is_empty()
+        description["encryption"]["type"].is_string(),
+        "{description}"
     );
+    let consumers = description["consumers"].as_array().expect("consumers");
+    assert_eq!(consumers.len(), 1, "{description}");
+    assert_eq!(consumers[0]["name"], "fan-out-app");
     let shards = description["shards"].as_array().expect("shards");
     assert_eq!(shards.len(), 3, "{description}");
     let parent_id = parent.shard_id();
@@ -203,6 +222,7 @@ async fn describe_after_a_split_shows_the_parent_closed_and_the_children_open() 
     assert_exit(&readable, 0);
     let text = stdout(&readable);
     assert!(text.contains("2 open, 1 closed"), "{text}");
+    assert!(text.contains("consumers   fan-out-app"), "{text}");
     assert!(
         text.lines()
             .any(|l| l.starts_with(parent_id) && l.contains("closed")),

@@ -94,11 +94,11 @@ async fn describe(args: DescribeArgs) -> Result<(), OpsError> {
     let mut consumers = Vec::new();
     let mut next_token: Option<String> = None;
     loop {
-        let mut request = client.list_stream_consumers();
-        request = match &next_token {
-            Some(token) => request.next_token(token),
-            None => request.stream_arn(&summary.stream_arn),
-        };
+        // The ARN goes with every page (the SDK needs it to pick the endpoint).
+        let request = client
+            .list_stream_consumers()
+            .stream_arn(&summary.stream_arn)
+            .set_next_token(next_token.clone());
         let page = request.send().await.map_err(|e| {
             OpsError::kinesis(
                 "listing the stream's consumers",
@@ -114,6 +114,10 @@ async fn describe(args: DescribeArgs) -> Result<(), OpsError> {
                     .ok()
                     .map(format_time),
             });
+        }
+        // A token that does not move on (or a page without consumers) ends the listing.
+        if page.consumers().is_empty() || page.next_token == next_token {
+            break;
         }
         next_token = page.next_token;
         if next_token.is_none() {
