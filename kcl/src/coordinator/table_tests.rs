@@ -11,6 +11,7 @@ use std::collections::BTreeMap;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
+use crate::coordinator::tests::answer_handoffs;
 use crate::coordinator::{CoordinatorConfig, LeaseCoordinator};
 use crate::lease::{Checkpoint, Lease, LeaseTable};
 use aws_sdk_dynamodb::Client;
@@ -74,16 +75,7 @@ impl Worker {
         coordinator.start().expect("start");
         // Answer handoffs as a scheduler does (stop processing, checkpoint, let go): here
         // nothing is processed, so let go at once.
-        let answering = coordinator.clone();
-        let mut asked = coordinator.handoff_requests();
-        tokio::spawn(async move {
-            while asked.changed().await.is_ok() {
-                let keys: Vec<String> = asked.borrow_and_update().iter().cloned().collect();
-                for key in keys {
-                    let _ = answering.release(&key).await;
-                }
-            }
-        });
+        answer_handoffs(&coordinator, None);
         Self {
             id: id.to_owned(),
             coordinator,
