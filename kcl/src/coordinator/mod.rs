@@ -94,4 +94,4 @@ mod sim;
 #[cfg(test)]
 mod table_tests;
 #[cfg(test)]
-mod tests;
+pub(crate) mod tests;

@@ -11,7 +11,7 @@ use std::collections::BTreeMap;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use crate::coordinator::tests::answer_handoffs;
+use crate::coordinator::tests::{answer_handoffs, poll_until};
 use crate::coordinator::{CoordinatorConfig, LeaseCoordinator};
 use crate::lease::{Checkpoint, Lease, LeaseTable};
 use aws_sdk_dynamodb::Client;
@@ -153,23 +153,9 @@ fn split(workers: &[&Worker]) -> Vec<usize> {
     counts
 }
 
-/// Polls until `condition` holds; returns the time it took. Panics after `limit`.
-async fn wait_until(
-    what: &str,
-    limit: Duration,
-    mut condition: impl AsyncFnMut() -> bool,
-) -> Duration {
-    let start = Instant::now();
-    loop {
-        if condition().await {
-            return start.elapsed();
-        }
-        assert!(
-            start.elapsed() < limit,
-            "timed out after {limit:?} waiting for {what}"
-        );
-        tokio::time::sleep(POLL).await;
-    }
+/// Polls `condition` until it holds; returns the time it took. Panics after `limit`.
+async fn wait_until(what: &str, limit: Duration, condition: impl AsyncFnMut() -> bool) -> Duration {
+    poll_until(what, limit, POLL, condition).await
 }
 
 async fn stop(workers: &[&Worker]) {

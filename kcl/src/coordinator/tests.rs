@@ -64,16 +64,41 @@ fn steal_config() -> CoordinatorConfig {
         .unwrap()
 }
 
-/// Polls `condition` every 10 ms; returns how long it took. Panics after `limit`.
-async fn wait_for(what: &str, limit: Duration, mut condition: impl FnMut() -> bool) -> Duration {
+/// Polls `condition` every `every`; returns how long it took. Panics after `limit`. (Tokio's
+/// clock: paused time in the unit tests, real time against DynamoDB Local.)
+pub(crate) async fn poll_until(
+    what: &str,
+    limit: Duration,
+    every: Duration,
+    mut condition: impl AsyncFnMut() -> bool,
+) -> Duration {
     let start = Instant::now();
     loop {
-        if condition() {
+        if condition().await {
             return start.elapsed();
         }
+        assert!(
+            start.elapsed() < limit,
+            "timed out after {limit:?} waiting for {what}"
+        );
+        tokio::time::sleep(every).await;
+    }
+}
+
+/// Polls `condition` every 10 ms; returns how long it took. Panics after `limit`.
+pub(crate) async fn wait_for(
+    what: &str,
+    limit: Duration,
+    mut condition: impl FnMut() -> bool,
+) -> Duration {
+    // Not through `poll_until`: an async closure over `condition` would keep the tasks that
+    // wait from being `Send`.
+    let start = Instant::now();
+    while !condition() {
         assert!(start.elapsed() < limit, "timed out waiting for {what}");
         tokio::time::sleep(POLL).await;
     }
+    start.elapsed()
 }
 
 /// Records every value a subscriber sees.

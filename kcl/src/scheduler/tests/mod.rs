@@ -28,6 +28,7 @@ use super::{
 };
 use crate::checkpointer::Checkpointer;
 use crate::coordinator::CoordinatorConfig;
+pub(crate) use crate::coordinator::tests::wait_for;
 use crate::lease::memory::MemoryStore;
 use crate::lease::{Checkpoint, Lease};
 use crate::metrics::ConsumerMetrics;
@@ -683,22 +684,6 @@ pub(crate) async fn hang_processors(fleet: &Fleet, worker: &TestWorker, shard: &
             .any(|s| s.processing_since.is_some())
     })
     .await;
-}
-
-/// Polls `condition` every 10 ms; returns how long it took. Panics after `limit`.
-pub(crate) async fn wait_for(
-    what: &str,
-    limit: Duration,
-    mut condition: impl FnMut() -> bool,
-) -> Duration {
-    let start = Instant::now();
-    loop {
-        if condition() {
-            return start.elapsed();
-        }
-        assert!(start.elapsed() < limit, "timed out waiting for {what}");
-        tokio::time::sleep(Duration::from_millis(10)).await;
-    }
 }
 
 /// The checkpoint of `key` in the store.
