@@ -50,12 +50,8 @@ pub struct SchedulerBuilder<F> {
     kinesis: Option<aws_sdk_kinesis::Client>,
     dynamodb: Option<aws_sdk_dynamodb::Client>,
     worker_id: Option<String>,
-    failover_time: Duration,
-    renew_interval: Option<Duration>,
-    take_interval: Option<Duration>,
-    max_leases_for_worker: Option<NonZeroUsize>,
-    graceful_handoff: bool,
-    handoff_timeout: Duration,
+    /// The lease settings, validated by the coordinator's own builder.
+    coordinator: CoordinatorConfigBuilder,
     worker: WorkerConfig,
 }
 
@@ -127,40 +123,40 @@ where
     /// 10 s). This worker stops delivering a shard whose lease it could not renew a tenth of
     /// it (at most 1 s) before that.
     pub fn failover_time(mut self, failover_time: Duration) -> Self {
-        self.failover_time = failover_time;
+        self.coordinator = self.coordinator.failover_time(failover_time);
         self
     }
 
     /// How often held leases are renewed (default failover time / 3).
     pub fn renew_interval(mut self, interval: Duration) -> Self {
-        self.renew_interval = Some(interval);
+        self.coordinator = self.coordinator.renew_interval(interval);
         self
     }
 
     /// How often this worker looks for leases to take (default 2 × (failover time + 25 ms)).
     pub fn take_interval(mut self, interval: Duration) -> Self {
-        self.take_interval = Some(interval);
+        self.coordinator = self.coordinator.take_interval(interval);
         self
     }
 
     /// The most leases this worker holds (default: no limit; the Java KCL's
     /// `maxLeasesForWorker`).
     pub fn max_leases_for_worker(mut self, max: NonZeroUsize) -> Self {
-        self.max_leases_for_worker = Some(max);
+        self.coordinator = self.coordinator.max_leases_for_worker(max);
         self
     }
 
     /// Whether leases taken from live workers to balance the fleet are handed over
     /// gracefully (default on; see [`CoordinatorConfig::graceful_handoff`]).
     pub fn graceful_handoff(mut self, enabled: bool) -> Self {
-        self.graceful_handoff = enabled;
+        self.coordinator = self.coordinator.graceful_handoff(enabled);
         self
     }
 
     /// How long to wait for a holder to let go of a lease this worker asked for (default
     /// 30 s; see [`CoordinatorConfig::handoff_timeout`]).
     pub fn handoff_timeout(mut self, timeout: Duration) -> Self {
-        self.handoff_timeout = timeout;
+        self.coordinator = self.coordinator.handoff_timeout(timeout);
         self
     }
 
@@ -334,18 +330,7 @@ where
         let (Some(kinesis), Some(dynamodb)) = (self.kinesis, self.dynamodb) else {
             return Err(SchedulerError::MissingClients);
         };
-        let mut coordinator: CoordinatorConfigBuilder = CoordinatorConfig::builder()
-            .failover_time(self.failover_time)
-            .graceful_handoff(self.graceful_handoff)
-            .handoff_timeout(self.handoff_timeout);
-        if let Some(renew) = self.renew_interval {
-            coordinator = coordinator.renew_interval(renew);
-        }
-        if let Some(take) = self.take_interval {
-            coordinator = coordinator.take_interval(take);
-        }
-        coordinator.set_max_leases_for_worker(self.max_leases_for_worker);
-        let coordinator = coordinator.build()?;
+        let coordinator = self.coordinator.build()?;
         self.worker.validate()?;
         let worker_id = match self.worker_id {
             Some(id) if id.is_empty() => {
@@ -459,12 +444,7 @@ where
             kinesis: None,
             dynamodb: None,
             worker_id: None,
-            failover_time: CoordinatorConfig::DEFAULT_FAILOVER_TIME,
-            renew_interval: None,
-            take_interval: None,
-            max_leases_for_worker: None,
-            graceful_handoff: true,
-            handoff_timeout: CoordinatorConfig::DEFAULT_HANDOFF_TIMEOUT,
+            coordinator: CoordinatorConfig::builder(),
             worker: WorkerConfig::new(InitialPosition::Latest),
         }
     }
