@@ -1,27 +1,16 @@
 //! `kinesis-cat agg` driven as a script would drive it: JSON lines in, JSON lines out.
 
-use std::io::Write;
-use std::process::{Command, Output, Stdio};
+mod common;
+
+use std::process::Output;
 
 use base64::Engine as _;
 use base64::engine::general_purpose::STANDARD;
+use common::{kinesis_cat_offline, run_with_input};
 use serde_json::{Value, json};
 
 fn kinesis_cat(args: &[&str], stdin: &str) -> Output {
-    let mut child = Command::new(env!("CARGO_BIN_EXE_kinesis-cat"))
-        .args(args)
-        .stdin(Stdio::piped())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .expect("kinesis-cat starts");
-    child
-        .stdin
-        .take()
-        .expect("piped stdin")
-        .write_all(stdin.as_bytes())
-        .expect("stdin written");
-    child.wait_with_output().expect("kinesis-cat ends")
+    run_with_input(kinesis_cat_offline(args), stdin)
 }
 
 fn lines(output: &Output) -> Vec<Value> {

@@ -3,31 +3,26 @@
 //! Kinesis side is the fault proxy's local sink (no emulator).
 
 use std::io::Write;
-use std::process::{Command, Stdio};
+use std::process::Stdio;
 
+mod common;
+
+use common::kinesis_cat_credentials;
 use fault_proxy::{FaultProxy, Faults, Upstream};
 use integration_tests::cloudwatch::CloudWatchEndpoint;
 
 const RECORDS: usize = 500;
 
 async fn produce(level: &str, kinesis: &str, cloudwatch: &str) -> std::process::Output {
-    let mut child = Command::new(env!("CARGO_BIN_EXE_kinesis-cat"))
-        .args(["produce", "cw-stream", "--cloudwatch-metrics", level])
-        .env_remove("AWS_ENDPOINT_URL")
-        .env("AWS_ENDPOINT_URL_KINESIS", kinesis)
-        .env("AWS_ENDPOINT_URL_CLOUDWATCH", cloudwatch)
-        .env("AWS_REGION", integration_tests::REGION)
-        .env("AWS_ACCESS_KEY_ID", integration_tests::ACCESS_KEY_ID)
-        .env(
-            "AWS_SECRET_ACCESS_KEY",
-            integration_tests::SECRET_ACCESS_KEY,
-        )
-        .env("AWS_EC2_METADATA_DISABLED", "true")
-        .stdin(Stdio::piped())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .expect("run kinesis-cat");
+    let mut child =
+        kinesis_cat_credentials(&["produce", "cw-stream", "--cloudwatch-metrics", level])
+            .env_remove("AWS_ENDPOINT_URL")
+            .env("AWS_ENDPOINT_URL_KINESIS", kinesis)
+            .env("AWS_ENDPOINT_URL_CLOUDWATCH", cloudwatch)
+            .env("AWS_EC2_METADATA_DISABLED", "true")
+            .stdin(Stdio::piped())
+            .spawn()
+            .expect("run kinesis-cat");
     let mut stdin = child.stdin.take().expect("stdin");
     let lines: String = (0..RECORDS).map(|i| format!("record {i}\n")).collect();
     stdin.write_all(lines.as_bytes()).expect("write lines");

@@ -2,34 +2,15 @@
 //! configured through the standard AWS environment.
 
 use std::collections::{HashMap, HashSet};
-use std::process::{Child, Command, Output, Stdio};
+use std::process::{Child, Output};
 use std::time::{Duration, Instant};
 
-use integration_tests::{
-    DYNAMODB_ENDPOINT_VAR, KINESIS_ENDPOINT_VAR, create_stream, dynamodb_client, endpoint_url,
-    kinesis_client, unique_name,
-};
-use kcl::lease::LeaseTable;
-use kpl::{Producer, UserRecord};
-use serde_json::Value;
+mod common;
 
-fn kinesis_cat(args: &[&str]) -> Command {
-    let mut command = Command::new(env!("CARGO_BIN_EXE_kinesis-cat"));
-    command
-        .args(args)
-        .env(KINESIS_ENDPOINT_VAR, endpoint_url(KINESIS_ENDPOINT_VAR))
-        .env(DYNAMODB_ENDPOINT_VAR, endpoint_url(DYNAMODB_ENDPOINT_VAR))
-        .env("AWS_REGION", integration_tests::REGION)
-        .env("AWS_ACCESS_KEY_ID", integration_tests::ACCESS_KEY_ID)
-        .env(
-            "AWS_SECRET_ACCESS_KEY",
-            integration_tests::SECRET_ACCESS_KEY,
-        )
-        .stdin(Stdio::null())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped());
-    command
-}
+use common::{kinesis_cat, produce_lines};
+use integration_tests::{create_stream, dynamodb_client, kinesis_client, unique_name};
+use kcl::lease::LeaseTable;
+use serde_json::Value;
 
 fn consume(stream: &str, application: &str, extra: &[&str]) -> Child {
     let mut args = vec![
@@ -60,36 +41,12 @@ fn lines(output: &Output) -> Vec<String> {
         .collect()
 }
 
-async fn produce(stream: &str, range: std::ops::Range<usize>) {
-    let producer = Producer::builder(stream)
-        .client(kinesis_client().await)
-        .build()
-        .await
-        .expect("producer");
-    let mut receipts = Vec::new();
-    for i in range {
-        receipts.push(
-            producer
-                .send(UserRecord::new(
-                    format!("key-{}", i % 37),
-                    format!("line {i}"),
-                ))
-                .await
-                .expect("accepted"),
-        );
-    }
-    for receipt in receipts {
-        receipt.await.expect("stored");
-    }
-    producer.shutdown().await;
-}
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn prints_checkpoints_and_resumes() {
     let stream = unique_name("cat-consume");
     let application = unique_name("cat-app");
     create_stream(&kinesis_client().await, &stream, 2).await;
-    produce(&stream, 0..300).await;
+    produce_lines(&stream, 0..300, 37, 0).await;
 
     // --max-records stops after exactly that many, checkpointed.
     let first = consume(
@@ -216,7 +173,7 @@ async fn two_processes_split_the_shards() {
         assert!(Instant::now() < deadline, "leases not renewed: {now:?}");
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
-    produce(&stream, 0..400).await;
+    produce_lines(&stream, 0..400, 37, 0).await;
     let a = a.wait_with_output().expect("a ends");
     let b = b.wait_with_output().expect("b ends");
     let stderr = format!(
@@ -265,31 +222,6 @@ fn wait_success(mut child: Child, stderr: std::thread::JoinHandle<String>) -> St
     let stderr = stderr.join().expect("stderr thread");
     assert!(status.success(), "exit {status:?}: {stderr}");
     stderr
-}
-
-async fn produce_sized(stream: &str, range: std::ops::Range<usize>, padding: usize) {
-    let producer = Producer::builder(stream)
-        .client(kinesis_client().await)
-        .build()
-        .await
-        .expect("producer");
-    let pad = "x".repeat(padding);
-    let mut receipts = Vec::new();
-    for i in range {
-        receipts.push(
-            producer
-                .send(UserRecord::new(
-                    format!("key-{}", i % 97),
-                    format!("line {i} {pad}"),
-                ))
-                .await
-                .expect("accepted"),
-        );
-    }
-    for receipt in receipts {
-        receipt.await.expect("stored");
-    }
-    producer.shutdown().await;
 }
 
 fn record_ids(lines: &[String]) -> Vec<usize> {
@@ -354,7 +286,7 @@ async fn two_idle_exit_workers_read_everything_when_one_output_waits_for_the_oth
     // 3,000 records of ~200 bytes: far more than a pipe holds, so the second worker's output
     // is full and stays full until the first one has exited.
     let total = 3_000;
-    produce_sized(&stream, 0..total, 180).await;
+    produce_lines(&stream, 0..total, 97, 180).await;
     // Its output blocked, the second worker still renews its leases.
     let owners = lease_owners(&table).await;
     tokio::time::sleep(Duration::from_secs(3)).await;
@@ -412,11 +344,11 @@ async fn two_idle_exit_workers_read_everything_through_a_split_and_a_merge() {
     let mut b = consume(&stream, &application, &args);
     let (a_err, b_err) = (drain_stderr(&mut a), drain_stderr(&mut b));
     let (a_out, b_out) = (read_stdout(&mut a), read_stdout(&mut b));
-    produce_sized(&stream, 0..800, 20).await;
+    produce_lines(&stream, 0..800, 97, 20).await;
     let shards = integration_tests::list_shards(&kinesis, &stream).await;
     let parent = &shards[0];
     integration_tests::split_in_half(&kinesis, &stream, parent).await;
-    produce_sized(&stream, 800..1_600, 20).await;
+    produce_lines(&stream, 800..1_600, 97, 20).await;
     let children = integration_tests::children_of(&kinesis, &stream, parent.shard_id()).await;
     integration_tests::merge_shards(
         &kinesis,
@@ -425,7 +357,7 @@ async fn two_idle_exit_workers_read_everything_through_a_split_and_a_merge() {
         children[1].shard_id(),
     )
     .await;
-    produce_sized(&stream, 1_600..2_400, 20).await;
+    produce_lines(&stream, 1_600..2_400, 97, 20).await;
     let (a_lines, b_lines) = (a_out.join().expect("a"), b_out.join().expect("b"));
     let a_err = wait_success(a, a_err);
     let b_err = wait_success(b, b_err);
@@ -462,7 +394,7 @@ async fn fan_out_reads_everything_through_a_registered_consumer() {
     let application = unique_name("cat-fo-app");
     let kinesis = kinesis_client().await;
     create_stream(&kinesis, &stream, 2).await;
-    produce(&stream, 0..200).await;
+    produce_lines(&stream, 0..200, 37, 0).await;
     let output = consume(
         &stream,
         &application,
@@ -506,7 +438,7 @@ async fn events_frame_each_holding_with_its_checkpoints() {
     let stream = unique_name("cat-events");
     let application = unique_name("cat-events-app");
     create_stream(&kinesis_client().await, &stream, 1).await;
-    produce(&stream, 0..40).await;
+    produce_lines(&stream, 0..40, 37, 0).await;
     let output = consume(
         &stream,
         &application,

@@ -3,6 +3,8 @@
 //! own (`--otlp-endpoint`) that decodes each ExportMetricsServiceRequest as a collector would.
 //! Against kinesis-mock and DynamoDB Local, configured through the standard AWS environment.
 
+mod common;
+
 use std::io::{BufRead, BufReader, Read, Write};
 use std::net::{SocketAddr, TcpStream};
 use std::process::{Child, Command, Stdio};
@@ -18,7 +20,6 @@ use integration_tests::{
     DYNAMODB_ENDPOINT_VAR, KINESIS_ENDPOINT_VAR, create_stream, endpoint_url, kinesis_client,
     unique_name,
 };
-use kpl::{Producer, UserRecord};
 use opentelemetry_proto::tonic::collector::metrics::v1::ExportMetricsServiceRequest;
 use opentelemetry_proto::tonic::common::v1::{AnyValue, KeyValue, any_value};
 use opentelemetry_proto::tonic::metrics::v1::{metric, number_data_point};
@@ -28,20 +29,8 @@ use prost::Message;
 const PATIENCE: Duration = Duration::from_secs(60);
 
 fn kinesis_cat(args: &[&str]) -> Command {
-    let mut command = Command::new(env!("CARGO_BIN_EXE_kinesis-cat"));
-    command
-        .args(args)
-        .env(KINESIS_ENDPOINT_VAR, endpoint_url(KINESIS_ENDPOINT_VAR))
-        .env(DYNAMODB_ENDPOINT_VAR, endpoint_url(DYNAMODB_ENDPOINT_VAR))
-        .env("AWS_REGION", integration_tests::REGION)
-        .env("AWS_ACCESS_KEY_ID", integration_tests::ACCESS_KEY_ID)
-        .env(
-            "AWS_SECRET_ACCESS_KEY",
-            integration_tests::SECRET_ACCESS_KEY,
-        )
-        .env_remove("OTEL_SERVICE_NAME")
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped());
+    let mut command = common::kinesis_cat(args);
+    command.env_remove("OTEL_SERVICE_NAME");
     command
 }
 
@@ -191,23 +180,7 @@ async fn consume_serves_its_metrics_to_prometheus_while_it_runs() {
     let client = kinesis_client().await;
     let stream = unique_name("cat-metrics-consume");
     create_stream(&client, &stream, 2).await;
-    let producer = Producer::builder(stream.as_str())
-        .client(client)
-        .build()
-        .await
-        .expect("producer");
-    let mut receipts = Vec::new();
-    for i in 0..200 {
-        receipts.push(
-            producer
-                .send(UserRecord::new(format!("key-{}", i % 13), format!("r{i}")))
-                .await
-                .expect("accepted"),
-        );
-    }
-    for receipt in receipts {
-        receipt.await.expect("stored");
-    }
+    common::produce_lines(&stream, 0..200, 13, 0).await;
     let application = unique_name("cat-metrics-app");
     let mut child = kinesis_cat(&[
         "consume",

@@ -1,18 +1,18 @@
 //! The operator's commands (`describe`, `tail`, `lag`, `leases reset`) and the producer's
 //! settings on `produce`, run as a user runs them, against kinesis-mock and DynamoDB Local.
 
+mod common;
+
 use std::collections::HashMap;
-use std::io::Write;
-use std::process::{Command, Output, Stdio};
+use std::process::Output;
 use std::time::Duration;
 
 use aws_sdk_dynamodb::types::AttributeValue;
+use common::{produce_lines, run_with_input};
 use integration_tests::{
-    DYNAMODB_ENDPOINT_VAR, KINESIS_ENDPOINT_VAR, create_stream, dynamodb_client, endpoint_url,
-    kinesis_client, list_shards, split_in_half, unique_name,
+    create_stream, dynamodb_client, kinesis_client, list_shards, split_in_half, unique_name,
 };
 use kcl::lease::{Checkpoint, Lease, LeaseTable};
-use kpl::{Producer, UserRecord};
 use serde_json::Value;
 
 fn kinesis_cat(args: &[&str]) -> Output {
@@ -20,27 +20,7 @@ fn kinesis_cat(args: &[&str]) -> Output {
 }
 
 fn kinesis_cat_with_input(args: &[&str], stdin: &str) -> Output {
-    let mut child = Command::new(env!("CARGO_BIN_EXE_kinesis-cat"))
-        .args(args)
-        .env(KINESIS_ENDPOINT_VAR, endpoint_url(KINESIS_ENDPOINT_VAR))
-        .env(DYNAMODB_ENDPOINT_VAR, endpoint_url(DYNAMODB_ENDPOINT_VAR))
-        .env("AWS_REGION", integration_tests::REGION)
-        .env("AWS_ACCESS_KEY_ID", integration_tests::ACCESS_KEY_ID)
-        .env(
-            "AWS_SECRET_ACCESS_KEY",
-            integration_tests::SECRET_ACCESS_KEY,
-        )
-        .stdin(Stdio::piped())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .expect("kinesis-cat starts");
-    let mut input = child.stdin.take().expect("stdin");
-    let stdin = stdin.as_bytes().to_vec();
-    let writer = std::thread::spawn(move || input.write_all(&stdin));
-    let output = child.wait_with_output().expect("kinesis-cat ends");
-    writer.join().expect("writer").expect("stdin written");
-    output
+    run_with_input(common::kinesis_cat(args), stdin)
 }
 
 fn stdout(output: &Output) -> String {
@@ -60,31 +40,6 @@ fn assert_exit(output: &Output, expected: i32) {
 
 fn json(output: &Output) -> Value {
     serde_json::from_str(&stdout(output)).expect("one JSON document")
-}
-
-/// Sends `lines` through the library producer (aggregated), keys `key-0`..`key-4`.
-async fn produce(stream: &str, lines: std::ops::Range<usize>) {
-    let producer = Producer::builder(stream)
-        .client(kinesis_client().await)
-        .build()
-        .await
-        .expect("producer");
-    let mut receipts = Vec::new();
-    for i in lines {
-        receipts.push(
-            producer
-                .send(UserRecord::new(
-                    format!("key-{}", i % 5),
-                    format!("line {i}"),
-                ))
-                .await
-                .expect("accepted"),
-        );
-    }
-    for receipt in receipts {
-        receipt.await.expect("stored");
-    }
-    producer.shutdown().await;
 }
 
 /// Puts one plain record on the shard owning hash key `hash_key`; its sequence number.
@@ -241,10 +196,10 @@ async fn tail_across_a_split_reads_the_parent_then_the_children_deaggregated() {
     let client = kinesis_client().await;
     let stream = unique_name("cat-tail");
     create_stream(&client, &stream, 1).await;
-    produce(&stream, 0..200).await;
+    produce_lines(&stream, 0..200, 5, 0).await;
     let parent = list_shards(&client, &stream).await.remove(0);
     split_in_half(&client, &stream, &parent).await;
-    produce(&stream, 200..400).await;
+    produce_lines(&stream, 200..400, 5, 0).await;
 
     let output = kinesis_cat(&[
         "tail",
@@ -689,39 +644,27 @@ async fn a_forced_reset_under_a_running_worker_makes_it_lose_the_lease_and_repla
     let stream = unique_name("cat-force");
     let application = unique_name("cat-force-app");
     create_stream(&client, &stream, 1).await;
-    produce(&stream, 0..50).await;
+    produce_lines(&stream, 0..50, 5, 0).await;
     let shard = list_shards(&client, &stream).await.remove(0);
     let shard_id = shard.shard_id().to_owned();
-    let worker = Command::new(env!("CARGO_BIN_EXE_kinesis-cat"))
-        .args([
-            "consume",
-            &stream,
-            "--application",
-            &application,
-            "--from",
-            "trim-horizon",
-            "--json",
-            "--events",
-            "--idle-millis",
-            "100",
-            "--failover-seconds",
-            "2",
-            "--idle-exit",
-            "4",
-        ])
-        .env(KINESIS_ENDPOINT_VAR, endpoint_url(KINESIS_ENDPOINT_VAR))
-        .env(DYNAMODB_ENDPOINT_VAR, endpoint_url(DYNAMODB_ENDPOINT_VAR))
-        .env("AWS_REGION", integration_tests::REGION)
-        .env("AWS_ACCESS_KEY_ID", integration_tests::ACCESS_KEY_ID)
-        .env(
-            "AWS_SECRET_ACCESS_KEY",
-            integration_tests::SECRET_ACCESS_KEY,
-        )
-        .stdin(Stdio::null())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .expect("kinesis-cat consume starts");
+    let worker = common::kinesis_cat(&[
+        "consume",
+        &stream,
+        "--application",
+        &application,
+        "--from",
+        "trim-horizon",
+        "--json",
+        "--events",
+        "--idle-millis",
+        "100",
+        "--failover-seconds",
+        "2",
+        "--idle-exit",
+        "4",
+    ])
+    .spawn()
+    .expect("kinesis-cat consume starts");
     // Wait until the worker holds the lease and checkpointed every record.
     let table = LeaseTable::new(dynamodb_client().await, application.as_str());
     let deadline = std::time::Instant::now() + Duration::from_secs(30);
@@ -796,7 +739,7 @@ async fn tail_from_latest_prints_only_new_records_and_help_lists_the_exit_codes(
     let client = kinesis_client().await;
     let stream = unique_name("cat-latest");
     create_stream(&client, &stream, 2).await;
-    produce(&stream, 0..20).await;
+    produce_lines(&stream, 0..20, 5, 0).await;
     let output = kinesis_cat(&["tail", &stream, "--exit-at-end"]);
     assert_exit(&output, 0);
     assert_eq!(stdout(&output), "", "--from latest skips what was there");

@@ -1,14 +1,13 @@
 //! `kinesis-cat produce` against kinesis-mock, configured only through the standard AWS
 //! environment, as a user would run it.
 
-use std::io::Write;
-use std::process::{Command, Output, Stdio};
+mod common;
+
+use std::process::Output;
 
 use aggregation_proto::{ReceivedRecord, deaggregate};
-use integration_tests::{
-    KINESIS_ENDPOINT_VAR, create_stream, endpoint_url, kinesis_client, read_all_records,
-    unique_name,
-};
+use common::{kinesis_cat, run_with_input};
+use integration_tests::{create_stream, kinesis_client, read_all_records, unique_name};
 use serde_json::Value;
 
 fn produce(args: &[&str], stdin: &str) -> Output {
@@ -17,26 +16,9 @@ fn produce(args: &[&str], stdin: &str) -> Output {
 
 /// `kinesis-cat produce ARGS` with `stdin` as its input, whatever its bytes.
 fn produce_bytes(args: &[&str], stdin: Vec<u8>) -> Output {
-    let mut child = Command::new(env!("CARGO_BIN_EXE_kinesis-cat"))
-        .arg("produce")
-        .args(args)
-        .env(KINESIS_ENDPOINT_VAR, endpoint_url(KINESIS_ENDPOINT_VAR))
-        .env("AWS_REGION", integration_tests::REGION)
-        .env("AWS_ACCESS_KEY_ID", integration_tests::ACCESS_KEY_ID)
-        .env(
-            "AWS_SECRET_ACCESS_KEY",
-            integration_tests::SECRET_ACCESS_KEY,
-        )
-        .stdin(Stdio::piped())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .expect("kinesis-cat starts");
-    let mut input = child.stdin.take().expect("stdin");
-    let writer = std::thread::spawn(move || input.write_all(&stdin));
-    let output = child.wait_with_output().expect("kinesis-cat ends");
-    writer.join().expect("writer").expect("stdin written");
-    output
+    let mut command = kinesis_cat(&["produce"]);
+    command.args(args);
+    run_with_input(command, stdin)
 }
 
 fn summary(output: &Output) -> Value {

@@ -3,6 +3,8 @@
 //! `scripts/test.sh` into `.cache/multilang`: the unmodified amazon-kclpy 3.2.0 sample, a Node
 //! processor on aws-kcl 2.3.2, faulty children, and the drop-in command lines.
 
+#[path = "../common/mod.rs"]
+mod common;
 mod dropin;
 mod faults;
 mod node;

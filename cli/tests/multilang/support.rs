@@ -9,7 +9,6 @@ use integration_tests::{
     ACCESS_KEY_ID, DYNAMODB_ENDPOINT_VAR, KINESIS_ENDPOINT_VAR, REGION, SECRET_ACCESS_KEY,
     endpoint_url, kinesis_client, repo_root,
 };
-use kpl::{Producer, UserRecord};
 
 const INSTALL_ADVICE: &str = "run ./scripts/test.sh (it installs the pinned amazon-kclpy sdist and aws-kcl into .cache/multilang)";
 
@@ -246,24 +245,8 @@ impl Drop for Daemon {
 /// Sends `keys.len()` records (data `data-<key>`), aggregated by the KPL, and waits until
 /// every one is stored.
 pub async fn produce(stream: &str, keys: &[String]) {
-    let producer = Producer::builder(stream)
-        .client(kinesis_client().await)
-        .build()
-        .await
-        .expect("producer");
-    let mut receipts = Vec::new();
-    for key in keys {
-        receipts.push(
-            producer
-                .send(UserRecord::new(key.clone(), format!("data-{key}")))
-                .await
-                .expect("accepted"),
-        );
-    }
-    for receipt in receipts {
-        receipt.await.expect("stored");
-    }
-    producer.shutdown().await;
+    let records = keys.iter().map(|key| (key.clone(), format!("data-{key}")));
+    crate::common::produce_records(stream, records).await;
 }
 
 /// One record as the Python sample prints it.
