@@ -14,15 +14,14 @@
 //!   fails, the holder learns it lost the lease, and its late checkpoint cannot overwrite the
 //!   reset. Any worker then takes the unowned lease and resumes from the new checkpoint.
 
-use aws_sdk_dynamodb::types::ReturnValue;
 use tracing::info;
 
 use super::codec::{n, s};
-use super::error::{LeaseError, from_sdk};
+use super::error::LeaseError;
 use super::model::{Checkpoint, Lease};
 use super::schema;
 use super::table::LeaseTable;
-use super::update::{Update, UpdateParts, validate_checkpoint};
+use super::update::{Update, validate_checkpoint};
 
 /// What [`LeaseTable::reset_checkpoint`] did to one lease.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -112,7 +111,7 @@ impl LeaseTable {
         update.remove(schema::PENDING_CHECKPOINT_SUB_SEQUENCE_NUMBER);
         update.remove(schema::PENDING_CHECKPOINT_STATE);
         update.remove(schema::LATEST_STARTED_AT);
-        let after = self.write_reset(&lease.lease_key, update).await?;
+        let after = self.apply("reset", &lease.lease_key, update).await?;
         info!(
             table = %self.table_name(),
             lease_key = %lease.lease_key,
@@ -122,35 +121,6 @@ impl LeaseTable {
             "operator reset the checkpoint"
         );
         Ok(ResetOutcome::Moved(after))
-    }
-
-    /// Sends the reset's conditional UpdateItem and reads the stored lease back.
-    async fn write_reset(&self, lease_key: &str, update: Update) -> Result<Lease, LeaseError> {
-        let UpdateParts {
-            expression,
-            condition,
-            names,
-            values,
-        } = update.into_parts();
-        let out = self
-            .client()
-            .update_item()
-            .table_name(self.table_name())
-            .key(schema::LEASE_KEY, s(lease_key))
-            .update_expression(expression)
-            .condition_expression(condition)
-            .set_expression_attribute_names(Some(names))
-            .set_expression_attribute_values(Some(values))
-            .return_values(ReturnValue::AllNew)
-            .send()
-            .await
-            .map_err(|err| from_sdk("UpdateItem", self.table_name(), Some(lease_key), err))?;
-        Lease::from_item(&out.attributes.unwrap_or_default()).map_err(|source| {
-            LeaseError::Malformed {
-                table: self.table_name().to_owned(),
-                source,
-            }
-        })
     }
 }
 

@@ -669,7 +669,9 @@ impl LeaseTable {
         self.apply(operation, &lease.lease_key, update).await
     }
 
-    async fn apply(
+    /// Sends one conditional UpdateItem and reads the stored lease back (also the operator's
+    /// reset in `reset.rs`).
+    pub(super) async fn apply(
         &self,
         operation: &'static str,
         lease_key: &str,
