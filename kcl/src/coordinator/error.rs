@@ -79,6 +79,19 @@ pub(crate) fn timed_out(operation: &'static str, table: &str, after: Duration) -
     }
 }
 
+/// `call` (a lease table `operation` on `table`), abandoned after `limit` as [`timed_out`].
+pub(crate) async fn within<T>(
+    operation: &'static str,
+    table: &str,
+    limit: Duration,
+    call: impl Future<Output = Result<T, LeaseError>>,
+) -> Result<T, LeaseError> {
+    match tokio::time::timeout(limit, call).await {
+        Ok(result) => result,
+        Err(_) => Err(timed_out(operation, table, limit)),
+    }
+}
+
 /// The error for a write whose outcome the coordinator could not settle (retryable: the
 /// holding is kept).
 pub(crate) fn unresolved(table: &str, why: &'static str) -> LeaseError {

@@ -13,7 +13,7 @@ use tracing::{Instrument, error, info_span};
 
 use super::clock::SystemClock;
 use super::config::{CoordinatorConfig, CoordinatorConfigError};
-use super::error::{HeldLeaseError, StartError, timed_out, unresolved};
+use super::error::{HeldLeaseError, StartError, unresolved, within};
 use super::snapshot::ScanSnapshot;
 use super::state::{Conflict, DropReason, HeldRef, Shared, Wrote, may_have_applied};
 use super::stats::CoordinatorStats;
@@ -430,10 +430,7 @@ impl LeaseCoordinator {
             let write = update(shared.clone(), lease);
             async move {
                 let limit = shared.config.renew_interval();
-                match timeout(limit, write).await {
-                    Ok(result) => result,
-                    Err(_) => Err(timed_out("UpdateItem", shared.store.table_name(), limit)),
-                }
+                within("UpdateItem", shared.store.table_name(), limit, write).await
             }
         })
         .await

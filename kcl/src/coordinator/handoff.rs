@@ -34,10 +34,10 @@ use kinesis_common::ErrorChain;
 use tokio::time::timeout;
 use tracing::{debug, info, warn};
 
-use super::error::timed_out;
+use super::error::within;
 use super::plan::TakeReason;
 use super::state::Shared;
-use super::taker::take;
+use super::taker::{not_written, take};
 use crate::lease::Lease;
 
 /// Asks the holder of `lease` (as scanned) to hand it over; returns whether the request was
@@ -45,15 +45,9 @@ use crate::lease::Lease;
 pub(crate) async fn request(shared: &Shared, lease: &Lease) -> bool {
     let limit = shared.config.renew_interval();
     let sent_at = shared.clock.now();
-    let result = match timeout(
-        limit,
-        shared.store.request_handoff(lease, &shared.worker_id),
-    )
-    .await
-    {
-        Ok(result) => result,
-        Err(_) => Err(timed_out("UpdateItem", shared.store.table_name(), limit)),
-    };
+    let table = shared.store.table_name();
+    let request = shared.store.request_handoff(lease, &shared.worker_id);
+    let result = within("UpdateItem", table, limit, request).await;
     match result {
         Ok(stored) => {
             info!(
@@ -64,12 +58,8 @@ pub(crate) async fn request(shared: &Shared, lease: &Lease) -> bool {
             shared.add_pending(stored, shared.clock.now(), sent_at);
             true
         }
-        Err(err) if err.is_lease_lost() => {
-            debug!(lease_key = %lease.lease_key, "lease changed before the handoff request; skipped");
-            false
-        }
         Err(err) => {
-            warn!(lease_key = %lease.lease_key, error = %ErrorChain(&err), "handoff request failed");
+            not_written(lease, "handoff request", &err);
             false
         }
     }

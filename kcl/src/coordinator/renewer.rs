@@ -27,7 +27,7 @@ use tokio::time::{Instant, sleep_until, timeout};
 use tokio_util::sync::CancellationToken;
 use tracing::{Instrument, Span, debug, trace, warn};
 
-use super::error::timed_out;
+use super::error::within;
 use super::later;
 use super::state::{Conflict, DropReason, HeldRef, Shared, Wrote, may_have_applied};
 
@@ -91,10 +91,8 @@ async fn renew_one(shared: &Shared, held: HeldRef) {
         };
         let limit = shared.config.renew_interval();
         let sent_at = shared.clock.now();
-        let result = match timeout(limit, shared.store.renew(&lease)).await {
-            Ok(result) => result,
-            Err(_) => Err(timed_out("UpdateItem", shared.store.table_name(), limit)),
-        };
+        let table = shared.store.table_name();
+        let result = within("UpdateItem", table, limit, shared.store.renew(&lease)).await;
         match result {
             Ok(renewed) => {
                 trace!(lease_key = %held.key, counter = renewed.lease_counter, "lease renewed");

@@ -8,11 +8,11 @@ use std::sync::Arc;
 use kinesis_common::ErrorChain;
 use tokio::sync::Semaphore;
 use tokio::task::JoinSet;
-use tokio::time::{Instant, sleep_until, timeout};
+use tokio::time::{Instant, sleep_until};
 use tokio_util::sync::CancellationToken;
 use tracing::{Instrument, Span, debug, info, warn};
 
-use super::error::timed_out;
+use super::error::within;
 use super::expiry::ExpiryTracker;
 use super::handoff;
 use super::later;
@@ -20,7 +20,7 @@ use super::plan::{TakeInput, TakeReason, plan_takes};
 use super::snapshot::ScanSnapshot;
 use super::state::Shared;
 use super::stats::TakeCycleStats;
-use crate::lease::Lease;
+use crate::lease::{Lease, LeaseError};
 
 /// Runs until `cancel` fires; a cycle whose takes have started is finished first.
 pub(crate) async fn run(shared: Arc<Shared>, cancel: CancellationToken) {
@@ -62,10 +62,8 @@ pub(crate) async fn take_cycle(
     cancel: &CancellationToken,
 ) -> Option<TakeCycleStats> {
     let scan_limit = shared.config.take_interval();
-    let scan = match timeout(scan_limit, shared.store.list()).await {
-        Ok(scan) => scan,
-        Err(_) => Err(timed_out("Scan", shared.store.table_name(), scan_limit)),
-    };
+    let table = shared.store.table_name();
+    let scan = within("Scan", table, scan_limit, shared.store.list()).await;
     let leases = match scan {
         Ok(leases) => leases,
         Err(err) => {
@@ -255,10 +253,14 @@ enum Taken {
 pub(crate) async fn take(shared: &Shared, lease: &Lease, reason: &TakeReason) -> bool {
     let limit = shared.config.renew_interval();
     let sent_at = shared.clock.now();
-    let result = match timeout(limit, shared.store.take(lease, &shared.worker_id)).await {
-        Ok(result) => result,
-        Err(_) => Err(timed_out("UpdateItem", shared.store.table_name(), limit)),
-    };
+    let table = shared.store.table_name();
+    let result = within(
+        "UpdateItem",
+        table,
+        limit,
+        shared.store.take(lease, &shared.worker_id),
+    )
+    .await;
     match result {
         Ok(taken) => {
             info!(
@@ -273,13 +275,19 @@ pub(crate) async fn take(shared: &Shared, lease: &Lease, reason: &TakeReason) ->
                 .increment(1);
             true
         }
-        Err(err) if err.is_lease_lost() => {
-            debug!(lease_key = %lease.lease_key, "lease changed before the take; skipped");
-            false
-        }
         Err(err) => {
-            warn!(lease_key = %lease.lease_key, error = %ErrorChain(&err), "take failed");
+            not_written(lease, "take", &err);
             false
         }
+    }
+}
+
+/// Logs why a conditional write to `lease` (`what`: "take", "handoff request") was not made:
+/// the lease changed since the scan (expected: skipped), or the call failed.
+pub(super) fn not_written(lease: &Lease, what: &str, err: &LeaseError) {
+    if err.is_lease_lost() {
+        debug!(lease_key = %lease.lease_key, "lease changed before the {what}; skipped");
+    } else {
+        warn!(lease_key = %lease.lease_key, error = %ErrorChain(err), "{what} failed");
     }
 }
