@@ -17,14 +17,20 @@ cd "$REPO"
 # the same debug setting keeps its dependencies' artifacts the ones the workspace built.
 export CARGO_PROFILE_DEV_DEBUG="${CARGO_PROFILE_DEV_DEBUG:-line-tables-only}"
 
+# Verification unpacks each packed crate from a temporary local registry into
+# $CARGO_HOME/registry/src/, and cargo 1.95 reuses a copy unpacked by an earlier run: the crates
+# that depend on it would be checked against stale sources. Those copies are only an unpack
+# cache (cargo unpacks again from the .crate), so ours go first.
+registry_src="${CARGO_HOME:-$HOME/.cargo}/registry/src"
 packages=()
-while IFS= read -r name; do
+while read -r name version; do
   packages+=(-p "$name")
+  rm -rf "$registry_src"/*/"$name-$version"
 done < <(cargo metadata --format-version 1 --no-deps | python3 -c '
 import json, sys
 for package in json.load(sys.stdin)["packages"]:
     if package["publish"] is None:  # publish = false is [], a registry list is not ours
-        print(package["name"])
+        print(package["name"], package["version"])
 ')
 [[ ${#packages[@]} -gt 0 ]] || { echo "package-check: no publishable crate found" >&2; exit 1; }
 echo "package-check: ${packages[*]}"
