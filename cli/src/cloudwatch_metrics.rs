@@ -11,6 +11,9 @@ use kpl::cloudwatch::{Builder, Level, Publisher};
 use tokio::runtime::Runtime;
 use tracing::warn;
 
+use crate::jsonl::CliError;
+use crate::metrics_export::{MetricsArgs, MetricsExport};
+
 /// How long the last upload may take when the command ends (three attempts of 10 s, and
 /// their waits).
 const LAST_UPLOAD: Duration = Duration::from_secs(45);
@@ -72,5 +75,35 @@ pub(crate) fn finish(runtime: &Runtime, publisher: Option<Publisher>) {
     drop(publisher);
     if stats.datums_failed + stats.datums_overflowed + stats.minutes_dropped > 0 {
         warn!(?stats, "some CloudWatch metrics were not published");
+    }
+}
+
+/// What the metrics flags started for one command: the global recorder's exports
+/// (`--metrics-listen`, `--otlp-endpoint`) and the CloudWatch publisher.
+pub(crate) struct Telemetry {
+    export: MetricsExport,
+    cloudwatch: Option<Publisher>,
+}
+
+impl Telemetry {
+    /// Starts what `metrics` and `cloudwatch` ask for on `runtime`, with `builder`'s table
+    /// for CloudWatch. Call before building the producer or the consumer: their handles are
+    /// registered with the recorder present at that time.
+    pub(crate) fn start(
+        runtime: &Runtime,
+        metrics: &MetricsArgs,
+        cloudwatch: &CloudWatchArgs,
+        builder: Builder,
+    ) -> Result<Self, CliError> {
+        let cloudwatch = start(runtime, cloudwatch, builder);
+        let recorder = cloudwatch.as_ref().map(|p| Box::new(p.recorder()) as _);
+        let export = crate::metrics_export::start_with(runtime, metrics, recorder)?;
+        Ok(Self { export, cloudwatch })
+    }
+
+    /// The last exports and the last CloudWatch upload, when the command ends.
+    pub(crate) fn finish(self, runtime: &Runtime) {
+        self.export.finish();
+        finish(runtime, self.cloudwatch);
     }
 }

@@ -27,6 +27,7 @@ use serde::Serialize;
 use tokio::sync::{mpsc, oneshot};
 use tokio_util::sync::CancellationToken;
 
+use crate::cloudwatch_metrics::Telemetry;
 use crate::jsonl::{CliError, encode_base64};
 
 #[derive(Debug, Args)]
@@ -359,19 +360,17 @@ pub(crate) fn run(mut args: ConsumeArgs) -> Result<(), CliError> {
             rand::random::<u64>()
         ));
     }
-    let cloudwatch = crate::cloudwatch_metrics::start(
+    let telemetry = Telemetry::start(
         &runtime,
+        &args.metrics,
         &args.cloudwatch,
         kcl::cloudwatch::Builder::consumer(
             args.application.as_str(),
             args.worker_id.as_deref().unwrap_or_default(),
         ),
-    );
-    let recorder = cloudwatch.as_ref().map(|p| Box::new(p.recorder()) as _);
-    let metrics = crate::metrics_export::start_with(&runtime, &args.metrics, recorder)?;
+    )?;
     let result = runtime.block_on(consume(args));
-    metrics.finish();
-    crate::cloudwatch_metrics::finish(&runtime, cloudwatch);
+    telemetry.finish(&runtime);
     result
 }
 

@@ -31,6 +31,7 @@ use kcl::{Checkpointer, InitialPosition, ProcessRecordsInput, Scheduler, ShardRe
 use serde::Serialize;
 use tokio::sync::{Notify, oneshot};
 
+use crate::cloudwatch_metrics::Telemetry;
 use crate::jsonl::CliError;
 
 /// The stream name the consumer reads (the sink answers for any name).
@@ -65,6 +66,10 @@ pub(crate) struct PerfConsumeArgs {
     /// Give up after this many seconds.
     #[arg(long, default_value_t = 600)]
     timeout_seconds: u64,
+    #[command(flatten)]
+    metrics: crate::metrics_export::MetricsArgs,
+    #[command(flatten)]
+    cloudwatch: crate::cloudwatch_metrics::CloudWatchArgs,
 }
 
 /// What consumes the sink's records.
@@ -382,7 +387,15 @@ pub(crate) fn run(args: PerfConsumeArgs) -> Result<(), CliError> {
         sink.endpoint
     );
     let runtime = tokio::runtime::Runtime::new()?;
+    // What the metrics cost is part of what is measured, when a flag asks for them.
+    let telemetry = Telemetry::start(
+        &runtime,
+        &args.metrics,
+        &args.cloudwatch,
+        kcl::cloudwatch::Builder::consumer(STREAM, "perf-worker"),
+    )?;
     let result = runtime.block_on(perf_consume(&args, &sink));
+    telemetry.finish(&runtime);
     drop(runtime);
     sink.stop();
     result

@@ -9,6 +9,7 @@ use rand::distr::{Alphanumeric, SampleString};
 use rand::{Rng, RngCore, SeedableRng};
 use serde::Serialize;
 
+use crate::cloudwatch_metrics::Telemetry;
 use crate::jsonl::CliError;
 
 #[derive(Debug, Args)]
@@ -48,6 +49,10 @@ pub(crate) struct PerfProduceArgs {
     /// Ordering lanes per shard (when ordered).
     #[arg(long, default_value_t = 8)]
     ordering_lanes: usize,
+    #[command(flatten)]
+    metrics: crate::metrics_export::MetricsArgs,
+    #[command(flatten)]
+    cloudwatch: crate::cloudwatch_metrics::CloudWatchArgs,
 }
 
 #[derive(Debug, Serialize)]
@@ -80,13 +85,22 @@ struct ProduceReport {
 
 pub(crate) fn run(args: PerfProduceArgs) -> Result<(), CliError> {
     let runtime = tokio::runtime::Runtime::new()?;
+    // What the metrics cost is part of what is measured, when a flag asks for them.
+    let telemetry = Telemetry::start(
+        &runtime,
+        &args.metrics,
+        &args.cloudwatch,
+        kpl::cloudwatch::Builder::producer(),
+    )?;
     // On a worker, as a service's sending task would be (not on the thread blocked in
     // `block_on`, which would make every record cross threads to reach the pipeline).
-    runtime.block_on(async {
+    let result = runtime.block_on(async {
         tokio::spawn(perf_produce(args))
             .await
             .map_err(|e| CliError::Usage(e.to_string()))?
-    })
+    });
+    telemetry.finish(&runtime);
+    result
 }
 
 async fn perf_produce(args: PerfProduceArgs) -> Result<(), CliError> {

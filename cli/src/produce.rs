@@ -13,6 +13,7 @@ use rand::distr::{Alphanumeric, SampleString};
 use serde::{Deserialize, Serialize};
 use tokio::sync::mpsc;
 
+use crate::cloudwatch_metrics::Telemetry;
 use crate::jsonl::CliError;
 
 #[derive(Debug, Args)]
@@ -78,16 +79,14 @@ struct Counts {
 
 pub(crate) fn run(args: ProduceArgs) -> Result<(), CliError> {
     let runtime = tokio::runtime::Runtime::new()?;
-    let cloudwatch = crate::cloudwatch_metrics::start(
+    let telemetry = Telemetry::start(
         &runtime,
+        &args.metrics,
         &args.cloudwatch,
         kpl::cloudwatch::Builder::producer(),
-    );
-    let recorder = cloudwatch.as_ref().map(|p| Box::new(p.recorder()) as _);
-    let metrics = crate::metrics_export::start_with(&runtime, &args.metrics, recorder)?;
+    )?;
     let result = runtime.block_on(produce(args));
-    metrics.finish();
-    crate::cloudwatch_metrics::finish(&runtime, cloudwatch);
+    telemetry.finish(&runtime);
     result
 }
 
