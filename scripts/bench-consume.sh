@@ -14,7 +14,7 @@
 #    the sink included; "consumer µs/rec" leaves the sink's thread CPU out
 #    (process CPU from /proc/self/stat minus the sink thread's).
 #    DynamoDB Local runs in its own (unpinned) JVM: its CPU is not counted.
-# 2. `cargo run --release -p kcl --example rebalance_bench`: 3 Scheduler workers
+# 2. `cargo run --release -p kinesis-kcl --example rebalance_bench`: 3 Scheduler workers
 #    on a 12-shard kinesis-mock stream (failover 3 s): time to an even 4/4/4
 #    split, failover after a worker's task is aborted, graceful hand-back.
 #
@@ -55,7 +55,7 @@ if [ -z "${SKIP_BUILD:-}" ]; then
   (cd "$REPO" && cargo build --release -j "$JOBS" -p kinesis-cat >&2) ||
     { log "cargo build failed"; exit 1; }
   if want rebalance; then
-    (cd "$REPO" && cargo build --release -j "$JOBS" -p kcl --example rebalance_bench >&2) ||
+    (cd "$REPO" && cargo build --release -j "$JOBS" -p kinesis-kcl --example rebalance_bench >&2) ||
       { log "cargo build of the example failed"; exit 1; }
   fi
 fi
@@ -115,7 +115,7 @@ if want rebalance; then
   for take in "${takes[@]}"; do
     echo "### rebalance_bench: 12 shards, 3 workers, failover 3 s, take interval $take, $REPEATS repeats"
     echo
-    if (cd "$REPO" && cargo run -q --release -j "$JOBS" -p kcl --example rebalance_bench -- \
+    if (cd "$REPO" && cargo run -q --release -j "$JOBS" -p kinesis-kcl --example rebalance_bench -- \
       --repeats "$REPEATS" --take-interval "$take") >"$WORK/rebalance.out" 2>"$WORK/rebalance.err"; then
       grep '^|' "$WORK/rebalance.out"
       echo

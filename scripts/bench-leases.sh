@@ -49,7 +49,7 @@ fi
 export KINESIS_RS_PYTHON="$VENV/bin/python"
 
 if [[ -z "${SKIP_BUILD:-}" ]]; then
-  (cd "$REPO" && CARGO_BUILD_JOBS="${CARGO_BUILD_JOBS:-1}" cargo build --release --quiet -p kcl --example lease_scale)
+  (cd "$REPO" && CARGO_BUILD_JOBS="${CARGO_BUILD_JOBS:-1}" cargo build --release --quiet -p kinesis-kcl --example lease_scale)
 fi
 
 started_emulators=""

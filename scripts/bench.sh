@@ -132,8 +132,8 @@ if want fanout; then
   aggregated="$(scaled 200000)"
   plain="$(scaled 10000)"
   section "Enhanced fan-out beside polling (same kinesis-mock stream, same run)" \
-    "cargo run --release -p kcl --example fan_out_bench -- $aggregated $plain 3"
-  cargo build --release --quiet -p kcl --example fan_out_bench
+    "cargo run --release -p kinesis-kcl --example fan_out_bench -- $aggregated $plain 3"
+  cargo build --release --quiet -p kinesis-kcl --example fan_out_bench
   "$CARGO_TARGET_DIR/release/examples/fan_out_bench" "$aggregated" "$plain" 3 >>"$REPORT"
   out ""
 fi

@@ -4,7 +4,7 @@
 //!
 //! ```text
 //! scripts/emulators.sh start && eval "$(scripts/emulators.sh env)"
-//! cargo run --release -p kcl --example fan_out_bench -- [AGGREGATED_RECORDS] [PLAIN_RECORDS] [ROUNDS]
+//! cargo run --release -p kinesis-kcl --example fan_out_bench -- [AGGREGATED_RECORDS] [PLAIN_RECORDS] [ROUNDS]
 //! ```
 //!
 //! Defaults: 200,000 user records of 100 bytes KPL-aggregated and 10,000 plain ones, each set

@@ -3,9 +3,9 @@
 //! against kinesis-mock and DynamoDB Local (`scripts/emulators.sh start`).
 //!
 //! ```text
-//! cargo run --release -p kcl --example lease_scale -- children --impl ours|java [--repeats 3]
-//! cargo run --release -p kcl --example lease_scale -- idle --impl ours|java|coordinator [--leases 1000]
-//! cargo run --release -p kcl --example lease_scale -- fleet --impl ours|java [--workers 10] [--shards 200] [--repeats 3]
+//! cargo run --release -p kinesis-kcl --example lease_scale -- children --impl ours|java [--repeats 3]
+//! cargo run --release -p kinesis-kcl --example lease_scale -- idle --impl ours|java|coordinator [--leases 1000]
+//! cargo run --release -p kinesis-kcl --example lease_scale -- fleet --impl ours|java [--workers 10] [--shards 200] [--repeats 3]
 //!   common: [--failover-ms 10000] [--idle-ms N] [--measure-s 60]
 //! ```
 //!

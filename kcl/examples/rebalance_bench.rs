@@ -17,7 +17,7 @@
 //! seen just after one, so without it every event would land at the same point of the cycle.
 //!
 //! ```text
-//! cargo run -j1 --release -p kcl --example rebalance_bench -- [--repeats 5]
+//! cargo run -j1 --release -p kinesis-kcl --example rebalance_bench -- [--repeats 5]
 //!     [--take-interval half|default|<ms>] [--failover-ms 3000] [--idle-ms 250]
 //! ```
 //!

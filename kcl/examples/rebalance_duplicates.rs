@@ -7,7 +7,7 @@
 //!
 //! ```text
 //! cargo build --release -p kinesis-cat
-//! cargo run --release -p kcl --example rebalance_duplicates -- --cat target/release/kinesis-cat
+//! cargo run --release -p kinesis-kcl --example rebalance_duplicates -- --cat target/release/kinesis-cat
 //!     [--runs 5] [--records 3000] [--shards 4] [--idle-exit 10]
 //! ```
 //!

@@ -12,7 +12,7 @@
 //!   must have checkpointed past TRIM_HORIZON first; `--cleanup-ms` sets the interval).
 //!
 //! ```text
-//! cargo run --release -p kcl --example reshard_latency -- [--repeats 5] [--workers 1]
+//! cargo run --release -p kinesis-kcl --example reshard_latency -- [--repeats 5] [--workers 1]
 //!     [--shards 1] [--failover-ms 10000] [--cleanup-ms 5000] [--idle-ms 200]
 //! ```
 //!

@@ -1,7 +1,7 @@
 //! The lease coordinator against DynamoDB Local (`./scripts/emulators.sh start`;
 //! `scripts/test.sh` starts it). Here rather than in `kcl/tests/` because the tests seed and
 //! move leases with crate-private writes. Without the emulator they fail at once saying how
-//! to start it: `cargo test -p kcl --lib -- --skip table_tests` runs the unit tests alone.
+//! to start it: `cargo test -p kinesis-kcl --lib -- --skip table_tests` runs the unit tests alone.
 //!
 //! Short timings (failover 1.5 s, renew 500 ms, take every 300 ms) keep each test to a few
 //! seconds. Tests poll for the states they expect instead of sleeping fixed guesses, and work

@@ -1,7 +1,7 @@
 //! The lease table against DynamoDB Local (`./scripts/emulators.sh start`; `scripts/test.sh`
 //! starts it). Here rather than in `kcl/tests/` because most of the writes they test are
 //! crate-private. Without the emulator they fail at once saying how to start it:
-//! `cargo test -p kcl --lib -- --skip table_tests` runs the unit tests alone.
+//! `cargo test -p kinesis-kcl --lib -- --skip table_tests` runs the unit tests alone.
 //!
 //! Every test works in its own table, so the tests run in parallel. Rows "written by the Java
 //! KCL" are built by hand with PutItem, attribute by attribute, as the Java KCL 2.x's

@@ -1427,7 +1427,7 @@ fn the_lease_protocol_holds_under_faults_for_every_seed() {
             .filter_map(|name| env_u64(name).map(|value| format!("{name}={value} ")))
             .collect();
         panic!(
-            "seed {seed} failed: {failure}\n\nrerun it alone with: {switches}KCL_SIM_SEED={seed} cargo test -p kcl --lib coordinator::sim (KCL_SIM_TRACE=n for its last n events)"
+            "seed {seed} failed: {failure}\n\nrerun it alone with: {switches}KCL_SIM_SEED={seed} cargo test -p kinesis-kcl --lib coordinator::sim (KCL_SIM_TRACE=n for its last n events)"
         )
     }
 }
