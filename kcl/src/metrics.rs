@@ -18,6 +18,7 @@
 //! | `TakenLeases` / `StolenLeases` / `LostLeases` | counters | `table` | `TakenLeases` / (none) / `LostLeases` |
 //! | `RenewLease.Failures` / `TakeLeases.Failures` | counters | `table` | `RenewLease.Success` = 0 / `TakeLeases.Success` = 0 |
 //! | `NeededLeases`, `NumWorkers`, `TotalLeases` | gauges | `table` | same (`TakeLeases`) |
+//! | `TargetLeases` | gauge | `table` | (none: the worker's fair share, the leases it should hold; beside `CurrentLeases`, whether it holds them) |
 //!
 //! When a shard leaves the worker its per-shard gauges (`MillisBehindLatest`,
 //! `SecondsSinceLastSuccessfulRead`) are no longer updated, and never set to 0: a 0 would

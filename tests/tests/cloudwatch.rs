@@ -277,6 +277,7 @@ fn consumer_updates(stream: &str, shards: usize) -> Vec<Key> {
         "StolenLeases",
         "NumWorkers",
         "NeededLeases",
+        "TargetLeases",
         "TotalLeases",
         "TakeLeases.Failures",
     ];

@@ -212,6 +212,9 @@ pub(crate) async fn take_cycle(
         .increment(cycle.failed as u64);
     metrics::gauge!("NeededLeases", "table" => shared.store.table_name().to_owned())
         .set(cycle.needed as f64);
+    // Beside CurrentLeases, what an on-call engineer asks first: does this worker hold its share?
+    metrics::gauge!("TargetLeases", "table" => shared.store.table_name().to_owned())
+        .set(cycle.target as f64);
     metrics::gauge!("NumWorkers", "table" => shared.store.table_name().to_owned())
         .set(cycle.live_workers as f64);
     metrics::gauge!("TotalLeases", "table" => shared.store.table_name().to_owned())

@@ -216,6 +216,13 @@ const CONSUMER: &[(&str, &str, Level, Unit, Scope)] = &[
         Scope::Worker,
     ),
     (
+        "TargetLeases",
+        "TakeLeases",
+        Level::Summary,
+        Unit::Count,
+        Scope::Worker,
+    ),
+    (
         "TotalLeases",
         "TakeLeases",
         Level::Detailed,

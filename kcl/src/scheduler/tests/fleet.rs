@@ -252,6 +252,11 @@ async fn metrics_have_the_java_kcl_names() {
     })
     .await;
     assert!(recorder.gauge("CurrentLeases{table=memory}").is_some());
+    assert!(
+        recorder
+            .gauge("TargetLeases{table=memory}")
+            .is_some_and(|target| target >= 1.0)
+    );
     assert!(recorder.counter("TakenLeases{table=memory}").unwrap() >= 2);
     w1.stop().await.unwrap();
 }
