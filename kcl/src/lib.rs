@@ -71,11 +71,11 @@ pub use checkpointer::{CheckpointError, Checkpointer};
 /// assert_eq!(StreamId::from("orders"), StreamId::Name("orders".into()));
 /// ```
 pub use kinesis_common::StreamId;
-pub use metrics::ConsumerSnapshot;
 /// The CloudWatch publisher, with the KCL's table in [`cloudwatch::Builder::consumer`]
 /// (feature `cloudwatch`).
 #[cfg(feature = "cloudwatch")]
 pub use kinesis_common::cloudwatch;
+pub use metrics::ConsumerSnapshot;
 pub use position::InitialPosition;
 pub use processor::{InitializeInput, ProcessRecordsInput, ShardRecordProcessor};
 pub use scheduler::{

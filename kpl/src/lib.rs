@@ -55,14 +55,14 @@ pub use error::{
 /// both implements it: to put the producer in front of something other than the AWS SDK (a
 /// test fake, a proxy), implement those two; [`SdkKinesis`] is the real one.
 pub use kinesis_common::ProducerApi as KinesisApi;
+/// The CloudWatch publisher, with the KPL's table in [`cloudwatch::Builder::producer`]
+/// (feature `cloudwatch`).
+#[cfg(feature = "cloudwatch")]
+pub use kinesis_common::cloudwatch;
 pub use kinesis_common::{
     BoxFuture, ErrorClass, KinesisError, ListShards, PutEntry, PutRecords, PutResult, SdkKinesis,
     Shard, ShardListing, StreamId,
 };
 pub use metrics::MetricsSnapshot;
-/// The CloudWatch publisher, with the KPL's table in [`cloudwatch::Builder::producer`]
-/// (feature `cloudwatch`).
-#[cfg(feature = "cloudwatch")]
-pub use kinesis_common::cloudwatch;
 pub use producer::Producer;
 pub use receipt::{Attempt, MAX_KEPT_ATTEMPTS, Receipt, RecordResult, RecordSuccess};
