@@ -8,21 +8,22 @@
 //! `KinesisRecordsPerPutRecordsRequest`; and ours: `UserRecordsFailed`,
 //! `UserRecordsPossiblyDuplicated`, `PutRecordsTimedOut`, `PutRecordsConcurrencyLimit`,
 //! `UserRecordsPutWithoutShardMap` (stored while ListShards was denied or failing: alone,
-//! unaggregated). Every one
-//! carries the label `stream`. Handles are registered when a stream is first used: install the
-//! recorder before building the producer.
+//! unaggregated). Every one carries the label `stream`; those counted where a record is stored
+//! (`UserRecordsPut`, `UserRecordsDataPut`, `KinesisRecordsPut`, `KinesisRecordsDataPut`,
+//! `UserRecordsPerKinesisRecord`) also `shard`, the shard it was stored in, as the KPL's shard
+//! granularity has them (sum over `shard` for the stream). Handles are registered when a stream
+//! (or a shard) is first used: install the recorder before building the producer.
 //!
 //! With the feature `cloudwatch`, `kpl::cloudwatch` publishes them to CloudWatch as the KPL
 //! does: its levels (`UserRecordsPut`, `KinesisRecordsPut`, `ErrorsByCode`, `AllErrors`,
 //! `UserRecordExpired`, `BufferingTime` and our `UserRecordsFailed`,
 //! `UserRecordsPossiblyDuplicated` are summary, the rest detailed) and its dimensions
-//! (`StreamName` from the label `stream`, `ErrorCode` from `error_code`, `ShardId` from a
-//! `shard` label, which these metrics do not carry yet: shard granularity publishes per stream
-//! and overall).
+//! (`StreamName` from the label `stream`, `ErrorCode` from `error_code`, `ShardId` from
+//! `shard`; each also rolled up per stream and overall).
 
 use std::collections::HashMap;
-use std::sync::Mutex;
 use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use metrics::{Counter, Gauge, Histogram};
@@ -54,10 +55,8 @@ pub(crate) struct Metrics {
 pub(crate) struct StreamMetrics {
     stream: String,
     received: Counter,
-    put: Counter,
-    data_put: Counter,
-    kinesis_put: Counter,
-    kinesis_data_put: Counter,
+    /// Per shard, registered when a record is first stored in it.
+    shards: Mutex<HashMap<Arc<str>, ShardMetrics>>,
     all_errors: Counter,
     retries: Counter,
     expired: Counter,
@@ -67,10 +66,33 @@ pub(crate) struct StreamMetrics {
     timed_out: Counter,
     buffering_time: Histogram,
     request_time: Histogram,
-    per_kinesis_record: Histogram,
     per_request: Histogram,
     pending: Gauge,
     concurrency: Gauge,
+}
+
+/// The facade handles of what is counted where a record is stored: labelled by stream and
+/// shard, for the KPL's shard granularity (a recorder sums them for the stream).
+#[derive(Debug)]
+struct ShardMetrics {
+    put: Counter,
+    data_put: Counter,
+    kinesis_put: Counter,
+    kinesis_data_put: Counter,
+    per_kinesis_record: Histogram,
+}
+
+impl ShardMetrics {
+    fn new(stream: &str, shard: &str) -> Self {
+        let labels = [("stream", stream.to_owned()), ("shard", shard.to_owned())];
+        Self {
+            put: metrics::counter!("UserRecordsPut", &labels),
+            data_put: metrics::counter!("UserRecordsDataPut", &labels),
+            kinesis_put: metrics::counter!("KinesisRecordsPut", &labels),
+            kinesis_data_put: metrics::counter!("KinesisRecordsDataPut", &labels),
+            per_kinesis_record: metrics::histogram!("UserRecordsPerKinesisRecord", &labels),
+        }
+    }
 }
 
 impl StreamMetrics {
@@ -80,10 +102,7 @@ impl StreamMetrics {
         let histogram = |name: &'static str| metrics::histogram!(name, "stream" => label.clone());
         Self {
             received: counter("UserRecordsReceived"),
-            put: counter("UserRecordsPut"),
-            data_put: counter("UserRecordsDataPut"),
-            kinesis_put: counter("KinesisRecordsPut"),
-            kinesis_data_put: counter("KinesisRecordsDataPut"),
+            shards: Mutex::default(),
             all_errors: counter("AllErrors"),
             retries: counter("RetriesPerRecord"),
             expired: counter("UserRecordExpired"),
@@ -93,7 +112,6 @@ impl StreamMetrics {
             timed_out: counter("PutRecordsTimedOut"),
             buffering_time: histogram("BufferingTime"),
             request_time: histogram("RequestTime"),
-            per_kinesis_record: histogram("UserRecordsPerKinesisRecord"),
             per_request: histogram("KinesisRecordsPerPutRecordsRequest"),
             pending: metrics::gauge!("UserRecordsPending", "stream" => label.clone()),
             concurrency: metrics::gauge!("PutRecordsConcurrencyLimit", "stream" => label.clone()),
@@ -134,9 +152,11 @@ impl Metrics {
         }
     }
 
+    /// One Kinesis record stored in `shard`, carrying `user_records` of `user_bytes`.
     pub(crate) fn kinesis_record_put(
         &self,
         stream: &StreamMetrics,
+        shard: &Arc<str>,
         user_records: usize,
         user_bytes: usize,
         bytes: usize,
@@ -148,11 +168,16 @@ impl Metrics {
             .fetch_add(user_records as u64, Relaxed);
         self.user_records_data_put
             .fetch_add(user_bytes as u64, Relaxed);
-        stream.kinesis_put.increment(1);
-        stream.kinesis_data_put.increment(bytes as u64);
-        stream.put.increment(user_records as u64);
-        stream.data_put.increment(user_bytes as u64);
-        stream.per_kinesis_record.record(user_records as f64);
+        // A poisoned map only means a recorder panicked: its handles are still whole.
+        let mut shards = stream.shards.lock().unwrap_or_else(|e| e.into_inner());
+        let handles = shards
+            .entry(shard.clone())
+            .or_insert_with(|| ShardMetrics::new(&stream.stream, shard));
+        handles.kinesis_put.increment(1);
+        handles.kinesis_data_put.increment(bytes as u64);
+        handles.put.increment(user_records as u64);
+        handles.data_put.increment(user_bytes as u64);
+        handles.per_kinesis_record.record(user_records as f64);
     }
 
     pub(crate) fn buffered(&self, stream: &StreamMetrics, time: Duration) {

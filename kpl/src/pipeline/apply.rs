@@ -120,6 +120,7 @@ impl Pipeline {
         let user_bytes: usize = outgoing.members.iter().map(PendingRecord::size).sum();
         self.metrics.kinesis_record_put(
             &stream.metrics,
+            shard_id,
             outgoing.members.len(),
             user_bytes,
             KinesisRecord::size(&outgoing.record),

@@ -1,7 +1,7 @@
 //! The metrics the producer publishes through the `metrics` facade: the KPL's names, labelled
 //! with the stream.
 
-use std::collections::HashMap;
+use std::collections::{BTreeMap, HashMap};
 
 use super::tests::{STREAM, builder, results, send_all};
 use crate::testing::{CallFault, FakeKinesis};
@@ -32,6 +32,19 @@ impl CapturedCounters {
             .unwrap()
             .get(key)
             .map_or(0, |c| c.0.load(std::sync::atomic::Ordering::Relaxed))
+    }
+
+    /// Per shard label, the values of the counters named `{prefix},shard=...}`.
+    fn by_shard(&self, prefix: &str) -> BTreeMap<String, u64> {
+        let counters = self.counters.lock().unwrap();
+        counters
+            .iter()
+            .filter_map(|(key, counter)| {
+                let shard = key.strip_prefix(prefix)?.strip_prefix(",shard=")?;
+                let value = counter.0.load(std::sync::atomic::Ordering::Relaxed);
+                Some((shard.trim_end_matches('}').to_owned(), value))
+            })
+            .collect()
     }
 }
 
@@ -110,8 +123,15 @@ fn metrics_carry_the_kpl_names_and_the_stream() {
         recorder.value(&format!("UserRecordsReceived{{{stream}}}")),
         100
     );
-    assert_eq!(recorder.value(&format!("UserRecordsPut{{{stream}}}")), 100);
-    assert!(recorder.value(&format!("KinesisRecordsPut{{{stream}}}")) >= 2);
+    // Counted where they were stored: per shard, as the KPL's shard granularity has them.
+    let put = recorder.by_shard(&format!("UserRecordsPut{{{stream}"));
+    assert_eq!(put.values().sum::<u64>(), 100);
+    assert_eq!(
+        put.keys().collect::<Vec<_>>(),
+        ["shardId-000000000000", "shardId-000000000001"]
+    );
+    let kinesis_put = recorder.by_shard(&format!("KinesisRecordsPut{{{stream}"));
+    assert!(kinesis_put.values().sum::<u64>() >= 2);
     assert!(recorder.value(&format!("RetriesPerRecord{{{stream}}}")) >= 1);
     assert!(recorder.value(&format!("AllErrors{{{stream}}}")) >= 1);
     assert!(

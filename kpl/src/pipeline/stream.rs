@@ -488,7 +488,13 @@ impl StreamState {
         }
         if stored > 0 {
             // The Kinesis record is stored, whoever of its records it counts for.
-            metrics.kinesis_record_put(&self.metrics, stored, stored_bytes, kinesis_bytes);
+            metrics.kinesis_record_put(
+                &self.metrics,
+                shard_id,
+                stored,
+                stored_bytes,
+                kinesis_bytes,
+            );
         }
         if settled.route_again.is_empty() {
             return settled;
