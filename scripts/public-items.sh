@@ -8,15 +8,23 @@
 #            implementations not counted).
 # One number to compare before and after an API change: `items + re-exports`.
 #
-#   scripts/public-items.sh kcl            # summary
-#   scripts/public-items.sh kcl --list     # and every path
+#   scripts/public-items.sh kinesis-kcl            # summary
+#   scripts/public-items.sh kinesis-kcl --list     # and every path
 set -euo pipefail
 REPO="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 cd "$REPO"
 crate="${1:?usage: scripts/public-items.sh CRATE [--list]}"
 list="${2:-}"
 cargo doc --quiet -p "$crate" --no-deps
-doc="${CARGO_TARGET_DIR:-$REPO/target}/doc/${crate//-/_}"
+# rustdoc names the folder after the library, which may differ from the package (kinesis-kcl's
+# library is kcl).
+lib="$(cargo metadata --format-version 1 --no-deps | python3 -c '
+import json, sys
+for package in json.load(sys.stdin)["packages"]:
+    if package["name"] == sys.argv[1]:
+        print(next(t["name"] for t in package["targets"] if "lib" in t["kind"]))
+' "$crate")"
+doc="${CARGO_TARGET_DIR:-$REPO/target}/doc/$lib"
 python3 - "$doc" "$list" <<'EOF'
 import collections, os, re, sys
 
