@@ -17,7 +17,7 @@ use std::time::{Duration, SystemTime};
 
 use aws_sdk_kinesis::primitives::{DateTime, DateTimeFormat};
 use clap::Args;
-use kcl::lease::{Checkpoint, LeaseTable};
+use kcl::lease::Checkpoint;
 use kcl::{
     Checkpointer, DeaggregatedRecord, InitialPosition, InitializeInput, ProcessRecordsInput,
     Scheduler, SchedulerHandle, ShardRecordProcessor,
@@ -500,22 +500,16 @@ pub(crate) async fn terminate_signal() {
 pub(crate) fn leases(args: LeasesArgs) -> Result<(), CliError> {
     tokio::runtime::Runtime::new()?.block_on(async {
         let config = aws_config::load_from_env().await;
-        let table = LeaseTable::new(
-            aws_sdk_dynamodb::Client::new(&config),
-            args.application.as_str(),
-        );
-        let scan = table
-            .scan()
+        let scan = crate::ops::all_leases(&config, &args.application)
             .await
             .map_err(|e| CliError::Usage(e.to_string()))?;
-        let mut leases = scan.leases;
-        leases.sort_by(|a, b| a.lease_key.cmp(&b.lease_key));
+        let leases = &scan.leases;
         println!(
             "{:<24} {:<40} {:>8} {:<64} {:<24} STATE",
             "SHARD", "OWNER", "COUNTER", "CHECKPOINT", "PARENTS"
         );
         let mut per_worker: BTreeMap<String, usize> = BTreeMap::new();
-        for lease in &leases {
+        for lease in leases {
             let owner = lease.lease_owner.as_deref().unwrap_or("-");
             let state = match (&lease.checkpoint, &lease.lease_owner) {
                 (Checkpoint::ShardEnd, _) => "finished".to_owned(),

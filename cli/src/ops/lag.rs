@@ -19,7 +19,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use clap::Args;
-use kcl::lease::{Checkpoint, Lease, LeaseTable};
+use kcl::lease::{Checkpoint, Lease};
 use kcl::retrieval::{PollingConfig, PollingSource, RecordSource, StartingPosition};
 use kinesis_common::{
     ErrorChain, ReadShard, SdkKinesis, ShardIteratorStart, ShardListing, StreamId, Timeouts,
@@ -28,7 +28,7 @@ use serde::Serialize;
 use tokio::sync::Semaphore;
 use tokio::task::JoinSet;
 
-use super::{OpsError, print_json, retried, runtime, sdk_config};
+use super::{OpsError, all_leases, print_json, retried, runtime, sdk_config};
 
 /// Shards measured at once.
 const PARALLEL_SHARDS: usize = 8;
@@ -92,16 +92,8 @@ pub(crate) fn run(args: LagArgs) -> Result<(), OpsError> {
 
 async fn lag(args: LagArgs) -> Result<(), OpsError> {
     let config = sdk_config().await;
-    let table = LeaseTable::new(
-        aws_sdk_dynamodb::Client::new(&config),
-        args.application.as_str(),
-    );
-    let scan = table
-        .scan()
-        .await
-        .map_err(|e| OpsError::lease(&args.application, &e))?;
-    let mut leases = scan.leases;
-    leases.sort_by(|a, b| a.lease_key.cmp(&b.lease_key));
+    let scan = all_leases(&config, &args.application).await?;
+    let leases = &scan.leases;
     let mut shards = Vec::with_capacity(leases.len());
     match &args.stream {
         Some(stream) => {
@@ -136,7 +128,7 @@ async fn lag(args: LagArgs) -> Result<(), OpsError> {
             shards.extend(measured.into_iter().map(|(_, row)| row));
         }
         None => {
-            for lease in &leases {
+            for lease in leases {
                 shards.push(ShardLag {
                     note: Some("no --stream: lag not measured".into()),
                     ..unmeasured(lease)

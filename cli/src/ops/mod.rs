@@ -20,7 +20,7 @@ use std::process::ExitCode;
 use std::time::{Duration, SystemTime};
 
 use aws_sdk_kinesis::primitives::{DateTime, DateTimeFormat};
-use kcl::lease::LeaseError;
+use kcl::lease::{LeaseError, LeaseTable, TableScan};
 use kinesis_common::{Backoff, ErrorChain, ErrorClass, Jitter, KinesisError};
 
 /// The exit codes, for `--help`.
@@ -75,7 +75,7 @@ impl OpsError {
     /// A lease table failure: a missing table is not found (exit 3), the rest failed (exit 1).
     pub(crate) fn lease(table: &str, error: &LeaseError) -> Self {
         let message = ErrorChain(error).to_string();
-        if message.contains("ResourceNotFoundException") {
+        if matches!(error, LeaseError::TableNotFound { .. }) {
             Self::NotFound(format!("lease table {table:?} not found: {message}"))
         } else {
             Self::Failed(message)
@@ -106,6 +106,20 @@ pub(crate) fn runtime() -> Result<tokio::runtime::Runtime, OpsError> {
 /// The SDK configuration from the standard AWS settings (region, credentials, endpoints).
 pub(crate) async fn sdk_config() -> aws_config::SdkConfig {
     aws_config::load_from_env().await
+}
+
+/// A scan of the application's lease table, its leases by lease key.
+pub(crate) async fn all_leases(
+    config: &aws_config::SdkConfig,
+    application: &str,
+) -> Result<TableScan, OpsError> {
+    let table = LeaseTable::new(aws_sdk_dynamodb::Client::new(config), application);
+    let mut scan = table
+        .scan()
+        .await
+        .map_err(|e| OpsError::lease(application, &e))?;
+    scan.leases.sort_by(|a, b| a.lease_key.cmp(&b.lease_key));
+    Ok(scan)
 }
 
 /// Calls `call` until it succeeds, fails with an error retrying cannot fix, or failed

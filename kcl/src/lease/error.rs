@@ -93,6 +93,19 @@ pub enum LeaseError {
         #[source]
         source: BoxError,
     },
+    /// The lease table does not exist (DynamoDB's `ResourceNotFoundException`). Fatal.
+    #[error(
+        "DynamoDB {operation} on table {table} failed: no such table (check the application name and the region)"
+    )]
+    TableNotFound {
+        /// The DynamoDB operation (`Scan`, `GetItem`, ...).
+        operation: &'static str,
+        /// The lease table.
+        table: String,
+        /// The SDK error.
+        #[source]
+        source: BoxError,
+    },
     /// The table holds an item that is not a valid lease.
     #[error("table {table} holds a malformed lease")]
     Malformed {
@@ -138,9 +151,10 @@ impl LeaseError {
         match self {
             Self::LeaseLost { .. } => LeaseErrorKind::LeaseLost,
             Self::Dynamo { kind, .. } => *kind,
-            Self::Malformed { .. } | Self::InvalidCheckpoint { .. } | Self::InvalidInput { .. } => {
-                LeaseErrorKind::Fatal
-            }
+            Self::TableNotFound { .. }
+            | Self::Malformed { .. }
+            | Self::InvalidCheckpoint { .. }
+            | Self::InvalidInput { .. } => LeaseErrorKind::Fatal,
             Self::TableNotActive { .. } => LeaseErrorKind::Transient,
         }
     }
@@ -213,7 +227,15 @@ pub(crate) fn classify<E: DynamoServiceError>(err: &SdkError<E, HttpResponse>) -
 
 /// Whether DynamoDB refused the request for want of a permission (`AccessDeniedException`).
 pub(crate) fn is_access_denied<E: ProvideErrorMetadata>(err: &SdkError<E, HttpResponse>) -> bool {
-    matches!(err, SdkError::ServiceError(service) if service.err().code() == Some("AccessDeniedException"))
+    service_code(err) == Some("AccessDeniedException")
+}
+
+/// The error code of a service error (none for a failure before or outside the service).
+fn service_code<E: ProvideErrorMetadata>(err: &SdkError<E, HttpResponse>) -> Option<&str> {
+    match err {
+        SdkError::ServiceError(service) => service.err().code(),
+        _ => None,
+    }
 }
 
 /// Classifies a DynamoDB error response by its error code, falling back on the HTTP status.
@@ -262,14 +284,22 @@ pub(crate) fn classify_service_error(code: Option<&str>, status: Option<u16>) ->
 }
 
 /// Turns an SDK error of `operation` into a [`LeaseError`]: a failed condition on a write to
-/// `lease_key` becomes [`LeaseError::LeaseLost`], everything else [`LeaseError::Dynamo`] with
-/// its [`LeaseErrorKind`].
+/// `lease_key` becomes [`LeaseError::LeaseLost`], a missing table
+/// [`LeaseError::TableNotFound`], everything else [`LeaseError::Dynamo`] with its
+/// [`LeaseErrorKind`].
 pub(crate) fn from_sdk<E: DynamoServiceError>(
     operation: &'static str,
     table: &str,
     lease_key: Option<&str>,
     err: SdkError<E, HttpResponse>,
 ) -> LeaseError {
+    if service_code(&err) == Some("ResourceNotFoundException") {
+        return LeaseError::TableNotFound {
+            operation,
+            table: table.to_owned(),
+            source: Box::new(err),
+        };
+    }
     let kind = classify(&err);
     match (kind, lease_key) {
         (LeaseErrorKind::LeaseLost, Some(lease_key)) => LeaseError::LeaseLost {
@@ -337,6 +367,30 @@ mod tests {
         let timeout: SdkError<TransactWriteItemsError, HttpResponse> =
             SdkError::timeout_error("no answer");
         assert!(!is_access_denied(&timeout));
+    }
+
+    #[test]
+    fn a_missing_table_is_told_from_other_fatal_failures() {
+        use aws_sdk_dynamodb::error::ErrorMetadata;
+        let answer = |code: &str| {
+            let error = ScanError::generic(ErrorMetadata::builder().code(code).build());
+            from_sdk(
+                "Scan",
+                "app",
+                None,
+                SdkError::service_error(error, aws_smithy_runtime_api_shim::response(400)),
+            )
+        };
+        let missing = answer("ResourceNotFoundException");
+        assert!(
+            matches!(missing, LeaseError::TableNotFound { .. }),
+            "{missing:?}"
+        );
+        assert_eq!(missing.kind(), LeaseErrorKind::Fatal);
+        assert!(missing.to_string().contains("no such table"), "{missing}");
+        let denied = answer("AccessDeniedException");
+        assert!(matches!(denied, LeaseError::Dynamo { .. }), "{denied:?}");
+        assert_eq!(denied.kind(), LeaseErrorKind::Fatal);
     }
 
     #[test]
