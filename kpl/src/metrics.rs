@@ -170,14 +170,22 @@ impl Metrics {
             .fetch_add(user_bytes as u64, Relaxed);
         // A poisoned map only means a recorder panicked: its handles are still whole.
         let mut shards = stream.shards.lock().unwrap_or_else(|e| e.into_inner());
-        let handles = shards
-            .entry(shard.clone())
-            .or_insert_with(|| ShardMetrics::new(&stream.stream, shard));
-        handles.kinesis_put.increment(1);
-        handles.kinesis_data_put.increment(bytes as u64);
-        handles.put.increment(user_records as u64);
-        handles.data_put.increment(user_bytes as u64);
-        handles.per_kinesis_record.record(user_records as f64);
+        let count = |handles: &ShardMetrics| {
+            handles.kinesis_put.increment(1);
+            handles.kinesis_data_put.increment(bytes as u64);
+            handles.put.increment(user_records as u64);
+            handles.data_put.increment(user_bytes as u64);
+            handles.per_kinesis_record.record(user_records as f64);
+        };
+        // One lookup by reference; the key is cloned only the first time a shard stores.
+        match shards.get(shard) {
+            Some(handles) => count(handles),
+            None => {
+                let handles = ShardMetrics::new(&stream.stream, shard);
+                count(&handles);
+                shards.insert(shard.clone(), handles);
+            }
+        }
     }
 
     pub(crate) fn buffered(&self, stream: &StreamMetrics, time: Duration) {
