@@ -23,8 +23,10 @@ export CARGO_PROFILE_DEV_DEBUG="${CARGO_PROFILE_DEV_DEBUG:-line-tables-only}"
 # cache (cargo unpacks again from the .crate), so ours go first.
 registry_src="${CARGO_HOME:-$HOME/.cargo}/registry/src"
 packages=()
+packed=()
 while read -r name version; do
   packages+=(-p "$name")
+  packed+=("$name-$version")
   rm -rf "$registry_src"/*/"$name-$version"
 done < <(cargo metadata --format-version 1 --no-deps | python3 -c '
 import json, sys
@@ -33,5 +35,29 @@ for package in json.load(sys.stdin)["packages"]:
         print(package["name"], package["version"])
 ')
 [[ ${#packages[@]} -gt 0 ]] || { echo "package-check: no publishable crate found" >&2; exit 1; }
+
+# Cargo takes a registry crate for immutable: a packed crate of ours compiled by an earlier run
+# (same name and version, other sources) would be reused, and the crates that depend on it
+# checked against stale code. Its build outputs are found by their dep-info files, which name
+# the unpacked sources, and forgotten. The workspace's own builds of the same crates are kept.
+deps_dir="${CARGO_TARGET_DIR:-$REPO/target}/debug/deps"
+if [[ -d "$deps_dir" ]]; then
+  python3 - "$deps_dir" "${packed[@]}" <<'PY'
+import glob, os, re, shutil, sys
+deps, packed = sys.argv[1], sys.argv[2:]
+stale = set()
+for depinfo in glob.glob(os.path.join(deps, "*.d")):
+    with open(depinfo, errors="replace") as f:
+        text = f.read()
+    if any(re.search(r"registry/src/[^/]+/" + re.escape(p) + "/", text) for p in packed):
+        stale.add(os.path.basename(depinfo)[:-2].rsplit("-", 1)[1])
+for suffix in stale:
+    for path in glob.glob(os.path.join(deps, "*-" + suffix + "*")) + glob.glob(
+        os.path.join(deps, "..", ".fingerprint", "*-" + suffix)
+    ):
+        shutil.rmtree(path) if os.path.isdir(path) else os.remove(path)
+print(f"package-check: forgot {len(stale)} earlier build(s) of packed crates")
+PY
+fi
 echo "package-check: ${packages[*]}"
 cargo package --allow-dirty "${packages[@]}" "$@"
